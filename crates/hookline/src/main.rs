@@ -1,0 +1,43 @@
+//! `hookline`: the command-line entry point of Hookline.
+//!
+//! Each subcommand lives in its own module under `commands/`. This file only parses the
+//! command line and maps outcomes to exit codes: 0 on success, 1 when the command ran and
+//! the answer is "no" (a signature that does not verify, a send that got a non-2xx), 2 on
+//! a usage error.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Send, receive, track and debug webhooks.
+#[derive(Debug, Parser)]
+#[command(name = "hookline", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Sign(commands::sign::Args),
+    Verify(commands::verify::Args),
+    Send(commands::send::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Sign(args) => commands::sign::run(args),
+        Command::Verify(args) => commands::verify::run(args),
+        Command::Send(args) => commands::send::run(args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(commands::USAGE_ERROR)
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! End-to-end tests of the `hookline` binary: real processes, real HTTP over loopback.
+
+mod receiver;
+mod signature_commands;
