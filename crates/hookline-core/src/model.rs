@@ -1,0 +1,376 @@
+//! The resources of the sending side and the rules that belong to them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::{AppId, AttemptId, EndpointId, MessageId};
+
+/// A tenant of the sending API: one of the product's customers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Application {
+    pub id: AppId,
+    pub uid: Option<String>,
+    pub name: String,
+    pub throttle_rate: Option<u16>,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A signing secret of an endpoint. The current one has no expiry; rotated-out ones keep
+/// signing until `expires_at` (the grace period).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSecret {
+    pub key: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for EndpointSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointSecret")
+            .field("key", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Where an application's messages go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub app_id: AppId,
+    pub uid: Option<String>,
+    pub url: String,
+    pub description: String,
+    pub disabled: bool,
+    /// Deliveries per second at most; `None` for no limit.
+    pub throttle_rate: Option<u16>,
+    /// Event types this endpoint wants; `None` for all.
+    pub event_types: Option<Vec<String>>,
+    /// Channels this endpoint listens on; `None` for all.
+    pub channels: Option<Vec<String>>,
+    pub metadata: BTreeMap<String, String>,
+    /// Extra headers sent with each delivery.
+    pub headers: BTreeMap<String, String>,
+    /// The current secret first, then rotated-out ones still in their grace period.
+    pub secrets: Vec<EndpointSecret>,
+    /// When the endpoint started exhausting messages without a success since.
+    pub failing_since: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Endpoint {
+    /// Whether a message of `event_type` on `channels` is for this endpoint. A message
+    /// without channels does not reach an endpoint that listens on some.
+    pub fn wants(&self, event_type: &str, channels: Option<&[String]>) -> bool {
+        if self.disabled {
+            return false;
+        }
+        let type_ok = self
+            .event_types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == event_type));
+        let channel_ok = match (&self.channels, channels) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => mine.iter().any(|c| theirs.contains(c)),
+        };
+        type_ok && channel_ok
+    }
+
+    /// The keys that sign a delivery made at `now`: the current one and every rotated-out
+    /// key still in its grace period.
+    pub fn signing_keys(&self, now: DateTime<Utc>) -> Vec<&str> {
+        self.secrets
+            .iter()
+            .filter(|secret| secret.expires_at.is_none_or(|expiry| expiry > now))
+            .map(|secret| secret.key.as_str())
+            .collect()
+    }
+
+    /// The current secret.
+    pub fn current_secret(&self) -> &str {
+        self.secrets
+            .first()
+            .map(|secret| secret.key.as_str())
+            .unwrap_or_default()
+    }
+}
+
+/// A kind of event an application can send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventType {
+    pub name: String,
+    pub description: String,
+    pub archived: bool,
+    pub deprecated: bool,
+    pub schemas: Option<serde_json::Value>,
+    pub feature_flag: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An event sent to an application, fanned out to its endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub app_id: AppId,
+    pub event_id: Option<String>,
+    pub event_type: String,
+    /// The payload's JSON text exactly as received; `None` once expunged.
+    pub payload: Option<String>,
+    pub channels: Option<Vec<String>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Delivery status of a message to an endpoint, with the wire values of the Svix API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MessageStatus {
+    Success = 0,
+    Pending = 1,
+    Fail = 2,
+    Sending = 3,
+}
+
+impl MessageStatus {
+    /// The wire integer.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// The status for a wire integer.
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            0 => Some(Self::Success),
+            1 => Some(Self::Pending),
+            2 => Some(Self::Fail),
+            3 => Some(Self::Sending),
+            _ => None,
+        }
+    }
+
+    /// The wire text (`statusText`).
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Pending => "pending",
+            Self::Fail => "fail",
+            Self::Sending => "sending",
+        }
+    }
+}
+
+/// Why an attempt was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TriggerType {
+    /// By the schedule: the first try and its retries.
+    Scheduled = 0,
+    /// By a person: resend or recover. Tried once.
+    Manual = 1,
+}
+
+impl TriggerType {
+    /// The wire integer.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// The trigger for a wire integer.
+    pub fn from_code(code: i64) -> Self {
+        if code == 1 {
+            Self::Manual
+        } else {
+            Self::Scheduled
+        }
+    }
+}
+
+/// How an attempt failed before or without an HTTP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    Timeout,
+    ConnectionRefused,
+    Connection,
+    Tls,
+    Dns,
+    SsrfRefused,
+    Redirect,
+    InvalidUrl,
+}
+
+impl ErrorKind {
+    /// Stable text for storage and display.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::ConnectionRefused => "connection_refused",
+            Self::Connection => "connection",
+            Self::Tls => "tls",
+            Self::Dns => "dns",
+            Self::SsrfRefused => "ssrf_refused",
+            Self::Redirect => "redirect",
+            Self::InvalidUrl => "invalid_url",
+        }
+    }
+
+    /// Parses [`ErrorKind::as_str`] text.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Timeout,
+            Self::ConnectionRefused,
+            Self::Connection,
+            Self::Tls,
+            Self::Dns,
+            Self::SsrfRefused,
+            Self::Redirect,
+            Self::InvalidUrl,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// One HTTP try of a message to an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub app_id: AppId,
+    pub msg_id: MessageId,
+    pub endpoint_id: EndpointId,
+    pub url: String,
+    /// `Success` or `Fail`.
+    pub status: MessageStatus,
+    /// The HTTP status, 0 when there was no answer.
+    pub response_status_code: i16,
+    /// The answer's body, cut to a bounded excerpt; `None` once expunged.
+    pub response: Option<String>,
+    /// The answer's headers, as received.
+    pub response_headers: Vec<(String, String)>,
+    pub response_duration_ms: i64,
+    pub trigger_type: TriggerType,
+    pub error_kind: Option<ErrorKind>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The delivery of one message to one endpoint: its status and its place in the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destination {
+    pub app_id: AppId,
+    pub msg_id: MessageId,
+    pub endpoint_id: EndpointId,
+    pub status: MessageStatus,
+    pub next_attempt: Option<DateTime<Utc>>,
+    /// Scheduled attempts made so far.
+    pub attempts: u32,
+    /// Why the next attempt is due: manual attempts are tried once.
+    pub trigger: TriggerType,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Counts of an endpoint's deliveries by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointStats {
+    pub success: i64,
+    pub pending: i64,
+    pub sending: i64,
+    pub fail: i64,
+}
+
+/// A stored answer to a POST with an `idempotency-key`, replayed to retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotentResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// An idempotency record to commit together with the write it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// Hash of the caller's credentials, the key and the request URL.
+    pub key: String,
+    pub response: IdempotentResponse,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An API bearer token, stored by the SHA-256 of its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub hash: String,
+    /// The application the token is scoped to; `None` for an admin token.
+    pub app_id: Option<AppId>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(types: Option<&[&str]>, channels: Option<&[&str]>) -> Endpoint {
+        let now = Utc::now();
+        let list = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        Endpoint {
+            id: EndpointId::new(),
+            app_id: AppId::new(),
+            uid: None,
+            url: "https://example.test".into(),
+            description: String::new(),
+            disabled: false,
+            throttle_rate: None,
+            event_types: types.map(list),
+            channels: channels.map(list),
+            metadata: BTreeMap::new(),
+            headers: BTreeMap::new(),
+            secrets: vec![],
+            failing_since: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn fan_out_rules() {
+        let ch = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = endpoint(None, None);
+        assert!(all.wants("a.b", None));
+        assert!(all.wants("a.b", Some(&ch(&["x"]))));
+
+        let typed = endpoint(Some(&["a.b"]), None);
+        assert!(typed.wants("a.b", None));
+        assert!(!typed.wants("a.c", None));
+
+        let channeled = endpoint(None, Some(&["x", "y"]));
+        assert!(!channeled.wants("a.b", None), "no channels, no delivery");
+        assert!(channeled.wants("a.b", Some(&ch(&["z", "y"]))));
+        assert!(!channeled.wants("a.b", Some(&ch(&["z"]))));
+
+        let mut disabled = endpoint(None, None);
+        disabled.disabled = true;
+        assert!(!disabled.wants("a.b", None));
+    }
+
+    #[test]
+    fn rotated_keys_sign_until_their_grace_period_ends() {
+        let now = Utc::now();
+        let mut ep = endpoint(None, None);
+        ep.secrets = vec![
+            EndpointSecret {
+                key: "new".into(),
+                expires_at: None,
+            },
+            EndpointSecret {
+                key: "old".into(),
+                expires_at: Some(now + chrono::Duration::seconds(10)),
+            },
+            EndpointSecret {
+                key: "ancient".into(),
+                expires_at: Some(now - chrono::Duration::seconds(1)),
+            },
+        ];
+        assert_eq!(ep.signing_keys(now), vec!["new", "old"]);
+        assert_eq!(ep.current_secret(), "new");
+    }
+}
