@@ -5,6 +5,8 @@
 //! maps from ([`Error`]), and the [`Store`] trait that each storage backend implements.
 //! Handlers and workers see `dyn Store`, never a database.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod error;
 pub mod id;
 pub mod model;
@@ -13,4 +15,11 @@ pub mod retry;
 pub mod store;
 
 pub use error::{Error, Result};
+
+/// The current time at the precision every store keeps: milliseconds. Use it for every
+/// timestamp that is stored, so what a caller is given equals what it later reads.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(3)
+}
 pub use store::Store;

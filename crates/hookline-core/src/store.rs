@@ -6,6 +6,7 @@
 //! - [`Store::create_message`] stores the message, one destination per matching endpoint
 //!   and the idempotency record in one transaction: nothing can be lost between accepting
 //!   a message and queueing its deliveries.
+//! - Times are kept to the millisecond (see [`crate::now`]).
 //! - Lookups by "key" accept an id or a uid (for messages: an id or an `eventId`).
 //! - Uniqueness violations come back as [`Error::Conflict`], missing rows as
 //!   [`Error::NotFound`]; backends classify their own errors.

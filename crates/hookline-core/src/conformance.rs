@@ -1,0 +1,770 @@
+//! One conformance suite for every storage backend.
+//!
+//! Each check is an async function over a fresh, empty store. A backend's tests
+//! instantiate them all with [`store_conformance_suite!`](crate::store_conformance_suite),
+//! giving it an expression that opens a new store:
+//!
+//! ```ignore
+//! hookline_core::store_conformance_suite!(open_fresh_store().await);
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::Error;
+use crate::Store;
+use crate::id::{AppId, AttemptId, EndpointId, MessageId};
+use crate::model::{
+    Application, Attempt, Endpoint, EndpointSecret, EventType, IdempotencyRecord,
+    IdempotentResponse, Message, MessageStatus, Token, TriggerType,
+};
+use crate::page::{Cursor, ListQuery, Order};
+use crate::store::{AttemptFilter, AttemptOutcome, MessageFilter, NewMessage};
+
+/// Instantiates every check as a `#[tokio::test]`; `$open` is an expression (it may
+/// `.await`) that yields a fresh store implementing [`Store`].
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($open:expr) => {
+        $crate::store_conformance_suite!(@tests $open;
+            applications_round_trip_and_conflict_on_uid,
+            pagination_walks_both_ways,
+            endpoints_are_scoped_to_their_app,
+            event_types_archive_and_conflict,
+            messages_fan_out_by_type_and_channel,
+            event_id_is_unique_per_app,
+            idempotency_commits_with_the_message,
+            claims_lease_and_expired_leases_are_taken_over,
+            outcomes_reschedule_and_finish_deliveries,
+            recover_and_requeue_bring_back_failed_deliveries,
+            attempts_filter_and_expunge,
+            tokens_are_found_by_hash,
+            deleting_an_app_removes_its_resources,
+        );
+    };
+    (@tests $open:expr; $($name:ident,)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let store: std::sync::Arc<dyn $crate::Store> = std::sync::Arc::new($open);
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+fn app(uid: Option<&str>) -> Application {
+    let now = crate::now();
+    Application {
+        id: AppId::new(),
+        uid: uid.map(str::to_owned),
+        name: "Acme".into(),
+        throttle_rate: None,
+        metadata: BTreeMap::from([("tier".into(), "gold".into())]),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn endpoint(app: &AppId, types: Option<&[&str]>, channels: Option<&[&str]>) -> Endpoint {
+    let now = crate::now();
+    let list = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+    Endpoint {
+        id: EndpointId::new(),
+        app_id: app.clone(),
+        uid: None,
+        url: "https://example.test/hook".into(),
+        description: String::new(),
+        disabled: false,
+        throttle_rate: None,
+        event_types: types.map(list),
+        channels: channels.map(list),
+        metadata: BTreeMap::new(),
+        headers: BTreeMap::from([("x-team".into(), "a".into())]),
+        secrets: vec![EndpointSecret {
+            key: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            expires_at: None,
+        }],
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn message(app: &AppId, event_type: &str, channels: Option<&[&str]>) -> Message {
+    Message {
+        id: MessageId::new(),
+        app_id: app.clone(),
+        event_id: None,
+        event_type: event_type.into(),
+        payload: Some(r#"{"n": 1}"#.into()),
+        channels: channels.map(|c| c.iter().map(|s| s.to_string()).collect()),
+        created_at: crate::now(),
+    }
+}
+
+fn new_message(message: Message) -> NewMessage {
+    NewMessage {
+        message,
+        only_endpoint: None,
+        idempotency: None,
+    }
+}
+
+fn first(limit: usize) -> ListQuery {
+    ListQuery::first(limit, Order::Ascending)
+}
+
+fn outcome(
+    msg: &Message,
+    endpoint: &EndpointId,
+    status: MessageStatus,
+    next: Option<DateTime<Utc>>,
+    code: i16,
+) -> AttemptOutcome {
+    AttemptOutcome {
+        attempt: Attempt {
+            id: AttemptId::new(),
+            app_id: msg.app_id.clone(),
+            msg_id: msg.id.clone(),
+            endpoint_id: endpoint.clone(),
+            url: "https://example.test/hook".into(),
+            status: if status == MessageStatus::Success {
+                MessageStatus::Success
+            } else {
+                MessageStatus::Fail
+            },
+            response_status_code: code,
+            response: Some("body".into()),
+            response_headers: vec![("x-answer".into(), "1".into())],
+            response_duration_ms: 12,
+            trigger_type: TriggerType::Scheduled,
+            error_kind: None,
+            created_at: crate::now(),
+        },
+        status,
+        next_attempt: next,
+        attempts: 1,
+        disable_endpoint: false,
+        endpoint_failing: None,
+    }
+}
+
+pub async fn applications_round_trip_and_conflict_on_uid(store: Arc<dyn Store>) {
+    let created = app(Some("acme"));
+    store.create_app(&created).await.unwrap();
+    assert_eq!(store.get_app(created.id.as_str()).await.unwrap(), created);
+    assert_eq!(store.get_app("acme").await.unwrap().id, created.id);
+    assert!(matches!(
+        store.create_app(&app(Some("acme"))).await,
+        Err(Error::Conflict { .. })
+    ));
+    let mut renamed = created.clone();
+    renamed.name = "Acme 2".into();
+    renamed.uid = None;
+    store.update_app(&renamed).await.unwrap();
+    assert_eq!(
+        store.get_app(created.id.as_str()).await.unwrap().name,
+        "Acme 2"
+    );
+    assert!(matches!(
+        store.get_app("acme").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.update_app(&app(None)).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn pagination_walks_both_ways(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let a = app(None);
+        store.create_app(&a).await.unwrap();
+        ids.push(a.id.to_string());
+        tokio_free_sleep_ms(2);
+    }
+    let page = store.list_apps(&first(2)).await.unwrap();
+    assert_eq!(
+        page.data
+            .iter()
+            .map(|a| a.id.to_string())
+            .collect::<Vec<_>>(),
+        ids[..2]
+    );
+    assert!(!page.done);
+    let next = ListQuery {
+        limit: 2,
+        cursor: Some(Cursor::parse(page.iterator.as_deref().unwrap())),
+        order: Order::Ascending,
+    };
+    let page2 = store.list_apps(&next).await.unwrap();
+    assert_eq!(page2.data[0].id.to_string(), ids[2]);
+    let back = ListQuery {
+        limit: 2,
+        cursor: Some(Cursor::parse(page2.prev_iterator.as_deref().unwrap())),
+        order: Order::Ascending,
+    };
+    let page_back = store.list_apps(&back).await.unwrap();
+    assert_eq!(
+        page_back
+            .data
+            .iter()
+            .map(|a| a.id.to_string())
+            .collect::<Vec<_>>(),
+        ids[..2]
+    );
+    let newest = store
+        .list_apps(&ListQuery::first(10, Order::Descending))
+        .await
+        .unwrap();
+    assert_eq!(newest.data[0].id.to_string(), ids[4]);
+    assert!(newest.done);
+    assert_eq!(newest.data.len(), 5);
+}
+
+/// Ids are ordered by millisecond; tests that need distinct times wait a little.
+fn tokio_free_sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+pub async fn endpoints_are_scoped_to_their_app(store: Arc<dyn Store>) {
+    let (a, b) = (app(None), app(None));
+    store.create_app(&a).await.unwrap();
+    store.create_app(&b).await.unwrap();
+    let mut ep = endpoint(&a.id, Some(&["a.b"]), None);
+    ep.uid = Some("main".into());
+    store.create_endpoint(&ep).await.unwrap();
+    assert_eq!(store.get_endpoint(&a.id, "main").await.unwrap(), ep);
+    assert!(matches!(
+        store.get_endpoint(&b.id, ep.id.as_str()).await,
+        Err(Error::NotFound(_))
+    ));
+    let mut same_uid = endpoint(&a.id, None, None);
+    same_uid.uid = Some("main".into());
+    assert!(matches!(
+        store.create_endpoint(&same_uid).await,
+        Err(Error::Conflict { .. })
+    ));
+    let mut other_app = endpoint(&b.id, None, None);
+    other_app.uid = Some("main".into());
+    store.create_endpoint(&other_app).await.unwrap();
+
+    ep.disabled = true;
+    ep.secrets.push(EndpointSecret {
+        key: "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+        expires_at: Some(crate::now()),
+    });
+    store.update_endpoint(&ep).await.unwrap();
+    let read = store.get_endpoint(&a.id, ep.id.as_str()).await.unwrap();
+    assert!(read.disabled);
+    assert_eq!(read.secrets.len(), 2);
+    let listed = store.list_endpoints(&a.id, &first(10)).await.unwrap();
+    assert_eq!(listed.data.len(), 1);
+    store.delete_endpoint(&a.id, &ep.id).await.unwrap();
+    assert!(matches!(
+        store.delete_endpoint(&a.id, &ep.id).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn event_types_archive_and_conflict(store: Arc<dyn Store>) {
+    let now = crate::now();
+    let mut et = EventType {
+        name: "invoice.paid".into(),
+        description: "paid".into(),
+        archived: false,
+        deprecated: false,
+        schemas: Some(serde_json::json!({"1": {"type": "object"}})),
+        feature_flag: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.create_event_type(&et).await.unwrap();
+    match store.create_event_type(&et).await {
+        Err(Error::Conflict { code, .. }) => assert_eq!(code, "event_type_exists"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    et.archived = true;
+    store.update_event_type(&et).await.unwrap();
+    assert!(
+        store
+            .list_event_types(&first(10), false)
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    let all = store.list_event_types(&first(10), true).await.unwrap();
+    assert_eq!(all.data, vec![et.clone()]);
+    store.delete_event_type("invoice.paid").await.unwrap();
+    assert!(matches!(
+        store.get_event_type("invoice.paid").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn messages_fan_out_by_type_and_channel(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let all = endpoint(&a.id, None, None);
+    let typed = endpoint(&a.id, Some(&["a.b"]), None);
+    let channeled = endpoint(&a.id, None, Some(&["eu"]));
+    let mut disabled = endpoint(&a.id, None, None);
+    disabled.disabled = true;
+    for ep in [&all, &typed, &channeled, &disabled] {
+        store.create_endpoint(ep).await.unwrap();
+    }
+    let sorted = |mut ids: Vec<EndpointId>| {
+        ids.sort();
+        ids
+    };
+    let m1 = message(&a.id, "a.b", None);
+    let created = store.create_message(new_message(m1.clone())).await.unwrap();
+    assert_eq!(
+        sorted(created.endpoints),
+        sorted(vec![all.id.clone(), typed.id.clone()])
+    );
+    let m2 = message(&a.id, "c.d", Some(&["eu"]));
+    let created = store.create_message(new_message(m2.clone())).await.unwrap();
+    assert_eq!(
+        sorted(created.endpoints),
+        sorted(vec![all.id.clone(), channeled.id.clone()])
+    );
+    let only = NewMessage {
+        only_endpoint: Some(typed.id.clone()),
+        ..new_message(message(&a.id, "x.y", None))
+    };
+    assert_eq!(
+        store.create_message(only).await.unwrap().endpoints,
+        vec![typed.id.clone()]
+    );
+
+    assert_eq!(store.get_message(&a.id, m1.id.as_str()).await.unwrap(), m1);
+    let eu = MessageFilter {
+        channel: Some("eu".into()),
+        event_types: None,
+    };
+    let listed = store.list_messages(&a.id, &eu, &first(10)).await.unwrap();
+    assert_eq!(listed.data, vec![m2.clone()]);
+    let typed_filter = MessageFilter {
+        channel: None,
+        event_types: Some(vec!["a.b".into(), "zzz".into()]),
+    };
+    let listed = store
+        .list_messages(&a.id, &typed_filter, &first(10))
+        .await
+        .unwrap();
+    assert_eq!(listed.data, vec![m1.clone()]);
+
+    let destination = store.get_destination(&a.id, &m1.id, &all.id).await.unwrap();
+    assert_eq!(destination.status, MessageStatus::Sending);
+    assert!(destination.next_attempt.is_some());
+    let destinations = store
+        .list_destinations(&a.id, &m1.id, &first(10))
+        .await
+        .unwrap();
+    assert_eq!(destinations.data.len(), 2);
+
+    store.expunge_message(&a.id, &m1.id).await.unwrap();
+    assert_eq!(
+        store
+            .get_message(&a.id, m1.id.as_str())
+            .await
+            .unwrap()
+            .payload,
+        None
+    );
+}
+
+pub async fn event_id_is_unique_per_app(store: Arc<dyn Store>) {
+    let (a, b) = (app(None), app(None));
+    store.create_app(&a).await.unwrap();
+    store.create_app(&b).await.unwrap();
+    let mut m = message(&a.id, "a.b", None);
+    m.event_id = Some("evt-1".into());
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let mut again = message(&a.id, "a.b", None);
+    again.event_id = Some("evt-1".into());
+    assert!(matches!(
+        store.create_message(new_message(again)).await,
+        Err(Error::Conflict { .. })
+    ));
+    let mut elsewhere = message(&b.id, "a.b", None);
+    elsewhere.event_id = Some("evt-1".into());
+    store.create_message(new_message(elsewhere)).await.unwrap();
+    assert_eq!(store.get_message(&a.id, "evt-1").await.unwrap().id, m.id);
+}
+
+pub async fn idempotency_commits_with_the_message(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let now = crate::now();
+    let record = IdempotencyRecord {
+        key: "k1".into(),
+        response: IdempotentResponse {
+            status: 202,
+            body: b"{\"id\":1}".to_vec(),
+        },
+        expires_at: now + chrono::Duration::hours(12),
+    };
+    let new = NewMessage {
+        idempotency: Some(record.clone()),
+        ..new_message(message(&a.id, "a.b", None))
+    };
+    store.create_message(new).await.unwrap();
+    assert_eq!(
+        store.get_idempotent("k1", now).await.unwrap(),
+        Some(record.response.clone())
+    );
+    let later = now + chrono::Duration::hours(13);
+    assert_eq!(store.get_idempotent("k1", later).await.unwrap(), None);
+
+    // A message refused for a conflict leaves no idempotency record behind.
+    let mut dup = message(&a.id, "a.b", None);
+    dup.event_id = Some("e".into());
+    store
+        .create_message(new_message(dup.clone()))
+        .await
+        .unwrap();
+    let refused = NewMessage {
+        idempotency: Some(IdempotencyRecord {
+            key: "k2".into(),
+            ..record
+        }),
+        ..new_message(Message {
+            id: MessageId::new(),
+            ..dup
+        })
+    };
+    assert!(store.create_message(refused).await.is_err());
+    assert_eq!(store.get_idempotent("k2", now).await.unwrap(), None);
+}
+
+pub async fn claims_lease_and_expired_leases_are_taken_over(store: Arc<dyn Store>) {
+    let a = app(Some("tenant"));
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+
+    let now = crate::now() + chrono::Duration::seconds(1);
+    let lease = Duration::from_secs(30);
+    let jobs = store.claim_due("node-a", now, lease, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let job = &jobs[0];
+    assert_eq!(job.message, m);
+    assert_eq!(job.endpoint, ep);
+    assert_eq!(job.app_uid.as_deref(), Some("tenant"));
+    assert!(
+        store
+            .claim_due("node-b", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let after_lease = now + chrono::Duration::seconds(31);
+    let taken = store
+        .claim_due("node-b", after_lease, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1, "an expired lease is taken over");
+
+    // Disabled endpoints are not claimed.
+    let m2 = message(&a.id, "a.b", None);
+    store.create_message(new_message(m2)).await.unwrap();
+    let mut off = ep.clone();
+    off.disabled = true;
+    store.update_endpoint(&off).await.unwrap();
+    let later = after_lease + chrono::Duration::seconds(60);
+    assert!(
+        store
+            .claim_due("node-c", later, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn outcomes_reschedule_and_finish_deliveries(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let now = crate::now() + chrono::Duration::seconds(1);
+    let lease = Duration::from_secs(30);
+    assert_eq!(store.claim_due("n", now, lease, 10).await.unwrap().len(), 1);
+
+    let retry_at = now + chrono::Duration::seconds(5);
+    let mut failed = outcome(&m, &ep.id, MessageStatus::Pending, Some(retry_at), 500);
+    failed.endpoint_failing = Some(true);
+    store.record_outcomes(vec![failed]).await.unwrap();
+    let destination = store.get_destination(&a.id, &m.id, &ep.id).await.unwrap();
+    assert_eq!(destination.status, MessageStatus::Pending);
+    assert_eq!(
+        destination.next_attempt.map(|t| t.timestamp_millis()),
+        Some(retry_at.timestamp_millis())
+    );
+    assert!(
+        store
+            .get_endpoint(&a.id, ep.id.as_str())
+            .await
+            .unwrap()
+            .failing_since
+            .is_some()
+    );
+    assert!(
+        store
+            .claim_due("n", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+    assert_eq!(
+        store
+            .next_due()
+            .await
+            .unwrap()
+            .map(|t| t.timestamp_millis()),
+        Some(retry_at.timestamp_millis())
+    );
+    let jobs = store.claim_due("n", retry_at, lease, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+
+    let mut ok = outcome(&m, &ep.id, MessageStatus::Success, None, 200);
+    ok.attempts = 2;
+    ok.endpoint_failing = Some(false);
+    store.record_outcomes(vec![ok]).await.unwrap();
+    let destination = store.get_destination(&a.id, &m.id, &ep.id).await.unwrap();
+    assert_eq!(
+        (destination.status, destination.next_attempt),
+        (MessageStatus::Success, None)
+    );
+    assert_eq!(destination.attempts, 2);
+    assert_eq!(store.next_due().await.unwrap(), None);
+    assert!(
+        store
+            .get_endpoint(&a.id, ep.id.as_str())
+            .await
+            .unwrap()
+            .failing_since
+            .is_none()
+    );
+
+    let stats = store
+        .endpoint_stats(&a.id, &ep.id, now - chrono::Duration::days(1), now)
+        .await
+        .unwrap();
+    assert_eq!((stats.success, stats.fail, stats.pending), (1, 0, 0));
+
+    let mut gone = outcome(&m, &ep.id, MessageStatus::Fail, None, 410);
+    gone.disable_endpoint = true;
+    store.record_outcomes(vec![gone]).await.unwrap();
+    assert!(
+        store
+            .get_endpoint(&a.id, ep.id.as_str())
+            .await
+            .unwrap()
+            .disabled
+    );
+}
+
+pub async fn recover_and_requeue_bring_back_failed_deliveries(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let now = crate::now() + chrono::Duration::seconds(1);
+    let lease = Duration::from_secs(30);
+    store.claim_due("n", now, lease, 10).await.unwrap();
+    store
+        .record_outcomes(vec![outcome(&m, &ep.id, MessageStatus::Fail, None, 500)])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due("n", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let day = chrono::Duration::days(1);
+    let recovered = store
+        .recover(&a.id, &ep.id, now - day, now + day)
+        .await
+        .unwrap();
+    assert_eq!(recovered, 1);
+    let jobs = store.claim_due("n", now + day, lease, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].destination.trigger, TriggerType::Manual);
+    assert_eq!(
+        store
+            .recover(&a.id, &ep.id, now - day, now + day)
+            .await
+            .unwrap(),
+        0,
+        "a delivery in flight is not recovered twice"
+    );
+    store
+        .record_outcomes(vec![outcome(&m, &ep.id, MessageStatus::Fail, None, 500)])
+        .await
+        .unwrap();
+    store
+        .requeue(&a.id, &m.id, &ep.id, TriggerType::Manual)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_due("n", now + day, lease, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(matches!(
+        store
+            .requeue(&a.id, &m.id, &EndpointId::new(), TriggerType::Manual)
+            .await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn attempts_filter_and_expunge(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let (e1, e2) = (endpoint(&a.id, None, None), endpoint(&a.id, None, None));
+    store.create_endpoint(&e1).await.unwrap();
+    store.create_endpoint(&e2).await.unwrap();
+    let m = message(&a.id, "a.b", Some(&["eu"]));
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let failed = outcome(&m, &e1.id, MessageStatus::Pending, None, 503);
+    let ok = outcome(&m, &e2.id, MessageStatus::Success, None, 204);
+    store
+        .record_outcomes(vec![failed.clone(), ok.clone()])
+        .await
+        .unwrap();
+
+    let by_endpoint = AttemptFilter {
+        endpoint_id: Some(e1.id.clone()),
+        ..AttemptFilter::default()
+    };
+    let page = store
+        .list_attempts(&a.id, &by_endpoint, &first(10))
+        .await
+        .unwrap();
+    assert_eq!(page.data, vec![failed.attempt.clone()]);
+    let by_class = AttemptFilter {
+        msg_id: Some(m.id.clone()),
+        status_code_class: Some(200),
+        ..AttemptFilter::default()
+    };
+    let page = store
+        .list_attempts(&a.id, &by_class, &first(10))
+        .await
+        .unwrap();
+    assert_eq!(page.data, vec![ok.attempt.clone()]);
+    let by_status = AttemptFilter {
+        status: Some(MessageStatus::Fail),
+        channel: Some("eu".into()),
+        ..AttemptFilter::default()
+    };
+    assert_eq!(
+        store
+            .list_attempts(&a.id, &by_status, &first(10))
+            .await
+            .unwrap()
+            .data
+            .len(),
+        1
+    );
+    let msgs = store
+        .list_endpoint_messages(
+            &a.id,
+            &e2.id,
+            Some(MessageStatus::Success),
+            &MessageFilter::default(),
+            &first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(msgs.data.len(), 1);
+    assert_eq!(msgs.data[0].0.id, m.id);
+
+    store
+        .expunge_attempt(&a.id, &m.id, &ok.attempt.id)
+        .await
+        .unwrap();
+    let read = store
+        .get_attempt(&a.id, &m.id, &ok.attempt.id)
+        .await
+        .unwrap();
+    assert_eq!(read.response, None);
+    assert_eq!(read.response_headers, ok.attempt.response_headers);
+    assert!(matches!(
+        store.get_attempt(&a.id, &m.id, &AttemptId::new()).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn tokens_are_found_by_hash(store: Arc<dyn Store>) {
+    assert!(!store.has_admin_token().await.unwrap());
+    let app_token = Token {
+        hash: "h-app".into(),
+        app_id: Some(AppId::new()),
+        created_at: crate::now(),
+    };
+    store.put_token(&app_token).await.unwrap();
+    assert!(!store.has_admin_token().await.unwrap());
+    store
+        .put_token(&Token {
+            hash: "h-admin".into(),
+            app_id: None,
+            created_at: crate::now(),
+        })
+        .await
+        .unwrap();
+    assert!(store.has_admin_token().await.unwrap());
+    assert_eq!(
+        store.find_token("h-app").await.unwrap().map(|t| t.app_id),
+        Some(app_token.app_id.clone())
+    );
+    store.delete_token("h-app").await.unwrap();
+    assert_eq!(store.find_token("h-app").await.unwrap(), None);
+}
+
+pub async fn deleting_an_app_removes_its_resources(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+    store.delete_app(&a.id).await.unwrap();
+    assert!(matches!(
+        store.get_app(a.id.as_str()).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.get_message(&a.id, m.id.as_str()).await,
+        Err(Error::NotFound(_))
+    ));
+    let later = crate::now() + chrono::Duration::seconds(5);
+    assert!(
+        store
+            .claim_due("n", later, Duration::from_secs(30), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1,0 +1,202 @@
+//! Conversions between rows and models. Each `*_COLUMNS` list matches its reader.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use hookline_core::Error;
+use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
+use hookline_core::model::{
+    Application, Attempt, Destination, Endpoint, EndpointSecret, ErrorKind, EventType, Message,
+    MessageStatus, TriggerType,
+};
+use rusqlite::Row;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+pub fn time(millis: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(millis)
+        .single()
+        .unwrap_or_default()
+}
+
+pub fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("models serialize")
+}
+
+pub fn opt_json<T: Serialize>(value: &Option<T>) -> Option<String> {
+    value.as_ref().map(json)
+}
+
+fn parse<T: DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn parse_opt<T: DeserializeOwned>(text: Option<String>) -> rusqlite::Result<Option<T>> {
+    text.map(|t| parse(&t)).transpose()
+}
+
+/// Classifies a SQLite error: uniqueness violations become conflicts, the rest storage
+/// failures. The one place this crate looks at error kinds.
+pub fn classify(error: rusqlite::Error, what: &str) -> Error {
+    match &error {
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.code == rusqlite::ErrorCode::ConstraintViolation
+                && (e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY) =>
+        {
+            Error::conflict(format!("{what} with that id or uid already exists"))
+        }
+        _ => Error::storage(error),
+    }
+}
+
+pub const APP_COLUMNS: &str =
+    "app.id, app.uid, app.name, app.throttle_rate, app.metadata, app.created_at, app.updated_at";
+
+pub fn app(row: &Row<'_>) -> rusqlite::Result<Application> {
+    Ok(Application {
+        id: AppId::from_string(row.get(0)?),
+        uid: row.get(1)?,
+        name: row.get(2)?,
+        throttle_rate: row.get(3)?,
+        metadata: parse(&row.get::<_, String>(4)?)?,
+        created_at: time(row.get(5)?),
+        updated_at: time(row.get(6)?),
+    })
+}
+
+pub const ENDPOINT_COLUMNS: &str = "endpoint.id, endpoint.app_id, endpoint.uid, endpoint.url, \
+    endpoint.description, endpoint.disabled, endpoint.throttle_rate, endpoint.event_types, \
+    endpoint.channels, endpoint.metadata, endpoint.headers, endpoint.secrets, \
+    endpoint.failing_since, endpoint.created_at, endpoint.updated_at";
+
+/// Reads an endpoint whose columns start at `at`.
+pub fn endpoint_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Endpoint> {
+    let secrets: Vec<(String, Option<i64>)> = parse(&row.get::<_, String>(at + 11)?)?;
+    Ok(Endpoint {
+        id: EndpointId::from_string(row.get(at)?),
+        app_id: AppId::from_string(row.get(at + 1)?),
+        uid: row.get(at + 2)?,
+        url: row.get(at + 3)?,
+        description: row.get(at + 4)?,
+        disabled: row.get(at + 5)?,
+        throttle_rate: row.get(at + 6)?,
+        event_types: parse_opt(row.get(at + 7)?)?,
+        channels: parse_opt(row.get(at + 8)?)?,
+        metadata: parse(&row.get::<_, String>(at + 9)?)?,
+        headers: parse(&row.get::<_, String>(at + 10)?)?,
+        secrets: secrets
+            .into_iter()
+            .map(|(key, expires_at)| EndpointSecret {
+                key,
+                expires_at: expires_at.map(time),
+            })
+            .collect(),
+        failing_since: row.get::<_, Option<i64>>(at + 12)?.map(time),
+        created_at: time(row.get(at + 13)?),
+        updated_at: time(row.get(at + 14)?),
+    })
+}
+
+pub fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
+    endpoint_at(row, 0)
+}
+
+pub fn secrets_json(secrets: &[EndpointSecret]) -> String {
+    let pairs: Vec<(&str, Option<i64>)> = secrets
+        .iter()
+        .map(|s| (s.key.as_str(), s.expires_at.map(millis)))
+        .collect();
+    json(&pairs)
+}
+
+pub fn map_json(map: &BTreeMap<String, String>) -> String {
+    json(map)
+}
+
+pub const EVENT_TYPE_COLUMNS: &str = "name, description, archived, deprecated, schemas, \
+    feature_flag, created_at, updated_at";
+
+pub fn event_type(row: &Row<'_>) -> rusqlite::Result<EventType> {
+    Ok(EventType {
+        name: row.get(0)?,
+        description: row.get(1)?,
+        archived: row.get(2)?,
+        deprecated: row.get(3)?,
+        schemas: parse_opt(row.get(4)?)?,
+        feature_flag: row.get(5)?,
+        created_at: time(row.get(6)?),
+        updated_at: time(row.get(7)?),
+    })
+}
+
+pub const MESSAGE_COLUMNS: &str = "message.id, message.app_id, message.event_id, \
+    message.event_type, message.payload, message.channels, message.created_at";
+
+pub fn message_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: MessageId::from_string(row.get(at)?),
+        app_id: AppId::from_string(row.get(at + 1)?),
+        event_id: row.get(at + 2)?,
+        event_type: row.get(at + 3)?,
+        payload: row.get(at + 4)?,
+        channels: parse_opt(row.get(at + 5)?)?,
+        created_at: time(row.get(at + 6)?),
+    })
+}
+
+pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
+    message_at(row, 0)
+}
+
+pub const DESTINATION_COLUMNS: &str = "destination.app_id, destination.msg_id, \
+    destination.endpoint_id, destination.status, destination.next_attempt, \
+    destination.attempts, destination.trigger_type, destination.updated_at";
+
+pub fn destination_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Destination> {
+    Ok(Destination {
+        app_id: AppId::from_string(row.get(at)?),
+        msg_id: MessageId::from_string(row.get(at + 1)?),
+        endpoint_id: EndpointId::from_string(row.get(at + 2)?),
+        status: status(row.get(at + 3)?),
+        next_attempt: row.get::<_, Option<i64>>(at + 4)?.map(time),
+        attempts: row.get(at + 5)?,
+        trigger: TriggerType::from_code(row.get(at + 6)?),
+        updated_at: time(row.get(at + 7)?),
+    })
+}
+
+fn status(code: i64) -> MessageStatus {
+    MessageStatus::from_code(code).unwrap_or(MessageStatus::Fail)
+}
+
+pub const ATTEMPT_COLUMNS: &str = "attempt.id, attempt.app_id, attempt.msg_id, \
+    attempt.endpoint_id, attempt.url, attempt.status, attempt.response_status_code, \
+    attempt.response, attempt.response_headers, attempt.duration_ms, attempt.trigger_type, \
+    attempt.error_kind, attempt.created_at";
+
+pub fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        id: AttemptId::from_string(row.get(0)?),
+        app_id: AppId::from_string(row.get(1)?),
+        msg_id: MessageId::from_string(row.get(2)?),
+        endpoint_id: EndpointId::from_string(row.get(3)?),
+        url: row.get(4)?,
+        status: status(row.get(5)?),
+        response_status_code: row.get(6)?,
+        response: row.get(7)?,
+        response_headers: parse(&row.get::<_, String>(8)?)?,
+        response_duration_ms: row.get(9)?,
+        trigger_type: TriggerType::from_code(row.get(10)?),
+        error_kind: row
+            .get::<_, Option<String>>(11)?
+            .and_then(|kind| ErrorKind::parse(&kind)),
+        created_at: time(row.get(12)?),
+    })
+}

@@ -1,0 +1,108 @@
+//! Migrations, applied in order; `PRAGMA user_version` records how many have run.
+//!
+//! Times are integer milliseconds since the Unix epoch. Lists of strings and maps are JSON
+//! text. The delivery queue is the `destination` table itself: a row is due when
+//! `next_attempt` has passed and no live lease holds it.
+
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE app (
+    id            TEXT PRIMARY KEY,
+    uid           TEXT UNIQUE,
+    name          TEXT NOT NULL,
+    throttle_rate INTEGER,
+    metadata      TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+
+CREATE TABLE endpoint (
+    id            TEXT PRIMARY KEY,
+    app_id        TEXT NOT NULL REFERENCES app (id) ON DELETE CASCADE,
+    uid           TEXT,
+    url           TEXT NOT NULL,
+    description   TEXT NOT NULL,
+    disabled      INTEGER NOT NULL,
+    throttle_rate INTEGER,
+    event_types   TEXT,
+    channels      TEXT,
+    metadata      TEXT NOT NULL,
+    headers       TEXT NOT NULL,
+    secrets       TEXT NOT NULL,
+    failing_since INTEGER,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    UNIQUE (app_id, uid)
+);
+CREATE INDEX endpoint_app ON endpoint (app_id, id);
+
+CREATE TABLE event_type (
+    name         TEXT PRIMARY KEY,
+    description  TEXT NOT NULL,
+    archived     INTEGER NOT NULL,
+    deprecated   INTEGER NOT NULL,
+    schemas      TEXT,
+    feature_flag TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+
+CREATE TABLE message (
+    id         TEXT PRIMARY KEY,
+    app_id     TEXT NOT NULL REFERENCES app (id) ON DELETE CASCADE,
+    event_id   TEXT,
+    event_type TEXT NOT NULL,
+    payload    TEXT,
+    channels   TEXT,
+    created_at INTEGER NOT NULL,
+    UNIQUE (app_id, event_id)
+);
+CREATE INDEX message_app ON message (app_id, id);
+
+CREATE TABLE destination (
+    msg_id         TEXT NOT NULL REFERENCES message (id) ON DELETE CASCADE,
+    endpoint_id    TEXT NOT NULL REFERENCES endpoint (id) ON DELETE CASCADE,
+    app_id         TEXT NOT NULL,
+    status         INTEGER NOT NULL,
+    next_attempt   INTEGER,
+    attempts       INTEGER NOT NULL,
+    trigger_type   INTEGER NOT NULL,
+    lease_owner    TEXT,
+    lease_until    INTEGER,
+    msg_created_at INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    PRIMARY KEY (msg_id, endpoint_id)
+);
+CREATE INDEX destination_due ON destination (next_attempt) WHERE next_attempt IS NOT NULL;
+CREATE INDEX destination_endpoint ON destination (endpoint_id, msg_id);
+
+CREATE TABLE attempt (
+    id                   TEXT PRIMARY KEY,
+    app_id               TEXT NOT NULL,
+    msg_id               TEXT NOT NULL REFERENCES message (id) ON DELETE CASCADE,
+    endpoint_id          TEXT NOT NULL,
+    url                  TEXT NOT NULL,
+    status               INTEGER NOT NULL,
+    response_status_code INTEGER NOT NULL,
+    response             TEXT,
+    response_headers     TEXT NOT NULL,
+    duration_ms          INTEGER NOT NULL,
+    trigger_type         INTEGER NOT NULL,
+    error_kind           TEXT,
+    created_at           INTEGER NOT NULL
+);
+CREATE INDEX attempt_msg ON attempt (msg_id, id);
+CREATE INDEX attempt_endpoint ON attempt (endpoint_id, id);
+
+CREATE TABLE idempotency (
+    key        TEXT PRIMARY KEY,
+    status     INTEGER NOT NULL,
+    body       BLOB NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE token (
+    hash       TEXT PRIMARY KEY,
+    app_id     TEXT,
+    created_at INTEGER NOT NULL
+);
+"#];
