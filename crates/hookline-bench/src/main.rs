@@ -1,0 +1,574 @@
+//! `hookline-bench`: Hookline end to end on loopback, next to the ceiling of the same
+//! machine in the same run.
+//!
+//! It starts a fast receiver, measures the ceiling (the load generator posting straight to
+//! the receiver), then starts `hookline serve` on a fresh SQLite file, creates an app and
+//! an endpoint through the API, sends N messages at concurrency C and reports: messages
+//! accepted per second, p50/p99 create latency, deliveries per second end to end, p50/p99
+//! create-to-delivery latency and the server's peak RSS. Optional phases measure fan-out
+//! to 100 endpoints and memory while a large backlog drains.
+//!
+//! ```sh
+//! cargo build --release -p hookline -p hookline-bench
+//! target/release/hookline-bench --messages 20000 --concurrency 32
+//! ```
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use clap::Parser;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "hookline-bench-admin-token";
+
+#[derive(Debug, Parser)]
+#[command(about = "Load harness for Hookline: end to end, next to the direct ceiling")]
+struct Args {
+    /// Messages to send in the main phase.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Messages for the fan-out phase (each to 100 endpoints); 0 skips it.
+    #[arg(long, default_value_t = 500)]
+    fanout_messages: usize,
+    /// Backlog size for the memory phase; 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    backlog: usize,
+    /// Payload padding in bytes.
+    #[arg(long, default_value_t = 256)]
+    payload_bytes: usize,
+    /// The hookline binary to run.
+    #[arg(long, default_value = "target/release/hookline")]
+    server_bin: PathBuf,
+    /// Seconds to wait for every delivery before giving up.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+/// What the receiver saw: arrivals by sequence number.
+struct Receiver {
+    base: Instant,
+    /// When each sequence number's create request started (nanoseconds after `base`).
+    started: Vec<AtomicU64>,
+    /// When each sequence number first arrived (0 = not yet).
+    arrived: Vec<AtomicU64>,
+    unique: AtomicUsize,
+    total: AtomicUsize,
+}
+
+impl Receiver {
+    fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            started: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+            arrived: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+            unique: AtomicUsize::new(0),
+            total: AtomicUsize::new(0),
+        })
+    }
+
+    fn nanos(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    fn reset(&self) {
+        for slot in self.started.iter().chain(&self.arrived) {
+            slot.store(0, Ordering::Relaxed);
+        }
+        self.unique.store(0, Ordering::Relaxed);
+        self.total.store(0, Ordering::Relaxed);
+    }
+
+    fn record(&self, body: &[u8]) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let Some(seq) = sequence(body) else { return };
+        let Some(slot) = self.arrived.get(seq) else {
+            return;
+        };
+        if slot
+            .compare_exchange(0, self.nanos().max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.unique.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Create-to-delivery latencies of the first `n` sequence numbers that arrived.
+    fn latencies(&self, n: usize) -> Vec<Duration> {
+        (0..n)
+            .filter_map(|i| {
+                let arrived = self.arrived[i].load(Ordering::Relaxed);
+                let started = self.started[i].load(Ordering::Relaxed);
+                (arrived > 0 && started > 0)
+                    .then(|| Duration::from_nanos(arrived.saturating_sub(started)))
+            })
+            .collect()
+    }
+}
+
+/// Finds `"seq":N` at the start of the payload without a full JSON parse.
+fn sequence(body: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("\"seq\":")? + 6;
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+async fn receive(State(receiver): State<Arc<Receiver>>, body: Bytes) -> &'static str {
+    receiver.record(&body);
+    "ok"
+}
+
+fn payload(seq: usize, pad: &str) -> Value {
+    json!({ "seq": seq, "pad": pad })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Sends `count` requests made by `make` at `concurrency`; returns each one's latency and
+/// the wall time. Any non-2xx answer fails the run.
+async fn load<F>(
+    client: &reqwest::Client,
+    count: usize,
+    concurrency: usize,
+    receiver: &Arc<Receiver>,
+    make: F,
+) -> anyhow::Result<(Vec<Duration>, Duration)>
+where
+    F: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (make, next, receiver) = (Arc::clone(&make), Arc::clone(&next), Arc::clone(receiver));
+        let _ = client;
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= count {
+                    break;
+                }
+                if let Some(slot) = receiver.started.get(seq) {
+                    slot.store(receiver.nanos().max(1), Ordering::Relaxed);
+                }
+                let t0 = Instant::now();
+                let response = make(seq).send().await?;
+                let status = response.status();
+                response.bytes().await?;
+                if !status.is_success() {
+                    bail!("request {seq} answered {status}");
+                }
+                latencies.push(t0.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut all = Vec::with_capacity(count);
+    for worker in workers {
+        all.extend(worker.await??);
+    }
+    let wall = started.elapsed();
+    all.sort();
+    Ok((all, wall))
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn start_server(
+    bin: &PathBuf,
+    db: &std::path::Path,
+    role: &str,
+) -> anyhow::Result<(Child, String)> {
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .arg("serve")
+        .env("HOOKLINE_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "HOOKLINE_DATABASE_URL",
+            format!("sqlite://{}", db.display()),
+        )
+        .env("HOOKLINE_ADMIN_TOKEN", TOKEN)
+        .env("HOOKLINE_ALLOWED_SUBNETS", "127.0.0.0/8")
+        .env("HOOKLINE_LOG_LEVEL", "warn")
+        .env("HOOKLINE_ROLE", role)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run {} (build it with --release)", bin.display()))?;
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(format!("{url}/api/v1/health")).send().await
+            && response.status().is_success()
+        {
+            return Ok((child, url));
+        }
+        if Instant::now() > deadline {
+            bail!("hookline did not become healthy at {url}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Peak and current resident memory of a process, in MiB.
+fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+async fn api(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let response = client
+        .request(method, &url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {text}");
+    }
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn create_app_with_endpoints(
+    client: &reqwest::Client,
+    server: &str,
+    receiver_url: &str,
+    endpoints: usize,
+) -> anyhow::Result<String> {
+    let app = api(
+        client,
+        reqwest::Method::POST,
+        format!("{server}/api/v1/app"),
+        json!({"name": "bench"}),
+    )
+    .await?;
+    let app_id = app["id"].as_str().context("app id")?.to_owned();
+    for k in 0..endpoints {
+        api(
+            client,
+            reqwest::Method::POST,
+            format!("{server}/api/v1/app/{app_id}/endpoint"),
+            json!({"url": format!("{receiver_url}/hook/{k}")}),
+        )
+        .await?;
+    }
+    Ok(app_id)
+}
+
+async fn wait_for(
+    receiver: &Receiver,
+    expected: usize,
+    timeout: Duration,
+    unique: bool,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let seen = if unique {
+            receiver.unique.load(Ordering::Relaxed)
+        } else {
+            receiver.total.load(Ordering::Relaxed)
+        };
+        if seen >= expected {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!("only {seen} of {expected} deliveries arrived within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let timeout = Duration::from_secs(args.timeout);
+    let capacity = args.messages.max(args.fanout_messages).max(args.backlog);
+    let receiver = Receiver::new(capacity);
+    let app = axum::Router::new()
+        .route("/hook/{k}", post(receive))
+        .route("/direct", post(receive))
+        .with_state(Arc::clone(&receiver));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let receiver_url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .build()?;
+    let pad = "x".repeat(args.payload_bytes);
+    let n = args.messages;
+    let c = args.concurrency;
+    println!(
+        "hookline-bench: {n} messages, concurrency {c}, payload ~{} B",
+        args.payload_bytes + 20
+    );
+
+    // Ceiling: the same generator posting straight to the receiver.
+    let direct = format!("{receiver_url}/direct");
+    let (ceiling_client, pad2) = (client.clone(), pad.clone());
+    let (_, ceiling_wall) = load(&client, n, c, &receiver, move |seq| {
+        ceiling_client.post(&direct).json(&payload(seq, &pad2))
+    })
+    .await?;
+    let ceiling = n as f64 / ceiling_wall.as_secs_f64();
+    receiver.reset();
+
+    // Hookline end to end.
+    let dir = TempDir(std::env::temp_dir().join(format!("hookline-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0)?;
+    let (child, url) = start_server(&args.server_bin, &dir.0.join("bench.db"), "all").await?;
+    let server = Server {
+        child,
+        url,
+        _dir: dir,
+    };
+    let pid = server.child.id();
+    let app_id = create_app_with_endpoints(&client, &server.url, &receiver_url, 1).await?;
+    let create_url = format!("{}/api/v1/app/{app_id}/msg", server.url);
+    let (create_client, pad3) = (client.clone(), pad.clone());
+    let started = Instant::now();
+    let (create_latencies, create_wall) = load(&client, n, c, &receiver, move |seq| {
+        create_client
+            .post(&create_url)
+            .bearer_auth(TOKEN)
+            .json(&json!({"eventType": "bench.event", "payload": payload(seq, &pad3)}))
+    })
+    .await?;
+    wait_for(&receiver, n, timeout, true).await?;
+    let end_to_end = started.elapsed();
+    let mut delivery_latencies = receiver.latencies(n);
+    delivery_latencies.sort();
+    let accepted = n as f64 / create_wall.as_secs_f64();
+    let delivered = n as f64 / end_to_end.as_secs_f64();
+    let duplicates = receiver.total.load(Ordering::Relaxed).saturating_sub(n);
+    let (peak_rss, _) = memory(pid);
+
+    println!();
+    println!("{:<44} {:>14} {:>10}", "figure", "value", "/ceiling");
+    println!(
+        "{:<44} {:>12.0}/s {:>10}",
+        "ceiling: direct posts to the receiver", ceiling, "1.000"
+    );
+    println!(
+        "{:<44} {:>12.0}/s {:>10.3}",
+        "messages accepted (2xx on create)",
+        accepted,
+        accepted / ceiling
+    );
+    println!(
+        "{:<44} {:>14} {:>10}",
+        "create latency p50",
+        ms(percentile(&create_latencies, 0.5)),
+        ""
+    );
+    println!(
+        "{:<44} {:>14} {:>10}",
+        "create latency p99",
+        ms(percentile(&create_latencies, 0.99)),
+        ""
+    );
+    println!(
+        "{:<44} {:>12.0}/s {:>10.3}",
+        "delivered end to end",
+        delivered,
+        delivered / ceiling
+    );
+    println!(
+        "{:<44} {:>14} {:>10}",
+        "create-to-delivery p50",
+        ms(percentile(&delivery_latencies, 0.5)),
+        ""
+    );
+    println!(
+        "{:<44} {:>14} {:>10}",
+        "create-to-delivery p99",
+        ms(percentile(&delivery_latencies, 0.99)),
+        ""
+    );
+    println!(
+        "{:<44} {:>14} {:>10}",
+        "duplicate deliveries", duplicates, ""
+    );
+    println!(
+        "{:<44} {:>11.1} MiB {:>10}",
+        "server peak RSS", peak_rss, ""
+    );
+
+    if args.fanout_messages > 0 {
+        receiver.reset();
+        let fan_app = create_app_with_endpoints(&client, &server.url, &receiver_url, 100).await?;
+        let fan_url = format!("{}/api/v1/app/{fan_app}/msg", server.url);
+        let (fan_client, pad4) = (client.clone(), pad.clone());
+        let m = args.fanout_messages;
+        let started = Instant::now();
+        load(&client, m, c, &receiver, move |seq| {
+            fan_client
+                .post(&fan_url)
+                .bearer_auth(TOKEN)
+                .json(&json!({"eventType": "bench.fanout", "payload": payload(seq, &pad4)}))
+        })
+        .await?;
+        wait_for(&receiver, m * 100, timeout, false).await?;
+        let rate = (m * 100) as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "{:<44} {:>12.0}/s {:>10.3}",
+            "fan-out: deliveries to 100 endpoints",
+            rate,
+            rate / ceiling
+        );
+    }
+    drop(server);
+
+    if args.backlog > 0 {
+        backlog_phase(&args, &client, &receiver, &receiver_url, &pad, timeout).await?;
+    }
+    Ok(())
+}
+
+/// Fills a backlog with a server that only takes requests, then samples the memory of a
+/// full server while it drains.
+async fn backlog_phase(
+    args: &Args,
+    client: &reqwest::Client,
+    receiver: &Arc<Receiver>,
+    receiver_url: &str,
+    pad: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    receiver.reset();
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("hookline-backlog-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0)?;
+    let db = dir.0.join("backlog.db");
+    let (child, url) = start_server(&args.server_bin, &db, "api").await?;
+    let filler = Server {
+        child,
+        url,
+        _dir: TempDir(dir.0.join("unused")),
+    };
+    let app_id = create_app_with_endpoints(client, &filler.url, receiver_url, 1).await?;
+    let create_url = format!("{}/api/v1/app/{app_id}/msg", filler.url);
+    let (fill_client, pad) = (client.clone(), pad.to_owned());
+    let started = Instant::now();
+    load(
+        client,
+        args.backlog,
+        args.concurrency,
+        receiver,
+        move |seq| {
+            fill_client
+                .post(&create_url)
+                .bearer_auth(TOKEN)
+                .json(&json!({"eventType": "bench.backlog", "payload": payload(seq, &pad)}))
+        },
+    )
+    .await?;
+    println!(
+        "{:<44} {:>12.1} s",
+        "backlog filled",
+        started.elapsed().as_secs_f64()
+    );
+    drop(filler);
+
+    let (child, url) = start_server(&args.server_bin, &db, "all").await?;
+    let drainer = Server {
+        child,
+        url,
+        _dir: dir,
+    };
+    let pid = drainer.child.id();
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while receiver.unique.load(Ordering::Relaxed) < args.backlog {
+        if started.elapsed() > timeout {
+            bail!("backlog did not drain within {timeout:?}");
+        }
+        samples.push((receiver.unique.load(Ordering::Relaxed), memory(pid).1));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let drain = started.elapsed();
+    let rss: Vec<f64> = samples.iter().map(|(_, rss)| *rss).collect();
+    let first = rss.first().copied().unwrap_or(0.0);
+    let max = rss.iter().copied().fold(0.0, f64::max);
+    println!(
+        "{:<44} {:>12.0}/s",
+        "backlog drained",
+        args.backlog as f64 / drain.as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>8.1} -> max {:.1} MiB",
+        "server RSS while draining (first sample)", first, max
+    );
+    for (done, rss) in samples.iter().step_by((samples.len() / 8).max(1)) {
+        println!("    {done:>9} delivered   RSS {rss:>7.1} MiB");
+    }
+    drop(drainer);
+    Ok(())
+}
