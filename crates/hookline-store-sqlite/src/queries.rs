@@ -727,9 +727,14 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let due: Option<Option<i64>> = one(
                 conn,
-                "SELECT next_attempt FROM destination
-                 WHERE next_attempt IS NOT NULL AND (lease_until IS NULL OR lease_until < ?1)
-                 ORDER BY next_attempt LIMIT 1",
+                "SELECT destination.next_attempt FROM destination
+                 JOIN endpoint ON endpoint.id = destination.endpoint_id
+                 JOIN message ON message.id = destination.msg_id
+                 WHERE destination.next_attempt IS NOT NULL
+                   AND (destination.lease_until IS NULL OR destination.lease_until < ?1)
+                   AND endpoint.disabled = 0
+                   AND message.payload IS NOT NULL
+                 ORDER BY destination.next_attempt LIMIT 1",
                 [now],
                 |row| row.get(0),
             )?;

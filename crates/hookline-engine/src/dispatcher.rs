@@ -1,0 +1,318 @@
+//! The claim loop: wake up, claim as many due deliveries as there are free workers, admit
+//! each past its endpoint's limits, run them, and record what happened in group commits.
+//!
+//! Memory is bounded by configuration, whatever the backlog: at most `concurrency`
+//! deliveries are held at once (a claim never asks for more than the free permits), and
+//! finished attempts wait in a bounded channel for the recorder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use hookline_core::Store;
+use hookline_core::store::{AttemptOutcome, DeliveryJob};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::time::{Instant, sleep, sleep_until, timeout_at};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::delivery::{Deliverer, Finished};
+use crate::operational::Publisher;
+use crate::ratelimit::{EndpointLimits, Ticket};
+
+/// How long the recorder waits for more finished attempts to join a commit.
+const GROUP_WINDOW: Duration = Duration::from_millis(5);
+/// The most outcomes in one commit.
+const GROUP_MAX: usize = 256;
+/// Tries of a commit before its outcomes are given up (their leases then expire and the
+/// deliveries are tried again: at least once, never lost).
+const RECORD_TRIES: u32 = 4;
+
+/// What the claim loop needs, built by [`crate::Engine::run`].
+#[derive(Debug)]
+pub(crate) struct Dispatcher {
+    pub store: Arc<dyn Store>,
+    pub deliverer: Arc<Deliverer>,
+    pub limits: Arc<EndpointLimits>,
+    pub wake: Arc<Notify>,
+    pub owner: String,
+    pub lease: Duration,
+    /// How long after its claim a delivery may still start (waiting for its endpoint).
+    pub hold: Duration,
+    pub concurrency: usize,
+    pub batch_size: usize,
+    pub poll_interval: Duration,
+}
+
+impl Dispatcher {
+    /// Claims and runs deliveries until `shutdown`; then lets attempts in flight finish,
+    /// records them and returns.
+    pub async fn run(self, shutdown: CancellationToken, publisher: Option<Publisher>) {
+        let (finished_tx, finished_rx) = mpsc::channel(self.concurrency.max(1));
+        let recorder = tokio::spawn(record(
+            Arc::clone(&self.store),
+            finished_rx,
+            publisher,
+            Arc::clone(&self.wake),
+        ));
+        let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let tracker = TaskTracker::new();
+
+        self.claim_loop(&shutdown, &permits, &tracker, &finished_tx)
+            .await;
+
+        tracker.close();
+        tracker.wait().await;
+        drop(finished_tx);
+        if let Err(error) = recorder.await {
+            tracing::error!(%error, "outcome recorder failed");
+        }
+    }
+
+    async fn claim_loop(
+        &self,
+        shutdown: &CancellationToken,
+        permits: &Arc<Semaphore>,
+        tracker: &TaskTracker,
+        finished: &mpsc::Sender<Finished>,
+    ) {
+        loop {
+            if permits.available_permits() == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    permit = permits.acquire() => drop(permit),
+                }
+            }
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let limit = permits.available_permits().min(self.batch_size.max(1));
+            let claimed_at = Utc::now();
+            let started = Instant::now();
+            let jobs = match self
+                .store
+                .claim_due(&self.owner, claimed_at, self.lease, limit)
+                .await
+            {
+                Ok(jobs) => jobs,
+                Err(error) => {
+                    tracing::error!(%error, "claiming due deliveries failed");
+                    if !self.pause(shutdown, self.poll_interval).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let claimed = jobs.len();
+            let start_by = started + self.hold;
+            let mut deferred = 0;
+            for job in jobs {
+                if !self.spawn(job, start_by, permits, tracker, finished, shutdown) {
+                    deferred += 1;
+                }
+            }
+            if claimed > 0 {
+                tracing::debug!(claimed, deferred, "claimed deliveries");
+            }
+            if claimed == limit && deferred < claimed {
+                continue; // More may be due right now.
+            }
+            let wait = if claimed == limit {
+                // Every delivery claimed was left to its lease (its endpoint is at its limits):
+                // do not spin claiming more of the same.
+                self.poll_interval
+            } else {
+                self.idle_wait(claimed_at).await
+            };
+            if !self.pause(shutdown, wait).await {
+                return;
+            }
+        }
+    }
+
+    /// Admits `job` and runs it in its own task; `false` if it was left to its lease.
+    fn spawn(
+        &self,
+        job: DeliveryJob,
+        start_by: Instant,
+        permits: &Arc<Semaphore>,
+        tracker: &TaskTracker,
+        finished: &mpsc::Sender<Finished>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let Ok(permit) = Arc::clone(permits).try_acquire_owned() else {
+            return false;
+        };
+        let now = Instant::now();
+        let Some(ticket) =
+            self.limits
+                .admit(&job.endpoint.id, job.endpoint.throttle_rate, now, start_by)
+        else {
+            tracing::debug!(
+                msg_id = %job.message.id,
+                endpoint_id = %job.endpoint.id,
+                "endpoint busy; delivery left to its lease"
+            );
+            return false;
+        };
+        let deliverer = Arc::clone(&self.deliverer);
+        let finished = finished.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            if let Some(done) = attempt(&deliverer, job, ticket, start_by, &shutdown).await {
+                // Only fails if the recorder is gone, which it is not before we finish.
+                let _ = finished.send(done).await;
+            }
+        });
+        true
+    }
+
+    /// How long to sleep when nothing more is due: until the next delivery falls due, or
+    /// the poll interval, whichever is first.
+    async fn idle_wait(&self, claimed_at: chrono::DateTime<Utc>) -> Duration {
+        match self.store.next_due().await {
+            // Became due after our claim asked: go again at once.
+            Ok(Some(due)) if due > claimed_at => (due - Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .min(self.poll_interval),
+            // Due before the claim yet not claimed (a disabled endpoint, a leased
+            // delivery): nothing to do before the next poll.
+            Ok(_) => self.poll_interval,
+            Err(error) => {
+                tracing::error!(%error, "reading the next due delivery failed");
+                self.poll_interval
+            }
+        }
+    }
+
+    /// Sleeps for `wait` or until woken; `false` on shutdown.
+    async fn pause(&self, shutdown: &CancellationToken, wait: Duration) -> bool {
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = self.wake.notified() => true,
+            _ = sleep(wait) => true,
+        }
+    }
+}
+
+/// Waits for the endpoint's rate limit and a free in-flight slot, then makes the attempt.
+/// `None` if it could not start in time or the engine is shutting down before it started:
+/// its lease will expire and it will be claimed again.
+async fn attempt(
+    deliverer: &Deliverer,
+    job: DeliveryJob,
+    ticket: Ticket,
+    start_by: Instant,
+    shutdown: &CancellationToken,
+) -> Option<Finished> {
+    if let Some(at) = ticket.not_before {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = sleep_until(at) => {}
+        }
+    }
+    let in_flight = Arc::clone(&ticket.in_flight);
+    let slot = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        slot = timeout_at(start_by, in_flight.acquire_owned()) => slot,
+    };
+    let Ok(Ok(_slot)) = slot else {
+        tracing::debug!(
+            msg_id = %job.message.id,
+            endpoint_id = %job.endpoint.id,
+            "endpoint stayed busy; delivery left to its lease"
+        );
+        return None;
+    };
+    // Started: an attempt in flight runs to its end (bounded by the attempt timeout) even
+    // during shutdown.
+    let done = deliverer.deliver(&job).await;
+    let attempt = &done.outcome.attempt;
+    tracing::debug!(
+        msg_id = %attempt.msg_id,
+        endpoint_id = %attempt.endpoint_id,
+        attempt_id = %attempt.id,
+        status_code = attempt.response_status_code,
+        error_kind = attempt.error_kind.map(|kind| kind.as_str()),
+        duration_ms = attempt.response_duration_ms,
+        next_attempt = ?done.outcome.next_attempt,
+        "attempt made"
+    );
+    drop(ticket);
+    Some(done)
+}
+
+/// Records finished attempts in group commits: one `record_outcomes` call for everything
+/// that finished within a few milliseconds of each other. Announces operational events
+/// once their outcomes are committed.
+async fn record(
+    store: Arc<dyn Store>,
+    mut finished: mpsc::Receiver<Finished>,
+    mut publisher: Option<Publisher>,
+    wake: Arc<Notify>,
+) {
+    let mut batch = Vec::with_capacity(GROUP_MAX);
+    while finished.recv_many(&mut batch, GROUP_MAX).await > 0 {
+        let window = Instant::now() + GROUP_WINDOW;
+        while batch.len() < GROUP_MAX {
+            let room = GROUP_MAX - batch.len();
+            match timeout_at(window, finished.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let (outcomes, events): (Vec<AttemptOutcome>, Vec<_>) = batch
+            .drain(..)
+            .map(|done| (done.outcome, done.events))
+            .unzip();
+        let rescheduled = outcomes.iter().any(|o| o.next_attempt.is_some());
+        if !commit(store.as_ref(), outcomes).await {
+            continue;
+        }
+        if rescheduled {
+            // A retry may now be due before whatever the claim loop is sleeping for.
+            wake.notify_one();
+        }
+        if let Some(publisher) = publisher.as_mut() {
+            events
+                .into_iter()
+                .flatten()
+                .for_each(|event| publisher.publish(event));
+        }
+    }
+}
+
+/// Records `outcomes`, trying a few times; `false` if they could not be recorded.
+async fn commit(store: &dyn Store, outcomes: Vec<AttemptOutcome>) -> bool {
+    let count = outcomes.len();
+    let mut backoff = Duration::from_millis(50);
+    for try_number in 1..=RECORD_TRIES {
+        let batch = if try_number == RECORD_TRIES {
+            // The last try may consume the outcomes.
+            return match store.record_outcomes(outcomes).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::error!(
+                        %error,
+                        count,
+                        "recording attempts failed; their deliveries will be retried when their leases expire"
+                    );
+                    false
+                }
+            };
+        } else {
+            outcomes.clone()
+        };
+        match store.record_outcomes(batch).await {
+            Ok(()) => return true,
+            Err(error) => {
+                tracing::warn!(%error, count, try_number, "recording attempts failed; trying again");
+                sleep(backoff).await;
+                backoff *= 4;
+            }
+        }
+    }
+    false
+}

@@ -1,0 +1,421 @@
+//! The HTTP side of an attempt: a client that never follows redirects, never uses a proxy
+//! and, when guarded, connects only to addresses the SSRF guard allowed; a POST bounded by
+//! the attempt timeout; the answer read into a bounded excerpt; failures sorted into
+//! [`ErrorKind`]s.
+
+use std::error::Error as StdError;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hookline_core::model::ErrorKind;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use tokio::time::{Instant, timeout_at};
+
+use crate::ssrf::{Guard, Refused};
+
+/// The most of an answer's body kept (and read) per attempt.
+pub(crate) const EXCERPT_BYTES: usize = 4096;
+
+/// `user-agent` of every request Hookline makes.
+pub(crate) const USER_AGENT: &str = concat!("Hookline/", env!("CARGO_PKG_VERSION"));
+
+/// The most of a failure's description kept in an attempt.
+const DETAIL_CHARS: usize = 512;
+
+/// An endpoint's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub status: u16,
+    /// Names lowercase, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// The start of the body, at most [`EXCERPT_BYTES`], decoded lossily as UTF-8.
+    pub body: String,
+    /// The `Retry-After` wait, when the answer gave a valid one.
+    pub retry_after: Option<Duration>,
+}
+
+/// A request that got no answer: how it failed, and the details for the attempt log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+impl Failure {
+    fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A name resolved to no address.
+#[derive(Debug, thiserror::Error)]
+#[error("dns lookup of {host} failed")]
+struct DnsFailure {
+    host: String,
+    #[source]
+    source: Option<std::io::Error>,
+}
+
+/// Resolves with the system resolver, then keeps only the addresses the guard allows, so
+/// the connection goes to an address that was checked (no second lookup to rebind).
+#[derive(Debug)]
+struct GuardedResolver {
+    guard: Arc<Guard>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let guard = Arc::clone(&self.guard);
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let lookup: std::io::Result<Vec<SocketAddr>> =
+                tokio::net::lookup_host((host.as_str(), 0))
+                    .await
+                    .map(Iterator::collect);
+            let found = match lookup {
+                Ok(found) => found,
+                Err(source) => {
+                    return Err(DnsFailure {
+                        host,
+                        source: Some(source),
+                    }
+                    .into());
+                }
+            };
+            let mut refused = None;
+            let allowed: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|addr| match guard.check(addr.ip()) {
+                    Ok(()) => true,
+                    Err(refusal) => {
+                        refused.get_or_insert(refusal);
+                        false
+                    }
+                })
+                .collect();
+            match (allowed.is_empty(), refused) {
+                (false, _) => Ok(Box::new(allowed.into_iter()) as Addrs),
+                (true, Some(refusal)) => Err(refusal.into()),
+                (true, None) => Err(DnsFailure { host, source: None }.into()),
+            }
+        })
+    }
+}
+
+/// The client of deliveries (guarded) or of operational events (trusted URL).
+#[derive(Debug, Clone)]
+pub(crate) struct HttpClient {
+    client: reqwest::Client,
+    guard: Option<Arc<Guard>>,
+}
+
+impl HttpClient {
+    /// A client that connects only where `guard` allows.
+    pub fn guarded(guard: Guard) -> reqwest::Result<Self> {
+        let guard = Arc::new(guard);
+        let client = builder()
+            .dns_resolver(Arc::new(GuardedResolver {
+                guard: Arc::clone(&guard),
+            }))
+            .build()?;
+        Ok(HttpClient {
+            client,
+            guard: Some(guard),
+        })
+    }
+
+    /// A client for a URL the operator configured, which the guard need not police.
+    pub fn trusted() -> reqwest::Result<Self> {
+        Ok(HttpClient {
+            client: builder().build()?,
+            guard: None,
+        })
+    }
+
+    /// POSTs `body` to `url`; the whole exchange, body excerpt included, ends by `timeout`.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Answer, Failure> {
+        let deadline = Instant::now() + timeout;
+        let url = reqwest::Url::parse(url).map_err(|error| {
+            Failure::new(ErrorKind::InvalidUrl, format!("invalid url: {error}"))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Failure::new(
+                ErrorKind::InvalidUrl,
+                format!(
+                    "invalid url: scheme {:?} is not http or https",
+                    url.scheme()
+                ),
+            ));
+        }
+        if let (Some(guard), Some(ip)) = (&self.guard, literal_ip(&url)) {
+            // The resolver never sees an IP literal: check it here.
+            guard
+                .check(ip)
+                .map_err(|refusal| Failure::new(ErrorKind::SsrfRefused, refusal.to_string()))?;
+        }
+        let request = self.client.post(url).headers(headers).body(body);
+        let response = match timeout_at(deadline, request.send()).await {
+            Err(_) => return Err(timed_out(timeout)),
+            Ok(Err(error)) => return Err(classify(&error)),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, SystemTime::now()));
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_owned(), value)
+            })
+            .collect();
+        let body = read_excerpt(response, deadline).await;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+            retry_after,
+        })
+    }
+}
+
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        // A redirect is the endpoint's failure to answer, never a new destination.
+        .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve and connect on our behalf, out of the guard's sight.
+        .no_proxy()
+        .user_agent(USER_AGENT)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+}
+
+/// The host of `url` when it is an IP address (IPv6 literals come bracketed).
+fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    let host = url.host_str()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.parse().ok()
+}
+
+/// Reads the body until [`EXCERPT_BYTES`] are in hand, the body ends, or the deadline;
+/// then drops the rest with the connection.
+async fn read_excerpt(mut response: reqwest::Response, deadline: Instant) -> String {
+    let mut body = Vec::new();
+    while body.len() < EXCERPT_BYTES {
+        match timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let room = EXCERPT_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            // The answer's status stands even if its body stalls or breaks off.
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    excerpt(&body)
+}
+
+/// `bytes` as text: invalid UTF-8 replaced, a character cut at the end dropped.
+fn excerpt(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(error) if error.error_len().is_none() => {
+            String::from_utf8_lossy(&bytes[..error.valid_up_to()]).into_owned()
+        }
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): delay seconds or an HTTP date. A date in the
+/// past means no wait; anything else unreadable is ignored.
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is still "a very long time".
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+fn timed_out(timeout: Duration) -> Failure {
+    Failure::new(
+        ErrorKind::Timeout,
+        format!("no complete answer within {} ms", timeout.as_millis()),
+    )
+}
+
+/// Sorts a failed request by the first recognisable cause in its chain of sources.
+fn classify(error: &reqwest::Error) -> Failure {
+    let detail = describe(error);
+    if error.is_timeout() {
+        return Failure::new(ErrorKind::Timeout, detail);
+    }
+    for cause in causes(error) {
+        if let Some(refusal) = cause.downcast_ref::<Refused>() {
+            return Failure::new(ErrorKind::SsrfRefused, refusal.to_string());
+        }
+        if let Some(kind) = kind_of(cause) {
+            return Failure::new(kind, detail);
+        }
+    }
+    let kind = if error.is_redirect() {
+        ErrorKind::Redirect
+    } else if error.is_builder() {
+        ErrorKind::InvalidUrl
+    } else {
+        ErrorKind::Connection
+    };
+    Failure::new(kind, detail)
+}
+
+/// `error` and its sources. An `io::Error` wrapping another error is followed into it:
+/// its own `source()` would skip the wrapped error.
+fn causes<'a>(
+    error: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(error), |&current| {
+        match current
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => current.source(),
+        }
+    })
+}
+
+fn kind_of(error: &(dyn StdError + 'static)) -> Option<ErrorKind> {
+    if error.is::<Refused>() {
+        Some(ErrorKind::SsrfRefused)
+    } else if error.is::<DnsFailure>() {
+        Some(ErrorKind::Dns)
+    } else if error.is::<rustls::Error>() {
+        Some(ErrorKind::Tls)
+    } else {
+        match error.downcast_ref::<std::io::Error>()?.kind() {
+            std::io::ErrorKind::ConnectionRefused => Some(ErrorKind::ConnectionRefused),
+            std::io::ErrorKind::TimedOut => Some(ErrorKind::Timeout),
+            _ => None,
+        }
+    }
+}
+
+/// The messages of an error and its causes, joined, without repeats, bounded.
+fn describe(error: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in causes(error) {
+        let text = cause.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    let mut detail = parts.join(": ");
+    if detail.len() > DETAIL_CHARS {
+        let cut = (0..=DETAIL_CHARS)
+            .rev()
+            .find(|&i| detail.is_char_boundary(i))
+            .unwrap_or(0);
+        detail.truncate(cut);
+    }
+    detail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds() {
+        let now = SystemTime::now();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for invalid in ["", "-5", "1.5", "+3", "soon", "12 s"] {
+            assert_eq!(parse_retry_after(invalid, now), None, "{invalid:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date() {
+        // Sun, 06 Nov 1994 08:49:37 GMT, the example date of RFC 9110.
+        let date = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let before = date - Duration::from_secs(90);
+        for text in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(
+                parse_retry_after(text, before),
+                Some(Duration::from_secs(90)),
+                "{text}"
+            );
+        }
+        let after = date + Duration::from_secs(5);
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", after),
+            Some(Duration::ZERO),
+            "a date in the past asks for no wait"
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 25:49:37 GMT", before),
+            None
+        );
+    }
+
+    #[test]
+    fn excerpts_cut_cleanly() {
+        assert_eq!(excerpt(b"plain"), "plain");
+        let euro = "€".as_bytes();
+        assert_eq!(
+            excerpt(&[b'a', euro[0], euro[1]]),
+            "a",
+            "a cut character is dropped"
+        );
+        assert_eq!(excerpt(&[b'a', 0xff, b'b']), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn ip_literals_are_recognised() {
+        let literal = |url: &str| literal_ip(&reqwest::Url::parse(url).unwrap());
+        assert_eq!(
+            literal("http://127.0.0.1:8080/x"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(literal("http://[::1]/"), Some("::1".parse().unwrap()));
+        assert_eq!(
+            literal("http://2130706433/"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            literal("http://0x7f.1/"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(literal("https://example.com/"), None);
+    }
+}

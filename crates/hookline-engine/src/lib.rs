@@ -1,0 +1,317 @@
+//! Hookline's delivery engine: it takes due deliveries from the [`Store`] and POSTs signed
+//! webhooks to endpoints, at least once.
+//!
+//! A worker claims due deliveries in batches under a lease ([`Store::claim_due`]), never
+//! more than it has free capacity for, so memory stays bounded whatever the backlog. Each
+//! delivery waits for its endpoint's rate limit and in-flight bound (`ratelimit`), is
+//! signed with every valid key of the endpoint (Standard Webhooks, through
+//! `hookline-signature`, the project's one signing implementation) and sent through a
+//! client that refuses private and reserved addresses after DNS resolution and never
+//! follows redirects ([`ssrf`], `http`). What happened is turned into the delivery's next
+//! state by [`RetryPolicy::decide`], where all retry decisions live, and recorded in group
+//! commits. Operational events (`message.attempt.exhausted` and friends) go to an optional
+//! operator endpoint, best effort, never in delivery's way.
+//!
+//! Several workers, in one process or many, can share a store: leases keep them apart,
+//! and a dead worker's deliveries are claimed again once its leases expire.
+//!
+//! The engine knows nothing of HTTP routing or SQL: it sees an `Arc<dyn Store>`, a
+//! [`Notify`] that the API pokes after queueing, and a [`CancellationToken`] to stop.
+
+mod delivery;
+mod dispatcher;
+#[cfg(test)]
+mod fixture;
+mod http;
+mod operational;
+mod ratelimit;
+pub mod ssrf;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookline_core::Store;
+use hookline_core::retry::RetryPolicy;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use operational::OperationalEndpoint;
+pub use ssrf::Cidr;
+
+use delivery::Deliverer;
+use dispatcher::Dispatcher;
+use http::HttpClient;
+use ratelimit::EndpointLimits;
+use ssrf::Guard;
+
+/// Errors of engine configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Text that is not a CIDR block.
+    #[error("invalid CIDR {input:?}: {reason}")]
+    InvalidCidr { input: String, reason: &'static str },
+    /// A CIDR block with bits set after its prefix, as in `10.0.0.1/8`.
+    #[error("invalid CIDR {input:?}: bits are set after the prefix; did you mean {network}?")]
+    CidrHostBits { input: String, network: Cidr },
+    /// A setting out of its range.
+    #[error("invalid engine setting {field}: {reason}")]
+    InvalidConfig {
+        field: &'static str,
+        reason: &'static str,
+    },
+    /// The operational endpoint's secret cannot sign Standard Webhooks.
+    #[error("operational endpoint secret cannot sign")]
+    OperationalSecret(#[source] hookline_signature::SecretError),
+    /// The HTTP client could not be built (its TLS backend failed to start).
+    #[error("cannot build the http client")]
+    HttpClient(#[source] reqwest::Error),
+}
+
+/// How the engine delivers. [`Default`] gives the documented defaults; check a built
+/// configuration with [`EngineConfig::validate`] before starting.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Longest an attempt may take, from connecting to reading the answer's excerpt.
+    /// Default 15 s.
+    pub attempt_timeout: Duration,
+    /// The retry schedule. Default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, ±20 %.
+    pub retry: RetryPolicy,
+    /// Blocks that deliveries may reach even though they are private, loopback or
+    /// otherwise special-purpose (e.g. `127.0.0.0/8` in development). Default: none.
+    pub allowed_subnets: Vec<Cidr>,
+    /// Deliveries this worker holds at once, waiting or in flight. Default 256.
+    pub concurrency: usize,
+    /// Requests in flight to one endpoint at once. Default 16.
+    pub max_in_flight_per_endpoint: usize,
+    /// An endpoint that keeps exhausting messages with no success for this long is
+    /// disabled. Default 5 days.
+    pub disable_after: Duration,
+    /// Where operational events go; `None` to send none. Default `None`.
+    pub operational: Option<OperationalEndpoint>,
+    /// This worker's name in delivery leases; unique per running engine. Default
+    /// `hookline-` and random hex.
+    pub node_id: String,
+    /// Most deliveries claimed at once. Default 64.
+    pub batch_size: usize,
+    /// Longest sleep between looks at the queue when nothing wakes the engine. Default 1 s.
+    pub poll_interval: Duration,
+    /// How much longer than the attempt timeout a claim's lease lasts. A delivery may
+    /// wait up to half of it for its endpoint's rate limit or a free in-flight slot;
+    /// past that it is left to its lease and claimed again when the lease expires.
+    /// Default 30 s.
+    pub lease_margin: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            attempt_timeout: Duration::from_secs(15),
+            retry: RetryPolicy::default(),
+            allowed_subnets: Vec::new(),
+            concurrency: 256,
+            max_in_flight_per_endpoint: 16,
+            disable_after: Duration::from_secs(5 * 24 * 60 * 60),
+            operational: None,
+            node_id: format!("hookline-{:016x}", rand::random::<u64>()),
+            batch_size: 64,
+            poll_interval: Duration::from_secs(1),
+            lease_margin: Duration::from_secs(30),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks every setting, the operational secret included.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |field, reason| Err(Error::InvalidConfig { field, reason });
+        if self.attempt_timeout.is_zero() {
+            return invalid("attempt_timeout", "must be longer than zero");
+        }
+        if self.concurrency == 0 {
+            return invalid("concurrency", "must be at least 1");
+        }
+        if self.max_in_flight_per_endpoint == 0 {
+            return invalid("max_in_flight_per_endpoint", "must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return invalid("batch_size", "must be at least 1");
+        }
+        if self.poll_interval.is_zero() {
+            return invalid("poll_interval", "must be longer than zero");
+        }
+        if self.lease_margin < MIN_LEASE_MARGIN {
+            return invalid("lease_margin", "must be at least one second");
+        }
+        if self.node_id.is_empty() {
+            return invalid("node_id", "must not be empty");
+        }
+        if let Some(operational) = &self.operational {
+            let url = reqwest::Url::parse(&operational.url).ok();
+            if !url.is_some_and(|url| matches!(url.scheme(), "http" | "https")) {
+                return invalid("operational.url", "must be an http or https URL");
+            }
+            operational.keyset()?;
+        }
+        Ok(())
+    }
+}
+
+/// The least lease margin: attempts must be recorded before their lease runs out.
+const MIN_LEASE_MARGIN: Duration = Duration::from_secs(1);
+
+/// The delivery engine of one worker. Build it with [`Engine::new`], then [`Engine::run`]
+/// it until shutdown.
+#[derive(Debug)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    config: EngineConfig,
+    wake: Arc<Notify>,
+    client: HttpClient,
+}
+
+impl Engine {
+    /// An engine delivering from `store`. `wake` is the [`Notify`] the API calls
+    /// `notify_one()` on after queueing deliveries, so they go out without waiting for a
+    /// poll.
+    ///
+    /// Out-of-range settings are raised to their least valid value; an unusable
+    /// operational endpoint is logged and ignored. Call [`EngineConfig::validate`] first
+    /// to refuse them instead.
+    ///
+    /// # Panics
+    ///
+    /// If the HTTP client cannot be built, which only happens when the TLS backend fails
+    /// to initialise.
+    pub fn new(store: Arc<dyn Store>, config: EngineConfig, wake: Arc<Notify>) -> Self {
+        let client = HttpClient::guarded(Guard::new(config.allowed_subnets.clone()))
+            .expect("the delivery http client builds from a static configuration");
+        Engine {
+            store,
+            config,
+            wake,
+            client,
+        }
+    }
+
+    /// Delivers until `shutdown` is cancelled. Then it stops claiming, lets attempts in
+    /// flight finish (each within the attempt timeout), records them, gives queued
+    /// operational events up to one attempt timeout to go out, and returns. Deliveries
+    /// claimed but not started are left to their leases.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let config = self.config;
+        let lease_margin = config.lease_margin.max(MIN_LEASE_MARGIN);
+        let lease = config.attempt_timeout + lease_margin;
+        let operational = config.operational.as_ref().and_then(|endpoint| {
+            operational::spawn(endpoint, config.attempt_timeout, lease)
+                .inspect_err(|error| {
+                    tracing::error!(%error, "operational events disabled");
+                })
+                .ok()
+        });
+        let (publisher, sender) = operational.unzip();
+        let dispatcher = Dispatcher {
+            store: self.store,
+            deliverer: Arc::new(Deliverer {
+                client: self.client,
+                retry: config.retry,
+                attempt_timeout: config.attempt_timeout,
+                disable_after: config.disable_after,
+                announce: publisher.is_some(),
+            }),
+            // One endpoint may hold at most half the worker: a slow one cannot starve the
+            // rest, a fast one can still take a burst.
+            limits: EndpointLimits::new(
+                config.max_in_flight_per_endpoint,
+                (config.concurrency / 2).max(2 * config.max_in_flight_per_endpoint),
+            ),
+            wake: self.wake,
+            owner: config.node_id,
+            lease,
+            hold: lease_margin / 2,
+            concurrency: config.concurrency.max(1),
+            batch_size: config.batch_size.max(1),
+            poll_interval: config.poll_interval.max(Duration::from_millis(10)),
+        };
+        tracing::info!(owner = dispatcher.owner, "delivery engine started");
+        dispatcher.run(shutdown, publisher).await;
+        if let Some(mut sender) = sender {
+            // The publisher is gone with the dispatcher: the sender drains its queue.
+            if tokio::time::timeout(config.attempt_timeout, &mut sender)
+                .await
+                .is_err()
+            {
+                sender.abort();
+                tracing::warn!("operational events still queued at shutdown were dropped");
+            }
+        }
+        tracing::info!("delivery engine stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_unique_per_engine() {
+        let config = EngineConfig::default();
+        assert_eq!(config.validate().ok(), Some(()));
+        assert_eq!(config.attempt_timeout, Duration::from_secs(15));
+        assert_eq!(config.concurrency, 256);
+        assert_eq!(config.max_in_flight_per_endpoint, 16);
+        assert_eq!(config.disable_after, Duration::from_secs(432_000));
+        assert_ne!(config.node_id, EngineConfig::default().node_id);
+    }
+
+    #[test]
+    fn validation_names_the_bad_setting() {
+        let field = |config: EngineConfig| match config.validate() {
+            Err(Error::InvalidConfig { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let base = EngineConfig::default;
+        assert_eq!(
+            field(EngineConfig {
+                concurrency: 0,
+                ..base()
+            }),
+            "concurrency"
+        );
+        assert_eq!(
+            field(EngineConfig {
+                attempt_timeout: Duration::ZERO,
+                ..base()
+            }),
+            "attempt_timeout"
+        );
+        assert_eq!(
+            field(EngineConfig {
+                lease_margin: Duration::from_millis(10),
+                ..base()
+            }),
+            "lease_margin"
+        );
+        assert_eq!(
+            field(EngineConfig {
+                operational: Some(OperationalEndpoint {
+                    url: "ftp://ops".into(),
+                    secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                }),
+                ..base()
+            }),
+            "operational.url"
+        );
+        let bad_secret = EngineConfig {
+            operational: Some(OperationalEndpoint {
+                url: "https://ops.example".into(),
+                secret: "not-a-secret".into(),
+            }),
+            ..base()
+        };
+        assert!(matches!(
+            bad_secret.validate(),
+            Err(Error::OperationalSecret(_))
+        ));
+    }
+}

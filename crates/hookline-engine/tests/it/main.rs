@@ -1,0 +1,9 @@
+//! The engine end to end: a real SQLite store, real HTTP over loopback, signatures checked
+//! on the receiving side with `hookline-signature`.
+
+mod delivery;
+mod failures;
+mod guard;
+mod limits;
+mod operational;
+mod support;

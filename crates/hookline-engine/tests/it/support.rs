@@ -1,0 +1,372 @@
+//! A real SQLite store, a real engine and real HTTP receivers on loopback.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use hookline_core::Store;
+use hookline_core::id::{AppId, EndpointId, MessageId};
+use hookline_core::model::{Application, Attempt, Destination, Endpoint, EndpointSecret, Message};
+use hookline_core::page::{ListQuery, Order};
+use hookline_core::retry::RetryPolicy;
+use hookline_core::store::{AttemptFilter, NewMessage};
+use hookline_engine::{Engine, EngineConfig};
+use hookline_signature::{Keyset, Scheme, VerifyOptions};
+use hookline_store_sqlite::SqliteStore;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A fresh store in a temporary directory, with one application.
+pub struct World {
+    pub store: Arc<SqliteStore>,
+    pub app: Application,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("hookline.db"))
+            .await
+            .expect("open store");
+        let now = Utc::now();
+        let app = Application {
+            id: AppId::new(),
+            uid: Some("app-uid".into()),
+            name: "test app".into(),
+            throttle_rate: None,
+            metadata: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        store.create_app(&app).await.expect("create app");
+        World {
+            store: Arc::new(store),
+            app,
+            _dir: dir,
+        }
+    }
+
+    /// Creates an endpoint at `url` with one fresh secret, after `tweak`.
+    pub async fn endpoint(&self, url: &str, tweak: impl FnOnce(&mut Endpoint)) -> Endpoint {
+        let now = Utc::now();
+        let mut endpoint = Endpoint {
+            id: EndpointId::new(),
+            app_id: self.app.id.clone(),
+            uid: Some(format!("ep-{:08x}", rand::random::<u32>())),
+            url: url.to_owned(),
+            description: String::new(),
+            disabled: false,
+            throttle_rate: None,
+            event_types: None,
+            channels: None,
+            metadata: BTreeMap::new(),
+            headers: BTreeMap::new(),
+            secrets: vec![EndpointSecret {
+                key: secret(),
+                expires_at: None,
+            }],
+            failing_since: None,
+            created_at: now,
+            updated_at: now,
+        };
+        tweak(&mut endpoint);
+        self.store
+            .create_endpoint(&endpoint)
+            .await
+            .expect("create endpoint");
+        endpoint
+    }
+
+    /// Queues a message with this exact payload text to every endpoint.
+    pub async fn message(&self, payload: &str) -> Message {
+        let message = Message {
+            id: MessageId::new(),
+            app_id: self.app.id.clone(),
+            event_id: Some(format!("evt-{}", rand::random::<u32>())),
+            event_type: "job.succeeded".into(),
+            payload: Some(payload.to_owned()),
+            channels: None,
+            created_at: Utc::now(),
+        };
+        self.store
+            .create_message(NewMessage {
+                message: message.clone(),
+                only_endpoint: None,
+                idempotency: None,
+            })
+            .await
+            .expect("create message");
+        message
+    }
+
+    pub async fn destination(&self, msg: &Message, endpoint: &Endpoint) -> Destination {
+        self.store
+            .get_destination(&self.app.id, &msg.id, &endpoint.id)
+            .await
+            .expect("destination")
+    }
+
+    pub async fn reload(&self, endpoint: &Endpoint) -> Endpoint {
+        self.store
+            .get_endpoint(&self.app.id, endpoint.id.as_str())
+            .await
+            .expect("endpoint")
+    }
+
+    /// Attempts of `msg`, oldest first.
+    pub async fn attempts(&self, msg: &Message) -> Vec<Attempt> {
+        let filter = AttemptFilter {
+            msg_id: Some(msg.id.clone()),
+            ..AttemptFilter::default()
+        };
+        self.store
+            .list_attempts(
+                &self.app.id,
+                &filter,
+                &ListQuery::first(250, Order::Ascending),
+            )
+            .await
+            .expect("attempts")
+            .data
+    }
+
+    /// Starts an engine on this world's store.
+    pub fn start(&self, config: EngineConfig) -> Running {
+        let wake = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let store: Arc<dyn Store> = self.store.clone();
+        let engine = Engine::new(store, config, Arc::clone(&wake));
+        let handle = tokio::spawn(engine.run(shutdown.clone()));
+        Running {
+            wake,
+            shutdown,
+            handle,
+        }
+    }
+}
+
+/// A running engine.
+pub struct Running {
+    pub wake: Arc<Notify>,
+    pub shutdown: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl Running {
+    /// Cancels and waits for the engine to return.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.handle)
+            .await
+            .expect("engine stops in time")
+            .expect("engine task");
+    }
+}
+
+/// A fresh `whsec_` secret.
+pub fn secret() -> String {
+    hookline_signature::hmac_secret_from_bytes(&rand::random::<[u8; 24]>())
+}
+
+/// Settings for tests: loopback allowed, short timeout, fast retries, quick polling.
+pub fn config(schedule_ms: &[u64]) -> EngineConfig {
+    EngineConfig {
+        attempt_timeout: Duration::from_secs(5),
+        retry: RetryPolicy::new(
+            schedule_ms
+                .iter()
+                .map(|&ms| Duration::from_millis(ms))
+                .collect(),
+        )
+        .without_jitter(),
+        allowed_subnets: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        poll_interval: Duration::from_millis(50),
+        ..EngineConfig::default()
+    }
+}
+
+/// Polls `probe` until it returns `Some`, or fails the test after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Verifies a Standard Webhooks request with `secret`.
+pub fn verify(secret: &str, request: &Received) -> Result<(), hookline_signature::VerifyError> {
+    let keys = Keyset::new(Scheme::Standard, [secret]).expect("secret");
+    keys.verify(&request.headers, &request.body, VerifyOptions::default())
+        .map(|_| ())
+}
+
+/// How the receiver answers one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: b"ok".to_vec(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// A request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub path: String,
+    /// Names lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+#[derive(Debug)]
+struct ReceiverState {
+    script: Mutex<VecDeque<Reply>>,
+    otherwise: Reply,
+    received: Mutex<Vec<Received>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+}
+
+/// An HTTP server on 127.0.0.1 that answers with the scripted replies in turn, then with
+/// a default one, and records every request.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    pub async fn start(script: Vec<Reply>, otherwise: Reply) -> Self {
+        let state = Arc::new(ReceiverState {
+            script: Mutex::new(script.into()),
+            otherwise,
+            received: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
+        });
+        let router = axum::Router::new()
+            .fallback(answer)
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Receiver { addr, state }
+    }
+
+    /// Answers every request with `reply`.
+    pub async fn always(reply: Reply) -> Self {
+        Self::start(Vec::new(), reply).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+
+    /// The most requests this receiver was handling at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.state.most_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer(
+    State(state): State<Arc<ReceiverState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    state.received.lock().unwrap().push(Received {
+        at: Instant::now(),
+        path: uri.path().to_owned(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect(),
+        body: body.to_vec(),
+    });
+    let reply = state
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(|| state.otherwise.clone());
+    tokio::time::sleep(reply.delay).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let mut response = (
+        StatusCode::from_u16(reply.status).expect("status"),
+        reply.body,
+    )
+        .into_response();
+    for (name, value) in reply.headers {
+        response
+            .headers_mut()
+            .insert(name, value.parse().expect("header value"));
+    }
+    response
+}

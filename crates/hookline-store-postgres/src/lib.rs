@@ -1,0 +1,292 @@
+//! Hookline's shared storage: the [`Store`](hookline_core::Store) trait on PostgreSQL, for
+//! deployments where several nodes serve one queue.
+//!
+//! The behaviour is the SQLite store's, query for query; what changes is how nodes share
+//! the work. Each operation runs on a connection from a [`deadpool_postgres`] pool, in a
+//! transaction when it writes more than one statement, and returns only after the commit.
+//! Due deliveries are claimed with one `UPDATE … WHERE (msg_id, endpoint_id) IN (SELECT …
+//! FOR UPDATE OF destination SKIP LOCKED) RETURNING …`: nodes claiming at the same moment
+//! skip each other's rows instead of waiting on them or taking them twice, and a lease that
+//! expires makes its delivery due again.
+//!
+//! An idle node learns of new work through `LISTEN/NOTIFY` rather than by polling: every
+//! write that queues due work notifies `hookline_due` in its transaction, and
+//! [`PostgresStore::listen_due`] hands out receivers fed by one dedicated listening
+//! connection (see the `listen` module for reconnects).
+//!
+//! Migrations are the crate's own list, recorded in `hookline_migrations` and applied under
+//! a transaction-scoped advisory lock, so nodes starting together do not race. A store can
+//! live in a schema of its own ([`PostgresStore::connect_with_schema`]), which is how the
+//! tests stay isolated on one database.
+//!
+//! Errors are classified in one place, the `error` module, by SQLSTATE and driver error
+//! kind: a unique violation is a conflict, a lost connection is `Unavailable` (retry).
+//!
+//! This crate knows nothing of HTTP or of the engine; it only stores.
+
+mod error;
+mod listen;
+mod queries;
+mod rows;
+mod schema;
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use hookline_core::{Error, Result};
+use tokio::sync::broadcast;
+use tokio_postgres::NoTls;
+
+use crate::listen::Listener;
+
+/// How long to wait for the server to accept a new connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a free pooled connection before giving up as unavailable.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle time after which the listening connection's socket is probed, so that a peer that
+/// vanished without closing is noticed.
+const LISTEN_KEEPALIVE: Duration = Duration::from_secs(30);
+/// First key of the advisory lock that serialises migrations; the second is the schema's.
+const MIGRATION_LOCK: i32 = 0x686b_6c6e; // "hkln"
+
+/// The PostgreSQL store. Cheap to clone; all clones share the pool and the listener.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// The schema given to [`PostgresStore::connect_with_schema`], if any.
+    schema: Option<String>,
+    /// The schema the tables live in, as `current_schema()` names it.
+    current_schema: String,
+    /// How the listening connection connects.
+    listen_config: tokio_postgres::Config,
+    listener: Mutex<Option<Listener>>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The connection settings may hold a password; the pool's status is what helps.
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.current_schema)
+            .field("pool", &self.inner.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db?…`, or the
+    /// key-value form) with at most `pool_size` connections, and applies migrations.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self> {
+        Self::open(url, None, pool_size).await
+    }
+
+    /// Like [`PostgresStore::connect`], with every connection's `search_path` set to
+    /// `schema`, which is created if missing. The name must be a plain lowercase
+    /// identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes).
+    pub async fn connect_with_schema(url: &str, schema: &str, pool_size: usize) -> Result<Self> {
+        if !is_plain_identifier(schema) {
+            return Err(Error::validation(
+                &["schema"],
+                "a schema name is lowercase letters, digits and underscores, not starting \
+                 with a digit, at most 63 bytes",
+            ));
+        }
+        Self::open(url, Some(schema), pool_size).await
+    }
+
+    async fn open(url: &str, schema: Option<&str>, pool_size: usize) -> Result<Self> {
+        if pool_size == 0 {
+            return Err(Error::validation(&["pool_size"], "must be at least 1"));
+        }
+        let mut config: tokio_postgres::Config = url.parse().map_err(|error| {
+            Error::validation(&["database_url"], format!("invalid postgres url: {error}"))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if let Some(schema) = schema {
+            // A startup option, so it holds for every connection the pool ever opens.
+            let search_path = format!("-c search_path={schema}");
+            let options = match config.get_options() {
+                Some(options) => format!("{options} {search_path}"),
+                None => search_path,
+            };
+            config.options(options);
+        }
+        let mut listen_config = config.clone();
+        listen_config.keepalives_idle(LISTEN_KEEPALIVE);
+        if config.get_application_name().is_none() {
+            config.application_name("hookline");
+            listen_config.application_name("hookline-listen");
+        }
+
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A connection is checked for closure when taken from the pool; one that
+                // broke since fails its query as `Unavailable` and is then discarded.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(WAIT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(Error::storage)?;
+        let current_schema = migrate(&pool, schema).await?;
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                schema: schema.map(str::to_owned),
+                current_schema,
+                listen_config,
+                listener: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Applies the migrations that have not run yet. [`PostgresStore::connect`] already
+    /// does; this is for tools that want to be explicit about it.
+    pub async fn migrate(&self) -> Result<()> {
+        migrate(&self.inner.pool, self.inner.schema.as_deref()).await?;
+        Ok(())
+    }
+
+    /// A receiver woken (with `()`) whenever due work has been committed, by this node or
+    /// any other, and once after each (re)connection of the listener. Treat
+    /// `RecvError::Lagged` as a wake-up too; `RecvError::Closed` comes only once every
+    /// clone of the store is gone.
+    ///
+    /// The first call starts the listening task, so it must be made within a Tokio
+    /// runtime.
+    pub fn listen_due(&self) -> broadcast::Receiver<()> {
+        let mut listener = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        listener
+            .get_or_insert_with(|| {
+                Listener::spawn(
+                    self.inner.listen_config.clone(),
+                    self.inner.current_schema.clone(),
+                )
+            })
+            .subscribe()
+    }
+
+    /// Closes the pool: requests that wait for a connection, and all later ones, fail as
+    /// unavailable. Connections in use finish their work.
+    pub fn close(&self) {
+        self.inner.pool.close();
+        // Dropping the listener stops its task; receivers then see `Closed`.
+        let listener = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(listener);
+    }
+
+    /// A pooled connection.
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.inner.pool.get().await.map_err(error::pool)
+    }
+}
+
+/// `[a-z_][a-z0-9_]*`, short enough not to be truncated: safe to splice into SQL and into
+/// a startup option without quoting.
+fn is_plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Creates `schema` if given, applies the missing migrations, and returns the name of the
+/// schema the tables live in. Everything happens in one transaction holding an advisory
+/// lock keyed on the schema: concurrent callers wait, then find the work done.
+async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<String> {
+    let mut client = pool.get().await.map_err(error::pool)?;
+    let tx = client.transaction().await.map_err(error::storage)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext(coalesce($2::text, current_schema()::text, '')))",
+        &[&MIGRATION_LOCK, &schema],
+    )
+    .await
+    .map_err(error::storage)?;
+    if let Some(schema) = schema {
+        // `schema` is a plain identifier, checked by `connect_with_schema`.
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await
+            .map_err(error::storage)?;
+    }
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS hookline_migrations (
+             version    INTEGER PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .await
+    .map_err(error::storage)?;
+    let done: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM hookline_migrations",
+            &[],
+        )
+        .await
+        .map_err(error::storage)?
+        .get(0);
+    let done = usize::try_from(done).unwrap_or(0);
+    for (index, sql) in schema::MIGRATIONS.iter().enumerate().skip(done) {
+        let version = i32::try_from(index + 1).expect("fewer than 2^31 migrations");
+        tx.batch_execute(sql).await.map_err(error::storage)?;
+        tx.execute(
+            "INSERT INTO hookline_migrations (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(error::storage)?;
+        tracing::info!(migration = version, schema, "applied postgres migration");
+    }
+    let current_schema: Option<String> = tx
+        .query_one("SELECT current_schema()", &[])
+        .await
+        .map_err(error::storage)?
+        .get(0);
+    tx.commit().await.map_err(error::storage)?;
+    current_schema.ok_or_else(|| {
+        Error::validation(
+            &["database_url"],
+            "no schema of the search_path exists to hold hookline's tables",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(is_plain_identifier("hookline_t_12_3"));
+        assert!(is_plain_identifier("_x"));
+        assert!(!is_plain_identifier(""));
+        assert!(!is_plain_identifier("1abc"));
+        assert!(!is_plain_identifier("Public"));
+        assert!(!is_plain_identifier("a; DROP TABLE app"));
+        assert!(!is_plain_identifier(&"a".repeat(64)));
+    }
+}

@@ -1,0 +1,1134 @@
+//! The SQL behind each [`Store`] operation, mirroring the SQLite store statement for
+//! statement (except that a claim reads its jobs in the same statement that leases them).
+//! Writes of more than one statement run in a transaction; a write that queues due work
+//! also notifies `hookline_due` in that transaction.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
+use hookline_core::model::{
+    Application, Attempt, Destination, Endpoint, EndpointStats, EventType, IdempotencyRecord,
+    IdempotentResponse, Message, MessageStatus, Token, TriggerType,
+};
+use hookline_core::page::{ListQuery, Order, Page};
+use hookline_core::store::{
+    AttemptFilter, AttemptOutcome, CreatedMessage, DeliveryJob, MessageFilter, NewMessage,
+};
+use hookline_core::{Error, Result, Store};
+use tokio_postgres::Row;
+use tokio_postgres::types::{Json, ToSql};
+
+use crate::PostgresStore;
+use crate::error::{duplicate, or_conflict, storage};
+use crate::rows::{self, Columns, code, ms, read};
+
+/// A parameter of a query built at run time.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// A query under construction: a `SELECT … WHERE` prefix and its parameters.
+struct Select {
+    sql: String,
+    params: Vec<Param>,
+}
+
+impl Select {
+    fn new(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Adds `AND condition`, where the one `?` in `condition` stands for `value`.
+    fn and(mut self, condition: &str, value: impl ToSql + Sync + Send + 'static) -> Self {
+        self.params.push(Box::new(value));
+        let placeholder = format!("${}", self.params.len());
+        self.sql.push_str(" AND ");
+        self.sql.push_str(&condition.replacen('?', &placeholder, 1));
+        self
+    }
+
+    fn and_channel(self, column: &str, channel: &Option<String>) -> Self {
+        match channel {
+            Some(channel) => self.and(&format!("? = ANY ({column})"), channel.clone()),
+            None => self,
+        }
+    }
+
+    fn and_in(self, column: &str, values: &Option<Vec<String>>) -> Self {
+        match values {
+            Some(values) => self.and(&format!("{column} = ANY (?)"), values.clone()),
+            None => self,
+        }
+    }
+
+    /// Runs the query as one page of `query`, sorted and bounded on `key_column`.
+    async fn page<T>(
+        mut self,
+        db: &impl GenericClient,
+        key_column: &str,
+        query: &ListQuery,
+        read_row: impl Fn(&mut Columns<'_>) -> Result<T>,
+        key: impl Fn(&T) -> String,
+    ) -> Result<Page<T>> {
+        if let Some((bound, ascending)) = query.bound() {
+            let op = if ascending { ">" } else { "<" };
+            self = self.and(&format!("{key_column} {op} ?"), bound.to_owned());
+        }
+        let direction = match query.scan_order() {
+            Order::Ascending => "ASC",
+            Order::Descending => "DESC",
+        };
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX - 1) + 1;
+        self.params.push(Box::new(limit));
+        self.sql.push_str(&format!(
+            " ORDER BY {key_column} {direction} LIMIT ${}",
+            self.params.len()
+        ));
+        let params: Vec<&(dyn ToSql + Sync)> = self
+            .params
+            .iter()
+            .map(|param| param.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = query_rows(db, &self.sql, &params)
+            .await
+            .map_err(storage)?
+            .iter()
+            .map(|row| read(row, &read_row))
+            .collect::<Result<Vec<T>>>()?;
+        Ok(Page::from_scan(rows, query, key))
+    }
+}
+
+async fn query_rows(
+    db: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = db.prepare_cached(sql).await?;
+    db.query(&statement, params).await
+}
+
+async fn query_opt(
+    db: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = db.prepare_cached(sql).await?;
+    db.query_opt(&statement, params).await
+}
+
+async fn execute(
+    db: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = db.prepare_cached(sql).await?;
+    db.execute(&statement, params).await
+}
+
+/// Reads the one row of a lookup, or says which resource was not found.
+fn found<T>(
+    row: Option<Row>,
+    what: &'static str,
+    read_row: impl FnOnce(&mut Columns<'_>) -> Result<T>,
+) -> Result<T> {
+    match row {
+        Some(row) => read(&row, read_row),
+        None => Err(Error::NotFound(what)),
+    }
+}
+
+fn changed(rows: u64, what: &'static str) -> Result<()> {
+    if rows == 0 {
+        Err(Error::NotFound(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// The column a key is looked up by: a uid never carries the id prefix.
+fn key_column(key: &str, prefix: &str, uid_column: &'static str) -> &'static str {
+    if key.starts_with(prefix) {
+        "id"
+    } else {
+        uid_column
+    }
+}
+
+/// Tells listening nodes that due work is committed, once the surrounding transaction is.
+async fn notify_due(db: &impl GenericClient) -> Result<()> {
+    execute(
+        db,
+        "SELECT pg_notify('hookline_due', current_schema())",
+        &[],
+    )
+    .await
+    .map_err(storage)?;
+    Ok(())
+}
+
+/// An endpoint's values in the stored types, to bind to an insert or an update.
+struct EndpointValues<'a> {
+    endpoint: &'a Endpoint,
+    throttle_rate: Option<i32>,
+    metadata: Json<&'a std::collections::BTreeMap<String, String>>,
+    headers: Json<&'a std::collections::BTreeMap<String, String>>,
+    secrets: Json<Vec<hookline_core::model::EndpointSecret>>,
+    failing_since: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl<'a> EndpointValues<'a> {
+    fn new(endpoint: &'a Endpoint) -> Self {
+        Self {
+            endpoint,
+            throttle_rate: endpoint.throttle_rate.map(i32::from),
+            metadata: Json(&endpoint.metadata),
+            headers: Json(&endpoint.headers),
+            secrets: rows::secrets(&endpoint.secrets),
+            failing_since: endpoint.failing_since.map(ms),
+            created_at: ms(endpoint.created_at),
+            updated_at: ms(endpoint.updated_at),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_app(&self, app: &Application) -> Result<()> {
+        let db = self.client().await?;
+        execute(
+            &db,
+            "INSERT INTO app (id, uid, name, throttle_rate, metadata, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &app.id.as_str(),
+                &app.uid,
+                &app.name,
+                &app.throttle_rate.map(i32::from),
+                &Json(&app.metadata),
+                &ms(app.created_at),
+                &ms(app.updated_at),
+            ],
+        )
+        .await
+        .map_err(duplicate("an application"))?;
+        Ok(())
+    }
+
+    async fn get_app(&self, key: &str) -> Result<Application> {
+        let db = self.client().await?;
+        let column = key_column(key, AppId::PREFIX, "uid");
+        let sql = format!(
+            "SELECT {} FROM app WHERE app.{column} = $1",
+            rows::APP_COLUMNS
+        );
+        let row = query_opt(&db, &sql, &[&key]).await.map_err(storage)?;
+        found(row, "application", rows::app)
+    }
+
+    async fn list_apps(&self, query: &ListQuery) -> Result<Page<Application>> {
+        let db = self.client().await?;
+        Select::new(format!("SELECT {} FROM app WHERE TRUE", rows::APP_COLUMNS))
+            .page(&db, "app.id", query, rows::app, |app| app.id.to_string())
+            .await
+    }
+
+    async fn update_app(&self, app: &Application) -> Result<()> {
+        let db = self.client().await?;
+        let rows = execute(
+            &db,
+            "UPDATE app SET uid = $2, name = $3, throttle_rate = $4, metadata = $5,
+                 updated_at = $6
+             WHERE id = $1",
+            &[
+                &app.id.as_str(),
+                &app.uid,
+                &app.name,
+                &app.throttle_rate.map(i32::from),
+                &Json(&app.metadata),
+                &ms(app.updated_at),
+            ],
+        )
+        .await
+        .map_err(duplicate("an application"))?;
+        changed(rows, "application")
+    }
+
+    async fn delete_app(&self, id: &AppId) -> Result<()> {
+        let db = self.client().await?;
+        let rows = execute(&db, "DELETE FROM app WHERE id = $1", &[&id.as_str()])
+            .await
+            .map_err(storage)?;
+        changed(rows, "application")
+    }
+
+    async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
+        let db = self.client().await?;
+        let v = EndpointValues::new(endpoint);
+        execute(
+            &db,
+            "INSERT INTO endpoint (id, app_id, uid, url, description, disabled, throttle_rate,
+                 event_types, channels, metadata, headers, secrets, failing_since,
+                 created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            &[
+                &v.endpoint.id.as_str(),
+                &v.endpoint.app_id.as_str(),
+                &v.endpoint.uid,
+                &v.endpoint.url,
+                &v.endpoint.description,
+                &v.endpoint.disabled,
+                &v.throttle_rate,
+                &v.endpoint.event_types,
+                &v.endpoint.channels,
+                &v.metadata,
+                &v.headers,
+                &v.secrets,
+                &v.failing_since,
+                &v.created_at,
+                &v.updated_at,
+            ],
+        )
+        .await
+        .map_err(duplicate("an endpoint"))?;
+        Ok(())
+    }
+
+    async fn get_endpoint(&self, app: &AppId, key: &str) -> Result<Endpoint> {
+        let db = self.client().await?;
+        let column = key_column(key, EndpointId::PREFIX, "uid");
+        let sql = format!(
+            "SELECT {} FROM endpoint WHERE endpoint.app_id = $1 AND endpoint.{column} = $2",
+            rows::ENDPOINT_COLUMNS
+        );
+        let row = query_opt(&db, &sql, &[&app.as_str(), &key])
+            .await
+            .map_err(storage)?;
+        found(row, "endpoint", rows::endpoint)
+    }
+
+    async fn list_endpoints(&self, app: &AppId, query: &ListQuery) -> Result<Page<Endpoint>> {
+        let db = self.client().await?;
+        Select::new(format!(
+            "SELECT {} FROM endpoint WHERE TRUE",
+            rows::ENDPOINT_COLUMNS
+        ))
+        .and("endpoint.app_id = ?", app.to_string())
+        .page(&db, "endpoint.id", query, rows::endpoint, |e| {
+            e.id.to_string()
+        })
+        .await
+    }
+
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
+        let db = self.client().await?;
+        let v = EndpointValues::new(endpoint);
+        let rows = execute(
+            &db,
+            "UPDATE endpoint SET uid = $3, url = $4, description = $5, disabled = $6,
+                 throttle_rate = $7, event_types = $8, channels = $9, metadata = $10,
+                 headers = $11, secrets = $12, failing_since = $13, updated_at = $14
+             WHERE id = $1 AND app_id = $2",
+            &[
+                &v.endpoint.id.as_str(),
+                &v.endpoint.app_id.as_str(),
+                &v.endpoint.uid,
+                &v.endpoint.url,
+                &v.endpoint.description,
+                &v.endpoint.disabled,
+                &v.throttle_rate,
+                &v.endpoint.event_types,
+                &v.endpoint.channels,
+                &v.metadata,
+                &v.headers,
+                &v.secrets,
+                &v.failing_since,
+                &v.updated_at,
+            ],
+        )
+        .await
+        .map_err(duplicate("an endpoint"))?;
+        changed(rows, "endpoint")
+    }
+
+    async fn delete_endpoint(&self, app: &AppId, id: &EndpointId) -> Result<()> {
+        let db = self.client().await?;
+        let rows = execute(
+            &db,
+            "DELETE FROM endpoint WHERE app_id = $1 AND id = $2",
+            &[&app.as_str(), &id.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+        changed(rows, "endpoint")
+    }
+
+    async fn endpoint_stats(
+        &self,
+        app: &AppId,
+        endpoint: &EndpointId,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<EndpointStats> {
+        let db = self.client().await?;
+        let counts = query_rows(
+            &db,
+            "SELECT status, count(*) FROM destination
+             WHERE app_id = $1 AND endpoint_id = $2
+               AND msg_created_at >= $3 AND msg_created_at <= $4
+             GROUP BY status",
+            &[&app.as_str(), &endpoint.as_str(), &ms(since), &ms(until)],
+        )
+        .await
+        .map_err(storage)?;
+        let mut stats = EndpointStats::default();
+        for row in counts {
+            let (status, n): (i16, i64) = read(&row, |c| Ok((c.take()?, c.take()?)))?;
+            match MessageStatus::from_code(i64::from(status)) {
+                Some(MessageStatus::Success) => stats.success = n,
+                Some(MessageStatus::Pending) => stats.pending = n,
+                Some(MessageStatus::Sending) => stats.sending = n,
+                Some(MessageStatus::Fail) | None => stats.fail += n,
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn create_event_type(&self, event_type: &EventType) -> Result<()> {
+        let db = self.client().await?;
+        execute(
+            &db,
+            "INSERT INTO event_type (name, description, archived, deprecated, schemas,
+                 feature_flag, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &event_type.name,
+                &event_type.description,
+                &event_type.archived,
+                &event_type.deprecated,
+                &event_type.schemas,
+                &event_type.feature_flag,
+                &ms(event_type.created_at),
+                &ms(event_type.updated_at),
+            ],
+        )
+        .await
+        .map_err(or_conflict(|| Error::Conflict {
+            code: "event_type_exists",
+            detail: "an event type with this name already exists".into(),
+        }))?;
+        Ok(())
+    }
+
+    async fn get_event_type(&self, name: &str) -> Result<EventType> {
+        let db = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM event_type WHERE event_type.name = $1",
+            rows::EVENT_TYPE_COLUMNS
+        );
+        let row = query_opt(&db, &sql, &[&name]).await.map_err(storage)?;
+        found(row, "event type", rows::event_type)
+    }
+
+    async fn list_event_types(
+        &self,
+        query: &ListQuery,
+        include_archived: bool,
+    ) -> Result<Page<EventType>> {
+        let db = self.client().await?;
+        let mut select = Select::new(format!(
+            "SELECT {} FROM event_type WHERE TRUE",
+            rows::EVENT_TYPE_COLUMNS
+        ));
+        if !include_archived {
+            select = select.and("event_type.archived = ?", false);
+        }
+        select
+            .page(&db, "event_type.name", query, rows::event_type, |et| {
+                et.name.clone()
+            })
+            .await
+    }
+
+    async fn update_event_type(&self, event_type: &EventType) -> Result<()> {
+        let db = self.client().await?;
+        let rows = execute(
+            &db,
+            "UPDATE event_type SET description = $2, archived = $3, deprecated = $4,
+                 schemas = $5, feature_flag = $6, updated_at = $7
+             WHERE name = $1",
+            &[
+                &event_type.name,
+                &event_type.description,
+                &event_type.archived,
+                &event_type.deprecated,
+                &event_type.schemas,
+                &event_type.feature_flag,
+                &ms(event_type.updated_at),
+            ],
+        )
+        .await
+        .map_err(storage)?;
+        changed(rows, "event type")
+    }
+
+    async fn delete_event_type(&self, name: &str) -> Result<()> {
+        let db = self.client().await?;
+        let rows = execute(&db, "DELETE FROM event_type WHERE name = $1", &[&name])
+            .await
+            .map_err(storage)?;
+        changed(rows, "event type")
+    }
+
+    async fn create_message(&self, new: NewMessage) -> Result<CreatedMessage> {
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        let message = &new.message;
+        let created = ms(message.created_at);
+        execute(
+            &tx,
+            "INSERT INTO message (id, app_id, event_id, event_type, payload, channels,
+                 created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &message.id.as_str(),
+                &message.app_id.as_str(),
+                &message.event_id,
+                &message.event_type,
+                &message.payload,
+                &message.channels,
+                &created,
+            ],
+        )
+        .await
+        .map_err(or_conflict(|| {
+            Error::conflict("a message with this eventId already exists")
+        }))?;
+
+        // Fan-out follows the one rule in `Endpoint::wants`, as in every backend.
+        let sql = format!(
+            "SELECT {} FROM endpoint WHERE endpoint.app_id = $1",
+            rows::ENDPOINT_COLUMNS
+        );
+        let endpoints = query_rows(&tx, &sql, &[&message.app_id.as_str()])
+            .await
+            .map_err(storage)?;
+        let mut targets = Vec::new();
+        for row in &endpoints {
+            let endpoint = read(row, rows::endpoint)?;
+            let wanted = match &new.only_endpoint {
+                Some(only) => &endpoint.id == only,
+                None => endpoint.wants(&message.event_type, message.channels.as_deref()),
+            };
+            if wanted {
+                targets.push(endpoint.id);
+            }
+        }
+
+        if !targets.is_empty() {
+            let ids: Vec<&str> = targets.iter().map(EndpointId::as_str).collect();
+            execute(
+                &tx,
+                "INSERT INTO destination (msg_id, endpoint_id, app_id, status, next_attempt,
+                     attempts, trigger_type, msg_created_at, updated_at)
+                 SELECT $1, endpoint_id, $3, $4, $5, 0, 0, $5, $5
+                 FROM unnest($2::text[]) AS endpoint_id",
+                &[
+                    &message.id.as_str(),
+                    &ids,
+                    &message.app_id.as_str(),
+                    &code(MessageStatus::Sending.code()),
+                    &created,
+                ],
+            )
+            .await
+            .map_err(storage)?;
+        }
+        if let Some(record) = &new.idempotency {
+            put_idempotent(&tx, record).await?;
+        }
+        if !targets.is_empty() {
+            notify_due(&tx).await?;
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(CreatedMessage { endpoints: targets })
+    }
+
+    async fn get_message(&self, app: &AppId, key: &str) -> Result<Message> {
+        let db = self.client().await?;
+        let column = key_column(key, MessageId::PREFIX, "event_id");
+        let sql = format!(
+            "SELECT {} FROM message WHERE message.app_id = $1 AND message.{column} = $2",
+            rows::MESSAGE_COLUMNS
+        );
+        let row = query_opt(&db, &sql, &[&app.as_str(), &key])
+            .await
+            .map_err(storage)?;
+        found(row, "message", rows::message)
+    }
+
+    async fn list_messages(
+        &self,
+        app: &AppId,
+        filter: &MessageFilter,
+        query: &ListQuery,
+    ) -> Result<Page<Message>> {
+        let db = self.client().await?;
+        Select::new(format!(
+            "SELECT {} FROM message WHERE TRUE",
+            rows::MESSAGE_COLUMNS
+        ))
+        .and("message.app_id = ?", app.to_string())
+        .and_channel("message.channels", &filter.channel)
+        .and_in("message.event_type", &filter.event_types)
+        .page(&db, "message.id", query, rows::message, |m| {
+            m.id.to_string()
+        })
+        .await
+    }
+
+    async fn expunge_message(&self, app: &AppId, id: &MessageId) -> Result<()> {
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        let rows = execute(
+            &tx,
+            "UPDATE message SET payload = NULL WHERE app_id = $1 AND id = $2",
+            &[&app.as_str(), &id.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+        changed(rows, "message")?;
+        // Queued deliveries cannot go out without their payload.
+        execute(
+            &tx,
+            "UPDATE destination SET status = $2, next_attempt = NULL
+             WHERE msg_id = $1 AND next_attempt IS NOT NULL AND lease_until IS NULL",
+            &[&id.as_str(), &code(MessageStatus::Fail.code())],
+        )
+        .await
+        .map_err(storage)?;
+        tx.commit().await.map_err(storage)
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>> {
+        let db = self.client().await?;
+        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // One statement: lease the due rows no other claim holds (SKIP LOCKED passes over
+        // rows another node is claiming this instant), then read each claimed delivery
+        // with its message, endpoint and application.
+        let sql = format!(
+            "WITH claimed AS (
+                 UPDATE destination SET lease_owner = $1, lease_until = $2, status = $5
+                 WHERE (msg_id, endpoint_id) IN (
+                     SELECT destination.msg_id, destination.endpoint_id FROM destination
+                     JOIN endpoint ON endpoint.id = destination.endpoint_id
+                     JOIN message ON message.id = destination.msg_id
+                     WHERE destination.next_attempt <= $3
+                       AND (destination.lease_until IS NULL OR destination.lease_until < $3)
+                       AND NOT endpoint.disabled
+                       AND message.payload IS NOT NULL
+                     ORDER BY destination.next_attempt
+                     LIMIT $4
+                     FOR UPDATE OF destination SKIP LOCKED)
+                 RETURNING *)
+             SELECT {}, {}, {}, app.uid
+             FROM claimed AS destination
+             JOIN message ON message.id = destination.msg_id
+             JOIN endpoint ON endpoint.id = destination.endpoint_id
+             JOIN app ON app.id = destination.app_id
+             ORDER BY destination.next_attempt",
+            rows::DESTINATION_COLUMNS,
+            rows::MESSAGE_COLUMNS,
+            rows::ENDPOINT_COLUMNS
+        );
+        let claimed = query_rows(
+            &db,
+            &sql,
+            &[
+                &owner,
+                &ms(lease_until),
+                &ms(now),
+                &limit,
+                &code(MessageStatus::Sending.code()),
+            ],
+        )
+        .await
+        .map_err(storage)?;
+        claimed
+            .iter()
+            .map(|row| {
+                read(row, |columns| {
+                    Ok(DeliveryJob {
+                        destination: rows::destination(columns)?,
+                        message: rows::message(columns)?,
+                        endpoint: rows::endpoint(columns)?,
+                        app_uid: columns.take()?,
+                    })
+                })
+            })
+            .collect()
+    }
+
+    async fn record_outcomes(&self, outcomes: Vec<AttemptOutcome>) -> Result<()> {
+        // Every batch locks its rows in the same order, deliveries first and then
+        // endpoints, so that two batches cannot deadlock. The endpoint order is a stable
+        // sort of the batch: one endpoint's outcomes apply in the order given.
+        let mut by_delivery: Vec<&AttemptOutcome> = outcomes.iter().collect();
+        by_delivery.sort_by_key(|outcome| (&outcome.attempt.msg_id, &outcome.attempt.endpoint_id));
+        let mut by_endpoint: Vec<&AttemptOutcome> = outcomes.iter().collect();
+        by_endpoint.sort_by_key(|outcome| &outcome.attempt.endpoint_id);
+
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        for outcome in by_delivery {
+            record_delivery(&tx, outcome).await?;
+        }
+        for outcome in by_endpoint {
+            record_endpoint(&tx, outcome).await?;
+        }
+        if outcomes
+            .iter()
+            .any(|outcome| outcome.next_attempt.is_some())
+        {
+            notify_due(&tx).await?;
+        }
+        tx.commit().await.map_err(storage)
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let db = self.client().await?;
+        let row = query_opt(
+            &db,
+            "SELECT destination.next_attempt FROM destination
+             JOIN endpoint ON endpoint.id = destination.endpoint_id
+             JOIN message ON message.id = destination.msg_id
+             WHERE destination.next_attempt IS NOT NULL
+               AND (destination.lease_until IS NULL OR destination.lease_until < $1)
+               AND NOT endpoint.disabled
+               AND message.payload IS NOT NULL
+             ORDER BY destination.next_attempt LIMIT 1",
+            &[&ms(Utc::now())],
+        )
+        .await
+        .map_err(storage)?;
+        row.map(|row| read(&row, |c| c.take())).transpose()
+    }
+
+    async fn requeue(
+        &self,
+        app: &AppId,
+        msg: &MessageId,
+        endpoint: &EndpointId,
+        trigger: TriggerType,
+    ) -> Result<()> {
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        // A delivery still on its schedule is simply brought forward; a finished one gets
+        // one more attempt of the given trigger.
+        let rows = execute(
+            &tx,
+            "UPDATE destination SET
+                 trigger_type = CASE WHEN next_attempt IS NULL THEN $4 ELSE trigger_type END,
+                 status = $5, next_attempt = $6, updated_at = $6
+             WHERE app_id = $1 AND msg_id = $2 AND endpoint_id = $3",
+            &[
+                &app.as_str(),
+                &msg.as_str(),
+                &endpoint.as_str(),
+                &code(trigger.code()),
+                &code(MessageStatus::Sending.code()),
+                &hookline_core::now(),
+            ],
+        )
+        .await
+        .map_err(storage)?;
+        changed(rows, "message destination")?;
+        notify_due(&tx).await?;
+        tx.commit().await.map_err(storage)
+    }
+
+    async fn recover(
+        &self,
+        app: &AppId,
+        endpoint: &EndpointId,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<u64> {
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        let rows = execute(
+            &tx,
+            "UPDATE destination SET trigger_type = $5, status = $6, next_attempt = $7,
+                 updated_at = $7
+             WHERE app_id = $1 AND endpoint_id = $2 AND status = $8
+               AND next_attempt IS NULL
+               AND msg_created_at >= $3 AND msg_created_at <= $4
+               AND EXISTS (SELECT 1 FROM message
+                           WHERE message.id = destination.msg_id
+                             AND message.payload IS NOT NULL)",
+            &[
+                &app.as_str(),
+                &endpoint.as_str(),
+                &ms(since),
+                &ms(until),
+                &code(TriggerType::Manual.code()),
+                &code(MessageStatus::Sending.code()),
+                &hookline_core::now(),
+                &code(MessageStatus::Fail.code()),
+            ],
+        )
+        .await
+        .map_err(storage)?;
+        if rows > 0 {
+            notify_due(&tx).await?;
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(rows)
+    }
+
+    async fn get_destination(
+        &self,
+        app: &AppId,
+        msg: &MessageId,
+        endpoint: &EndpointId,
+    ) -> Result<Destination> {
+        let db = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM destination
+             WHERE destination.app_id = $1 AND destination.msg_id = $2
+               AND destination.endpoint_id = $3",
+            rows::DESTINATION_COLUMNS
+        );
+        let row = query_opt(
+            &db,
+            &sql,
+            &[&app.as_str(), &msg.as_str(), &endpoint.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+        found(row, "message destination", rows::destination)
+    }
+
+    async fn list_destinations(
+        &self,
+        app: &AppId,
+        msg: &MessageId,
+        query: &ListQuery,
+    ) -> Result<Page<(Destination, Endpoint)>> {
+        let db = self.client().await?;
+        Select::new(format!(
+            "SELECT {}, {} FROM destination
+             JOIN endpoint ON endpoint.id = destination.endpoint_id WHERE TRUE",
+            rows::DESTINATION_COLUMNS,
+            rows::ENDPOINT_COLUMNS
+        ))
+        .and("destination.app_id = ?", app.to_string())
+        .and("destination.msg_id = ?", msg.to_string())
+        .page(
+            &db,
+            "endpoint.id",
+            query,
+            |c| Ok((rows::destination(c)?, rows::endpoint(c)?)),
+            |(_, endpoint)| endpoint.id.to_string(),
+        )
+        .await
+    }
+
+    async fn list_endpoint_messages(
+        &self,
+        app: &AppId,
+        endpoint: &EndpointId,
+        status: Option<MessageStatus>,
+        filter: &MessageFilter,
+        query: &ListQuery,
+    ) -> Result<Page<(Message, Destination)>> {
+        let db = self.client().await?;
+        let mut select = Select::new(format!(
+            "SELECT {}, {} FROM destination
+             JOIN message ON message.id = destination.msg_id WHERE TRUE",
+            rows::MESSAGE_COLUMNS,
+            rows::DESTINATION_COLUMNS
+        ))
+        .and("destination.app_id = ?", app.to_string())
+        .and("destination.endpoint_id = ?", endpoint.to_string())
+        .and_channel("message.channels", &filter.channel)
+        .and_in("message.event_type", &filter.event_types);
+        if let Some(status) = status {
+            select = select.and("destination.status = ?", code(status.code()));
+        }
+        select
+            .page(
+                &db,
+                "message.id",
+                query,
+                |c| Ok((rows::message(c)?, rows::destination(c)?)),
+                |(message, _)| message.id.to_string(),
+            )
+            .await
+    }
+
+    async fn list_attempts(
+        &self,
+        app: &AppId,
+        filter: &AttemptFilter,
+        query: &ListQuery,
+    ) -> Result<Page<Attempt>> {
+        let db = self.client().await?;
+        let mut select = Select::new(format!(
+            "SELECT {} FROM attempt JOIN message ON message.id = attempt.msg_id WHERE TRUE",
+            rows::ATTEMPT_COLUMNS
+        ))
+        .and("attempt.app_id = ?", app.to_string())
+        .and_channel("message.channels", &filter.channel)
+        .and_in("message.event_type", &filter.event_types);
+        if let Some(endpoint) = &filter.endpoint_id {
+            select = select.and("attempt.endpoint_id = ?", endpoint.to_string());
+        }
+        if let Some(msg) = &filter.msg_id {
+            select = select.and("attempt.msg_id = ?", msg.to_string());
+        }
+        if let Some(status) = filter.status {
+            select = select.and("attempt.status = ?", code(status.code()));
+        }
+        if let Some(class) = filter.status_code_class {
+            select = select.and("attempt.response_status_code >= ?", class).and(
+                "attempt.response_status_code <= ?",
+                class.saturating_add(99),
+            );
+        }
+        select
+            .page(&db, "attempt.id", query, rows::attempt, |a| {
+                a.id.to_string()
+            })
+            .await
+    }
+
+    async fn get_attempt(&self, app: &AppId, msg: &MessageId, id: &AttemptId) -> Result<Attempt> {
+        let db = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM attempt
+             WHERE attempt.app_id = $1 AND attempt.msg_id = $2 AND attempt.id = $3",
+            rows::ATTEMPT_COLUMNS
+        );
+        let row = query_opt(&db, &sql, &[&app.as_str(), &msg.as_str(), &id.as_str()])
+            .await
+            .map_err(storage)?;
+        found(row, "message attempt", rows::attempt)
+    }
+
+    async fn expunge_attempt(&self, app: &AppId, msg: &MessageId, id: &AttemptId) -> Result<()> {
+        let db = self.client().await?;
+        let rows = execute(
+            &db,
+            "UPDATE attempt SET response = NULL WHERE app_id = $1 AND msg_id = $2 AND id = $3",
+            &[&app.as_str(), &msg.as_str(), &id.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+        changed(rows, "message attempt")
+    }
+
+    async fn get_idempotent(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotentResponse>> {
+        let db = self.client().await?;
+        let row = query_opt(
+            &db,
+            "SELECT status, body FROM idempotency WHERE key = $1 AND expires_at > $2",
+            &[&key, &ms(now)],
+        )
+        .await
+        .map_err(storage)?;
+        row.map(|row| {
+            read(&row, |c| {
+                Ok(IdempotentResponse {
+                    status: u16::try_from(c.take::<i32>()?).map_err(Error::storage)?,
+                    body: c.take()?,
+                })
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_idempotent(&self, record: &IdempotencyRecord) -> Result<()> {
+        let db = self.client().await?;
+        put_idempotent(&db, record).await
+    }
+
+    async fn put_token(&self, token: &Token) -> Result<()> {
+        let db = self.client().await?;
+        execute(
+            &db,
+            "INSERT INTO token (hash, app_id, created_at) VALUES ($1, $2, $3)",
+            &[
+                &token.hash,
+                &token.app_id.as_ref().map(AppId::as_str),
+                &ms(token.created_at),
+            ],
+        )
+        .await
+        .map_err(duplicate("a token"))?;
+        Ok(())
+    }
+
+    async fn find_token(&self, hash: &str) -> Result<Option<Token>> {
+        let db = self.client().await?;
+        let row = query_opt(
+            &db,
+            "SELECT hash, app_id, created_at FROM token WHERE hash = $1",
+            &[&hash],
+        )
+        .await
+        .map_err(storage)?;
+        row.map(|row| {
+            read(&row, |c| {
+                Ok(Token {
+                    hash: c.take()?,
+                    app_id: c.take::<Option<String>>()?.map(AppId::from_string),
+                    created_at: c.take()?,
+                })
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_token(&self, hash: &str) -> Result<()> {
+        let db = self.client().await?;
+        let rows = execute(&db, "DELETE FROM token WHERE hash = $1", &[&hash])
+            .await
+            .map_err(storage)?;
+        changed(rows, "token")
+    }
+
+    async fn has_admin_token(&self) -> Result<bool> {
+        let db = self.client().await?;
+        let row = query_opt(
+            &db,
+            "SELECT EXISTS (SELECT 1 FROM token WHERE app_id IS NULL)",
+            &[],
+        )
+        .await
+        .map_err(storage)?;
+        found(row, "token", |c| c.take())
+    }
+}
+
+/// Stores an attempt and moves its delivery to the outcome's state, releasing the lease.
+async fn record_delivery(db: &impl GenericClient, outcome: &AttemptOutcome) -> Result<()> {
+    let attempt = &outcome.attempt;
+    let now = ms(attempt.created_at);
+    // An attempt of a message deleted meanwhile (with its app) is dropped, not an error.
+    execute(
+        db,
+        "INSERT INTO attempt (id, app_id, msg_id, endpoint_id, url, status,
+             response_status_code, response, response_headers, duration_ms, trigger_type,
+             error_kind, created_at)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
+         WHERE EXISTS (SELECT 1 FROM message WHERE id = $3)",
+        &[
+            &attempt.id.as_str(),
+            &attempt.app_id.as_str(),
+            &attempt.msg_id.as_str(),
+            &attempt.endpoint_id.as_str(),
+            &attempt.url,
+            &code(attempt.status.code()),
+            &attempt.response_status_code,
+            &attempt.response,
+            &Json(&attempt.response_headers),
+            &attempt.response_duration_ms,
+            &code(attempt.trigger_type.code()),
+            &attempt.error_kind.map(|kind| kind.as_str()),
+            &now,
+        ],
+    )
+    .await
+    .map_err(storage)?;
+    execute(
+        db,
+        "UPDATE destination SET status = $3, next_attempt = $4, attempts = $5,
+             trigger_type = 0, lease_owner = NULL, lease_until = NULL, updated_at = $6
+         WHERE msg_id = $1 AND endpoint_id = $2",
+        &[
+            &attempt.msg_id.as_str(),
+            &attempt.endpoint_id.as_str(),
+            &code(outcome.status.code()),
+            &outcome.next_attempt.map(ms),
+            &i32::try_from(outcome.attempts).unwrap_or(i32::MAX),
+            &now,
+        ],
+    )
+    .await
+    .map_err(storage)?;
+    Ok(())
+}
+
+/// Applies what an outcome says about its endpoint: disabled, failing, or well again.
+async fn record_endpoint(db: &impl GenericClient, outcome: &AttemptOutcome) -> Result<()> {
+    let endpoint = outcome.attempt.endpoint_id.as_str();
+    let now = ms(outcome.attempt.created_at);
+    if outcome.disable_endpoint {
+        execute(
+            db,
+            "UPDATE endpoint SET disabled = TRUE, updated_at = $2 WHERE id = $1",
+            &[&endpoint, &now],
+        )
+        .await
+        .map_err(storage)?;
+    }
+    match outcome.endpoint_failing {
+        Some(true) => {
+            execute(
+                db,
+                "UPDATE endpoint SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
+                &[&endpoint, &now],
+            )
+            .await
+        }
+        Some(false) => {
+            execute(
+                db,
+                "UPDATE endpoint SET failing_since = NULL
+                 WHERE id = $1 AND failing_since IS NOT NULL",
+                &[&endpoint],
+            )
+            .await
+        }
+        None => Ok(0),
+    }
+    .map_err(storage)?;
+    Ok(())
+}
+
+async fn put_idempotent(db: &impl GenericClient, record: &IdempotencyRecord) -> Result<()> {
+    execute(
+        db,
+        "INSERT INTO idempotency (key, status, body, expires_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (key) DO UPDATE
+             SET status = excluded.status, body = excluded.body,
+                 expires_at = excluded.expires_at",
+        &[
+            &record.key,
+            &i32::from(record.response.status),
+            &record.response.body,
+            &ms(record.expires_at),
+        ],
+    )
+    .await
+    .map_err(storage)?;
+    Ok(())
+}

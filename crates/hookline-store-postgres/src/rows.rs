@@ -1,0 +1,196 @@
+//! Conversions between rows and models. Each `*_COLUMNS` list matches its reader, which
+//! takes the columns in that order from a [`Columns`] cursor, so that a query selecting
+//! several lists one after the other reads them with no offsets to keep in step.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
+use hookline_core::model::{
+    Application, Attempt, Destination, Endpoint, EndpointSecret, ErrorKind, EventType, Message,
+    MessageStatus, TriggerType,
+};
+use hookline_core::{Error, Result};
+use tokio_postgres::Row;
+use tokio_postgres::types::{FromSql, Json};
+
+/// A time as stored: to the millisecond, as every store keeps it (see `hookline_core::now`),
+/// so that what is read back equals what a caller computed, whatever its precision.
+pub fn ms(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(3)
+}
+
+/// The stored form of a status or trigger: its wire integer, which is small.
+pub fn code(code: i64) -> i16 {
+    i16::try_from(code).expect("status and trigger codes fit in a smallint")
+}
+
+fn status(code: i16) -> MessageStatus {
+    MessageStatus::from_code(i64::from(code)).unwrap_or(MessageStatus::Fail)
+}
+
+/// An endpoint's secrets as stored: expiries to the millisecond.
+pub fn secrets(secrets: &[EndpointSecret]) -> Json<Vec<EndpointSecret>> {
+    Json(
+        secrets
+            .iter()
+            .map(|secret| EndpointSecret {
+                key: secret.key.clone(),
+                expires_at: secret.expires_at.map(ms),
+            })
+            .collect(),
+    )
+}
+
+/// Reads a row's columns in order.
+pub struct Columns<'a> {
+    row: &'a Row,
+    next: usize,
+}
+
+impl<'a> Columns<'a> {
+    pub fn new(row: &'a Row) -> Self {
+        Self { row, next: 0 }
+    }
+
+    /// The next column's value.
+    pub fn take<T: FromSql<'a>>(&mut self) -> Result<T> {
+        let value = self.row.try_get(self.next).map_err(Error::storage)?;
+        self.next += 1;
+        Ok(value)
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
+        Ok(self.take::<Json<T>>()?.0)
+    }
+
+    fn opt_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        Ok(self.take::<Option<Json<T>>>()?.map(|json| json.0))
+    }
+
+    fn throttle_rate(&mut self) -> Result<Option<u16>> {
+        self.take::<Option<i32>>()?
+            .map(u16::try_from)
+            .transpose()
+            .map_err(Error::storage)
+    }
+}
+
+pub const APP_COLUMNS: &str =
+    "app.id, app.uid, app.name, app.throttle_rate, app.metadata, app.created_at, app.updated_at";
+
+pub fn app(columns: &mut Columns<'_>) -> Result<Application> {
+    Ok(Application {
+        id: AppId::from_string(columns.take()?),
+        uid: columns.take()?,
+        name: columns.take()?,
+        throttle_rate: columns.throttle_rate()?,
+        metadata: columns.json()?,
+        created_at: columns.take()?,
+        updated_at: columns.take()?,
+    })
+}
+
+pub const ENDPOINT_COLUMNS: &str = "endpoint.id, endpoint.app_id, endpoint.uid, endpoint.url, \
+    endpoint.description, endpoint.disabled, endpoint.throttle_rate, endpoint.event_types, \
+    endpoint.channels, endpoint.metadata, endpoint.headers, endpoint.secrets, \
+    endpoint.failing_since, endpoint.created_at, endpoint.updated_at";
+
+pub fn endpoint(columns: &mut Columns<'_>) -> Result<Endpoint> {
+    Ok(Endpoint {
+        id: EndpointId::from_string(columns.take()?),
+        app_id: AppId::from_string(columns.take()?),
+        uid: columns.take()?,
+        url: columns.take()?,
+        description: columns.take()?,
+        disabled: columns.take()?,
+        throttle_rate: columns.throttle_rate()?,
+        event_types: columns.take()?,
+        channels: columns.take()?,
+        metadata: columns.json::<BTreeMap<String, String>>()?,
+        headers: columns.json::<BTreeMap<String, String>>()?,
+        secrets: columns.json()?,
+        failing_since: columns.take()?,
+        created_at: columns.take()?,
+        updated_at: columns.take()?,
+    })
+}
+
+pub const EVENT_TYPE_COLUMNS: &str = "event_type.name, event_type.description, \
+    event_type.archived, event_type.deprecated, event_type.schemas, event_type.feature_flag, \
+    event_type.created_at, event_type.updated_at";
+
+pub fn event_type(columns: &mut Columns<'_>) -> Result<EventType> {
+    Ok(EventType {
+        name: columns.take()?,
+        description: columns.take()?,
+        archived: columns.take()?,
+        deprecated: columns.take()?,
+        schemas: columns.opt_json()?,
+        feature_flag: columns.take()?,
+        created_at: columns.take()?,
+        updated_at: columns.take()?,
+    })
+}
+
+pub const MESSAGE_COLUMNS: &str = "message.id, message.app_id, message.event_id, \
+    message.event_type, message.payload, message.channels, message.created_at";
+
+pub fn message(columns: &mut Columns<'_>) -> Result<Message> {
+    Ok(Message {
+        id: MessageId::from_string(columns.take()?),
+        app_id: AppId::from_string(columns.take()?),
+        event_id: columns.take()?,
+        event_type: columns.take()?,
+        payload: columns.take()?,
+        channels: columns.take()?,
+        created_at: columns.take()?,
+    })
+}
+
+pub const DESTINATION_COLUMNS: &str = "destination.app_id, destination.msg_id, \
+    destination.endpoint_id, destination.status, destination.next_attempt, \
+    destination.attempts, destination.trigger_type, destination.updated_at";
+
+pub fn destination(columns: &mut Columns<'_>) -> Result<Destination> {
+    Ok(Destination {
+        app_id: AppId::from_string(columns.take()?),
+        msg_id: MessageId::from_string(columns.take()?),
+        endpoint_id: EndpointId::from_string(columns.take()?),
+        status: status(columns.take()?),
+        next_attempt: columns.take()?,
+        attempts: u32::try_from(columns.take::<i32>()?).map_err(Error::storage)?,
+        trigger: TriggerType::from_code(i64::from(columns.take::<i16>()?)),
+        updated_at: columns.take()?,
+    })
+}
+
+pub const ATTEMPT_COLUMNS: &str = "attempt.id, attempt.app_id, attempt.msg_id, \
+    attempt.endpoint_id, attempt.url, attempt.status, attempt.response_status_code, \
+    attempt.response, attempt.response_headers, attempt.duration_ms, attempt.trigger_type, \
+    attempt.error_kind, attempt.created_at";
+
+pub fn attempt(columns: &mut Columns<'_>) -> Result<Attempt> {
+    Ok(Attempt {
+        id: AttemptId::from_string(columns.take()?),
+        app_id: AppId::from_string(columns.take()?),
+        msg_id: MessageId::from_string(columns.take()?),
+        endpoint_id: EndpointId::from_string(columns.take()?),
+        url: columns.take()?,
+        status: status(columns.take()?),
+        response_status_code: columns.take()?,
+        response: columns.take()?,
+        response_headers: columns.json()?,
+        response_duration_ms: columns.take()?,
+        trigger_type: TriggerType::from_code(i64::from(columns.take::<i16>()?)),
+        error_kind: columns
+            .take::<Option<String>>()?
+            .and_then(|kind| ErrorKind::parse(&kind)),
+        created_at: columns.take()?,
+    })
+}
+
+/// Reads a whole row with `read`.
+pub fn read<T>(row: &Row, read: impl FnOnce(&mut Columns<'_>) -> Result<T>) -> Result<T> {
+    read(&mut Columns::new(row))
+}

@@ -1,0 +1,117 @@
+//! Migrations, applied in order; the `hookline_migrations` table records which have run.
+//!
+//! The tables mirror the SQLite store's, in PostgreSQL's own types: times are
+//! `timestamptz` kept to the millisecond, lists of strings are `text[]`, maps and
+//! structured values are `jsonb`, and a payload is `text` so that it comes back exactly as
+//! it was received. Ids and event type names sort with `COLLATE "C"` (byte order), which
+//! is the order their time-sortable encoding and cursor pagination rely on, whatever the
+//! database's default collation.
+//!
+//! The delivery queue is the `destination` table itself: a row is due when
+//! `next_attempt` has passed and no live lease holds it.
+
+/// Each entry runs once, in its own transaction, in this order. Never edit an entry that
+/// has shipped; append a new one.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE app (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    uid           TEXT UNIQUE,
+    name          TEXT NOT NULL,
+    throttle_rate INTEGER,
+    metadata      JSONB NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL,
+    updated_at    TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE endpoint (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    app_id        TEXT NOT NULL REFERENCES app (id) ON DELETE CASCADE,
+    uid           TEXT,
+    url           TEXT NOT NULL,
+    description   TEXT NOT NULL,
+    disabled      BOOLEAN NOT NULL,
+    throttle_rate INTEGER,
+    event_types   TEXT[],
+    channels      TEXT[],
+    metadata      JSONB NOT NULL,
+    headers       JSONB NOT NULL,
+    secrets       JSONB NOT NULL,
+    failing_since TIMESTAMPTZ,
+    created_at    TIMESTAMPTZ NOT NULL,
+    updated_at    TIMESTAMPTZ NOT NULL,
+    UNIQUE (app_id, uid)
+);
+CREATE INDEX endpoint_app ON endpoint (app_id, id);
+
+CREATE TABLE event_type (
+    name         TEXT COLLATE "C" PRIMARY KEY,
+    description  TEXT NOT NULL,
+    archived     BOOLEAN NOT NULL,
+    deprecated   BOOLEAN NOT NULL,
+    schemas      JSONB,
+    feature_flag TEXT,
+    created_at   TIMESTAMPTZ NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE message (
+    id         TEXT COLLATE "C" PRIMARY KEY,
+    app_id     TEXT NOT NULL REFERENCES app (id) ON DELETE CASCADE,
+    event_id   TEXT,
+    event_type TEXT NOT NULL,
+    payload    TEXT,
+    channels   TEXT[],
+    created_at TIMESTAMPTZ NOT NULL,
+    UNIQUE (app_id, event_id)
+);
+CREATE INDEX message_app ON message (app_id, id);
+
+CREATE TABLE destination (
+    msg_id         TEXT COLLATE "C" NOT NULL REFERENCES message (id) ON DELETE CASCADE,
+    endpoint_id    TEXT COLLATE "C" NOT NULL REFERENCES endpoint (id) ON DELETE CASCADE,
+    app_id         TEXT NOT NULL,
+    status         SMALLINT NOT NULL,
+    next_attempt   TIMESTAMPTZ,
+    attempts       INTEGER NOT NULL,
+    trigger_type   SMALLINT NOT NULL,
+    lease_owner    TEXT,
+    lease_until    TIMESTAMPTZ,
+    msg_created_at TIMESTAMPTZ NOT NULL,
+    updated_at     TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (msg_id, endpoint_id)
+);
+CREATE INDEX destination_due ON destination (next_attempt) WHERE next_attempt IS NOT NULL;
+CREATE INDEX destination_endpoint ON destination (endpoint_id, msg_id);
+
+CREATE TABLE attempt (
+    id                   TEXT COLLATE "C" PRIMARY KEY,
+    app_id               TEXT NOT NULL,
+    msg_id               TEXT COLLATE "C" NOT NULL REFERENCES message (id) ON DELETE CASCADE,
+    endpoint_id          TEXT COLLATE "C" NOT NULL,
+    url                  TEXT NOT NULL,
+    status               SMALLINT NOT NULL,
+    response_status_code SMALLINT NOT NULL,
+    response             TEXT,
+    response_headers     JSONB NOT NULL,
+    duration_ms          BIGINT NOT NULL,
+    trigger_type         SMALLINT NOT NULL,
+    error_kind           TEXT,
+    created_at           TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX attempt_msg ON attempt (msg_id, id);
+CREATE INDEX attempt_endpoint ON attempt (endpoint_id, id);
+CREATE INDEX attempt_app ON attempt (app_id, id);
+
+CREATE TABLE idempotency (
+    key        TEXT PRIMARY KEY,
+    status     INTEGER NOT NULL,
+    body       BYTEA NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE token (
+    hash       TEXT PRIMARY KEY,
+    app_id     TEXT,
+    created_at TIMESTAMPTZ NOT NULL
+);
+"#];

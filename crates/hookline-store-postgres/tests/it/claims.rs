@@ -1,0 +1,156 @@
+//! Claims by several nodes at once: `FOR UPDATE … SKIP LOCKED` hands each due delivery to
+//! exactly one of them, and never makes one wait for another.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use hookline_core::Store;
+use hookline_core::id::{AppId, EndpointId, MessageId};
+use hookline_core::model::{Application, Endpoint, Message};
+use hookline_core::store::NewMessage;
+
+use crate::{open, raw, unique_schema, url};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+pub fn app() -> Application {
+    let now = hookline_core::now();
+    Application {
+        id: AppId::new(),
+        uid: None,
+        name: "Acme".into(),
+        throttle_rate: None,
+        metadata: BTreeMap::new(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+pub fn endpoint(app: &AppId) -> Endpoint {
+    let now = hookline_core::now();
+    Endpoint {
+        id: EndpointId::new(),
+        app_id: app.clone(),
+        uid: None,
+        url: "https://example.test/hook".into(),
+        description: String::new(),
+        disabled: false,
+        throttle_rate: None,
+        event_types: None,
+        channels: None,
+        metadata: BTreeMap::new(),
+        headers: BTreeMap::new(),
+        secrets: vec![],
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+pub fn message(app: &AppId) -> NewMessage {
+    NewMessage {
+        message: Message {
+            id: MessageId::new(),
+            app_id: app.clone(),
+            event_id: None,
+            event_type: "a.b".into(),
+            payload: Some("{}".into()),
+            channels: None,
+            created_at: hookline_core::now(),
+        },
+        only_endpoint: None,
+        idempotency: None,
+    }
+}
+
+/// An app with `endpoints` endpoints and `messages` messages, each fanned out to all.
+async fn queue(store: &dyn Store, endpoints: usize, messages: usize) -> usize {
+    let a = app();
+    store.create_app(&a).await.unwrap();
+    for _ in 0..endpoints {
+        store.create_endpoint(&endpoint(&a.id)).await.unwrap();
+    }
+    for _ in 0..messages {
+        store.create_message(message(&a.id)).await.unwrap();
+    }
+    endpoints * messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_never_return_the_same_delivery() {
+    let Some(url) = url() else { return };
+    let schema = unique_schema();
+    // Two nodes: two stores, two pools, one schema.
+    let (node_a, node_b) = (open(&url, &schema).await, open(&url, &schema).await);
+    let total = queue(&node_a, 3, 40).await;
+    let now = hookline_core::now() + chrono::Duration::seconds(1);
+
+    let mut workers = Vec::new();
+    for (n, store) in [node_a.clone(), node_b.clone(), node_a, node_b]
+        .into_iter()
+        .enumerate()
+    {
+        workers.push(tokio::spawn(async move {
+            let owner = format!("worker-{n}");
+            let mut claimed = Vec::new();
+            loop {
+                let jobs = store.claim_due(&owner, now, LEASE, 7).await.unwrap();
+                if jobs.is_empty() {
+                    return claimed;
+                }
+                claimed.extend(
+                    jobs.into_iter()
+                        .map(|job| (job.destination.msg_id, job.destination.endpoint_id)),
+                );
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut claims = 0;
+    for worker in workers {
+        for delivery in worker.await.unwrap() {
+            claims += 1;
+            assert!(seen.insert(delivery.clone()), "{delivery:?} claimed twice");
+        }
+    }
+    assert_eq!(claims, total, "every delivery claimed exactly once");
+}
+
+#[tokio::test]
+async fn a_claim_skips_rows_another_transaction_has_locked() {
+    let Some(url) = url() else { return };
+    let schema = unique_schema();
+    let store = open(&url, &schema).await;
+    queue(&store, 1, 3).await;
+    let now = hookline_core::now() + chrono::Duration::seconds(1);
+
+    // Another node is midway through claiming the first due delivery.
+    let mut other = raw(&url, &schema).await;
+    let tx = other.transaction().await.unwrap();
+    let locked: String = tx
+        .query_one(
+            "SELECT msg_id FROM destination ORDER BY next_attempt LIMIT 1 FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let jobs = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.claim_due("node-a", now, LEASE, 10),
+    )
+    .await
+    .expect("a claim does not wait for another node's lock")
+    .unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(
+        jobs.iter()
+            .all(|job| job.destination.msg_id.as_str() != locked)
+    );
+
+    tx.rollback().await.unwrap();
+    let rest = store.claim_due("node-a", now, LEASE, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].destination.msg_id.as_str(), locked);
+}
