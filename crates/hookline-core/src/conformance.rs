@@ -38,6 +38,7 @@ macro_rules! store_conformance_suite {
             event_id_is_unique_per_app,
             idempotency_commits_with_the_message,
             claims_lease_and_expired_leases_are_taken_over,
+            released_deliveries_fall_due_again_without_an_attempt,
             outcomes_reschedule_and_finish_deliveries,
             recover_and_requeue_bring_back_failed_deliveries,
             attempts_filter_and_expunge,
@@ -489,6 +490,43 @@ pub async fn claims_lease_and_expired_leases_are_taken_over(store: Arc<dyn Store
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn released_deliveries_fall_due_again_without_an_attempt(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let now = crate::now() + chrono::Duration::seconds(1);
+    let lease = Duration::from_secs(30);
+    assert_eq!(store.claim_due("n", now, lease, 10).await.unwrap().len(), 1);
+
+    let retry_at = now + chrono::Duration::seconds(2);
+    store
+        .release(vec![(m.id.clone(), ep.id.clone())], retry_at)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due("n", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not before retry_at"
+    );
+    let again = store.claim_due("other", retry_at, lease, 10).await.unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "claimable at retry_at although the lease had not expired"
+    );
+    let attempts = store
+        .list_attempts(&a.id, &AttemptFilter::default(), &first(10))
+        .await
+        .unwrap();
+    assert!(attempts.data.is_empty(), "a release is not an attempt");
 }
 
 pub async fn outcomes_reschedule_and_finish_deliveries(store: Arc<dyn Store>) {

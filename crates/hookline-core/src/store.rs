@@ -138,6 +138,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<DeliveryJob>>;
+    /// Gives claimed deliveries back without an attempt (their endpoint was busy, or the
+    /// node is shutting down): their leases end and they fall due again at `retry_at`.
+    /// Deliveries no longer queued are left alone.
+    async fn release(
+        &self,
+        deliveries: Vec<(MessageId, EndpointId)>,
+        retry_at: DateTime<Utc>,
+    ) -> Result<()>;
     /// Records attempts and releases their leases, in one transaction.
     async fn record_outcomes(&self, outcomes: Vec<AttemptOutcome>) -> Result<()>;
     /// When the next delivery falls due, if any is queued.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookline_core::Store;
+use hookline_core::id::{EndpointId, MessageId};
 use hookline_core::store::{AttemptOutcome, DeliveryJob};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
@@ -24,6 +25,8 @@ use crate::ratelimit::{EndpointLimits, Ticket};
 const GROUP_WINDOW: Duration = Duration::from_millis(5);
 /// The most outcomes in one commit.
 const GROUP_MAX: usize = 256;
+/// How soon a delivery given back unattempted (its endpoint busy) falls due again.
+const RELEASE_DELAY: Duration = Duration::from_millis(500);
 /// Tries of a commit before its outcomes are given up (their leases then expire and the
 /// deliveries are tried again: at least once, never lost).
 const RECORD_TRIES: u32 = 4;
@@ -105,12 +108,15 @@ impl Dispatcher {
             };
             let claimed = jobs.len();
             let start_by = started + self.hold;
-            let mut deferred = 0;
+            let mut given_back = Vec::new();
             for job in jobs {
+                let key = (job.message.id.clone(), job.endpoint.id.clone());
                 if !self.spawn(job, start_by, permits, tracker, finished, shutdown) {
-                    deferred += 1;
+                    given_back.push(key);
                 }
             }
+            let deferred = given_back.len();
+            release(self.store.as_ref(), given_back).await;
             if claimed > 0 {
                 tracing::debug!(claimed, deferred, "claimed deliveries");
             }
@@ -118,7 +124,7 @@ impl Dispatcher {
                 continue; // More may be due right now.
             }
             let wait = if claimed == limit {
-                // Every delivery claimed was left to its lease (its endpoint is at its limits):
+                // Every delivery claimed was given back (its endpoint is at its limits):
                 // do not spin claiming more of the same.
                 self.poll_interval
             } else {
@@ -130,7 +136,7 @@ impl Dispatcher {
         }
     }
 
-    /// Admits `job` and runs it in its own task; `false` if it was left to its lease.
+    /// Admits `job` and runs it in its own task; `false` if it must be given back.
     fn spawn(
         &self,
         job: DeliveryJob,
@@ -151,18 +157,21 @@ impl Dispatcher {
             tracing::debug!(
                 msg_id = %job.message.id,
                 endpoint_id = %job.endpoint.id,
-                "endpoint busy; delivery left to its lease"
+                "endpoint busy; delivery given back"
             );
             return false;
         };
         let deliverer = Arc::clone(&self.deliverer);
+        let store = Arc::clone(&self.store);
         let finished = finished.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            if let Some(done) = attempt(&deliverer, job, ticket, start_by, &shutdown).await {
+            let key = (job.message.id.clone(), job.endpoint.id.clone());
+            match attempt(&deliverer, job, ticket, start_by, &shutdown).await {
                 // Only fails if the recorder is gone, which it is not before we finish.
-                let _ = finished.send(done).await;
+                Some(done) => drop(finished.send(done).await),
+                None => release(store.as_ref(), vec![key]).await,
             }
         });
         true
@@ -197,9 +206,23 @@ impl Dispatcher {
     }
 }
 
+/// Gives deliveries back unattempted, due again shortly. Should that fail, their leases
+/// expire and they are claimed again all the same: never lost, only later.
+async fn release(store: &dyn Store, deliveries: Vec<(MessageId, EndpointId)>) {
+    if deliveries.is_empty() {
+        return;
+    }
+    let count = deliveries.len();
+    let retry_at =
+        hookline_core::now() + chrono::Duration::from_std(RELEASE_DELAY).unwrap_or_default();
+    if let Err(error) = store.release(deliveries, retry_at).await {
+        tracing::warn!(%error, count, "giving back deliveries failed; they wait for their leases");
+    }
+}
+
 /// Waits for the endpoint's rate limit and a free in-flight slot, then makes the attempt.
 /// `None` if it could not start in time or the engine is shutting down before it started:
-/// its lease will expire and it will be claimed again.
+/// the caller gives it back.
 async fn attempt(
     deliverer: &Deliverer,
     job: DeliveryJob,
@@ -222,7 +245,7 @@ async fn attempt(
         tracing::debug!(
             msg_id = %job.message.id,
             endpoint_id = %job.endpoint.id,
-            "endpoint stayed busy; delivery left to its lease"
+            "endpoint stayed busy; delivery given back"
         );
         return None;
     };

@@ -98,7 +98,7 @@ pub struct EngineConfig {
     pub poll_interval: Duration,
     /// How much longer than the attempt timeout a claim's lease lasts. A delivery may
     /// wait up to half of it for its endpoint's rate limit or a free in-flight slot;
-    /// past that it is left to its lease and claimed again when the lease expires.
+    /// past that it is given back, due again shortly.
     /// Default 30 s.
     pub lease_margin: Duration,
 }

@@ -682,6 +682,35 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn release(
+        &self,
+        deliveries: Vec<(MessageId, EndpointId)>,
+        retry_at: DateTime<Utc>,
+    ) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let (msgs, endpoints): (Vec<&str>, Vec<&str>) = deliveries
+            .iter()
+            .map(|(msg, endpoint)| (msg.as_str(), endpoint.as_str()))
+            .unzip();
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        execute(
+            &tx,
+            "UPDATE destination SET lease_owner = NULL, lease_until = NULL, next_attempt = $3
+             FROM unnest($1::text[], $2::text[]) AS released (msg_id, endpoint_id)
+             WHERE destination.msg_id = released.msg_id
+               AND destination.endpoint_id = released.endpoint_id
+               AND destination.next_attempt IS NOT NULL",
+            &[&msgs, &endpoints, &ms(retry_at)],
+        )
+        .await
+        .map_err(storage)?;
+        notify_due(&tx).await?;
+        tx.commit().await.map_err(storage)
+    }
+
     async fn record_outcomes(&self, outcomes: Vec<AttemptOutcome>) -> Result<()> {
         // Every batch locks its rows in the same order, deliveries first and then
         // endpoints, so that two batches cannot deadlock. The endpoint order is a stable

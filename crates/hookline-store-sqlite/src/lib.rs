@@ -6,6 +6,12 @@
 //! mode) and only then answers each caller. Under load a single fsync covers hundreds of
 //! requests; an idle server answers a lone write after one commit. Reads use a small pool
 //! of read-only connections, which WAL lets run beside the writer.
+//!
+//! The embedded store serves one process: opening it takes an exclusive lock on
+//! `<file>.lock` (a second `hookline serve` on the same file is refused with a clear error)
+//! and then releases every delivery lease, since whoever held them is gone. Deliveries that
+//! a killed process had in flight are therefore retried at once rather than when their
+//! leases would have expired. To run several nodes, use PostgreSQL.
 
 mod queries;
 mod rows;
@@ -38,6 +44,8 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
+    /// Held for the life of the store: one process per database file.
+    _lock: std::fs::File,
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -67,9 +75,23 @@ impl SqliteStore {
     }
 
     fn open_blocking(path: PathBuf) -> Result<Self> {
+        let lock = lock_file(&path)?;
         let mut writer = Connection::open(&path).map_err(Error::storage)?;
         configure(&writer, false)?;
         migrate(&mut writer)?;
+        let released = writer
+            .execute(
+                "UPDATE destination SET lease_owner = NULL, lease_until = NULL
+                 WHERE lease_until IS NOT NULL",
+                [],
+            )
+            .map_err(Error::storage)?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "took over the delivery leases of a previous process"
+            );
+        }
         let readers = (0..READERS)
             .map(|_| {
                 let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -86,6 +108,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
+                _lock: lock,
                 writer: Mutex::new(Some(sender)),
                 readers: Mutex::new(readers),
             }),
@@ -160,6 +183,30 @@ impl SqliteStore {
         })
         .await
         .map_err(Error::storage)?
+    }
+}
+
+/// Takes the exclusive lock that makes this process the database file's only user.
+fn lock_file(path: &Path) -> Result<std::fs::File> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(Error::storage)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::BadRequest {
+            code: "database_in_use",
+            detail: format!(
+                "{} is in use by another hookline process; the embedded store serves one \
+                 process (use PostgreSQL for several nodes)",
+                path.display()
+            ),
+        }),
+        Err(std::fs::TryLockError::Error(error)) => Err(Error::storage(error)),
     }
 }
 
@@ -277,6 +324,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 2);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_second_opener_is_refused_until_the_first_is_gone() {
+        let dir = std::env::temp_dir().join(format!("hookline-sqlite-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("locked.db");
+        let first = SqliteStore::open(&path).await.unwrap();
+        match SqliteStore::open(&path).await {
+            Err(Error::BadRequest { code, .. }) => assert_eq!(code, "database_in_use"),
+            other => panic!("expected database_in_use, got {other:?}"),
+        }
+        first.close();
+        drop(first);
+        SqliteStore::open(&path)
+            .await
+            .expect("free again once the first store is dropped");
         std::fs::remove_dir_all(dir).ok();
     }
 }

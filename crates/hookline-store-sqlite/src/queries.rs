@@ -712,6 +712,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn release(
+        &self,
+        deliveries: Vec<(MessageId, EndpointId)>,
+        retry_at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.write(move |conn| {
+            let mut release = conn
+                .prepare_cached(
+                    "UPDATE destination SET lease_owner = NULL, lease_until = NULL,
+                         next_attempt = ?3
+                     WHERE msg_id = ?1 AND endpoint_id = ?2 AND next_attempt IS NOT NULL",
+                )
+                .map_err(Error::storage)?;
+            for (msg, endpoint) in &deliveries {
+                release
+                    .execute(params![msg.as_str(), endpoint.as_str(), millis(retry_at)])
+                    .map_err(Error::storage)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn record_outcomes(&self, outcomes: Vec<AttemptOutcome>) -> Result<()> {
         self.write(move |conn| {
             for outcome in &outcomes {

@@ -6,6 +6,7 @@
 //! a usage error.
 
 mod commands;
+mod config;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Serve(commands::serve::Args),
+    Migrate(commands::serve::MigrateArgs),
     Sign(commands::sign::Args),
     Verify(commands::verify::Args),
     Send(commands::send::Args),
@@ -29,6 +32,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Migrate(args) => commands::serve::migrate(args),
         Command::Sign(args) => commands::sign::run(args),
         Command::Verify(args) => commands::verify::run(args),
         Command::Send(args) => commands::send::run(args),

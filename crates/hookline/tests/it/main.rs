@@ -1,4 +1,6 @@
 //! End-to-end tests of the `hookline` binary: real processes, real HTTP over loopback.
 
 mod receiver;
+mod serve;
+mod server;
 mod signature_commands;

@@ -1,0 +1,405 @@
+//! Delivery attempts and deliveries: attempts by endpoint or by message, the messages an
+//! endpoint was sent, the endpoints a message went to, expunging a response, resending.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use hookline_core::id::{AttemptId, EndpointId, MessageId};
+use hookline_core::model::{Attempt, Destination, Endpoint, MessageStatus, TriggerType};
+use hookline_core::page::ListQuery;
+use hookline_core::store::{AttemptFilter, MessageFilter};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use super::endpoint::endpoint_for;
+use super::message::payload_out;
+use super::{ListResponse, app_for, time_query, yes};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{Limit, Query, Timestamp};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/app/{app_id}/attempt/endpoint/{endpoint_id}",
+            get(list_by_endpoint),
+        )
+        .route("/app/{app_id}/attempt/msg/{msg_id}", get(list_by_msg))
+        .route(
+            "/app/{app_id}/endpoint/{endpoint_id}/msg",
+            get(list_attempted_messages),
+        )
+        .route(
+            "/app/{app_id}/msg/{msg_id}/endpoint",
+            get(list_attempted_destinations),
+        )
+        .route(
+            "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}",
+            get(fetch),
+        )
+        .route(
+            "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content",
+            delete(expunge),
+        )
+        .route(
+            "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend",
+            post(resend),
+        )
+}
+
+/// A delivery status given as its wire integer (`status=2`).
+#[derive(Debug, Clone, Copy)]
+struct Status(MessageStatus);
+
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = i64::deserialize(deserializer)?;
+        MessageStatus::from_code(code).map(Status).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{code}` is not a message status (0 success, 1 pending, 2 fail, 3 sending)"
+            ))
+        })
+    }
+}
+
+/// A class of HTTP status codes given as its lowest code (`status_code_class=500`).
+#[derive(Debug, Clone, Copy)]
+struct StatusCodeClass(i16);
+
+impl<'de> Deserialize<'de> for StatusCodeClass {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match i16::deserialize(deserializer)? {
+            class @ (0 | 100 | 200 | 300 | 400 | 500) => Ok(StatusCodeClass(class)),
+            other => Err(serde::de::Error::custom(format!(
+                "`{other}` is not a status code class (0, 100, 200, 300, 400 or 500)"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageAttemptOut {
+    pub id: AttemptId,
+    pub msg_id: MessageId,
+    pub endpoint_id: EndpointId,
+    pub url: String,
+    /// The endpoint's answer: `"{}"` when content is not asked for, `"EXPUNGED"` once
+    /// removed.
+    pub response: String,
+    pub response_status_code: i16,
+    pub response_duration_ms: i64,
+    pub status: i64,
+    pub status_text: &'static str,
+    pub trigger_type: i64,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl MessageAttemptOut {
+    fn new(attempt: Attempt, with_content: bool) -> Self {
+        let response = match attempt.response {
+            _ if !with_content => "{}".to_owned(),
+            None => "EXPUNGED".to_owned(),
+            Some(response) => response,
+        };
+        MessageAttemptOut {
+            id: attempt.id,
+            msg_id: attempt.msg_id,
+            endpoint_id: attempt.endpoint_id,
+            url: attempt.url,
+            response,
+            response_status_code: attempt.response_status_code,
+            response_duration_ms: attempt.response_duration_ms,
+            status: attempt.status.code(),
+            status_text: attempt.status.text(),
+            trigger_type: attempt.trigger_type.code(),
+            timestamp: attempt.created_at,
+        }
+    }
+}
+
+/// A message with its delivery to one endpoint.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointMessageOut {
+    pub id: MessageId,
+    pub event_id: Option<String>,
+    pub event_type: String,
+    pub payload: Box<RawValue>,
+    pub channels: Option<Vec<String>>,
+    pub timestamp: DateTime<Utc>,
+    pub status: i64,
+    pub status_text: &'static str,
+    pub next_attempt: Option<DateTime<Utc>>,
+}
+
+/// An endpoint with its delivery of one message.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageEndpointOut {
+    pub id: EndpointId,
+    pub uid: Option<String>,
+    pub url: String,
+    pub description: String,
+    pub disabled: bool,
+    pub throttle_rate: Option<u16>,
+    pub rate_limit: Option<u16>,
+    pub event_types: Option<Vec<String>>,
+    pub channels: Option<Vec<String>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub status: i64,
+    pub status_text: &'static str,
+    pub next_attempt: Option<DateTime<Utc>>,
+}
+
+impl From<(Destination, Endpoint)> for MessageEndpointOut {
+    fn from((destination, endpoint): (Destination, Endpoint)) -> Self {
+        MessageEndpointOut {
+            id: endpoint.id,
+            uid: endpoint.uid,
+            url: endpoint.url,
+            description: endpoint.description,
+            disabled: endpoint.disabled,
+            throttle_rate: endpoint.throttle_rate,
+            rate_limit: endpoint.throttle_rate,
+            event_types: endpoint.event_types,
+            channels: endpoint.channels,
+            created_at: endpoint.created_at,
+            updated_at: endpoint.updated_at,
+            status: destination.status.code(),
+            status_text: destination.status.text(),
+            next_attempt: destination.next_attempt,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AttemptListParams {
+    #[serde(default)]
+    limit: Limit,
+    iterator: Option<String>,
+    status: Option<Status>,
+    status_code_class: Option<StatusCodeClass>,
+    channel: Option<String>,
+    before: Option<Timestamp>,
+    after: Option<Timestamp>,
+    #[serde(default = "yes")]
+    with_content: bool,
+    event_types: Option<Vec<String>>,
+    /// Only on the by-message list: attempts to this endpoint (id or uid).
+    endpoint_id: Option<String>,
+}
+
+impl AttemptListParams {
+    fn query(&mut self) -> Result<ListQuery, ApiError> {
+        time_query(
+            self.limit,
+            self.iterator.take(),
+            self.before,
+            self.after,
+            |t| AttemptId::boundary(t).into_string(),
+        )
+    }
+
+    fn filter(&mut self) -> AttemptFilter {
+        AttemptFilter {
+            status: self.status.map(|s| s.0),
+            status_code_class: self.status_code_class.map(|c| c.0),
+            channel: self.channel.take(),
+            event_types: self.event_types.take(),
+            ..AttemptFilter::default()
+        }
+    }
+}
+
+async fn list_attempts(
+    state: &AppState,
+    app: &hookline_core::id::AppId,
+    filter: AttemptFilter,
+    query: ListQuery,
+    with_content: bool,
+) -> Result<Json<ListResponse<MessageAttemptOut>>, ApiError> {
+    let page = state.store.list_attempts(app, &filter, &query).await?;
+    Ok(Json(ListResponse::from_page(page, |attempt| {
+        MessageAttemptOut::new(attempt, with_content)
+    })))
+}
+
+async fn list_by_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Query(mut params): Query<AttemptListParams>,
+) -> Result<Json<ListResponse<MessageAttemptOut>>, ApiError> {
+    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let query = params.query()?;
+    let filter = AttemptFilter {
+        endpoint_id: Some(endpoint.id),
+        ..params.filter()
+    };
+    list_attempts(&state, &app.id, filter, query, params.with_content).await
+}
+
+async fn list_by_msg(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, msg_id)): Path<(String, String)>,
+    Query(mut params): Query<AttemptListParams>,
+) -> Result<Json<ListResponse<MessageAttemptOut>>, ApiError> {
+    let app = app_for(&state, &caller, &app_id).await?;
+    let message = state.store.get_message(&app.id, &msg_id).await?;
+    let endpoint_id = match &params.endpoint_id {
+        Some(key) => Some(state.store.get_endpoint(&app.id, key).await?.id),
+        None => None,
+    };
+    let query = params.query()?;
+    let filter = AttemptFilter {
+        msg_id: Some(message.id),
+        endpoint_id,
+        ..params.filter()
+    };
+    list_attempts(&state, &app.id, filter, query, params.with_content).await
+}
+
+#[derive(Debug, Deserialize)]
+struct AttemptedMessagesParams {
+    #[serde(default)]
+    limit: Limit,
+    iterator: Option<String>,
+    channel: Option<String>,
+    status: Option<Status>,
+    before: Option<Timestamp>,
+    after: Option<Timestamp>,
+    #[serde(default = "yes")]
+    with_content: bool,
+    event_types: Option<Vec<String>>,
+}
+
+async fn list_attempted_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Query(params): Query<AttemptedMessagesParams>,
+) -> Result<Json<ListResponse<EndpointMessageOut>>, ApiError> {
+    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let query = time_query(
+        params.limit,
+        params.iterator,
+        params.before,
+        params.after,
+        |t| MessageId::boundary(t).into_string(),
+    )?;
+    let filter = MessageFilter {
+        channel: params.channel,
+        event_types: params.event_types,
+    };
+    let page = state
+        .store
+        .list_endpoint_messages(
+            &app.id,
+            &endpoint.id,
+            params.status.map(|s| s.0),
+            &filter,
+            &query,
+        )
+        .await?;
+    let list = ListResponse::try_from_page(page, |(message, destination)| {
+        Ok(EndpointMessageOut {
+            payload: payload_out(&message, params.with_content)?,
+            id: message.id,
+            event_id: message.event_id,
+            event_type: message.event_type,
+            channels: message.channels,
+            timestamp: message.created_at,
+            status: destination.status.code(),
+            status_text: destination.status.text(),
+            next_attempt: destination.next_attempt,
+        })
+    })?;
+    Ok(Json(list))
+}
+
+#[derive(Debug, Deserialize)]
+struct DestinationParams {
+    #[serde(default)]
+    limit: Limit,
+    iterator: Option<String>,
+}
+
+async fn list_attempted_destinations(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, msg_id)): Path<(String, String)>,
+    Query(params): Query<DestinationParams>,
+) -> Result<Json<ListResponse<MessageEndpointOut>>, ApiError> {
+    let app = app_for(&state, &caller, &app_id).await?;
+    let message = state.store.get_message(&app.id, &msg_id).await?;
+    let query = super::list_query(
+        params.limit,
+        params.iterator,
+        hookline_core::page::Order::Descending,
+    );
+    let page = state
+        .store
+        .list_destinations(&app.id, &message.id, &query)
+        .await?;
+    Ok(Json(ListResponse::from_page(
+        page,
+        MessageEndpointOut::from,
+    )))
+}
+
+async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, msg_id, attempt_id)): Path<(String, String, String)>,
+) -> Result<Json<MessageAttemptOut>, ApiError> {
+    let app = app_for(&state, &caller, &app_id).await?;
+    let message = state.store.get_message(&app.id, &msg_id).await?;
+    let attempt = state
+        .store
+        .get_attempt(&app.id, &message.id, &AttemptId::from_string(attempt_id))
+        .await?;
+    Ok(Json(MessageAttemptOut::new(attempt, true)))
+}
+
+async fn expunge(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, msg_id, attempt_id)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let app = app_for(&state, &caller, &app_id).await?;
+    let message = state.store.get_message(&app.id, &msg_id).await?;
+    state
+        .store
+        .expunge_attempt(&app.id, &message.id, &AttemptId::from_string(attempt_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Queues one manual attempt of a message to an endpoint it was sent to.
+async fn resend(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, msg_id, endpoint_id)): Path<(String, String, String)>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let message = state.store.get_message(&app.id, &msg_id).await?;
+    if message.payload.is_none() {
+        return Err(ApiError::bad_request(
+            "missing_payload",
+            "Unable to resend message. Payload is missing (probably expired).",
+        ));
+    }
+    state
+        .store
+        .requeue(&app.id, &message.id, &endpoint.id, TriggerType::Manual)
+        .await?;
+    state.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))))
+}

@@ -1,0 +1,798 @@
+//! Endpoints: `/api/v1/app/{app_id}/endpoint`, with their custom headers, signing secret,
+//! statistics, recovery of failed deliveries and test messages.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use hookline_core::id::{EndpointId, MessageId, TaskId};
+use hookline_core::model::{Application, Endpoint, EndpointSecret, Message};
+use hookline_core::page::Order;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::{ListResponse, app_for, list_query, non_null, nullable};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{Limit, MaybeJson, Query, Timestamp, ValidJson};
+use crate::idempotency::IdempotencyKey;
+use crate::validate::{self, SENSITIVE_HEADERS, Validate, Violations};
+
+pub fn router() -> Router<AppState> {
+    const ONE: &str = "/app/{app_id}/endpoint/{endpoint_id}";
+    Router::new()
+        .route("/app/{app_id}/endpoint", get(list).post(create))
+        .route(ONE, get(fetch).put(upsert).patch(patch).delete(delete))
+        .route(
+            &format!("{ONE}/headers"),
+            get(get_headers).put(put_headers).patch(patch_headers),
+        )
+        .route(&format!("{ONE}/secret"), get(get_secret))
+        .route(&format!("{ONE}/secret/rotate"), post(rotate_secret))
+        .route(&format!("{ONE}/recover"), post(recover))
+        .route(&format!("{ONE}/send-example"), post(send_example))
+        .route(&format!("{ONE}/stats"), get(stats))
+}
+
+/// The body of create (POST) and replace (PUT). PUT uses `secret` only when it creates.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointIn {
+    pub url: String,
+    #[serde(default)]
+    pub uid: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default, alias = "rateLimit")]
+    pub throttle_rate: Option<u16>,
+    #[serde(default, alias = "filterTypes")]
+    pub event_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Custom headers (the SDKs may send them with the endpoint).
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+impl Validate for EndpointIn {
+    fn validate(&self, v: &mut Violations) {
+        validate::endpoint_url(v, "url", &self.url);
+        validate::uid(v, "uid", self.uid.as_deref(), EndpointId::PREFIX);
+        if let Some(description) = &self.description {
+            validate::free_text(v, "description", description);
+        }
+        validate::throttle_rate(v, "throttleRate", self.throttle_rate);
+        if let Some(types) = &self.event_types {
+            validate::slug_list(v, "eventTypes", types, 1..=usize::MAX, 256);
+        }
+        if let Some(channels) = &self.channels {
+            validate::slug_list(v, "channels", channels, 1..=10, 128);
+        }
+        if let Some(secret) = &self.secret {
+            validate::secret(v, "secret", secret);
+        }
+        if let Some(headers) = &self.headers {
+            validate::headers(v, "headers", headers);
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointPatch {
+    #[serde(default, deserialize_with = "non_null")]
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub uid: Option<Option<String>>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub description: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub disabled: Option<bool>,
+    #[serde(default, alias = "rateLimit", deserialize_with = "nullable")]
+    pub throttle_rate: Option<Option<u16>>,
+    #[serde(default, alias = "filterTypes", deserialize_with = "nullable")]
+    pub event_types: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub channels: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl Validate for EndpointPatch {
+    fn validate(&self, v: &mut Violations) {
+        if let Some(url) = &self.url {
+            validate::endpoint_url(v, "url", url);
+        }
+        if let Some(uid) = &self.uid {
+            validate::uid(v, "uid", uid.as_deref(), EndpointId::PREFIX);
+        }
+        if let Some(description) = &self.description {
+            validate::free_text(v, "description", description);
+        }
+        if let Some(rate) = self.throttle_rate {
+            validate::throttle_rate(v, "throttleRate", rate);
+        }
+        if let Some(Some(types)) = &self.event_types {
+            validate::slug_list(v, "eventTypes", types, 1..=usize::MAX, 256);
+        }
+        if let Some(Some(channels)) = &self.channels {
+            validate::slug_list(v, "channels", channels, 1..=10, 128);
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointOut {
+    pub id: EndpointId,
+    pub uid: Option<String>,
+    pub url: String,
+    pub description: String,
+    pub disabled: bool,
+    pub throttle_rate: Option<u16>,
+    /// The old Svix name of `throttleRate`, for older clients.
+    pub rate_limit: Option<u16>,
+    pub event_types: Option<Vec<String>>,
+    pub channels: Option<Vec<String>>,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Endpoint> for EndpointOut {
+    fn from(endpoint: Endpoint) -> Self {
+        EndpointOut {
+            id: endpoint.id,
+            uid: endpoint.uid,
+            url: endpoint.url,
+            description: endpoint.description,
+            disabled: endpoint.disabled,
+            throttle_rate: endpoint.throttle_rate,
+            rate_limit: endpoint.throttle_rate,
+            event_types: endpoint.event_types,
+            channels: endpoint.channels,
+            metadata: endpoint.metadata,
+            created_at: endpoint.created_at,
+            updated_at: endpoint.updated_at,
+        }
+    }
+}
+
+/// A new signing secret: `whsec_` and 24 random bytes in base64.
+pub fn generate_secret() -> String {
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// Refuses event types that do not exist or are archived.
+async fn check_event_types(state: &AppState, types: Option<&[String]>) -> Result<(), ApiError> {
+    let mut missing = Vec::new();
+    for name in types.unwrap_or_default() {
+        match state.store.get_event_type(name).await {
+            Ok(event_type) if !event_type.archived => {}
+            Ok(_) | Err(hookline_core::Error::NotFound(_)) => missing.push(name.as_str()),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            &["body", "eventTypes"],
+            format!(
+                "The following event types don't exist: {}",
+                missing.join(", ")
+            ),
+        ))
+    }
+}
+
+/// The endpoint named by a path, in the application named by the path, if the caller may
+/// see them.
+pub async fn endpoint_for(
+    state: &AppState,
+    caller: &Caller,
+    app_key: &str,
+    endpoint_key: &str,
+) -> Result<(Application, Endpoint), ApiError> {
+    let app = app_for(state, caller, app_key).await?;
+    let endpoint = state.store.get_endpoint(&app.id, endpoint_key).await?;
+    Ok((app, endpoint))
+}
+
+fn new_endpoint(app: &Application, body: EndpointIn) -> Endpoint {
+    let now = hookline_core::now();
+    Endpoint {
+        id: EndpointId::new_at(now),
+        app_id: app.id.clone(),
+        uid: body.uid,
+        url: body.url,
+        description: body.description.unwrap_or_default(),
+        disabled: body.disabled,
+        throttle_rate: body.throttle_rate,
+        event_types: body.event_types,
+        channels: body.channels,
+        metadata: body.metadata.unwrap_or_default(),
+        headers: body.headers.unwrap_or_default(),
+        secrets: vec![EndpointSecret {
+            key: body.secret.unwrap_or_else(generate_secret),
+            expires_at: None,
+        }],
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Sets `disabled`; re-enabling forgets the failure streak that may have disabled it.
+fn set_disabled(endpoint: &mut Endpoint, disabled: bool) {
+    if endpoint.disabled && !disabled {
+        endpoint.failing_since = None;
+    }
+    endpoint.disabled = disabled;
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(default)]
+    limit: Limit,
+    iterator: Option<String>,
+    order: Option<Order>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<ListResponse<EndpointOut>>, ApiError> {
+    let app = app_for(&state, &caller, &app_id).await?;
+    let order = params.order.unwrap_or(Order::Descending);
+    let query = list_query(params.limit, params.iterator, order);
+    let page = state.store.list_endpoints(&app.id, &query).await?;
+    Ok(Json(ListResponse::from_page(page, EndpointOut::from)))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+    ValidJson(body): ValidJson<EndpointIn>,
+) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
+    let app = app_for(&state, &caller, &app_id).await?;
+    check_event_types(&state, body.event_types.as_deref()).await?;
+    let endpoint = new_endpoint(&app, body);
+    state.store.create_endpoint(&endpoint).await?;
+    Ok((StatusCode::CREATED, Json(endpoint.into())))
+}
+
+async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+) -> Result<Json<EndpointOut>, ApiError> {
+    let (_, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    Ok(Json(endpoint.into()))
+}
+
+async fn upsert(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+    ValidJson(body): ValidJson<EndpointIn>,
+) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
+    let app = app_for(&state, &caller, &app_id).await?;
+    check_event_types(&state, body.event_types.as_deref()).await?;
+    let mut endpoint = match state.store.get_endpoint(&app.id, &endpoint_id).await {
+        Ok(endpoint) => endpoint,
+        Err(hookline_core::Error::NotFound(_)) => {
+            let endpoint = new_endpoint(&app, body);
+            state.store.create_endpoint(&endpoint).await?;
+            return Ok((StatusCode::CREATED, Json(endpoint.into())));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    endpoint.url = body.url;
+    endpoint.uid = body.uid;
+    endpoint.description = body.description.unwrap_or_default();
+    set_disabled(&mut endpoint, body.disabled);
+    endpoint.throttle_rate = body.throttle_rate;
+    endpoint.event_types = body.event_types;
+    endpoint.channels = body.channels;
+    endpoint.metadata = body.metadata.unwrap_or_default();
+    if let Some(headers) = body.headers {
+        endpoint.headers = headers;
+    }
+    endpoint.updated_at = hookline_core::now();
+    state.store.update_endpoint(&endpoint).await?;
+    Ok((StatusCode::OK, Json(endpoint.into())))
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+    ValidJson(body): ValidJson<EndpointPatch>,
+) -> Result<Json<EndpointOut>, ApiError> {
+    let (_, mut endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    if let Some(types) = &body.event_types {
+        check_event_types(&state, types.as_deref()).await?;
+    }
+    if let Some(url) = body.url {
+        endpoint.url = url;
+    }
+    if let Some(uid) = body.uid {
+        endpoint.uid = uid;
+    }
+    if let Some(description) = body.description {
+        endpoint.description = description;
+    }
+    if let Some(disabled) = body.disabled {
+        set_disabled(&mut endpoint, disabled);
+    }
+    if let Some(rate) = body.throttle_rate {
+        endpoint.throttle_rate = rate;
+    }
+    if let Some(types) = body.event_types {
+        endpoint.event_types = types;
+    }
+    if let Some(channels) = body.channels {
+        endpoint.channels = channels;
+    }
+    if let Some(metadata) = body.metadata {
+        endpoint.metadata = metadata;
+    }
+    endpoint.updated_at = hookline_core::now();
+    state.store.update_endpoint(&endpoint).await?;
+    Ok(Json(endpoint.into()))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    state.store.delete_endpoint(&app.id, &endpoint.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// Custom headers.
+
+#[derive(Debug, Deserialize)]
+pub struct EndpointHeadersIn {
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Validate for EndpointHeadersIn {
+    fn validate(&self, v: &mut Violations) {
+        validate::headers(v, "headers", &self.headers);
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointHeadersPatchIn {
+    /// A value sets the header; `null` removes it.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Option<String>>,
+    /// Names to remove (the SDKs send this, as their map cannot hold `null`).
+    #[serde(default)]
+    pub delete_headers: Vec<String>,
+}
+
+impl Validate for EndpointHeadersPatchIn {
+    fn validate(&self, v: &mut Violations) {
+        for (name, value) in &self.headers {
+            validate::header_name(v, "headers", name);
+            if let Some(value) = value {
+                validate::header_value(v, "headers", name, value);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointHeadersOut {
+    /// Every header but the sensitive ones.
+    pub headers: BTreeMap<String, String>,
+    /// Names of headers whose values are not shown.
+    pub sensitive: Vec<String>,
+}
+
+impl From<BTreeMap<String, String>> for EndpointHeadersOut {
+    fn from(all: BTreeMap<String, String>) -> Self {
+        let (sensitive, headers): (BTreeMap<_, _>, BTreeMap<_, _>) = all
+            .into_iter()
+            .partition(|(name, _)| SENSITIVE_HEADERS.contains(&name.to_ascii_lowercase().as_str()));
+        EndpointHeadersOut {
+            headers,
+            sensitive: sensitive.into_keys().collect(),
+        }
+    }
+}
+
+/// Header names are case-insensitive: setting `X-A` replaces `x-a`.
+fn remove_header(headers: &mut BTreeMap<String, String>, name: &str) {
+    headers.retain(|existing, _| !existing.eq_ignore_ascii_case(name));
+}
+
+async fn get_headers(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+) -> Result<Json<EndpointHeadersOut>, ApiError> {
+    let (_, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    Ok(Json(endpoint.headers.into()))
+}
+
+async fn put_headers(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+    ValidJson(body): ValidJson<EndpointHeadersIn>,
+) -> Result<StatusCode, ApiError> {
+    let (_, mut endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    endpoint.headers.clear();
+    for (name, value) in body.headers {
+        remove_header(&mut endpoint.headers, &name);
+        endpoint.headers.insert(name, value);
+    }
+    endpoint.updated_at = hookline_core::now();
+    state.store.update_endpoint(&endpoint).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn patch_headers(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+    ValidJson(body): ValidJson<EndpointHeadersPatchIn>,
+) -> Result<StatusCode, ApiError> {
+    let (_, mut endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    for name in &body.delete_headers {
+        remove_header(&mut endpoint.headers, name);
+    }
+    for (name, value) in body.headers {
+        remove_header(&mut endpoint.headers, &name);
+        if let Some(value) = value {
+            endpoint.headers.insert(name, value);
+        }
+    }
+    endpoint.updated_at = hookline_core::now();
+    state.store.update_endpoint(&endpoint).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// The signing secret.
+
+#[derive(Debug, Serialize)]
+pub struct EndpointSecretOut {
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSecretRotateIn {
+    /// The new secret; generated when absent or `null`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// How long the old secret keeps signing; 86400 when absent, at most 604800.
+    #[serde(default)]
+    pub grace_period_seconds: Option<u32>,
+}
+
+/// The longest grace period of a rotated-out secret: a week.
+const MAX_GRACE_PERIOD_SECS: u32 = 604_800;
+/// The grace period when none is given: a day.
+const DEFAULT_GRACE_PERIOD_SECS: u32 = 86_400;
+/// Rotated-out secrets that may still sign at once.
+const MAX_OLD_SECRETS: usize = 5;
+
+impl Validate for EndpointSecretRotateIn {
+    fn validate(&self, v: &mut Violations) {
+        if let Some(key) = &self.key {
+            validate::secret(v, "key", key);
+        }
+        if self
+            .grace_period_seconds
+            .is_some_and(|secs| secs > MAX_GRACE_PERIOD_SECS)
+        {
+            v.add(
+                &["gracePeriodSeconds"],
+                format!("must be at most {MAX_GRACE_PERIOD_SECS}"),
+            );
+        }
+    }
+}
+
+async fn get_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+) -> Result<Json<EndpointSecretOut>, ApiError> {
+    let (_, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    Ok(Json(EndpointSecretOut {
+        key: endpoint.current_secret().to_owned(),
+    }))
+}
+
+/// Makes `key` the current secret; the old one keeps signing for the grace period. The
+/// spec says 204, but the SDKs parse the new key from the body, so it is returned (200).
+async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+    MaybeJson(body): MaybeJson<EndpointSecretRotateIn>,
+) -> Result<Json<EndpointSecretOut>, ApiError> {
+    let (_, mut endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let now = hookline_core::now();
+    let grace = body
+        .grace_period_seconds
+        .unwrap_or(DEFAULT_GRACE_PERIOD_SECS);
+    let key = body.key.unwrap_or_else(generate_secret);
+    let mut secrets = vec![EndpointSecret {
+        key: key.clone(),
+        expires_at: None,
+    }];
+    for mut old in endpoint.secrets {
+        if old.expires_at.is_none() {
+            old.expires_at = Some(now + chrono::Duration::seconds(i64::from(grace)));
+        }
+        if old.expires_at.is_some_and(|expiry| expiry > now) {
+            secrets.push(old);
+        }
+    }
+    if secrets.len() - 1 > MAX_OLD_SECRETS {
+        return Err(ApiError::bad_request(
+            "limit_reached",
+            format!(
+                "an endpoint can have at most {MAX_OLD_SECRETS} rotated-out secrets in their \
+                 grace period; wait for one to expire or rotate with a shorter gracePeriodSeconds"
+            ),
+        ));
+    }
+    endpoint.secrets = secrets;
+    endpoint.updated_at = now;
+    state.store.update_endpoint(&endpoint).await?;
+    Ok(Json(EndpointSecretOut { key }))
+}
+
+// Recovery, examples and statistics.
+
+#[derive(Debug, Deserialize)]
+pub struct RecoverIn {
+    pub since: Timestamp,
+    #[serde(default)]
+    pub until: Option<Timestamp>,
+}
+
+impl Validate for RecoverIn {
+    fn validate(&self, v: &mut Violations) {
+        if self.until.is_some_and(|until| until < self.since) {
+            v.add(&["until"], "must not be before `since`");
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverOut {
+    pub id: TaskId,
+    pub status: &'static str,
+    pub task: &'static str,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Queues one more attempt of every failed delivery to this endpoint in the window, in
+/// the background.
+async fn recover(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+    ValidJson(body): ValidJson<RecoverIn>,
+) -> Result<(StatusCode, Json<RecoverOut>), ApiError> {
+    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let now = hookline_core::now();
+    let task = TaskId::new_at(now);
+    let until = body.until.map_or(now, |until| until.0);
+    let (store, wake, task_id) = (state.store.clone(), state.wake.clone(), task.clone());
+    tokio::spawn(async move {
+        match store
+            .recover(&app.id, &endpoint.id, body.since.0, until)
+            .await
+        {
+            Ok(queued) => {
+                tracing::info!(task = %task_id, endpoint = %endpoint.id, queued, "recover queued failed deliveries");
+                wake.notify_one();
+            }
+            Err(error) => {
+                tracing::error!(task = %task_id, endpoint = %endpoint.id, error = %error, "recover failed");
+            }
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RecoverOut {
+            id: task,
+            status: "running",
+            task: "endpoint.recover",
+            updated_at: now,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventExampleIn {
+    pub event_type: String,
+}
+
+impl Validate for EventExampleIn {
+    fn validate(&self, v: &mut Violations) {
+        validate::slug(v, "eventType", &self.event_type, 256);
+    }
+}
+
+/// The example payload of an event type's newest schema version: its `examples[0]` or
+/// `example`, if that is an object.
+fn schema_example(schemas: Option<&serde_json::Value>) -> Option<String> {
+    let versions = schemas?.as_object()?;
+    let (_, schema) = versions
+        .iter()
+        .max_by_key(|(version, _)| version.parse::<u64>().unwrap_or(0))?;
+    let example = schema
+        .get("examples")
+        .and_then(|examples| examples.get(0))
+        .or_else(|| schema.get("example"))?;
+    example.is_object().then(|| example.to_string())
+}
+
+/// Sends an example message of an event type to this endpoint only.
+async fn send_example(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+    idempotency: Option<Extension<IdempotencyKey>>,
+    ValidJson(body): ValidJson<EventExampleIn>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let payload = if body.event_type == "svix.ping" {
+        r#"{"success":true}"#.to_owned()
+    } else {
+        let event_type = state.store.get_event_type(&body.event_type).await?;
+        schema_example(event_type.schemas.as_ref()).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_scheme",
+                "Unable to generate example message from event-type schema",
+            )
+        })?
+    };
+    let now = hookline_core::now();
+    let message = Message {
+        id: MessageId::new_at(now),
+        app_id: app.id,
+        event_id: None,
+        event_type: body.event_type,
+        payload: Some(payload),
+        channels: None,
+        created_at: now,
+    };
+    super::message::accept(
+        &state,
+        message,
+        Some(endpoint.id),
+        StatusCode::OK,
+        true,
+        idempotency.map(|Extension(key)| key),
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct StatsParams {
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointStatsOut {
+    pub success: i64,
+    pub pending: i64,
+    pub sending: i64,
+    pub fail: i64,
+    /// Hookline never cancels a delivery; the SDKs require the key.
+    pub canceled: i64,
+}
+
+/// The default window of statistics: the last 28 days.
+const STATS_WINDOW_DAYS: i64 = 28;
+
+async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Query(params): Query<StatsParams>,
+) -> Result<Json<EndpointStatsOut>, ApiError> {
+    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let until = params.until.map_or_else(hookline_core::now, |t| t.0);
+    let since = params
+        .since
+        .map_or(until - chrono::Duration::days(STATS_WINDOW_DAYS), |t| t.0);
+    if since > until {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "`since` must not be after `until`",
+        ));
+    }
+    let counts = state
+        .store
+        .endpoint_stats(&app.id, &endpoint.id, since, until)
+        .await?;
+    Ok(Json(EndpointStatsOut {
+        success: counts.success,
+        pending: counts.pending,
+        sending: counts.sending,
+        fail: counts.fail,
+        canceled: 0,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn generated_secrets_are_usable() {
+        let secret = generate_secret();
+        assert!(secret.starts_with("whsec_"));
+        assert_eq!(secret.len(), "whsec_".len() + 32);
+        assert!(validate::check_secret(&secret).is_ok());
+    }
+
+    #[test]
+    fn sensitive_headers_are_hidden() {
+        let mut all = BTreeMap::new();
+        all.insert("Authorization".to_owned(), "Bearer x".to_owned());
+        all.insert("X-Team".to_owned(), "a".to_owned());
+        let out = EndpointHeadersOut::from(all);
+        assert_eq!(out.sensitive, vec!["Authorization"]);
+        assert_eq!(out.headers.len(), 1);
+        assert_eq!(out.headers["X-Team"], "a");
+    }
+
+    #[test]
+    fn examples_come_from_the_newest_schema() {
+        let schemas = json!({
+            "1": {"type": "object", "examples": [{"v": 1}]},
+            "2": {"type": "object", "examples": [{"v": 2}]},
+        });
+        assert_eq!(schema_example(Some(&schemas)).unwrap(), r#"{"v":2}"#);
+        let single = json!({"1": {"example": {"v": 1}}});
+        assert_eq!(schema_example(Some(&single)).unwrap(), r#"{"v":1}"#);
+        assert_eq!(
+            schema_example(Some(&json!({"1": {"type": "object"}}))),
+            None
+        );
+        assert_eq!(schema_example(Some(&json!({"1": {"examples": [3]}}))), None);
+        assert_eq!(schema_example(None), None);
+    }
+}

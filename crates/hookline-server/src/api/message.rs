@@ -1,0 +1,302 @@
+//! Messages: `/api/v1/app/{app_id}/msg`. A message is accepted (202) once it and a
+//! delivery for every matching endpoint are committed together; the payload is kept as
+//! the exact JSON text received and given back unchanged.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use hookline_core::id::{EndpointId, MessageId};
+use hookline_core::model::Message;
+use hookline_core::store::{MessageFilter, NewMessage};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::application::{ApplicationIn, get_or_create};
+use super::{ListResponse, app_for, time_query, yes};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{Limit, Query, Timestamp, ValidJson};
+use crate::idempotency::{IdempotencyKey, Recorded};
+use crate::validate::{self, Validate, Violations};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/app/{app_id}/msg", get(list).post(create))
+        .route("/app/{app_id}/msg/{msg_id}", get(fetch))
+        .route("/app/{app_id}/msg/{msg_id}/content", delete(expunge))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageIn {
+    pub event_type: String,
+    /// The payload's exact JSON text.
+    #[serde(alias = "data")]
+    pub payload: Box<RawValue>,
+    #[serde(default)]
+    pub event_id: Option<String>,
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    /// Creates the application if the path names none.
+    #[serde(default)]
+    pub application: Option<ApplicationIn>,
+    /// Days to keep the payload (5 to 90). Retention is the server's setting; accepted
+    /// for compatibility.
+    #[serde(default)]
+    pub payload_retention_period: Option<i64>,
+}
+
+impl Validate for MessageIn {
+    fn validate(&self, v: &mut Violations) {
+        validate::slug(v, "eventType", &self.event_type, 256);
+        if !self.payload.get().trim_start().starts_with('{') {
+            v.add(&["payload"], "Payload must be an object.");
+        }
+        if let Some(event_id) = &self.event_id {
+            validate::uid(v, "eventId", Some(event_id), MessageId::PREFIX);
+        }
+        if let Some(channels) = &self.channels {
+            validate::slug_list(v, "channels", channels, 1..=5, 128);
+        }
+        if let Some(app) = &self.application {
+            v.nested("application", |v| app.validate(v));
+        }
+        if let Some(days) = self.payload_retention_period
+            && !(5..=90).contains(&days)
+        {
+            v.add(&["payloadRetentionPeriod"], "must be between 5 and 90 days");
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageOut {
+    pub id: MessageId,
+    pub event_id: Option<String>,
+    pub event_type: String,
+    pub payload: Box<RawValue>,
+    pub channels: Option<Vec<String>>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// The payload as the API shows it: `{}` when content is not asked for, and
+/// `{"expired": true}` once expunged.
+pub fn payload_out(message: &Message, with_content: bool) -> Result<Box<RawValue>, ApiError> {
+    let text = match &message.payload {
+        _ if !with_content => "{}".to_owned(),
+        None => r#"{"expired":true}"#.to_owned(),
+        Some(text) => text.clone(),
+    };
+    RawValue::from_string(text).map_err(|error| {
+        ApiError::Internal(format!(
+            "stored payload of {} is not JSON: {error}",
+            message.id
+        ))
+    })
+}
+
+impl MessageOut {
+    pub fn new(message: Message, with_content: bool) -> Result<Self, ApiError> {
+        Ok(MessageOut {
+            payload: payload_out(&message, with_content)?,
+            id: message.id,
+            event_id: message.event_id,
+            event_type: message.event_type,
+            channels: message.channels,
+            timestamp: message.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(default)]
+    limit: Limit,
+    iterator: Option<String>,
+    channel: Option<String>,
+    before: Option<Timestamp>,
+    after: Option<Timestamp>,
+    #[serde(default = "yes")]
+    with_content: bool,
+    event_types: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentParams {
+    #[serde(default = "yes")]
+    pub with_content: bool,
+}
+
+/// Commits `message` with its deliveries (and the idempotency record, if the request has
+/// a key) in one transaction, wakes the delivery engine, and answers with `status`.
+pub async fn accept(
+    state: &AppState,
+    message: Message,
+    only_endpoint: Option<EndpointId>,
+    status: StatusCode,
+    with_content: bool,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<Response, ApiError> {
+    let out = MessageOut::new(message.clone(), with_content)?;
+    let body = serde_json::to_vec(&out)
+        .map_err(|error| ApiError::Internal(format!("cannot serialize a message: {error}")))?;
+    let record = idempotency
+        .as_ref()
+        .map(|key| key.record(status, body.clone()));
+    state
+        .store
+        .create_message(NewMessage {
+            message,
+            only_endpoint,
+            idempotency: record,
+        })
+        .await?;
+    state.wake.notify_one();
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    if idempotency.is_some() {
+        response.extensions_mut().insert(Recorded);
+    }
+    Ok(response)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+    Query(params): Query<ContentParams>,
+    idempotency: Option<Extension<IdempotencyKey>>,
+    ValidJson(body): ValidJson<MessageIn>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let (app, _) = get_or_create(state.store.as_ref(), &app_id, body.application).await?;
+    let now = hookline_core::now();
+    let message = Message {
+        id: MessageId::new_at(now),
+        app_id: app.id,
+        event_id: body.event_id,
+        event_type: body.event_type,
+        payload: Some(body.payload.get().to_owned()),
+        channels: body.channels,
+        created_at: now,
+    };
+    let idempotency = idempotency.map(|Extension(key)| key);
+    accept(
+        &state,
+        message,
+        None,
+        StatusCode::ACCEPTED,
+        params.with_content,
+        idempotency,
+    )
+    .await
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<ListResponse<MessageOut>>, ApiError> {
+    let app = app_for(&state, &caller, &app_id).await?;
+    let query = time_query(
+        params.limit,
+        params.iterator,
+        params.before,
+        params.after,
+        |t| MessageId::boundary(t).into_string(),
+    )?;
+    let filter = MessageFilter {
+        channel: params.channel,
+        event_types: params.event_types,
+    };
+    let page = state.store.list_messages(&app.id, &filter, &query).await?;
+    let list = ListResponse::try_from_page(page, |message| {
+        MessageOut::new(message, params.with_content)
+    })?;
+    Ok(Json(list))
+}
+
+async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, msg_id)): Path<(String, String)>,
+    Query(params): Query<ContentParams>,
+) -> Result<Json<MessageOut>, ApiError> {
+    let app = app_for(&state, &caller, &app_id).await?;
+    let message = state.store.get_message(&app.id, &msg_id).await?;
+    Ok(Json(MessageOut::new(message, params.with_content)?))
+}
+
+async fn expunge(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((app_id, msg_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let app = app_for(&state, &caller, &app_id).await?;
+    let message = state.store.get_message(&app.id, &msg_id).await?;
+    state.store.expunge_message(&app.id, &message.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::parse_body;
+
+    #[test]
+    fn payload_text_is_kept_exactly() {
+        let body = br#"{"eventType": "a.b", "payload": {"b": 1,  "a": [1.50, "x"]}}"#;
+        let message: MessageIn = parse_body(body).unwrap();
+        assert_eq!(message.payload.get(), r#"{"b": 1,  "a": [1.50, "x"]}"#);
+        let aliased: MessageIn = parse_body(br#"{"eventType": "a", "data": {}}"#).unwrap();
+        assert_eq!(aliased.payload.get(), "{}");
+    }
+
+    #[test]
+    fn payload_must_be_an_object() {
+        for payload in ["[1]", "\"x\"", "1", "null"] {
+            let body = format!(r#"{{"eventType": "a.b", "payload": {payload}}}"#);
+            match parse_body::<MessageIn>(body.as_bytes()) {
+                Err(ApiError::Invalid(errors)) => {
+                    assert_eq!(errors[0].loc, ["body", "payload"], "{payload}")
+                }
+                other => panic!("{payload}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn payload_out_shapes() {
+        let now = hookline_core::now();
+        let mut message = Message {
+            id: MessageId::new(),
+            app_id: hookline_core::id::AppId::new(),
+            event_id: None,
+            event_type: "a".into(),
+            payload: Some(r#"{"k": 1}"#.into()),
+            channels: None,
+            created_at: now,
+        };
+        assert_eq!(payload_out(&message, true).unwrap().get(), r#"{"k": 1}"#);
+        assert_eq!(payload_out(&message, false).unwrap().get(), "{}");
+        message.payload = None;
+        assert_eq!(
+            payload_out(&message, true).unwrap().get(),
+            r#"{"expired":true}"#
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! Hookline's HTTP API: the sending API of the open-source Svix server, on axum, so the
+//! official Svix SDKs work against Hookline with only the server URL changed.
+//!
+//! [`app`] builds the whole router, middleware included; the binary serves it and the
+//! tests call it in process. Handlers are thin: extractors authenticate ([`auth`]) and
+//! validate ([`extract`], [`validate`]); handlers call the [`Store`] and convert its
+//! models into `…Out` bodies; every failure becomes a JSON error in one place
+//! ([`error`]). This crate knows no SQL and no delivery: writes that queue deliveries
+//! commit them through the store and wake the engine through [`AppState::wake`].
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::Response;
+use axum::middleware;
+use axum::routing::get;
+use hookline_core::Store;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::error::ErrorReport;
+use crate::idempotency::{Idempotency, InFlight};
+
+/// Settings of the API. Its `Debug` form never shows the admin token.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// The admin token in plain text (`HOOKLINE_ADMIN_TOKEN`), if configured. Compared by
+    /// SHA-256 in constant time. Admin tokens stored in the database work as well.
+    pub admin_token: Option<String>,
+    /// The server's public base URL, e.g. `http://127.0.0.1:8071`, for console links.
+    pub public_url: String,
+    /// The largest request body accepted; larger ones get 413.
+    pub max_payload_bytes: usize,
+    /// How long answers to POSTs with an `idempotency-key` are replayed.
+    pub idempotency_ttl: Duration,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("public_url", &self.public_url)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("idempotency_ttl", &self.idempotency_ttl)
+            .finish()
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            admin_token: None,
+            public_url: "http://127.0.0.1:8071".to_owned(),
+            max_payload_bytes: 1 << 20,
+            idempotency_ttl: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// Notified after every write that queues deliveries, so the engine looks at once.
+    pub wake: Arc<tokio::sync::Notify>,
+    pub config: Arc<ApiConfig>,
+}
+
+/// The whole HTTP API: `/api/v1/…`, `/healthz`, and the middleware (request logging,
+/// panic recovery, body limit, JSON errors, idempotency).
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.max_payload_bytes;
+    let idempotency = Idempotency {
+        state: state.clone(),
+        in_flight: Arc::new(InFlight::default()),
+    };
+    Router::new()
+        .nest("/api/v1", api::router())
+        .route("/healthz", get(api::health::healthz))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            idempotency,
+            idempotency::middleware,
+        ))
+        // tower-http enforces the limit; axum's own default must not cap it lower.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(middleware::from_fn_with_state(limit, error::json_errors))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(log_response)
+                .on_failure(()),
+        )
+        .with_state(state)
+}
+
+fn request_span(request: &Request) -> Span {
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = tracing::field::Empty,
+    );
+    // The Svix SDKs send a request id; keep it to match client and server logs.
+    if let Some(id) = request
+        .headers()
+        .get("svix-req-id")
+        .and_then(|value| value.to_str().ok())
+    {
+        span.record("request_id", id);
+    }
+    span
+}
+
+/// Logs each answer once, with the cause of a server error when there is one.
+fn log_response<B>(response: &Response<B>, latency: Duration, _span: &Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_micros() as f64 / 1000.0;
+    match response.extensions().get::<ErrorReport>() {
+        Some(report) => tracing::error!(status, latency_ms, error = %report.0, "request failed"),
+        None => tracing::info!(status, latency_ms, "request finished"),
+    }
+}

@@ -1,0 +1,249 @@
+//! `hookline serve`: the API and the delivery engine in one process.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hookline_core::Store;
+use hookline_core::model::Token;
+use hookline_core::retry::RetryPolicy;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// Run Hookline: the Svix-compatible API and the delivery engine.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  hookline serve                                  # SQLite at ./hookline.db, 127.0.0.1:8071
+  hookline serve --config hookline.toml
+  HOOKLINE_LISTEN=0.0.0.0:8071 HOOKLINE_ALLOWED_SUBNETS=10.0.0.0/8 hookline serve
+
+Settings come from config.default.toml, then --config, then HOOKLINE_* variables.")]
+pub struct Args {
+    /// A TOML file overriding the defaults (see config.default.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// Apply the database migrations and exit.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  HOOKLINE_DATABASE_URL=sqlite://hookline.db hookline migrate")]
+pub struct MigrateArgs {
+    /// A TOML file overriding the defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn load(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    Config::load(file, &env)
+}
+
+pub fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let config = load(args.config.as_deref())?;
+    runtime()?.block_on(async {
+        open_store(&config).await?;
+        println!("migrations applied to {}", config.database_url);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = load(args.config.as_deref())?;
+    init_logging(&config);
+    runtime()?.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The store for `url`, and for PostgreSQL the stream of "new work is due" notifications
+/// that wakes this node's engine when another node queues work.
+struct Opened {
+    store: Arc<dyn Store>,
+    due: Option<tokio::sync::broadcast::Receiver<()>>,
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Opened> {
+    let url = &config.database_url;
+    if url.starts_with("postgres") {
+        let store = hookline_store_postgres::PostgresStore::connect(url, config.pool_size)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        let due = store.listen_due();
+        return Ok(Opened {
+            store: Arc::new(store),
+            due: Some(due),
+        });
+    }
+    let store = hookline_store_sqlite::SqliteStore::open_url(url)
+        .await
+        .with_context(|| format!("cannot open {url}"))?;
+    Ok(Opened {
+        store: Arc::new(store),
+        due: None,
+    })
+}
+
+/// Stores a freshly generated admin token on first start and prints it once.
+async fn ensure_admin_token(store: &dyn Store, configured: bool) -> anyhow::Result<()> {
+    if configured || store.has_admin_token().await? {
+        return Ok(());
+    }
+    let token = format!("hlk_{}", random_base62(40));
+    store
+        .put_token(&Token {
+            hash: token_hash(&token),
+            app_id: None,
+            created_at: hookline_core::now(),
+        })
+        .await?;
+    eprintln!(
+        "\nhookline: admin token (shown once, stored hashed): {token}\n\
+         use it as `Authorization: Bearer {token}`\n"
+    );
+    Ok(())
+}
+
+/// How tokens are stored: the lowercase hex SHA-256 of their text.
+fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn random_base62(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let Opened { store, due } = open_store(&config).await?;
+    ensure_admin_token(store.as_ref(), config.admin_token.is_some()).await?;
+
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let shutdown = CancellationToken::new();
+    if let Some(mut due) = due {
+        let wake = Arc::clone(&wake);
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            while let Ok(()) | Err(RecvError::Lagged(_)) = due.recv().await {
+                wake.notify_one();
+            }
+        });
+    }
+
+    let engine_config = hookline_engine::EngineConfig {
+        attempt_timeout: config.delivery.attempt_timeout,
+        retry: RetryPolicy::new(config.delivery.retry_schedule.clone()),
+        allowed_subnets: config
+            .delivery
+            .allowed_subnets
+            .iter()
+            .map(|cidr| cidr.parse())
+            .collect::<Result<_, _>>()
+            .context("HOOKLINE_ALLOWED_SUBNETS / allowed_subnets")?,
+        concurrency: config.delivery.concurrency,
+        max_in_flight_per_endpoint: config.delivery.max_in_flight_per_endpoint,
+        disable_after: config.delivery.disable_after,
+        operational: config
+            .operational
+            .as_ref()
+            .map(|ops| hookline_engine::OperationalEndpoint {
+                url: ops.url.clone(),
+                secret: ops.secret.clone(),
+            }),
+        node_id: format!("node-{}", random_base62(8)),
+        ..hookline_engine::EngineConfig::default()
+    };
+    engine_config
+        .validate()
+        .context("invalid delivery configuration")?;
+    let engine_task = config.role.delivers().then(|| {
+        let engine =
+            hookline_engine::Engine::new(Arc::clone(&store), engine_config, Arc::clone(&wake));
+        tokio::spawn(engine.run(shutdown.clone()))
+    });
+
+    let signal_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new requests, finishing deliveries in flight");
+        signal_shutdown.cancel();
+    });
+
+    if config.role.serves_api() {
+        let state = hookline_server::AppState {
+            store,
+            wake,
+            config: Arc::new(hookline_server::ApiConfig {
+                admin_token: config.admin_token.clone(),
+                public_url: config.public_url.clone(),
+                max_payload_bytes: config.max_payload_bytes,
+                idempotency_ttl: std::time::Duration::from_secs(12 * 3600),
+            }),
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        tracing::info!(listen = %config.listen, database = %config.database_url, role = ?config.role, "hookline serving");
+        axum::serve(listener, hookline_server::app(state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("server failed")?;
+    } else {
+        tracing::info!(database = %config.database_url, "hookline delivering (worker role)");
+        shutdown.cancelled().await;
+    }
+    shutdown.cancel();
+    if let Some(engine_task) = engine_task {
+        engine_task.await.context("delivery engine panicked")?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,435 @@
+//! Configuration: a pure function of the defaults (`config.default.toml`, compiled in), an
+//! optional file, and `HOOKLINE_*` environment variables, validated once into [`Config`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The commented reference configuration, which is also the source of every default.
+pub const DEFAULT_TOML: &str = include_str!("../../../config.default.toml");
+
+/// Validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    /// Connections to PostgreSQL this node keeps at most.
+    pub pool_size: usize,
+    pub public_url: String,
+    pub admin_token: Option<String>,
+    pub role: Role,
+    pub max_payload_bytes: usize,
+    pub delivery: Delivery,
+    pub operational: Option<Operational>,
+    pub log: Log,
+}
+
+/// What a node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Serves the API only.
+    Api,
+    /// Makes deliveries only.
+    Worker,
+    /// Both.
+    All,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        self != Role::Worker
+    }
+
+    pub fn delivers(self) -> bool {
+        self != Role::Api
+    }
+}
+
+/// How deliveries are made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub retry_schedule: Vec<Duration>,
+    pub attempt_timeout: Duration,
+    /// CIDRs that deliveries may reach although private or loopback.
+    pub allowed_subnets: Vec<String>,
+    pub concurrency: usize,
+    pub max_in_flight_per_endpoint: usize,
+    pub disable_after: Duration,
+}
+
+/// Where operational events go.
+#[derive(Clone, PartialEq)]
+pub struct Operational {
+    pub url: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Operational {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operational")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub json: bool,
+    pub level: String,
+}
+
+/// The file's shape: every field optional, so a file may set only what it changes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    listen: Option<String>,
+    database_url: Option<String>,
+    pool_size: Option<usize>,
+    public_url: Option<String>,
+    admin_token: Option<String>,
+    role: Option<String>,
+    max_payload_bytes: Option<usize>,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    operational: RawOperational,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    retry_schedule: Option<Vec<u64>>,
+    attempt_timeout: Option<u64>,
+    allowed_subnets: Option<Vec<String>>,
+    concurrency: Option<usize>,
+    max_in_flight_per_endpoint: Option<usize>,
+    disable_after: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperational {
+    url: Option<String>,
+    secret: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+macro_rules! overlay {
+    ($base:expr, $top:expr, [$($field:ident),*]) => {
+        $( if $top.$field.is_some() { $base.$field = $top.$field; } )*
+    };
+}
+
+impl Raw {
+    fn overlay(&mut self, top: Raw) {
+        overlay!(
+            self,
+            top,
+            [
+                listen,
+                database_url,
+                pool_size,
+                public_url,
+                admin_token,
+                role,
+                max_payload_bytes
+            ]
+        );
+        overlay!(
+            self.delivery,
+            top.delivery,
+            [
+                retry_schedule,
+                attempt_timeout,
+                allowed_subnets,
+                concurrency,
+                max_in_flight_per_endpoint,
+                disable_after
+            ]
+        );
+        overlay!(self.operational, top.operational, [url, secret]);
+        overlay!(self.log, top.log, [format, level]);
+    }
+
+    fn from_env(env: &HashMap<String, String>) -> anyhow::Result<Raw> {
+        let get = |name: &str| env.get(name).map(|v| v.trim().to_owned());
+        let list = |name: &str| {
+            get(name).map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+        };
+        let number = |name: &str| -> anyhow::Result<Option<u64>> {
+            get(name)
+                .map(|v| {
+                    v.parse::<u64>().with_context(|| {
+                        format!("{name} must be a whole number of seconds, got {v:?}")
+                    })
+                })
+                .transpose()
+        };
+        let schedule = list("HOOKLINE_RETRY_SCHEDULE")
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|s| {
+                        s.parse::<u64>().with_context(|| {
+                            format!("HOOKLINE_RETRY_SCHEDULE must list whole seconds, got {s:?}")
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<u64>>>()
+            })
+            .transpose()?;
+        Ok(Raw {
+            listen: get("HOOKLINE_LISTEN"),
+            database_url: get("HOOKLINE_DATABASE_URL"),
+            pool_size: get("HOOKLINE_DATABASE_POOL_SIZE")
+                .map(|v| {
+                    v.parse::<usize>().with_context(|| {
+                        format!("HOOKLINE_DATABASE_POOL_SIZE must be a whole number, got {v:?}")
+                    })
+                })
+                .transpose()?,
+            public_url: get("HOOKLINE_PUBLIC_URL"),
+            admin_token: get("HOOKLINE_ADMIN_TOKEN"),
+            role: get("HOOKLINE_ROLE"),
+            max_payload_bytes: None,
+            delivery: RawDelivery {
+                retry_schedule: schedule,
+                attempt_timeout: number("HOOKLINE_ATTEMPT_TIMEOUT")?,
+                allowed_subnets: list("HOOKLINE_ALLOWED_SUBNETS"),
+                ..RawDelivery::default()
+            },
+            operational: RawOperational {
+                url: get("HOOKLINE_OPERATIONAL_URL"),
+                secret: get("HOOKLINE_OPERATIONAL_SECRET"),
+            },
+            log: RawLog {
+                format: get("HOOKLINE_LOG_FORMAT"),
+                level: get("HOOKLINE_LOG_LEVEL"),
+            },
+        })
+    }
+}
+
+impl Config {
+    /// Loads the configuration from the defaults, `file` and `env`, later ones winning.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> anyhow::Result<Config> {
+        let mut raw: Raw = toml::from_str(DEFAULT_TOML).context("built-in defaults")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let from_file: Raw = toml::from_str(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?;
+            raw.overlay(from_file);
+        }
+        raw.overlay(Raw::from_env(env)?);
+        Config::validate(raw)
+    }
+
+    fn validate(raw: Raw) -> anyhow::Result<Config> {
+        let required = |value: Option<String>, name: &str| {
+            value.with_context(|| format!("{name} is missing from the defaults"))
+        };
+        let listen_text = required(raw.listen, "listen")?;
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("listen must be address:port, got {listen_text:?}"))?;
+        let database_url = required(raw.database_url, "database_url")?;
+        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
+            bail!("database_url must start with sqlite:// or postgres://, got {database_url:?}");
+        }
+        let pool_size = raw.pool_size.unwrap_or(16);
+        if !(1..=1000).contains(&pool_size) {
+            bail!("pool_size must be between 1 and 1000, got {pool_size}");
+        }
+        let public_url = raw
+            .public_url
+            .filter(|url| !url.is_empty())
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let admin_token = raw.admin_token.filter(|token| !token.is_empty());
+        if let Some(token) = &admin_token
+            && token.len() < 16
+        {
+            bail!("admin_token must be at least 16 characters");
+        }
+        let role = match raw.role.as_deref().unwrap_or("all") {
+            "api" => Role::Api,
+            "worker" => Role::Worker,
+            "all" => Role::All,
+            other => bail!("role must be api, worker or all, got {other:?}"),
+        };
+        let d = raw.delivery;
+        let timeout = d.attempt_timeout.unwrap_or(15);
+        if !(1..=300).contains(&timeout) {
+            bail!("attempt_timeout must be between 1 and 300 seconds, got {timeout}");
+        }
+        let concurrency = d.concurrency.unwrap_or(256);
+        let per_endpoint = d.max_in_flight_per_endpoint.unwrap_or(16);
+        if concurrency == 0 || per_endpoint == 0 {
+            bail!("concurrency and max_in_flight_per_endpoint must be at least 1");
+        }
+        let operational = match (raw.operational.url, raw.operational.secret) {
+            (Some(url), Some(secret)) if !url.is_empty() => {
+                hookline_signature::Keyset::new(hookline_signature::Scheme::Standard, [&secret])
+                    .context("operational.secret must be a whsec_ secret")?;
+                Some(Operational { url, secret })
+            }
+            (Some(url), _) if !url.is_empty() => bail!("operational.url needs operational.secret"),
+            _ => None,
+        };
+        let format = raw.log.format.unwrap_or_else(|| "json".into());
+        if !matches!(format.as_str(), "json" | "text") {
+            bail!("log.format must be json or text, got {format:?}");
+        }
+        Ok(Config {
+            listen,
+            database_url,
+            pool_size,
+            public_url,
+            admin_token,
+            role,
+            max_payload_bytes: raw.max_payload_bytes.unwrap_or(1 << 20),
+            delivery: Delivery {
+                retry_schedule: d
+                    .retry_schedule
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Duration::from_secs)
+                    .collect(),
+                attempt_timeout: Duration::from_secs(timeout),
+                allowed_subnets: d.allowed_subnets.unwrap_or_default(),
+                concurrency,
+                max_in_flight_per_endpoint: per_endpoint,
+                disable_after: Duration::from_secs(d.disable_after.unwrap_or(432_000)),
+            },
+            operational,
+            log: Log {
+                json: format == "json",
+                level: raw.log.level.unwrap_or_else(|| "info".into()),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Config::load(None, &HashMap::new()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8071");
+        assert_eq!(config.database_url, "sqlite://hookline.db");
+        assert_eq!(config.public_url, "http://127.0.0.1:8071");
+        assert_eq!(config.admin_token, None);
+        assert_eq!(config.role, Role::All);
+        assert_eq!(
+            config.delivery.retry_schedule,
+            [5, 300, 1800, 7200, 18000, 36000, 36000].map(Duration::from_secs)
+        );
+        assert_eq!(config.delivery.attempt_timeout, Duration::from_secs(15));
+        assert!(config.delivery.allowed_subnets.is_empty());
+        assert_eq!(config.operational, None);
+        assert!(config.log.json);
+    }
+
+    #[test]
+    fn environment_wins_over_file_which_wins_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("hookline-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hookline.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\n[delivery]\nattempt_timeout = 30\nconcurrency = 8\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            &env(&[
+                ("HOOKLINE_LISTEN", "127.0.0.1:9100"),
+                ("HOOKLINE_RETRY_SCHEDULE", "1, 2,3"),
+                ("HOOKLINE_ALLOWED_SUBNETS", "127.0.0.0/8,::1/128"),
+                ("HOOKLINE_ADMIN_TOKEN", "a-long-enough-admin-token"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(config.delivery.attempt_timeout, Duration::from_secs(30));
+        assert_eq!(config.delivery.concurrency, 8);
+        assert_eq!(
+            config.delivery.retry_schedule,
+            [1, 2, 3].map(Duration::from_secs)
+        );
+        assert_eq!(config.delivery.allowed_subnets, ["127.0.0.0/8", "::1/128"]);
+        assert_eq!(
+            config.admin_token.as_deref(),
+            Some("a-long-enough-admin-token")
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_setting_named() {
+        let cases = [
+            ("HOOKLINE_LISTEN", "nowhere", "listen"),
+            ("HOOKLINE_ATTEMPT_TIMEOUT", "0", "attempt_timeout"),
+            (
+                "HOOKLINE_ATTEMPT_TIMEOUT",
+                "soon",
+                "HOOKLINE_ATTEMPT_TIMEOUT",
+            ),
+            ("HOOKLINE_RETRY_SCHEDULE", "5,x", "HOOKLINE_RETRY_SCHEDULE"),
+            ("HOOKLINE_DATABASE_URL", "mysql://x", "database_url"),
+            ("HOOKLINE_ADMIN_TOKEN", "short", "admin_token"),
+            ("HOOKLINE_ROLE", "boss", "role"),
+            (
+                "HOOKLINE_OPERATIONAL_URL",
+                "http://ops.test",
+                "operational.secret",
+            ),
+        ];
+        for (name, value, mentioned) in cases {
+            let error = Config::load(None, &env(&[(name, value)])).unwrap_err();
+            assert!(
+                format!("{error:#}").contains(mentioned),
+                "{name}={value}: {error:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_are_refused() {
+        let dir = std::env::temp_dir().join(format!("hookline-config-x-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "[delivery]\nretry_shedule = [1]\n").unwrap();
+        let error = Config::load(Some(&file), &HashMap::new()).unwrap_err();
+        assert!(format!("{error:#}").contains("retry_shedule"), "{error:#}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,233 @@
+//! `hookline serve` end to end: first start, graceful shutdown, crash safety.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::server::{Receiver, Server, TempDir, free_port};
+
+#[tokio::test]
+async fn first_start_creates_the_database_and_prints_an_admin_token_once() {
+    let dir = TempDir::new("first-start");
+    let port = free_port();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .arg("serve")
+            .current_dir(&dir.0)
+            .env("HOOKLINE_LISTEN", format!("127.0.0.1:{port}"))
+            .env_remove("HOOKLINE_DATABASE_URL")
+            .env_remove("HOOKLINE_ADMIN_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let wait_health = || async {
+        for _ in 0..400 {
+            if client
+                .get(format!("{url}/api/v1/health"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server did not start");
+    };
+
+    let first = start();
+    wait_health().await;
+    assert!(
+        dir.0.join("hookline.db").exists(),
+        "./hookline.db is the default"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &first.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = first.wait_with_output().expect("first run output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let token = stderr
+        .split_whitespace()
+        .find(|word| word.starts_with("hlk_"))
+        .unwrap_or_else(|| panic!("no admin token printed: {stderr}"))
+        .to_owned();
+
+    let second = start();
+    wait_health().await;
+    let apps = client
+        .get(format!("{url}/api/v1/app"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        apps.status().as_u16(),
+        200,
+        "the printed token works after a restart"
+    );
+    let wrong = client
+        .get(format!("{url}/api/v1/app"))
+        .bearer_auth("hlk_not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &second.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = second.wait_with_output().unwrap();
+    assert!(output.status.success(), "SIGTERM is a clean exit");
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("hlk_"),
+        "the token is printed only once"
+    );
+}
+
+/// Kills the server with SIGKILL while thousands of messages are in flight, restarts it
+/// on the same database, and checks that every message accepted with a 2xx is delivered,
+/// duplicates carrying the same webhook-id.
+#[tokio::test]
+async fn every_accepted_message_survives_a_sigkill() {
+    const MESSAGES: usize = 3000;
+    let dir = TempDir::new("crash");
+    let (receiver, receiver_url) = Receiver::start().await;
+    // A slow receiver (16 in flight, 25 ms each) lets a backlog of accepted messages build.
+    *receiver.delay.lock().unwrap() = Duration::from_millis(25);
+    let mut server = Server::start(&dir.0, &[("HOOKLINE_RETRY_SCHEDULE", "1,1,1,1,1")]).await;
+    let (status, app) = server
+        .api(Method::POST, "/api/v1/app", Some(json!({"name": "crash"})))
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    let (status, endpoint) = server
+        .api(
+            Method::POST,
+            &format!("/api/v1/app/{app_id}/endpoint"),
+            Some(json!({"url": format!("{receiver_url}/crash")})),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+
+    // Send from 32 concurrent tasks; kill the server part way through.
+    let accepted = Arc::new(std::sync::Mutex::new(HashMap::<String, usize>::new()));
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/app/{app_id}/msg", server.url);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..32 {
+        let (client, url, next, accepted) =
+            (client.clone(), url.clone(), next.clone(), accepted.clone());
+        senders.push(tokio::spawn(async move {
+            loop {
+                let seq = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if seq >= MESSAGES {
+                    return;
+                }
+                let response = client
+                    .post(&url)
+                    .bearer_auth(crate::server::TOKEN)
+                    .json(&json!({"eventType": "crash.test", "payload": {"seq": seq}}))
+                    .send()
+                    .await;
+                let Ok(response) = response else { continue };
+                if response.status().is_success()
+                    && let Ok(body) = response.json::<serde_json::Value>().await
+                    && let Some(id) = body["id"].as_str()
+                {
+                    accepted.lock().unwrap().insert(id.to_owned(), seq);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    while accepted.lock().unwrap().len() < MESSAGES / 3
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let kill_at = started.elapsed();
+    server.kill();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(
+        accepted.len() >= MESSAGES / 3,
+        "only {} accepted before the kill",
+        accepted.len()
+    );
+    let delivered_before = receiver.deliveries().len();
+    assert!(
+        delivered_before + 200 < accepted.len(),
+        "the kill should catch a backlog: {delivered_before} of {} delivered",
+        accepted.len()
+    );
+
+    let restarted_at = Instant::now();
+    let _restarted = Server::start(&dir.0, &[("HOOKLINE_RETRY_SCHEDULE", "1,1,1,1,1")]).await;
+    let deliveries = receiver
+        .wait_until(Duration::from_secs(90), |deliveries| {
+            let ids: HashSet<&str> = deliveries
+                .iter()
+                .filter_map(|d| d.headers.get("webhook-id").map(String::as_str))
+                .collect();
+            accepted.keys().all(|id| ids.contains(id.as_str()))
+        })
+        .await;
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for delivery in &deliveries {
+        assert_eq!(delivery.path, "/crash");
+        let id = delivery
+            .headers
+            .get("webhook-id")
+            .expect("webhook-id on every delivery")
+            .clone();
+        let payload: serde_json::Value = serde_json::from_slice(&delivery.body).expect("json body");
+        if let Some(seq) = accepted.get(&id) {
+            assert_eq!(
+                payload["seq"],
+                json!(seq),
+                "webhook-id {id} carries its own message"
+            );
+        }
+        *seen.entry(id).or_default() += 1;
+    }
+    let missing: Vec<&String> = accepted
+        .keys()
+        .filter(|id| !seen.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} accepted messages never delivered, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    println!(
+        "kill after {:?}, all delivered {:?} after the restart",
+        kill_at,
+        restarted_at.elapsed()
+    );
+    println!(
+        "accepted {} of {MESSAGES}; {delivered_before} delivered before the kill; {} deliveries in all; {duplicates} duplicates (same webhook-id)",
+        accepted.len(),
+        deliveries.len()
+    );
+}
