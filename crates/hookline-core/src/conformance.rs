@@ -264,6 +264,25 @@ pub async fn endpoints_are_scoped_to_their_app(store: Arc<dyn Store>) {
     let read = store.get_endpoint(&a.id, ep.id.as_str()).await.unwrap();
     assert!(read.disabled);
     assert_eq!(read.secrets.len(), 2);
+
+    // failing_since is the engine's: a settings write keeps it, re-enabling clears it.
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let mut exhausted = outcome(&m, &ep.id, MessageStatus::Fail, None, 500);
+    exhausted.endpoint_failing = Some(true);
+    store.record_outcomes(vec![exhausted]).await.unwrap();
+    let mut stale = read.clone();
+    stale.description = "renamed".into();
+    store.update_endpoint(&stale).await.unwrap();
+    let failing = store.get_endpoint(&a.id, ep.id.as_str()).await.unwrap();
+    assert!(
+        failing.failing_since.is_some(),
+        "a stale copy does not undo the engine's write"
+    );
+    stale.disabled = false;
+    store.update_endpoint(&stale).await.unwrap();
+    let enabled = store.get_endpoint(&a.id, ep.id.as_str()).await.unwrap();
+    assert_eq!((enabled.disabled, enabled.failing_since), (false, None));
     let listed = store.list_endpoints(&a.id, &first(10)).await.unwrap();
     assert_eq!(listed.data.len(), 1);
     store.delete_endpoint(&a.id, &ep.id).await.unwrap();

@@ -66,19 +66,13 @@ impl Endpoint {
     /// Whether a message of `event_type` on `channels` is for this endpoint. A message
     /// without channels does not reach an endpoint that listens on some.
     pub fn wants(&self, event_type: &str, channels: Option<&[String]>) -> bool {
-        if self.disabled {
-            return false;
-        }
-        let type_ok = self
-            .event_types
-            .as_ref()
-            .is_none_or(|types| types.iter().any(|t| t == event_type));
-        let channel_ok = match (&self.channels, channels) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(mine), Some(theirs)) => mine.iter().any(|c| theirs.contains(c)),
-        };
-        type_ok && channel_ok
+        fan_out_matches(
+            self.disabled,
+            self.event_types.as_deref(),
+            self.channels.as_deref(),
+            event_type,
+            channels,
+        )
     }
 
     /// The keys that sign a delivery made at `now`: the current one and every rotated-out
@@ -98,6 +92,48 @@ impl Endpoint {
             .map(|secret| secret.key.as_str())
             .unwrap_or_default()
     }
+}
+
+/// The part of an endpoint that fan-out reads: enough to decide [`Endpoint::wants`]
+/// without loading secrets, headers and metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointFilter {
+    pub id: EndpointId,
+    pub disabled: bool,
+    pub event_types: Option<Vec<String>>,
+    pub channels: Option<Vec<String>>,
+}
+
+impl EndpointFilter {
+    /// The same rule as [`Endpoint::wants`].
+    pub fn wants(&self, event_type: &str, channels: Option<&[String]>) -> bool {
+        fan_out_matches(
+            self.disabled,
+            self.event_types.as_deref(),
+            self.channels.as_deref(),
+            event_type,
+            channels,
+        )
+    }
+}
+
+fn fan_out_matches(
+    disabled: bool,
+    event_types: Option<&[String]>,
+    endpoint_channels: Option<&[String]>,
+    event_type: &str,
+    channels: Option<&[String]>,
+) -> bool {
+    if disabled {
+        return false;
+    }
+    let type_ok = event_types.is_none_or(|types| types.iter().any(|t| t == event_type));
+    let channel_ok = match (endpoint_channels, channels) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(mine), Some(theirs)) => mine.iter().any(|c| theirs.contains(c)),
+    };
+    type_ok && channel_ok
 }
 
 /// A kind of event an application can send.

@@ -138,11 +138,17 @@ impl RetryPolicy {
             // Honoured, within [step, 2 x step]: a receiver can slow us down, not stall us.
             return asked.clamp(step, step * 2);
         }
-        if self.jitter == 0.0 {
-            return step;
+        let jittered = if self.jitter == 0.0 {
+            step
+        } else {
+            step.mul_f64(1.0 + rand::thread_rng().gen_range(-self.jitter..=self.jitter))
+        };
+        // Jitter spreads retries out; it never takes a throttled wait below the minimum.
+        if throttled {
+            jittered.max(THROTTLE_MIN)
+        } else {
+            jittered
         }
-        let factor = 1.0 + rand::thread_rng().gen_range(-self.jitter..=self.jitter);
-        step.mul_f64(factor)
     }
 }
 
@@ -251,6 +257,20 @@ mod tests {
             retry_after: None,
         };
         assert!(!redirect.is_success());
+    }
+
+    #[test]
+    fn jitter_never_takes_a_throttled_wait_below_sixty_seconds() {
+        let policy = RetryPolicy::new(vec![secs(5)]);
+        let now = Utc::now();
+        let busy = Ending::Answered {
+            status: 429,
+            retry_after: None,
+        };
+        for _ in 0..200 {
+            let wait = after(policy.decide(1, TriggerType::Scheduled, busy, now), now).unwrap();
+            assert!((60..=72).contains(&wait), "{wait}");
+        }
     }
 
     #[test]

@@ -333,7 +333,8 @@ impl Store for PostgresStore {
             &db,
             "UPDATE endpoint SET uid = $3, url = $4, description = $5, disabled = $6,
                  throttle_rate = $7, event_types = $8, channels = $9, metadata = $10,
-                 headers = $11, secrets = $12, failing_since = $13, updated_at = $14
+                 headers = $11, secrets = $12, updated_at = $13,
+                 failing_since = CASE WHEN disabled AND NOT $6 THEN NULL ELSE failing_since END
              WHERE id = $1 AND app_id = $2",
             &[
                 &v.endpoint.id.as_str(),
@@ -348,7 +349,6 @@ impl Store for PostgresStore {
                 &v.metadata,
                 &v.headers,
                 &v.secrets,
-                &v.failing_since,
                 &v.updated_at,
             ],
         )

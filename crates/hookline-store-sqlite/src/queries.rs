@@ -162,25 +162,54 @@ fn endpoint_params(endpoint: &Endpoint) -> Vec<Value> {
     ]
 }
 
-fn load_job(conn: &Connection, msg_id: &str, endpoint_id: &str) -> Result<Option<DeliveryJob>> {
+/// Reads the claimed deliveries, each endpoint once per claim however many of its
+/// deliveries were claimed (a fan-out claims many).
+fn load_jobs(conn: &Connection, claimed: Vec<(String, String)>) -> Result<Vec<DeliveryJob>> {
     let sql = format!(
-        "SELECT {}, {}, {}, app.uid FROM destination
+        "SELECT {}, {}, app.uid FROM destination
          JOIN message ON message.id = destination.msg_id
-         JOIN endpoint ON endpoint.id = destination.endpoint_id
          JOIN app ON app.id = destination.app_id
          WHERE destination.msg_id = ?1 AND destination.endpoint_id = ?2",
         rows::DESTINATION_COLUMNS,
         rows::MESSAGE_COLUMNS,
+    );
+    let endpoint_sql = format!(
+        "SELECT {} FROM endpoint WHERE id = ?1",
         rows::ENDPOINT_COLUMNS
     );
-    one(conn, &sql, params![msg_id, endpoint_id], |row| {
-        Ok(DeliveryJob {
-            destination: rows::destination_at(row, 0)?,
-            message: rows::message_at(row, 8)?,
-            endpoint: rows::endpoint_at(row, 15)?,
-            app_uid: row.get(30)?,
-        })
-    })
+    let mut endpoints: std::collections::HashMap<String, Endpoint> =
+        std::collections::HashMap::new();
+    let mut jobs = Vec::with_capacity(claimed.len());
+    for (msg_id, endpoint_id) in claimed {
+        let found = one(conn, &sql, params![msg_id, endpoint_id], |row| {
+            Ok((
+                rows::destination_at(row, 0)?,
+                rows::message_at(row, 8)?,
+                row.get::<_, Option<String>>(15)?,
+            ))
+        })?;
+        let Some((destination, message, app_uid)) = found else {
+            continue; // Deleted since the claim.
+        };
+        let endpoint = match endpoints.get(&endpoint_id) {
+            Some(endpoint) => endpoint.clone(),
+            None => {
+                let Some(endpoint) = one(conn, &endpoint_sql, [&endpoint_id], rows::endpoint)?
+                else {
+                    continue;
+                };
+                endpoints.insert(endpoint_id, endpoint.clone());
+                endpoint
+            }
+        };
+        jobs.push(DeliveryJob {
+            destination,
+            message,
+            endpoint,
+            app_uid,
+        });
+    }
+    Ok(jobs)
 }
 
 fn record_outcome(conn: &Connection, outcome: &AttemptOutcome) -> Result<()> {
@@ -369,7 +398,9 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "UPDATE endpoint SET uid = ?3, url = ?4, description = ?5, disabled = ?6,
                          throttle_rate = ?7, event_types = ?8, channels = ?9, metadata = ?10,
-                         headers = ?11, secrets = ?12, failing_since = ?13, updated_at = ?15
+                         headers = ?11, secrets = ?12, updated_at = ?15,
+                         failing_since = CASE WHEN disabled = 1 AND ?6 = 0 THEN NULL
+                                              ELSE failing_since END
                      WHERE id = ?1 AND app_id = ?2",
                 )
                 .and_then(|mut s| s.execute(params_from_iter(values)))
@@ -561,23 +592,24 @@ impl Store for SqliteStore {
                 other => other,
             })?;
 
-            let sql = format!(
-                "SELECT {} FROM endpoint WHERE app_id = ?1",
-                rows::ENDPOINT_COLUMNS
-            );
-            let mut statement = conn.prepare_cached(&sql).map_err(Error::storage)?;
+            // Only what matching needs: this runs on the writer thread for every message.
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT id, disabled, event_types, channels FROM endpoint WHERE app_id = ?1",
+                )
+                .map_err(Error::storage)?;
             let endpoints = statement
-                .query_map([message.app_id.as_str()], rows::endpoint)
+                .query_map([message.app_id.as_str()], rows::endpoint_filter)
                 .map_err(Error::storage)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(Error::storage)?;
             let targets: Vec<EndpointId> = endpoints
                 .into_iter()
-                .filter(|endpoint| match &new.only_endpoint {
-                    Some(only) => &endpoint.id == only,
-                    None => endpoint.wants(&message.event_type, message.channels.as_deref()),
+                .filter(|filter| match &new.only_endpoint {
+                    Some(only) => &filter.id == only,
+                    None => filter.wants(&message.event_type, message.channels.as_deref()),
                 })
-                .map(|endpoint| endpoint.id)
+                .map(|filter| filter.id)
                 .collect();
             let mut insert = conn
                 .prepare_cached(
@@ -672,10 +704,11 @@ impl Store for SqliteStore {
     ) -> Result<Vec<DeliveryJob>> {
         let owner = owner.to_owned();
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-        self.write(move |conn| {
-            let mut claim = conn
-                .prepare_cached(
-                    "UPDATE destination SET lease_owner = ?1, lease_until = ?2, status = ?5
+        let claimed = self
+            .write(move |conn| {
+                let mut claim = conn
+                    .prepare_cached(
+                        "UPDATE destination SET lease_owner = ?1, lease_until = ?2, status = ?5
                      WHERE rowid IN (
                          SELECT destination.rowid FROM destination
                          JOIN endpoint ON endpoint.id = destination.endpoint_id
@@ -687,29 +720,30 @@ impl Store for SqliteStore {
                          ORDER BY destination.next_attempt
                          LIMIT ?4)
                      RETURNING msg_id, endpoint_id",
-                )
-                .map_err(Error::storage)?;
-            let claimed = claim
-                .query_map(
-                    params![
-                        owner,
-                        millis(lease_until),
-                        millis(now),
-                        limit as i64,
-                        MessageStatus::Sending.code()
-                    ],
-                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
-                )
-                .map_err(Error::storage)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(Error::storage)?;
-            let mut jobs = Vec::with_capacity(claimed.len());
-            for (msg_id, endpoint_id) in claimed {
-                jobs.extend(load_job(conn, &msg_id, &endpoint_id)?);
-            }
-            Ok(jobs)
-        })
-        .await
+                    )
+                    .map_err(Error::storage)?;
+                let claimed = claim
+                    .query_map(
+                        params![
+                            owner,
+                            millis(lease_until),
+                            millis(now),
+                            limit as i64,
+                            MessageStatus::Sending.code()
+                        ],
+                        |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+                    )
+                    .map_err(Error::storage)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(Error::storage)?;
+                Ok(claimed)
+            })
+            .await?;
+        // The claim is committed; reading the jobs needs no writer time.
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(move |conn| load_jobs(conn, claimed)).await
     }
 
     async fn release(

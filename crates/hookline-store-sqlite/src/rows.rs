@@ -6,8 +6,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use hookline_core::Error;
 use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
 use hookline_core::model::{
-    Application, Attempt, Destination, Endpoint, EndpointSecret, ErrorKind, EventType, Message,
-    MessageStatus, TriggerType,
+    Application, Attempt, Destination, Endpoint, EndpointFilter, EndpointSecret, ErrorKind,
+    EventType, Message, MessageStatus, TriggerType,
 };
 use rusqlite::Row;
 use serde::Serialize;
@@ -101,6 +101,16 @@ pub fn endpoint_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Endpoint> {
         failing_since: row.get::<_, Option<i64>>(at + 12)?.map(time),
         created_at: time(row.get(at + 13)?),
         updated_at: time(row.get(at + 14)?),
+    })
+}
+
+/// Reads `id, disabled, event_types, channels`.
+pub fn endpoint_filter(row: &Row<'_>) -> rusqlite::Result<EndpointFilter> {
+    Ok(EndpointFilter {
+        id: EndpointId::from_string(row.get(0)?),
+        disabled: row.get(1)?,
+        event_types: parse_opt(row.get(2)?)?,
+        channels: parse_opt(row.get(3)?)?,
     })
 }
 
