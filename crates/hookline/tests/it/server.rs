@@ -65,7 +65,7 @@ impl Server {
             .env("HOOKLINE_ALLOWED_SUBNETS", "127.0.0.0/8")
             .env("HOOKLINE_LOG_LEVEL", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::inherit());
         for (name, value) in extra {
             command.env(name, value);
         }

@@ -1,0 +1,222 @@
+//! Several `hookline serve` nodes on one PostgreSQL database. Skipped, with a notice, when
+//! HOOKLINE_TEST_POSTGRES_URL is not set; `.ci/run` sets it.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::server::{Receiver, Server, TOKEN, TempDir};
+
+/// A fresh schema on the test server, and a database URL whose connections use it.
+fn postgres_schema(name: &str) -> Option<String> {
+    let Ok(url) = std::env::var("HOOKLINE_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: HOOKLINE_TEST_POSTGRES_URL not set");
+        return None;
+    };
+    let schema = format!("hookline_node_{name}_{}", std::process::id());
+    let created = Command::new("psql")
+        .args([
+            url.as_str(),
+            "-q",
+            "-c",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+        ])
+        .status()
+        .expect("run psql");
+    assert!(created.success(), "psql could not create schema {schema}");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{separator}options=-csearch_path%3D{schema}"))
+}
+
+async fn start_nodes(dir: &TempDir, url: &str, count: usize) -> Vec<Server> {
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        nodes.push(
+            Server::start(
+                &dir.0,
+                &[
+                    ("HOOKLINE_DATABASE_URL", url),
+                    ("HOOKLINE_ATTEMPT_TIMEOUT", "2"),
+                    // Tests run side by side; stay well under max_connections (100).
+                    ("HOOKLINE_DATABASE_POOL_SIZE", "4"),
+                    ("HOOKLINE_RETRY_SCHEDULE", "1,1,1"),
+                ],
+            )
+            .await,
+        );
+    }
+    nodes
+}
+
+/// Sends `count` messages spread over the nodes' APIs; returns message id -> sequence.
+async fn send(nodes: &[Server], app: &str, count: usize) -> HashMap<String, usize> {
+    let urls: Arc<Vec<String>> = Arc::new(
+        nodes
+            .iter()
+            .map(|node| format!("{}/api/v1/app/{app}/msg", node.url))
+            .collect(),
+    );
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..32 {
+        let (client, urls, next) = (client.clone(), urls.clone(), next.clone());
+        senders.push(tokio::spawn(async move {
+            let mut sent = HashMap::new();
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= count {
+                    return sent;
+                }
+                let response = client
+                    .post(&urls[seq % urls.len()])
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"eventType": "node.test", "payload": {"seq": seq}}))
+                    .send()
+                    .await
+                    .expect("create reaches a live node");
+                let status = response.status().as_u16();
+                let body: serde_json::Value = response.json().await.expect("json");
+                assert_eq!(status, 202, "{body}");
+                sent.insert(body["id"].as_str().expect("id").to_owned(), seq);
+            }
+        }));
+    }
+    let mut all = HashMap::new();
+    for sender in senders {
+        all.extend(sender.await.expect("sender"));
+    }
+    all
+}
+
+async fn setup(nodes: &[Server], receiver_url: &str, endpoints: usize) -> String {
+    let (status, app) = nodes[0]
+        .api(Method::POST, "/api/v1/app", Some(json!({"name": "nodes"})))
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let app = app["id"].as_str().unwrap().to_owned();
+    for k in 0..endpoints {
+        let (status, body) = nodes[k % nodes.len()]
+            .api(
+                Method::POST,
+                &format!("/api/v1/app/{app}/endpoint"),
+                Some(json!({"url": format!("{receiver_url}/ep{k}")})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    app
+}
+
+/// (webhook-id, path) -> how many times it arrived.
+fn counts(receiver: &Receiver) -> HashMap<(String, String), usize> {
+    let mut counts = HashMap::new();
+    for delivery in receiver.deliveries() {
+        let id = delivery
+            .headers
+            .get("webhook-id")
+            .expect("webhook-id")
+            .clone();
+        *counts.entry((id, delivery.path.clone())).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn three_nodes_deliver_every_message_once_to_each_endpoint() {
+    const MESSAGES: usize = 10_000;
+    const ENDPOINTS: usize = 2;
+    let Some(url) = postgres_schema("three") else {
+        return;
+    };
+    let dir = TempDir::new("three-nodes");
+    let (receiver, receiver_url) = Receiver::start().await;
+    let nodes = start_nodes(&dir, &url, 3).await;
+    let app = setup(&nodes, &receiver_url, ENDPOINTS).await;
+    let sent = send(&nodes, &app, MESSAGES).await;
+    assert_eq!(sent.len(), MESSAGES);
+
+    receiver
+        .wait_until(Duration::from_secs(120), |d| {
+            d.len() >= MESSAGES * ENDPOINTS
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // anything extra would show now
+    let counts = counts(&receiver);
+    for id in sent.keys() {
+        for k in 0..ENDPOINTS {
+            let n = counts
+                .get(&(id.clone(), format!("/ep{k}")))
+                .copied()
+                .unwrap_or(0);
+            assert_eq!(n, 1, "message {id} reached /ep{k} {n} times");
+        }
+    }
+    assert_eq!(counts.len(), MESSAGES * ENDPOINTS);
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_run_loses_nothing() {
+    const MESSAGES: usize = 3_000;
+    let Some(url) = postgres_schema("kill") else {
+        return;
+    };
+    let dir = TempDir::new("kill-node");
+    let (receiver, receiver_url) = Receiver::start().await;
+    // Slow answers (16 in flight per node, 100 ms each) keep a backlog for the kill to hit.
+    *receiver.delay.lock().unwrap() = Duration::from_millis(100);
+    let mut nodes = start_nodes(&dir, &url, 3).await;
+    let app = setup(&nodes, &receiver_url, 1).await;
+    let sent = send(&nodes, &app, MESSAGES).await;
+    // Kill one node while the backlog drains.
+    receiver
+        .wait_until(Duration::from_secs(60), |d| d.len() >= MESSAGES / 4)
+        .await;
+    nodes[2].kill();
+    let delivered_at_kill = receiver.deliveries().len();
+    assert!(
+        delivered_at_kill < MESSAGES * 2 / 3,
+        "the kill must come mid-run, not after {delivered_at_kill} deliveries"
+    );
+
+    let deliveries = receiver
+        .wait_until(Duration::from_secs(120), |d| {
+            let ids: std::collections::HashSet<&str> = d
+                .iter()
+                .filter_map(|x| x.headers.get("webhook-id").map(String::as_str))
+                .collect();
+            sent.keys().all(|id| ids.contains(id.as_str()))
+        })
+        .await;
+    let counts = counts(&receiver);
+    let missing = sent
+        .keys()
+        .filter(|id| !counts.contains_key(&((*id).clone(), "/ep0".into())))
+        .count();
+    assert_eq!(
+        missing, 0,
+        "every accepted message is delivered after a node dies"
+    );
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    // Only deliveries the killed node held can repeat: at most its concurrency (256).
+    assert!(duplicates <= 256, "{duplicates} duplicates");
+    for delivery in &deliveries {
+        let id = &delivery.headers["webhook-id"];
+        let payload: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap();
+        assert_eq!(
+            payload["seq"],
+            json!(sent[id]),
+            "a duplicate carries its own webhook-id"
+        );
+    }
+    println!(
+        "{} deliveries before the kill, {} in all, {duplicates} duplicates",
+        delivered_at_kill,
+        deliveries.len()
+    );
+}
