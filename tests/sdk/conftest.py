@@ -309,7 +309,9 @@ def _start_server(
     env.update(
         {
             "HOOKLINE_LISTEN": f"127.0.0.1:{port}",
-            "HOOKLINE_DATABASE_URL": f"sqlite://{data_dir / 'hookline.db'}",
+            # HOOKLINE_SDK_DATABASE_URL runs the suite on another backend (PostgreSQL).
+            "HOOKLINE_DATABASE_URL": os.environ.get("HOOKLINE_SDK_DATABASE_URL")
+            or f"sqlite://{data_dir / 'hookline.db'}",
             "HOOKLINE_ADMIN_TOKEN": token,
             "HOOKLINE_ALLOWED_SUBNETS": "127.0.0.0/8",
             "HOOKLINE_RETRY_SCHEDULE": ",".join(str(s) for s in RETRY_SCHEDULE),
