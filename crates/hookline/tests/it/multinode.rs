@@ -30,7 +30,10 @@ fn postgres_schema(name: &str) -> Option<String> {
         .expect("run psql");
     assert!(created.success(), "psql could not create schema {schema}");
     let separator = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{separator}options=-csearch_path%3D{schema}"))
+    // The application name lets a test find (and terminate) exactly these connections.
+    Some(format!(
+        "{url}{separator}options=-csearch_path%3D{schema}&application_name={schema}"
+    ))
 }
 
 async fn start_nodes(dir: &TempDir, url: &str, count: usize) -> Vec<Server> {
@@ -219,4 +222,73 @@ async fn a_node_killed_mid_run_loses_nothing() {
         delivered_at_kill,
         deliveries.len()
     );
+}
+
+#[tokio::test]
+async fn lost_database_connections_are_retried_without_losing_messages() {
+    const MESSAGES: usize = 2_000;
+    let Some(url) = postgres_schema("terminate") else {
+        return;
+    };
+    let admin_url = std::env::var("HOOKLINE_TEST_POSTGRES_URL").unwrap();
+    let schema = format!("hookline_node_terminate_{}", std::process::id());
+    let dir = TempDir::new("terminate");
+    let (receiver, receiver_url) = Receiver::start().await;
+    *receiver.delay.lock().unwrap() = Duration::from_millis(20);
+    let mut nodes = start_nodes(&dir, &url, 2).await;
+    let app = setup(&nodes, &receiver_url, 1).await;
+    let sent = send(&nodes, &app, MESSAGES).await;
+
+    // Cut every connection of both nodes, twice, while deliveries are under way.
+    for _ in 0..2 {
+        let terminated = Command::new("psql")
+            .args([
+                admin_url.as_str(),
+                "-tAc",
+                &format!(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE application_name = '{schema}'"
+                ),
+            ])
+            .output()
+            .expect("run psql");
+        let count: usize = String::from_utf8_lossy(&terminated.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        assert!(
+            count > 0,
+            "no connections of the nodes were found to terminate"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let deliveries = receiver
+        .wait_until(Duration::from_secs(120), |d| {
+            let ids: std::collections::HashSet<&str> = d
+                .iter()
+                .filter_map(|x| x.headers.get("webhook-id").map(String::as_str))
+                .collect();
+            sent.keys().all(|id| ids.contains(id.as_str()))
+        })
+        .await;
+    let delivered: std::collections::HashSet<&String> = deliveries
+        .iter()
+        .map(|d| &d.headers["webhook-id"])
+        .collect();
+    assert_eq!(
+        sent.keys().filter(|id| !delivered.contains(id)).count(),
+        0,
+        "every accepted message is delivered although the database connections dropped"
+    );
+    for node in &mut nodes {
+        assert!(
+            node.child.try_wait().expect("poll node").is_none(),
+            "a lost connection must not crash a node"
+        );
+    }
+    // The API answers again on every node.
+    for node in &nodes {
+        let (status, _) = node.api(Method::GET, "/api/v1/app", None).await;
+        assert_eq!(status, 200);
+    }
 }
