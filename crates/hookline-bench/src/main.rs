@@ -49,6 +49,13 @@ struct Args {
     /// The hookline binary to run.
     #[arg(long, default_value = "target/release/hookline")]
     server_bin: PathBuf,
+    /// A PostgreSQL URL to run on instead of a fresh SQLite file; a fresh schema is made in
+    /// it (with `psql`) and dropped afterwards.
+    #[arg(long)]
+    postgres_url: Option<String>,
+    /// Hookline nodes sharing the database (PostgreSQL only); creates go round-robin.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
     /// Seconds to wait for every delivery before giving up.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -226,7 +233,7 @@ fn free_port() -> anyhow::Result<u16> {
 
 async fn start_server(
     bin: &PathBuf,
-    db: &std::path::Path,
+    database_url: &str,
     role: &str,
 ) -> anyhow::Result<(Child, String)> {
     let port = free_port()?;
@@ -234,10 +241,7 @@ async fn start_server(
     let child = Command::new(bin)
         .arg("serve")
         .env("HOOKLINE_LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "HOOKLINE_DATABASE_URL",
-            format!("sqlite://{}", db.display()),
-        )
+        .env("HOOKLINE_DATABASE_URL", database_url)
         .env("HOOKLINE_ADMIN_TOKEN", TOKEN)
         .env("HOOKLINE_ALLOWED_SUBNETS", "127.0.0.0/8")
         .env("HOOKLINE_LOG_LEVEL", "warn")
@@ -259,6 +263,23 @@ async fn start_server(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+    let status = Command::new("psql")
+        .args([url, "-q", "-c", sql])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run psql")?;
+    if !status.success() {
+        bail!("psql failed: {sql}");
+    }
+    Ok(())
 }
 
 /// Peak and current resident memory of a process, in MiB.
@@ -383,20 +404,53 @@ async fn main() -> anyhow::Result<()> {
     // Hookline end to end.
     let dir = TempDir(std::env::temp_dir().join(format!("hookline-bench-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0)?;
-    let (child, url) = start_server(&args.server_bin, &dir.0.join("bench.db"), "all").await?;
-    let server = Server {
-        child,
-        url,
-        _dir: dir,
+    let (database_url, schema) = match &args.postgres_url {
+        Some(url) => {
+            let schema = format!("hookline_bench_{}", std::process::id());
+            psql(
+                url,
+                &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+            )?;
+            let separator = if url.contains('?') { '&' } else { '?' };
+            (
+                format!("{url}{separator}options=-csearch_path%3D{schema}"),
+                Some(schema),
+            )
+        }
+        None => {
+            if args.nodes > 1 {
+                bail!("--nodes above 1 needs --postgres-url: the SQLite store serves one process");
+            }
+            (sqlite_url(&dir.0.join("bench.db")), None)
+        }
     };
-    let pid = server.child.id();
+    let mut nodes = Vec::new();
+    for _ in 0..args.nodes.max(1) {
+        let (child, url) = start_server(&args.server_bin, &database_url, "all").await?;
+        nodes.push(Server {
+            child,
+            url,
+            _dir: TempDir(dir.0.join("unused")),
+        });
+    }
+    let backend = if schema.is_some() {
+        "postgresql"
+    } else {
+        "sqlite"
+    };
+    println!("backend: {backend}, {} node(s)", nodes.len());
+    let server = &nodes[0];
+    let pids: Vec<u32> = nodes.iter().map(|node| node.child.id()).collect();
     let app_id = create_app_with_endpoints(&client, &server.url, &receiver_url, 1).await?;
-    let create_url = format!("{}/api/v1/app/{app_id}/msg", server.url);
+    let create_urls: Vec<String> = nodes
+        .iter()
+        .map(|node| format!("{}/api/v1/app/{app_id}/msg", node.url))
+        .collect();
     let (create_client, pad3) = (client.clone(), pad.clone());
     let started = Instant::now();
     let (create_latencies, create_wall) = load(&client, n, c, &receiver, move |seq| {
         create_client
-            .post(&create_url)
+            .post(&create_urls[seq % create_urls.len()])
             .bearer_auth(TOKEN)
             .json(&json!({"eventType": "bench.event", "payload": payload(seq, &pad3)}))
     })
@@ -408,7 +462,7 @@ async fn main() -> anyhow::Result<()> {
     let accepted = n as f64 / create_wall.as_secs_f64();
     let delivered = n as f64 / end_to_end.as_secs_f64();
     let duplicates = receiver.total.load(Ordering::Relaxed).saturating_sub(n);
-    let (peak_rss, _) = memory(pid);
+    let peak_rss = pids.iter().map(|&pid| memory(pid).0).fold(0.0, f64::max);
 
     println!();
     println!("{:<44} {:>14} {:>10}", "figure", "value", "/ceiling");
@@ -458,19 +512,22 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "{:<44} {:>11.1} MiB {:>10}",
-        "server peak RSS", peak_rss, ""
+        "server peak RSS (largest node)", peak_rss, ""
     );
 
     if args.fanout_messages > 0 {
         receiver.reset();
         let fan_app = create_app_with_endpoints(&client, &server.url, &receiver_url, 100).await?;
-        let fan_url = format!("{}/api/v1/app/{fan_app}/msg", server.url);
+        let fan_urls: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("{}/api/v1/app/{fan_app}/msg", node.url))
+            .collect();
         let (fan_client, pad4) = (client.clone(), pad.clone());
         let m = args.fanout_messages;
         let started = Instant::now();
         load(&client, m, c, &receiver, move |seq| {
             fan_client
-                .post(&fan_url)
+                .post(&fan_urls[seq % fan_urls.len()])
                 .bearer_auth(TOKEN)
                 .json(&json!({"eventType": "bench.fanout", "payload": payload(seq, &pad4)}))
         })
@@ -484,7 +541,11 @@ async fn main() -> anyhow::Result<()> {
             rate / ceiling
         );
     }
-    drop(server);
+    drop(nodes);
+    drop(dir);
+    if let (Some(url), Some(schema)) = (&args.postgres_url, schema) {
+        psql(url, &format!("DROP SCHEMA {schema} CASCADE"))?;
+    }
 
     if args.backlog > 0 {
         backlog_phase(&args, &client, &receiver, &receiver_url, &pad, timeout).await?;
@@ -507,7 +568,7 @@ async fn backlog_phase(
         TempDir(std::env::temp_dir().join(format!("hookline-backlog-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0)?;
     let db = dir.0.join("backlog.db");
-    let (child, url) = start_server(&args.server_bin, &db, "api").await?;
+    let (child, url) = start_server(&args.server_bin, &sqlite_url(&db), "api").await?;
     let filler = Server {
         child,
         url,
@@ -537,7 +598,7 @@ async fn backlog_phase(
     );
     drop(filler);
 
-    let (child, url) = start_server(&args.server_bin, &db, "all").await?;
+    let (child, url) = start_server(&args.server_bin, &sqlite_url(&db), "all").await?;
     let drainer = Server {
         child,
         url,
