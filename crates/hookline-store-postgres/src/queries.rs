@@ -698,7 +698,8 @@ impl Store for PostgresStore {
         let tx = db.transaction().await.map_err(storage)?;
         execute(
             &tx,
-            "UPDATE destination SET lease_owner = NULL, lease_until = NULL, next_attempt = $3
+            "UPDATE destination SET lease_owner = NULL, lease_until = NULL, requeued = FALSE,
+                 next_attempt = $3
              FROM unnest($1::text[], $2::text[]) AS released (msg_id, endpoint_id)
              WHERE destination.msg_id = released.msg_id
                AND destination.endpoint_id = released.endpoint_id
@@ -770,7 +771,9 @@ impl Store for PostgresStore {
         let rows = execute(
             &tx,
             "UPDATE destination SET
-                 trigger_type = CASE WHEN next_attempt IS NULL THEN $4 ELSE trigger_type END,
+                 trigger_type = CASE WHEN next_attempt IS NULL OR lease_until IS NOT NULL
+                                     THEN $4 ELSE trigger_type END,
+                 requeued = lease_until IS NOT NULL,
                  status = $5, next_attempt = $6, updated_at = $6
              WHERE app_id = $1 AND msg_id = $2 AND endpoint_id = $3",
             &[
@@ -1089,8 +1092,10 @@ async fn record_delivery(db: &impl GenericClient, outcome: &AttemptOutcome) -> R
     .map_err(storage)?;
     execute(
         db,
-        "UPDATE destination SET status = $3, next_attempt = $4, attempts = $5,
-             trigger_type = 0, lease_owner = NULL, lease_until = NULL, updated_at = $6
+        "UPDATE destination SET status = $3, attempts = $5,
+             next_attempt = CASE WHEN requeued THEN next_attempt ELSE $4 END,
+             trigger_type = CASE WHEN requeued THEN trigger_type ELSE 0 END,
+             requeued = FALSE, lease_owner = NULL, lease_until = NULL, updated_at = $6
          WHERE msg_id = $1 AND endpoint_id = $2",
         &[
             &attempt.msg_id.as_str(),

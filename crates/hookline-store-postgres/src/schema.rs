@@ -12,7 +12,8 @@
 
 /// Each entry runs once, in its own transaction, in this order. Never edit an entry that
 /// has shipped; append a new one.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE app (
     id            TEXT COLLATE "C" PRIMARY KEY,
     uid           TEXT UNIQUE,
@@ -114,4 +115,8 @@ CREATE TABLE token (
     app_id     TEXT,
     created_at TIMESTAMPTZ NOT NULL
 );
-"#];
+"#,
+    // A resend that arrived while the delivery was in flight: the in-flight attempt's
+    // outcome must not overwrite it.
+    "ALTER TABLE destination ADD COLUMN requeued BOOLEAN NOT NULL DEFAULT FALSE",
+];

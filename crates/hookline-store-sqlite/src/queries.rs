@@ -241,8 +241,10 @@ fn record_outcome(conn: &Connection, outcome: &AttemptOutcome) -> Result<()> {
     })
     .map_err(Error::storage)?;
     conn.prepare_cached(
-        "UPDATE destination SET status = ?3, next_attempt = ?4, attempts = ?5,
-             trigger_type = 0, lease_owner = NULL, lease_until = NULL, updated_at = ?6
+        "UPDATE destination SET status = ?3, attempts = ?5,
+             next_attempt = CASE WHEN requeued = 1 THEN next_attempt ELSE ?4 END,
+             trigger_type = CASE WHEN requeued = 1 THEN trigger_type ELSE 0 END,
+             requeued = 0, lease_owner = NULL, lease_until = NULL, updated_at = ?6
          WHERE msg_id = ?1 AND endpoint_id = ?2",
     )
     .and_then(|mut s| {
@@ -754,7 +756,7 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let mut release = conn
                 .prepare_cached(
-                    "UPDATE destination SET lease_owner = NULL, lease_until = NULL,
+                    "UPDATE destination SET lease_owner = NULL, lease_until = NULL, requeued = 0,
                          next_attempt = ?3
                      WHERE msg_id = ?1 AND endpoint_id = ?2 AND next_attempt IS NOT NULL",
                 )
@@ -815,7 +817,9 @@ impl Store for SqliteStore {
             let rows = conn
                 .prepare_cached(
                     "UPDATE destination SET
-                         trigger_type = CASE WHEN next_attempt IS NULL THEN ?4 ELSE trigger_type END,
+                         trigger_type = CASE WHEN next_attempt IS NULL OR lease_until IS NOT NULL
+                                             THEN ?4 ELSE trigger_type END,
+                         requeued = CASE WHEN lease_until IS NOT NULL THEN 1 ELSE 0 END,
                          status = ?5, next_attempt = ?6, updated_at = ?6
                      WHERE app_id = ?1 AND msg_id = ?2 AND endpoint_id = ?3",
                 )

@@ -4,7 +4,8 @@
 //! text. The delivery queue is the `destination` table itself: a row is due when
 //! `next_attempt` has passed and no live lease holds it.
 
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE app (
     id            TEXT PRIMARY KEY,
     uid           TEXT UNIQUE,
@@ -105,4 +106,8 @@ CREATE TABLE token (
     app_id     TEXT,
     created_at INTEGER NOT NULL
 );
-"#];
+"#,
+    // A resend that arrived while the delivery was in flight: the in-flight attempt's
+    // outcome must not overwrite it.
+    "ALTER TABLE destination ADD COLUMN requeued INTEGER NOT NULL DEFAULT 0",
+];
