@@ -107,8 +107,9 @@ async fn every_accepted_message_survives_a_sigkill() {
     const MESSAGES: usize = 3000;
     let dir = TempDir::new("crash");
     let (receiver, receiver_url) = Receiver::start().await;
-    // A slow receiver (16 in flight, 25 ms each) lets a backlog of accepted messages build.
-    *receiver.delay.lock().unwrap() = Duration::from_millis(25);
+    // Until the kill every answer takes a second (16 in flight), so most accepted messages
+    // are still queued, and some in flight, when the server dies.
+    *receiver.delay.lock().unwrap() = Duration::from_secs(1);
     let mut server = Server::start(&dir.0, &[("HOOKLINE_RETRY_SCHEDULE", "1,1,1,1,1")]).await;
     let (status, app) = server
         .api(Method::POST, "/api/v1/app", Some(json!({"name": "crash"})))
@@ -173,6 +174,7 @@ async fn every_accepted_message_survives_a_sigkill() {
         accepted.len()
     );
     let delivered_before = receiver.deliveries().len();
+    *receiver.delay.lock().unwrap() = Duration::ZERO;
     assert!(
         delivered_before + 200 < accepted.len(),
         "the kill should catch a backlog: {delivered_before} of {} delivered",
