@@ -146,7 +146,10 @@ fn random_base62(len: usize) -> String {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let Opened { store, due } = open_store(&config).await?;
-    ensure_admin_token(store.as_ref(), config.admin_token.is_some()).await?;
+    if config.role.serves_api() {
+        // A worker-only node answers no requests: it has no token to hand out.
+        ensure_admin_token(store.as_ref(), config.admin_token.is_some()).await?;
+    }
 
     let wake = Arc::new(tokio::sync::Notify::new());
     let shutdown = CancellationToken::new();
