@@ -31,6 +31,16 @@ fn base62(bytes: [u8; 20]) -> String {
     String::from_utf8(digits).expect("base62 alphabet is ascii")
 }
 
+/// `len` random characters of the same base62 alphabet: for tokens and secrets that must
+/// survive URLs and never contain `.`.
+pub fn random_base62(len: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
+}
+
 fn suffix(at: DateTime<Utc>, random: bool) -> String {
     let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
     let mut bytes = [0u8; 20];
@@ -145,6 +155,14 @@ mod tests {
         assert!(MessageId::boundary(late) > a);
         assert!(MessageId::is_id(a.as_str()));
         assert!(!AppId::is_id(a.as_str()));
+    }
+
+    #[test]
+    fn random_base62_has_the_length_and_alphabet_asked_for() {
+        let text = random_base62(43);
+        assert_eq!(text.len(), 43);
+        assert!(text.bytes().all(|b| ALPHABET.contains(&b)));
+        assert_ne!(text, random_base62(43));
     }
 
     #[test]

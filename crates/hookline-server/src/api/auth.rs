@@ -5,7 +5,6 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use hookline_core::model::Token;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::application::{ApplicationIn, get_or_create};
@@ -49,12 +48,7 @@ pub const APP_TOKEN_PREFIX: &str = "appsk_";
 /// A new app token: the prefix and 43 random base62 characters (256 bits). Base62 has no
 /// `.`, so the Svix SDKs never mistake a token's tail for a region.
 fn new_app_token() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::thread_rng();
-    let random: String = (0..43)
-        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
-        .collect();
-    format!("{APP_TOKEN_PREFIX}{random}")
+    format!("{APP_TOKEN_PREFIX}{}", hookline_core::id::random_base62(43))
 }
 
 /// Issues a token scoped to one application and a console link that carries it.

@@ -240,14 +240,6 @@ fn new_endpoint(app: &Application, body: EndpointIn) -> Endpoint {
     }
 }
 
-/// Sets `disabled`; re-enabling forgets the failure streak that may have disabled it.
-fn set_disabled(endpoint: &mut Endpoint, disabled: bool) {
-    if endpoint.disabled && !disabled {
-        endpoint.failing_since = None;
-    }
-    endpoint.disabled = disabled;
-}
-
 #[derive(Debug, Deserialize)]
 struct ListParams {
     #[serde(default)]
@@ -311,7 +303,7 @@ async fn upsert(
     endpoint.url = body.url;
     endpoint.uid = body.uid;
     endpoint.description = body.description.unwrap_or_default();
-    set_disabled(&mut endpoint, body.disabled);
+    endpoint.disabled = body.disabled;
     endpoint.throttle_rate = body.throttle_rate;
     endpoint.event_types = body.event_types;
     endpoint.channels = body.channels;
@@ -344,7 +336,7 @@ async fn patch(
         endpoint.description = description;
     }
     if let Some(disabled) = body.disabled {
-        set_disabled(&mut endpoint, disabled);
+        endpoint.disabled = disabled;
     }
     if let Some(rate) = body.throttle_rate {
         endpoint.throttle_rate = rate;

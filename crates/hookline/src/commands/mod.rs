@@ -31,7 +31,7 @@ pub fn read_body(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
 }
 
 /// A fresh message id in the shape the scheme's senders use: a UUID for GitHub and
-/// Shopify deliveries, `msg_` and random base62 characters for everyone else.
+/// Shopify deliveries, a time-sortable `msg_` id (as `hookline serve` makes) for the rest.
 pub fn new_message_id(scheme: hookline_signature::Scheme) -> String {
     use hookline_signature::Scheme;
     let mut rng = rand::thread_rng();
@@ -50,14 +50,7 @@ pub fn new_message_id(scheme: hookline_signature::Scheme) -> String {
                 &hex[20..32]
             )
         }
-        _ => {
-            const ALPHABET: &[u8] =
-                b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-            let suffix: String = (0..27)
-                .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
-                .collect();
-            format!("msg_{suffix}")
-        }
+        _ => hookline_core::id::MessageId::new().into_string(),
     }
 }
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hookline_core::Store;
+use hookline_core::id::random_base62;
 use hookline_core::model::Token;
 use hookline_core::retry::RetryPolicy;
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -113,9 +113,10 @@ async fn ensure_admin_token(store: &dyn Store, configured: bool) -> anyhow::Resu
         return Ok(());
     }
     let token = format!("hlk_{}", random_base62(40));
+    // Hashed exactly as the API hashes the tokens it is shown.
     store
         .put_token(&Token {
-            hash: token_hash(&token),
+            hash: hookline_server::auth::token_hash(&token),
             app_id: None,
             created_at: hookline_core::now(),
         })
@@ -125,23 +126,6 @@ async fn ensure_admin_token(store: &dyn Store, configured: bool) -> anyhow::Resu
          use it as `Authorization: Bearer {token}`\n"
     );
     Ok(())
-}
-
-/// How tokens are stored: the lowercase hex SHA-256 of their text.
-fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn random_base62(len: usize) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
-        .collect()
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
