@@ -1,4 +1,4 @@
-//! Prefixed, time-sortable ids: `app_`, `ep_`, `msg_`, `atmpt_`, `qtask_`.
+//! Prefixed, time-sortable ids: `app_`, `ep_`, `msg_`, `atmpt_`, `qtask_`, `src_`, `log`.
 //!
 //! The suffix is 27 base62 characters encoding 20 bytes: the creation time in milliseconds
 //! (6 bytes, big-endian) then 14 random bytes. Sorting ids sorts by creation time, which
@@ -131,6 +131,16 @@ id_type!(
     /// One delivery attempt of a message to an endpoint.
     AttemptId,
     "atmpt_"
+);
+id_type!(
+    /// A source of the receiving side: where one provider's webhooks arrive.
+    SourceId,
+    "src_"
+);
+id_type!(
+    /// One request received by a source, accepted or not (the Svix Ingest log id).
+    IngestRequestId,
+    "log"
 );
 id_type!(
     /// A background task (recover).

@@ -156,9 +156,13 @@ pub struct Message {
     pub app_id: AppId,
     pub event_id: Option<String>,
     pub event_type: String,
-    /// The payload's JSON text exactly as received; `None` once expunged.
+    /// The payload exactly as received (JSON text, or a forwarded request's raw body);
+    /// `None` once expunged.
     pub payload: Option<String>,
     pub channels: Option<Vec<String>>,
+    /// Headers every delivery of this message carries, below the endpoint's own and the
+    /// signature headers (a forwarded request's `content-type` and pass-through headers).
+    pub headers: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
 }
 

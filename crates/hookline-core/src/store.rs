@@ -17,7 +17,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::Result;
-use crate::id::{AppId, AttemptId, EndpointId, MessageId};
+use crate::id::{AppId, AttemptId, EndpointId, IngestRequestId, MessageId, SourceId};
+use crate::ingest::{IngestRequest, IngestedRequest, NewIngestRequest, Source};
 use crate::model::{
     Application, Attempt, Destination, Endpoint, EndpointStats, EventType, IdempotencyRecord,
     IdempotentResponse, Message, MessageStatus, Token, TriggerType,
@@ -207,6 +208,48 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotentResponse>>;
     async fn put_idempotent(&self, record: &IdempotencyRecord) -> Result<()>;
+
+    // Sources (the receiving side).
+    /// Stores the source and creates its hidden application (`source.app_id`) in the
+    /// same transaction. The hidden application never appears in [`Store::list_apps`].
+    async fn create_source(&self, source: &Source) -> Result<()>;
+    async fn get_source(&self, key: &str) -> Result<Source>;
+    /// The source whose current token is `token`, or whose previous token is and has not
+    /// expired at `now`.
+    async fn find_source_by_token(&self, token: &str, now: DateTime<Utc>)
+    -> Result<Option<Source>>;
+    async fn list_sources(&self, query: &ListQuery) -> Result<Page<Source>>;
+    /// Writes everything but `app_id` and `created_at`.
+    async fn update_source(&self, source: &Source) -> Result<()>;
+    /// Deletes the source, its request log and its hidden application with everything in it.
+    async fn delete_source(&self, id: &SourceId) -> Result<()>;
+
+    // Received requests.
+    /// Stores a received request and, if it is accepted and no accepted request of the
+    /// same source carries its dedupe key since `dedupe_since`, its forwarding messages,
+    /// all in one transaction. Assigns `seq` in commit order per source.
+    async fn ingest(&self, new: NewIngestRequest) -> Result<IngestedRequest>;
+    async fn get_ingest_request(
+        &self,
+        source: &SourceId,
+        id: &IngestRequestId,
+    ) -> Result<IngestRequest>;
+    /// The source's request log, paged by id.
+    async fn list_ingest_requests(
+        &self,
+        source: &SourceId,
+        query: &ListQuery,
+    ) -> Result<Page<IngestRequest>>;
+    /// Up to `limit` requests of the source with `seq > after`, in `seq` order: what live
+    /// streams read.
+    async fn ingest_requests_after(
+        &self,
+        source: &SourceId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<IngestRequest>>;
+    /// Deletes logged requests created before `before` (retention); returns how many.
+    async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64>;
 
     // Tokens.
     async fn put_token(&self, token: &Token) -> Result<()>;

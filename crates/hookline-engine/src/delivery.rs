@@ -89,8 +89,9 @@ impl Deliverer {
     }
 }
 
-/// The request headers: the endpoint's own, then ours, which win. One signature per key
-/// valid at `now`; the `webhook-id` is the message id on every attempt.
+/// The request headers: the message's own, then the endpoint's, then ours, which win
+/// (`content-type` is JSON unless the message or the endpoint says otherwise). One
+/// signature per key valid at `now`; the `webhook-id` is the message id on every attempt.
 fn headers(job: &DeliveryJob, body: &[u8], now: DateTime<Utc>) -> Result<HeaderMap, String> {
     let keyset = Keyset::new(Scheme::Standard, job.endpoint.signing_keys(now))
         .map_err(|error| format!("not sent: the endpoint's secret cannot sign: {error}"))?;
@@ -102,7 +103,9 @@ fn headers(job: &DeliveryJob, body: &[u8], now: DateTime<Utc>) -> Result<HeaderM
         })
         .map_err(|error| format!("not sent: cannot sign: {error}"))?;
     let mut headers = HeaderMap::new();
-    for (name, value) in &job.endpoint.headers {
+    // The message's own headers (a forwarded request's), then the endpoint's, then ours.
+    let custom = job.message.headers.iter().chain(&job.endpoint.headers);
+    for (name, value) in custom {
         match (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
@@ -115,7 +118,9 @@ fn headers(job: &DeliveryJob, body: &[u8], now: DateTime<Utc>) -> Result<HeaderM
             }
         }
     }
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if !headers.contains_key(CONTENT_TYPE) {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
     headers.insert(
         reqwest::header::USER_AGENT,
         HeaderValue::from_static(crate::http::USER_AGENT),

@@ -36,6 +36,7 @@ pub(crate) fn job() -> DeliveryJob {
             event_type: "job.succeeded".into(),
             payload: Some(r#"{"a":1}"#.into()),
             channels: None,
+            headers: Default::default(),
             created_at: now,
         },
         endpoint: Endpoint {

@@ -1,5 +1,6 @@
-//! Hookline's HTTP API: the sending API of the open-source Svix server, on axum, so the
-//! official Svix SDKs work against Hookline with only the server URL changed.
+//! Hookline's HTTP API on axum: the sending API of the open-source Svix server ([`api`])
+//! and the Svix Ingest API with the `/in/{token}` route providers post to ([`ingest`]), so
+//! the official Svix SDKs work against Hookline with only the server URL changed.
 //!
 //! [`app`] builds the whole router, middleware included; the binary serves it and the
 //! tests call it in process. Handlers are thin: extractors authenticate ([`auth`]) and
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod ingest;
 pub mod validate;
 
 use std::sync::Arc;
@@ -78,18 +80,40 @@ pub struct AppState {
     /// Notified after every write that queues deliveries, so the engine looks at once.
     pub wake: Arc<tokio::sync::Notify>,
     pub config: Arc<ApiConfig>,
+    /// Notified after every request stored by `/in/…`, so live streams look at once.
+    pub ingested: Arc<tokio::sync::Notify>,
+    /// Parsed source types, by source.
+    pub source_types: Arc<ingest::receive::SourceTypes>,
 }
 
-/// The whole HTTP API: `/api/v1/…`, `/healthz`, and the middleware (request logging,
-/// panic recovery, body limit, JSON errors, idempotency).
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        wake: Arc<tokio::sync::Notify>,
+        config: Arc<ApiConfig>,
+    ) -> Self {
+        AppState {
+            store,
+            wake,
+            config,
+            ingested: Arc::default(),
+            source_types: Arc::default(),
+        }
+    }
+}
+
+/// The whole HTTP API: `/api/v1/…`, `/ingest/api/v1/…`, `/in/…`, `/healthz`, and the
+/// middleware (request logging, panic recovery, body limit, JSON errors, idempotency).
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_payload_bytes;
     let idempotency = Idempotency {
         state: state.clone(),
         in_flight: Arc::new(InFlight::default()),
     };
-    Router::new()
+    let ingest_api = ingest::router(&state);
+    let routes = Router::new()
         .nest("/api/v1", api::router())
+        .nest("/ingest/api/v1", ingest_api)
         .route("/healthz", get(api::health::healthz))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
@@ -100,7 +124,12 @@ pub fn app(state: AppState) -> Router {
         // tower-http enforces the limit; axum's own default must not cap it lower.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(limit))
-        .layer(middleware::from_fn_with_state(limit, error::json_errors))
+        .layer(middleware::from_fn_with_state(limit, error::json_errors));
+    // `/in/…` takes any method and path, limits bodies per source, and logs what it
+    // refuses itself, so it stays outside the API's body limit and error middleware.
+    Router::new()
+        .merge(routes)
+        .merge(ingest::receive::router())
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(
             TraceLayer::new_for_http()

@@ -14,6 +14,12 @@
 //! [`PostgresStore::listen_due`] hands out receivers fed by one dedicated listening
 //! connection (see the `listen` module for reconnects).
 //!
+//! Received requests are numbered per source in commit order: the number comes from a
+//! counter on the source's row, taken by the request's last statement, so that the row
+//! lock orders the commits and a live stream reading `seq > cursor` never skips one. A
+//! request's dedupe check waits, on an advisory lock keyed by source and dedupe key, for
+//! any request with the same key still in flight.
+//!
 //! Migrations are the crate's own list, recorded in `hookline_migrations` and applied under
 //! a transaction-scoped advisory lock, so nodes starting together do not race. A store can
 //! live in a schema of its own ([`PostgresStore::connect_with_schema`]), which is how the

@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
+use hookline_core::id::{AppId, AttemptId, EndpointId, IngestRequestId, MessageId, SourceId};
+use hookline_core::ingest::{IngestRequest, IngestedRequest, NewIngestRequest, Source, Verdict};
 use hookline_core::model::{
     Application, Attempt, Destination, Endpoint, EndpointStats, EventType, IdempotencyRecord,
     IdempotentResponse, Message, MessageStatus, Token, TriggerType,
@@ -24,6 +25,13 @@ use tokio_postgres::types::{Json, ToSql};
 use crate::PostgresStore;
 use crate::error::{duplicate, or_conflict, storage};
 use crate::rows::{self, Columns, code, ms, read};
+
+/// First key of the advisory lock that makes the dedupe check of one source and dedupe
+/// key wait for a request with the same key still in flight; the second is their hash.
+const DEDUPE_LOCK: i32 = 0x686b_6464; // "hkdd"
+/// How many logged requests one statement of a purge deletes: a purge of millions of
+/// rows goes in steps, each its own short transaction.
+const PURGE_BATCH: i64 = 10_000;
 
 /// A parameter of a query built at run time.
 type Param = Box<dyn ToSql + Sync + Send>;
@@ -202,23 +210,7 @@ impl<'a> EndpointValues<'a> {
 impl Store for PostgresStore {
     async fn create_app(&self, app: &Application) -> Result<()> {
         let db = self.client().await?;
-        execute(
-            &db,
-            "INSERT INTO app (id, uid, name, throttle_rate, metadata, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &app.id.as_str(),
-                &app.uid,
-                &app.name,
-                &app.throttle_rate.map(i32::from),
-                &Json(&app.metadata),
-                &ms(app.created_at),
-                &ms(app.updated_at),
-            ],
-        )
-        .await
-        .map_err(duplicate("an application"))?;
-        Ok(())
+        insert_app(&db, app).await
     }
 
     async fn get_app(&self, key: &str) -> Result<Application> {
@@ -234,9 +226,14 @@ impl Store for PostgresStore {
 
     async fn list_apps(&self, query: &ListQuery) -> Result<Page<Application>> {
         let db = self.client().await?;
-        Select::new(format!("SELECT {} FROM app WHERE TRUE", rows::APP_COLUMNS))
-            .page(&db, "app.id", query, rows::app, |app| app.id.to_string())
-            .await
+        // A source's hidden application is reached through the source only.
+        Select::new(format!(
+            "SELECT {} FROM app
+             WHERE NOT EXISTS (SELECT 1 FROM source WHERE source.app_id = app.id)",
+            rows::APP_COLUMNS
+        ))
+        .page(&db, "app.id", query, rows::app, |app| app.id.to_string())
+        .await
     }
 
     async fn update_app(&self, app: &Application) -> Result<()> {
@@ -262,10 +259,19 @@ impl Store for PostgresStore {
 
     async fn delete_app(&self, id: &AppId) -> Result<()> {
         let db = self.client().await?;
-        let rows = execute(&db, "DELETE FROM app WHERE id = $1", &[&id.as_str()])
-            .await
-            .map_err(storage)?;
-        changed(rows, "application")
+        let owned = query_opt(
+            &db,
+            "SELECT 1 FROM source WHERE app_id = $1",
+            &[&id.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+        if owned.is_some() {
+            return Err(Error::conflict(
+                "the application belongs to a source; delete the source instead",
+            ));
+        }
+        delete_app_rows(&db, id).await
     }
 
     async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
@@ -489,70 +495,7 @@ impl Store for PostgresStore {
     async fn create_message(&self, new: NewMessage) -> Result<CreatedMessage> {
         let mut db = self.client().await?;
         let tx = db.transaction().await.map_err(storage)?;
-        let message = &new.message;
-        let created = ms(message.created_at);
-        execute(
-            &tx,
-            "INSERT INTO message (id, app_id, event_id, event_type, payload, channels,
-                 created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &message.id.as_str(),
-                &message.app_id.as_str(),
-                &message.event_id,
-                &message.event_type,
-                &message.payload,
-                &message.channels,
-                &created,
-            ],
-        )
-        .await
-        .map_err(or_conflict(|| {
-            Error::conflict("a message with this eventId already exists")
-        }))?;
-
-        // Fan-out follows the one rule in `Endpoint::wants`, as in every backend.
-        let sql = format!(
-            "SELECT {} FROM endpoint WHERE endpoint.app_id = $1",
-            rows::ENDPOINT_COLUMNS
-        );
-        let endpoints = query_rows(&tx, &sql, &[&message.app_id.as_str()])
-            .await
-            .map_err(storage)?;
-        let mut targets = Vec::new();
-        for row in &endpoints {
-            let endpoint = read(row, rows::endpoint)?;
-            let wanted = match &new.only_endpoint {
-                Some(only) => &endpoint.id == only,
-                None => endpoint.wants(&message.event_type, message.channels.as_deref()),
-            };
-            if wanted {
-                targets.push(endpoint.id);
-            }
-        }
-
-        if !targets.is_empty() {
-            let ids: Vec<&str> = targets.iter().map(EndpointId::as_str).collect();
-            execute(
-                &tx,
-                "INSERT INTO destination (msg_id, endpoint_id, app_id, status, next_attempt,
-                     attempts, trigger_type, msg_created_at, updated_at)
-                 SELECT $1, endpoint_id, $3, $4, $5, 0, 0, $5, $5
-                 FROM unnest($2::text[]) AS endpoint_id",
-                &[
-                    &message.id.as_str(),
-                    &ids,
-                    &message.app_id.as_str(),
-                    &code(MessageStatus::Sending.code()),
-                    &created,
-                ],
-            )
-            .await
-            .map_err(storage)?;
-        }
-        if let Some(record) = &new.idempotency {
-            put_idempotent(&tx, record).await?;
-        }
+        let targets = insert_message(&tx, &new).await?;
         if !targets.is_empty() {
             notify_due(&tx).await?;
         }
@@ -1002,6 +945,338 @@ impl Store for PostgresStore {
         put_idempotent(&db, record).await
     }
 
+    async fn create_source(&self, source: &Source) -> Result<()> {
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        insert_app(&tx, &source.hidden_app()).await?;
+        execute(
+            &tx,
+            "INSERT INTO source (id, uid, name, source_type, config, metadata, app_id, token,
+                 previous_token, previous_token_expires_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            &[
+                &source.id.as_str(),
+                &source.uid,
+                &source.name,
+                &source.source_type,
+                &source.config,
+                &Json(&source.metadata),
+                &source.app_id.as_str(),
+                &source.token,
+                &source.previous_token,
+                &source.previous_token_expires_at.map(ms),
+                &ms(source.created_at),
+                &ms(source.updated_at),
+            ],
+        )
+        .await
+        .map_err(duplicate("a source"))?;
+        tx.commit().await.map_err(storage)
+    }
+
+    async fn get_source(&self, key: &str) -> Result<Source> {
+        let db = self.client().await?;
+        let column = key_column(key, SourceId::PREFIX, "uid");
+        let sql = format!(
+            "SELECT {} FROM source WHERE source.{column} = $1",
+            rows::SOURCE_COLUMNS
+        );
+        let row = query_opt(&db, &sql, &[&key]).await.map_err(storage)?;
+        found(row, "source", rows::source)
+    }
+
+    async fn find_source_by_token(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Source>> {
+        let db = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM source
+             WHERE source.token = $1
+                OR (source.previous_token = $1
+                    AND (source.previous_token_expires_at IS NULL
+                         OR source.previous_token_expires_at > $2))
+             ORDER BY source.token = $1 DESC LIMIT 1",
+            rows::SOURCE_COLUMNS
+        );
+        let row = query_opt(&db, &sql, &[&token, &ms(now)])
+            .await
+            .map_err(storage)?;
+        row.map(|row| read(&row, rows::source)).transpose()
+    }
+
+    async fn list_sources(&self, query: &ListQuery) -> Result<Page<Source>> {
+        let db = self.client().await?;
+        Select::new(format!(
+            "SELECT {} FROM source WHERE TRUE",
+            rows::SOURCE_COLUMNS
+        ))
+        .page(&db, "source.id", query, rows::source, |source| {
+            source.id.to_string()
+        })
+        .await
+    }
+
+    async fn update_source(&self, source: &Source) -> Result<()> {
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        let rows = execute(
+            &tx,
+            "UPDATE source SET uid = $2, name = $3, source_type = $4, config = $5,
+                 metadata = $6, token = $7, previous_token = $8,
+                 previous_token_expires_at = $9, updated_at = $10
+             WHERE id = $1",
+            &[
+                &source.id.as_str(),
+                &source.uid,
+                &source.name,
+                &source.source_type,
+                &source.config,
+                &Json(&source.metadata),
+                &source.token,
+                &source.previous_token,
+                &source.previous_token_expires_at.map(ms),
+                &ms(source.updated_at),
+            ],
+        )
+        .await
+        .map_err(duplicate("a source"))?;
+        changed(rows, "source")?;
+        // The hidden application keeps the source's name.
+        execute(
+            &tx,
+            "UPDATE app SET name = $2, updated_at = $3
+             WHERE id = (SELECT app_id FROM source WHERE id = $1)",
+            &[
+                &source.id.as_str(),
+                &source.hidden_app().name,
+                &ms(source.updated_at),
+            ],
+        )
+        .await
+        .map_err(storage)?;
+        tx.commit().await.map_err(storage)
+    }
+
+    async fn delete_source(&self, id: &SourceId) -> Result<()> {
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        // The source is locked first, as an ingest locks it before it touches the hidden
+        // application: requests in flight finish first, later ones find no source.
+        let app = query_opt(
+            &tx,
+            "SELECT app_id FROM source WHERE id = $1 FOR UPDATE",
+            &[&id.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+        let app = found(app, "source", |c| c.take::<String>())?;
+        execute(
+            &tx,
+            "DELETE FROM ingest_request WHERE source_id = $1",
+            &[&id.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+        execute(&tx, "DELETE FROM source WHERE id = $1", &[&id.as_str()])
+            .await
+            .map_err(storage)?;
+        delete_app_rows(&tx, &AppId::from_string(app)).await?;
+        tx.commit().await.map_err(storage)
+    }
+
+    async fn ingest(&self, new: NewIngestRequest) -> Result<IngestedRequest> {
+        let NewIngestRequest {
+            mut request,
+            dedupe_since,
+            messages,
+        } = new;
+        let source = request.source_id.clone();
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        // Held to commit: a concurrent `delete_source` waits for this request, or this
+        // request for it and then finds no source. Taken before anything else, the order
+        // `delete_source` locks in, so that the two cannot deadlock.
+        let exists = query_opt(
+            &tx,
+            "SELECT 1 FROM source WHERE id = $1 FOR KEY SHARE",
+            &[&source.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+        if exists.is_none() {
+            return Err(Error::NotFound("source"));
+        }
+        let original = match (request.verdict, &request.dedupe_key, dedupe_since) {
+            (Verdict::Accepted, Some(key), Some(since)) => {
+                // A request with the same key still in flight is waited for, then seen.
+                execute(
+                    &tx,
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2::text || ' ' || $3::text))",
+                    &[&DEDUPE_LOCK, &source.as_str(), key],
+                )
+                .await
+                .map_err(storage)?;
+                let row = query_opt(
+                    &tx,
+                    "SELECT id FROM ingest_request
+                     WHERE source_id = $1 AND dedupe_key = $2 AND verdict = $3
+                       AND created_at >= $4
+                     ORDER BY id LIMIT 1",
+                    &[
+                        &source.as_str(),
+                        key,
+                        &Verdict::Accepted.as_str(),
+                        &ms(since),
+                    ],
+                )
+                .await
+                .map_err(storage)?;
+                row.map(|row| read(&row, |c| c.take::<String>()))
+                    .transpose()?
+                    .map(IngestRequestId::from_string)
+            }
+            _ => None,
+        };
+        let mut queued = false;
+        match &original {
+            Some(original) => request.mark_duplicate_of(original),
+            None if request.verdict == Verdict::Accepted => {
+                for message in &messages {
+                    queued |= !insert_message(&tx, message).await?.is_empty();
+                }
+            }
+            None => {}
+        }
+        if queued {
+            notify_due(&tx).await?;
+        }
+        // Last, so that the source's row lock (which orders its requests) is held for as
+        // short a time as can be: a request numbered after another commits after it, and
+        // a reader that sees one sees every request numbered before it.
+        let seq = query_opt(
+            &tx,
+            "WITH numbered AS (
+                 UPDATE source SET last_seq = last_seq + 1 WHERE id = $2 RETURNING last_seq)
+             INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers,
+                 body, verdict, status_code, reason_code, reason, dedupe_key, event_type,
+                 msg_id, created_at)
+             SELECT $1, $2, numbered.last_seq, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                 $14, $15
+             FROM numbered
+             RETURNING seq",
+            &[
+                &request.id.as_str(),
+                &source.as_str(),
+                &request.method,
+                &request.path,
+                &request.query,
+                &Json(&request.headers),
+                &request.body,
+                &request.verdict.as_str(),
+                &request.status_code,
+                &request.reason_code,
+                &request.reason,
+                &request.dedupe_key,
+                &request.event_type,
+                &request.msg_id.as_ref().map(MessageId::as_str),
+                &ms(request.created_at),
+            ],
+        )
+        .await
+        .map_err(duplicate("a logged request"))?;
+        // No row would mean the source is gone, which the lock taken above rules out.
+        let seq: i64 = found(seq, "source", |c| c.take())?;
+        tx.commit().await.map_err(storage)?;
+        Ok(IngestedRequest {
+            id: request.id,
+            seq,
+            verdict: request.verdict,
+            original,
+        })
+    }
+
+    async fn get_ingest_request(
+        &self,
+        source: &SourceId,
+        id: &IngestRequestId,
+    ) -> Result<IngestRequest> {
+        let db = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM ingest_request
+             WHERE ingest_request.source_id = $1 AND ingest_request.id = $2",
+            rows::INGEST_REQUEST_COLUMNS
+        );
+        let row = query_opt(&db, &sql, &[&source.as_str(), &id.as_str()])
+            .await
+            .map_err(storage)?;
+        found(row, "ingest request", rows::ingest_request)
+    }
+
+    async fn list_ingest_requests(
+        &self,
+        source: &SourceId,
+        query: &ListQuery,
+    ) -> Result<Page<IngestRequest>> {
+        let db = self.client().await?;
+        Select::new(format!(
+            "SELECT {} FROM ingest_request WHERE TRUE",
+            rows::INGEST_REQUEST_COLUMNS
+        ))
+        .and("ingest_request.source_id = ?", source.to_string())
+        .page(
+            &db,
+            "ingest_request.id",
+            query,
+            rows::ingest_request,
+            |request| request.id.to_string(),
+        )
+        .await
+    }
+
+    async fn ingest_requests_after(
+        &self,
+        source: &SourceId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<IngestRequest>> {
+        let db = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM ingest_request
+             WHERE ingest_request.source_id = $1 AND ingest_request.seq > $2
+             ORDER BY ingest_request.seq LIMIT $3",
+            rows::INGEST_REQUEST_COLUMNS
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        query_rows(&db, &sql, &[&source.as_str(), &after, &limit])
+            .await
+            .map_err(storage)?
+            .iter()
+            .map(|row| read(row, rows::ingest_request))
+            .collect()
+    }
+
+    async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64> {
+        let db = self.client().await?;
+        let before = ms(before);
+        let mut purged = 0;
+        loop {
+            let deleted = execute(
+                &db,
+                "DELETE FROM ingest_request WHERE id IN (
+                     SELECT id FROM ingest_request WHERE created_at < $1 LIMIT $2)",
+                &[&before, &PURGE_BATCH],
+            )
+            .await
+            .map_err(storage)?;
+            purged += deleted;
+            if deleted < PURGE_BATCH as u64 {
+                return Ok(purged);
+            }
+        }
+    }
+
     async fn put_token(&self, token: &Token) -> Result<()> {
         let db = self.client().await?;
         execute(
@@ -1058,6 +1333,107 @@ impl Store for PostgresStore {
         .map_err(storage)?;
         found(row, "token", |c| c.take())
     }
+}
+
+async fn insert_app(db: &impl GenericClient, app: &Application) -> Result<()> {
+    execute(
+        db,
+        "INSERT INTO app (id, uid, name, throttle_rate, metadata, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &app.id.as_str(),
+            &app.uid,
+            &app.name,
+            &app.throttle_rate.map(i32::from),
+            &Json(&app.metadata),
+            &ms(app.created_at),
+            &ms(app.updated_at),
+        ],
+    )
+    .await
+    .map_err(duplicate("an application"))?;
+    Ok(())
+}
+
+/// Deletes an application with everything in it: its endpoints, messages, deliveries and
+/// attempts go with it (`ON DELETE CASCADE`).
+async fn delete_app_rows(db: &impl GenericClient, id: &AppId) -> Result<()> {
+    let rows = execute(db, "DELETE FROM app WHERE id = $1", &[&id.as_str()])
+        .await
+        .map_err(storage)?;
+    changed(rows, "application")
+}
+
+/// Stores a message, one destination per endpoint it is for, and its idempotency record,
+/// and returns those endpoints: what [`Store::create_message`] does, and [`Store::ingest`]
+/// for each forwarding message. The caller notifies and commits.
+async fn insert_message(db: &impl GenericClient, new: &NewMessage) -> Result<Vec<EndpointId>> {
+    let message = &new.message;
+    let created = ms(message.created_at);
+    execute(
+        db,
+        "INSERT INTO message (id, app_id, event_id, event_type, payload, channels, headers,
+             created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &message.id.as_str(),
+            &message.app_id.as_str(),
+            &message.event_id,
+            &message.event_type,
+            &message.payload,
+            &message.channels,
+            &rows::message_headers(&message.headers),
+            &created,
+        ],
+    )
+    .await
+    .map_err(or_conflict(|| {
+        Error::conflict("a message with this eventId already exists")
+    }))?;
+
+    // Fan-out follows the one rule in `Endpoint::wants`, as in every backend.
+    let sql = format!(
+        "SELECT {} FROM endpoint WHERE endpoint.app_id = $1",
+        rows::ENDPOINT_COLUMNS
+    );
+    let endpoints = query_rows(db, &sql, &[&message.app_id.as_str()])
+        .await
+        .map_err(storage)?;
+    let mut targets = Vec::new();
+    for row in &endpoints {
+        let endpoint = read(row, rows::endpoint)?;
+        let wanted = match &new.only_endpoint {
+            Some(only) => &endpoint.id == only,
+            None => endpoint.wants(&message.event_type, message.channels.as_deref()),
+        };
+        if wanted {
+            targets.push(endpoint.id);
+        }
+    }
+
+    if !targets.is_empty() {
+        let ids: Vec<&str> = targets.iter().map(EndpointId::as_str).collect();
+        execute(
+            db,
+            "INSERT INTO destination (msg_id, endpoint_id, app_id, status, next_attempt,
+                 attempts, trigger_type, msg_created_at, updated_at)
+             SELECT $1, endpoint_id, $3, $4, $5, 0, 0, $5, $5
+             FROM unnest($2::text[]) AS endpoint_id",
+            &[
+                &message.id.as_str(),
+                &ids,
+                &message.app_id.as_str(),
+                &code(MessageStatus::Sending.code()),
+                &created,
+            ],
+        )
+        .await
+        .map_err(storage)?;
+    }
+    if let Some(record) = &new.idempotency {
+        put_idempotent(db, record).await?;
+    }
+    Ok(targets)
 }
 
 /// Stores an attempt and moves its delivery to the outcome's state, releasing the lease.

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
+use hookline_core::id::{AppId, AttemptId, EndpointId, IngestRequestId, MessageId, SourceId};
+use hookline_core::ingest::{IngestRequest, Source, Verdict};
 use hookline_core::model::{
     Application, Attempt, Destination, Endpoint, EndpointSecret, ErrorKind, EventType, Message,
     MessageStatus, TriggerType,
@@ -134,7 +135,8 @@ pub fn event_type(columns: &mut Columns<'_>) -> Result<EventType> {
 }
 
 pub const MESSAGE_COLUMNS: &str = "message.id, message.app_id, message.event_id, \
-    message.event_type, message.payload, message.channels, message.created_at";
+    message.event_type, message.payload, message.channels, message.headers, \
+    message.created_at";
 
 pub fn message(columns: &mut Columns<'_>) -> Result<Message> {
     Ok(Message {
@@ -144,8 +146,16 @@ pub fn message(columns: &mut Columns<'_>) -> Result<Message> {
         event_type: columns.take()?,
         payload: columns.take()?,
         channels: columns.take()?,
+        headers: columns.opt_json()?.unwrap_or_default(),
         created_at: columns.take()?,
     })
+}
+
+/// A message's extra headers as stored: `NULL` when there are none, as for most messages.
+pub fn message_headers(
+    headers: &BTreeMap<String, String>,
+) -> Option<Json<&BTreeMap<String, String>>> {
+    (!headers.is_empty()).then_some(Json(headers))
 }
 
 pub const DESTINATION_COLUMNS: &str = "destination.app_id, destination.msg_id, \
@@ -186,6 +196,65 @@ pub fn attempt(columns: &mut Columns<'_>) -> Result<Attempt> {
         error_kind: columns
             .take::<Option<String>>()?
             .and_then(|kind| ErrorKind::parse(&kind)),
+        created_at: columns.take()?,
+    })
+}
+
+pub const SOURCE_COLUMNS: &str = "source.id, source.uid, source.name, source.source_type, \
+    source.config, source.metadata, source.app_id, source.token, source.previous_token, \
+    source.previous_token_expires_at, source.created_at, source.updated_at";
+
+pub fn source(columns: &mut Columns<'_>) -> Result<Source> {
+    Ok(Source {
+        id: SourceId::from_string(columns.take()?),
+        uid: columns.take()?,
+        name: columns.take()?,
+        source_type: columns.take()?,
+        config: columns.take()?,
+        metadata: columns.json()?,
+        app_id: AppId::from_string(columns.take()?),
+        token: columns.take()?,
+        previous_token: columns.take()?,
+        previous_token_expires_at: columns.take()?,
+        created_at: columns.take()?,
+        updated_at: columns.take()?,
+    })
+}
+
+pub const INGEST_REQUEST_COLUMNS: &str = "ingest_request.id, ingest_request.source_id, \
+    ingest_request.seq, ingest_request.method, ingest_request.path, ingest_request.query, \
+    ingest_request.headers, ingest_request.body, ingest_request.verdict, \
+    ingest_request.status_code, ingest_request.reason_code, ingest_request.reason, \
+    ingest_request.dedupe_key, ingest_request.event_type, ingest_request.msg_id, \
+    ingest_request.created_at";
+
+pub fn ingest_request(columns: &mut Columns<'_>) -> Result<IngestRequest> {
+    Ok(IngestRequest {
+        id: IngestRequestId::from_string(columns.take()?),
+        source_id: SourceId::from_string(columns.take()?),
+        seq: columns.take()?,
+        method: columns.take()?,
+        path: columns.take()?,
+        query: columns.take()?,
+        headers: columns.json()?,
+        body: columns.take()?,
+        verdict: {
+            let verdict: String = columns.take()?;
+            Verdict::parse(&verdict).ok_or_else(|| {
+                Error::storage(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("unknown verdict {verdict:?}"),
+                ))
+            })?
+        },
+        status_code: columns.take()?,
+        reason_code: columns.take()?,
+        reason: columns.take()?,
+        dedupe_key: columns.take()?,
+        event_type: columns.take()?,
+        msg_id: columns
+            .take::<Option<String>>()?
+            .map(MessageId::from_string),
         created_at: columns.take()?,
     })
 }

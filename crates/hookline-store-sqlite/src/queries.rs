@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
+use hookline_core::id::{AppId, AttemptId, EndpointId, IngestRequestId, MessageId, SourceId};
+use hookline_core::ingest::{IngestRequest, IngestedRequest, NewIngestRequest, Source, Verdict};
 use hookline_core::model::{
     Application, Attempt, Destination, Endpoint, EndpointStats, EventType, IdempotencyRecord,
     IdempotentResponse, Message, MessageStatus, Token, TriggerType,
@@ -18,7 +19,13 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::SqliteStore;
-use crate::rows::{self, classify, json, map_json, millis, opt_json, secrets_json, time};
+use crate::rows::{
+    self, classify, headers_json, json, map_json, millis, opt_json, secrets_json, time,
+};
+
+/// How many logged requests one write of a purge deletes: a purge of millions of rows
+/// goes in steps, so that other writes are not held up behind it.
+const PURGE_BATCH: usize = 10_000;
 
 /// A query under construction: a `SELECT … WHERE` prefix and its parameters.
 struct Select {
@@ -162,6 +169,103 @@ fn endpoint_params(endpoint: &Endpoint) -> Vec<Value> {
     ]
 }
 
+/// Deletes an application with everything in it: its endpoints, messages, deliveries and
+/// attempts go with it (`ON DELETE CASCADE`).
+fn delete_app_rows(conn: &Connection, id: &AppId) -> Result<()> {
+    let rows = conn
+        .execute("DELETE FROM app WHERE id = ?1", [id.as_str()])
+        .map_err(Error::storage)?;
+    changed(rows, "application")
+}
+
+/// A source's values in column order (`rows::SOURCE_COLUMNS`), to bind to an insert or
+/// an update.
+fn source_params(source: &Source) -> Vec<Value> {
+    vec![
+        source.id.as_str().to_owned().into(),
+        source.uid.clone().into(),
+        source.name.clone().into(),
+        source.source_type.clone().into(),
+        json(&source.config).into(),
+        map_json(&source.metadata).into(),
+        source.app_id.as_str().to_owned().into(),
+        source.token.clone().into(),
+        source.previous_token.clone().into(),
+        source.previous_token_expires_at.map(millis).into(),
+        millis(source.created_at).into(),
+        millis(source.updated_at).into(),
+    ]
+}
+
+/// Stores a message, one destination per endpoint it is for, and its idempotency record:
+/// what [`Store::create_message`] does, and [`Store::ingest`] for each forwarding message.
+fn insert_message(conn: &Connection, new: &NewMessage) -> Result<CreatedMessage> {
+    let message = &new.message;
+    let created = millis(message.created_at);
+    conn.prepare_cached(
+        "INSERT INTO message (id, app_id, event_id, event_type, payload, channels, headers,
+             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            message.id.as_str(),
+            message.app_id.as_str(),
+            message.event_id,
+            message.event_type,
+            message.payload,
+            opt_json(&message.channels),
+            headers_json(&message.headers),
+            created,
+        ])
+    })
+    .map_err(|e| match classify(e, "a message") {
+        Error::Conflict { .. } => Error::conflict("a message with this eventId already exists"),
+        other => other,
+    })?;
+
+    // Only what matching needs: this runs on the writer thread for every message.
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT id, disabled, event_types, channels FROM endpoint WHERE app_id = ?1",
+        )
+        .map_err(Error::storage)?;
+    let endpoints = statement
+        .query_map([message.app_id.as_str()], rows::endpoint_filter)
+        .map_err(Error::storage)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(Error::storage)?;
+    let targets: Vec<EndpointId> = endpoints
+        .into_iter()
+        .filter(|filter| match &new.only_endpoint {
+            Some(only) => &filter.id == only,
+            None => filter.wants(&message.event_type, message.channels.as_deref()),
+        })
+        .map(|filter| filter.id)
+        .collect();
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO destination (msg_id, endpoint_id, app_id, status, next_attempt,
+                 attempts, trigger_type, msg_created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?5, ?5)",
+        )
+        .map_err(Error::storage)?;
+    for endpoint in &targets {
+        insert
+            .execute(params![
+                message.id.as_str(),
+                endpoint.as_str(),
+                message.app_id.as_str(),
+                MessageStatus::Sending.code(),
+                created,
+            ])
+            .map_err(Error::storage)?;
+    }
+    if let Some(record) = &new.idempotency {
+        put_idempotent(conn, record)?;
+    }
+    Ok(CreatedMessage { endpoints: targets })
+}
+
 /// Reads the claimed deliveries, each endpoint once per claim however many of its
 /// deliveries were claimed (a fan-out claims many).
 fn load_jobs(conn: &Connection, claimed: Vec<(String, String)>) -> Result<Vec<DeliveryJob>> {
@@ -185,7 +289,7 @@ fn load_jobs(conn: &Connection, claimed: Vec<(String, String)>) -> Result<Vec<De
             Ok((
                 rows::destination_at(row, 0)?,
                 rows::message_at(row, 8)?,
-                row.get::<_, Option<String>>(15)?,
+                row.get::<_, Option<String>>(16)?,
             ))
         })?;
         let Some((destination, message, app_uid)) = found else {
@@ -302,13 +406,13 @@ impl Store for SqliteStore {
     async fn list_apps(&self, query: &ListQuery) -> Result<Page<Application>> {
         let query = query.clone();
         self.read(move |conn| {
-            Select::new(format!("SELECT {} FROM app WHERE 1 = 1", rows::APP_COLUMNS)).page(
-                conn,
-                "app.id",
-                &query,
-                rows::app,
-                |app| app.id.to_string(),
-            )
+            // A source's hidden application is reached through the source only.
+            Select::new(format!(
+                "SELECT {} FROM app
+                 WHERE NOT EXISTS (SELECT 1 FROM source WHERE source.app_id = app.id)",
+                rows::APP_COLUMNS
+            ))
+            .page(conn, "app.id", &query, rows::app, |app| app.id.to_string())
         })
         .await
     }
@@ -340,10 +444,18 @@ impl Store for SqliteStore {
     async fn delete_app(&self, id: &AppId) -> Result<()> {
         let id = id.clone();
         self.write(move |conn| {
-            let rows = conn
-                .execute("DELETE FROM app WHERE id = ?1", [id.as_str()])
-                .map_err(Error::storage)?;
-            changed(rows, "application")
+            let owned = one(
+                conn,
+                "SELECT 1 FROM source WHERE app_id = ?1",
+                [id.as_str()],
+                |_| Ok(()),
+            )?;
+            if owned.is_some() {
+                return Err(Error::conflict(
+                    "the application belongs to a source; delete the source instead",
+                ));
+            }
+            delete_app_rows(conn, &id)
         })
         .await
     }
@@ -569,74 +681,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_message(&self, new: NewMessage) -> Result<CreatedMessage> {
-        self.write(move |conn| {
-            let message = &new.message;
-            let created = millis(message.created_at);
-            conn.prepare_cached(
-                "INSERT INTO message (id, app_id, event_id, event_type, payload, channels,
-                     created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    message.id.as_str(),
-                    message.app_id.as_str(),
-                    message.event_id,
-                    message.event_type,
-                    message.payload,
-                    opt_json(&message.channels),
-                    created,
-                ])
-            })
-            .map_err(|e| match classify(e, "a message") {
-                Error::Conflict { .. } => {
-                    Error::conflict("a message with this eventId already exists")
-                }
-                other => other,
-            })?;
-
-            // Only what matching needs: this runs on the writer thread for every message.
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT id, disabled, event_types, channels FROM endpoint WHERE app_id = ?1",
-                )
-                .map_err(Error::storage)?;
-            let endpoints = statement
-                .query_map([message.app_id.as_str()], rows::endpoint_filter)
-                .map_err(Error::storage)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(Error::storage)?;
-            let targets: Vec<EndpointId> = endpoints
-                .into_iter()
-                .filter(|filter| match &new.only_endpoint {
-                    Some(only) => &filter.id == only,
-                    None => filter.wants(&message.event_type, message.channels.as_deref()),
-                })
-                .map(|filter| filter.id)
-                .collect();
-            let mut insert = conn
-                .prepare_cached(
-                    "INSERT INTO destination (msg_id, endpoint_id, app_id, status, next_attempt,
-                         attempts, trigger_type, msg_created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?5, ?5)",
-                )
-                .map_err(Error::storage)?;
-            for endpoint in &targets {
-                insert
-                    .execute(params![
-                        message.id.as_str(),
-                        endpoint.as_str(),
-                        message.app_id.as_str(),
-                        MessageStatus::Sending.code(),
-                        created,
-                    ])
-                    .map_err(Error::storage)?;
-            }
-            if let Some(record) = &new.idempotency {
-                put_idempotent(conn, record)?;
-            }
-            Ok(CreatedMessage { endpoints: targets })
-        })
-        .await
+        self.write(move |conn| insert_message(conn, &new)).await
     }
 
     async fn get_message(&self, app: &AppId, key: &str) -> Result<Message> {
@@ -956,7 +1001,7 @@ impl Store for SqliteStore {
                 conn,
                 "message.id",
                 &query,
-                |row| Ok((rows::message_at(row, 0)?, rows::destination_at(row, 7)?)),
+                |row| Ok((rows::message_at(row, 0)?, rows::destination_at(row, 8)?)),
                 |(message, _)| message.id.to_string(),
             )
         })
@@ -1060,6 +1105,263 @@ impl Store for SqliteStore {
         self.write(move |conn| put_idempotent(conn, &record)).await
     }
 
+    async fn create_source(&self, source: &Source) -> Result<()> {
+        let (app, values) = (source.hidden_app(), source_params(source));
+        self.write(move |conn| {
+            insert_app(conn, &app)?;
+            conn.prepare_cached(
+                "INSERT INTO source (id, uid, name, source_type, config, metadata, app_id, token,
+                     previous_token, previous_token_expires_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )
+            .and_then(|mut s| s.execute(params_from_iter(values)))
+            .map_err(|e| classify(e, "a source"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_source(&self, key: &str) -> Result<Source> {
+        let key = key.to_owned();
+        self.read(move |conn| {
+            let column = key_column(&key, SourceId::PREFIX, "uid");
+            let sql = format!(
+                "SELECT {} FROM source WHERE {column} = ?1",
+                rows::SOURCE_COLUMNS
+            );
+            one(conn, &sql, [&key], rows::source).and_then(not_found("source"))
+        })
+        .await
+    }
+
+    async fn find_source_by_token(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Source>> {
+        let token = token.to_owned();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM source
+                 WHERE token = ?1
+                    OR (previous_token = ?1
+                        AND (previous_token_expires_at IS NULL
+                             OR previous_token_expires_at > ?2))
+                 ORDER BY token = ?1 DESC LIMIT 1",
+                rows::SOURCE_COLUMNS
+            );
+            one(conn, &sql, params![token, millis(now)], rows::source)
+        })
+        .await
+    }
+
+    async fn list_sources(&self, query: &ListQuery) -> Result<Page<Source>> {
+        let query = query.clone();
+        self.read(move |conn| {
+            Select::new(format!(
+                "SELECT {} FROM source WHERE 1 = 1",
+                rows::SOURCE_COLUMNS
+            ))
+            .page(conn, "source.id", &query, rows::source, |source| {
+                source.id.to_string()
+            })
+        })
+        .await
+    }
+
+    async fn update_source(&self, source: &Source) -> Result<()> {
+        let (id, app) = (source.id.clone(), source.hidden_app());
+        let values = source_params(source);
+        self.write(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "UPDATE source SET uid = ?2, name = ?3, source_type = ?4, config = ?5,
+                         metadata = ?6, token = ?8, previous_token = ?9,
+                         previous_token_expires_at = ?10, updated_at = ?12
+                     WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params_from_iter(values)))
+                .map_err(|e| classify(e, "a source"))?;
+            changed(rows, "source")?;
+            // The hidden application keeps the source's name.
+            conn.prepare_cached(
+                "UPDATE app SET name = ?2, updated_at = ?3
+                 WHERE id = (SELECT app_id FROM source WHERE id = ?1)",
+            )
+            .and_then(|mut s| s.execute(params![id.as_str(), app.name, millis(app.updated_at)]))
+            .map_err(Error::storage)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_source(&self, id: &SourceId) -> Result<()> {
+        let id = id.clone();
+        self.write(move |conn| {
+            let app = one(
+                conn,
+                "SELECT app_id FROM source WHERE id = ?1",
+                [id.as_str()],
+                |row| row.get::<_, String>(0),
+            )?
+            .ok_or(Error::NotFound("source"))?;
+            conn.execute(
+                "DELETE FROM ingest_request WHERE source_id = ?1",
+                [id.as_str()],
+            )
+            .map_err(Error::storage)?;
+            conn.execute("DELETE FROM source WHERE id = ?1", [id.as_str()])
+                .map_err(Error::storage)?;
+            delete_app_rows(conn, &AppId::from_string(app))
+        })
+        .await
+    }
+
+    async fn ingest(&self, new: NewIngestRequest) -> Result<IngestedRequest> {
+        self.write(move |conn| {
+            let NewIngestRequest {
+                mut request,
+                dedupe_since,
+                messages,
+            } = new;
+            let source_id = request.source_id.clone();
+            let source = source_id.as_str();
+            one(conn, "SELECT 1 FROM source WHERE id = ?1", [source], |_| {
+                Ok(())
+            })?
+            .ok_or(Error::NotFound("source"))?;
+            // The writer runs one write at a time, so no other request can slip in between
+            // this check and the insert below.
+            let original = match (request.verdict, &request.dedupe_key, dedupe_since) {
+                (Verdict::Accepted, Some(key), Some(since)) => one(
+                    conn,
+                    "SELECT id FROM ingest_request
+                     WHERE source_id = ?1 AND dedupe_key = ?2 AND verdict = ?3
+                       AND created_at >= ?4
+                     ORDER BY id LIMIT 1",
+                    params![source, key, Verdict::Accepted.as_str(), millis(since)],
+                    |row| row.get::<_, String>(0),
+                )?
+                .map(IngestRequestId::from_string),
+                _ => None,
+            };
+            match &original {
+                Some(original) => request.mark_duplicate_of(original),
+                None if request.verdict == Verdict::Accepted => {
+                    for message in &messages {
+                        insert_message(conn, message)?;
+                    }
+                }
+                None => {}
+            }
+            let seq: i64 = conn
+                .prepare_cached(
+                    "UPDATE source SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+                )
+                .and_then(|mut s| s.query_row([source], |row| row.get(0)))
+                .map_err(Error::storage)?;
+            request.seq = seq;
+            insert_ingest_request(conn, &request)?;
+            Ok(IngestedRequest {
+                id: request.id,
+                seq,
+                verdict: request.verdict,
+                original,
+            })
+        })
+        .await
+    }
+
+    async fn get_ingest_request(
+        &self,
+        source: &SourceId,
+        id: &IngestRequestId,
+    ) -> Result<IngestRequest> {
+        let (source, id) = (source.clone(), id.clone());
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM ingest_request WHERE source_id = ?1 AND id = ?2",
+                rows::INGEST_REQUEST_COLUMNS
+            );
+            one(
+                conn,
+                &sql,
+                [source.as_str(), id.as_str()],
+                rows::ingest_request,
+            )
+            .and_then(not_found("ingest request"))
+        })
+        .await
+    }
+
+    async fn list_ingest_requests(
+        &self,
+        source: &SourceId,
+        query: &ListQuery,
+    ) -> Result<Page<IngestRequest>> {
+        let (source, query) = (source.clone(), query.clone());
+        self.read(move |conn| {
+            Select::new(format!(
+                "SELECT {} FROM ingest_request WHERE 1 = 1",
+                rows::INGEST_REQUEST_COLUMNS
+            ))
+            .and("ingest_request.source_id = ?", source.into_string())
+            .page(
+                conn,
+                "ingest_request.id",
+                &query,
+                rows::ingest_request,
+                |request| request.id.to_string(),
+            )
+        })
+        .await
+    }
+
+    async fn ingest_requests_after(
+        &self,
+        source: &SourceId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<IngestRequest>> {
+        let source = source.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM ingest_request WHERE source_id = ?1 AND seq > ?2
+                 ORDER BY seq LIMIT ?3",
+                rows::INGEST_REQUEST_COLUMNS
+            );
+            let mut statement = conn.prepare_cached(&sql).map_err(Error::storage)?;
+            statement
+                .query_map(params![source.as_str(), after, limit], rows::ingest_request)
+                .map_err(Error::storage)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(Error::storage)
+        })
+        .await
+    }
+
+    async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64> {
+        let before = millis(before);
+        let mut purged = 0;
+        loop {
+            let deleted = self
+                .write(move |conn| {
+                    conn.prepare_cached(
+                        "DELETE FROM ingest_request WHERE rowid IN (
+                             SELECT rowid FROM ingest_request WHERE created_at < ?1 LIMIT ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![before, PURGE_BATCH as i64]))
+                    .map_err(Error::storage)
+                })
+                .await?;
+            purged += deleted as u64;
+            if deleted < PURGE_BATCH {
+                return Ok(purged);
+            }
+        }
+    }
+
     async fn put_token(&self, token: &Token) -> Result<()> {
         let token = token.clone();
         self.write(move |conn| {
@@ -1134,5 +1436,37 @@ fn put_idempotent(conn: &Connection, record: &IdempotencyRecord) -> Result<()> {
         ])
     })
     .map_err(Error::storage)?;
+    Ok(())
+}
+
+/// Logs a received request, `seq` included.
+fn insert_ingest_request(conn: &Connection, request: &IngestRequest) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers, body,
+             verdict, status_code, reason_code, reason, dedupe_key, event_type, msg_id,
+             created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            request.id.as_str(),
+            request.source_id.as_str(),
+            request.seq,
+            request.method,
+            request.path,
+            request.query,
+            json(&request.headers),
+            request.body,
+            request.verdict.as_str(),
+            request.status_code,
+            request.reason_code,
+            request.reason,
+            request.dedupe_key,
+            request.event_type,
+            request.msg_id.as_ref().map(MessageId::as_str),
+            millis(request.created_at),
+        ])
+    })
+    .map_err(|e| classify(e, "a logged request"))?;
     Ok(())
 }

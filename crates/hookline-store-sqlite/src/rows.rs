@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use hookline_core::Error;
-use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
+use hookline_core::id::{AppId, AttemptId, EndpointId, IngestRequestId, MessageId, SourceId};
+use hookline_core::ingest::{IngestRequest, Source, Verdict};
 use hookline_core::model::{
     Application, Attempt, Destination, Endpoint, EndpointFilter, EndpointSecret, ErrorKind,
     EventType, Message, MessageStatus, TriggerType,
@@ -147,7 +148,8 @@ pub fn event_type(row: &Row<'_>) -> rusqlite::Result<EventType> {
 }
 
 pub const MESSAGE_COLUMNS: &str = "message.id, message.app_id, message.event_id, \
-    message.event_type, message.payload, message.channels, message.created_at";
+    message.event_type, message.payload, message.channels, message.headers, \
+    message.created_at";
 
 pub fn message_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -157,8 +159,14 @@ pub fn message_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Message> {
         event_type: row.get(at + 3)?,
         payload: row.get(at + 4)?,
         channels: parse_opt(row.get(at + 5)?)?,
-        created_at: time(row.get(at + 6)?),
+        headers: parse_opt(row.get(at + 6)?)?.unwrap_or_default(),
+        created_at: time(row.get(at + 7)?),
     })
+}
+
+/// A message's extra headers as stored: `NULL` when there are none, as for most messages.
+pub fn headers_json(headers: &BTreeMap<String, String>) -> Option<String> {
+    (!headers.is_empty()).then(|| map_json(headers))
 }
 
 pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
@@ -208,5 +216,63 @@ pub fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
             .get::<_, Option<String>>(11)?
             .and_then(|kind| ErrorKind::parse(&kind)),
         created_at: time(row.get(12)?),
+    })
+}
+
+pub const SOURCE_COLUMNS: &str = "source.id, source.uid, source.name, source.source_type, \
+    source.config, source.metadata, source.app_id, source.token, source.previous_token, \
+    source.previous_token_expires_at, source.created_at, source.updated_at";
+
+pub fn source(row: &Row<'_>) -> rusqlite::Result<Source> {
+    Ok(Source {
+        id: SourceId::from_string(row.get(0)?),
+        uid: row.get(1)?,
+        name: row.get(2)?,
+        source_type: row.get(3)?,
+        config: parse(&row.get::<_, String>(4)?)?,
+        metadata: parse(&row.get::<_, String>(5)?)?,
+        app_id: AppId::from_string(row.get(6)?),
+        token: row.get(7)?,
+        previous_token: row.get(8)?,
+        previous_token_expires_at: row.get::<_, Option<i64>>(9)?.map(time),
+        created_at: time(row.get(10)?),
+        updated_at: time(row.get(11)?),
+    })
+}
+
+pub const INGEST_REQUEST_COLUMNS: &str = "ingest_request.id, ingest_request.source_id, \
+    ingest_request.seq, ingest_request.method, ingest_request.path, ingest_request.query, \
+    ingest_request.headers, ingest_request.body, ingest_request.verdict, \
+    ingest_request.status_code, ingest_request.reason_code, ingest_request.reason, \
+    ingest_request.dedupe_key, ingest_request.event_type, ingest_request.msg_id, \
+    ingest_request.created_at";
+
+pub fn ingest_request(row: &Row<'_>) -> rusqlite::Result<IngestRequest> {
+    let verdict: String = row.get(8)?;
+    Ok(IngestRequest {
+        id: IngestRequestId::from_string(row.get(0)?),
+        source_id: SourceId::from_string(row.get(1)?),
+        seq: row.get(2)?,
+        method: row.get(3)?,
+        path: row.get(4)?,
+        query: row.get(5)?,
+        headers: parse(&row.get::<_, String>(6)?)?,
+        body: row.get(7)?,
+        verdict: Verdict::parse(&verdict).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                8,
+                rusqlite::types::Type::Text,
+                format!("unknown verdict {verdict:?}").into(),
+            )
+        })?,
+        status_code: row.get(9)?,
+        reason_code: row.get(10)?,
+        reason: row.get(11)?,
+        dedupe_key: row.get(12)?,
+        event_type: row.get(13)?,
+        msg_id: row
+            .get::<_, Option<String>>(14)?
+            .map(MessageId::from_string),
+        created_at: time(row.get(15)?),
     })
 }

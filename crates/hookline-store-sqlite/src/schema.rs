@@ -110,4 +110,53 @@ CREATE TABLE token (
     // A resend that arrived while the delivery was in flight: the in-flight attempt's
     // outcome must not overwrite it.
     "ALTER TABLE destination ADD COLUMN requeued INTEGER NOT NULL DEFAULT 0",
+    // The receiving side. A source owns a hidden application (`app_id`) that holds its
+    // forwarding endpoints and messages; `last_seq` numbers its received requests in
+    // commit order and never goes back, even once the log has been purged. A forwarded
+    // message carries headers of its own (`NULL` for none).
+    r#"
+ALTER TABLE message ADD COLUMN headers TEXT;
+
+CREATE TABLE source (
+    id                        TEXT PRIMARY KEY,
+    uid                       TEXT UNIQUE,
+    name                      TEXT NOT NULL,
+    source_type               TEXT NOT NULL,
+    config                    TEXT NOT NULL,
+    metadata                  TEXT NOT NULL,
+    app_id                    TEXT NOT NULL UNIQUE REFERENCES app (id),
+    token                     TEXT NOT NULL UNIQUE,
+    previous_token            TEXT,
+    previous_token_expires_at INTEGER,
+    last_seq                  INTEGER NOT NULL DEFAULT 0,
+    created_at                INTEGER NOT NULL,
+    updated_at                INTEGER NOT NULL
+);
+CREATE INDEX source_previous_token ON source (previous_token)
+    WHERE previous_token IS NOT NULL;
+
+CREATE TABLE ingest_request (
+    id          TEXT PRIMARY KEY,
+    source_id   TEXT NOT NULL REFERENCES source (id),
+    seq         INTEGER NOT NULL,
+    method      TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    query       TEXT NOT NULL,
+    headers     TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    verdict     TEXT NOT NULL,
+    status_code INTEGER NOT NULL,
+    reason_code TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    dedupe_key  TEXT,
+    event_type  TEXT,
+    msg_id      TEXT,
+    created_at  INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX ingest_request_seq ON ingest_request (source_id, seq);
+CREATE INDEX ingest_request_source ON ingest_request (source_id, id);
+CREATE INDEX ingest_request_dedupe ON ingest_request (source_id, dedupe_key)
+    WHERE dedupe_key IS NOT NULL;
+CREATE INDEX ingest_request_created ON ingest_request (created_at);
+"#,
 ];

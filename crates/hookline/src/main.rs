@@ -27,6 +27,8 @@ enum Command {
     Sign(commands::sign::Args),
     Verify(commands::verify::Args),
     Send(commands::send::Args),
+    Listen(commands::listen::ListenArgs),
+    Tail(commands::listen::TailArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,8 @@ fn main() -> ExitCode {
         Command::Sign(args) => commands::sign::run(args),
         Command::Verify(args) => commands::verify::run(args),
         Command::Send(args) => commands::send::run(args),
+        Command::Listen(args) => commands::listen::listen(args),
+        Command::Tail(args) => commands::listen::tail(args),
     };
     match outcome {
         Ok(code) => code,

@@ -97,6 +97,7 @@ impl World {
             event_type: "job.succeeded".into(),
             payload: Some(payload.to_owned()),
             channels: None,
+            headers: Default::default(),
             created_at: Utc::now(),
         };
         self.store

@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use hookline_core::id::AppId;
 use hookline_core::model::Token;
 use serde::{Deserialize, Serialize};
 
@@ -60,12 +61,17 @@ async fn app_portal_access(
 ) -> Result<Json<AppPortalAccessOut>, ApiError> {
     caller.require_admin()?;
     let (app, _) = get_or_create(state.store.as_ref(), &app_id, body.application).await?;
+    Ok(Json(issue_app_token(&state, app.id).await?))
+}
+
+/// Stores a new token scoped to `app` and returns it with a console link that carries it.
+pub async fn issue_app_token(state: &AppState, app: AppId) -> Result<AppPortalAccessOut, ApiError> {
     let token = new_app_token();
     state
         .store
         .put_token(&Token {
             hash: token_hash(&token),
-            app_id: Some(app.id),
+            app_id: Some(app),
             created_at: hookline_core::now(),
         })
         .await?;
@@ -73,7 +79,7 @@ async fn app_portal_access(
         "{}/console#token={token}",
         state.config.public_url.trim_end_matches('/')
     );
-    Ok(Json(AppPortalAccessOut { url, token }))
+    Ok(AppPortalAccessOut { url, token })
 }
 
 /// Revokes the app token the request carries. Admin tokens cannot be logged out.

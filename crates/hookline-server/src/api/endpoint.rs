@@ -685,6 +685,7 @@ async fn send_example(
         event_type: body.event_type,
         payload: Some(payload),
         channels: None,
+        headers: Default::default(),
         created_at: now,
     };
     super::message::accept(

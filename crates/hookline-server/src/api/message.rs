@@ -190,6 +190,7 @@ async fn create(
         event_type: body.event_type,
         payload: Some(body.payload.get().to_owned()),
         channels: body.channels,
+        headers: Default::default(),
         created_at: now,
     };
     let idempotency = idempotency.map(|Extension(key)| key);
@@ -289,6 +290,7 @@ mod tests {
             event_type: "a".into(),
             payload: Some(r#"{"k": 1}"#.into()),
             channels: None,
+            headers: Default::default(),
             created_at: now,
         };
         assert_eq!(payload_out(&message, true).unwrap().get(), r#"{"k": 1}"#);

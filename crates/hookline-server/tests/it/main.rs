@@ -48,16 +48,16 @@ impl TestApp {
             .expect("open store");
         let store: Arc<dyn Store> = Arc::new(store);
         let wake = Arc::new(tokio::sync::Notify::new());
-        let state = AppState {
-            store: Arc::clone(&store),
-            wake: Arc::clone(&wake),
-            config: Arc::new(ApiConfig {
+        let state = AppState::new(
+            Arc::clone(&store),
+            Arc::clone(&wake),
+            Arc::new(ApiConfig {
                 admin_token: Some(ADMIN.to_owned()),
                 public_url: "http://hookline.test:8071/".to_owned(),
                 max_payload_bytes: LIMIT,
                 idempotency_ttl: Duration::from_secs(12 * 3600),
             }),
-        };
+        );
         TestApp {
             router: app(state),
             store,

@@ -56,6 +56,7 @@ pub fn message(app: &AppId) -> NewMessage {
             event_type: "a.b".into(),
             payload: Some("{}".into()),
             channels: None,
+            headers: BTreeMap::new(),
             created_at: hookline_core::now(),
         },
         only_endpoint: None,

@@ -1,5 +1,6 @@
 //! The subcommands, and the few helpers they share.
 
+pub mod listen;
 pub mod send;
 pub mod serve;
 pub mod sign;

@@ -187,16 +187,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
 
     if config.role.serves_api() {
-        let state = hookline_server::AppState {
+        let state = hookline_server::AppState::new(
             store,
             wake,
-            config: Arc::new(hookline_server::ApiConfig {
+            Arc::new(hookline_server::ApiConfig {
                 admin_token: config.admin_token.clone(),
                 public_url: config.public_url.clone(),
                 max_payload_bytes: config.max_payload_bytes,
                 idempotency_ttl: std::time::Duration::from_secs(12 * 3600),
             }),
-        };
+        );
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

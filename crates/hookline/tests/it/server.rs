@@ -51,7 +51,11 @@ pub struct Server {
 impl Server {
     /// Starts the server in `dir` with the test token and loopback deliveries allowed.
     pub async fn start(dir: &Path, extra: &[(&str, &str)]) -> Server {
-        let port = free_port();
+        Server::start_on(dir, free_port(), extra).await
+    }
+
+    /// [`Server::start`] on a given port (to restart a server where clients expect it).
+    pub async fn start_on(dir: &Path, port: u16, extra: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookline"));
         command
             .arg("serve")

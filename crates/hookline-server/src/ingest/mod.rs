@@ -1,0 +1,21 @@
+//! The receiving side: the Svix Ingest API under `/ingest/api/v1` (sources, their
+//! forwarding endpoints, request log and live stream) and `/in/{token}`, where providers'
+//! webhooks arrive.
+
+pub mod endpoint;
+pub mod receive;
+pub mod source;
+pub mod source_type;
+pub mod stream;
+
+use axum::Router;
+
+use crate::AppState;
+
+/// Every route under `/ingest/api/v1`.
+pub fn router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .merge(source::router())
+        .merge(endpoint::router(state))
+        .merge(stream::router())
+}

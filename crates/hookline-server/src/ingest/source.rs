@@ -1,0 +1,459 @@
+//! Sources: `/ingest/api/v1/source`, their ingest token, their request log, and the
+//! consumer dashboard token. Managing sources is for admin tokens; a dashboard token (an
+//! app token of the source's hidden application) may read its own source and log.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use hookline_core::id::{AppId, IngestRequestId, SourceId};
+use hookline_core::ingest::{IngestRequest, Source};
+use hookline_core::page::Order;
+use serde::{Deserialize, Serialize};
+
+use super::source_type::SourceType;
+use crate::AppState;
+use crate::api::auth::{AppPortalAccessOut, issue_app_token};
+use crate::api::{ListResponse, list_query, non_null, nullable};
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, FieldError};
+use crate::extract::{Limit, MaybeJson, Query, ValidJson};
+use crate::validate::{self, Validate, Violations};
+
+/// How long a rotated-out ingest token keeps working: a day, so providers can be moved
+/// to the new URL without losing requests.
+pub const TOKEN_GRACE: chrono::Duration = chrono::Duration::hours(24);
+
+/// Characters of an ingest token: 32 base62 characters, about 190 bits.
+const TOKEN_LEN: usize = 32;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/source", get(list).post(create))
+        .route(
+            "/source/{source_id}",
+            get(fetch).put(upsert).patch(patch).delete(delete),
+        )
+        .route("/source/{source_id}/token/rotate", post(rotate_token))
+        .route("/source/{source_id}/dashboard", post(dashboard))
+        .route("/source/{source_id}/log", get(log))
+}
+
+/// A new ingest token.
+pub fn new_token() -> String {
+    hookline_core::id::random_base62(TOKEN_LEN)
+}
+
+/// The body of create (POST) and replace (PUT).
+#[derive(Debug, Deserialize)]
+pub struct IngestSourceIn {
+    pub name: String,
+    #[serde(default)]
+    pub uid: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(rename = "type")]
+    pub source_type: String,
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// Name 2..=256 characters; uid `^(?!src_)[a-zA-Z0-9_-]+$`, at most 60.
+fn check_name_and_uid(v: &mut Violations, name: Option<&str>, uid: Option<&str>) {
+    if let Some(name) = name {
+        validate::name(v, "name", name);
+        if !(2..=256).contains(&name.chars().count()) {
+            v.add(&["name"], "must be 2 to 256 characters long");
+        }
+    }
+    if let Some(uid) = uid {
+        let slug = uid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+        if uid.is_empty() || uid.len() > 60 || !slug {
+            v.add(
+                &["uid"],
+                "must be 1 to 60 letters, digits, `-` and `_` characters",
+            );
+        } else if SourceId::is_id(uid) {
+            v.add(
+                &["uid"],
+                format!("must not start with `{}`", SourceId::PREFIX),
+            );
+        }
+    }
+}
+
+impl Validate for IngestSourceIn {
+    fn validate(&self, v: &mut Violations) {
+        check_name_and_uid(v, Some(&self.name), self.uid.as_deref());
+    }
+}
+
+impl IngestSourceIn {
+    /// The source type and configuration, checked.
+    fn source_type(&self) -> Result<SourceType, ApiError> {
+        SourceType::parse(&self.source_type, self.config.as_ref())
+            .map_err(|error| ApiError::Invalid(vec![FieldError::value(error.loc, error.message)]))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IngestSourcePatch {
+    #[serde(default, deserialize_with = "non_null")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub uid: Option<Option<String>>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl Validate for IngestSourcePatch {
+    fn validate(&self, v: &mut Violations) {
+        check_name_and_uid(
+            v,
+            self.name.as_deref(),
+            self.uid.clone().flatten().as_deref(),
+        );
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestSourceOut {
+    pub id: SourceId,
+    pub uid: Option<String>,
+    pub name: String,
+    pub ingest_url: String,
+    #[serde(rename = "type")]
+    pub source_type: String,
+    /// The configuration without its secrets.
+    pub config: serde_json::Value,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The URL providers post to.
+pub fn ingest_url(state: &AppState, token: &str) -> String {
+    format!(
+        "{}/in/{token}",
+        state.config.public_url.trim_end_matches('/')
+    )
+}
+
+fn source_out(state: &AppState, source: Source) -> IngestSourceOut {
+    // A stored configuration was valid when it was stored; show nothing rather than fail.
+    let config = SourceType::parse(&source.source_type, Some(&source.config))
+        .map(|parsed| parsed.config_out())
+        .unwrap_or_else(|_| serde_json::json!({}));
+    IngestSourceOut {
+        ingest_url: ingest_url(state, &source.token),
+        id: source.id,
+        uid: source.uid,
+        name: source.name,
+        source_type: source.source_type,
+        config,
+        metadata: source.metadata,
+        created_at: source.created_at,
+        updated_at: source.updated_at,
+    }
+}
+
+/// The source a path names, if the caller may see it: admins see every source, a
+/// dashboard token only the source whose hidden application it is scoped to.
+pub async fn source_for(state: &AppState, caller: &Caller, key: &str) -> Result<Source, ApiError> {
+    match state.store.get_source(key).await {
+        Ok(source) => {
+            caller.require_app(&source.app_id)?;
+            Ok(source)
+        }
+        Err(hookline_core::Error::NotFound(_)) if matches!(caller.role, Role::App(_)) => Err(
+            ApiError::Forbidden("this token is scoped to another source"),
+        ),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(default)]
+    limit: Limit,
+    iterator: Option<String>,
+    order: Option<Order>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Json<ListResponse<IngestSourceOut>>, ApiError> {
+    caller.require_admin()?;
+    let order = params.order.unwrap_or(Order::Ascending);
+    let query = list_query(params.limit, params.iterator, order);
+    let page = state.store.list_sources(&query).await?;
+    Ok(Json(ListResponse::from_page(page, |source| {
+        source_out(&state, source)
+    })))
+}
+
+/// Checks a `forwardToApp` option: the application must exist when the source is saved.
+async fn check_forward_app(state: &AppState, parsed: &SourceType) -> Result<(), ApiError> {
+    let Some(app) = &parsed.options().forward_to_app else {
+        return Ok(());
+    };
+    match state.store.get_app(app).await {
+        Ok(_) => Ok(()),
+        Err(hookline_core::Error::NotFound(_)) => Err(ApiError::invalid(
+            &["body", "config", "forwardToApp"],
+            format!("no application has the id or uid `{app}`"),
+        )),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn new_source(body: IngestSourceIn) -> Source {
+    let now = hookline_core::now();
+    Source {
+        id: SourceId::new_at(now),
+        uid: body.uid,
+        name: body.name,
+        source_type: body.source_type,
+        config: body.config.unwrap_or_else(|| serde_json::json!({})),
+        metadata: body.metadata.unwrap_or_default(),
+        app_id: AppId::new_at(now),
+        token: new_token(),
+        previous_token: None,
+        previous_token_expires_at: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ValidJson(body): ValidJson<IngestSourceIn>,
+) -> Result<(StatusCode, Json<IngestSourceOut>), ApiError> {
+    caller.require_admin()?;
+    check_forward_app(&state, &body.source_type()?).await?;
+    let source = new_source(body);
+    state.store.create_source(&source).await?;
+    Ok((StatusCode::CREATED, Json(source_out(&state, source))))
+}
+
+async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source_id): Path<String>,
+) -> Result<Json<IngestSourceOut>, ApiError> {
+    let source = source_for(&state, &caller, &source_id).await?;
+    Ok(Json(source_out(&state, source)))
+}
+
+async fn upsert(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source_id): Path<String>,
+    ValidJson(body): ValidJson<IngestSourceIn>,
+) -> Result<(StatusCode, Json<IngestSourceOut>), ApiError> {
+    caller.require_admin()?;
+    check_forward_app(&state, &body.source_type()?).await?;
+    let mut source = match state.store.get_source(&source_id).await {
+        Ok(source) => source,
+        Err(hookline_core::Error::NotFound(_)) => {
+            let mut body = body;
+            if body.uid.is_none() && !SourceId::is_id(&source_id) {
+                body.uid = Some(source_id);
+            }
+            let source = new_source(body);
+            state.store.create_source(&source).await?;
+            return Ok((StatusCode::CREATED, Json(source_out(&state, source))));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    source.name = body.name;
+    source.uid = body.uid;
+    source.metadata = body.metadata.unwrap_or_default();
+    source.source_type = body.source_type;
+    source.config = body.config.unwrap_or_else(|| serde_json::json!({}));
+    source.updated_at = hookline_core::now();
+    state.store.update_source(&source).await?;
+    Ok((StatusCode::OK, Json(source_out(&state, source))))
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source_id): Path<String>,
+    ValidJson(body): ValidJson<IngestSourcePatch>,
+) -> Result<Json<IngestSourceOut>, ApiError> {
+    caller.require_admin()?;
+    let mut source = state.store.get_source(&source_id).await?;
+    if let Some(name) = body.name {
+        source.name = name;
+    }
+    if let Some(uid) = body.uid {
+        source.uid = uid;
+    }
+    if let Some(metadata) = body.metadata {
+        source.metadata = metadata;
+    }
+    source.updated_at = hookline_core::now();
+    state.store.update_source(&source).await?;
+    Ok(Json(source_out(&state, source)))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let source = state.store.get_source(&source_id).await?;
+    state.store.delete_source(&source.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotateTokenOut {
+    pub ingest_url: String,
+}
+
+/// Gives the source a new ingest token. The old one keeps working for [`TOKEN_GRACE`].
+async fn rotate_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source_id): Path<String>,
+) -> Result<Json<RotateTokenOut>, ApiError> {
+    caller.require_admin()?;
+    let mut source = state.store.get_source(&source_id).await?;
+    let now = hookline_core::now();
+    source.previous_token = Some(std::mem::replace(&mut source.token, new_token()));
+    source.previous_token_expires_at = Some(now + TOKEN_GRACE);
+    source.updated_at = now;
+    state.store.update_source(&source).await?;
+    Ok(Json(RotateTokenOut {
+        ingest_url: ingest_url(&state, &source.token),
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardIn {
+    /// Seconds the token is valid for; accepted for compatibility (tokens last until
+    /// logged out).
+    #[serde(default)]
+    pub expiry: Option<u64>,
+    #[serde(default)]
+    pub read_only: Option<bool>,
+}
+
+impl Validate for DashboardIn {
+    fn validate(&self, v: &mut Violations) {
+        if self
+            .expiry
+            .is_some_and(|secs| !(3600..=604_800).contains(&secs))
+        {
+            v.add(&["expiry"], "must be between 3600 and 604800 seconds");
+        }
+    }
+}
+
+/// A token scoped to the source: it reads the source and its log, and manages its
+/// endpoints.
+async fn dashboard(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source_id): Path<String>,
+    MaybeJson(_body): MaybeJson<DashboardIn>,
+) -> Result<Json<AppPortalAccessOut>, ApiError> {
+    caller.require_admin()?;
+    let source = state.store.get_source(&source_id).await?;
+    Ok(Json(issue_app_token(&state, source.app_id).await?))
+}
+
+// The request log.
+
+/// One logged request: the fields of the Svix Ingest log, then Hookline's own.
+#[derive(Debug, Serialize)]
+pub struct IngestLogOut {
+    pub id: IngestRequestId,
+    pub source_id: SourceId,
+    pub status_code: i16,
+    /// Why the request was refused; empty when it was accepted.
+    pub error_text: String,
+    /// Headers as received (a repeated header's values joined by `, `).
+    pub headers: BTreeMap<String, String>,
+    /// The body as text (invalid UTF-8 replaced); `payloadBase64` has the exact bytes.
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(rename = "payloadBase64")]
+    pub payload_base64: String,
+    pub verdict: &'static str,
+    #[serde(rename = "reasonCode")]
+    pub reason_code: String,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    #[serde(rename = "eventType")]
+    pub event_type: Option<String>,
+    #[serde(rename = "msgId")]
+    pub msg_id: Option<String>,
+}
+
+/// Headers as a map; repeated names are joined with `, ` as HTTP allows.
+pub fn header_map(headers: &[(String, String)]) -> BTreeMap<String, String> {
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        map.entry(name.clone())
+            .and_modify(|joined| {
+                joined.push_str(", ");
+                joined.push_str(value);
+            })
+            .or_insert_with(|| value.clone());
+    }
+    map
+}
+
+impl From<IngestRequest> for IngestLogOut {
+    fn from(request: IngestRequest) -> Self {
+        IngestLogOut {
+            id: request.id,
+            source_id: request.source_id,
+            status_code: request.status_code,
+            error_text: request.reason,
+            headers: header_map(&request.headers),
+            payload: String::from_utf8_lossy(&request.body).into_owned(),
+            created_at: request.created_at,
+            updated_at: request.created_at,
+            payload_base64: base64::engine::general_purpose::STANDARD.encode(&request.body),
+            verdict: request.verdict.as_str(),
+            reason_code: request.reason_code,
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            event_type: request.event_type,
+            msg_id: request.msg_id.map(|id| id.into_string()),
+        }
+    }
+}
+
+async fn log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source_id): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<ListResponse<IngestLogOut>>, ApiError> {
+    let source = source_for(&state, &caller, &source_id).await?;
+    let order = params.order.unwrap_or(Order::Descending);
+    let query = list_query(params.limit, params.iterator, order);
+    let page = state.store.list_ingest_requests(&source.id, &query).await?;
+    Ok(Json(ListResponse::from_page(page, IngestLogOut::from)))
+}

@@ -1,0 +1,1854 @@
+//! Source types: parsing a source's `{type, config}` and checking a received request.
+//!
+//! A source's type names its provider, and the provider decides three things: how a genuine
+//! request is recognised (a scheme of `hookline-signature`, a configurable HMAC, a password
+//! or a token), which value identifies one delivery across the provider's retries (the
+//! dedupe key), and where the event type is written. The facts behind each type are in
+//! `reference/PROVIDERS.md`.
+//!
+//! Everything here is pure: no I/O, no store, and the clock is a number passed in, so the
+//! source API (which parses configs) and the ingest route (which checks requests) share one
+//! definition of every type. Configuration errors carry the location of the offending
+//! field (`["body", "config", "secret"]`), ready for a 422.
+
+use std::cell::OnceCell;
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use hookline_signature::{Headers as _, Keyset, Scheme, Tolerance, VerifyError, VerifyOptions};
+use serde_json::{Map, Value};
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256, Sha512};
+use subtle::ConstantTimeEq as _;
+
+use crate::validate::is_slug;
+
+/// The dedupe window when none is configured: providers retry for up to 72 hours (OpenAI,
+/// Stripe), so a retry is recognised for as long as it can arrive.
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(3 * 24 * 3600);
+/// The longest `dedupeWindowSeconds` accepted.
+pub const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest `toleranceSeconds` accepted.
+pub const MAX_TOLERANCE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The largest `maxBodyBytes` accepted: 16 MiB.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Secrets (or passwords, or tokens) valid at once: enough for any rotation.
+const MAX_SECRETS: usize = 10;
+const MAX_FORWARD_HEADERS: usize = 32;
+/// Longer ids and event types are not trusted as such: ids fall back to the body's hash.
+const MAX_VALUE_LEN: usize = 256;
+
+/// Headers that describe one hop's connection or framing: copying them onto another
+/// request would corrupt it.
+const FRAMING_HEADERS: [&str; 9] = [
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Our own options, accepted in the config of every type.
+const OPTION_FIELDS: [&str; 5] = [
+    "toleranceSeconds",
+    "maxBodyBytes",
+    "dedupeWindowSeconds",
+    "forwardHeaders",
+    "forwardToApp",
+];
+
+/// How a type checks requests, before its configuration is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// No verification.
+    Generic,
+    /// A scheme of `hookline-signature`, keyed by `secret` or `secrets`.
+    Signed(Scheme),
+    /// An HMAC of the body in a configurable header, algorithm and encoding.
+    Hmac,
+    /// `Authorization: Basic`.
+    BasicAuth,
+    /// `Authorization: Bearer`.
+    Bearer,
+}
+
+/// Every supported type by its wire name: the contract's own, then Hookline's, then the
+/// contract's types whose config is `SvixConfig` (their providers send through Svix).
+const TYPES: &[(&str, Kind)] = &[
+    ("generic-webhook", Kind::Generic),
+    ("svix", Kind::Signed(Scheme::Svix)),
+    ("open-ai", Kind::Signed(Scheme::OpenAi)),
+    ("replicate", Kind::Signed(Scheme::Replicate)),
+    ("github", Kind::Signed(Scheme::Github)),
+    ("stripe", Kind::Signed(Scheme::Stripe)),
+    ("slack", Kind::Signed(Scheme::Slack)),
+    ("shopify", Kind::Signed(Scheme::Shopify)),
+    ("standard-webhooks", Kind::Signed(Scheme::Standard)),
+    ("hugging-face", Kind::Signed(Scheme::HuggingFace)),
+    ("hmac", Kind::Hmac),
+    ("basic-auth", Kind::BasicAuth),
+    ("bearer", Kind::Bearer),
+    ("beehiiv", Kind::Signed(Scheme::Svix)),
+    ("brex", Kind::Signed(Scheme::Svix)),
+    ("clerk", Kind::Signed(Scheme::Svix)),
+    ("guesty", Kind::Signed(Scheme::Svix)),
+    ("incident-io", Kind::Signed(Scheme::Svix)),
+    ("lithic", Kind::Signed(Scheme::Svix)),
+    ("nash", Kind::Signed(Scheme::Svix)),
+    ("pleo", Kind::Signed(Scheme::Svix)),
+    ("psi-fi", Kind::Signed(Scheme::Svix)),
+    ("render", Kind::Signed(Scheme::Svix)),
+    ("resend", Kind::Signed(Scheme::Svix)),
+    ("safebase", Kind::Signed(Scheme::Svix)),
+    ("sardine", Kind::Signed(Scheme::Svix)),
+    ("stych", Kind::Signed(Scheme::Svix)),
+];
+
+impl Kind {
+    /// The config fields of the type itself, besides [`OPTION_FIELDS`].
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Generic => &[],
+            Kind::Signed(_) => &["secret", "secrets"],
+            Kind::Hmac => &[
+                "secret",
+                "secrets",
+                "header",
+                "algorithm",
+                "encoding",
+                "prefix",
+            ],
+            Kind::BasicAuth => &["username", "password", "passwords"],
+            Kind::Bearer => &["token", "tokens"],
+        }
+    }
+
+    /// Whether the type's requests carry a signed timestamp (so a tolerance applies).
+    fn has_timestamp(self) -> bool {
+        matches!(self, Kind::Signed(scheme) if scheme.has_timestamp())
+    }
+
+    /// Whether the type cannot do without a config (it needs a secret or a header).
+    fn needs_config(self) -> bool {
+        !matches!(self, Kind::Generic | Kind::Signed(Scheme::Github))
+    }
+}
+
+/// A source's type with its parsed configuration.
+#[derive(Clone)]
+pub struct SourceType {
+    name: &'static str,
+    kind: Kind,
+    verifier: Verifier,
+    options: IngestOptions,
+    /// The config as shown in API answers: no secret ever goes in here.
+    shown: Map<String, Value>,
+}
+
+/// A config that cannot be used, with the location of the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    /// Where the error is, from the request body: `["body", "config", "secrets", "1"]`.
+    pub loc: Vec<String>,
+    /// What is wrong, in lowercase prose.
+    pub message: String,
+}
+
+/// Hookline's own options, accepted in the config of every type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOptions {
+    /// From `toleranceSeconds` (0 = do not check); the scheme's default when not set.
+    pub tolerance: Tolerance,
+    /// From `maxBodyBytes` (1 ..= 16 MiB); the server's limit when not set.
+    pub max_body_bytes: Option<usize>,
+    /// From `dedupeWindowSeconds` (0 ..= 30 days); [`DEFAULT_DEDUPE_WINDOW`] when not set.
+    pub dedupe_window: Duration,
+    /// From `forwardHeaders`: header names (lowercase) copied from the provider's request
+    /// onto forwarded deliveries.
+    pub forward_headers: Vec<String>,
+    /// From `forwardToApp`: the id or uid of an application that also gets each accepted
+    /// request as a message.
+    pub forward_to_app: Option<String>,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            tolerance: Tolerance::SchemeDefault,
+            max_body_bytes: None,
+            dedupe_window: DEFAULT_DEDUPE_WINDOW,
+            forward_headers: Vec::new(),
+            forward_to_app: None,
+        }
+    }
+}
+
+/// One received request, as the ingest route read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The HTTP method. Not checked here: the route decides which methods it takes.
+    pub method: &'a str,
+    /// The headers in the order received, names in lowercase.
+    pub headers: &'a [(String, String)],
+    /// The exact raw body.
+    pub body: &'a [u8],
+}
+
+/// What an accepted request is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// Identifies this delivery across the provider's retries: the provider's id, or
+    /// `sha256:` and the hex SHA-256 of the body where the provider sends none.
+    pub dedupe_key: String,
+    /// The provider's event type, where the type knows where to find it.
+    pub event_type: Option<String>,
+    /// Slack `url_verification`: the `challenge` to echo back; such a request is answered,
+    /// not forwarded.
+    pub challenge: Option<String>,
+}
+
+/// Why a request was refused.
+///
+/// `code` is [`VerifyError::code`] for signature failures. The HMAC, Basic and Bearer
+/// checks use the same codes (`missing_header`, `malformed_header`, `no_signature_matched`)
+/// plus `invalid_credentials` for a wrong password or token; a body over `maxBodyBytes` is
+/// `payload_too_large`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refusal {
+    /// A stable, machine-readable code.
+    pub code: &'static str,
+    /// What exactly is wrong, for the request log.
+    pub reason: String,
+}
+
+impl SourceType {
+    /// Parses a source's type and its `config` (the JSON member of the request, `None` if
+    /// absent). Secrets are decoded here, so a source that parses can check requests.
+    pub fn parse(type_name: &str, config: Option<&Value>) -> Result<SourceType, ConfigError> {
+        let (name, kind) = TYPES
+            .iter()
+            .copied()
+            .find(|(name, _)| *name == type_name)
+            .ok_or_else(|| unsupported(type_name))?;
+        let empty = Map::new();
+        let map = match config {
+            None | Some(Value::Null) if kind.needs_config() => {
+                return Err(ConfigError::at(&[], "field required"));
+            }
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(map)) => map,
+            Some(_) => return Err(ConfigError::at(&[], "must be an object")),
+        };
+        let accepted = || kind.fields().iter().chain(&OPTION_FIELDS);
+        if let Some(unknown) = map.keys().find(|key| !accepted().any(|field| field == key)) {
+            let names: Vec<&str> = accepted().copied().collect();
+            return Err(ConfigError::at(
+                &[unknown],
+                format!(
+                    "unknown field `{unknown}`; the config of `{name}` accepts {}",
+                    names.join(", ")
+                ),
+            ));
+        }
+        let fields = Fields { map };
+        let mut shown = Map::new();
+        let verifier = Verifier::parse(kind, &fields, &mut shown)?;
+        let options = IngestOptions::parse(name, kind, &fields, &mut shown)?;
+        Ok(SourceType {
+            name,
+            kind,
+            verifier,
+            options,
+            shown,
+        })
+    }
+
+    /// Every supported type name, in a stable order.
+    pub fn supported() -> impl Iterator<Item = &'static str> {
+        TYPES.iter().map(|(name, _)| *name)
+    }
+
+    /// The type name as given, e.g. `open-ai`.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// The signature scheme, for types that use one of `hookline-signature`.
+    pub fn scheme(&self) -> Option<Scheme> {
+        match self.kind {
+            Kind::Signed(scheme) => Some(scheme),
+            _ => None,
+        }
+    }
+
+    /// Whether requests are checked at all (not for `generic-webhook`, nor `github`
+    /// without a secret).
+    pub fn verifies(&self) -> bool {
+        !matches!(self.verifier, Verifier::None)
+    }
+
+    /// The config to show in API answers: everything but secrets, passwords and tokens
+    /// (so `{}` for secret-only configs, as the contract's `*ConfigOut`), with our options
+    /// under their camelCase names when set.
+    pub fn config_out(&self) -> Value {
+        Value::Object(self.shown.clone())
+    }
+
+    /// Hookline's own options.
+    pub fn options(&self) -> &IngestOptions {
+        &self.options
+    }
+
+    /// Checks one received request against the exact raw body. `now` is Unix seconds.
+    pub fn check(&self, request: &Incoming<'_>, now: i64) -> Result<Checked, Refusal> {
+        if let Some(limit) = self.options.max_body_bytes
+            && request.body.len() > limit
+        {
+            return Err(Refusal {
+                code: "payload_too_large",
+                reason: format!(
+                    "body is {} bytes; this source accepts at most {limit}",
+                    request.body.len()
+                ),
+            });
+        }
+        self.verifier.verify(request, &self.options, now)?;
+        let body = Body::new(request.body);
+        Ok(Checked {
+            dedupe_key: self.dedupe_key(request.headers, &body),
+            event_type: self.event_type(request.headers, &body),
+            challenge: self.challenge(&body),
+        })
+    }
+
+    /// The provider's id of this delivery where it sends one, else the body's hash.
+    fn dedupe_key(&self, headers: &[(String, String)], body: &Body<'_>) -> String {
+        let id = match self.scheme() {
+            Some(Scheme::Standard | Scheme::Svix | Scheme::OpenAi | Scheme::Replicate) => {
+                header(headers, "webhook-id").or_else(|| header(headers, "svix-id"))
+            }
+            Some(Scheme::Github) => header(headers, "x-github-delivery"),
+            Some(Scheme::Stripe) => body.text("/id"),
+            Some(Scheme::Shopify) => header(headers, "x-shopify-webhook-id"),
+            Some(Scheme::Slack) => body.text("/event_id"),
+            _ => None,
+        };
+        id.filter(|id| id.len() <= MAX_VALUE_LEN)
+            .map_or_else(|| body_hash(body.raw), str::to_owned)
+    }
+
+    /// Where each provider writes the event type; the body's `type` for everyone else.
+    fn event_type(&self, headers: &[(String, String)], body: &Body<'_>) -> Option<String> {
+        match self.scheme() {
+            Some(Scheme::Github) => {
+                header(headers, "x-github-event").map(|event| match body.text("/action") {
+                    Some(action) => format!("{event}.{action}"),
+                    None => event.to_owned(),
+                })
+            }
+            Some(Scheme::Shopify) => header(headers, "x-shopify-topic").map(str::to_owned),
+            Some(Scheme::Slack) => body
+                .text("/event/type")
+                .or_else(|| body.text("/type"))
+                .map(str::to_owned),
+            Some(Scheme::HuggingFace) => body
+                .text("/event/scope")
+                .zip(body.text("/event/action"))
+                .map(|(scope, action)| format!("{scope}.{action}")),
+            Some(Scheme::Replicate) => body.text("/status").map(|s| format!("prediction.{s}")),
+            _ => body.text("/type").map(str::to_owned),
+        }
+        .filter(|event_type| {
+            event_type.len() <= MAX_VALUE_LEN && !event_type.chars().any(char::is_control)
+        })
+    }
+
+    /// Slack checks a new Events API URL by sending a `challenge` to echo back.
+    fn challenge(&self, body: &Body<'_>) -> Option<String> {
+        let slack = self.scheme() == Some(Scheme::Slack);
+        if slack && body.text("/type") == Some("url_verification") {
+            return body.text("/challenge").map(str::to_owned);
+        }
+        None
+    }
+}
+
+/// The trimmed, non-empty value of header `name`.
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .header(name)
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+}
+
+impl fmt::Debug for SourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceType")
+            .field("name", &self.name)
+            .field("verifier", &self.verifier)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+fn unsupported(type_name: &str) -> ConfigError {
+    let names: Vec<&str> = SourceType::supported().collect();
+    ConfigError {
+        loc: vec!["body".to_owned(), "type".to_owned()],
+        message: format!(
+            "source type `{type_name}` is not supported; supported types: {}",
+            names.join(", ")
+        ),
+    }
+}
+
+impl ConfigError {
+    /// An error at `path` under `["body", "config"]`.
+    fn at(path: &[&str], message: impl Into<String>) -> Self {
+        let mut loc = vec!["body".to_owned(), "config".to_owned()];
+        loc.extend(path.iter().map(|segment| (*segment).to_owned()));
+        ConfigError {
+            loc,
+            message: message.into(),
+        }
+    }
+}
+
+impl IngestOptions {
+    fn parse(
+        name: &str,
+        kind: Kind,
+        fields: &Fields<'_>,
+        shown: &mut Map<String, Value>,
+    ) -> Result<Self, ConfigError> {
+        let mut options = IngestOptions::default();
+        if let Some(secs) = fields.integer("toleranceSeconds", 0, MAX_TOLERANCE.as_secs())? {
+            if !kind.has_timestamp() {
+                return Err(ConfigError::at(
+                    &["toleranceSeconds"],
+                    format!("`{name}` requests carry no signed timestamp, so no tolerance applies"),
+                ));
+            }
+            options.tolerance = match secs {
+                0 => Tolerance::Disabled,
+                secs => Tolerance::Within(Duration::from_secs(secs)),
+            };
+            shown.insert("toleranceSeconds".to_owned(), secs.into());
+        }
+        let max_body = u64::try_from(MAX_BODY_BYTES).unwrap_or(u64::MAX);
+        if let Some(bytes) = fields.integer("maxBodyBytes", 1, max_body)? {
+            options.max_body_bytes = Some(usize::try_from(bytes).unwrap_or(MAX_BODY_BYTES));
+            shown.insert("maxBodyBytes".to_owned(), bytes.into());
+        }
+        if let Some(secs) = fields.integer("dedupeWindowSeconds", 0, MAX_DEDUPE_WINDOW.as_secs())? {
+            options.dedupe_window = Duration::from_secs(secs);
+            shown.insert("dedupeWindowSeconds".to_owned(), secs.into());
+        }
+        if let Some(names) = fields.strings("forwardHeaders")? {
+            options.forward_headers = forward_headers(&names)?;
+            shown.insert(
+                "forwardHeaders".to_owned(),
+                options.forward_headers.clone().into(),
+            );
+        }
+        if let Some(app) = fields.string("forwardToApp")? {
+            if !is_slug(app) || app.len() > MAX_VALUE_LEN {
+                return Err(ConfigError::at(
+                    &["forwardToApp"],
+                    "must be an application id or uid: 1 to 256 letters, digits, `-`, `_` or `.`",
+                ));
+            }
+            options.forward_to_app = Some(app.to_owned());
+            shown.insert("forwardToApp".to_owned(), app.into());
+        }
+        Ok(options)
+    }
+}
+
+fn forward_headers(names: &[&str]) -> Result<Vec<String>, ConfigError> {
+    if names.len() > MAX_FORWARD_HEADERS {
+        return Err(ConfigError::at(
+            &["forwardHeaders"],
+            format!("must hold at most {MAX_FORWARD_HEADERS} header names"),
+        ));
+    }
+    let mut headers: Vec<String> = Vec::with_capacity(names.len());
+    for (index, raw) in names.iter().enumerate() {
+        let error =
+            |message: String| ConfigError::at(&["forwardHeaders", &index.to_string()], message);
+        let name =
+            header_name(raw).ok_or_else(|| error("must be a valid header name".to_owned()))?;
+        if FRAMING_HEADERS.contains(&name.as_str()) {
+            return Err(error(format!(
+                "`{name}` belongs to the connection or framing of one request and cannot be copied"
+            )));
+        }
+        if name.starts_with("webhook-") || name.starts_with("svix-") {
+            return Err(error(format!(
+                "`{name}` cannot be copied: Hookline sets `webhook-*` and `svix-*` headers when it signs a delivery"
+            )));
+        }
+        if !headers.contains(&name) {
+            headers.push(name);
+        }
+    }
+    Ok(headers)
+}
+
+/// `raw` lowercased if it is an HTTP field name (RFC 9110 `token`).
+fn header_name(raw: &str) -> Option<String> {
+    let valid = !raw.is_empty()
+        && raw.len() <= MAX_VALUE_LEN
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    valid.then(|| raw.to_ascii_lowercase())
+}
+
+/// Typed access to the members of a config object. `null` counts as absent.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+}
+
+/// One secret, password or token, and where in the config it was given.
+struct Given<'a> {
+    field: &'static str,
+    index: Option<usize>,
+    value: &'a str,
+}
+
+impl Given<'_> {
+    fn error(&self, message: impl Into<String>) -> ConfigError {
+        match self.index {
+            Some(index) => ConfigError::at(&[self.field, &index.to_string()], message),
+            None => ConfigError::at(&[self.field], message),
+        }
+    }
+
+    /// The value without surrounding whitespace, refused if nothing is left.
+    fn non_empty(&self, what: &str) -> Result<&str, ConfigError> {
+        let value = self.value.trim();
+        if value.is_empty() {
+            return Err(self.error(format!("{what} is empty")));
+        }
+        Ok(value)
+    }
+}
+
+impl<'a> Fields<'a> {
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        self.map.get(name).filter(|value| !value.is_null())
+    }
+
+    fn string(&self, name: &str) -> Result<Option<&'a str>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(_) => Err(ConfigError::at(&[name], "must be a string")),
+        }
+    }
+
+    fn required_string(&self, name: &str) -> Result<&'a str, ConfigError> {
+        self.string(name)?
+            .ok_or_else(|| ConfigError::at(&[name], "field required"))
+    }
+
+    fn integer(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        match value.as_u64() {
+            Some(number) if (min..=max).contains(&number) => Ok(Some(number)),
+            _ => Err(ConfigError::at(
+                &[name],
+                format!("must be an integer from {min} to {max}"),
+            )),
+        }
+    }
+
+    fn strings(&self, name: &str) -> Result<Option<Vec<&'a str>>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(index, item)| {
+                    item.as_str().ok_or_else(|| {
+                        ConfigError::at(&[name, &index.to_string()], "must be a string")
+                    })
+                })
+                .collect::<Result<_, _>>()
+                .map(Some),
+            Some(_) => Err(ConfigError::at(&[name], "must be an array of strings")),
+        }
+    }
+
+    /// `one` (a string) or `many` (a non-empty array of strings): all valid at once.
+    fn one_or_many(
+        &self,
+        one: &'static str,
+        many: &'static str,
+        required: bool,
+    ) -> Result<Vec<Given<'a>>, ConfigError> {
+        let single = self.string(one)?;
+        let list = self.strings(many)?;
+        match (single, list) {
+            (Some(_), Some(_)) => Err(ConfigError::at(
+                &[many],
+                format!("give either `{one}` or `{many}`, not both"),
+            )),
+            (Some(value), None) => Ok(vec![Given {
+                field: one,
+                index: None,
+                value,
+            }]),
+            (None, Some(values)) if values.is_empty() => {
+                Err(ConfigError::at(&[many], "must hold at least one value"))
+            }
+            (None, Some(values)) if values.len() > MAX_SECRETS => Err(ConfigError::at(
+                &[many],
+                format!("must hold at most {MAX_SECRETS} values"),
+            )),
+            (None, Some(values)) => Ok(values
+                .into_iter()
+                .enumerate()
+                .map(|(index, value)| Given {
+                    field: many,
+                    index: Some(index),
+                    value,
+                })
+                .collect()),
+            (None, None) if required => Err(ConfigError::at(&[one], "field required")),
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+}
+
+/// How requests of a source are checked, with the key material to do it.
+#[derive(Clone)]
+enum Verifier {
+    None,
+    Signature(Keyset),
+    Hmac(HmacRule),
+    Credentials(Credentials),
+}
+
+impl Verifier {
+    fn parse(
+        kind: Kind,
+        fields: &Fields<'_>,
+        shown: &mut Map<String, Value>,
+    ) -> Result<Self, ConfigError> {
+        match kind {
+            Kind::Generic => Ok(Verifier::None),
+            Kind::Signed(scheme) => {
+                // The contract makes GitHub's secret nullable: without one nothing is checked.
+                let secrets = fields.one_or_many("secret", "secrets", scheme != Scheme::Github)?;
+                if secrets.is_empty() {
+                    return Ok(Verifier::None);
+                }
+                // One at a time first, so an error names the secret at fault.
+                for secret in &secrets {
+                    Keyset::new(scheme, [secret.value]).map_err(|e| secret.error(e.to_string()))?;
+                }
+                let keyset = Keyset::new(scheme, secrets.iter().map(|secret| secret.value))
+                    .map_err(|e| ConfigError::at(&["secrets"], e.to_string()))?;
+                Ok(Verifier::Signature(keyset))
+            }
+            Kind::Hmac => HmacRule::parse(fields, shown).map(Verifier::Hmac),
+            Kind::BasicAuth => Credentials::parse_basic(fields, shown).map(Verifier::Credentials),
+            Kind::Bearer => Credentials::parse_bearer(fields).map(Verifier::Credentials),
+        }
+    }
+
+    fn verify(
+        &self,
+        request: &Incoming<'_>,
+        options: &IngestOptions,
+        now: i64,
+    ) -> Result<(), Refusal> {
+        match self {
+            Verifier::None => Ok(()),
+            Verifier::Signature(keyset) => {
+                let verify = VerifyOptions::default()
+                    .tolerance(options.tolerance)
+                    .now(now);
+                keyset.verify(request.headers, request.body, verify)?;
+                Ok(())
+            }
+            Verifier::Hmac(rule) => rule.verify(request),
+            Verifier::Credentials(credentials) => credentials.verify(request),
+        }
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verifier::None => f.write_str("None"),
+            Verifier::Signature(keyset) => write!(f, "Signature({}, <redacted>)", keyset.scheme()),
+            Verifier::Hmac(rule) => rule.fmt(f),
+            Verifier::Credentials(credentials) => credentials.fmt(f),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Algorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha1 => "sha1",
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    /// The length of a tag in bytes.
+    fn len(self) -> usize {
+        match self {
+            Algorithm::Sha1 => 20,
+            Algorithm::Sha256 => 32,
+            Algorithm::Sha512 => 64,
+        }
+    }
+
+    /// Whether `tag` is the HMAC of `body` under `key`, compared in constant time.
+    fn verify(self, key: &[u8], body: &[u8], tag: &[u8]) -> bool {
+        fn check<M: Mac + KeyInit>(key: &[u8], body: &[u8], tag: &[u8]) -> bool {
+            let mut mac =
+                <M as KeyInit>::new_from_slice(key).expect("hmac takes keys of any length");
+            mac.update(body);
+            mac.verify_slice(tag).is_ok()
+        }
+        match self {
+            Algorithm::Sha1 => check::<Hmac<Sha1>>(key, body, tag),
+            Algorithm::Sha256 => check::<Hmac<Sha256>>(key, body, tag),
+            Algorithm::Sha512 => check::<Hmac<Sha512>>(key, body, tag),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Hex,
+    Base64,
+}
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Hex => "hex",
+            Encoding::Base64 => "base64",
+        }
+    }
+}
+
+/// Standard base64, with or without padding: senders differ, the tag's length is checked.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Secret bytes that never show in `Debug`.
+#[derive(Clone)]
+struct SecretBytes(Vec<u8>);
+
+/// The `hmac` type: an HMAC of the raw body, keyed with the secret's UTF-8 bytes.
+#[derive(Clone)]
+struct HmacRule {
+    header: String,
+    algorithm: Algorithm,
+    encoding: Encoding,
+    prefix: Option<String>,
+    keys: Vec<SecretBytes>,
+}
+
+impl HmacRule {
+    fn parse(fields: &Fields<'_>, shown: &mut Map<String, Value>) -> Result<Self, ConfigError> {
+        let header = header_name(fields.required_string("header")?)
+            .ok_or_else(|| ConfigError::at(&["header"], "must be a valid header name"))?;
+        let algorithm = match fields.string("algorithm")? {
+            None | Some("sha256") => Algorithm::Sha256,
+            Some("sha1") => Algorithm::Sha1,
+            Some("sha512") => Algorithm::Sha512,
+            Some(_) => {
+                return Err(ConfigError::at(
+                    &["algorithm"],
+                    "must be one of sha256, sha1, sha512",
+                ));
+            }
+        };
+        let encoding = match fields.string("encoding")? {
+            None | Some("hex") => Encoding::Hex,
+            Some("base64") => Encoding::Base64,
+            Some(_) => return Err(ConfigError::at(&["encoding"], "must be one of hex, base64")),
+        };
+        let prefix = fields
+            .string("prefix")?
+            .filter(|prefix| !prefix.is_empty())
+            .map(str::to_owned);
+        let keys = fields
+            .one_or_many("secret", "secrets", true)?
+            .iter()
+            .map(|secret| Ok(SecretBytes(secret.non_empty("secret")?.as_bytes().to_vec())))
+            .collect::<Result<_, ConfigError>>()?;
+
+        shown.insert("header".to_owned(), header.clone().into());
+        shown.insert("algorithm".to_owned(), algorithm.name().into());
+        shown.insert("encoding".to_owned(), encoding.name().into());
+        if let Some(prefix) = &prefix {
+            shown.insert("prefix".to_owned(), prefix.clone().into());
+        }
+        Ok(HmacRule {
+            header,
+            algorithm,
+            encoding,
+            prefix,
+            keys,
+        })
+    }
+
+    fn verify(&self, request: &Incoming<'_>) -> Result<(), Refusal> {
+        let name = self.header.as_str();
+        let value = request
+            .headers
+            .header(name)
+            .ok_or_else(|| Refusal::missing_header(name))?
+            .trim();
+        let encoded = match &self.prefix {
+            Some(prefix) => strip_prefix_ignore_case(value, prefix).ok_or_else(|| {
+                Refusal::malformed_header(
+                    name,
+                    &format!("expected a value starting with `{prefix}`"),
+                )
+            })?,
+            None => value,
+        };
+        let tag = match self.encoding {
+            Encoding::Hex => hex::decode(encoded.trim()).ok(),
+            Encoding::Base64 => BASE64.decode(encoded.trim()).ok(),
+        }
+        .filter(|tag| tag.len() == self.algorithm.len())
+        .ok_or_else(|| {
+            let expected = match self.encoding {
+                Encoding::Hex => format!("{} hex digits", self.algorithm.len() * 2),
+                Encoding::Base64 => format!("the base64 of {} bytes", self.algorithm.len()),
+            };
+            Refusal::malformed_header(
+                name,
+                &format!("expected {expected} (an hmac-{})", self.algorithm.name()),
+            )
+        })?;
+        // Every key is tried, so the time taken does not tell which one matched.
+        let matched = self.keys.iter().fold(false, |found, key| {
+            found | self.algorithm.verify(&key.0, request.body, &tag)
+        });
+        if matched {
+            Ok(())
+        } else {
+            Err(VerifyError::NoMatch {
+                signatures: 1,
+                keys: self.keys.len(),
+            }
+            .into())
+        }
+    }
+}
+
+impl fmt::Debug for HmacRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hmac")
+            .field("header", &self.header)
+            .field("algorithm", &self.algorithm)
+            .field("encoding", &self.encoding)
+            .field("prefix", &self.prefix)
+            .field("keys", &format_args!("<{} redacted>", self.keys.len()))
+            .finish()
+    }
+}
+
+fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
+    let head = value.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &value[prefix.len()..])
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthScheme {
+    Basic,
+    Bearer,
+}
+
+/// The `basic-auth` and `bearer` types: credentials in `Authorization`, kept as SHA-256
+/// digests so comparison is constant time whatever the length of what arrives.
+#[derive(Clone)]
+struct Credentials {
+    scheme: AuthScheme,
+    /// Shown in `Debug`: a user name is not a secret.
+    username: Option<String>,
+    digests: Vec<[u8; 32]>,
+}
+
+impl Credentials {
+    fn parse_basic(
+        fields: &Fields<'_>,
+        shown: &mut Map<String, Value>,
+    ) -> Result<Self, ConfigError> {
+        let username = fields.required_string("username")?;
+        if username.contains(':') || username.chars().any(char::is_control) {
+            return Err(ConfigError::at(
+                &["username"],
+                "must not contain `:` or control characters",
+            ));
+        }
+        let digests = fields
+            .one_or_many("password", "passwords", true)?
+            .iter()
+            .map(|password| {
+                if password.value.is_empty() {
+                    return Err(password.error("password is empty"));
+                }
+                Ok(Sha256::digest(format!("{username}:{}", password.value)).into())
+            })
+            .collect::<Result<_, _>>()?;
+        shown.insert("username".to_owned(), username.into());
+        Ok(Credentials {
+            scheme: AuthScheme::Basic,
+            username: Some(username.to_owned()),
+            digests,
+        })
+    }
+
+    fn parse_bearer(fields: &Fields<'_>) -> Result<Self, ConfigError> {
+        let digests = fields
+            .one_or_many("token", "tokens", true)?
+            .iter()
+            .map(|token| {
+                if token.value.is_empty() || token.value.chars().any(char::is_whitespace) {
+                    return Err(token.error("token must be non-empty and without whitespace"));
+                }
+                Ok(Sha256::digest(token.value).into())
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Credentials {
+            scheme: AuthScheme::Bearer,
+            username: None,
+            digests,
+        })
+    }
+
+    fn verify(&self, request: &Incoming<'_>) -> Result<(), Refusal> {
+        const AUTHORIZATION: &str = "authorization";
+        let value = request
+            .headers
+            .header(AUTHORIZATION)
+            .ok_or_else(|| Refusal::missing_header(AUTHORIZATION))?;
+        let expected = match self.scheme {
+            AuthScheme::Basic => "Basic",
+            AuthScheme::Bearer => "Bearer",
+        };
+        let credential = value
+            .trim()
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(expected))
+            .map(|(_, credential)| credential.trim())
+            .ok_or_else(|| {
+                Refusal::malformed_header(
+                    AUTHORIZATION,
+                    &format!("expected `{expected}` credentials"),
+                )
+            })?;
+        let received: [u8; 32] = match self.scheme {
+            AuthScheme::Basic => {
+                let decoded = BASE64.decode(credential).map_err(|_| {
+                    Refusal::malformed_header(
+                        AUTHORIZATION,
+                        "expected the base64 of `username:password` after `Basic`",
+                    )
+                })?;
+                Sha256::digest(decoded).into()
+            }
+            AuthScheme::Bearer => Sha256::digest(credential).into(),
+        };
+        let matched = self.digests.iter().fold(false, |found, digest| {
+            found | bool::from(digest.ct_eq(&received))
+        });
+        if matched {
+            Ok(())
+        } else {
+            Err(Refusal {
+                code: "invalid_credentials",
+                reason: format!(
+                    "the {} credentials match none of the {} configured for this source",
+                    expected.to_ascii_lowercase(),
+                    self.digests.len()
+                ),
+            })
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("scheme", &self.scheme)
+            .field("username", &self.username)
+            .field(
+                "digests",
+                &format_args!("<{} redacted>", self.digests.len()),
+            )
+            .finish()
+    }
+}
+
+impl Refusal {
+    fn missing_header(name: &str) -> Self {
+        Refusal {
+            code: "missing_header",
+            reason: format!("missing header {name}"),
+        }
+    }
+
+    fn malformed_header(name: &str, reason: &str) -> Self {
+        Refusal {
+            code: "malformed_header",
+            reason: format!("malformed header {name}: {reason}"),
+        }
+    }
+}
+
+impl From<VerifyError> for Refusal {
+    fn from(error: VerifyError) -> Self {
+        Refusal {
+            code: error.code(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// The raw body, parsed as JSON the first time a value is wanted from it.
+struct Body<'a> {
+    raw: &'a [u8],
+    json: OnceCell<Option<Value>>,
+}
+
+impl<'a> Body<'a> {
+    fn new(raw: &'a [u8]) -> Self {
+        Body {
+            raw,
+            json: OnceCell::new(),
+        }
+    }
+
+    /// The non-empty string at `pointer`; `None` if absent, not a string, or not JSON.
+    fn text(&self, pointer: &str) -> Option<&str> {
+        self.json
+            .get_or_init(|| serde_json::from_slice(self.raw).ok())
+            .as_ref()?
+            .pointer(pointer)?
+            .as_str()
+            .filter(|text| !text.is_empty())
+    }
+}
+
+/// The dedupe key of a request its provider gives no id: `sha256:` and the body's hash.
+fn body_hash(body: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::STANDARD;
+    use hookline_signature::{Message, hmac_secret_from_bytes};
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000;
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    /// GitHub's documented example: the HMACs below are Python's `hmac` over this pair.
+    const KAT_SECRET: &str = "It's a Secret to Everybody";
+    const KAT_BODY: &[u8] = b"Hello, World!";
+
+    fn other_secret() -> String {
+        hmac_secret_from_bytes(&[9; 32])
+    }
+
+    fn parsed(type_name: &str, config: Value) -> SourceType {
+        SourceType::parse(type_name, Some(&config)).unwrap()
+    }
+
+    fn parse_error(type_name: &str, config: Value) -> ConfigError {
+        SourceType::parse(type_name, Some(&config)).unwrap_err()
+    }
+
+    fn loc(path: &[&str]) -> Vec<String> {
+        path.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    fn check(
+        source: &SourceType,
+        headers: &[(String, String)],
+        body: &[u8],
+        now: i64,
+    ) -> Result<Checked, Refusal> {
+        source.check(
+            &Incoming {
+                method: "POST",
+                headers,
+                body,
+            },
+            now,
+        )
+    }
+
+    /// Signs like the provider does, with `extra` headers the provider adds.
+    fn signed(
+        scheme: Scheme,
+        secret: &str,
+        id: &str,
+        timestamp: i64,
+        body: &[u8],
+        extra: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let keyset = Keyset::new(scheme, [secret]).unwrap();
+        let mut headers: Vec<(String, String)> = keyset
+            .sign(&Message {
+                id,
+                timestamp,
+                body,
+            })
+            .unwrap()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        headers.extend(owned(extra));
+        headers
+    }
+
+    fn refused(result: Result<Checked, Refusal>) -> &'static str {
+        result.expect_err("the request should be refused").code
+    }
+
+    /// Every type verified by a scheme of `hookline-signature`, with the header that
+    /// carries its signature.
+    const SIGNED_TYPES: [(&str, Scheme, &str); 10] = [
+        ("standard-webhooks", Scheme::Standard, "webhook-signature"),
+        ("svix", Scheme::Svix, "svix-signature"),
+        ("clerk", Scheme::Svix, "svix-signature"),
+        ("open-ai", Scheme::OpenAi, "webhook-signature"),
+        ("replicate", Scheme::Replicate, "webhook-signature"),
+        ("github", Scheme::Github, "x-hub-signature-256"),
+        ("stripe", Scheme::Stripe, "stripe-signature"),
+        ("slack", Scheme::Slack, "x-slack-signature"),
+        ("shopify", Scheme::Shopify, "x-shopify-hmac-sha256"),
+        ("hugging-face", Scheme::HuggingFace, "x-webhook-secret"),
+    ];
+
+    #[test]
+    fn every_signed_type_accepts_a_good_request_and_refuses_bad_ones() {
+        let body = br#"{"type":"thing.happened","id":"evt_1"}"#;
+        for (name, scheme, signature_header) in SIGNED_TYPES {
+            let mut config = json!({ "secret": SECRET });
+            if scheme.has_timestamp() {
+                // Replicate checks no timestamp unless asked to.
+                config["toleranceSeconds"] = json!(300);
+            }
+            let source = parsed(name, config);
+            assert_eq!(source.scheme(), Some(scheme), "{name}");
+            assert!(source.verifies(), "{name}");
+            let good = signed(scheme, SECRET, "msg_1", NOW, body, &[]);
+            check(&source, &good, body, NOW + 5).unwrap_or_else(|e| panic!("{name}: {e}"));
+
+            // Hugging Face sends its secret as is: it signs nothing, so any body passes.
+            if scheme != Scheme::HuggingFace {
+                let tampered = br#"{"type":"thing.happened","id":"evt_2"}"#;
+                assert_eq!(
+                    refused(check(&source, &good, tampered, NOW)),
+                    "no_signature_matched",
+                    "{name}: tampered body"
+                );
+            }
+
+            let wrong = signed(scheme, &other_secret(), "msg_1", NOW, body, &[]);
+            assert_eq!(
+                refused(check(&source, &wrong, body, NOW)),
+                "no_signature_matched",
+                "{name}: wrong secret"
+            );
+
+            if scheme.has_timestamp() {
+                let stale = signed(scheme, SECRET, "msg_1", NOW - 1000, body, &[]);
+                assert_eq!(
+                    refused(check(&source, &stale, body, NOW)),
+                    "timestamp_too_old",
+                    "{name}: stale timestamp"
+                );
+            }
+
+            let missing: Vec<_> = good
+                .iter()
+                .filter(|(header, _)| header != signature_header)
+                .cloned()
+                .collect();
+            assert_eq!(missing.len(), good.len() - 1, "{name}");
+            assert_eq!(
+                refused(check(&source, &missing, body, NOW)),
+                "missing_header",
+                "{name}: missing signature header"
+            );
+        }
+    }
+
+    #[test]
+    fn every_secret_bearing_type_accepts_a_rotation_list() {
+        let body = br#"{"type":"a"}"#;
+        let old = other_secret();
+        for (name, scheme, _) in SIGNED_TYPES {
+            let source = parsed(name, json!({ "secrets": [old, SECRET] }));
+            for secret in [old.as_str(), SECRET] {
+                let headers = signed(scheme, secret, "msg_1", NOW, body, &[]);
+                check(&source, &headers, body, NOW).unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            let stranger = hmac_secret_from_bytes(&[3; 32]);
+            let headers = signed(scheme, &stranger, "msg_1", NOW, body, &[]);
+            assert_eq!(
+                refused(check(&source, &headers, body, NOW)),
+                "no_signature_matched"
+            );
+        }
+    }
+
+    #[test]
+    fn standard_family_dedupes_on_the_message_id_and_reads_the_body_type() {
+        let body = br#"{"type":"response.completed","data":{"id":"resp_1"}}"#;
+        for (type_name, scheme) in [
+            ("standard-webhooks", Scheme::Standard),
+            ("svix", Scheme::Svix),
+            ("resend", Scheme::Svix),
+            ("open-ai", Scheme::OpenAi),
+        ] {
+            let source = parsed(type_name, json!({ "secret": SECRET }));
+            let headers = signed(scheme, SECRET, "wh_123", NOW, body, &[]);
+            let checked = check(&source, &headers, body, NOW).unwrap();
+            assert_eq!(
+                checked,
+                Checked {
+                    dedupe_key: "wh_123".into(),
+                    event_type: Some("response.completed".into()),
+                    challenge: None,
+                },
+                "{type_name}"
+            );
+        }
+    }
+
+    #[test]
+    fn svix_accepts_webhook_header_names_too() {
+        let body = b"{}";
+        let source = parsed("svix", json!({ "secret": SECRET }));
+        let headers = signed(Scheme::Standard, SECRET, "msg_9", NOW, body, &[]);
+        let checked = check(&source, &headers, body, NOW).unwrap();
+        assert_eq!(checked.dedupe_key, "msg_9");
+        assert_eq!(checked.event_type, None);
+    }
+
+    #[test]
+    fn open_ai_takes_a_secret_without_whsec_as_raw_bytes() {
+        let body = br#"{"type":"batch.completed"}"#;
+        let source = parsed("open-ai", json!({ "secret": "plain-openai-secret" }));
+        let headers = signed(
+            Scheme::OpenAi,
+            "plain-openai-secret",
+            "wh_1",
+            NOW,
+            body,
+            &[],
+        );
+        assert_eq!(
+            check(&source, &headers, body, NOW)
+                .unwrap()
+                .event_type
+                .as_deref(),
+            Some("batch.completed")
+        );
+    }
+
+    #[test]
+    fn replicate_checks_no_timestamp_unless_configured() {
+        let body = br#"{"id":"p1","status":"succeeded"}"#;
+        let source = parsed("replicate", json!({ "secret": SECRET }));
+        let headers = signed(Scheme::Replicate, SECRET, "msg_r", NOW - 86_400, body, &[]);
+        let checked = check(&source, &headers, body, NOW).unwrap();
+        assert_eq!(checked.dedupe_key, "msg_r");
+        assert_eq!(checked.event_type.as_deref(), Some("prediction.succeeded"));
+        assert_eq!(source.options().tolerance, Tolerance::SchemeDefault);
+    }
+
+    #[test]
+    fn tolerance_zero_disables_the_timestamp_check() {
+        let body = b"{}";
+        let source = parsed(
+            "standard-webhooks",
+            json!({ "secret": SECRET, "toleranceSeconds": 0 }),
+        );
+        assert_eq!(source.options().tolerance, Tolerance::Disabled);
+        let headers = signed(Scheme::Standard, SECRET, "msg_1", NOW - 86_400, body, &[]);
+        check(&source, &headers, body, NOW).unwrap();
+
+        let source = parsed(
+            "standard-webhooks",
+            json!({ "secret": SECRET, "toleranceSeconds": 30 }),
+        );
+        let headers = signed(Scheme::Standard, SECRET, "msg_1", NOW + 60, body, &[]);
+        assert_eq!(
+            refused(check(&source, &headers, body, NOW)),
+            "timestamp_too_new"
+        );
+    }
+
+    #[test]
+    fn github_dedupes_on_the_delivery_and_names_event_and_action() {
+        let body = br#"{"action":"opened","issue":{"number":1}}"#;
+        let source = parsed("github", json!({ "secret": KAT_SECRET }));
+        let headers = signed(
+            Scheme::Github,
+            KAT_SECRET,
+            "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+            NOW,
+            body,
+            &[("x-github-event", "issues")],
+        );
+        let checked = check(&source, &headers, body, NOW).unwrap();
+        assert_eq!(checked.dedupe_key, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+        assert_eq!(checked.event_type.as_deref(), Some("issues.opened"));
+
+        let ping = br#"{"zen":"Keep it logically awesome."}"#;
+        let headers = signed(
+            Scheme::Github,
+            KAT_SECRET,
+            "d1",
+            NOW,
+            ping,
+            &[("x-github-event", "ping")],
+        );
+        assert_eq!(
+            check(&source, &headers, ping, NOW)
+                .unwrap()
+                .event_type
+                .as_deref(),
+            Some("ping")
+        );
+    }
+
+    #[test]
+    fn github_without_a_secret_checks_nothing() {
+        for config in [None, Some(json!({})), Some(json!({ "secret": null }))] {
+            let source = SourceType::parse("github", config.as_ref()).unwrap();
+            assert!(!source.verifies());
+            let headers = owned(&[("x-github-delivery", "d-1"), ("x-github-event", "push")]);
+            let checked = check(&source, &headers, b"not json", NOW).unwrap();
+            assert_eq!(checked.dedupe_key, "d-1");
+            assert_eq!(checked.event_type.as_deref(), Some("push"));
+        }
+    }
+
+    #[test]
+    fn stripe_dedupes_on_the_event_id() {
+        let body =
+            br#"{"id":"evt_1NG8Du2eZvKYlo2CUI79vXWy","object":"event","type":"invoice.paid"}"#;
+        let secret = "whsec_stripe_raw_bytes_secret";
+        let source = parsed("stripe", json!({ "secret": secret }));
+        let headers = signed(Scheme::Stripe, secret, "unused", NOW, body, &[]);
+        let checked = check(&source, &headers, body, NOW).unwrap();
+        assert_eq!(checked.dedupe_key, "evt_1NG8Du2eZvKYlo2CUI79vXWy");
+        assert_eq!(checked.event_type.as_deref(), Some("invoice.paid"));
+    }
+
+    #[test]
+    fn shopify_dedupes_on_the_webhook_id_and_reads_the_topic() {
+        let body = br#"{"id":820982911946154508}"#;
+        let source = parsed("shopify", json!({ "secret": "shpss_client_secret" }));
+        let headers = signed(
+            Scheme::Shopify,
+            "shpss_client_secret",
+            "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+            NOW,
+            body,
+            &[("x-shopify-topic", "orders/create")],
+        );
+        let checked = check(&source, &headers, body, NOW).unwrap();
+        assert_eq!(checked.dedupe_key, "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043");
+        assert_eq!(checked.event_type.as_deref(), Some("orders/create"));
+    }
+
+    #[test]
+    fn slack_events_dedupe_on_event_id_and_commands_on_the_body() {
+        let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+        let source = parsed("slack", json!({ "secret": secret }));
+
+        let event =
+            br#"{"type":"event_callback","event_id":"Ev0PV52K21","event":{"type":"app_mention"}}"#;
+        let headers = signed(Scheme::Slack, secret, "unused", NOW, event, &[]);
+        let checked = check(&source, &headers, event, NOW).unwrap();
+        assert_eq!(checked.dedupe_key, "Ev0PV52K21");
+        assert_eq!(checked.event_type.as_deref(), Some("app_mention"));
+        assert_eq!(checked.challenge, None);
+
+        let command = b"token=x&team_id=T1&command=%2Fweather&text=94070";
+        let headers = signed(Scheme::Slack, secret, "unused", NOW, command, &[]);
+        let checked = check(&source, &headers, command, NOW).unwrap();
+        assert_eq!(checked.dedupe_key, body_hash(command));
+        assert!(checked.dedupe_key.starts_with("sha256:"));
+        assert_eq!(checked.event_type, None);
+    }
+
+    #[test]
+    fn slack_url_verification_yields_the_challenge_once_verified() {
+        let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+        let source = parsed("slack", json!({ "secret": secret }));
+        let body = br#"{"token":"t","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+        let headers = signed(Scheme::Slack, secret, "unused", NOW, body, &[]);
+        let checked = check(&source, &headers, body, NOW).unwrap();
+        assert_eq!(
+            checked.challenge.as_deref(),
+            Some("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P")
+        );
+        assert_eq!(checked.event_type.as_deref(), Some("url_verification"));
+
+        let forged = signed(Scheme::Slack, &other_secret(), "unused", NOW, body, &[]);
+        assert_eq!(
+            refused(check(&source, &forged, body, NOW)),
+            "no_signature_matched"
+        );
+    }
+
+    #[test]
+    fn hugging_face_hashes_the_body_and_names_scope_and_action() {
+        let body = br#"{"event":{"action":"update","scope":"repo.content"},"repo":{"type":"model","name":"a/b"}}"#;
+        let source = parsed("hugging-face", json!({ "secret": "my-hf-secret" }));
+        let headers = owned(&[("x-webhook-secret", "my-hf-secret")]);
+        let checked = check(&source, &headers, body, NOW).unwrap();
+        assert_eq!(checked.dedupe_key, body_hash(body));
+        assert_eq!(checked.event_type.as_deref(), Some("repo.content.update"));
+
+        let headers = owned(&[("x-webhook-secret", "my-hf-secreT")]);
+        assert_eq!(
+            refused(check(&source, &headers, body, NOW)),
+            "no_signature_matched"
+        );
+    }
+
+    #[test]
+    fn generic_accepts_anything_and_hashes_the_body() {
+        for config in [
+            None,
+            Some(json!({})),
+            Some(json!({ "dedupeWindowSeconds": 60 })),
+        ] {
+            let source = SourceType::parse("generic-webhook", config.as_ref()).unwrap();
+            assert!(!source.verifies());
+            assert_eq!(source.scheme(), None);
+            let checked = check(&source, &[], b"\x00\xffnot json", NOW).unwrap();
+            assert_eq!(
+                checked.dedupe_key,
+                format!(
+                    "sha256:{}",
+                    hex::encode(Sha256::digest(b"\x00\xffnot json"))
+                )
+            );
+            assert_eq!(checked.event_type, None);
+            let json_body = br#"{"type":"order.created"}"#;
+            let checked = check(&source, &[], json_body, NOW).unwrap();
+            assert_eq!(checked.event_type.as_deref(), Some("order.created"));
+        }
+    }
+
+    #[test]
+    fn hmac_sha256_hex_with_prefix_known_answer() {
+        let source = parsed(
+            "hmac",
+            json!({ "secret": KAT_SECRET, "header": "X-Signature", "prefix": "sha256=" }),
+        );
+        let tag = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        let headers = owned(&[("x-signature", &format!("sha256={tag}"))]);
+        let checked = check(&source, &headers, KAT_BODY, NOW).unwrap();
+        assert_eq!(checked.dedupe_key, body_hash(KAT_BODY));
+        // Hex is case-insensitive, and so is the prefix.
+        let upper = owned(&[("x-signature", &format!("SHA256={}", tag.to_uppercase()))]);
+        check(&source, &upper, KAT_BODY, NOW).unwrap();
+
+        let unprefixed = owned(&[("x-signature", tag)]);
+        assert_eq!(
+            refused(check(&source, &unprefixed, KAT_BODY, NOW)),
+            "malformed_header"
+        );
+        assert_eq!(
+            refused(check(&source, &headers, b"Hello, World?", NOW)),
+            "no_signature_matched"
+        );
+        assert_eq!(
+            refused(check(&source, &[], KAT_BODY, NOW)),
+            "missing_header"
+        );
+        let short = owned(&[("x-signature", "sha256=757107ea")]);
+        assert_eq!(
+            refused(check(&source, &short, KAT_BODY, NOW)),
+            "malformed_header"
+        );
+    }
+
+    #[test]
+    fn hmac_sha1_and_sha512_known_answers() {
+        let sha1 = parsed(
+            "hmac",
+            json!({ "secret": KAT_SECRET, "header": "x-sig", "algorithm": "sha1" }),
+        );
+        let headers = owned(&[("x-sig", "01dc10d0c83e72ed246219cdd91669667fe2ca59")]);
+        check(&sha1, &headers, KAT_BODY, NOW).unwrap();
+
+        let sha512 = parsed(
+            "hmac",
+            json!({ "secret": KAT_SECRET, "header": "x-sig", "algorithm": "sha512", "encoding": "base64" }),
+        );
+        let headers = owned(&[(
+            "x-sig",
+            "Ee01WmF+mBNOhCASp5RMz1nBAlbLGCNXvX46QgE/8Hw3b4wUz1zBkj2iC1HWQlay+4678QCqZ6YTJvYf6oERvA==",
+        )]);
+        check(&sha512, &headers, KAT_BODY, NOW).unwrap();
+        // A sha256-sized tag is malformed for sha512.
+        let headers = owned(&[("x-sig", "dXEH6g6yUJ/CESIczphLijdXC211hsIsRvQ3nIsEPhc=")]);
+        assert_eq!(
+            refused(check(&sha512, &headers, KAT_BODY, NOW)),
+            "malformed_header"
+        );
+    }
+
+    #[test]
+    fn hmac_base64_sha256_with_rotation() {
+        let source = parsed(
+            "hmac",
+            json!({ "secrets": ["old-secret", KAT_SECRET], "header": "x-sig", "encoding": "base64" }),
+        );
+        let headers = owned(&[("x-sig", "dXEH6g6yUJ/CESIczphLijdXC211hsIsRvQ3nIsEPhc=")]);
+        check(&source, &headers, KAT_BODY, NOW).unwrap();
+        // Unpadded base64 is accepted too.
+        let headers = owned(&[("x-sig", "dXEH6g6yUJ/CESIczphLijdXC211hsIsRvQ3nIsEPhc")]);
+        check(&source, &headers, KAT_BODY, NOW).unwrap();
+        let headers = owned(&[(
+            "x-sig",
+            "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+        )]);
+        assert_eq!(
+            refused(check(&source, &headers, KAT_BODY, NOW)),
+            "malformed_header"
+        );
+    }
+
+    #[test]
+    fn basic_auth_right_and_wrong() {
+        let source = parsed(
+            "basic-auth",
+            json!({ "username": "aladdin", "passwords": ["opensesame", "newpassword"] }),
+        );
+        let encoded = STANDARD.encode("aladdin:opensesame");
+        assert_eq!(encoded, "YWxhZGRpbjpvcGVuc2VzYW1l");
+        for value in [
+            format!("Basic {encoded}"),
+            format!("basic  {encoded} "),
+            format!("Basic {}", STANDARD.encode("aladdin:newpassword")),
+        ] {
+            let headers = owned(&[("authorization", &value)]);
+            check(&source, &headers, b"{}", NOW).unwrap_or_else(|e| panic!("{value}: {e}"));
+        }
+        for (value, code) in [
+            (
+                format!("Basic {}", STANDARD.encode("aladdin:wrong")),
+                "invalid_credentials",
+            ),
+            (
+                format!("Basic {}", STANDARD.encode("jafar:opensesame")),
+                "invalid_credentials",
+            ),
+            (format!("Bearer {encoded}"), "malformed_header"),
+            ("Basic !!!".to_owned(), "malformed_header"),
+        ] {
+            let headers = owned(&[("authorization", &value)]);
+            assert_eq!(
+                refused(check(&source, &headers, b"{}", NOW)),
+                code,
+                "{value}"
+            );
+        }
+        assert_eq!(refused(check(&source, &[], b"{}", NOW)), "missing_header");
+    }
+
+    #[test]
+    fn bearer_right_and_wrong() {
+        let source = parsed("bearer", json!({ "token": "tok_live_123" }));
+        let headers = owned(&[("authorization", "Bearer tok_live_123")]);
+        let checked = check(&source, &headers, br#"{"type":"x.y"}"#, NOW).unwrap();
+        assert_eq!(checked.event_type.as_deref(), Some("x.y"));
+        for (value, code) in [
+            ("Bearer tok_live_124", "invalid_credentials"),
+            ("Bearer tok_live_1234", "invalid_credentials"),
+            ("Basic tok_live_123", "malformed_header"),
+            ("tok_live_123", "malformed_header"),
+        ] {
+            let headers = owned(&[("authorization", value)]);
+            assert_eq!(
+                refused(check(&source, &headers, b"{}", NOW)),
+                code,
+                "{value}"
+            );
+        }
+        let rotated = parsed("bearer", json!({ "tokens": ["a-token", "b-token"] }));
+        for token in ["a-token", "b-token"] {
+            let headers = owned(&[("authorization", &format!("Bearer {token}"))]);
+            check(&rotated, &headers, b"", NOW).unwrap();
+        }
+    }
+
+    #[test]
+    fn body_over_the_limit_is_refused() {
+        let source = parsed("generic-webhook", json!({ "maxBodyBytes": 4 }));
+        assert_eq!(source.options().max_body_bytes, Some(4));
+        check(&source, &[], b"1234", NOW).unwrap();
+        assert_eq!(
+            refused(check(&source, &[], b"12345", NOW)),
+            "payload_too_large"
+        );
+    }
+
+    #[test]
+    fn overlong_ids_fall_back_to_the_body_hash() {
+        let source = SourceType::parse("github", None).unwrap();
+        let long = "d".repeat(MAX_VALUE_LEN + 1);
+        let headers = owned(&[("x-github-delivery", &long)]);
+        assert_eq!(
+            check(&source, &headers, b"x", NOW).unwrap().dedupe_key,
+            body_hash(b"x")
+        );
+    }
+
+    #[test]
+    fn options_are_parsed_and_shown_in_camel_case() {
+        let source = parsed(
+            "stripe",
+            json!({
+                "secret": "whsec_abc",
+                "toleranceSeconds": 600,
+                "maxBodyBytes": 1024,
+                "dedupeWindowSeconds": 3600,
+                "forwardHeaders": ["X-Request-Id", "stripe-signature", "x-request-id"],
+                "forwardToApp": "app_billing",
+            }),
+        );
+        assert_eq!(
+            source.options(),
+            &IngestOptions {
+                tolerance: Tolerance::Within(Duration::from_secs(600)),
+                max_body_bytes: Some(1024),
+                dedupe_window: Duration::from_secs(3600),
+                forward_headers: vec!["x-request-id".into(), "stripe-signature".into()],
+                forward_to_app: Some("app_billing".into()),
+            }
+        );
+        assert_eq!(
+            source.config_out(),
+            json!({
+                "toleranceSeconds": 600,
+                "maxBodyBytes": 1024,
+                "dedupeWindowSeconds": 3600,
+                "forwardHeaders": ["x-request-id", "stripe-signature"],
+                "forwardToApp": "app_billing",
+            })
+        );
+        let defaults = SourceType::parse("generic-webhook", None).unwrap();
+        assert_eq!(defaults.options(), &IngestOptions::default());
+        assert_eq!(
+            defaults.options().dedupe_window,
+            Duration::from_secs(259_200)
+        );
+        assert_eq!(defaults.config_out(), json!({}));
+        assert_eq!(defaults.name(), "generic-webhook");
+    }
+
+    #[test]
+    fn config_out_and_debug_never_show_a_secret() {
+        let secret = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0";
+        let password = "correct-horse-battery-staple";
+        let mut configs = vec![
+            (
+                "hmac",
+                json!({ "secret": password, "header": "x-sig", "prefix": "v1=" }),
+            ),
+            (
+                "basic-auth",
+                json!({ "username": "hook", "password": password }),
+            ),
+            ("bearer", json!({ "tokens": [password] })),
+        ];
+        for (name, _, _) in SIGNED_TYPES {
+            configs.push((
+                name,
+                json!({ "secrets": [secret, SECRET], "forwardToApp": "app_1" }),
+            ));
+        }
+        for (type_name, config) in configs {
+            let source = parsed(type_name, config);
+            assert_eq!(source.name(), type_name);
+            let shown = source.config_out().to_string();
+            let debug = format!("{source:?}");
+            for text in [&shown, &debug] {
+                assert!(!text.contains(secret), "{type_name}: {text}");
+                assert!(!text.contains(password), "{type_name}: {text}");
+                assert!(!text.contains(SECRET), "{type_name}: {text}");
+                assert!(!text.contains("c2VjcmV0"), "{type_name}: {text}");
+            }
+        }
+        let hmac = parsed(
+            "hmac",
+            json!({ "secret": password, "header": "X-Sig", "prefix": "v1=" }),
+        );
+        assert_eq!(
+            hmac.config_out(),
+            json!({ "header": "x-sig", "algorithm": "sha256", "encoding": "hex", "prefix": "v1=" })
+        );
+        let basic = parsed(
+            "basic-auth",
+            json!({ "username": "hook", "password": password }),
+        );
+        assert_eq!(basic.config_out(), json!({ "username": "hook" }));
+        assert_eq!(
+            parsed("svix", json!({ "secret": SECRET })).config_out(),
+            json!({})
+        );
+    }
+
+    #[test]
+    fn unsupported_types_are_refused_with_the_list() {
+        for type_name in ["cron", "docusign", "adobe-sign", "no-such-type", "GitHub"] {
+            let error = SourceType::parse(type_name, Some(&json!({}))).unwrap_err();
+            assert_eq!(error.loc, loc(&["body", "type"]), "{type_name}");
+            assert!(
+                error
+                    .message
+                    .contains(&format!("`{type_name}` is not supported"))
+            );
+            assert!(
+                error.message.contains("generic-webhook, svix, open-ai"),
+                "{}",
+                error.message
+            );
+            assert!(
+                error
+                    .message
+                    .contains("hugging-face, hmac, basic-auth, bearer")
+            );
+        }
+        assert_eq!(SourceType::supported().count(), TYPES.len());
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        // [type, config (null: absent), location under `body`, part of the message]
+        let cases = json!([
+            ["svix", null, "config", "field required"],
+            ["svix", [], "config", "must be an object"],
+            ["svix", {}, "config.secret", "field required"],
+            ["stripe", { "secret": null }, "config.secret", "field required"],
+            ["svix", { "secret": 42 }, "config.secret", "must be a string"],
+            ["svix", { "secret": "whsec_!!!!" }, "config.secret", "not valid base64"],
+            ["svix", { "secret": "  " }, "config.secret", "secret is empty"],
+            ["replicate", { "secrets": [SECRET, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }, "config.secrets.1", "starts with `whsec_`"],
+            ["open-ai", { "secrets": [SECRET, 7] }, "config.secrets.1", "must be a string"],
+            ["open-ai", { "secrets": [] }, "config.secrets", "at least one"],
+            ["open-ai", { "secrets": "x" }, "config.secrets", "array of strings"],
+            ["open-ai", { "secret": SECRET, "secrets": [SECRET] }, "config.secrets", "not both"],
+            ["open-ai", { "secret": SECRET, "tolerance": 5 }, "config.tolerance", "unknown field `tolerance`"],
+            ["generic-webhook", { "secret": "x" }, "config.secret", "unknown field"],
+            ["github", { "toleranceSeconds": 60 }, "config.toleranceSeconds", "no signed timestamp"],
+            ["svix", { "secret": SECRET, "toleranceSeconds": -1 }, "config.toleranceSeconds", "integer from 0"],
+            ["svix", { "secret": SECRET, "toleranceSeconds": "60" }, "config.toleranceSeconds", "integer from 0"],
+            ["generic-webhook", { "maxBodyBytes": 0 }, "config.maxBodyBytes", "integer from 1 to 16777216"],
+            ["generic-webhook", { "maxBodyBytes": 16_777_217 }, "config.maxBodyBytes", "integer from 1"],
+            ["generic-webhook", { "dedupeWindowSeconds": 2_592_001 }, "config.dedupeWindowSeconds", "to 2592000"],
+            ["generic-webhook", { "forwardHeaders": ["x-ok", "Content-Length"] }, "config.forwardHeaders.1", "framing"],
+            ["generic-webhook", { "forwardHeaders": ["host"] }, "config.forwardHeaders.0", "framing"],
+            ["generic-webhook", { "forwardHeaders": ["webhook-id"] }, "config.forwardHeaders.0", "webhook-*"],
+            ["generic-webhook", { "forwardHeaders": ["bad header"] }, "config.forwardHeaders.0", "valid header name"],
+            ["generic-webhook", { "forwardToApp": "" }, "config.forwardToApp", "application id or uid"],
+            ["hmac", { "secret": "s" }, "config.header", "field required"],
+            ["hmac", { "header": "x-sig" }, "config.secret", "field required"],
+            ["hmac", { "secret": "s", "header": "x sig" }, "config.header", "valid header name"],
+            ["hmac", { "secret": "s", "header": "x-sig", "algorithm": "md5" }, "config.algorithm", "sha256, sha1, sha512"],
+            ["hmac", { "secret": "s", "header": "x-sig", "encoding": "base32" }, "config.encoding", "hex, base64"],
+            ["hmac", { "secrets": ["s", ""], "header": "x-sig" }, "config.secrets.1", "secret is empty"],
+            ["basic-auth", { "password": "p" }, "config.username", "field required"],
+            ["basic-auth", { "username": "a:b", "password": "p" }, "config.username", "`:`"],
+            ["basic-auth", { "username": "u" }, "config.password", "field required"],
+            ["bearer", {}, "config.token", "field required"],
+            ["bearer", { "tokens": ["a b"] }, "config.tokens.0", "whitespace"],
+            ["cron", { "schedule": "* * * * *", "payload": "{}" }, "type", "not supported"],
+        ]);
+        for case in cases.as_array().unwrap() {
+            let type_name = case[0].as_str().unwrap();
+            let at = case[2].as_str().unwrap();
+            let message = case[3].as_str().unwrap();
+            let error = SourceType::parse(type_name, Some(&case[1])).unwrap_err();
+            let expected: Vec<String> = std::iter::once("body")
+                .chain(at.split('.'))
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(error.loc, expected, "{case}: {error}");
+            assert!(
+                error.message.contains(message),
+                "{case}: {:?} lacks {message:?}",
+                error.message
+            );
+        }
+        let error = parse_error("svix", json!({ "secret": SECRET, "nope": 1 }));
+        assert!(
+            error.message.contains("secret, secrets, toleranceSeconds"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn null_options_count_as_absent() {
+        let source = parsed(
+            "svix",
+            json!({ "secret": SECRET, "forwardToApp": null, "toleranceSeconds": null }),
+        );
+        assert_eq!(source.options(), &IngestOptions::default());
+        assert_eq!(source.config_out(), json!({}));
+    }
+}

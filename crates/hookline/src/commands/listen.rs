@@ -1,0 +1,305 @@
+//! `hookline listen` and `hookline tail`: follow a source's requests live from a Hookline
+//! server over its server-sent event stream.
+//!
+//! `listen` is a self-hosted tunnel: each accepted request is posted again to a local URL
+//! with its method, path suffix, query, headers and body unchanged, so the local app's own
+//! signature check passes. `tail` prints them. Both reconnect with backoff and resume
+//! after the last request seen, so a dropped connection loses and repeats nothing.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use hookline_server::ingest::stream::StreamedRequest;
+use reqwest::StatusCode;
+
+/// Where the server is and how to authenticate.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// The Hookline server.
+    #[arg(long, env = "HOOKLINE_SERVER", default_value = "http://127.0.0.1:8071")]
+    server: String,
+    /// An admin token, or the source's dashboard token.
+    #[arg(long, env = "HOOKLINE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Start after this request (its `seq`) instead of with new requests only.
+    #[arg(long)]
+    after: Option<i64>,
+}
+
+/// Forward a source's requests, byte for byte, to a local URL as they arrive.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  hookline listen src_2yZwUhtgs5Ai8T9yRQJXA --forward-to http://localhost:3000/webhooks --token hlk_…
+  HOOKLINE_SERVER=https://hooks.example.com hookline listen openai-prod --forward-to http://localhost:3000
+
+A request that arrived at /in/TOKEN/sub/path?x=1 is posted to FORWARD_TO/sub/path?x=1.
+Only accepted requests are forwarded (not rejected ones, not duplicates).
+One line per request: time, event type, local status, latency.")]
+pub struct ListenArgs {
+    /// The source: its id or uid.
+    source: String,
+    /// The local URL to post each request to.
+    #[arg(long)]
+    forward_to: String,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Seconds to wait for the local app's answer.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+/// Print a source's requests as they arrive, accepted or not.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  hookline tail openai-prod --token hlk_…
+  hookline tail src_2yZwUhtgs5Ai8T9yRQJXA --json --after 0   # everything logged, then follow
+
+One line per request: time, verdict, method and path, event type, and why it was refused.")]
+pub struct TailArgs {
+    /// The source: its id or uid.
+    source: String,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// One JSON object per line, with headers and the base64 body.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
+    let target = reqwest::Url::parse(&args.forward_to)
+        .with_context(|| format!("invalid --forward-to URL {:?}", args.forward_to))?;
+    if !matches!(target.scheme(), "http" | "https") {
+        bail!("--forward-to must be http or https");
+    }
+    let local = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(args.timeout))
+        .build()
+        .context("cannot build the HTTP client")?;
+    runtime()?.block_on(follow(&args.source, &args.server, |request| {
+        let local = local.clone();
+        let target = target.clone();
+        async move { forward(&local, &target, request).await }
+    }))
+}
+
+pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let json = args.json;
+    runtime()?.block_on(follow(&args.source, &args.server, |request| async move {
+        if json {
+            println!("{}", serde_json::to_string(&request).unwrap_or_default());
+        } else {
+            let reason = if request.reason.is_empty() {
+                String::new()
+            } else {
+                format!("  {}: {}", request.reason_code, request.reason)
+            };
+            println!(
+                "{}  {:<9}  {} {}  {}{reason}",
+                request.created_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                request.verdict,
+                request.method,
+                request.path,
+                request.event_type.as_deref().unwrap_or("-"),
+            );
+        }
+    }))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Posts one accepted request to the local app and prints a line about it.
+async fn forward(local: &reqwest::Client, target: &reqwest::Url, request: StreamedRequest) {
+    if request.verdict != "accepted" || request.reason_code == "challenge" {
+        return;
+    }
+    let event_type = request.event_type.as_deref().unwrap_or("-").to_owned();
+    let time = request.created_at.format("%Y-%m-%dT%H:%M:%S%.3fZ");
+    let outcome = post_local(local, target, &request).await;
+    match outcome {
+        Ok((status, latency)) => println!(
+            "{time}  {event_type}  {} -> {status}  {} ms",
+            request.method,
+            latency.as_millis()
+        ),
+        Err(error) => println!(
+            "{time}  {event_type}  {} -> failed: {error:#}",
+            request.method
+        ),
+    }
+}
+
+/// Headers the local connection frames itself.
+const HOP_BY_HOP: [&str; 5] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+];
+
+async fn post_local(
+    local: &reqwest::Client,
+    target: &reqwest::Url,
+    request: &StreamedRequest,
+) -> anyhow::Result<(StatusCode, Duration)> {
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(&request.body)
+        .context("the server sent a body that is not base64")?;
+    let mut url = target.clone();
+    if request.path != "/" {
+        let joined = format!("{}{}", url.path().trim_end_matches('/'), request.path);
+        url.set_path(&joined);
+    }
+    if !request.query.is_empty() {
+        url.set_query(Some(&request.query));
+    }
+    let method = reqwest::Method::from_bytes(request.method.as_bytes())
+        .context("the request had an invalid method")?;
+    let mut builder = local.request(method, url);
+    for (name, value) in &request.headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            builder = builder.header(name, value);
+        }
+    }
+    let started = Instant::now();
+    let response = builder.body(body).send().await?;
+    Ok((response.status(), started.elapsed()))
+}
+
+/// Reads the source's stream, calling `each` for every request in order, reconnecting
+/// with backoff after the last `seq` seen. Returns only on an error that retrying cannot
+/// fix (unknown source, refused token).
+async fn follow<F, Fut>(source: &str, server: &ServerArgs, mut each: F) -> anyhow::Result<ExitCode>
+where
+    F: FnMut(StreamedRequest) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let base = server.server.trim_end_matches('/');
+    let url = format!("{base}/ingest/api/v1/source/{source}/stream");
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut cursor = server.after;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let mut request = client.get(&url).bearer_auth(&server.token);
+        if let Some(after) = cursor {
+            request = request.query(&[("after", after)]);
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() => {
+                eprintln!("listening on {source} at {base}");
+                backoff = Duration::from_millis(250);
+                if let Err(error) = read_events(response, &mut cursor, &mut each).await {
+                    eprintln!("stream interrupted: {error:#}; reconnecting");
+                }
+            }
+            Ok(response) if is_permanent(response.status()) => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                bail!("the server refused the stream ({status}): {body}");
+            }
+            Ok(response) => eprintln!("the server answered {}; retrying", response.status()),
+            Err(error) => eprintln!("cannot reach {base}: {error}; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Whether retrying cannot help: a wrong token, source or URL.
+fn is_permanent(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::NOT_FOUND
+            | StatusCode::UNPROCESSABLE_ENTITY
+    )
+}
+
+/// Parses server-sent events from `response` until it ends, handing each request to
+/// `each` and advancing `cursor` past it.
+async fn read_events<F, Fut>(
+    mut response: reqwest::Response,
+    cursor: &mut Option<i64>,
+    each: &mut F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(StreamedRequest) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut buffer: Vec<u8> = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        buffer.extend_from_slice(&chunk);
+        // Events end with a blank line.
+        while let Some(end) = find_event_end(&buffer) {
+            let event: Vec<u8> = buffer.drain(..end.1).collect();
+            let text = String::from_utf8_lossy(&event[..end.0]);
+            let mut data = String::new();
+            let mut kind = "message";
+            for line in text.lines() {
+                if let Some(value) = line.strip_prefix("data:") {
+                    data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                } else if let Some(value) = line.strip_prefix("event:") {
+                    kind = value.trim();
+                }
+            }
+            if kind != "request" || data.is_empty() {
+                continue;
+            }
+            let request: StreamedRequest =
+                serde_json::from_str(&data).context("the server sent an unreadable event")?;
+            *cursor = Some(request.seq);
+            each(request).await;
+        }
+    }
+    Ok(())
+}
+
+/// `(end of the event's text, end including the blank line)` of the first complete event.
+fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let lf = buffer
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|at| (at, at + 2));
+    let crlf = buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| (at, at + 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_end_at_the_first_blank_line() {
+        assert_eq!(find_event_end(b"data: x\n\ndata: y\n\n"), Some((7, 9)));
+        assert_eq!(find_event_end(b"data: x\r\n\r\n"), Some((7, 11)));
+        assert_eq!(find_event_end(b"data: x\n"), None);
+    }
+
+    #[test]
+    fn only_wrong_credentials_and_names_stop_the_retries() {
+        assert!(is_permanent(StatusCode::UNAUTHORIZED));
+        assert!(is_permanent(StatusCode::NOT_FOUND));
+        assert!(!is_permanent(StatusCode::BAD_GATEWAY));
+        assert!(!is_permanent(StatusCode::SERVICE_UNAVAILABLE));
+    }
+}
