@@ -439,7 +439,18 @@ def test_invalid_source_configs_are_422_with_the_field(hookline_server) -> None:
         )
         missing = client.post("/ingest/api/v1/source", json={"name": "bad", "type": "stripe", "config": {}})
         unsupported = client.post("/ingest/api/v1/source", json={"name": "bad", "type": "cron", "config": {}})
+        malformed = client.post(
+            "/ingest/api/v1/source",
+            content=b'{"name": "bad", "type": ',
+            headers={"content-type": "application/json"},
+        )
+        wrong_type = client.post("/ingest/api/v1/source", json={"name": 5, "type": "generic-webhook"})
+        unknown_endpoint = client.get("/ingest/api/v1/source/src_missing/endpoint")
         unauthenticated = httpx.post(f"{hookline_server.url}/ingest/api/v1/source", json={"name": "x", "type": "generic-webhook"})
+    for answer in (malformed, wrong_type):
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"], answer.text
+    assert unknown_endpoint.status_code == 404 and unknown_endpoint.json()["code"] == "not_found"
     for answer in (bad_secret, missing, unsupported):
         assert answer.status_code == 422, answer.text
         assert answer.json()["detail"][0]["loc"][0] == "body"

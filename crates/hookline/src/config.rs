@@ -25,7 +25,15 @@ pub struct Config {
     pub max_payload_bytes: usize,
     pub delivery: Delivery,
     pub operational: Option<Operational>,
+    pub ingest: Ingest,
     pub log: Log,
+}
+
+/// The receiving side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingest {
+    /// How long received requests stay in the request log (and count for dedupe).
+    pub log_retention: Duration,
 }
 
 /// What a node does.
@@ -100,6 +108,8 @@ struct Raw {
     #[serde(default)]
     operational: RawOperational,
     #[serde(default)]
+    ingest: RawIngest,
+    #[serde(default)]
     log: RawLog,
 }
 
@@ -119,6 +129,12 @@ struct RawDelivery {
 struct RawOperational {
     url: Option<String>,
     secret: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngest {
+    log_retention: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +178,7 @@ impl Raw {
             ]
         );
         overlay!(self.operational, top.operational, [url, secret]);
+        overlay!(self.ingest, top.ingest, [log_retention]);
         overlay!(self.log, top.log, [format, level]);
     }
 
@@ -220,6 +237,9 @@ impl Raw {
             operational: RawOperational {
                 url: get("HOOKLINE_OPERATIONAL_URL"),
                 secret: get("HOOKLINE_OPERATIONAL_SECRET"),
+            },
+            ingest: RawIngest {
+                log_retention: number("HOOKLINE_INGEST_LOG_RETENTION")?,
             },
             log: RawLog {
                 format: get("HOOKLINE_LOG_FORMAT"),
@@ -295,6 +315,10 @@ impl Config {
             (Some(url), _) if !url.is_empty() => bail!("operational.url needs operational.secret"),
             _ => None,
         };
+        let log_retention = raw.ingest.log_retention.unwrap_or(2_592_000);
+        if log_retention == 0 {
+            bail!("ingest.log_retention must be at least 1 second");
+        }
         let format = raw.log.format.unwrap_or_else(|| "json".into());
         if !matches!(format.as_str(), "json" | "text") {
             bail!("log.format must be json or text, got {format:?}");
@@ -321,6 +345,9 @@ impl Config {
                 disable_after: Duration::from_secs(d.disable_after.unwrap_or(432_000)),
             },
             operational,
+            ingest: Ingest {
+                log_retention: Duration::from_secs(log_retention),
+            },
             log: Log {
                 json: format == "json",
                 level: raw.log.level.unwrap_or_else(|| "info".into()),
@@ -355,6 +382,10 @@ mod tests {
         assert_eq!(config.delivery.attempt_timeout, Duration::from_secs(15));
         assert!(config.delivery.allowed_subnets.is_empty());
         assert_eq!(config.operational, None);
+        assert_eq!(
+            config.ingest.log_retention,
+            Duration::from_secs(30 * 86_400)
+        );
         assert!(config.log.json);
     }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use hookline_core::Store;
@@ -179,6 +180,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(engine.run(shutdown.clone()))
     });
 
+    tokio::spawn(sweep_ingest_log(
+        Arc::clone(&store),
+        config.ingest.log_retention,
+        shutdown.clone(),
+    ));
+
     let signal_shutdown = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -215,6 +222,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Deletes received requests older than `retention` from the request log, every minute
+/// (more often when the retention is shorter). Every node may run it: the delete is
+/// idempotent, so nodes sharing a database need no coordination.
+async fn sweep_ingest_log(store: Arc<dyn Store>, retention: Duration, shutdown: CancellationToken) {
+    let every = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let before = hookline_core::now() - retention;
+        match store.purge_ingest_requests(before).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "request log: removed requests past retention"),
+            Err(error) => tracing::warn!(%error, "request log: retention sweep failed; retrying"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -260,3 +260,95 @@ async fn listen_forwards_requests_unchanged_and_resumes_after_a_reconnect() {
     );
     assert_eq!(got[1].path, "/local");
 }
+
+/// Requests leave the request log once they are older than HOOKLINE_INGEST_LOG_RETENTION.
+#[tokio::test]
+async fn the_request_log_keeps_requests_for_the_retention_period() {
+    let dir = TempDir::new("ingest-retention");
+    let server = Server::start(&dir.0, &[("HOOKLINE_INGEST_LOG_RETENTION", "2")]).await;
+    let (source_id, ingest_url) = create_source(&server, "generic-webhook", json!({})).await;
+    let answer = reqwest::Client::new()
+        .post(&ingest_url)
+        .body(r#"{"type":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let log_path = format!("/ingest/api/v1/source/{source_id}/log");
+    let (status, log) = server.api(Method::GET, &log_path, None).await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["data"].as_array().unwrap().len(), 1, "{log}");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, log) = server.api(Method::GET, &log_path, None).await;
+        if log["data"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still logged after 15 s: {log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `hookline tail --json` prints every logged request, refused ones with the reason.
+#[tokio::test]
+async fn tail_prints_each_request_with_its_verdict() {
+    use std::io::BufRead as _;
+
+    let dir = TempDir::new("tail");
+    let server = Server::start(&dir.0, &[]).await;
+    let (source_id, ingest_url) =
+        create_source(&server, "open-ai", json!({"secret": OPENAI_SECRET})).await;
+    let mut tail = Listener(
+        Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .args(["tail", &source_id, "--json", "--after", "0"])
+            .args(["--server", &server.url, "--token", TOKEN])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn hookline tail"),
+    );
+    let stdout = tail.0.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    let body = r#"{"type":"batch.completed","data":{"id":"batch_1"}}"#;
+    let client = reqwest::Client::new();
+    let mut good = client.post(&ingest_url).body(body);
+    for (name, value) in openai_headers(body.as_bytes(), "wh_tail_1") {
+        good = good.header(name, value);
+    }
+    assert_eq!(good.send().await.unwrap().status(), 200);
+    let refused = client
+        .post(format!("{ingest_url}/v1/hooks"))
+        .header("webhook-id", "wh_tail_2")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let mut printed = Vec::new();
+    for _ in 0..2 {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("tail prints a line per request");
+        printed.push(
+            serde_json::from_str::<serde_json::Value>(&line).expect("one JSON object per line"),
+        );
+    }
+    assert_eq!(printed[0]["verdict"], "accepted");
+    assert_eq!(printed[0]["eventType"], "batch.completed");
+    assert_eq!(printed[1]["verdict"], "rejected");
+    assert_eq!(printed[1]["reasonCode"], "missing_header");
+    assert_eq!(printed[1]["path"], "/v1/hooks");
+    assert!(printed[0]["seq"].as_i64().unwrap() < printed[1]["seq"].as_i64().unwrap());
+}
