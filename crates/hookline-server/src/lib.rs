@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod ingest;
+pub mod sse;
 pub mod validate;
 
 use std::sync::Arc;
@@ -78,10 +79,13 @@ impl Default for ApiConfig {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Notified after every write that queues deliveries, so the engine looks at once.
+    /// Call [`AppState::queued`] rather than notifying it directly.
     pub wake: Arc<tokio::sync::Notify>,
     pub config: Arc<ApiConfig>,
     /// Notified after every request stored by `/in/…`, so live streams look at once.
     pub ingested: Arc<tokio::sync::Notify>,
+    /// Notified after every message created, for live message streams.
+    pub messages: Arc<tokio::sync::Notify>,
     /// Parsed source types, by source.
     pub source_types: Arc<ingest::receive::SourceTypes>,
 }
@@ -97,8 +101,16 @@ impl AppState {
             wake,
             config,
             ingested: Arc::default(),
+            messages: Arc::default(),
             source_types: Arc::default(),
         }
+    }
+
+    /// Tells the delivery engine and live message streams that messages or deliveries
+    /// were just committed.
+    pub fn queued(&self) {
+        self.wake.notify_one();
+        self.messages.notify_waiters();
     }
 }
 

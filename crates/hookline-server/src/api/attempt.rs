@@ -400,6 +400,6 @@ async fn resend(
         .store
         .requeue(&app.id, &message.id, &endpoint.id, TriggerType::Manual)
         .await?;
-    state.wake.notify_one();
+    state.queued();
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))))
 }

@@ -156,7 +156,7 @@ pub async fn accept(
             idempotency: record,
         })
         .await?;
-    state.wake.notify_one();
+    state.queued();
     let mut response = (
         status,
         [(

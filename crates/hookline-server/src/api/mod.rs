@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod event_type;
 pub mod health;
 pub mod message;
+pub mod stream;
 
 use axum::Router;
 use chrono::{DateTime, Utc};
@@ -27,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .merge(endpoint::router())
         .merge(event_type::router())
         .merge(message::router())
+        .merge(stream::router())
         .merge(attempt::router())
         .merge(auth::router())
         .merge(health::router())

@@ -200,7 +200,7 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
     let dedupe_since = (!window.is_zero()).then(|| now - chrono_duration(window));
     let stored = store(state, record, dedupe_since, messages).await?;
     if stored.verdict == Verdict::Accepted {
-        state.wake.notify_one();
+        state.queued();
     }
     Ok(axum::Json(json!({ "id": stored.id, "verdict": stored.verdict.as_str() })).into_response())
 }

@@ -7,16 +7,17 @@
 //! Without either it starts with the requests that arrive from now on.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::routing::get;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
+use hookline_core::Store;
 use hookline_core::id::SourceId;
 use hookline_core::ingest::IngestRequest;
 use hookline_core::page::{ListQuery, Order};
@@ -27,12 +28,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Query;
-
-/// Requests read per query.
-const BATCH: usize = 100;
-/// How often a stream looks for new requests when nothing woke it (another node stored
-/// them, with PostgreSQL).
-const POLL: Duration = Duration::from_millis(500);
+use crate::sse::{self, Feed};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/source/{source_id}/stream", get(stream))
@@ -110,61 +106,40 @@ async fn stream(
         Some(after) => after,
         None => latest_seq(&state, &source.id).await?,
     };
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Event>(BATCH);
-    tokio::spawn(follow(state, source.id, after, sender));
-    let events = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx).map(|e| e.map(Ok)));
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    let feed = RequestFeed {
+        store: Arc::clone(&state.store),
+        source: source.id,
+        after,
+    };
+    Ok(sse::stream(feed, Arc::clone(&state.ingested)))
 }
 
-/// Sends every request after `after` into `sender` until the client goes away.
-async fn follow(
-    state: AppState,
+/// A source's requests after `after`, in `seq` order.
+struct RequestFeed {
+    store: Arc<dyn Store>,
     source: SourceId,
-    mut after: i64,
-    sender: tokio::sync::mpsc::Sender<Event>,
-) {
-    loop {
-        // Register for the wake-up before reading, so a request stored in between is
-        // never missed.
-        let ingested = state.ingested.notified();
-        let batch = match state
+    after: i64,
+}
+
+impl Feed for RequestFeed {
+    async fn next(&mut self) -> Result<Vec<Event>, hookline_core::Error> {
+        let requests = self
             .store
-            .ingest_requests_after(&source, after, BATCH)
-            .await
-        {
-            Ok(batch) => batch,
-            Err(error) => {
-                tracing::warn!(source_id = %source, %error, "stream: reading requests failed; retrying");
-                tokio::time::sleep(POLL).await;
-                continue;
-            }
-        };
-        let full = batch.len() == BATCH;
-        for request in batch {
-            after = request.seq;
+            .ingest_requests_after(&self.source, self.after, sse::BATCH)
+            .await?;
+        let mut events = Vec::with_capacity(requests.len());
+        for request in requests {
+            self.after = request.seq;
             let seq = request.seq;
-            let data = match serde_json::to_string(&StreamedRequest::from(request)) {
-                Ok(data) => data,
-                Err(error) => {
-                    tracing::error!(%error, "stream: cannot encode a request");
-                    continue;
-                }
-            };
-            let event = Event::default()
-                .event("request")
-                .id(seq.to_string())
-                .data(data);
-            if sender.send(event).await.is_err() {
-                return;
-            }
+            let data = serde_json::to_string(&StreamedRequest::from(request))
+                .map_err(|error| hookline_core::Error::Storage(Box::new(error)))?;
+            events.push(
+                Event::default()
+                    .event("request")
+                    .id(seq.to_string())
+                    .data(data),
+            );
         }
-        if full {
-            continue;
-        }
-        tokio::select! {
-            () = ingested => {}
-            () = tokio::time::sleep(POLL) => {}
-            () = sender.closed() => return,
-        }
+        Ok(events)
     }
 }

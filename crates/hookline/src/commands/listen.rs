@@ -1,17 +1,21 @@
-//! `hookline listen` and `hookline tail`: follow a source's requests live from a Hookline
-//! server over its server-sent event stream.
+//! `hookline listen` and `hookline tail`: follow a source's requests (or, with `--app`, an
+//! application's messages) live from a Hookline server over its server-sent event streams.
 //!
 //! `listen` is a self-hosted tunnel: each accepted request is posted again to a local URL
 //! with its method, path suffix, query, headers and body unchanged, so the local app's own
-//! signature check passes. `tail` prints them. Both reconnect with backoff and resume
-//! after the last request seen, so a dropped connection loses and repeats nothing.
+//! signature check passes; with `--app` it acts as a virtual endpoint, posting each new
+//! message signed with a local secret. `tail` prints requests. All reconnect with backoff,
+//! resume after the last event seen and drop repeats, so a dropped connection loses and
+//! repeats nothing.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
+use hookline_server::api::stream::StreamedMessage;
 use hookline_server::ingest::stream::StreamedRequest;
+use hookline_signature::{Keyset, Scheme};
 use reqwest::StatusCode;
 
 /// Where the server is and how to authenticate.
@@ -23,9 +27,9 @@ pub struct ServerArgs {
     /// An admin token, or the source's dashboard token.
     #[arg(long, env = "HOOKLINE_TOKEN", hide_env_values = true)]
     token: String,
-    /// Start after this request (its `seq`) instead of with new requests only.
+    /// Start after this request (its `seq`) or message (its id) instead of with new ones.
     #[arg(long)]
-    after: Option<i64>,
+    after: Option<String>,
 }
 
 /// Forward a source's requests, byte for byte, to a local URL as they arrive.
@@ -35,12 +39,25 @@ Examples:
   hookline listen src_2yZwUhtgs5Ai8T9yRQJXA --forward-to http://localhost:3000/webhooks --token hlk_…
   HOOKLINE_SERVER=https://hooks.example.com hookline listen openai-prod --forward-to http://localhost:3000
 
+  hookline listen --app app_2yZwUhtgs5Ai8T9yRQJXA --forward-to http://localhost:3000/webhooks \
+      --secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+
 A request that arrived at /in/TOKEN/sub/path?x=1 is posted to FORWARD_TO/sub/path?x=1.
 Only accepted requests are forwarded (not rejected ones, not duplicates).
+With --app, each new message of the application is posted as an endpoint would receive it:
+its payload, signed (Standard Webhooks) with --secret, webhook-id = the message id.
 One line per request: time, event type, local status, latency.")]
 pub struct ListenArgs {
     /// The source: its id or uid.
-    source: String,
+    #[arg(required_unless_present = "app")]
+    source: Option<String>,
+    /// Listen to this application's messages instead (id or uid), as a virtual endpoint.
+    #[arg(long, conflicts_with = "source")]
+    app: Option<String>,
+    /// With --app: the whsec_ secret that signs what is posted locally; generated and
+    /// printed when absent.
+    #[arg(long, requires = "app")]
+    secret: Option<String>,
     /// The local URL to post each request to.
     #[arg(long)]
     forward_to: String,
@@ -80,7 +97,28 @@ pub fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
         .timeout(Duration::from_secs(args.timeout))
         .build()
         .context("cannot build the HTTP client")?;
-    runtime()?.block_on(follow(&args.source, &args.server, |request| {
+    let runtime = runtime()?;
+    if let Some(app) = &args.app {
+        let secret = match &args.secret {
+            Some(secret) => secret.clone(),
+            None => {
+                let mut bytes = [0u8; 24];
+                rand::Rng::fill(&mut rand::thread_rng(), &mut bytes);
+                let secret = hookline_signature::hmac_secret_from_bytes(&bytes);
+                eprintln!("signing with {secret} (pass --secret to choose it)");
+                secret
+            }
+        };
+        let keys = Keyset::new(Scheme::Standard, [&secret]).context("unusable --secret")?;
+        let path = format!("/api/v1/app/{app}/msg/stream");
+        return runtime.block_on(follow(&path, "message", &args.server, |message| {
+            let (local, target, keys) = (local.clone(), target.clone(), keys.clone());
+            async move { forward_message(&local, &target, &keys, message).await }
+        }));
+    }
+    let source = args.source.as_deref().unwrap_or_default();
+    let path = format!("/ingest/api/v1/source/{source}/stream");
+    runtime.block_on(follow(&path, "request", &args.server, |request| {
         let local = local.clone();
         let target = target.clone();
         async move { forward(&local, &target, request).await }
@@ -89,25 +127,31 @@ pub fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
 
 pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     let json = args.json;
-    runtime()?.block_on(follow(&args.source, &args.server, |request| async move {
-        if json {
-            println!("{}", serde_json::to_string(&request).unwrap_or_default());
-        } else {
-            let reason = if request.reason.is_empty() {
-                String::new()
+    let path = format!("/ingest/api/v1/source/{}/stream", args.source);
+    runtime()?.block_on(follow(
+        &path,
+        "request",
+        &args.server,
+        |request: StreamedRequest| async move {
+            if json {
+                println!("{}", serde_json::to_string(&request).unwrap_or_default());
             } else {
-                format!("  {}: {}", request.reason_code, request.reason)
-            };
-            println!(
-                "{}  {:<9}  {} {}  {}{reason}",
-                request.created_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                request.verdict,
-                request.method,
-                request.path,
-                request.event_type.as_deref().unwrap_or("-"),
-            );
-        }
-    }))
+                let reason = if request.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {}: {}", request.reason_code, request.reason)
+                };
+                println!(
+                    "{}  {:<9}  {} {}  {}{reason}",
+                    request.created_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                    request.verdict,
+                    request.method,
+                    request.path,
+                    request.event_type.as_deref().unwrap_or("-"),
+                );
+            }
+        },
+    ))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -135,6 +179,52 @@ async fn forward(local: &reqwest::Client, target: &reqwest::Url, request: Stream
             "{time}  {event_type}  {} -> failed: {error:#}",
             request.method
         ),
+    }
+}
+
+/// Posts one message to the local app, signed as a delivery, and prints a line about it.
+async fn forward_message(
+    local: &reqwest::Client,
+    target: &reqwest::Url,
+    keys: &Keyset,
+    message: StreamedMessage,
+) {
+    let time = message.created_at.format("%Y-%m-%dT%H:%M:%S%.3fZ");
+    let Some(payload) = message.payload else {
+        println!(
+            "{time}  {}  skipped: the payload was expunged",
+            message.event_type
+        );
+        return;
+    };
+    let signed = keys.sign(&hookline_signature::Message {
+        id: &message.id,
+        timestamp: chrono::Utc::now().timestamp(),
+        body: payload.as_bytes(),
+    });
+    let signed = match signed {
+        Ok(signed) => signed,
+        Err(error) => {
+            println!("{time}  {}  not sent: {error}", message.event_type);
+            return;
+        }
+    };
+    let mut request = local
+        .post(target.clone())
+        .header("content-type", "application/json")
+        .body(payload);
+    for (name, value) in signed {
+        request = request.header(name, value);
+    }
+    let started = Instant::now();
+    match request.send().await {
+        Ok(response) => println!(
+            "{time}  {}  POST -> {}  {} ms",
+            message.event_type,
+            response.status(),
+            started.elapsed().as_millis()
+        ),
+        Err(error) => println!("{time}  {}  POST -> failed: {error:#}", message.event_type),
     }
 }
 
@@ -176,32 +266,65 @@ async fn post_local(
     Ok((response.status(), started.elapsed()))
 }
 
-/// Reads the source's stream, calling `each` for every request in order, reconnecting
-/// with backoff after the last `seq` seen. Returns only on an error that retrying cannot
-/// fix (unknown source, refused token).
-async fn follow<F, Fut>(source: &str, server: &ServerArgs, mut each: F) -> anyhow::Result<ExitCode>
+/// An event of a stream: where it puts the cursor.
+trait Streamed: serde::de::DeserializeOwned {
+    /// The value to resume after (`?after=`), also the identity of the event.
+    fn cursor(&self) -> String;
+}
+
+impl Streamed for StreamedRequest {
+    fn cursor(&self) -> String {
+        self.seq.to_string()
+    }
+}
+
+impl Streamed for StreamedMessage {
+    fn cursor(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// Events remembered to drop repeats after a reconnect.
+const REMEMBERED: usize = 10_000;
+
+/// Reads the stream at `path` on the server, calling `each` for every event named `kind`
+/// in order, reconnecting with backoff after the last one seen and dropping repeats.
+/// Returns only on an error that retrying cannot fix (unknown source, refused token).
+async fn follow<T, F, Fut>(
+    path: &str,
+    kind: &str,
+    server: &ServerArgs,
+    mut each: F,
+) -> anyhow::Result<ExitCode>
 where
-    F: FnMut(StreamedRequest) -> Fut,
+    T: Streamed,
+    F: FnMut(T) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let base = server.server.trim_end_matches('/');
-    let url = format!("{base}/ingest/api/v1/source/{source}/stream");
+    let url = format!("{base}{path}");
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .build()
         .context("cannot build the HTTP client")?;
-    let mut cursor = server.after;
+    let mut seen = Seen::default();
+    let mut cursor = server.after.clone();
     let mut backoff = Duration::from_millis(250);
     loop {
         let mut request = client.get(&url).bearer_auth(&server.token);
-        if let Some(after) = cursor {
+        if let Some(after) = &cursor {
             request = request.query(&[("after", after)]);
         }
         match request.send().await {
             Ok(response) if response.status().is_success() => {
-                eprintln!("listening on {source} at {base}");
+                eprintln!("listening at {url}");
                 backoff = Duration::from_millis(250);
-                if let Err(error) = read_events(response, &mut cursor, &mut each).await {
+                let mut handle = |event: T| {
+                    let key = event.cursor();
+                    cursor = Some(key.clone());
+                    seen.first_time(key).then(|| each(event))
+                };
+                if let Err(error) = read_events(response, kind, &mut handle).await {
                     eprintln!("stream interrupted: {error:#}; reconnecting");
                 }
             }
@@ -218,6 +341,29 @@ where
     }
 }
 
+/// The last [`REMEMBERED`] event keys.
+#[derive(Default)]
+struct Seen {
+    keys: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Seen {
+    /// Whether `key` is new; remembers it.
+    fn first_time(&mut self, key: String) -> bool {
+        if !self.keys.insert(key.clone()) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > REMEMBERED
+            && let Some(old) = self.order.pop_front()
+        {
+            self.keys.remove(&old);
+        }
+        true
+    }
+}
+
 /// Whether retrying cannot help: a wrong token, source or URL.
 fn is_permanent(status: StatusCode) -> bool {
     matches!(
@@ -229,15 +375,16 @@ fn is_permanent(status: StatusCode) -> bool {
     )
 }
 
-/// Parses server-sent events from `response` until it ends, handing each request to
-/// `each` and advancing `cursor` past it.
-async fn read_events<F, Fut>(
+/// Parses server-sent events from `response` until it ends, handing each event named
+/// `kind` to `handle`, which answers the work to await for it, if any.
+async fn read_events<T, H, Fut>(
     mut response: reqwest::Response,
-    cursor: &mut Option<i64>,
-    each: &mut F,
+    kind: &str,
+    handle: &mut H,
 ) -> anyhow::Result<()>
 where
-    F: FnMut(StreamedRequest) -> Fut,
+    T: Streamed,
+    H: FnMut(T) -> Option<Fut>,
     Fut: std::future::Future<Output = ()>,
 {
     let mut buffer: Vec<u8> = Vec::new();
@@ -248,21 +395,22 @@ where
             let event: Vec<u8> = buffer.drain(..end.1).collect();
             let text = String::from_utf8_lossy(&event[..end.0]);
             let mut data = String::new();
-            let mut kind = "message";
+            let mut name = "message";
             for line in text.lines() {
                 if let Some(value) = line.strip_prefix("data:") {
                     data.push_str(value.strip_prefix(' ').unwrap_or(value));
                 } else if let Some(value) = line.strip_prefix("event:") {
-                    kind = value.trim();
+                    name = value.trim();
                 }
             }
-            if kind != "request" || data.is_empty() {
+            if name != kind || data.is_empty() {
                 continue;
             }
-            let request: StreamedRequest =
+            let event: T =
                 serde_json::from_str(&data).context("the server sent an unreadable event")?;
-            *cursor = Some(request.seq);
-            each(request).await;
+            if let Some(work) = handle(event) {
+                work.await;
+            }
         }
     }
     Ok(())

@@ -352,3 +352,96 @@ async fn tail_prints_each_request_with_its_verdict() {
     assert_eq!(printed[1]["path"], "/v1/hooks");
     assert!(printed[0]["seq"].as_i64().unwrap() < printed[1]["seq"].as_i64().unwrap());
 }
+
+/// `hookline listen --app` acts as a virtual endpoint: each new message of the application
+/// reaches the local app signed with the listener's secret, across a server restart,
+/// without gaps or repeats.
+#[tokio::test]
+async fn listen_app_posts_each_message_signed_and_resumes_after_a_reconnect() {
+    use std::io::BufRead as _;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let dir = TempDir::new("listen-app");
+    let port = free_port();
+    let (receiver, receiver_url) = Receiver::start().await;
+    let mut server = Server::start_on(&dir.0, port, &[]).await;
+    let (status, app) = server
+        .api(
+            Method::POST,
+            "/api/v1/app",
+            Some(json!({"name": "listened"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let app_id = app["id"].as_str().unwrap().to_owned();
+
+    let mut listen = Listener(
+        Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .args(["listen", "--app", &app_id, "--secret", SECRET])
+            .args(["--forward-to", &format!("{receiver_url}/local-app")])
+            .args(["--server", &server.url, "--token", TOKEN])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hookline listen --app"),
+    );
+    let stderr = listen.0.stderr.take().unwrap();
+    let (connected_tx, connected_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if line.starts_with("listening at") && connected_tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    connected_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("listen connects");
+
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(send_message(&server, &app_id, n).await);
+    }
+    receiver
+        .wait_until(Duration::from_secs(20), |d| d.len() >= 3)
+        .await;
+
+    server.kill();
+    let server = Server::start_on(&dir.0, port, &[]).await;
+    connected_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("listen reconnects");
+    for n in 3..5 {
+        ids.push(send_message(&server, &app_id, n).await);
+    }
+    let got = receiver
+        .wait_until(Duration::from_secs(20), |d| d.len() >= 5)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_ids: Vec<&str> = got
+        .iter()
+        .map(|d| d.headers["webhook-id"].as_str())
+        .collect();
+    assert_eq!(got_ids, ids, "every message once, in order");
+    assert_eq!(receiver.deliveries().len(), 5, "no repeats");
+    let keys = Keyset::new(Scheme::Standard, [SECRET]).unwrap();
+    for (n, delivery) in got.iter().enumerate() {
+        assert_eq!(delivery.path, "/local-app");
+        let payload: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap();
+        assert_eq!(payload, json!({"n": n}));
+        let headers: Vec<(String, String)> = delivery.headers.clone().into_iter().collect();
+        keys.verify(&headers, &delivery.body, VerifyOptions::default())
+            .expect("signed with the listener's secret");
+    }
+}
+
+/// Creates a message `{"n": n}`; answers its id.
+async fn send_message(server: &Server, app_id: &str, n: usize) -> String {
+    let path = format!("/api/v1/app/{app_id}/msg");
+    let body = json!({"eventType": "job.succeeded", "payload": {"n": n}});
+    let (status, message) = server.api(Method::POST, &path, Some(body)).await;
+    assert_eq!(status, 202, "{message}");
+    message["id"].as_str().unwrap().to_owned()
+}
