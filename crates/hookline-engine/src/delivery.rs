@@ -89,8 +89,8 @@ impl Deliverer {
     }
 }
 
-/// The request headers: the message's own, then the endpoint's, then ours, which win
-/// (`content-type` is JSON unless the message or the endpoint says otherwise). One
+/// The request headers: the message's own, then the endpoint's, then ours, which win;
+/// `content-type` is the message's (JSON unless a forwarded request said otherwise). One
 /// signature per key valid at `now`; the `webhook-id` is the message id on every attempt.
 fn headers(job: &DeliveryJob, body: &[u8], now: DateTime<Utc>) -> Result<HeaderMap, String> {
     let keyset = Keyset::new(Scheme::Standard, job.endpoint.signing_keys(now))
@@ -118,9 +118,14 @@ fn headers(job: &DeliveryJob, body: &[u8], now: DateTime<Utc>) -> Result<HeaderM
             }
         }
     }
-    if !headers.contains_key(CONTENT_TYPE) {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    }
+    // The body's type is the message's: JSON, or a forwarded request's own.
+    let content_type = job
+        .message
+        .headers
+        .get(CONTENT_TYPE.as_str())
+        .and_then(|value| HeaderValue::from_str(value).ok())
+        .unwrap_or(HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_TYPE, content_type);
     headers.insert(
         reqwest::header::USER_AGENT,
         HeaderValue::from_static(crate::http::USER_AGENT),
@@ -416,6 +421,29 @@ mod tests {
         assert_eq!(done.outcome.next_attempt, None);
         assert_eq!(done.outcome.attempt.error_kind, None);
         assert!(done.events.is_empty());
+    }
+
+    #[test]
+    fn a_forwarded_requests_headers_ride_along_below_ours() {
+        let mut job = job(0, TriggerType::Scheduled);
+        job.message.headers = BTreeMap::from([
+            (
+                "content-type".to_owned(),
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
+            ("x-request-id".to_owned(), "req_1".to_owned()),
+            ("webhook-id".to_owned(), "spoofed".to_owned()),
+        ]);
+        job.endpoint.headers = BTreeMap::from([("x-request-id".to_owned(), "mine".to_owned())]);
+        let now = Utc::now();
+        let body = job.message.payload.clone().unwrap();
+        let headers = headers(&job, body.as_bytes(), now).unwrap();
+        assert_eq!(headers["content-type"], "application/x-www-form-urlencoded");
+        assert_eq!(
+            headers["x-request-id"], "mine",
+            "the endpoint's own headers win"
+        );
+        assert_eq!(headers["webhook-id"], job.message.id.as_str(), "ours win");
     }
 
     #[test]
