@@ -16,7 +16,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::Result;
 use crate::id::{AppId, AttemptId, EndpointId, IngestRequestId, MessageId, SourceId};
 use crate::ingest::{IngestRequest, IngestedRequest, NewIngestRequest, Source};
 use crate::model::{
@@ -24,6 +23,7 @@ use crate::model::{
     IdempotentResponse, Message, MessageStatus, Token, TriggerType,
 };
 use crate::page::{ListQuery, Page};
+use crate::{Error, Result};
 
 /// Filters of message lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,6 +82,35 @@ pub struct NewMessage {
 pub struct CreatedMessage {
     /// The endpoints a delivery was queued for.
     pub endpoints: Vec<EndpointId>,
+}
+
+/// What opening a store does about migrations that have not run yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    /// Apply them (the default of `hookline serve` and what `hookline migrate` does).
+    Apply,
+    /// Refuse to open until someone has applied them (`hookline serve --no-migrate`).
+    Require,
+}
+
+/// The error for a database whose schema is not the one this build knows: behind it
+/// (`Migrations::Require`) or ahead of it (migrated by a newer build).
+pub fn schema_mismatch(found: usize, known: usize) -> Error {
+    let detail = if found < known {
+        format!(
+            "the database schema is at version {found} and this hookline needs {known}: \
+             run `hookline migrate` first"
+        )
+    } else {
+        format!(
+            "the database schema is at version {found}, newer than this hookline knows \
+             ({known}): upgrade hookline"
+        )
+    };
+    Error::BadRequest {
+        code: "schema_mismatch",
+        detail,
+    }
 }
 
 #[async_trait]
@@ -249,6 +278,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<IngestRequest>>;
     /// Deletes logged requests created before `before` (retention); returns how many.
+    /// Nodes sharing a database take turns: while one purges, the others' calls return 0.
     async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64>;
 
     // Tokens.

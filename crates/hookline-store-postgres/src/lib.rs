@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use hookline_core::store::{Migrations, schema_mismatch};
 use hookline_core::{Error, Result};
 use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
@@ -88,7 +89,12 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db?…`, or the
     /// key-value form) with at most `pool_size` connections, and applies migrations.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self> {
-        Self::open(url, None, pool_size).await
+        Self::open(url, None, pool_size, Migrations::Apply).await
+    }
+
+    /// [`PostgresStore::connect`], doing `migrations` about pending migrations.
+    pub async fn connect_with(url: &str, pool_size: usize, migrations: Migrations) -> Result<Self> {
+        Self::open(url, None, pool_size, migrations).await
     }
 
     /// Like [`PostgresStore::connect`], with every connection's `search_path` set to
@@ -102,10 +108,15 @@ impl PostgresStore {
                  with a digit, at most 63 bytes",
             ));
         }
-        Self::open(url, Some(schema), pool_size).await
+        Self::open(url, Some(schema), pool_size, Migrations::Apply).await
     }
 
-    async fn open(url: &str, schema: Option<&str>, pool_size: usize) -> Result<Self> {
+    async fn open(
+        url: &str,
+        schema: Option<&str>,
+        pool_size: usize,
+        migrations: Migrations,
+    ) -> Result<Self> {
         if pool_size == 0 {
             return Err(Error::validation(&["pool_size"], "must be at least 1"));
         }
@@ -148,7 +159,7 @@ impl PostgresStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(Error::storage)?;
-        let current_schema = migrate(&pool, schema).await?;
+        let current_schema = migrate(&pool, schema, migrations).await?;
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -163,7 +174,12 @@ impl PostgresStore {
     /// Applies the migrations that have not run yet. [`PostgresStore::connect`] already
     /// does; this is for tools that want to be explicit about it.
     pub async fn migrate(&self) -> Result<()> {
-        migrate(&self.inner.pool, self.inner.schema.as_deref()).await?;
+        migrate(
+            &self.inner.pool,
+            self.inner.schema.as_deref(),
+            Migrations::Apply,
+        )
+        .await?;
         Ok(())
     }
 
@@ -224,7 +240,7 @@ fn is_plain_identifier(name: &str) -> bool {
 /// Creates `schema` if given, applies the missing migrations, and returns the name of the
 /// schema the tables live in. Everything happens in one transaction holding an advisory
 /// lock keyed on the schema: concurrent callers wait, then find the work done.
-async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<String> {
+async fn migrate(pool: &Pool, schema: Option<&str>, migrations: Migrations) -> Result<String> {
     let mut client = pool.get().await.map_err(error::pool)?;
     let tx = client.transaction().await.map_err(error::storage)?;
     tx.execute(
@@ -256,6 +272,10 @@ async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<String> {
         .map_err(error::storage)?
         .get(0);
     let done = usize::try_from(done).unwrap_or(0);
+    let known = schema::MIGRATIONS.len();
+    if done > known || (done < known && migrations == Migrations::Require) {
+        return Err(schema_mismatch(done, known));
+    }
     for (index, sql) in schema::MIGRATIONS.iter().enumerate().skip(done) {
         let version = i32::try_from(index + 1).expect("fewer than 2^31 migrations");
         tx.batch_execute(sql).await.map_err(error::storage)?;

@@ -32,6 +32,10 @@ const DEDUPE_LOCK: i32 = 0x686b_6464; // "hkdd"
 /// How many logged requests one statement of a purge deletes: a purge of millions of
 /// rows goes in steps, each its own short transaction.
 const PURGE_BATCH: i64 = 10_000;
+/// First key of the advisory lock a node holds while it purges the request log; the
+/// second is the hash of the schema, so that schemas sharing a database do not wait on
+/// each other.
+const PURGE_LOCK: i32 = 0x686b_7072; // "hkpr"
 
 /// A parameter of a query built at run time.
 type Param = Box<dyn ToSql + Sync + Send>;
@@ -1259,9 +1263,21 @@ impl Store for PostgresStore {
 
     async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64> {
         let db = self.client().await?;
+        // One node sweeps at a time; the others find the lock taken and leave it to it.
+        let locked: bool = query_opt(
+            &db,
+            "SELECT pg_try_advisory_lock($1, hashtext(current_schema()::text))",
+            &[&PURGE_LOCK],
+        )
+        .await
+        .map_err(storage)?
+        .is_some_and(|row| row.get(0));
+        if !locked {
+            return Ok(0);
+        }
         let before = ms(before);
         let mut purged = 0;
-        loop {
+        let result = loop {
             let deleted = execute(
                 &db,
                 "DELETE FROM ingest_request WHERE id IN (
@@ -1269,12 +1285,22 @@ impl Store for PostgresStore {
                 &[&before, &PURGE_BATCH],
             )
             .await
-            .map_err(storage)?;
-            purged += deleted;
-            if deleted < PURGE_BATCH as u64 {
-                return Ok(purged);
+            .map_err(storage);
+            match deleted {
+                Ok(deleted) if deleted == PURGE_BATCH as u64 => purged += deleted,
+                Ok(deleted) => break Ok(purged + deleted),
+                Err(error) => break Err(error),
             }
-        }
+        };
+        // A session lock outlives the statement: give it back before the connection is.
+        execute(
+            &db,
+            "SELECT pg_advisory_unlock($1, hashtext(current_schema()::text))",
+            &[&PURGE_LOCK],
+        )
+        .await
+        .map_err(storage)?;
+        result
     }
 
     async fn put_token(&self, token: &Token) -> Result<()> {

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
+use hookline_core::store::{Migrations, schema_mismatch};
 use hookline_core::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
@@ -53,14 +54,25 @@ struct Inner {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, Migrations::Apply).await
+    }
+
+    /// Opens the database at `path`, doing `migrations` about pending migrations.
+    pub async fn open_with(path: &Path, migrations: Migrations) -> Result<Self> {
         let path = path.to_owned();
-        tokio::task::spawn_blocking(move || Self::open_blocking(path))
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, migrations))
             .await
             .map_err(Error::storage)?
     }
 
-    /// Opens a `sqlite://PATH` URL (`sqlite:PATH` and a bare path work too).
+    /// Opens a `sqlite://PATH` URL (`sqlite:PATH` and a bare path work too) and applies
+    /// migrations.
     pub async fn open_url(url: &str) -> Result<Self> {
+        Self::open_url_with(url, Migrations::Apply).await
+    }
+
+    /// [`SqliteStore::open_url`], doing `migrations` about pending migrations.
+    pub async fn open_url_with(url: &str, migrations: Migrations) -> Result<Self> {
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -71,14 +83,14 @@ impl SqliteStore {
                 "sqlite URL has no path",
             ));
         }
-        Self::open(Path::new(path)).await
+        Self::open_with(Path::new(path), migrations).await
     }
 
-    fn open_blocking(path: PathBuf) -> Result<Self> {
+    fn open_blocking(path: PathBuf, migrations: Migrations) -> Result<Self> {
         let lock = lock_file(&path)?;
         let mut writer = Connection::open(&path).map_err(Error::storage)?;
         configure(&writer, false)?;
-        migrate(&mut writer)?;
+        migrate(&mut writer, migrations)?;
         let released = writer
             .execute(
                 "UPDATE destination SET lease_owner = NULL, lease_until = NULL
@@ -225,10 +237,14 @@ fn configure(conn: &Connection, read_only: bool) -> Result<()> {
     Ok(())
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
+fn migrate(conn: &mut Connection, migrations: Migrations) -> Result<()> {
     let done: usize = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(Error::storage)?;
+    let known = schema::MIGRATIONS.len();
+    if done > known || (done < known && migrations == Migrations::Require) {
+        return Err(schema_mismatch(done, known));
+    }
     for (index, sql) in schema::MIGRATIONS.iter().enumerate().skip(done) {
         let tx = conn.transaction().map_err(Error::storage)?;
         tx.execute_batch(sql).map_err(Error::storage)?;

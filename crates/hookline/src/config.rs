@@ -48,6 +48,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// `api`, `worker` or `all`.
+    pub fn parse(text: &str) -> anyhow::Result<Role> {
+        match text {
+            "api" => Ok(Role::Api),
+            "worker" => Ok(Role::Worker),
+            "all" => Ok(Role::All),
+            other => bail!("role must be api, worker or all, got {other:?}"),
+        }
+    }
+
     pub fn serves_api(self) -> bool {
         self != Role::Worker
     }
@@ -290,12 +300,7 @@ impl Config {
         {
             bail!("admin_token must be at least 16 characters");
         }
-        let role = match raw.role.as_deref().unwrap_or("all") {
-            "api" => Role::Api,
-            "worker" => Role::Worker,
-            "all" => Role::All,
-            other => bail!("role must be api, worker or all, got {other:?}"),
-        };
+        let role = Role::parse(raw.role.as_deref().unwrap_or("all"))?;
         let d = raw.delivery;
         let timeout = d.attempt_timeout.unwrap_or(15);
         if !(1..=300).contains(&timeout) {

@@ -3,6 +3,7 @@
 //! claims, notifications, lost connections). Each test gets a schema of its own. Without
 //! the variable every test says it was skipped and passes.
 
+mod background;
 mod claims;
 mod listen;
 

@@ -11,9 +11,10 @@ use hookline_core::Store;
 use hookline_core::id::random_base62;
 use hookline_core::model::Token;
 use hookline_core::retry::RetryPolicy;
+use hookline_core::store::Migrations;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Role};
 
 /// Run Hookline: the Svix-compatible API and the delivery engine.
 #[derive(Debug, clap::Args)]
@@ -22,12 +23,19 @@ Examples:
   hookline serve                                  # SQLite at ./hookline.db, 127.0.0.1:8071
   hookline serve --config hookline.toml
   HOOKLINE_LISTEN=0.0.0.0:8071 HOOKLINE_ALLOWED_SUBNETS=10.0.0.0/8 hookline serve
+  hookline migrate && hookline serve --no-migrate --role worker   # a delivery-only node
 
 Settings come from config.default.toml, then --config, then HOOKLINE_* variables.")]
 pub struct Args {
     /// A TOML file overriding the defaults (see config.default.toml).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// What this node does: `api`, `worker` or `all` (wins over HOOKLINE_ROLE).
+    #[arg(long, value_parser = ["api", "worker", "all"])]
+    role: Option<String>,
+    /// Do not apply pending migrations; refuse to start until `hookline migrate` has.
+    #[arg(long)]
+    no_migrate: bool,
 }
 
 /// Apply the database migrations and exit.
@@ -47,16 +55,24 @@ fn load(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
 pub fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let config = load(args.config.as_deref())?;
     runtime()?.block_on(async {
-        open_store(&config).await?;
+        open_store(&config, Migrations::Apply).await?;
         println!("migrations applied to {}", config.database_url);
         Ok(ExitCode::SUCCESS)
     })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = load(args.config.as_deref())?;
+    let mut config = load(args.config.as_deref())?;
+    if let Some(role) = &args.role {
+        config.role = Role::parse(role)?;
+    }
+    let migrations = if args.no_migrate {
+        Migrations::Require
+    } else {
+        Migrations::Apply
+    };
     init_logging(&config);
-    runtime()?.block_on(serve(config))?;
+    runtime()?.block_on(serve(config, migrations))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -87,19 +103,20 @@ struct Opened {
     due: Option<tokio::sync::broadcast::Receiver<()>>,
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Opened> {
+async fn open_store(config: &Config, migrations: Migrations) -> anyhow::Result<Opened> {
     let url = &config.database_url;
     if url.starts_with("postgres") {
-        let store = hookline_store_postgres::PostgresStore::connect(url, config.pool_size)
-            .await
-            .context("cannot connect to PostgreSQL")?;
+        let store =
+            hookline_store_postgres::PostgresStore::connect_with(url, config.pool_size, migrations)
+                .await
+                .context("cannot connect to PostgreSQL")?;
         let due = store.listen_due();
         return Ok(Opened {
             store: Arc::new(store),
             due: Some(due),
         });
     }
-    let store = hookline_store_sqlite::SqliteStore::open_url(url)
+    let store = hookline_store_sqlite::SqliteStore::open_url_with(url, migrations)
         .await
         .with_context(|| format!("cannot open {url}"))?;
     Ok(Opened {
@@ -129,8 +146,8 @@ async fn ensure_admin_token(store: &dyn Store, configured: bool) -> anyhow::Resu
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let Opened { store, due } = open_store(&config).await?;
+async fn serve(config: Config, migrations: Migrations) -> anyhow::Result<()> {
+    let Opened { store, due } = open_store(&config, migrations).await?;
     if config.role.serves_api() {
         // A worker-only node answers no requests: it has no token to hand out.
         ensure_admin_token(store.as_ref(), config.admin_token.is_some()).await?;

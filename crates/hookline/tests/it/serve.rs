@@ -233,3 +233,61 @@ async fn every_accepted_message_survives_a_sigkill() {
         deliveries.len()
     );
 }
+
+/// `serve --no-migrate` refuses a database that `hookline migrate` has not brought up to
+/// date, and starts once it has; `--role worker` runs the delivery engine alone.
+#[tokio::test]
+async fn no_migrate_waits_for_hookline_migrate_and_role_flag_picks_the_work() {
+    use std::io::BufRead as _;
+
+    let dir = TempDir::new("no-migrate");
+    let database = format!("sqlite://{}", dir.0.join("hookline.db").display());
+    let hookline = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hookline"));
+        command
+            .args(args)
+            .current_dir(&dir.0)
+            .env("HOOKLINE_DATABASE_URL", &database)
+            .env("HOOKLINE_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("HOOKLINE_ADMIN_TOKEN", crate::server::TOKEN)
+            .env("HOOKLINE_LOG_FORMAT", "text")
+            .env("HOOKLINE_LOG_LEVEL", "info")
+            .stdin(Stdio::null());
+        command
+    };
+
+    let refused = hookline(&["serve", "--no-migrate"]).output().unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("run `hookline migrate` first"), "{stderr}");
+
+    let migrated = hookline(&["migrate"]).output().unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+
+    let mut worker = hookline(&["serve", "--no-migrate", "--role", "worker"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = worker.stderr.take().unwrap();
+    let found = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("hookline delivering (worker role)"))
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !found.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(found.join().unwrap(), "the worker-only node started");
+
+    let bad_role = hookline(&["serve", "--role", "chef"]).output().unwrap();
+    assert_eq!(bad_role.status.code(), Some(2));
+}
