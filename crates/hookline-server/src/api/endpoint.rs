@@ -604,26 +604,19 @@ async fn recover(
     let now = hookline_core::now();
     let task = TaskId::new_at(now);
     let until = body.until.map_or(now, |until| until.0);
-    let (store, wake, task_id) = (state.store.clone(), state.wake.clone(), task.clone());
-    tokio::spawn(async move {
-        match store
-            .recover(&app.id, &endpoint.id, body.since.0, until)
-            .await
-        {
-            Ok(queued) => {
-                tracing::info!(task = %task_id, endpoint = %endpoint.id, queued, "recover queued failed deliveries");
-                wake.notify_one();
-            }
-            Err(error) => {
-                tracing::error!(task = %task_id, endpoint = %endpoint.id, error = %error, "recover failed");
-            }
-        }
-    });
+    // The re-queueing is one statement: it is committed before the answer, so a node that
+    // dies right after answering loses nothing, and any node may make the deliveries.
+    let queued = state
+        .store
+        .recover(&app.id, &endpoint.id, body.since.0, until)
+        .await?;
+    tracing::info!(task = %task, endpoint = %endpoint.id, queued, "recover queued failed deliveries");
+    state.queued();
     Ok((
         StatusCode::ACCEPTED,
         Json(RecoverOut {
             id: task,
-            status: "running",
+            status: "finished",
             task: "endpoint.recover",
             updated_at: now,
         }),
