@@ -275,7 +275,7 @@ pub async fn endpoints_are_scoped_to_their_app(store: Arc<dyn Store>) {
         key: "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
         expires_at: Some(crate::now()),
     });
-    store.update_endpoint(&ep).await.unwrap();
+    store.update_endpoint(&ep, true).await.unwrap();
     let read = store.get_endpoint(&a.id, ep.id.as_str()).await.unwrap();
     assert!(read.disabled);
     assert_eq!(read.secrets.len(), 2);
@@ -288,14 +288,20 @@ pub async fn endpoints_are_scoped_to_their_app(store: Arc<dyn Store>) {
     store.record_outcomes(vec![exhausted]).await.unwrap();
     let mut stale = read.clone();
     stale.description = "renamed".into();
-    store.update_endpoint(&stale).await.unwrap();
+    store.update_endpoint(&stale, false).await.unwrap();
     let failing = store.get_endpoint(&a.id, ep.id.as_str()).await.unwrap();
     assert!(
         failing.failing_since.is_some(),
         "a stale copy does not undo the engine's write"
     );
     stale.disabled = false;
-    store.update_endpoint(&stale).await.unwrap();
+    store.update_endpoint(&stale, false).await.unwrap();
+    let untouched = store.get_endpoint(&a.id, ep.id.as_str()).await.unwrap();
+    assert!(
+        untouched.disabled && untouched.failing_since.is_some(),
+        "a write that does not set `disabled` leaves it as the engine put it"
+    );
+    store.update_endpoint(&stale, true).await.unwrap();
     let enabled = store.get_endpoint(&a.id, ep.id.as_str()).await.unwrap();
     assert_eq!((enabled.disabled, enabled.failing_since), (false, None));
     let listed = store.list_endpoints(&a.id, &first(10)).await.unwrap();
@@ -515,7 +521,7 @@ pub async fn claims_lease_and_expired_leases_are_taken_over(store: Arc<dyn Store
     store.create_message(new_message(m2)).await.unwrap();
     let mut off = ep.clone();
     off.disabled = true;
-    store.update_endpoint(&off).await.unwrap();
+    store.update_endpoint(&off, true).await.unwrap();
     let later = after_lease + chrono::Duration::seconds(60);
     assert!(
         store

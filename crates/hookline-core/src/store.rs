@@ -126,9 +126,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<()>;
     async fn get_endpoint(&self, app: &AppId, key: &str) -> Result<Endpoint>;
     async fn list_endpoints(&self, app: &AppId, query: &ListQuery) -> Result<Page<Endpoint>>;
-    /// Writes the endpoint's settings. `failing_since` belongs to the delivery engine and
-    /// is not written, except that re-enabling a disabled endpoint clears it.
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<()>;
+    /// Writes the endpoint's settings. `disabled` is written only when `set_disabled` (the
+    /// caller means to change it), so a copy read before the engine disabled the endpoint
+    /// cannot re-enable it. `failing_since` belongs to the delivery engine and is not
+    /// written, except that re-enabling a disabled endpoint clears it.
+    async fn update_endpoint(&self, endpoint: &Endpoint, set_disabled: bool) -> Result<()>;
     async fn delete_endpoint(&self, app: &AppId, id: &EndpointId) -> Result<()>;
     async fn endpoint_stats(
         &self,

@@ -336,15 +336,17 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
+    async fn update_endpoint(&self, endpoint: &Endpoint, set_disabled: bool) -> Result<()> {
         let db = self.client().await?;
         let v = EndpointValues::new(endpoint);
         let rows = execute(
             &db,
-            "UPDATE endpoint SET uid = $3, url = $4, description = $5, disabled = $6,
+            "UPDATE endpoint SET uid = $3, url = $4, description = $5,
+                 disabled = CASE WHEN $14 THEN $6 ELSE disabled END,
                  throttle_rate = $7, event_types = $8, channels = $9, metadata = $10,
                  headers = $11, secrets = $12, updated_at = $13,
-                 failing_since = CASE WHEN disabled AND NOT $6 THEN NULL ELSE failing_since END
+                 failing_since = CASE WHEN $14 AND disabled AND NOT $6 THEN NULL
+                                      ELSE failing_since END
              WHERE id = $1 AND app_id = $2",
             &[
                 &v.endpoint.id.as_str(),
@@ -360,6 +362,7 @@ impl Store for PostgresStore {
                 &v.headers,
                 &v.secrets,
                 &v.updated_at,
+                &set_disabled,
             ],
         )
         .await

@@ -505,15 +505,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
-        let values = endpoint_params(endpoint);
+    async fn update_endpoint(&self, endpoint: &Endpoint, set_disabled: bool) -> Result<()> {
+        let mut values = endpoint_params(endpoint);
+        values.push(i64::from(set_disabled).into());
         self.write(move |conn| {
             let rows = conn
                 .prepare_cached(
-                    "UPDATE endpoint SET uid = ?3, url = ?4, description = ?5, disabled = ?6,
+                    "UPDATE endpoint SET uid = ?3, url = ?4, description = ?5,
+                         disabled = CASE WHEN ?16 = 1 THEN ?6 ELSE disabled END,
                          throttle_rate = ?7, event_types = ?8, channels = ?9, metadata = ?10,
                          headers = ?11, secrets = ?12, updated_at = ?15,
-                         failing_since = CASE WHEN disabled = 1 AND ?6 = 0 THEN NULL
+                         failing_since = CASE WHEN ?16 = 1 AND disabled = 1 AND ?6 = 0 THEN NULL
                                               ELSE failing_since END
                      WHERE id = ?1 AND app_id = ?2",
                 )

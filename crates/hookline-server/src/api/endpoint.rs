@@ -312,7 +312,8 @@ async fn upsert(
         endpoint.headers = headers;
     }
     endpoint.updated_at = hookline_core::now();
-    state.store.update_endpoint(&endpoint).await?;
+    // PUT replaces every setting, `disabled` included.
+    state.store.update_endpoint(&endpoint, true).await?;
     Ok((StatusCode::OK, Json(endpoint.into())))
 }
 
@@ -335,6 +336,7 @@ async fn patch(
     if let Some(description) = body.description {
         endpoint.description = description;
     }
+    let set_disabled = body.disabled.is_some();
     if let Some(disabled) = body.disabled {
         endpoint.disabled = disabled;
     }
@@ -351,7 +353,7 @@ async fn patch(
         endpoint.metadata = metadata;
     }
     endpoint.updated_at = hookline_core::now();
-    state.store.update_endpoint(&endpoint).await?;
+    state.store.update_endpoint(&endpoint, set_disabled).await?;
     Ok(Json(endpoint.into()))
 }
 
@@ -447,7 +449,7 @@ async fn put_headers(
         endpoint.headers.insert(name, value);
     }
     endpoint.updated_at = hookline_core::now();
-    state.store.update_endpoint(&endpoint).await?;
+    state.store.update_endpoint(&endpoint, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -468,7 +470,7 @@ async fn patch_headers(
         }
     }
     endpoint.updated_at = hookline_core::now();
-    state.store.update_endpoint(&endpoint).await?;
+    state.store.update_endpoint(&endpoint, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -562,7 +564,7 @@ async fn rotate_secret(
     }
     endpoint.secrets = secrets;
     endpoint.updated_at = now;
-    state.store.update_endpoint(&endpoint).await?;
+    state.store.update_endpoint(&endpoint, false).await?;
     Ok(Json(EndpointSecretOut { key }))
 }
 

@@ -1,6 +1,5 @@
 //! `/api/v1/app/{app_id}/endpoint` and its sub-resources.
 
-
 use axum::http::{Method, StatusCode};
 use hookline_core::id::AppId;
 use hookline_core::model::MessageStatus;
