@@ -2,6 +2,7 @@
 
 mod ingest;
 mod multinode;
+mod operational;
 mod receiver;
 mod serve;
 mod server;

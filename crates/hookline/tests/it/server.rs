@@ -54,11 +54,21 @@ impl Server {
         Server::start_on(dir, free_port(), extra).await
     }
 
+    /// [`Server::start`] with extra command-line arguments after `serve`.
+    pub async fn start_with_args(dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> Server {
+        Server::launch(dir, free_port(), args, extra).await
+    }
+
     /// [`Server::start`] on a given port (to restart a server where clients expect it).
     pub async fn start_on(dir: &Path, port: u16, extra: &[(&str, &str)]) -> Server {
+        Server::launch(dir, port, &[], extra).await
+    }
+
+    async fn launch(dir: &Path, port: u16, args: &[&str], extra: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookline"));
         command
             .arg("serve")
+            .args(args)
             .current_dir(dir)
             .env("HOOKLINE_LISTEN", format!("127.0.0.1:{port}"))
             .env(
