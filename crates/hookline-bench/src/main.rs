@@ -6,7 +6,9 @@
 //! an endpoint through the API, sends N messages at concurrency C and reports: messages
 //! accepted per second, p50/p99 create latency, deliveries per second end to end, p50/p99
 //! create-to-delivery latency and the server's peak RSS. Optional phases measure fan-out
-//! to 100 endpoints and memory while a large backlog drains.
+//! to 100 endpoints, the receiving side (signed OpenAI `realtime.call.incoming` webhooks
+//! posted to a source, accepted and forwarded to its endpoint) and memory while a large
+//! backlog drains.
 //!
 //! ```sh
 //! cargo build --release -p hookline -p hookline-bench
@@ -40,6 +42,9 @@ struct Args {
     /// Messages for the fan-out phase (each to 100 endpoints); 0 skips it.
     #[arg(long, default_value_t = 500)]
     fanout_messages: usize,
+    /// Inbound webhooks for the receiving phase (an `open-ai` source); 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    ingest: usize,
     /// Backlog size for the memory phase; 0 skips it.
     #[arg(long, default_value_t = 0)]
     backlog: usize,
@@ -370,7 +375,11 @@ async fn wait_for(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let timeout = Duration::from_secs(args.timeout);
-    let capacity = args.messages.max(args.fanout_messages).max(args.backlog);
+    let capacity = args
+        .messages
+        .max(args.fanout_messages)
+        .max(args.backlog)
+        .max(args.ingest);
     let receiver = Receiver::new(capacity);
     let app = axum::Router::new()
         .route("/hook/{k}", post(receive))
@@ -541,6 +550,18 @@ async fn main() -> anyhow::Result<()> {
             rate / ceiling
         );
     }
+    if args.ingest > 0 {
+        receiver.reset();
+        ingest_phase(
+            &args,
+            &client,
+            &receiver,
+            &server.url,
+            &receiver_url,
+            ceiling,
+        )
+        .await?;
+    }
     drop(nodes);
     drop(dir);
     if let (Some(url), Some(schema)) = (&args.postgres_url, schema) {
@@ -631,5 +652,116 @@ async fn backlog_phase(
         println!("    {done:>9} delivered   RSS {rss:>7.1} MiB");
     }
     drop(drainer);
+    Ok(())
+}
+
+/// The signing secret of the bench's OpenAI source.
+const OPENAI_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// An OpenAI `realtime.call.incoming` event; `seq` rides in `data` for the receiver.
+fn realtime_call(seq: usize) -> String {
+    format!(
+        r#"{{"object":"event","id":"evt_{seq}","type":"realtime.call.incoming","created_at":1750287018,"data":{{"seq":{seq},"call_id":"rtc_{seq}","sip_headers":[{{"name":"From","value":"sip:+15555550100@example.com"}}]}}}}"#
+    )
+}
+
+/// Posts signed OpenAI webhooks to an `open-ai` source at the bench's concurrency and
+/// reports how many are accepted per second, their answer latency, and how fast they
+/// reach the source's endpoint.
+async fn ingest_phase(
+    args: &Args,
+    client: &reqwest::Client,
+    receiver: &Arc<Receiver>,
+    server: &str,
+    receiver_url: &str,
+    ceiling: f64,
+) -> anyhow::Result<()> {
+    use hookline_signature::{Keyset, Message, Scheme};
+
+    let source = api(
+        client,
+        reqwest::Method::POST,
+        format!("{server}/ingest/api/v1/source"),
+        json!({"name": "bench openai", "type": "open-ai", "config": {"secret": OPENAI_SECRET}}),
+    )
+    .await?;
+    let source_id = source["id"].as_str().context("source id")?;
+    let ingest_url = source["ingestUrl"].as_str().context("ingestUrl")?;
+    // The ingest URL names the server's public URL; post to the address it listens on.
+    let token = ingest_url.rsplit('/').next().context("ingest token")?;
+    let ingest_url = format!("{server}/in/{token}");
+    api(
+        client,
+        reqwest::Method::POST,
+        format!("{server}/ingest/api/v1/source/{source_id}/endpoint"),
+        json!({"url": format!("{receiver_url}/hook/ingest")}),
+    )
+    .await?;
+    let keys = Keyset::new(Scheme::OpenAi, [OPENAI_SECRET])?;
+    let n = args.ingest;
+    let post_client = client.clone();
+    let started = Instant::now();
+    let (latencies, wall) = load(client, n, args.concurrency, receiver, move |seq| {
+        let body = realtime_call(seq);
+        let id = format!("wh_bench_{seq}");
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs() as i64);
+        let mut request = post_client
+            .post(&ingest_url)
+            .header("content-type", "application/json");
+        let signed = keys.sign(&Message {
+            id: &id,
+            timestamp,
+            body: body.as_bytes(),
+        });
+        for (name, value) in signed.unwrap_or_default() {
+            request = request.header(name, value);
+        }
+        request.body(body)
+    })
+    .await?;
+    wait_for(receiver, n, Duration::from_secs(args.timeout), true).await?;
+    let end_to_end = started.elapsed();
+    let mut forward_latencies = receiver.latencies(n);
+    forward_latencies.sort();
+    let accepted = n as f64 / wall.as_secs_f64();
+    let forwarded = n as f64 / end_to_end.as_secs_f64();
+    println!(
+        "{:<44} {:>12.0}/s {:>10.3}",
+        "ingest: open-ai webhooks accepted",
+        accepted,
+        accepted / ceiling
+    );
+    println!(
+        "{:<44} {:>14} {:>10}",
+        "ingest answer latency p50",
+        ms(percentile(&latencies, 0.5)),
+        ""
+    );
+    println!(
+        "{:<44} {:>14} {:>10}",
+        "ingest answer latency p99",
+        ms(percentile(&latencies, 0.99)),
+        ""
+    );
+    println!(
+        "{:<44} {:>12.0}/s {:>10.3}",
+        "ingest: forwarded end to end",
+        forwarded,
+        forwarded / ceiling
+    );
+    println!(
+        "{:<44} {:>14} {:>10}",
+        "realtime.call.incoming ingest-to-delivery p50",
+        ms(percentile(&forward_latencies, 0.5)),
+        ""
+    );
+    println!(
+        "{:<44} {:>14} {:>10}",
+        "realtime.call.incoming ingest-to-delivery p99",
+        ms(percentile(&forward_latencies, 0.99)),
+        ""
+    );
     Ok(())
 }
