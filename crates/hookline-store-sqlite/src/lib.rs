@@ -302,6 +302,8 @@ fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::params;
+
     use super::*;
 
     #[tokio::test]
@@ -340,6 +342,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 2);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn the_dedupe_check_searches_its_index_not_the_whole_log() {
+        let dir = std::env::temp_dir().join(format!("hookline-sqlite-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(&dir.join("plan.db")).await.unwrap();
+        let plan: Vec<String> = store
+            .read(|conn| {
+                let sql = format!("EXPLAIN QUERY PLAN {}", crate::queries::DEDUPE_ORIGINAL);
+                let mut statement = conn.prepare(&sql).map_err(Error::storage)?;
+                statement
+                    .query_map(params!["src_a", "key", "accepted", 0], |row| row.get(3))
+                    .map_err(Error::storage)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(Error::storage)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            plan,
+            [
+                "SEARCH ingest_request USING INDEX ingest_request_dedupe (source_id=? AND dedupe_key=?)"
+            ]
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 

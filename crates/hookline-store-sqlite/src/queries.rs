@@ -27,6 +27,13 @@ use crate::rows::{
 /// goes in steps, so that other writes are not held up behind it.
 const PURGE_BATCH: usize = 10_000;
 
+/// The accepted request a new one with the same dedupe key repeats. It must search
+/// `ingest_request_dedupe`: any plan that walks the source's whole log makes each
+/// request slower than the last.
+pub(crate) const DEDUPE_ORIGINAL: &str = "SELECT id FROM ingest_request
+     WHERE source_id = ?1 AND dedupe_key = ?2 AND verdict = ?3 AND created_at >= ?4
+     ORDER BY id LIMIT 1";
+
 /// A query under construction: a `SELECT … WHERE` prefix and its parameters.
 struct Select {
     sql: String,
@@ -1237,10 +1244,7 @@ impl Store for SqliteStore {
             let original = match (request.verdict, &request.dedupe_key, dedupe_since) {
                 (Verdict::Accepted, Some(key), Some(since)) => one(
                     conn,
-                    "SELECT id FROM ingest_request
-                     WHERE source_id = ?1 AND dedupe_key = ?2 AND verdict = ?3
-                       AND created_at >= ?4
-                     ORDER BY id LIMIT 1",
+                    DEDUPE_ORIGINAL,
                     params![source, key, Verdict::Accepted.as_str(), millis(since)],
                     |row| row.get::<_, String>(0),
                 )?

@@ -155,7 +155,7 @@ CREATE TABLE ingest_request (
 );
 CREATE UNIQUE INDEX ingest_request_seq ON ingest_request (source_id, seq);
 CREATE INDEX ingest_request_source ON ingest_request (source_id, id);
-CREATE INDEX ingest_request_dedupe ON ingest_request (source_id, dedupe_key)
+CREATE INDEX ingest_request_dedupe ON ingest_request (source_id, dedupe_key, id)
     WHERE dedupe_key IS NOT NULL;
 CREATE INDEX ingest_request_created ON ingest_request (created_at);
 "#,
