@@ -24,12 +24,13 @@ use std::thread;
 use hookline_core::store::{Migrations, schema_mismatch};
 use hookline_core::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 /// How many queued writes one transaction takes at most.
 const MAX_GROUP: usize = 1024;
-/// Read connections kept open.
-const READERS: usize = 4;
+/// Read connections kept open, and the most reads run at once: a read waits for a free
+/// connection rather than opening (and parsing the schema of) a new one.
+const READERS: usize = 8;
 
 /// A write, run by the writer thread inside a savepoint. It returns the callback that
 /// delivers its result once the transaction's fate is known.
@@ -49,6 +50,8 @@ struct Inner {
     _lock: std::fs::File,
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per connection in `readers`.
+    read_slots: Arc<Semaphore>,
 }
 
 impl SqliteStore {
@@ -105,12 +108,7 @@ impl SqliteStore {
             );
         }
         let readers = (0..READERS)
-            .map(|_| {
-                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                let reader = Connection::open_with_flags(&path, flags).map_err(Error::storage)?;
-                configure(&reader, true)?;
-                Ok(reader)
-            })
+            .map(|_| open_reader(&path))
             .collect::<Result<Vec<_>>>()?;
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         thread::Builder::new()
@@ -123,6 +121,7 @@ impl SqliteStore {
                 _lock: lock,
                 writer: Mutex::new(Some(sender)),
                 readers: Mutex::new(readers),
+                read_slots: Arc::new(Semaphore::new(READERS)),
             }),
         })
     }
@@ -174,23 +173,20 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        let slot = Arc::clone(&inner.read_slots)
+            .acquire_owned()
+            .await
+            .map_err(Error::storage)?;
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let conn = inner.readers.lock().expect("reader lock").pop();
+            // A connection lost to a panicking read is replaced.
             let conn = match conn {
                 Some(conn) => conn,
-                None => {
-                    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                    let conn =
-                        Connection::open_with_flags(&inner.path, flags).map_err(Error::storage)?;
-                    configure(&conn, true)?;
-                    conn
-                }
+                None => open_reader(&inner.path)?,
             };
             let result = work(&conn);
-            let mut pool = inner.readers.lock().expect("reader lock");
-            if pool.len() < READERS {
-                pool.push(conn);
-            }
+            inner.readers.lock().expect("reader lock").push(conn);
             result
         })
         .await
@@ -222,15 +218,24 @@ fn lock_file(path: &Path) -> Result<std::fs::File> {
     }
 }
 
+fn open_reader(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let reader = Connection::open_with_flags(path, flags).map_err(Error::storage)?;
+    configure(&reader, true)?;
+    Ok(reader)
+}
+
 fn configure(conn: &Connection, read_only: bool) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(Error::storage)?;
     let pragmas = if read_only {
         "PRAGMA foreign_keys = ON;"
     } else {
-        // FULL: a commit is on disk before any caller hears of it.
+        // FULL: a commit is on disk before any caller hears of it. temp_store: the
+        // savepoint of each write in a group keeps its undo pages in memory, not in a
+        // temporary file written and closed for every write.
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-         PRAGMA wal_autocheckpoint = 4000;"
+         PRAGMA wal_autocheckpoint = 4000; PRAGMA temp_store = MEMORY;"
     };
     conn.execute_batch(pragmas).map_err(Error::storage)?;
     conn.set_prepared_statement_cache_capacity(64);
