@@ -5,7 +5,9 @@
 //! savepoint of a single transaction, commits once (one fsync, `synchronous = FULL` in WAL
 //! mode) and only then answers each caller. Under load a single fsync covers hundreds of
 //! requests; an idle server answers a lone write after one commit. Reads use a small pool
-//! of read-only connections, which WAL lets run beside the writer.
+//! of read-only connections, which WAL lets run beside the writer. Copying the WAL back
+//! into the database file (the checkpoint) is a thread of its own, so no write waits
+//! behind it.
 //!
 //! The embedded store serves one process: opening it takes an exclusive lock on
 //! `<file>.lock` (a second `hookline serve` on the same file is refused with a clear error)
@@ -20,12 +22,18 @@ mod schema;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
+use std::time::Duration;
 
 use hookline_core::store::{Migrations, schema_mismatch};
 use hookline_core::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, oneshot};
 
+/// How often the checkpointer copies committed pages from the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// WAL pages at which the writer checkpoints by itself, should the checkpointer fall
+/// behind (a safety net: it stalls writes for as long as it takes).
+const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
 /// How many queued writes one transaction takes at most.
 const MAX_GROUP: usize = 1024;
 /// Read connections kept open, and the most reads run at once: a read waits for a free
@@ -52,6 +60,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// One permit per connection in `readers`.
     read_slots: Arc<Semaphore>,
+    /// Dropped with the store, which stops the checkpointer.
+    _checkpointer: mpsc::Sender<()>,
 }
 
 impl SqliteStore {
@@ -110,6 +120,15 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_reader(&path))
             .collect::<Result<Vec<_>>>()?;
+        let checkpoints = Connection::open(&path).map_err(Error::storage)?;
+        checkpoints
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(Error::storage)?;
+        let (checkpointer, stop) = mpsc::channel::<()>();
+        thread::Builder::new()
+            .name("hookline-sqlite-checkpointer".into())
+            .spawn(move || run_checkpointer(checkpoints, stop))
+            .map_err(Error::storage)?;
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         thread::Builder::new()
             .name("hookline-sqlite-writer".into())
@@ -122,6 +141,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(sender)),
                 readers: Mutex::new(readers),
                 read_slots: Arc::new(Semaphore::new(READERS)),
+                _checkpointer: checkpointer,
             }),
         })
     }
@@ -226,18 +246,20 @@ fn open_reader(path: &Path) -> Result<Connection> {
 }
 
 fn configure(conn: &Connection, read_only: bool) -> Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))
+    conn.busy_timeout(Duration::from_secs(5))
         .map_err(Error::storage)?;
     let pragmas = if read_only {
-        "PRAGMA foreign_keys = ON;"
+        "PRAGMA foreign_keys = ON;".to_owned()
     } else {
         // FULL: a commit is on disk before any caller hears of it. temp_store: the
         // savepoint of each write in a group keeps its undo pages in memory, not in a
         // temporary file written and closed for every write.
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-         PRAGMA wal_autocheckpoint = 4000; PRAGMA temp_store = MEMORY;"
+        format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+             PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}; PRAGMA temp_store = MEMORY;"
+        )
     };
-    conn.execute_batch(pragmas).map_err(Error::storage)?;
+    conn.execute_batch(&pragmas).map_err(Error::storage)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -273,6 +295,18 @@ fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T
     };
     conn.execute_batch(end).map_err(Error::storage)?;
     result
+}
+
+/// The checkpointer thread: every [`CHECKPOINT_EVERY`], copy what the WAL holds into the
+/// database file without blocking the writer or the readers (a passive checkpoint), so
+/// the WAL stays short and restarts from its beginning. Stops when the store is dropped.
+fn run_checkpointer(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "sqlite checkpoint failed; the writer will checkpoint");
+        }
+    }
+    tracing::debug!("sqlite checkpointer stopped");
 }
 
 /// The writer thread: group the waiting writes into one transaction, commit, answer.
