@@ -1,9 +1,11 @@
-//! The claim loop: wake up, claim as many due deliveries as there are free workers, admit
+//! The claim loops: wake up, claim as many due deliveries as there are free workers, admit
 //! each past its endpoint's limits, run them, and record what happened in group commits.
+//! [`CLAIMERS`] loops claim side by side, so that one claim's round trip to the store does
+//! not leave the workers idle.
 //!
 //! Memory is bounded by configuration, whatever the backlog: at most `concurrency`
-//! deliveries are held at once (a claim never asks for more than the free permits), and
-//! finished attempts wait in a bounded channel for the recorder.
+//! deliveries are held at once (a claim reserves its workers before it asks, and never asks
+//! for more), and finished attempts wait in a bounded channel for the recorder.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use chrono::Utc;
 use hookline_core::Store;
 use hookline_core::id::{EndpointId, MessageId};
 use hookline_core::store::{AttemptOutcome, DeliveryJob};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,6 +23,8 @@ use crate::delivery::{Deliverer, Finished};
 use crate::operational::Publisher;
 use crate::ratelimit::{EndpointLimits, Ticket};
 
+/// Claim loops running side by side.
+const CLAIMERS: usize = 2;
 /// How long the recorder waits for more finished attempts to join a commit.
 const GROUP_WINDOW: Duration = Duration::from_millis(5);
 /// The most outcomes in one commit.
@@ -61,8 +65,9 @@ impl Dispatcher {
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let tracker = TaskTracker::new();
 
-        self.claim_loop(&shutdown, &permits, &tracker, &finished_tx)
-            .await;
+        let claimers =
+            (0..CLAIMERS).map(|_| self.claim_loop(&shutdown, &permits, &tracker, &finished_tx));
+        futures_util::future::join_all(claimers).await;
 
         tracker.close();
         tracker.wait().await;
@@ -80,16 +85,23 @@ impl Dispatcher {
         finished: &mpsc::Sender<Finished>,
     ) {
         loop {
-            if permits.available_permits() == 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    permit = permits.acquire() => drop(permit),
-                }
+            // Reserve the workers of this claim: every free one up to the batch size, and
+            // at least one.
+            let mut reserved = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                permit = Arc::clone(permits).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            let more = permits.available_permits().min(self.batch_size.max(1) - 1);
+            if let Ok(more) = Arc::clone(permits).try_acquire_many_owned(more as u32) {
+                reserved.merge(more);
             }
             if shutdown.is_cancelled() {
                 return;
             }
-            let limit = permits.available_permits().min(self.batch_size.max(1));
+            let limit = reserved.num_permits();
             let claimed_at = Utc::now();
             let started = Instant::now();
             let jobs = match self
@@ -111,10 +123,14 @@ impl Dispatcher {
             let mut given_back = Vec::new();
             for job in jobs {
                 let key = (job.message.id.clone(), job.endpoint.id.clone());
-                if !self.spawn(job, start_by, permits, tracker, finished, shutdown) {
+                let permit = reserved
+                    .split(1)
+                    .expect("a reserved worker per claimed job");
+                if !self.spawn(job, permit, start_by, tracker, finished, shutdown) {
                     given_back.push(key);
                 }
             }
+            drop(reserved);
             let deferred = given_back.len();
             release(self.store.as_ref(), given_back).await;
             if claimed > 0 {
@@ -140,15 +156,12 @@ impl Dispatcher {
     fn spawn(
         &self,
         job: DeliveryJob,
+        permit: OwnedSemaphorePermit,
         start_by: Instant,
-        permits: &Arc<Semaphore>,
         tracker: &TaskTracker,
         finished: &mpsc::Sender<Finished>,
         shutdown: &CancellationToken,
     ) -> bool {
-        let Ok(permit) = Arc::clone(permits).try_acquire_owned() else {
-            return false;
-        };
         let now = Instant::now();
         let Some(ticket) =
             self.limits

@@ -92,7 +92,7 @@ pub struct EngineConfig {
     /// This worker's name in delivery leases; unique per running engine. Default
     /// `hookline-` and random hex.
     pub node_id: String,
-    /// Most deliveries claimed at once. Default 64.
+    /// Most deliveries one claim takes. Default 128.
     pub batch_size: usize,
     /// Longest sleep between looks at the queue when nothing wakes the engine. Default 1 s.
     pub poll_interval: Duration,
@@ -114,7 +114,7 @@ impl Default for EngineConfig {
             disable_after: Duration::from_secs(5 * 24 * 60 * 60),
             operational: None,
             node_id: format!("hookline-{:016x}", rand::random::<u64>()),
-            batch_size: 64,
+            batch_size: 128,
             poll_interval: Duration::from_secs(1),
             lease_margin: Duration::from_secs(30),
         }

@@ -1,5 +1,6 @@
 //! The SQL behind each [`Store`] operation.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -275,63 +276,56 @@ fn insert_message(conn: &Connection, new: &NewMessage) -> Result<CreatedMessage>
 
 /// Reads the claimed deliveries, each endpoint once per claim however many of its
 /// deliveries were claimed (a fan-out claims many).
-fn load_jobs(conn: &Connection, claimed: Vec<(String, String)>) -> Result<Vec<DeliveryJob>> {
-    let sql = format!(
-        "SELECT {}, {}, app.uid FROM destination
-         JOIN message ON message.id = destination.msg_id
-         JOIN app ON app.id = destination.app_id
-         WHERE destination.msg_id = ?1 AND destination.endpoint_id = ?2",
-        rows::DESTINATION_COLUMNS,
+/// The jobs of claimed deliveries. Deliveries of one message (a fan-out) share one read
+/// of it, and those to one endpoint one read of the endpoint.
+fn load_jobs(conn: &Connection, claimed: Vec<Destination>) -> Result<Vec<DeliveryJob>> {
+    let message_sql = format!(
+        "SELECT {}, app.uid FROM message JOIN app ON app.id = message.app_id
+         WHERE message.id = ?1",
         rows::MESSAGE_COLUMNS,
     );
     let endpoint_sql = format!(
         "SELECT {} FROM endpoint WHERE id = ?1",
         rows::ENDPOINT_COLUMNS
     );
-    let mut endpoints: std::collections::HashMap<String, Endpoint> =
-        std::collections::HashMap::new();
+    let mut messages: HashMap<MessageId, (Message, Option<String>)> = HashMap::new();
+    let mut endpoints: HashMap<EndpointId, Endpoint> = HashMap::new();
     let mut jobs = Vec::with_capacity(claimed.len());
-    for (msg_id, endpoint_id) in claimed {
-        let found = one(conn, &sql, params![msg_id, endpoint_id], |row| {
-            Ok((
-                rows::destination_at(row, 0)?,
-                rows::message_at(row, 8)?,
-                row.get::<_, Option<String>>(16)?,
-            ))
-        })?;
-        let Some((destination, message, app_uid)) = found else {
-            continue; // Deleted since the claim.
-        };
-        let endpoint = match endpoints.get(&endpoint_id) {
-            Some(endpoint) => endpoint.clone(),
-            None => {
-                let Some(endpoint) = one(conn, &endpoint_sql, [&endpoint_id], rows::endpoint)?
-                else {
-                    continue;
-                };
-                endpoints.insert(endpoint_id, endpoint.clone());
-                endpoint
-            }
-        };
+    for destination in claimed {
+        if !messages.contains_key(&destination.msg_id) {
+            let found = one(conn, &message_sql, [destination.msg_id.as_str()], |row| {
+                Ok((rows::message_at(row, 0)?, row.get::<_, Option<String>>(8)?))
+            })?;
+            let Some(found) = found else {
+                continue; // Deleted since the claim.
+            };
+            messages.insert(destination.msg_id.clone(), found);
+        }
+        if !endpoints.contains_key(&destination.endpoint_id) {
+            let id = destination.endpoint_id.as_str();
+            let Some(endpoint) = one(conn, &endpoint_sql, [id], rows::endpoint)? else {
+                continue;
+            };
+            endpoints.insert(destination.endpoint_id.clone(), endpoint);
+        }
+        let (message, app_uid) = messages[&destination.msg_id].clone();
         jobs.push(DeliveryJob {
+            endpoint: endpoints[&destination.endpoint_id].clone(),
             destination,
             message,
-            endpoint,
             app_uid,
         });
     }
     Ok(jobs)
 }
 
-fn record_outcome(conn: &Connection, outcome: &AttemptOutcome) -> Result<()> {
-    let attempt = &outcome.attempt;
-    let now = millis(attempt.created_at);
+/// Inserts one attempt row.
+fn insert_attempt(conn: &Connection, attempt: &Attempt) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO attempt (id, app_id, msg_id, endpoint_id, url, status,
              response_status_code, response, response_headers, duration_ms, trigger_type,
              error_kind, created_at)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
-         WHERE EXISTS (SELECT 1 FROM message WHERE id = ?3)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -347,10 +341,26 @@ fn record_outcome(conn: &Connection, outcome: &AttemptOutcome) -> Result<()> {
             attempt.response_duration_ms,
             attempt.trigger_type.code(),
             attempt.error_kind.map(|kind| kind.as_str()),
-            now,
+            millis(attempt.created_at),
         ])
     })
     .map_err(Error::storage)?;
+    Ok(())
+}
+
+fn record_outcome(conn: &Connection, outcome: &AttemptOutcome) -> Result<()> {
+    let attempt = &outcome.attempt;
+    let now = millis(attempt.created_at);
+    // A message deleted while its attempt was in flight leaves nothing to record. Checked
+    // first so that the insert is a single-row one, which SQLite runs without a
+    // statement journal.
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM message WHERE id = ?1")
+        .and_then(|mut s| s.exists([attempt.msg_id.as_str()]))
+        .map_err(Error::storage)?;
+    if exists {
+        insert_attempt(conn, attempt)?;
+    }
     conn.prepare_cached(
         "UPDATE destination SET status = ?3, attempts = ?5,
              next_attempt = CASE WHEN requeued = 1 THEN next_attempt ELSE ?4 END,
@@ -775,7 +785,8 @@ impl Store for SqliteStore {
                            AND message.payload IS NOT NULL
                          ORDER BY destination.next_attempt
                          LIMIT ?4)
-                     RETURNING msg_id, endpoint_id",
+                     RETURNING app_id, msg_id, endpoint_id, status, next_attempt, attempts,
+                         trigger_type, updated_at",
                     )
                     .map_err(Error::storage)?;
                 let claimed = claim
@@ -787,7 +798,7 @@ impl Store for SqliteStore {
                             limit as i64,
                             MessageStatus::Sending.code()
                         ],
-                        |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+                        |row| rows::destination_at(row, 0),
                     )
                     .map_err(Error::storage)?
                     .collect::<rusqlite::Result<Vec<_>>>()
