@@ -1,7 +1,7 @@
 //! The claim loops: wake up, claim as many due deliveries as there are free workers, admit
 //! each past its endpoint's limits, run them, and record what happened in group commits.
-//! [`CLAIMERS`] loops claim side by side, so that one claim's round trip to the store does
-//! not leave the workers idle.
+//! Several loops may claim side by side (`claimers`), so that one claim's round trip to
+//! the store does not leave the workers idle.
 //!
 //! Memory is bounded by configuration, whatever the backlog: at most `concurrency`
 //! deliveries are held at once (a claim reserves its workers before it asks, and never asks
@@ -23,8 +23,6 @@ use crate::delivery::{Deliverer, Finished};
 use crate::operational::Publisher;
 use crate::ratelimit::{EndpointLimits, Ticket};
 
-/// Claim loops running side by side.
-const CLAIMERS: usize = 2;
 /// How long the recorder waits for more finished attempts to join a commit.
 const GROUP_WINDOW: Duration = Duration::from_millis(5);
 /// The most outcomes in one commit.
@@ -48,6 +46,7 @@ pub(crate) struct Dispatcher {
     pub hold: Duration,
     pub concurrency: usize,
     pub batch_size: usize,
+    pub claimers: usize,
     pub poll_interval: Duration,
 }
 
@@ -65,8 +64,8 @@ impl Dispatcher {
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let tracker = TaskTracker::new();
 
-        let claimers =
-            (0..CLAIMERS).map(|_| self.claim_loop(&shutdown, &permits, &tracker, &finished_tx));
+        let claimers = (0..self.claimers.max(1))
+            .map(|_| self.claim_loop(&shutdown, &permits, &tracker, &finished_tx));
         futures_util::future::join_all(claimers).await;
 
         tracker.close();

@@ -94,6 +94,9 @@ pub struct EngineConfig {
     pub node_id: String,
     /// Most deliveries one claim takes. Default 128.
     pub batch_size: usize,
+    /// Claim loops running side by side, so that the workers need not wait for one
+    /// claim's round trip to the store before the next. Default 1.
+    pub claimers: usize,
     /// Longest sleep between looks at the queue when nothing wakes the engine. Default 1 s.
     pub poll_interval: Duration,
     /// How much longer than the attempt timeout a claim's lease lasts. A delivery may
@@ -115,6 +118,7 @@ impl Default for EngineConfig {
             operational: None,
             node_id: format!("hookline-{:016x}", rand::random::<u64>()),
             batch_size: 128,
+            claimers: 1,
             poll_interval: Duration::from_secs(1),
             lease_margin: Duration::from_secs(30),
         }
@@ -133,6 +137,9 @@ impl EngineConfig {
         }
         if self.max_in_flight_per_endpoint == 0 {
             return invalid("max_in_flight_per_endpoint", "must be at least 1");
+        }
+        if self.claimers == 0 {
+            return invalid("claimers", "must be at least 1");
         }
         if self.batch_size == 0 {
             return invalid("batch_size", "must be at least 1");
@@ -231,6 +238,7 @@ impl Engine {
             hold: lease_margin / 2,
             concurrency: config.concurrency.max(1),
             batch_size: config.batch_size.max(1),
+            claimers: config.claimers.max(1),
             poll_interval: config.poll_interval.max(Duration::from_millis(10)),
         };
         tracing::info!(owner = dispatcher.owner, "delivery engine started");

@@ -84,3 +84,57 @@ async fn requests_in_flight_to_one_endpoint_are_bounded() {
     assert_eq!(receiver.count(), 8);
     assert_eq!(receiver.most_in_flight(), 2, "two at a time, and busy");
 }
+
+#[tokio::test]
+async fn claim_loops_side_by_side_stay_within_the_concurrency_and_deliver_each_once() {
+    let world = World::new().await;
+    let receiver = Receiver::always(Reply::status(200).delay(Duration::from_millis(50))).await;
+    let mut endpoints = Vec::new();
+    for n in 0..3 {
+        endpoints.push(
+            world
+                .endpoint(&receiver.url(&format!("/{n}")), |_| {})
+                .await,
+        );
+    }
+    let mut messages = Vec::new();
+    for n in 0..40 {
+        messages.push(world.message(&format!(r#"{{"n":{n}}}"#)).await);
+    }
+    let engine = world.start(EngineConfig {
+        claimers: 3,
+        batch_size: 2,
+        concurrency: 5,
+        ..config(&[])
+    });
+    eventually("every delivery to succeed", WAIT, || async {
+        for message in &messages {
+            for endpoint in &endpoints {
+                if world.destination(message, endpoint).await.status != MessageStatus::Success {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    })
+    .await;
+    engine.stop().await;
+
+    let mut pairs: Vec<(String, String)> = receiver
+        .received()
+        .iter()
+        .map(|request| {
+            let id = request.header("webhook-id").unwrap_or_default().to_owned();
+            (id, request.path.clone())
+        })
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    assert_eq!(receiver.count(), 120, "each message to each endpoint once");
+    assert_eq!(pairs.len(), 120, "no pair delivered twice");
+    assert_eq!(
+        receiver.most_in_flight(),
+        5,
+        "the workers are shared, and all busy"
+    );
+}

@@ -101,6 +101,11 @@ fn init_logging(config: &Config) {
 struct Opened {
     store: Arc<dyn Store>,
     due: Option<tokio::sync::broadcast::Receiver<()>>,
+    /// The engine's claim loops. SQLite: two, as a claim waits for a group commit that it
+    /// shares with every other write. PostgreSQL: one per node, since the nodes already
+    /// claim side by side and more claimers only contend for the same rows (measured:
+    /// three nodes deliver about a fifth less with two each).
+    claimers: usize,
 }
 
 async fn open_store(config: &Config, migrations: Migrations) -> anyhow::Result<Opened> {
@@ -114,6 +119,7 @@ async fn open_store(config: &Config, migrations: Migrations) -> anyhow::Result<O
         return Ok(Opened {
             store: Arc::new(store),
             due: Some(due),
+            claimers: 1,
         });
     }
     let store = hookline_store_sqlite::SqliteStore::open_url_with(url, migrations)
@@ -122,6 +128,7 @@ async fn open_store(config: &Config, migrations: Migrations) -> anyhow::Result<O
     Ok(Opened {
         store: Arc::new(store),
         due: None,
+        claimers: 2,
     })
 }
 
@@ -147,7 +154,11 @@ async fn ensure_admin_token(store: &dyn Store, configured: bool) -> anyhow::Resu
 }
 
 async fn serve(config: Config, migrations: Migrations) -> anyhow::Result<()> {
-    let Opened { store, due } = open_store(&config, migrations).await?;
+    let Opened {
+        store,
+        due,
+        claimers,
+    } = open_store(&config, migrations).await?;
     if config.role.serves_api() {
         // A worker-only node answers no requests: it has no token to hand out.
         ensure_admin_token(store.as_ref(), config.admin_token.is_some()).await?;
@@ -186,6 +197,7 @@ async fn serve(config: Config, migrations: Migrations) -> anyhow::Result<()> {
                 secret: ops.secret.clone(),
             }),
         node_id: format!("node-{}", random_base62(8)),
+        claimers,
         ..hookline_engine::EngineConfig::default()
     };
     engine_config
