@@ -41,6 +41,7 @@ macro_rules! store_conformance_suite {
             messages_fan_out_by_type_and_channel,
             event_id_is_unique_per_app,
             idempotency_commits_with_the_message,
+            purging_idempotency_deletes_only_expired_records,
             claims_lease_and_expired_leases_are_taken_over,
             released_deliveries_fall_due_again_without_an_attempt,
             outcomes_reschedule_and_finish_deliveries,
@@ -484,6 +485,37 @@ pub async fn idempotency_commits_with_the_message(store: Arc<dyn Store>) {
     };
     assert!(store.create_message(refused).await.is_err());
     assert_eq!(store.get_idempotent("k2", now).await.unwrap(), None);
+}
+
+pub async fn purging_idempotency_deletes_only_expired_records(store: Arc<dyn Store>) {
+    let now = crate::now();
+    let record = |key: &str, expires_in: i64| IdempotencyRecord {
+        key: key.into(),
+        response: IdempotentResponse {
+            status: 200,
+            body: key.as_bytes().to_vec(),
+        },
+        expires_at: now + chrono::Duration::seconds(expires_in),
+    };
+    for (key, expires_in) in [("gone-1", -60), ("gone-2", -1), ("kept", 60)] {
+        store
+            .put_idempotent(&record(key, expires_in))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.purge_idempotency(now).await.unwrap(), 2);
+    assert_eq!(
+        store.purge_idempotency(now).await.unwrap(),
+        0,
+        "nothing left"
+    );
+    assert_eq!(
+        store.get_idempotent("kept", now).await.unwrap(),
+        Some(record("kept", 60).response)
+    );
+    // Expired records could not be read anyway; purged, their keys take a new record.
+    store.put_idempotent(&record("gone-1", 60)).await.unwrap();
+    assert!(store.get_idempotent("gone-1", now).await.unwrap().is_some());
 }
 
 pub async fn claims_lease_and_expired_leases_are_taken_over(store: Arc<dyn Store>) {

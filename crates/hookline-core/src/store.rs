@@ -239,6 +239,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotentResponse>>;
     async fn put_idempotent(&self, record: &IdempotencyRecord) -> Result<()>;
+    /// Deletes the idempotency records that expired before `now`; returns how many. Nodes
+    /// sharing a database take turns, as for [`Store::purge_ingest_requests`].
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64>;
 
     // Sources (the receiving side).
     /// Stores the source and creates its hidden application (`source.app_id`) in the

@@ -29,10 +29,10 @@ use crate::rows::{self, Columns, code, ms, read};
 /// First key of the advisory lock that makes the dedupe check of one source and dedupe
 /// key wait for a request with the same key still in flight; the second is their hash.
 const DEDUPE_LOCK: i32 = 0x686b_6464; // "hkdd"
-/// How many logged requests one statement of a purge deletes: a purge of millions of
-/// rows goes in steps, each its own short transaction.
+/// How many rows one statement of a purge deletes: a purge of millions of rows goes in
+/// steps, each its own short transaction.
 const PURGE_BATCH: i64 = 10_000;
-/// First key of the advisory lock a node holds while it purges the request log; the
+/// First key of the advisory lock a node holds while it purges expired rows; the
 /// second is the hash of the schema, so that schemas sharing a database do not wait on
 /// each other.
 const PURGE_LOCK: i32 = 0x686b_7072; // "hkpr"
@@ -207,6 +207,47 @@ impl<'a> EndpointValues<'a> {
             created_at: ms(endpoint.created_at),
             updated_at: ms(endpoint.updated_at),
         }
+    }
+}
+
+impl PostgresStore {
+    /// Runs `delete` (parameters: a time, a batch size) one batch per statement until a
+    /// batch comes up short; returns how many rows went. One node purges at a time: the
+    /// others find the lock taken and leave it to that one (and get 0).
+    async fn purge(&self, delete: &str, before: DateTime<Utc>) -> Result<u64> {
+        let db = self.client().await?;
+        let locked: bool = query_opt(
+            &db,
+            "SELECT pg_try_advisory_lock($1, hashtext(current_schema()::text))",
+            &[&PURGE_LOCK],
+        )
+        .await
+        .map_err(storage)?
+        .is_some_and(|row| row.get(0));
+        if !locked {
+            return Ok(0);
+        }
+        let before = ms(before);
+        let mut purged = 0;
+        let result = loop {
+            let deleted = execute(&db, delete, &[&before, &PURGE_BATCH])
+                .await
+                .map_err(storage);
+            match deleted {
+                Ok(deleted) if deleted == PURGE_BATCH as u64 => purged += deleted,
+                Ok(deleted) => break Ok(purged + deleted),
+                Err(error) => break Err(error),
+            }
+        };
+        // A session lock outlives the statement: give it back before the connection is.
+        execute(
+            &db,
+            "SELECT pg_advisory_unlock($1, hashtext(current_schema()::text))",
+            &[&PURGE_LOCK],
+        )
+        .await
+        .map_err(storage)?;
+        result
     }
 }
 
@@ -952,6 +993,15 @@ impl Store for PostgresStore {
         put_idempotent(&db, record).await
     }
 
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.purge(
+            "DELETE FROM idempotency WHERE key IN (
+                 SELECT key FROM idempotency WHERE expires_at < $1 LIMIT $2)",
+            now,
+        )
+        .await
+    }
+
     async fn create_source(&self, source: &Source) -> Result<()> {
         let mut db = self.client().await?;
         let tx = db.transaction().await.map_err(storage)?;
@@ -1265,45 +1315,12 @@ impl Store for PostgresStore {
     }
 
     async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64> {
-        let db = self.client().await?;
-        // One node sweeps at a time; the others find the lock taken and leave it to it.
-        let locked: bool = query_opt(
-            &db,
-            "SELECT pg_try_advisory_lock($1, hashtext(current_schema()::text))",
-            &[&PURGE_LOCK],
+        self.purge(
+            "DELETE FROM ingest_request WHERE id IN (
+                 SELECT id FROM ingest_request WHERE created_at < $1 LIMIT $2)",
+            before,
         )
         .await
-        .map_err(storage)?
-        .is_some_and(|row| row.get(0));
-        if !locked {
-            return Ok(0);
-        }
-        let before = ms(before);
-        let mut purged = 0;
-        let result = loop {
-            let deleted = execute(
-                &db,
-                "DELETE FROM ingest_request WHERE id IN (
-                     SELECT id FROM ingest_request WHERE created_at < $1 LIMIT $2)",
-                &[&before, &PURGE_BATCH],
-            )
-            .await
-            .map_err(storage);
-            match deleted {
-                Ok(deleted) if deleted == PURGE_BATCH as u64 => purged += deleted,
-                Ok(deleted) => break Ok(purged + deleted),
-                Err(error) => break Err(error),
-            }
-        };
-        // A session lock outlives the statement: give it back before the connection is.
-        execute(
-            &db,
-            "SELECT pg_advisory_unlock($1, hashtext(current_schema()::text))",
-            &[&PURGE_LOCK],
-        )
-        .await
-        .map_err(storage)?;
-        result
     }
 
     async fn put_token(&self, token: &Token) -> Result<()> {

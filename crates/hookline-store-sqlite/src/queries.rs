@@ -24,8 +24,8 @@ use crate::rows::{
     self, classify, headers_json, json, map_json, millis, opt_json, secrets_json, time,
 };
 
-/// How many logged requests one write of a purge deletes: a purge of millions of rows
-/// goes in steps, so that other writes are not held up behind it.
+/// How many rows one write of a purge deletes: a purge of millions of rows goes in steps,
+/// so that other writes are not held up behind it.
 const PURGE_BATCH: usize = 10_000;
 
 /// The accepted request a new one with the same dedupe key repeats. It must search
@@ -34,6 +34,28 @@ const PURGE_BATCH: usize = 10_000;
 pub(crate) const DEDUPE_ORIGINAL: &str = "SELECT id FROM ingest_request
      WHERE source_id = ?1 AND dedupe_key = ?2 AND verdict = ?3 AND created_at >= ?4
      ORDER BY id LIMIT 1";
+
+impl SqliteStore {
+    /// Runs `delete` (parameters: a time, a batch size) one batch per write until a batch
+    /// comes up short; returns how many rows went.
+    async fn purge(&self, delete: &'static str, before: DateTime<Utc>) -> Result<u64> {
+        let before = millis(before);
+        let mut purged = 0;
+        loop {
+            let deleted = self
+                .write(move |conn| {
+                    conn.prepare_cached(delete)
+                        .and_then(|mut s| s.execute(params![before, PURGE_BATCH as i64]))
+                        .map_err(Error::storage)
+                })
+                .await?;
+            purged += deleted as u64;
+            if deleted < PURGE_BATCH {
+                return Ok(purged);
+            }
+        }
+    }
+}
 
 /// A query under construction: a `SELECT … WHERE` prefix and its parameters.
 struct Select {
@@ -1125,6 +1147,15 @@ impl Store for SqliteStore {
         self.write(move |conn| put_idempotent(conn, &record)).await
     }
 
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.purge(
+            "DELETE FROM idempotency WHERE rowid IN (
+                 SELECT rowid FROM idempotency WHERE expires_at < ?1 LIMIT ?2)",
+            now,
+        )
+        .await
+    }
+
     async fn create_source(&self, source: &Source) -> Result<()> {
         let (app, values) = (source.hidden_app(), source_params(source));
         self.write(move |conn| {
@@ -1359,24 +1390,12 @@ impl Store for SqliteStore {
     }
 
     async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64> {
-        let before = millis(before);
-        let mut purged = 0;
-        loop {
-            let deleted = self
-                .write(move |conn| {
-                    conn.prepare_cached(
-                        "DELETE FROM ingest_request WHERE rowid IN (
-                             SELECT rowid FROM ingest_request WHERE created_at < ?1 LIMIT ?2)",
-                    )
-                    .and_then(|mut s| s.execute(params![before, PURGE_BATCH as i64]))
-                    .map_err(Error::storage)
-                })
-                .await?;
-            purged += deleted as u64;
-            if deleted < PURGE_BATCH {
-                return Ok(purged);
-            }
-        }
+        self.purge(
+            "DELETE FROM ingest_request WHERE rowid IN (
+                 SELECT rowid FROM ingest_request WHERE created_at < ?1 LIMIT ?2)",
+            before,
+        )
+        .await
     }
 
     async fn put_token(&self, token: &Token) -> Result<()> {

@@ -209,7 +209,7 @@ async fn serve(config: Config, migrations: Migrations) -> anyhow::Result<()> {
         tokio::spawn(engine.run(shutdown.clone()))
     });
 
-    tokio::spawn(sweep_ingest_log(
+    tokio::spawn(sweep_expired(
         Arc::clone(&store),
         config.ingest.log_retention,
         shutdown.clone(),
@@ -253,10 +253,10 @@ async fn serve(config: Config, migrations: Migrations) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes received requests older than `retention` from the request log, every minute
-/// (more often when the retention is shorter). Every node may run it: the delete is
-/// idempotent, so nodes sharing a database need no coordination.
-async fn sweep_ingest_log(store: Arc<dyn Store>, retention: Duration, shutdown: CancellationToken) {
+/// Deletes what has expired, every minute (more often when the request log's retention is
+/// shorter): received requests older than `retention`, and idempotency records past their
+/// expiry. Every node runs it; the stores let one node at a time do the work.
+async fn sweep_expired(store: Arc<dyn Store>, retention: Duration, shutdown: CancellationToken) {
     let every = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     loop {
@@ -264,11 +264,16 @@ async fn sweep_ingest_log(store: Arc<dyn Store>, retention: Duration, shutdown: 
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        let before = hookline_core::now() - retention;
-        match store.purge_ingest_requests(before).await {
+        let now = hookline_core::now();
+        match store.purge_ingest_requests(now - retention).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "request log: removed requests past retention"),
             Err(error) => tracing::warn!(%error, "request log: retention sweep failed; retrying"),
+        }
+        match store.purge_idempotency(now).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "idempotency: removed expired records"),
+            Err(error) => tracing::warn!(%error, "idempotency: sweep failed; retrying"),
         }
     }
 }
