@@ -434,7 +434,7 @@ impl Store for SqliteStore {
 
     async fn get_app(&self, key: &str) -> Result<Application> {
         let key = key.to_owned();
-        self.read(move |conn| {
+        self.lookup(move |conn| {
             let column = key_column(&key, AppId::PREFIX, "uid");
             let sql = format!("SELECT {} FROM app WHERE {column} = ?1", rows::APP_COLUMNS);
             one(conn, &sql, [&key], rows::app).and_then(not_found("application"))
@@ -517,7 +517,7 @@ impl Store for SqliteStore {
 
     async fn get_endpoint(&self, app: &AppId, key: &str) -> Result<Endpoint> {
         let (app, key) = (app.clone(), key.to_owned());
-        self.read(move |conn| {
+        self.lookup(move |conn| {
             let column = key_column(&key, EndpointId::PREFIX, "uid");
             let sql = format!(
                 "SELECT {} FROM endpoint WHERE app_id = ?1 AND {column} = ?2",
@@ -727,7 +727,7 @@ impl Store for SqliteStore {
 
     async fn get_message(&self, app: &AppId, key: &str) -> Result<Message> {
         let (app, key) = (app.clone(), key.to_owned());
-        self.read(move |conn| {
+        self.lookup(move |conn| {
             let column = key_column(&key, MessageId::PREFIX, "event_id");
             let sql = format!(
                 "SELECT {} FROM message WHERE app_id = ?1 AND {column} = ?2",
@@ -1126,7 +1126,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotentResponse>> {
         let key = key.to_owned();
-        self.read(move |conn| {
+        self.lookup(move |conn| {
             one(
                 conn,
                 "SELECT status, body FROM idempotency WHERE key = ?1 AND expires_at > ?2",
@@ -1174,7 +1174,7 @@ impl Store for SqliteStore {
 
     async fn get_source(&self, key: &str) -> Result<Source> {
         let key = key.to_owned();
-        self.read(move |conn| {
+        self.lookup(move |conn| {
             let column = key_column(&key, SourceId::PREFIX, "uid");
             let sql = format!(
                 "SELECT {} FROM source WHERE {column} = ?1",
@@ -1191,7 +1191,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Option<Source>> {
         let token = token.to_owned();
-        self.read(move |conn| {
+        self.lookup(move |conn| {
             let sql = format!(
                 "SELECT {} FROM source
                  WHERE token = ?1
@@ -1417,7 +1417,7 @@ impl Store for SqliteStore {
 
     async fn find_token(&self, hash: &str) -> Result<Option<Token>> {
         let hash = hash.to_owned();
-        self.read(move |conn| {
+        self.lookup(move |conn| {
             one(
                 conn,
                 "SELECT hash, app_id, created_at FROM token WHERE hash = ?1",
