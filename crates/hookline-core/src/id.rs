@@ -15,20 +15,23 @@ const SUFFIX_LEN: usize = 27;
 
 /// Encodes 20 bytes as exactly 27 base62 characters (big-endian, zero-padded).
 fn base62(bytes: [u8; 20]) -> String {
-    let mut number = bytes.to_vec();
-    let mut digits = Vec::with_capacity(SUFFIX_LEN);
-    while number.iter().any(|&b| b != 0) {
-        let mut remainder = 0u32;
-        for byte in number.iter_mut() {
-            let value = (remainder << 8) | u32::from(*byte);
-            *byte = (value / 62) as u8;
+    // The number as five 32-bit limbs, most significant first: long division by 62 takes
+    // five steps a digit instead of twenty.
+    let mut limbs = [0u32; 5];
+    for (limb, chunk) in limbs.iter_mut().zip(bytes.chunks_exact(4)) {
+        *limb = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+    }
+    let mut digits = [b'0'; SUFFIX_LEN];
+    for digit in digits.iter_mut().rev() {
+        let mut remainder = 0u64;
+        for limb in limbs.iter_mut() {
+            let value = (remainder << 32) | u64::from(*limb);
+            *limb = (value / 62) as u32;
             remainder = value % 62;
         }
-        digits.push(ALPHABET[remainder as usize]);
+        *digit = ALPHABET[remainder as usize];
     }
-    digits.resize(SUFFIX_LEN, b'0');
-    digits.reverse();
-    String::from_utf8(digits).expect("base62 alphabet is ascii")
+    String::from_utf8(digits.to_vec()).expect("base62 alphabet is ascii")
 }
 
 /// `len` random characters of the same base62 alphabet: for tokens and secrets that must
@@ -179,5 +182,8 @@ mod tests {
     fn base62_of_zero_and_max() {
         assert_eq!(base62([0; 20]), "0".repeat(27));
         assert_eq!(base62([255; 20]), "aWgEPTl1tmebfsQzFP4bxwgy80V");
+        // 0x0102…14, worked out with Python's big integers.
+        let counting: [u8; 20] = std::array::from_fn(|i| i as u8 + 1);
+        assert_eq!(base62(counting), "08umpsRGMi9hXbwR6pXWz2Ckob6");
     }
 }
