@@ -122,10 +122,12 @@ impl Dispatcher {
             let mut given_back = Vec::new();
             for job in jobs {
                 let key = (job.message.id.clone(), job.endpoint.id.clone());
-                let permit = reserved
-                    .split(1)
-                    .expect("a reserved worker per claimed job");
-                if !self.spawn(job, permit, start_by, tracker, finished, shutdown) {
+                // A store never returns more than it was asked for; should one, the extra
+                // deliveries are given back rather than run past the concurrency.
+                let started = reserved.split(1).is_some_and(|permit| {
+                    self.spawn(job, permit, start_by, tracker, finished, shutdown)
+                });
+                if !started {
                     given_back.push(key);
                 }
             }

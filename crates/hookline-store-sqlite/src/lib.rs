@@ -124,7 +124,7 @@ impl SqliteStore {
             .collect::<Result<Vec<_>>>()?;
         let checkpoints = Connection::open(&path).map_err(Error::storage)?;
         checkpoints
-            .busy_timeout(Duration::from_secs(5))
+            .execute_batch("PRAGMA synchronous = FULL;")
             .map_err(Error::storage)?;
         let (checkpointer, stop) = mpsc::channel::<()>();
         thread::Builder::new()
