@@ -111,6 +111,7 @@ impl Dispatcher {
                 Ok(jobs) => jobs,
                 Err(error) => {
                     tracing::error!(%error, "claiming due deliveries failed");
+                    drop(reserved); // Another claim loop may do better meanwhile.
                     if !self.pause(shutdown, self.poll_interval).await {
                         return;
                     }

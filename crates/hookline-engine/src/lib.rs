@@ -288,6 +288,20 @@ mod tests {
         );
         assert_eq!(
             field(EngineConfig {
+                claimers: 0,
+                ..base()
+            }),
+            "claimers"
+        );
+        assert_eq!(
+            field(EngineConfig {
+                batch_size: 0,
+                ..base()
+            }),
+            "batch_size"
+        );
+        assert_eq!(
+            field(EngineConfig {
                 attempt_timeout: Duration::ZERO,
                 ..base()
             }),

@@ -8,8 +8,8 @@
 //! of read-only connections, which WAL lets run beside the writer: lookups of one row by
 //! key on the calling thread (handing them to another thread would cost more than they
 //! do), longer reads on tokio's blocking threads. Copying the WAL back
-//! into the database file (the checkpoint) is a thread of its own, so no write waits
-//! behind it.
+//! into the database file (the checkpoint) is a thread of its own, so writes do not wait
+//! behind it; only should it fall far behind does the writer checkpoint by itself.
 //!
 //! The embedded store serves one process: opening it takes an exclusive lock on
 //! `<file>.lock` (a second `hookline serve` on the same file is refused with a clear error)
@@ -36,6 +36,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// WAL pages at which the writer checkpoints by itself, should the checkpointer fall
 /// behind (a safety net: it stalls writes for as long as it takes).
 const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
+/// Bytes the WAL file is cut back to when it restarts, after growing under a burst.
+const WAL_SIZE_LIMIT: u64 = 64 << 20;
 /// How many queued writes one transaction takes at most.
 const MAX_GROUP: usize = 1024;
 /// Read connections kept open, and the most reads run at once: a read waits for a free
@@ -56,14 +58,14 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    /// Held for the life of the store: one process per database file.
-    _lock: std::fs::File,
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     readers: Mutex<Vec<Connection>>,
-    /// One permit per connection in `readers`.
+    /// One permit per pooled slot: at most this many reads run at once.
     read_slots: Arc<Semaphore>,
     /// Dropped with the store, which stops the checkpointer.
     _checkpointer: mpsc::Sender<()>,
+    /// Held for the life of the store (dropped last): one process per database file.
+    _lock: std::fs::File,
 }
 
 impl SqliteStore {
@@ -139,11 +141,11 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
-                _lock: lock,
                 writer: Mutex::new(Some(sender)),
                 readers: Mutex::new(readers),
                 read_slots: Arc::new(Semaphore::new(READERS)),
                 _checkpointer: checkpointer,
+                _lock: lock,
             }),
         })
     }
@@ -190,19 +192,19 @@ impl SqliteStore {
 
     /// Runs `work`, a lookup of one row by key, on a pooled read connection on the calling
     /// thread: it takes microseconds on a cached page, less than handing it to another
-    /// thread would. Falls back to [`Self::read`] when every connection is busy.
+    /// thread would. Falls back to [`Self::read`] when every connection is busy, or when
+    /// one must first be reopened (slow work that does not belong on an async thread).
     async fn lookup<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let Ok(_slot) = self.inner.read_slots.try_acquire() else {
+        let Ok(slot) = self.inner.read_slots.try_acquire() else {
             return self.read(work).await;
         };
-        let conn = self.inner.readers.lock().expect("reader lock").pop();
-        let conn = match conn {
-            Some(conn) => conn,
-            None => open_reader(&self.inner.path)?,
+        let Some(conn) = self.inner.readers.lock().expect("reader lock").pop() else {
+            drop(slot);
+            return self.read(work).await;
         };
         let result = work(&conn);
         self.inner.readers.lock().expect("reader lock").push(conn);
@@ -279,7 +281,8 @@ fn configure(conn: &Connection, read_only: bool) -> Result<()> {
         // temporary file written and closed for every write.
         format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-             PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}; PRAGMA temp_store = MEMORY;"
+             PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}; PRAGMA temp_store = MEMORY;
+             PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
         )
     };
     conn.execute_batch(&pragmas).map_err(Error::storage)?;
