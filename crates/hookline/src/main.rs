@@ -12,6 +12,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: requests are allocated on one thread and freed
+/// on another, which glibc serves through locked arenas. Measured with `hookline-bench`
+/// (fan-out to 100 endpoints, six alternating runs): about 14 % less server CPU per
+/// delivery, for a peak RSS of about 60 MiB instead of 23 MiB, flat under a backlog.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Send, receive, track and debug webhooks.
 #[derive(Debug, Parser)]
 #[command(name = "hookline", version, about, propagate_version = true)]
