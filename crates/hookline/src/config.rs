@@ -22,6 +22,8 @@ pub struct Config {
     pub public_url: String,
     pub admin_token: Option<String>,
     pub role: Role,
+    /// This node's name, the owner of the delivery leases it holds; `None` for a random one.
+    pub node_id: Option<String>,
     pub max_payload_bytes: usize,
     pub delivery: Delivery,
     pub operational: Option<Operational>,
@@ -112,6 +114,7 @@ struct Raw {
     public_url: Option<String>,
     admin_token: Option<String>,
     role: Option<String>,
+    node_id: Option<String>,
     max_payload_bytes: Option<usize>,
     #[serde(default)]
     delivery: RawDelivery,
@@ -172,6 +175,7 @@ impl Raw {
                 public_url,
                 admin_token,
                 role,
+                node_id,
                 max_payload_bytes
             ]
         );
@@ -237,6 +241,7 @@ impl Raw {
             public_url: get("HOOKLINE_PUBLIC_URL"),
             admin_token: get("HOOKLINE_ADMIN_TOKEN"),
             role: get("HOOKLINE_ROLE"),
+            node_id: get("HOOKLINE_NODE_ID"),
             max_payload_bytes: None,
             delivery: RawDelivery {
                 retry_schedule: schedule,
@@ -301,6 +306,13 @@ impl Config {
             bail!("admin_token must be at least 16 characters");
         }
         let role = Role::parse(raw.role.as_deref().unwrap_or("all"))?;
+        let node_id = raw.node_id.filter(|id| !id.is_empty());
+        if let Some(id) = &node_id {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if id.len() > 64 || !id.chars().all(allowed) {
+                bail!("node_id must be at most 64 letters, digits, '-', '_' or '.', got {id:?}");
+            }
+        }
         let d = raw.delivery;
         let timeout = d.attempt_timeout.unwrap_or(15);
         if !(1..=300).contains(&timeout) {
@@ -335,6 +347,7 @@ impl Config {
             public_url,
             admin_token,
             role,
+            node_id,
             max_payload_bytes: raw.max_payload_bytes.unwrap_or(1 << 20),
             delivery: Delivery {
                 retry_schedule: d
@@ -380,6 +393,7 @@ mod tests {
         assert_eq!(config.public_url, "http://127.0.0.1:8071");
         assert_eq!(config.admin_token, None);
         assert_eq!(config.role, Role::All);
+        assert_eq!(config.node_id, None);
         assert_eq!(
             config.delivery.retry_schedule,
             [5, 300, 1800, 7200, 18000, 36000, 36000].map(Duration::from_secs)
@@ -411,10 +425,12 @@ mod tests {
                 ("HOOKLINE_RETRY_SCHEDULE", "1, 2,3"),
                 ("HOOKLINE_ALLOWED_SUBNETS", "127.0.0.0/8,::1/128"),
                 ("HOOKLINE_ADMIN_TOKEN", "a-long-enough-admin-token"),
+                ("HOOKLINE_NODE_ID", "eu-west-1.node_2"),
             ]),
         )
         .unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(config.node_id.as_deref(), Some("eu-west-1.node_2"));
         assert_eq!(config.delivery.attempt_timeout, Duration::from_secs(30));
         assert_eq!(config.delivery.concurrency, 8);
         assert_eq!(
@@ -443,6 +459,7 @@ mod tests {
             ("HOOKLINE_DATABASE_URL", "mysql://x", "database_url"),
             ("HOOKLINE_ADMIN_TOKEN", "short", "admin_token"),
             ("HOOKLINE_ROLE", "boss", "role"),
+            ("HOOKLINE_NODE_ID", "node 1", "node_id"),
             (
                 "HOOKLINE_OPERATIONAL_URL",
                 "http://ops.test",

@@ -196,13 +196,18 @@ async fn serve(config: Config, migrations: Migrations) -> anyhow::Result<()> {
                 url: ops.url.clone(),
                 secret: ops.secret.clone(),
             }),
-        node_id: format!("node-{}", random_base62(8)),
+        node_id: config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", random_base62(8))),
         claimers,
         ..hookline_engine::EngineConfig::default()
     };
     engine_config
         .validate()
         .context("invalid delivery configuration")?;
+    let node_id = engine_config.node_id.clone();
+    let database = without_password(&config.database_url);
     let engine_task = config.role.delivers().then(|| {
         let engine =
             hookline_engine::Engine::new(Arc::clone(&store), engine_config, Arc::clone(&wake));
@@ -236,13 +241,13 @@ async fn serve(config: Config, migrations: Migrations) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        tracing::info!(listen = %config.listen, database = %config.database_url, role = ?config.role, "hookline serving");
+        tracing::info!(listen = %config.listen, %database, role = ?config.role, %node_id, "hookline serving");
         axum::serve(listener, hookline_server::app(state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("server failed")?;
     } else {
-        tracing::info!(database = %config.database_url, "hookline delivering (worker role)");
+        tracing::info!(%database, %node_id, "hookline delivering (worker role)");
         shutdown.cancelled().await;
     }
     shutdown.cancel();
@@ -251,6 +256,34 @@ async fn serve(config: Config, migrations: Migrations) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `url` fit for a log line: a password, in the user info or as a `password=` parameter,
+/// becomes `***`.
+fn without_password(url: &str) -> String {
+    let mut url = url.to_owned();
+    if let Some(start) = url.find("://").map(|i| i + 3) {
+        let authority_end = url[start..]
+            .find(['/', '?'])
+            .map_or(url.len(), |i| start + i);
+        if let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i)
+            && let Some(colon) = url[start..at].find(':').map(|i| start + i)
+        {
+            url.replace_range(colon + 1..at, "***");
+        }
+    }
+    if let Some(query) = url.find('?') {
+        let (base, params) = url.split_at(query + 1);
+        let params: Vec<String> = params
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        url = format!("{base}{}", params.join("&"));
+    }
+    url
 }
 
 /// Deletes what has expired, every minute (more often when the request log's retention is
@@ -293,5 +326,32 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn logged_database_urls_hide_passwords() {
+        let cases = [
+            ("sqlite://hookline.db", "sqlite://hookline.db"),
+            (
+                "postgres://hook:s3cr@t@db.internal:5432/hookline",
+                "postgres://hook:***@db.internal:5432/hookline",
+            ),
+            (
+                "postgres://hook@db/hookline?sslmode=disable&password=s3cret",
+                "postgres://hook@db/hookline?sslmode=disable&password=***",
+            ),
+            (
+                "postgres://db/hookline?user=x&PASSWORD=p",
+                "postgres://db/hookline?user=x&PASSWORD=***",
+            ),
+        ];
+        for (url, logged) in cases {
+            assert_eq!(without_password(url), logged, "{url}");
+        }
     }
 }

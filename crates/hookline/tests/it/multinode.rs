@@ -1,7 +1,7 @@
 //! Several `hookline serve` nodes on one PostgreSQL database. Skipped, with a notice, when
 //! HOOKLINE_TEST_POSTGRES_URL is not set; `.ci/run` sets it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,12 +38,14 @@ fn postgres_schema(name: &str) -> Option<String> {
 
 async fn start_nodes(dir: &TempDir, url: &str, count: usize) -> Vec<Server> {
     let mut nodes = Vec::new();
-    for _ in 0..count {
+    for index in 0..count {
+        let node_id = node_id(index);
         nodes.push(
             Server::start(
                 &dir.0,
                 &[
                     ("HOOKLINE_DATABASE_URL", url),
+                    ("HOOKLINE_NODE_ID", &node_id),
                     ("HOOKLINE_ATTEMPT_TIMEOUT", "2"),
                     // Tests run side by side; stay well under max_connections (100).
                     ("HOOKLINE_DATABASE_POOL_SIZE", "4"),
@@ -54,6 +56,30 @@ async fn start_nodes(dir: &TempDir, url: &str, count: usize) -> Vec<Server> {
         );
     }
     nodes
+}
+
+/// The name of the node started `index`th, the owner of its delivery leases.
+fn node_id(index: usize) -> String {
+    format!("node-{index}")
+}
+
+/// The messages whose deliveries `owner` holds a lease on.
+fn leased_by(url: &str, owner: &str) -> HashSet<String> {
+    let output = Command::new("psql")
+        .args([
+            url,
+            "-At",
+            "-c",
+            &format!("SELECT msg_id FROM destination WHERE lease_owner = '{owner}'"),
+        ])
+        .output()
+        .expect("run psql");
+    assert!(output.status.success(), "psql failed: {output:?}");
+    String::from_utf8(output.stdout)
+        .expect("psql output")
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Sends `count` messages spread over the nodes' APIs; returns message id -> sequence.
@@ -179,6 +205,12 @@ async fn a_node_killed_mid_run_loses_nothing() {
     let sent = send(&nodes, &app, MESSAGES).await;
     nodes[2].kill();
     let delivered_at_kill = receiver.deliveries().len();
+    // Its leases stay until they expire (attempt timeout + margin): read them now.
+    let held_by_killed = leased_by(&url, &node_id(2));
+    assert!(
+        !held_by_killed.is_empty(),
+        "the killed node held no leases: the kill did not come mid-delivery"
+    );
     *receiver.delay.lock().unwrap() = Duration::ZERO;
     assert!(
         delivered_at_kill < MESSAGES / 2,
@@ -187,7 +219,7 @@ async fn a_node_killed_mid_run_loses_nothing() {
 
     let deliveries = receiver
         .wait_until(Duration::from_secs(120), |d| {
-            let ids: std::collections::HashSet<&str> = d
+            let ids: HashSet<&str> = d
                 .iter()
                 .filter_map(|x| x.headers.get("webhook-id").map(String::as_str))
                 .collect();
@@ -206,6 +238,12 @@ async fn a_node_killed_mid_run_loses_nothing() {
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
     // Only deliveries the killed node held can repeat: at most its concurrency (256).
     assert!(duplicates <= 256, "{duplicates} duplicates");
+    for ((id, _), n) in &counts {
+        assert!(
+            *n == 1 || held_by_killed.contains(id),
+            "{id} was delivered {n} times, yet the killed node held no lease on it"
+        );
+    }
     for delivery in &deliveries {
         let id = &delivery.headers["webhook-id"];
         let payload: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap();
@@ -216,9 +254,11 @@ async fn a_node_killed_mid_run_loses_nothing() {
         );
     }
     println!(
-        "{} deliveries before the kill, {} in all, {duplicates} duplicates",
+        "{} deliveries before the kill, {} in all, {duplicates} duplicates, {} leases held by \
+         the killed node",
         delivered_at_kill,
-        deliveries.len()
+        deliveries.len(),
+        held_by_killed.len()
     );
 }
 
