@@ -45,6 +45,7 @@ macro_rules! store_conformance_suite {
             claims_lease_and_expired_leases_are_taken_over,
             released_deliveries_fall_due_again_without_an_attempt,
             outcomes_reschedule_and_finish_deliveries,
+            a_batch_of_outcomes_applies_in_order,
             recover_and_requeue_bring_back_failed_deliveries,
             attempts_filter_and_expunge,
             tokens_are_found_by_hash,
@@ -692,6 +693,79 @@ pub async fn outcomes_reschedule_and_finish_deliveries(store: Arc<dyn Store>) {
             .unwrap()
             .disabled
     );
+}
+
+pub async fn a_batch_of_outcomes_applies_in_order(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let (e1, e2) = (endpoint(&a.id, None, None), endpoint(&a.id, None, None));
+    store.create_endpoint(&e1).await.unwrap();
+    store.create_endpoint(&e2).await.unwrap();
+    let messages: Vec<Message> = (0..4).map(|_| message(&a.id, "a.b", None)).collect();
+    for m in &messages {
+        store.create_message(new_message(m.clone())).await.unwrap();
+    }
+    let t0 = crate::now();
+    let at = |seconds: i64| t0 + chrono::Duration::seconds(seconds);
+    let step = |m: &Message, ep: &EndpointId, well: bool, seconds: i64| {
+        let (status, code) = if well {
+            (MessageStatus::Success, 200)
+        } else {
+            (MessageStatus::Fail, 500)
+        };
+        let mut outcome = outcome(m, ep, status, None, code);
+        outcome.attempt.created_at = at(seconds);
+        outcome.endpoint_failing = Some(!well);
+        outcome
+    };
+    // e1 exhausts, recovers, then exhausts twice: failing since the first of those two.
+    // e2 exhausts, then recovers: well.
+    let batch = vec![
+        step(&messages[0], &e1.id, false, 1),
+        step(&messages[0], &e2.id, false, 1),
+        step(&messages[1], &e1.id, true, 2),
+        step(&messages[1], &e2.id, true, 2),
+        step(&messages[2], &e1.id, false, 3),
+        step(&messages[3], &e1.id, false, 4),
+    ];
+    store.record_outcomes(batch.clone()).await.unwrap();
+    let failing_since = |endpoint: Endpoint| endpoint.failing_since.map(|t| t.timestamp_millis());
+    let e1_now = store.get_endpoint(&a.id, e1.id.as_str()).await.unwrap();
+    let e2_now = store.get_endpoint(&a.id, e2.id.as_str()).await.unwrap();
+    assert_eq!(failing_since(e1_now), Some(at(3).timestamp_millis()));
+    assert_eq!(failing_since(e2_now), None);
+
+    // Failing again while failing keeps the earlier start.
+    store
+        .record_outcomes(vec![step(&messages[3], &e1.id, false, 5)])
+        .await
+        .unwrap();
+    let e1_now = store.get_endpoint(&a.id, e1.id.as_str()).await.unwrap();
+    assert_eq!(failing_since(e1_now), Some(at(3).timestamp_millis()));
+
+    // Every attempt of the batch is recorded, and every delivery moved.
+    let attempts = store
+        .list_attempts(&a.id, &AttemptFilter::default(), &first(20))
+        .await
+        .unwrap();
+    assert_eq!(attempts.data.len(), batch.len() + 1);
+    for outcome in &batch {
+        assert!(
+            attempts.data.contains(&outcome.attempt),
+            "{:?}",
+            outcome.attempt.id
+        );
+    }
+    let delivered = store
+        .get_destination(&a.id, &messages[1].id, &e2.id)
+        .await
+        .unwrap();
+    assert_eq!(delivered.status, MessageStatus::Success);
+    let failed = store
+        .get_destination(&a.id, &messages[2].id, &e1.id)
+        .await
+        .unwrap();
+    assert_eq!(failed.status, MessageStatus::Fail);
 }
 
 pub async fn recover_and_requeue_bring_back_failed_deliveries(store: Arc<dyn Store>) {

@@ -704,21 +704,22 @@ impl Store for PostgresStore {
     }
 
     async fn record_outcomes(&self, outcomes: Vec<AttemptOutcome>) -> Result<()> {
-        // Every batch locks its rows in the same order, deliveries first and then
-        // endpoints, so that two batches cannot deadlock. The endpoint order is a stable
-        // sort of the batch: one endpoint's outcomes apply in the order given.
-        let mut by_delivery: Vec<&AttemptOutcome> = outcomes.iter().collect();
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        // A batch is three statements whatever its size (attempts, deliveries, then one per
+        // endpoint whose state changes), not three round trips per outcome. Deliveries are
+        // passed in key order and endpoints updated in id order, so that two batches lock
+        // shared rows in the same order and cannot deadlock.
+        let in_order: Vec<&AttemptOutcome> = outcomes.iter().collect();
+        let mut by_delivery = in_order.clone();
         by_delivery.sort_by_key(|outcome| (&outcome.attempt.msg_id, &outcome.attempt.endpoint_id));
-        let mut by_endpoint: Vec<&AttemptOutcome> = outcomes.iter().collect();
-        by_endpoint.sort_by_key(|outcome| &outcome.attempt.endpoint_id);
-
         let mut db = self.client().await?;
         let tx = db.transaction().await.map_err(storage)?;
-        for outcome in by_delivery {
-            record_delivery(&tx, outcome).await?;
-        }
-        for outcome in by_endpoint {
-            record_endpoint(&tx, outcome).await?;
+        insert_attempts(&tx, &by_delivery).await?;
+        finish_deliveries(&tx, &by_delivery).await?;
+        for change in endpoint_changes(&in_order) {
+            change.apply(&tx).await?;
         }
         if outcomes
             .iter()
@@ -1483,49 +1484,44 @@ async fn insert_message(db: &impl GenericClient, new: &NewMessage) -> Result<Vec
 }
 
 /// Stores an attempt and moves its delivery to the outcome's state, releasing the lease.
-async fn record_delivery(db: &impl GenericClient, outcome: &AttemptOutcome) -> Result<()> {
-    let attempt = &outcome.attempt;
-    let now = ms(attempt.created_at);
-    // An attempt of a message deleted meanwhile (with its app) is dropped, not an error.
+/// Inserts the attempts of `outcomes` in one statement. An attempt of a message deleted
+/// meanwhile (with its app) is dropped, not an error.
+async fn insert_attempts(db: &impl GenericClient, outcomes: &[&AttemptOutcome]) -> Result<()> {
+    let attempts = || outcomes.iter().map(|outcome| &outcome.attempt);
+    let ids: Vec<&str> = attempts().map(|a| a.id.as_str()).collect();
+    let apps: Vec<&str> = attempts().map(|a| a.app_id.as_str()).collect();
+    let msgs: Vec<&str> = attempts().map(|a| a.msg_id.as_str()).collect();
+    let endpoints: Vec<&str> = attempts().map(|a| a.endpoint_id.as_str()).collect();
+    let urls: Vec<&str> = attempts().map(|a| a.url.as_str()).collect();
+    let statuses: Vec<i16> = attempts().map(|a| code(a.status.code())).collect();
+    let codes: Vec<i16> = attempts().map(|a| a.response_status_code).collect();
+    let responses: Vec<Option<&str>> = attempts().map(|a| a.response.as_deref()).collect();
+    let headers = attempts()
+        .map(|a| serde_json::to_string(&a.response_headers))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(Error::storage)?;
+    let durations: Vec<i64> = attempts().map(|a| a.response_duration_ms).collect();
+    let triggers: Vec<i16> = attempts().map(|a| code(a.trigger_type.code())).collect();
+    let errors: Vec<Option<&str>> = attempts()
+        .map(|a| a.error_kind.map(|kind| kind.as_str()))
+        .collect();
+    let created: Vec<DateTime<Utc>> = attempts().map(|a| ms(a.created_at)).collect();
     execute(
         db,
         "INSERT INTO attempt (id, app_id, msg_id, endpoint_id, url, status,
              response_status_code, response, response_headers, duration_ms, trigger_type,
              error_kind, created_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
-         WHERE EXISTS (SELECT 1 FROM message WHERE id = $3)",
+         SELECT a.id, a.app_id, a.msg_id, a.endpoint_id, a.url, a.status, a.code, a.response,
+             a.headers::jsonb, a.duration, a.trigger, a.error, a.created
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+             $6::smallint[], $7::smallint[], $8::text[], $9::text[], $10::bigint[],
+             $11::smallint[], $12::text[], $13::timestamptz[])
+             AS a (id, app_id, msg_id, endpoint_id, url, status, code, response, headers,
+                   duration, trigger, error, created)
+         WHERE EXISTS (SELECT 1 FROM message WHERE message.id = a.msg_id)",
         &[
-            &attempt.id.as_str(),
-            &attempt.app_id.as_str(),
-            &attempt.msg_id.as_str(),
-            &attempt.endpoint_id.as_str(),
-            &attempt.url,
-            &code(attempt.status.code()),
-            &attempt.response_status_code,
-            &attempt.response,
-            &Json(&attempt.response_headers),
-            &attempt.response_duration_ms,
-            &code(attempt.trigger_type.code()),
-            &attempt.error_kind.map(|kind| kind.as_str()),
-            &now,
-        ],
-    )
-    .await
-    .map_err(storage)?;
-    execute(
-        db,
-        "UPDATE destination SET status = $3, attempts = $5,
-             next_attempt = CASE WHEN requeued THEN next_attempt ELSE $4 END,
-             trigger_type = CASE WHEN requeued THEN trigger_type ELSE 0 END,
-             requeued = FALSE, lease_owner = NULL, lease_until = NULL, updated_at = $6
-         WHERE msg_id = $1 AND endpoint_id = $2",
-        &[
-            &attempt.msg_id.as_str(),
-            &attempt.endpoint_id.as_str(),
-            &code(outcome.status.code()),
-            &outcome.next_attempt.map(ms),
-            &i32::try_from(outcome.attempts).unwrap_or(i32::MAX),
-            &now,
+            &ids, &apps, &msgs, &endpoints, &urls, &statuses, &codes, &responses, &headers,
+            &durations, &triggers, &errors, &created,
         ],
     )
     .await
@@ -1533,41 +1529,115 @@ async fn record_delivery(db: &impl GenericClient, outcome: &AttemptOutcome) -> R
     Ok(())
 }
 
-/// Applies what an outcome says about its endpoint: disabled, failing, or well again.
-async fn record_endpoint(db: &impl GenericClient, outcome: &AttemptOutcome) -> Result<()> {
-    let endpoint = outcome.attempt.endpoint_id.as_str();
-    let now = ms(outcome.attempt.created_at);
-    if outcome.disable_endpoint {
-        execute(
-            db,
-            "UPDATE endpoint SET disabled = TRUE, updated_at = $2 WHERE id = $1",
-            &[&endpoint, &now],
-        )
-        .await
-        .map_err(storage)?;
-    }
-    match outcome.endpoint_failing {
-        Some(true) => {
-            execute(
-                db,
-                "UPDATE endpoint SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
-                &[&endpoint, &now],
-            )
-            .await
-        }
-        Some(false) => {
-            execute(
-                db,
-                "UPDATE endpoint SET failing_since = NULL
-                 WHERE id = $1 AND failing_since IS NOT NULL",
-                &[&endpoint],
-            )
-            .await
-        }
-        None => Ok(0),
-    }
+/// Moves each delivery of `outcomes` to its new status and next attempt, releasing its
+/// lease, in one statement. A resend that arrived during the attempt (`requeued`) keeps
+/// the next attempt it asked for.
+async fn finish_deliveries(db: &impl GenericClient, outcomes: &[&AttemptOutcome]) -> Result<()> {
+    let msgs: Vec<&str> = outcomes.iter().map(|o| o.attempt.msg_id.as_str()).collect();
+    let endpoints: Vec<&str> = outcomes
+        .iter()
+        .map(|o| o.attempt.endpoint_id.as_str())
+        .collect();
+    let statuses: Vec<i16> = outcomes.iter().map(|o| code(o.status.code())).collect();
+    let next: Vec<Option<DateTime<Utc>>> =
+        outcomes.iter().map(|o| o.next_attempt.map(ms)).collect();
+    let attempts: Vec<i32> = outcomes
+        .iter()
+        .map(|o| i32::try_from(o.attempts).unwrap_or(i32::MAX))
+        .collect();
+    let updated: Vec<DateTime<Utc>> = outcomes.iter().map(|o| ms(o.attempt.created_at)).collect();
+    execute(
+        db,
+        "UPDATE destination SET status = d.status, attempts = d.attempts,
+             next_attempt = CASE WHEN requeued THEN next_attempt ELSE d.next END,
+             trigger_type = CASE WHEN requeued THEN trigger_type ELSE 0 END,
+             requeued = FALSE, lease_owner = NULL, lease_until = NULL, updated_at = d.updated
+         FROM unnest($1::text[], $2::text[], $3::smallint[], $4::timestamptz[], $5::int[],
+             $6::timestamptz[]) AS d (msg_id, endpoint_id, status, next, attempts, updated)
+         WHERE destination.msg_id = d.msg_id AND destination.endpoint_id = d.endpoint_id",
+        &[&msgs, &endpoints, &statuses, &next, &attempts, &updated],
+    )
+    .await
     .map_err(storage)?;
     Ok(())
+}
+
+/// What a batch of outcomes does to one endpoint, folded in the batch's order.
+#[derive(Debug)]
+struct EndpointChange<'a> {
+    endpoint: &'a str,
+    /// Disabled by the batch, at this time.
+    disabled_at: Option<DateTime<Utc>>,
+    /// A success came after the batch's last exhaustion (or there was none): the endpoint
+    /// is well, unless `failing_from` says it failed again since.
+    cleared: bool,
+    /// The first exhaustion after the last success: failing since then (if not already,
+    /// when nothing cleared it in this batch).
+    failing_from: Option<DateTime<Utc>>,
+}
+
+/// One change per endpoint touched by `outcomes` (in their order), sorted by endpoint id.
+fn endpoint_changes<'a>(outcomes: &[&'a AttemptOutcome]) -> Vec<EndpointChange<'a>> {
+    let mut by_endpoint: Vec<&'a AttemptOutcome> = outcomes.to_vec();
+    // Stable: each endpoint's outcomes stay in the batch's order.
+    by_endpoint.sort_by_key(|outcome| &outcome.attempt.endpoint_id);
+    let mut changes: Vec<EndpointChange<'a>> = Vec::new();
+    for outcome in by_endpoint {
+        let endpoint = outcome.attempt.endpoint_id.as_str();
+        if changes.last().is_none_or(|last| last.endpoint != endpoint) {
+            changes.push(EndpointChange {
+                endpoint,
+                disabled_at: None,
+                cleared: false,
+                failing_from: None,
+            });
+        }
+        let change = changes.last_mut().expect("pushed above");
+        let at = ms(outcome.attempt.created_at);
+        if outcome.disable_endpoint {
+            change.disabled_at = Some(at);
+        }
+        match outcome.endpoint_failing {
+            Some(false) => {
+                change.cleared = true;
+                change.failing_from = None;
+            }
+            Some(true) => {
+                change.failing_from.get_or_insert(at);
+            }
+            None => {}
+        }
+    }
+    changes
+}
+
+impl EndpointChange<'_> {
+    async fn apply(&self, db: &impl GenericClient) -> Result<()> {
+        if let Some(at) = self.disabled_at {
+            execute(
+                db,
+                "UPDATE endpoint SET disabled = TRUE, updated_at = $2 WHERE id = $1",
+                &[&self.endpoint, &at],
+            )
+            .await
+            .map_err(storage)?;
+        }
+        if self.cleared || self.failing_from.is_some() {
+            // Written (and locked) only when it changes: most batches are successes on an
+            // endpoint that is not failing.
+            execute(
+                db,
+                "UPDATE endpoint
+                 SET failing_since = CASE WHEN $2 THEN $3 ELSE COALESCE(failing_since, $3) END
+                 WHERE id = $1 AND failing_since IS DISTINCT FROM
+                     (CASE WHEN $2 THEN $3 ELSE COALESCE(failing_since, $3) END)",
+                &[&self.endpoint, &self.cleared, &self.failing_from],
+            )
+            .await
+            .map_err(storage)?;
+        }
+        Ok(())
+    }
 }
 
 async fn put_idempotent(db: &impl GenericClient, record: &IdempotencyRecord) -> Result<()> {
