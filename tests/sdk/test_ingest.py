@@ -683,6 +683,50 @@ def test_the_same_event_twice_is_forwarded_once(svix: Svix, hookline_server, rec
     assert verdicts == ["accepted", "duplicate"]
 
 
+@pytest.mark.parametrize("source_type", sorted(PROVIDERS))
+def test_a_provider_retry_is_forwarded_once(
+    svix: Svix, hookline_server, receiver: "Receiver", source_type: str
+) -> None:
+    """Each type's dedupe key: the same request again is a duplicate; another event is not
+    (for GitHub the body is the same, only X-GitHub-Delivery differs)."""
+    provider = PROVIDERS[source_type]()
+    source = create_source_raw(hookline_server, source_type, provider.config())
+    _, path, _ = add_endpoint(svix, source["id"], receiver)
+    body = provider.body()
+    headers = provider.sign(body)
+    first = post_in(source["ingestUrl"], body, headers)
+    retry = post_in(source["ingestUrl"], body, headers)
+    assert first.status_code == 200 and first.json()["verdict"] == "accepted", first.text
+    assert retry.status_code == 200 and retry.json()["verdict"] == "duplicate", retry.text
+    other = provider.body()
+    another = post_in(source["ingestUrl"], other, provider.sign(other))
+    assert another.status_code == 200 and another.json()["verdict"] == "accepted", another.text
+    receiver.wait_for(path, 2)
+    forwarded = receiver.assert_stays(path, 2)
+    assert sorted(got.body for got in forwarded) == sorted([body, other])
+
+
+def test_the_dedupe_window_is_the_sources(hookline_server) -> None:
+    source = create_source_raw(hookline_server, "generic-webhook", {"dedupeWindowSeconds": 1})
+    body = json.dumps({"type": "ping", "id": uuid.uuid4().hex}).encode()
+    headers = {"content-type": "application/json"}
+    assert post_in(source["ingestUrl"], body, headers).json()["verdict"] == "accepted"
+    assert post_in(source["ingestUrl"], body, headers).json()["verdict"] == "duplicate"
+    time.sleep(1.5)
+    assert post_in(source["ingestUrl"], body, headers).json()["verdict"] == "accepted"
+
+
+def test_the_timestamp_tolerance_is_the_sources(hookline_server) -> None:
+    provider = StandardProvider("standard-webhooks")
+    strict = create_source_raw(hookline_server, "standard-webhooks", {**provider.config(), "toleranceSeconds": 30})
+    lenient = create_source_raw(hookline_server, "standard-webhooks", provider.config())
+    body = provider.body()
+    a_minute_ago = datetime.fromtimestamp(time.time() - 60, timezone.utc)
+    headers = provider.sign(body, at=a_minute_ago)
+    assert_refused(post_in(strict["ingestUrl"], body, headers), "timestamp_too_old")
+    assert post_in(lenient["ingestUrl"], body, headers).status_code == 200
+
+
 def test_rejected_requests_are_never_forwarded(svix: Svix, hookline_server, receiver: "Receiver") -> None:
     provider = GithubProvider()
     source = create_source_raw(hookline_server, "github", provider.config())

@@ -45,18 +45,18 @@ pub enum Role {
     Api,
     /// Makes deliveries only.
     Worker,
-    /// Both.
+    /// Both (`all`, or `both`).
     All,
 }
 
 impl Role {
-    /// `api`, `worker` or `all`.
+    /// `api`, `worker`, or `all` (also spelled `both`).
     pub fn parse(text: &str) -> anyhow::Result<Role> {
         match text {
             "api" => Ok(Role::Api),
             "worker" => Ok(Role::Worker),
-            "all" => Ok(Role::All),
-            other => bail!("role must be api, worker or all, got {other:?}"),
+            "all" | "both" => Ok(Role::All),
+            other => bail!("role must be api, worker or all (or both), got {other:?}"),
         }
     }
 
@@ -443,6 +443,22 @@ mod tests {
             Some("a-long-enough-admin-token")
         );
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn roles_are_api_worker_or_both() {
+        for (text, role) in [
+            ("api", Role::Api),
+            ("worker", Role::Worker),
+            ("all", Role::All),
+            ("both", Role::All),
+        ] {
+            assert_eq!(Role::parse(text).unwrap(), role, "{text}");
+        }
+        let config = Config::load(None, &env(&[("HOOKLINE_ROLE", "both")])).unwrap();
+        assert!(config.role.serves_api() && config.role.delivers());
+        let worker = Config::load(None, &env(&[("HOOKLINE_ROLE", "worker")])).unwrap();
+        assert!(!worker.role.serves_api() && worker.role.delivers());
     }
 
     #[test]

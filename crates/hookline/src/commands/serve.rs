@@ -30,8 +30,8 @@ pub struct Args {
     /// A TOML file overriding the defaults (see config.default.toml).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// What this node does: `api`, `worker` or `all` (wins over HOOKLINE_ROLE).
-    #[arg(long, value_parser = ["api", "worker", "all"])]
+    /// What this node does: `api`, `worker`, or `all` (also `both`; wins over HOOKLINE_ROLE).
+    #[arg(long, value_parser = ["api", "worker", "all", "both"])]
     role: Option<String>,
     /// Do not apply pending migrations; refuse to start until `hookline migrate` has.
     #[arg(long)]
