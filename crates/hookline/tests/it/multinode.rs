@@ -40,22 +40,21 @@ async fn start_nodes(dir: &TempDir, url: &str, count: usize) -> Vec<Server> {
     let mut nodes = Vec::new();
     for index in 0..count {
         let node_id = node_id(index);
-        nodes.push(
-            Server::start(
-                &dir.0,
-                &[
-                    ("HOOKLINE_DATABASE_URL", url),
-                    ("HOOKLINE_NODE_ID", &node_id),
-                    ("HOOKLINE_ATTEMPT_TIMEOUT", "2"),
-                    // Tests run side by side; stay well under max_connections (100).
-                    ("HOOKLINE_DATABASE_POOL_SIZE", "4"),
-                    ("HOOKLINE_RETRY_SCHEDULE", "1,1,1"),
-                ],
-            )
-            .await,
-        );
+        nodes.push(Server::start(&dir.0, &node_env(url, &node_id)).await);
     }
     nodes
+}
+
+/// The settings of a test node.
+fn node_env<'a>(url: &'a str, node_id: &'a str) -> [(&'static str, &'a str); 5] {
+    [
+        ("HOOKLINE_DATABASE_URL", url),
+        ("HOOKLINE_NODE_ID", node_id),
+        ("HOOKLINE_ATTEMPT_TIMEOUT", "2"),
+        // Tests run side by side; stay well under max_connections (100).
+        ("HOOKLINE_DATABASE_POOL_SIZE", "4"),
+        ("HOOKLINE_RETRY_SCHEDULE", "1,1,1"),
+    ]
 }
 
 /// The name of the node started `index`th, the owner of its delivery leases.
@@ -84,12 +83,20 @@ fn leased_by(url: &str, owner: &str) -> HashSet<String> {
 
 /// Sends `count` messages spread over the nodes' APIs; returns message id -> sequence.
 async fn send(nodes: &[Server], app: &str, count: usize) -> HashMap<String, usize> {
-    let urls: Arc<Vec<String>> = Arc::new(
-        nodes
-            .iter()
-            .map(|node| format!("{}/api/v1/app/{app}/msg", node.url))
-            .collect(),
-    );
+    send_to(message_urls(nodes, app), count).await
+}
+
+fn message_urls(nodes: &[Server], app: &str) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|node| format!("{}/api/v1/app/{app}/msg", node.url))
+        .collect()
+}
+
+/// Sends `count` messages round-robin to `urls` at concurrency 32. A 503 (the database
+/// out of reach) is tried again, as the Svix SDKs do; only a 202 counts as accepted.
+async fn send_to(urls: Vec<String>, count: usize) -> HashMap<String, usize> {
+    let urls = Arc::new(urls);
     let client = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
     let mut senders = Vec::new();
@@ -102,16 +109,25 @@ async fn send(nodes: &[Server], app: &str, count: usize) -> HashMap<String, usiz
                 if seq >= count {
                     return sent;
                 }
-                let response = client
-                    .post(&urls[seq % urls.len()])
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"eventType": "node.test", "payload": {"seq": seq}}))
-                    .send()
-                    .await
-                    .expect("create reaches a live node");
-                let status = response.status().as_u16();
-                let body: serde_json::Value = response.json().await.expect("json");
-                assert_eq!(status, 202, "{body}");
+                let mut tries = 0;
+                let body = loop {
+                    let response = client
+                        .post(&urls[seq % urls.len()])
+                        .bearer_auth(TOKEN)
+                        .json(&json!({"eventType": "node.test", "payload": {"seq": seq}}))
+                        .send()
+                        .await
+                        .expect("create reaches a live node");
+                    let status = response.status().as_u16();
+                    let body: serde_json::Value = response.json().await.expect("json");
+                    tries += 1;
+                    if status == 503 && tries < 20 {
+                        tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                        continue;
+                    }
+                    assert_eq!(status, 202, "{body}");
+                    break body;
+                };
                 sent.insert(body["id"].as_str().expect("id").to_owned(), seq);
             }
         }));
@@ -264,7 +280,7 @@ async fn a_node_killed_mid_run_loses_nothing() {
 
 #[tokio::test]
 async fn lost_database_connections_are_retried_without_losing_messages() {
-    const MESSAGES: usize = 2_000;
+    const MESSAGES: usize = 3_000;
     let Some(url) = postgres_schema("terminate") else {
         return;
     };
@@ -273,12 +289,21 @@ async fn lost_database_connections_are_retried_without_losing_messages() {
     let dir = TempDir::new("terminate");
     let (receiver, receiver_url) = Receiver::start().await;
     *receiver.delay.lock().unwrap() = Duration::from_millis(20);
-    let mut nodes = start_nodes(&dir, &url, 2).await;
+    let mut nodes = Vec::new();
+    let mut logs = Vec::new();
+    for index in 0..2 {
+        let node_id = node_id(index);
+        let log = dir.0.join(format!("{node_id}.log"));
+        nodes.push(Server::start_logging(&dir.0, &node_env(&url, &node_id), &log).await);
+        logs.push(log);
+    }
     let app = setup(&nodes, &receiver_url, 1).await;
-    let sent = send(&nodes, &app, MESSAGES).await;
+    // Messages are being created, and delivered, while the connections are cut.
+    let sending = tokio::spawn(send_to(message_urls(&nodes, &app), MESSAGES));
 
-    // Cut every connection of both nodes, twice, while deliveries are under way.
+    // Cut every connection of both nodes, twice.
     for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let terminated = Command::new("psql")
             .args([
                 admin_url.as_str(),
@@ -298,18 +323,23 @@ async fn lost_database_connections_are_retried_without_losing_messages() {
             count > 0,
             "no connections of the nodes were found to terminate"
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    assert!(
+        !sending.is_finished(),
+        "the connections must be cut while messages are still being sent"
+    );
+    let sent = sending.await.expect("sender");
+    assert_eq!(sent.len(), MESSAGES, "every create is accepted in the end");
     let deliveries = receiver
         .wait_until(Duration::from_secs(120), |d| {
-            let ids: std::collections::HashSet<&str> = d
+            let ids: HashSet<&str> = d
                 .iter()
                 .filter_map(|x| x.headers.get("webhook-id").map(String::as_str))
                 .collect();
             sent.keys().all(|id| ids.contains(id.as_str()))
         })
         .await;
-    let delivered: std::collections::HashSet<&String> = deliveries
+    let delivered: HashSet<&String> = deliveries
         .iter()
         .map(|d| &d.headers["webhook-id"])
         .collect();
@@ -328,5 +358,15 @@ async fn lost_database_connections_are_retried_without_losing_messages() {
     for node in &nodes {
         let (status, _) = node.api(Method::GET, "/api/v1/app", None).await;
         assert_eq!(status, 200);
+    }
+    // Each node said what happened and that it reconnects with a backoff.
+    for log in &logs {
+        let text = std::fs::read_to_string(log).expect("node log");
+        assert!(
+            text.lines()
+                .any(|line| line.contains("reconnecting") && line.contains("backoff")),
+            "{} does not log the reconnection:\n{text}",
+            log.display()
+        );
     }
 }

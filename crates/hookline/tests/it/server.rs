@@ -56,15 +56,27 @@ impl Server {
 
     /// [`Server::start`] with extra command-line arguments after `serve`.
     pub async fn start_with_args(dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> Server {
-        Server::launch(dir, free_port(), args, extra).await
+        Server::launch(dir, free_port(), args, extra, Stdio::inherit()).await
     }
 
     /// [`Server::start`] on a given port (to restart a server where clients expect it).
     pub async fn start_on(dir: &Path, port: u16, extra: &[(&str, &str)]) -> Server {
-        Server::launch(dir, port, &[], extra).await
+        Server::launch(dir, port, &[], extra, Stdio::inherit()).await
     }
 
-    async fn launch(dir: &Path, port: u16, args: &[&str], extra: &[(&str, &str)]) -> Server {
+    /// [`Server::start`] with the server's log (stderr) written to `log`.
+    pub async fn start_logging(dir: &Path, extra: &[(&str, &str)], log: &Path) -> Server {
+        let file = std::fs::File::create(log).expect("create log file");
+        Server::launch(dir, free_port(), &[], extra, Stdio::from(file)).await
+    }
+
+    async fn launch(
+        dir: &Path,
+        port: u16,
+        args: &[&str],
+        extra: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookline"));
         command
             .arg("serve")
@@ -79,7 +91,7 @@ impl Server {
             .env("HOOKLINE_ALLOWED_SUBNETS", "127.0.0.0/8")
             .env("HOOKLINE_LOG_LEVEL", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (name, value) in extra {
             command.env(name, value);
         }
