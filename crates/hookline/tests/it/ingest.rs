@@ -180,6 +180,13 @@ async fn listen_forwards_requests_unchanged_and_resumes_after_a_reconnect() {
     let (receiver, receiver_url) = Receiver::start().await;
     let mut server = Server::start_on(&dir.0, port, &[]).await;
     let (source_id, ingest_url) = create_source(&server, "github", json!({"secret": SECRET})).await;
+    // The local app answers 202 at its root: listen reports the local status as it is.
+    receiver
+        .statuses
+        .lock()
+        .unwrap()
+        .insert("/local".into(), 202);
+    let printed = dir.0.join("listen.out");
 
     let _listen = Listener(
         Command::new(env!("CARGO_BIN_EXE_hookline"))
@@ -191,7 +198,7 @@ async fn listen_forwards_requests_unchanged_and_resumes_after_a_reconnect() {
             ])
             .args(["--server", &server.url, "--token", TOKEN, "--after", "0"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&printed).expect("listen output file"))
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn hookline listen"),
@@ -211,7 +218,9 @@ async fn listen_forwards_requests_unchanged_and_resumes_after_a_reconnect() {
         .await;
     assert_eq!(got.len(), 1, "{got:?}");
     let local = &got[0];
+    assert_eq!(local.method, "POST");
     assert_eq!(local.path, "/local/gh/events");
+    assert_eq!(local.query.as_deref(), Some("x=1"));
     assert_eq!(local.body, first.as_bytes());
     assert_eq!(
         local.headers.get("x-github-delivery").map(String::as_str),
@@ -259,6 +268,28 @@ async fn listen_forwards_requests_unchanged_and_resumes_after_a_reconnect() {
         "no repeats after the reconnect"
     );
     assert_eq!(got[1].path, "/local");
+    assert_eq!(got[1].query, None);
+
+    // One line per forwarded request: time, event type, method, local status, latency.
+    let lines: Vec<String> = std::fs::read_to_string(&printed)
+        .expect("listen output")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for (line, status) in lines.iter().zip(["200", "202", "202"]) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            fields[0].parse::<chrono::DateTime<chrono::Utc>>().is_ok(),
+            "{line}"
+        );
+        assert!(fields[1].starts_with("issues"), "{line}");
+        assert!(line.contains(&format!(" POST -> {status} ")), "{line}");
+        let [.., latency, unit] = fields[..] else {
+            panic!("{line}")
+        };
+        assert!(latency.parse::<u64>().is_ok() && unit == "ms", "{line}");
+    }
 }
 
 /// Requests leave the request log once they are older than HOOKLINE_INGEST_LOG_RETENTION.

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::routing::any;
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -160,7 +160,10 @@ impl Drop for Server {
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    pub method: String,
     pub path: String,
+    /// The query string, without `?`.
+    pub query: Option<String>,
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
 }
@@ -179,7 +182,7 @@ impl Receiver {
     pub async fn start() -> (Receiver, String) {
         let receiver = Receiver::default();
         let app = axum::Router::new()
-            .route("/{*path}", post(record))
+            .route("/{*path}", any(record))
             .with_state(receiver.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -212,7 +215,9 @@ impl Receiver {
 
 async fn record(
     State(receiver): State<Receiver>,
+    method: Method,
     UrlPath(path): UrlPath<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
@@ -238,7 +243,9 @@ async fn record(
         .copied()
         .unwrap_or(200);
     receiver.received.lock().expect("lock").push(Delivery {
+        method: method.to_string(),
         path,
+        query,
         headers,
         body: body.to_vec(),
     });
