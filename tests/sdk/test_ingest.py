@@ -415,6 +415,104 @@ def test_source_lifecycle_through_the_sdk(svix: Svix, hookline_server) -> None:
     assert missing.value.status_code == 404
 
 
+def walk(client: httpx.Client, path: str, limit: int) -> List[dict]:
+    """Every item of a list, page by page through its iterators."""
+    items: List[dict] = []
+    iterator = None
+    for _ in range(1000):
+        params = {"limit": limit, **({"iterator": iterator} if iterator else {})}
+        answer = client.get(path, params=params)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        assert len(page["data"]) <= limit
+        items.extend(page["data"])
+        if page["done"]:
+            return items
+        iterator = page["iterator"]
+    raise AssertionError(f"{path} never reached done")
+
+
+def test_sources_patch_upsert_conflict_idempotency_and_pages(hookline_server) -> None:
+    with http(hookline_server) as client:
+        uid = unique("src")
+        body = {"name": "first", "uid": uid, "type": "generic-webhook", "config": {}}
+        created = client.post("/ingest/api/v1/source", json=body)
+        assert created.status_code == 201, created.text
+        source = created.json()
+
+        # uid is unique.
+        again = client.post("/ingest/api/v1/source", json={**body, "name": "second"})
+        assert again.status_code == 409 and again.json()["code"], again.text
+
+        # PATCH changes only what it names.
+        patched = client.patch(f"/ingest/api/v1/source/{uid}", json={"name": "renamed"})
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["name"] == "renamed"
+        assert (patched.json()["id"], patched.json()["type"]) == (source["id"], "generic-webhook")
+        assert patched.json()["ingestUrl"] == source["ingestUrl"]
+
+        # PUT on an unknown uid creates the source.
+        new_uid = unique("put")
+        put = client.put(
+            f"/ingest/api/v1/source/{new_uid}",
+            json={"name": "made by put", "uid": new_uid, "type": "generic-webhook", "config": {}},
+        )
+        assert put.status_code == 201, put.text
+        assert client.get(f"/ingest/api/v1/source/{new_uid}").json()["id"] == put.json()["id"]
+
+        # An idempotency key replays the first answer instead of creating twice.
+        key = uuid.uuid4().hex
+        idem = {"name": "once", "type": "generic-webhook", "config": {}}
+        one = client.post("/ingest/api/v1/source", json=idem, headers={"idempotency-key": key})
+        two = client.post("/ingest/api/v1/source", json=idem, headers={"idempotency-key": key})
+        assert one.status_code == two.status_code == 201, (one.text, two.text)
+        assert one.json() == two.json()
+
+        # Pages of two: every source once, in ascending id order.
+        listed = [item["id"] for item in walk(client, "/ingest/api/v1/source", 2)]
+        assert len(listed) == len(set(listed))
+        assert listed == sorted(listed)
+        assert {source["id"], put.json()["id"], one.json()["id"]} <= set(listed)
+
+
+def test_the_request_log_pages_newest_first(hookline_server) -> None:
+    source = create_source_raw(hookline_server, "generic-webhook", {})
+    bodies = [json.dumps({"n": n}).encode() for n in range(5)]
+    for body in bodies:
+        assert post_in(source["ingestUrl"], body, {"content-type": "application/json"}).status_code == 200
+    with http(hookline_server) as client:
+        log = walk(client, f"/ingest/api/v1/source/{source['id']}/log", 2)
+    assert [base64.b64decode(entry["payloadBase64"]) for entry in log] == bodies[::-1]
+
+
+@pytest.mark.parametrize(
+    "algorithm, encoding, prefix",
+    [("sha256", "hex", ""), ("sha1", "base64", ""), ("sha512", "base64", "v1="), ("sha256", "hex", "sha256=")],
+)
+def test_hmac_sources_take_their_algorithm_encoding_and_prefix(
+    hookline_server, algorithm: str, encoding: str, prefix: str
+) -> None:
+    secret = secrets.token_hex(16)
+    config = {"secret": secret, "header": "X-Sig", "algorithm": algorithm, "encoding": encoding}
+    if prefix:
+        config["prefix"] = prefix
+    source = create_source_raw(hookline_server, "hmac", config)
+    body = json.dumps({"type": "x", "id": uuid.uuid4().hex}).encode()
+    digest = hmac.new(secret.encode(), body, getattr(hashlib, algorithm)).digest()
+    text = digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
+    accepted = post_in(source["ingestUrl"], body, {"x-sig": prefix + text})
+    assert accepted.status_code == 200, accepted.text
+    encode = (lambda raw: raw.hex()) if encoding == "hex" else (lambda raw: base64.b64encode(raw).decode())
+    wrong_key = encode(hmac.new(b"another secret", body, getattr(hashlib, algorithm)).digest())
+    assert_refused(post_in(source["ingestUrl"], body, {"x-sig": prefix + wrong_key}), "no_signature_matched")
+    # A digest of another algorithm has the wrong length, and is named as malformed.
+    md5 = encode(hmac.new(secret.encode(), body, hashlib.md5).digest())
+    assert_refused(post_in(source["ingestUrl"], body, {"x-sig": prefix + md5}), "malformed_header")
+    if prefix:
+        refused = post_in(source["ingestUrl"], body, {"x-sig": text})
+        assert refused.status_code == 401, refused.text
+
+
 def test_source_types_from_the_contract_are_accepted(svix: Svix) -> None:
     configs = {
         "github": GithubConfig(secret="gh-secret"),
