@@ -79,6 +79,8 @@ pub struct Delivery {
     pub concurrency: usize,
     pub max_in_flight_per_endpoint: usize,
     pub disable_after: Duration,
+    /// How long an idle worker waits before it looks again, if nothing wakes it.
+    pub poll_interval: Duration,
 }
 
 /// Where operational events go.
@@ -135,6 +137,7 @@ struct RawDelivery {
     concurrency: Option<usize>,
     max_in_flight_per_endpoint: Option<usize>,
     disable_after: Option<u64>,
+    poll_interval: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,7 +191,8 @@ impl Raw {
                 allowed_subnets,
                 concurrency,
                 max_in_flight_per_endpoint,
-                disable_after
+                disable_after,
+                poll_interval
             ]
         );
         overlay!(self.operational, top.operational, [url, secret]);
@@ -323,6 +327,10 @@ impl Config {
         if concurrency == 0 || per_endpoint == 0 {
             bail!("concurrency and max_in_flight_per_endpoint must be at least 1");
         }
+        let poll_interval = d.poll_interval.unwrap_or(1);
+        if !(1..=3600).contains(&poll_interval) {
+            bail!("delivery.poll_interval must be between 1 and 3600 seconds, got {poll_interval}");
+        }
         let operational = match (raw.operational.url, raw.operational.secret) {
             (Some(url), Some(secret)) if !url.is_empty() => {
                 hookline_signature::Keyset::new(hookline_signature::Scheme::Standard, [&secret])
@@ -361,6 +369,7 @@ impl Config {
                 concurrency,
                 max_in_flight_per_endpoint: per_endpoint,
                 disable_after: Duration::from_secs(d.disable_after.unwrap_or(432_000)),
+                poll_interval: Duration::from_secs(poll_interval),
             },
             operational,
             ingest: Ingest {
@@ -399,6 +408,7 @@ mod tests {
             [5, 300, 1800, 7200, 18000, 36000, 36000].map(Duration::from_secs)
         );
         assert_eq!(config.delivery.attempt_timeout, Duration::from_secs(15));
+        assert_eq!(config.delivery.poll_interval, Duration::from_secs(1));
         assert!(config.delivery.allowed_subnets.is_empty());
         assert_eq!(config.operational, None);
         assert_eq!(
@@ -415,7 +425,7 @@ mod tests {
         let file = dir.join("hookline.toml");
         std::fs::write(
             &file,
-            "listen = \"0.0.0.0:9000\"\n[delivery]\nattempt_timeout = 30\nconcurrency = 8\n",
+            "listen = \"0.0.0.0:9000\"\n[delivery]\nattempt_timeout = 30\nconcurrency = 8\npoll_interval = 7\n",
         )
         .unwrap();
         let config = Config::load(
@@ -433,6 +443,7 @@ mod tests {
         assert_eq!(config.node_id.as_deref(), Some("eu-west-1.node_2"));
         assert_eq!(config.delivery.attempt_timeout, Duration::from_secs(30));
         assert_eq!(config.delivery.concurrency, 8);
+        assert_eq!(config.delivery.poll_interval, Duration::from_secs(7));
         assert_eq!(
             config.delivery.retry_schedule,
             [1, 2, 3].map(Duration::from_secs)

@@ -189,6 +189,7 @@ async fn serve(config: Config, migrations: Migrations) -> anyhow::Result<()> {
         concurrency: config.delivery.concurrency,
         max_in_flight_per_endpoint: config.delivery.max_in_flight_per_endpoint,
         disable_after: config.delivery.disable_after,
+        poll_interval: config.delivery.poll_interval,
         operational: config
             .operational
             .as_ref()

@@ -278,6 +278,51 @@ async fn a_node_killed_mid_run_loses_nothing() {
     );
 }
 
+/// A worker node that has gone idle starts work created through another node at once:
+/// woken by LISTEN/NOTIFY, not by its next poll, which is a minute away here.
+#[tokio::test]
+async fn an_idle_worker_is_woken_by_work_created_on_another_node() {
+    let Some(url) = postgres_schema("wake") else {
+        return;
+    };
+    let dir = TempDir::new("wake");
+    let (receiver, receiver_url) = Receiver::start().await;
+    let config = dir.0.join("slow-poll.toml");
+    std::fs::write(&config, "[delivery]\npoll_interval = 60\n").unwrap();
+    let config = config.to_str().unwrap();
+    let api = Server::start_with_args(
+        &dir.0,
+        &["--role", "api", "--config", config],
+        &node_env(&url, &node_id(0)),
+    )
+    .await;
+    let _worker = Server::start_worker(
+        &dir.0,
+        &["--config", config],
+        &node_env(&url, &node_id(1)),
+        &dir.0.join("worker.log"),
+    )
+    .await;
+    let nodes = [api];
+    let app = setup(&nodes, &receiver_url, 1).await;
+    // Long enough for the worker's first look for work to find none and go to sleep.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let sent = send(&nodes, &app, 3).await;
+    let deliveries = receiver
+        .wait_until(Duration::from_secs(15), |d| d.len() >= sent.len())
+        .await;
+    let delivered: HashSet<&String> = deliveries
+        .iter()
+        .map(|d| &d.headers["webhook-id"])
+        .collect();
+    assert_eq!(
+        delivered,
+        sent.keys().collect(),
+        "delivered well before the worker's next poll"
+    );
+}
+
 #[tokio::test]
 async fn lost_database_connections_are_retried_without_losing_messages() {
     const MESSAGES: usize = 3_000;

@@ -77,6 +77,53 @@ impl Server {
         extra: &[(&str, &str)],
         stderr: Stdio,
     ) -> Server {
+        let child = Server::command(dir, port, args, extra, stderr)
+            .spawn()
+            .expect("spawn hookline serve");
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    /// A `--role worker` node, which serves no API to ask whether it is up: its log (at
+    /// `info`) goes to `log`, and it is ready once the log says it delivers.
+    pub async fn start_worker(
+        dir: &Path,
+        args: &[&str],
+        extra: &[(&str, &str)],
+        log: &Path,
+    ) -> Server {
+        let file = std::fs::File::create(log).expect("create log file");
+        let args: Vec<&str> = ["--role", "worker"].iter().chain(args).copied().collect();
+        let mut command = Server::command(dir, free_port(), &args, extra, file.into());
+        let child = command
+            .env("HOOKLINE_LOG_LEVEL", "info")
+            .spawn()
+            .expect("spawn hookline serve --role worker");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("hookline delivering")
+        {
+            assert!(Instant::now() < deadline, "the worker did not start");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Server {
+            child,
+            url: String::new(),
+        }
+    }
+
+    fn command(
+        dir: &Path,
+        port: u16,
+        args: &[&str],
+        extra: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookline"));
         command
             .arg("serve")
@@ -95,13 +142,7 @@ impl Server {
         for (name, value) in extra {
             command.env(name, value);
         }
-        let child = command.spawn().expect("spawn hookline serve");
-        let server = Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        server.wait_healthy().await;
-        server
+        command
     }
 
     async fn wait_healthy(&self) {
