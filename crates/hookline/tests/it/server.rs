@@ -98,7 +98,8 @@ impl Server {
     ) -> Server {
         let file = std::fs::File::create(log).expect("create log file");
         let args: Vec<&str> = ["--role", "worker"].iter().chain(args).copied().collect();
-        let mut command = Server::command(dir, free_port(), &args, extra, file.into());
+        let port = free_port();
+        let mut command = Server::command(dir, port, &args, extra, file.into());
         let child = command
             .env("HOOKLINE_LOG_LEVEL", "info")
             .spawn()
@@ -113,7 +114,8 @@ impl Server {
         }
         Server {
             child,
-            url: String::new(),
+            // Where it would serve the API, were it not a worker.
+            url: format!("http://127.0.0.1:{port}"),
         }
     }
 
