@@ -441,14 +441,17 @@ async fn listen_app_posts_each_message_signed_and_resumes_after_a_reconnect() {
 
     server.kill();
     let server = Server::start_on(&dir.0, port, &[]).await;
-    connected_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("listen reconnects");
+    // Created before listen is back (it reconnects with a backoff): it must resume from
+    // its cursor to see them.
     for n in 3..5 {
         ids.push(send_message(&server, &app_id, n).await);
     }
+    connected_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("listen reconnects");
+    ids.push(send_message(&server, &app_id, 5).await);
     let got = receiver
-        .wait_until(Duration::from_secs(20), |d| d.len() >= 5)
+        .wait_until(Duration::from_secs(20), |d| d.len() >= 6)
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got_ids: Vec<&str> = got
@@ -456,7 +459,7 @@ async fn listen_app_posts_each_message_signed_and_resumes_after_a_reconnect() {
         .map(|d| d.headers["webhook-id"].as_str())
         .collect();
     assert_eq!(got_ids, ids, "every message once, in order");
-    assert_eq!(receiver.deliveries().len(), 5, "no repeats");
+    assert_eq!(receiver.deliveries().len(), 6, "no repeats");
     let keys = Keyset::new(Scheme::Standard, [SECRET]).unwrap();
     for (n, delivery) in got.iter().enumerate() {
         assert_eq!(delivery.path, "/local-app");
