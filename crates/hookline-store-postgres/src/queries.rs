@@ -708,9 +708,10 @@ impl Store for PostgresStore {
             return Ok(());
         }
         // A batch is three statements whatever its size (attempts, deliveries, then one per
-        // endpoint whose state changes), not three round trips per outcome. Deliveries are
-        // passed in key order and endpoints updated in id order, so that two batches lock
-        // shared rows in the same order and cannot deadlock.
+        // endpoint whose state changes), not three round trips per outcome. Deliveries go
+        // in key order and endpoints one by one in id order, so that two batches tend to
+        // lock shared rows in the same order; should they deadlock all the same,
+        // PostgreSQL aborts one and the recorder tries it again.
         let in_order: Vec<&AttemptOutcome> = outcomes.iter().collect();
         let mut by_delivery = in_order.clone();
         by_delivery.sort_by_key(|outcome| (&outcome.attempt.msg_id, &outcome.attempt.endpoint_id));
@@ -1483,7 +1484,6 @@ async fn insert_message(db: &impl GenericClient, new: &NewMessage) -> Result<Vec
     Ok(targets)
 }
 
-/// Stores an attempt and moves its delivery to the outcome's state, releasing the lease.
 /// Inserts the attempts of `outcomes` in one statement. An attempt of a message deleted
 /// meanwhile (with its app) is dropped, not an error.
 async fn insert_attempts(db: &impl GenericClient, outcomes: &[&AttemptOutcome]) -> Result<()> {

@@ -56,7 +56,10 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let config = load(args.config.as_deref())?;
     runtime()?.block_on(async {
         open_store(&config, Migrations::Apply).await?;
-        println!("migrations applied to {}", config.database_url);
+        println!(
+            "migrations applied to {}",
+            without_password(&config.database_url)
+        );
         Ok(ExitCode::SUCCESS)
     })
 }
