@@ -238,8 +238,6 @@ async fn every_accepted_message_survives_a_sigkill() {
 /// date, and starts once it has; `--role worker` runs the delivery engine alone.
 #[tokio::test]
 async fn no_migrate_waits_for_hookline_migrate_and_role_flag_picks_the_work() {
-    use std::io::BufRead as _;
-
     let dir = TempDir::new("no-migrate");
     let database = format!("sqlite://{}", dir.0.join("hookline.db").display());
     let hookline = |args: &[&str]| {
@@ -268,25 +266,15 @@ async fn no_migrate_waits_for_hookline_migrate_and_role_flag_picks_the_work() {
         String::from_utf8_lossy(&migrated.stderr)
     );
 
-    let mut worker = hookline(&["serve", "--no-migrate", "--role", "worker"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = worker.stderr.take().unwrap();
-    let found = std::thread::spawn(move || {
-        std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .any(|line| line.contains("hookline delivering (worker role)"))
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !found.is_finished() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = worker.kill();
-    let _ = worker.wait();
-    assert!(found.join().unwrap(), "the worker-only node started");
+    // Ready once its log says it delivers (it fails the test otherwise).
+    let worker = Server::start_worker(
+        &dir.0,
+        &["--no-migrate"],
+        &[("HOOKLINE_DATABASE_URL", &database)],
+        &dir.0.join("worker.log"),
+    )
+    .await;
+    drop(worker);
 
     let bad_role = hookline(&["serve", "--role", "chef"]).output().unwrap();
     assert_eq!(bad_role.status.code(), Some(2));
