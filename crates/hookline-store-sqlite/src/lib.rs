@@ -410,6 +410,40 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// A database made by an earlier release (three migrations) gets the later ones when
+    /// opened, the idempotency sweep's index among them.
+    #[tokio::test]
+    async fn a_database_of_an_earlier_release_is_brought_up_to_date() {
+        let dir = std::env::temp_dir().join(format!("hookline-sqlite-up-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &schema::MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let (version, indexed): (usize, bool) = store
+            .read(|conn| {
+                let version = conn.query_row("PRAGMA user_version", [], |row| row.get(0));
+                let indexed = conn
+                    .prepare("SELECT 1 FROM sqlite_master WHERE name = 'idempotency_expires'")
+                    .and_then(|mut s| s.exists([]));
+                Ok((
+                    version.map_err(Error::storage)?,
+                    indexed.map_err(Error::storage)?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(version, schema::MIGRATIONS.len());
+        assert!(indexed, "the sweep's index is created on upgrade");
+        drop(store);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     #[tokio::test]
     async fn the_dedupe_check_searches_its_index_not_the_whole_log() {
         let dir = std::env::temp_dir().join(format!("hookline-sqlite-plan-{}", std::process::id()));

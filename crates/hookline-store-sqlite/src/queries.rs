@@ -296,8 +296,6 @@ fn insert_message(conn: &Connection, new: &NewMessage) -> Result<CreatedMessage>
     Ok(CreatedMessage { endpoints: targets })
 }
 
-/// Reads the claimed deliveries, each endpoint once per claim however many of its
-/// deliveries were claimed (a fan-out claims many).
 /// The jobs of claimed deliveries. Deliveries of one message (a fan-out) share one read
 /// of it, and those to one endpoint one read of the endpoint.
 fn load_jobs(conn: &Connection, claimed: Vec<Destination>) -> Result<Vec<DeliveryJob>> {

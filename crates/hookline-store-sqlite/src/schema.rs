@@ -113,8 +113,7 @@ CREATE TABLE token (
     // The receiving side. A source owns a hidden application (`app_id`) that holds its
     // forwarding endpoints and messages; `last_seq` numbers its received requests in
     // commit order and never goes back, even once the log has been purged. A forwarded
-    // message carries headers of its own (`NULL` for none). Expired idempotency records
-    // are swept by `expires_at`.
+    // message carries headers of its own (`NULL` for none).
     r#"
 ALTER TABLE message ADD COLUMN headers TEXT;
 
@@ -159,6 +158,9 @@ CREATE INDEX ingest_request_source ON ingest_request (source_id, id);
 CREATE INDEX ingest_request_dedupe ON ingest_request (source_id, dedupe_key, id)
     WHERE dedupe_key IS NOT NULL;
 CREATE INDEX ingest_request_created ON ingest_request (created_at);
+"#,
+    // Expired idempotency records are swept by `expires_at`.
+    r#"
 CREATE INDEX idempotency_expires ON idempotency (expires_at);
 "#,
 ];
