@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::server::{Receiver, Server, TOKEN, TempDir};
+use crate::server::{Delivery, Receiver, Server, TOKEN, TempDir};
 
 /// A fresh schema on the test server, and a database URL whose connections use it.
 fn postgres_schema(name: &str) -> Option<String> {
@@ -139,6 +139,17 @@ async fn send_to(urls: Vec<String>, count: usize) -> HashMap<String, usize> {
     all
 }
 
+/// How many of the `sent` messages (by id) are in none of the `deliveries`.
+fn undelivered(sent: &HashMap<String, usize>, deliveries: &[Delivery]) -> usize {
+    let delivered: HashSet<&str> = deliveries
+        .iter()
+        .filter_map(|d| d.headers.get("webhook-id").map(String::as_str))
+        .collect();
+    sent.keys()
+        .filter(|id| !delivered.contains(id.as_str()))
+        .count()
+}
+
 async fn setup(nodes: &[Server], receiver_url: &str, endpoints: usize) -> String {
     let (status, app) = nodes[0]
         .api(Method::POST, "/api/v1/app", Some(json!({"name": "nodes"})))
@@ -234,13 +245,7 @@ async fn a_node_killed_mid_run_loses_nothing() {
     );
 
     let deliveries = receiver
-        .wait_until(Duration::from_secs(120), |d| {
-            let ids: HashSet<&str> = d
-                .iter()
-                .filter_map(|x| x.headers.get("webhook-id").map(String::as_str))
-                .collect();
-            sent.keys().all(|id| ids.contains(id.as_str()))
-        })
+        .wait_until(Duration::from_secs(120), |d| undelivered(&sent, d) == 0)
         .await;
     let counts = counts(&receiver);
     let missing = sent
@@ -336,12 +341,9 @@ async fn api_and_worker_roles_split_the_work_and_notify_wakes_the_worker() {
     let deliveries = receiver
         .wait_until(Duration::from_secs(15), |d| d.len() > sent.len())
         .await;
-    let delivered: HashSet<&String> = deliveries
-        .iter()
-        .map(|d| &d.headers["webhook-id"])
-        .collect();
-    assert!(
-        sent.keys().all(|id| delivered.contains(id)),
+    assert_eq!(
+        undelivered(&sent, &deliveries),
+        0,
         "delivered well before the worker's next poll"
     );
 }
@@ -399,20 +401,10 @@ async fn lost_database_connections_are_retried_without_losing_messages() {
     let sent = sending.await.expect("sender");
     assert_eq!(sent.len(), MESSAGES, "every create is accepted in the end");
     let deliveries = receiver
-        .wait_until(Duration::from_secs(120), |d| {
-            let ids: HashSet<&str> = d
-                .iter()
-                .filter_map(|x| x.headers.get("webhook-id").map(String::as_str))
-                .collect();
-            sent.keys().all(|id| ids.contains(id.as_str()))
-        })
+        .wait_until(Duration::from_secs(120), |d| undelivered(&sent, d) == 0)
         .await;
-    let delivered: HashSet<&String> = deliveries
-        .iter()
-        .map(|d| &d.headers["webhook-id"])
-        .collect();
     assert_eq!(
-        sent.keys().filter(|id| !delivered.contains(id)).count(),
+        undelivered(&sent, &deliveries),
         0,
         "every accepted message is delivered although the database connections dropped"
     );
