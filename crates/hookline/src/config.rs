@@ -503,13 +503,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_in_a_file_are_refused() {
+    fn unknown_keys_and_bad_values_in_a_file_are_refused() {
         let dir = std::env::temp_dir().join(format!("hookline-config-x-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("bad.toml");
         std::fs::write(&file, "[delivery]\nretry_shedule = [1]\n").unwrap();
         let error = Config::load(Some(&file), &HashMap::new()).unwrap_err();
         assert!(format!("{error:#}").contains("retry_shedule"), "{error:#}");
+        for poll in ["0", "3601"] {
+            std::fs::write(&file, format!("[delivery]\npoll_interval = {poll}\n")).unwrap();
+            let error = Config::load(Some(&file), &HashMap::new()).unwrap_err();
+            assert!(format!("{error:#}").contains("poll_interval"), "{error:#}");
+        }
         std::fs::remove_dir_all(dir).ok();
     }
 }
