@@ -43,6 +43,7 @@ macro_rules! store_conformance_suite {
             idempotency_commits_with_the_message,
             purging_idempotency_deletes_only_expired_records,
             claims_lease_and_expired_leases_are_taken_over,
+            claims_carry_each_endpoint_as_last_changed,
             released_deliveries_fall_due_again_without_an_attempt,
             outcomes_reschedule_and_finish_deliveries,
             a_batch_of_outcomes_applies_in_order,
@@ -539,8 +540,8 @@ pub async fn claims_lease_and_expired_leases_are_taken_over(store: Arc<dyn Store
     let jobs = store.claim_due("node-a", now, lease, 10).await.unwrap();
     assert_eq!(jobs.len(), 1);
     let job = &jobs[0];
-    assert_eq!(job.message, m);
-    assert_eq!(job.endpoint, ep);
+    assert_eq!(*job.message, m);
+    assert_eq!(*job.endpoint, ep);
     assert_eq!(job.app_uid.as_deref(), Some("tenant"));
     assert!(
         store
@@ -570,6 +571,84 @@ pub async fn claims_lease_and_expired_leases_are_taken_over(store: Arc<dyn Store
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn claims_carry_each_endpoint_as_last_changed(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let mut ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let lease = Duration::from_secs(30);
+    // Sends a message, claims it, and returns the endpoint its job carries and a failed
+    // outcome of the attempt.
+    async fn claimed(store: &dyn Store, app: &AppId) -> (Endpoint, AttemptOutcome) {
+        let m = message(app, "a.b", None);
+        store.create_message(new_message(m.clone())).await.unwrap();
+        let now = crate::now() + chrono::Duration::seconds(1);
+        let lease = Duration::from_secs(30);
+        let jobs = store.claim_due("n", now, lease, 10).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        let endpoint = Endpoint::clone(&jobs[0].endpoint);
+        let mut done = outcome(&m, &endpoint.id, MessageStatus::Fail, None, 500);
+        done.endpoint_failing = Some(true);
+        (endpoint, done)
+    }
+    let (first, failed) = claimed(store.as_ref(), &a.id).await;
+    assert_eq!(first, ep);
+
+    // A recorded outcome that marks the endpoint failing is in the next claim.
+    store.record_outcomes(vec![failed]).await.unwrap();
+    let (second, done) = claimed(store.as_ref(), &a.id).await;
+    assert!(second.failing_since.is_some());
+    store.record_outcomes(vec![done]).await.unwrap();
+
+    // So is an update: a new URL, headers and a rotated secret.
+    ep.url = "https://example.test/moved".into();
+    ep.headers = BTreeMap::from([("x-team".into(), "b".into())]);
+    ep.secrets.insert(
+        0,
+        EndpointSecret {
+            key: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
+            expires_at: None,
+        },
+    );
+    store.update_endpoint(&ep, false).await.unwrap();
+    let (third, done) = claimed(store.as_ref(), &a.id).await;
+    assert_eq!(third.url, ep.url);
+    assert_eq!(third.headers, ep.headers);
+    assert_eq!(third.secrets, ep.secrets);
+    store.record_outcomes(vec![done]).await.unwrap();
+
+    // An endpoint disabled by an outcome is not claimed until it is enabled again.
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let now = crate::now() + chrono::Duration::seconds(1);
+    assert_eq!(store.claim_due("n", now, lease, 10).await.unwrap().len(), 1);
+    let mut gone = outcome(&m, &ep.id, MessageStatus::Fail, None, 410);
+    gone.disable_endpoint = true;
+    store.record_outcomes(vec![gone]).await.unwrap();
+    let pending = message(&a.id, "a.b", None);
+    store
+        .create_message(NewMessage {
+            only_endpoint: Some(ep.id.clone()),
+            ..new_message(pending.clone())
+        })
+        .await
+        .unwrap();
+    let now = crate::now() + chrono::Duration::seconds(1);
+    assert!(
+        store
+            .claim_due("n", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    ep.disabled = false;
+    store.update_endpoint(&ep, true).await.unwrap();
+    let jobs = store.claim_due("n", now, lease, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert!(!jobs[0].endpoint.disabled);
+    assert_eq!(jobs[0].endpoint.failing_since, None, "enabling clears it");
 }
 
 pub async fn released_deliveries_fall_due_again_without_an_attempt(store: Arc<dyn Store>) {

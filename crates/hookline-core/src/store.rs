@@ -11,6 +11,7 @@
 //! - Uniqueness violations come back as [`Error::Conflict`], missing rows as
 //!   [`Error::NotFound`]; backends classify their own errors.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,12 +45,13 @@ pub struct AttemptFilter {
     pub event_types: Option<Vec<String>>,
 }
 
-/// A delivery claimed by a worker: everything needed to make the attempt.
+/// A delivery claimed by a worker: everything needed to make the attempt. The deliveries
+/// of one claim share their message and endpoint rows.
 #[derive(Debug, Clone)]
 pub struct DeliveryJob {
     pub destination: Destination,
-    pub message: Message,
-    pub endpoint: Endpoint,
+    pub message: Arc<Message>,
+    pub endpoint: Arc<Endpoint>,
     pub app_uid: Option<String>,
 }
 

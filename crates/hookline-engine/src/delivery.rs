@@ -262,6 +262,8 @@ pub(crate) fn conclude(
 mod tests {
     use std::collections::BTreeMap;
 
+    use std::sync::Arc;
+
     use hookline_core::model::{EndpointSecret, ErrorKind};
 
     use super::*;
@@ -380,7 +382,8 @@ mod tests {
         assert_eq!(kinds(&gone), ["endpoint.disabled"]);
 
         let mut long_failing = job(4, TriggerType::Scheduled);
-        long_failing.endpoint.failing_since = Some(Utc::now() - chrono::Duration::days(6));
+        Arc::make_mut(&mut long_failing.endpoint).failing_since =
+            Some(Utc::now() - chrono::Duration::days(6));
         let last = finish(&long_failing, answered(500), &policy());
         assert!(last.outcome.disable_endpoint);
         assert_eq!(
@@ -389,7 +392,8 @@ mod tests {
         );
 
         let mut recently_failing = job(4, TriggerType::Scheduled);
-        recently_failing.endpoint.failing_since = Some(Utc::now() - chrono::Duration::days(4));
+        Arc::make_mut(&mut recently_failing.endpoint).failing_since =
+            Some(Utc::now() - chrono::Duration::days(4));
         assert!(
             !finish(&recently_failing, answered(500), &policy())
                 .outcome
@@ -426,7 +430,7 @@ mod tests {
     #[test]
     fn a_forwarded_requests_headers_ride_along_below_ours() {
         let mut job = job(0, TriggerType::Scheduled);
-        job.message.headers = BTreeMap::from([
+        Arc::make_mut(&mut job.message).headers = BTreeMap::from([
             (
                 "content-type".to_owned(),
                 "application/x-www-form-urlencoded".to_owned(),
@@ -434,7 +438,8 @@ mod tests {
             ("x-request-id".to_owned(), "req_1".to_owned()),
             ("webhook-id".to_owned(), "spoofed".to_owned()),
         ]);
-        job.endpoint.headers = BTreeMap::from([("x-request-id".to_owned(), "mine".to_owned())]);
+        Arc::make_mut(&mut job.endpoint).headers =
+            BTreeMap::from([("x-request-id".to_owned(), "mine".to_owned())]);
         let now = Utc::now();
         let body = job.message.payload.clone().unwrap();
         let headers = headers(&job, body.as_bytes(), now).unwrap();
@@ -450,15 +455,19 @@ mod tests {
     fn headers_carry_signatures_of_every_valid_key_and_ours_win() {
         let mut job = job(0, TriggerType::Scheduled);
         let now = Utc::now();
-        job.endpoint.secrets.push(EndpointSecret {
-            key: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
-            expires_at: Some(now + chrono::Duration::hours(1)),
-        });
-        job.endpoint.secrets.push(EndpointSecret {
-            key: "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
-            expires_at: Some(now - chrono::Duration::hours(1)),
-        });
-        job.endpoint.headers = BTreeMap::from([
+        Arc::make_mut(&mut job.endpoint)
+            .secrets
+            .push(EndpointSecret {
+                key: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
+                expires_at: Some(now + chrono::Duration::hours(1)),
+            });
+        Arc::make_mut(&mut job.endpoint)
+            .secrets
+            .push(EndpointSecret {
+                key: "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+                expires_at: Some(now - chrono::Duration::hours(1)),
+            });
+        Arc::make_mut(&mut job.endpoint).headers = BTreeMap::from([
             ("X-Team".to_owned(), "ml".to_owned()),
             ("content-type".to_owned(), "text/plain".to_owned()),
             ("Host".to_owned(), "evil.example".to_owned()),

@@ -1,6 +1,7 @@
 //! A delivery job for unit tests.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::Utc;
 use hookline_core::id::{AppId, EndpointId, MessageId};
@@ -29,7 +30,7 @@ pub(crate) fn job() -> DeliveryJob {
             trigger: TriggerType::Scheduled,
             updated_at: now,
         },
-        message: Message {
+        message: Arc::new(Message {
             id: msg_id,
             app_id: app_id.clone(),
             event_id: Some("evt-9".into()),
@@ -38,8 +39,8 @@ pub(crate) fn job() -> DeliveryJob {
             channels: None,
             headers: Default::default(),
             created_at: now,
-        },
-        endpoint: Endpoint {
+        }),
+        endpoint: Arc::new(Endpoint {
             id: endpoint_id,
             app_id,
             uid: Some("ep-uid".into()),
@@ -58,7 +59,7 @@ pub(crate) fn job() -> DeliveryJob {
             failing_since: None,
             created_at: now,
             updated_at: now,
-        },
+        }),
         app_uid: Some("app-uid".into()),
     }
 }

@@ -3,9 +3,10 @@
 //! the attempt timeout; the answer read into a bounded excerpt; failures sorted into
 //! [`ErrorKind`]s.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hookline_core::model::ErrorKind;
@@ -23,6 +24,9 @@ pub(crate) const USER_AGENT: &str = concat!("Hookline/", env!("CARGO_PKG_VERSION
 
 /// The most of a failure's description kept in an attempt.
 const DETAIL_CHARS: usize = 512;
+
+/// Parsed endpoint URLs kept at most; past that the cache starts afresh.
+const MAX_PARSED_URLS: usize = 10_000;
 
 /// An endpoint's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +117,9 @@ impl Resolve for GuardedResolver {
 pub(crate) struct HttpClient {
     client: reqwest::Client,
     guard: Option<Arc<Guard>>,
+    /// Endpoint URLs already parsed: the same few are posted to over and over, and
+    /// parsing one (host normalisation included) costs more than finding it here.
+    parsed: Arc<Mutex<HashMap<String, reqwest::Url>>>,
 }
 
 impl HttpClient {
@@ -127,6 +134,7 @@ impl HttpClient {
         Ok(HttpClient {
             client,
             guard: Some(guard),
+            parsed: Arc::default(),
         })
     }
 
@@ -135,6 +143,7 @@ impl HttpClient {
         Ok(HttpClient {
             client: builder().build()?,
             guard: None,
+            parsed: Arc::default(),
         })
     }
 
@@ -147,18 +156,7 @@ impl HttpClient {
         timeout: Duration,
     ) -> Result<Answer, Failure> {
         let deadline = Instant::now() + timeout;
-        let url = reqwest::Url::parse(url).map_err(|error| {
-            Failure::new(ErrorKind::InvalidUrl, format!("invalid url: {error}"))
-        })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Failure::new(
-                ErrorKind::InvalidUrl,
-                format!(
-                    "invalid url: scheme {:?} is not http or https",
-                    url.scheme()
-                ),
-            ));
-        }
+        let url = self.parse(url)?;
         if let (Some(guard), Some(ip)) = (&self.guard, literal_ip(&url)) {
             // The resolver never sees an IP literal: check it here.
             guard
@@ -192,6 +190,33 @@ impl HttpClient {
             body,
             retry_after,
         })
+    }
+}
+
+impl HttpClient {
+    /// `url` parsed, once per distinct URL; an http or https one, or the failure.
+    fn parse(&self, url: &str) -> Result<reqwest::Url, Failure> {
+        if let Some(parsed) = self.parsed.lock().expect("url cache lock").get(url) {
+            return Ok(parsed.clone());
+        }
+        let parsed = reqwest::Url::parse(url).map_err(|error| {
+            Failure::new(ErrorKind::InvalidUrl, format!("invalid url: {error}"))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Failure::new(
+                ErrorKind::InvalidUrl,
+                format!(
+                    "invalid url: scheme {:?} is not http or https",
+                    parsed.scheme()
+                ),
+            ));
+        }
+        let mut cache = self.parsed.lock().expect("url cache lock");
+        if cache.len() >= MAX_PARSED_URLS {
+            cache.clear();
+        }
+        cache.insert(url.to_owned(), parsed.clone());
+        Ok(parsed)
     }
 }
 

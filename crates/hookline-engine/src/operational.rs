@@ -418,7 +418,8 @@ mod tests {
 
         let mut other = job.clone();
         for n in 0..3 {
-            other.endpoint.id = EndpointId::from_string(format!("ep_{n}x"));
+            std::sync::Arc::make_mut(&mut other.endpoint).id =
+                EndpointId::from_string(format!("ep_{n}x"));
             publisher.publish(Event::endpoint_disabled(&other, now, now));
         }
         assert_eq!(events.try_recv().unwrap().kind(), "endpoint.disabled");

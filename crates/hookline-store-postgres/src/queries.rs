@@ -3,6 +3,7 @@
 //! Writes of more than one statement run in a transaction; a write that queues due work
 //! also notifies `hookline_due` in that transaction.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -664,8 +665,8 @@ impl Store for PostgresStore {
                 read(row, |columns| {
                     Ok(DeliveryJob {
                         destination: rows::destination(columns)?,
-                        message: rows::message(columns)?,
-                        endpoint: rows::endpoint(columns)?,
+                        message: Arc::new(rows::message(columns)?),
+                        endpoint: Arc::new(rows::endpoint(columns)?),
                         app_uid: columns.take()?,
                     })
                 })

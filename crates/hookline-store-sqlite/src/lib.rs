@@ -17,6 +17,7 @@
 //! a killed process had in flight are therefore retried at once rather than when their
 //! leases would have expired. To run several nodes, use PostgreSQL.
 
+mod cache;
 mod queries;
 mod rows;
 mod schema;
@@ -62,6 +63,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// One permit per pooled slot: at most this many reads run at once.
     read_slots: Arc<Semaphore>,
+    /// Endpoint rows kept between claims.
+    endpoints: Arc<cache::EndpointCache>,
     /// Dropped with the store, which stops the checkpointer.
     _checkpointer: mpsc::Sender<()>,
     /// Held for the life of the store (dropped last): one process per database file.
@@ -144,6 +147,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(sender)),
                 readers: Mutex::new(readers),
                 read_slots: Arc::new(Semaphore::new(READERS)),
+                endpoints: Arc::default(),
                 _checkpointer: checkpointer,
                 _lock: lock,
             }),
@@ -167,11 +171,26 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        self.write_endpoints(work, |_| false).await
+    }
+
+    /// [`Self::write`] for work that may change endpoint rows: when `changed` says of its
+    /// result that it did, the endpoint cache moves on once the change is committed
+    /// (whether or not the caller is still waiting to hear of it).
+    async fn write_endpoints<T, F>(&self, work: F, changed: fn(&T) -> bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
+        let endpoints = Arc::clone(&self.inner.endpoints);
         let job: WriteJob = Box::new(move |conn| {
             let result = in_savepoint(conn, work);
             Box::new(move |committed| {
                 let result = if committed {
+                    if result.as_ref().is_ok_and(changed) {
+                        endpoints.invalidate();
+                    }
                     result
                 } else {
                     result.and(Err(Error::Unavailable))

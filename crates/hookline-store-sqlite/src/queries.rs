@@ -1,6 +1,7 @@
 //! The SQL behind each [`Store`] operation.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +21,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::SqliteStore;
+use crate::cache::EndpointCache;
 use crate::rows::{
     self, classify, headers_json, json, map_json, millis, opt_json, secrets_json, time,
 };
@@ -297,8 +299,14 @@ fn insert_message(conn: &Connection, new: &NewMessage) -> Result<CreatedMessage>
 }
 
 /// The jobs of claimed deliveries. Deliveries of one message (a fan-out) share one read
-/// of it, and those to one endpoint one read of the endpoint.
-fn load_jobs(conn: &Connection, claimed: Vec<Destination>) -> Result<Vec<DeliveryJob>> {
+/// of it; deliveries to one endpoint share its row, which later claims take from the
+/// endpoint cache while it stays unchanged.
+fn load_jobs(
+    conn: &Connection,
+    claimed: Vec<Destination>,
+    cache: &EndpointCache,
+) -> Result<Vec<DeliveryJob>> {
+    let generation = cache.generation();
     let message_sql = format!(
         "SELECT {}, app.uid FROM message JOIN app ON app.id = message.app_id
          WHERE message.id = ?1",
@@ -308,32 +316,41 @@ fn load_jobs(conn: &Connection, claimed: Vec<Destination>) -> Result<Vec<Deliver
         "SELECT {} FROM endpoint WHERE id = ?1",
         rows::ENDPOINT_COLUMNS
     );
-    let mut messages: HashMap<MessageId, (Message, Option<String>)> = HashMap::new();
-    let mut endpoints: HashMap<EndpointId, Endpoint> = HashMap::new();
+    let mut messages: HashMap<MessageId, (Arc<Message>, Option<String>)> = HashMap::new();
+    let mut endpoints: HashMap<EndpointId, Arc<Endpoint>> = HashMap::new();
     let mut jobs = Vec::with_capacity(claimed.len());
     for destination in claimed {
         if !messages.contains_key(&destination.msg_id) {
             let found = one(conn, &message_sql, [destination.msg_id.as_str()], |row| {
                 Ok((rows::message_at(row, 0)?, row.get::<_, Option<String>>(8)?))
             })?;
-            let Some(found) = found else {
+            let Some((message, app_uid)) = found else {
                 continue; // Deleted since the claim.
             };
-            messages.insert(destination.msg_id.clone(), found);
+            messages.insert(destination.msg_id.clone(), (Arc::new(message), app_uid));
         }
         if !endpoints.contains_key(&destination.endpoint_id) {
-            let id = destination.endpoint_id.as_str();
-            let Some(endpoint) = one(conn, &endpoint_sql, [id], rows::endpoint)? else {
-                continue;
+            let id = &destination.endpoint_id;
+            let endpoint = match cache.get(generation, id) {
+                Some(endpoint) => endpoint,
+                None => {
+                    let Some(endpoint) = one(conn, &endpoint_sql, [id.as_str()], rows::endpoint)?
+                    else {
+                        continue;
+                    };
+                    let endpoint = Arc::new(endpoint);
+                    cache.put(generation, &endpoint);
+                    endpoint
+                }
             };
-            endpoints.insert(destination.endpoint_id.clone(), endpoint);
+            endpoints.insert(id.clone(), endpoint);
         }
-        let (message, app_uid) = messages[&destination.msg_id].clone();
+        let (message, app_uid) = &messages[&destination.msg_id];
         jobs.push(DeliveryJob {
-            endpoint: endpoints[&destination.endpoint_id].clone(),
+            endpoint: Arc::clone(&endpoints[&destination.endpoint_id]),
+            message: Arc::clone(message),
+            app_uid: app_uid.clone(),
             destination,
-            message,
-            app_uid,
         });
     }
     Ok(jobs)
@@ -368,9 +385,50 @@ fn insert_attempt(conn: &Connection, attempt: &Attempt) -> Result<()> {
     Ok(())
 }
 
+/// Records `outcomes` in order; whether any endpoint row changed.
+fn record_outcomes(conn: &Connection, outcomes: &[AttemptOutcome]) -> Result<bool> {
+    // The failing state each endpoint was last given in this batch: giving it the same
+    // again changes nothing, so a batch of one endpoint's successes clears it once.
+    let mut failing: HashMap<&EndpointId, bool> = HashMap::new();
+    let mut changed = false;
+    for outcome in outcomes {
+        record_outcome(conn, outcome)?;
+        let endpoint = &outcome.attempt.endpoint_id;
+        let now = millis(outcome.attempt.created_at);
+        if outcome.disable_endpoint {
+            let rows = conn
+                .prepare_cached("UPDATE endpoint SET disabled = 1, updated_at = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![endpoint.as_str(), now]))
+                .map_err(Error::storage)?;
+            changed |= rows > 0;
+        }
+        let Some(now_failing) = outcome.endpoint_failing else {
+            continue;
+        };
+        if failing.insert(endpoint, now_failing) == Some(now_failing) {
+            continue;
+        }
+        let rows = if now_failing {
+            conn.prepare_cached(
+                "UPDATE endpoint SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![endpoint.as_str(), now]))
+        } else {
+            conn.prepare_cached(
+                "UPDATE endpoint SET failing_since = NULL
+                 WHERE id = ?1 AND failing_since IS NOT NULL",
+            )
+            .and_then(|mut s| s.execute([endpoint.as_str()]))
+        }
+        .map_err(Error::storage)?;
+        changed |= rows > 0;
+    }
+    Ok(changed)
+}
+
+/// Records one attempt and the delivery's new state.
 fn record_outcome(conn: &Connection, outcome: &AttemptOutcome) -> Result<()> {
     let attempt = &outcome.attempt;
-    let now = millis(attempt.created_at);
     // A message deleted while its attempt was in flight leaves nothing to record. Checked
     // first so that the insert is a single-row one, which SQLite runs without a
     // statement journal.
@@ -395,30 +453,9 @@ fn record_outcome(conn: &Connection, outcome: &AttemptOutcome) -> Result<()> {
             outcome.status.code(),
             outcome.next_attempt.map(millis),
             outcome.attempts,
-            now,
+            millis(attempt.created_at),
         ])
     })
-    .map_err(Error::storage)?;
-    let endpoint = attempt.endpoint_id.as_str();
-    if outcome.disable_endpoint {
-        conn.prepare_cached("UPDATE endpoint SET disabled = 1, updated_at = ?2 WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![endpoint, now]))
-            .map_err(Error::storage)?;
-    }
-    match outcome.endpoint_failing {
-        Some(true) => conn
-            .prepare_cached(
-                "UPDATE endpoint SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
-            )
-            .and_then(|mut s| s.execute(params![endpoint, now])),
-        Some(false) => conn
-            .prepare_cached(
-                "UPDATE endpoint SET failing_since = NULL
-                 WHERE id = ?1 AND failing_since IS NOT NULL",
-            )
-            .and_then(|mut s| s.execute([endpoint])),
-        None => Ok(0),
-    }
     .map_err(Error::storage)?;
     Ok(())
 }
@@ -480,20 +517,23 @@ impl Store for SqliteStore {
 
     async fn delete_app(&self, id: &AppId) -> Result<()> {
         let id = id.clone();
-        self.write(move |conn| {
-            let owned = one(
-                conn,
-                "SELECT 1 FROM source WHERE app_id = ?1",
-                [id.as_str()],
-                |_| Ok(()),
-            )?;
-            if owned.is_some() {
-                return Err(Error::conflict(
-                    "the application belongs to a source; delete the source instead",
-                ));
-            }
-            delete_app_rows(conn, &id)
-        })
+        self.write_endpoints(
+            move |conn| {
+                let owned = one(
+                    conn,
+                    "SELECT 1 FROM source WHERE app_id = ?1",
+                    [id.as_str()],
+                    |_| Ok(()),
+                )?;
+                if owned.is_some() {
+                    return Err(Error::conflict(
+                        "the application belongs to a source; delete the source instead",
+                    ));
+                }
+                delete_app_rows(conn, &id)
+            },
+            |_| true,
+        )
         .await
     }
 
@@ -545,35 +585,41 @@ impl Store for SqliteStore {
     async fn update_endpoint(&self, endpoint: &Endpoint, set_disabled: bool) -> Result<()> {
         let mut values = endpoint_params(endpoint);
         values.push(i64::from(set_disabled).into());
-        self.write(move |conn| {
-            let rows = conn
-                .prepare_cached(
-                    "UPDATE endpoint SET uid = ?3, url = ?4, description = ?5,
+        self.write_endpoints(
+            move |conn| {
+                let rows = conn
+                    .prepare_cached(
+                        "UPDATE endpoint SET uid = ?3, url = ?4, description = ?5,
                          disabled = CASE WHEN ?16 = 1 THEN ?6 ELSE disabled END,
                          throttle_rate = ?7, event_types = ?8, channels = ?9, metadata = ?10,
                          headers = ?11, secrets = ?12, updated_at = ?15,
                          failing_since = CASE WHEN ?16 = 1 AND disabled = 1 AND ?6 = 0 THEN NULL
                                               ELSE failing_since END
                      WHERE id = ?1 AND app_id = ?2",
-                )
-                .and_then(|mut s| s.execute(params_from_iter(values)))
-                .map_err(|e| classify(e, "an endpoint"))?;
-            changed(rows, "endpoint")
-        })
+                    )
+                    .and_then(|mut s| s.execute(params_from_iter(values)))
+                    .map_err(|e| classify(e, "an endpoint"))?;
+                changed(rows, "endpoint")
+            },
+            |_| true,
+        )
         .await
     }
 
     async fn delete_endpoint(&self, app: &AppId, id: &EndpointId) -> Result<()> {
         let (app, id) = (app.clone(), id.clone());
-        self.write(move |conn| {
-            let rows = conn
-                .execute(
-                    "DELETE FROM endpoint WHERE app_id = ?1 AND id = ?2",
-                    [app.as_str(), id.as_str()],
-                )
-                .map_err(Error::storage)?;
-            changed(rows, "endpoint")
-        })
+        self.write_endpoints(
+            move |conn| {
+                let rows = conn
+                    .execute(
+                        "DELETE FROM endpoint WHERE app_id = ?1 AND id = ?2",
+                        [app.as_str(), id.as_str()],
+                    )
+                    .map_err(Error::storage)?;
+                changed(rows, "endpoint")
+            },
+            |_| true,
+        )
         .await
     }
 
@@ -830,7 +876,9 @@ impl Store for SqliteStore {
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        self.read(move |conn| load_jobs(conn, claimed)).await
+        let cache = Arc::clone(&self.inner.endpoints);
+        self.read(move |conn| load_jobs(conn, claimed, &cache))
+            .await
     }
 
     async fn release(
@@ -857,13 +905,12 @@ impl Store for SqliteStore {
     }
 
     async fn record_outcomes(&self, outcomes: Vec<AttemptOutcome>) -> Result<()> {
-        self.write(move |conn| {
-            for outcome in &outcomes {
-                record_outcome(conn, outcome)?;
-            }
-            Ok(())
-        })
+        self.write_endpoints(
+            move |conn| record_outcomes(conn, &outcomes),
+            |changed| *changed,
+        )
         .await
+        .map(drop)
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
@@ -1246,23 +1293,26 @@ impl Store for SqliteStore {
 
     async fn delete_source(&self, id: &SourceId) -> Result<()> {
         let id = id.clone();
-        self.write(move |conn| {
-            let app = one(
-                conn,
-                "SELECT app_id FROM source WHERE id = ?1",
-                [id.as_str()],
-                |row| row.get::<_, String>(0),
-            )?
-            .ok_or(Error::NotFound("source"))?;
-            conn.execute(
-                "DELETE FROM ingest_request WHERE source_id = ?1",
-                [id.as_str()],
-            )
-            .map_err(Error::storage)?;
-            conn.execute("DELETE FROM source WHERE id = ?1", [id.as_str()])
+        self.write_endpoints(
+            move |conn| {
+                let app = one(
+                    conn,
+                    "SELECT app_id FROM source WHERE id = ?1",
+                    [id.as_str()],
+                    |row| row.get::<_, String>(0),
+                )?
+                .ok_or(Error::NotFound("source"))?;
+                conn.execute(
+                    "DELETE FROM ingest_request WHERE source_id = ?1",
+                    [id.as_str()],
+                )
                 .map_err(Error::storage)?;
-            delete_app_rows(conn, &AppId::from_string(app))
-        })
+                conn.execute("DELETE FROM source WHERE id = ?1", [id.as_str()])
+                    .map_err(Error::storage)?;
+                delete_app_rows(conn, &AppId::from_string(app))
+            },
+            |_| true,
+        )
         .await
     }
 
