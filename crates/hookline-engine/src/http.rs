@@ -426,6 +426,24 @@ mod tests {
     }
 
     #[test]
+    fn urls_are_parsed_once_and_refusals_are_not_kept() {
+        let client = HttpClient::trusted().unwrap();
+        let url = "http://127.0.0.1:9/hook?a=1";
+        let first = client.parse(url).unwrap();
+        assert_eq!(client.parse(url).unwrap(), first);
+        assert_eq!(client.parsed.lock().unwrap().len(), 1);
+        for _ in 0..2 {
+            let refused = client.parse("ftp://example.test/hook").unwrap_err();
+            assert_eq!(refused.kind, ErrorKind::InvalidUrl);
+            assert!(
+                refused.detail.contains("is not http or https"),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(client.parsed.lock().unwrap().len(), 1);
+    }
+
+    #[test]
     fn ip_literals_are_recognised() {
         let literal = |url: &str| literal_ip(&reqwest::Url::parse(url).unwrap());
         assert_eq!(

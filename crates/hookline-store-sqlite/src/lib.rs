@@ -7,7 +7,9 @@
 //! requests; an idle server answers a lone write after one commit. Reads use a small pool
 //! of read-only connections, which WAL lets run beside the writer: lookups of one row by
 //! key on the calling thread (handing them to another thread would cost more than they
-//! do), longer reads on tokio's blocking threads. Copying the WAL back
+//! do), longer reads on tokio's blocking threads. Claims keep the endpoint rows they read
+//! (see `cache`): a fan-out's claims need the same endpoints over and over, and a commit
+//! that changes any endpoint row empties the cache. Copying the WAL back
 //! into the database file (the checkpoint) is a thread of its own, so writes do not wait
 //! behind it; only should it fall far behind does the writer checkpoint by itself.
 //!
