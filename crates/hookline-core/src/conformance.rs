@@ -87,7 +87,8 @@ fn app(uid: Option<&str>) -> Application {
     }
 }
 
-fn endpoint(app: &AppId, types: Option<&[&str]>, channels: Option<&[&str]>) -> Endpoint {
+/// An endpoint of `app` for `types` on `channels` (`None`: all), with one secret.
+pub fn endpoint(app: &AppId, types: Option<&[&str]>, channels: Option<&[&str]>) -> Endpoint {
     let now = crate::now();
     let list = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
     Endpoint {

@@ -45,8 +45,8 @@ pub struct AttemptFilter {
     pub event_types: Option<Vec<String>>,
 }
 
-/// A delivery claimed by a worker: everything needed to make the attempt. The deliveries
-/// of one claim share their message and endpoint rows.
+/// A delivery claimed by a worker: everything needed to make the attempt. Deliveries of
+/// one claim may share their message and endpoint rows.
 #[derive(Debug, Clone)]
 pub struct DeliveryJob {
     pub destination: Destination,

@@ -261,7 +261,6 @@ pub(crate) fn conclude(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-
     use std::sync::Arc;
 
     use hookline_core::model::{EndpointSecret, ErrorKind};
@@ -455,19 +454,16 @@ mod tests {
     fn headers_carry_signatures_of_every_valid_key_and_ours_win() {
         let mut job = job(0, TriggerType::Scheduled);
         let now = Utc::now();
-        Arc::make_mut(&mut job.endpoint)
-            .secrets
-            .push(EndpointSecret {
-                key: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
-                expires_at: Some(now + chrono::Duration::hours(1)),
-            });
-        Arc::make_mut(&mut job.endpoint)
-            .secrets
-            .push(EndpointSecret {
-                key: "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
-                expires_at: Some(now - chrono::Duration::hours(1)),
-            });
-        Arc::make_mut(&mut job.endpoint).headers = BTreeMap::from([
+        let endpoint = Arc::make_mut(&mut job.endpoint);
+        endpoint.secrets.push(EndpointSecret {
+            key: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
+            expires_at: Some(now + chrono::Duration::hours(1)),
+        });
+        endpoint.secrets.push(EndpointSecret {
+            key: "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+            expires_at: Some(now - chrono::Duration::hours(1)),
+        });
+        endpoint.headers = BTreeMap::from([
             ("X-Team".to_owned(), "ml".to_owned()),
             ("content-type".to_owned(), "text/plain".to_owned()),
             ("Host".to_owned(), "evil.example".to_owned()),

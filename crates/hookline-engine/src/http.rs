@@ -3,12 +3,12 @@
 //! the attempt timeout; the answer read into a bounded excerpt; failures sorted into
 //! [`ErrorKind`]s.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use hookline_core::memo::Memo;
 use hookline_core::model::ErrorKind;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -25,7 +25,7 @@ pub(crate) const USER_AGENT: &str = concat!("Hookline/", env!("CARGO_PKG_VERSION
 /// The most of a failure's description kept in an attempt.
 const DETAIL_CHARS: usize = 512;
 
-/// Parsed endpoint URLs kept at most; past that the cache starts afresh.
+/// Parsed endpoint URLs kept at most.
 const MAX_PARSED_URLS: usize = 10_000;
 
 /// An endpoint's answer.
@@ -117,9 +117,8 @@ impl Resolve for GuardedResolver {
 pub(crate) struct HttpClient {
     client: reqwest::Client,
     guard: Option<Arc<Guard>>,
-    /// Endpoint URLs already parsed: the same few are posted to over and over, and
-    /// parsing one (host normalisation included) costs more than finding it here.
-    parsed: Arc<Mutex<HashMap<String, reqwest::Url>>>,
+    /// Endpoint URLs already parsed: the same few are posted to over and over.
+    parsed: Arc<Memo<String, reqwest::Url>>,
 }
 
 impl HttpClient {
@@ -134,7 +133,7 @@ impl HttpClient {
         Ok(HttpClient {
             client,
             guard: Some(guard),
-            parsed: Arc::default(),
+            parsed: Arc::new(Memo::new(MAX_PARSED_URLS)),
         })
     }
 
@@ -143,7 +142,7 @@ impl HttpClient {
         Ok(HttpClient {
             client: builder().build()?,
             guard: None,
-            parsed: Arc::default(),
+            parsed: Arc::new(Memo::new(MAX_PARSED_URLS)),
         })
     }
 
@@ -191,13 +190,11 @@ impl HttpClient {
             retry_after,
         })
     }
-}
 
-impl HttpClient {
     /// `url` parsed, once per distinct URL; an http or https one, or the failure.
     fn parse(&self, url: &str) -> Result<reqwest::Url, Failure> {
-        if let Some(parsed) = self.parsed.lock().expect("url cache lock").get(url) {
-            return Ok(parsed.clone());
+        if let Some(parsed) = self.parsed.get(url) {
+            return Ok(parsed);
         }
         let parsed = reqwest::Url::parse(url).map_err(|error| {
             Failure::new(ErrorKind::InvalidUrl, format!("invalid url: {error}"))
@@ -211,11 +208,7 @@ impl HttpClient {
                 ),
             ));
         }
-        let mut cache = self.parsed.lock().expect("url cache lock");
-        if cache.len() >= MAX_PARSED_URLS {
-            cache.clear();
-        }
-        cache.insert(url.to_owned(), parsed.clone());
+        self.parsed.insert(url.to_owned(), parsed.clone());
         Ok(parsed)
     }
 }
@@ -431,7 +424,7 @@ mod tests {
         let url = "http://127.0.0.1:9/hook?a=1";
         let first = client.parse(url).unwrap();
         assert_eq!(client.parse(url).unwrap(), first);
-        assert_eq!(client.parsed.lock().unwrap().len(), 1);
+        assert_eq!(client.parsed.len(), 1);
         for _ in 0..2 {
             let refused = client.parse("ftp://example.test/hook").unwrap_err();
             assert_eq!(refused.kind, ErrorKind::InvalidUrl);
@@ -440,7 +433,7 @@ mod tests {
                 "{refused:?}"
             );
         }
-        assert_eq!(client.parsed.lock().unwrap().len(), 1);
+        assert_eq!(client.parsed.len(), 1);
     }
 
     #[test]

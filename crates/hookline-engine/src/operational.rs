@@ -329,6 +329,8 @@ impl Sender {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use hookline_core::model::{MessageStatus, TriggerType};
     use serde_json::json;
 
@@ -418,8 +420,7 @@ mod tests {
 
         let mut other = job.clone();
         for n in 0..3 {
-            std::sync::Arc::make_mut(&mut other.endpoint).id =
-                EndpointId::from_string(format!("ep_{n}x"));
+            Arc::make_mut(&mut other.endpoint).id = EndpointId::from_string(format!("ep_{n}x"));
             publisher.publish(Event::endpoint_disabled(&other, now, now));
         }
         assert_eq!(events.try_recv().unwrap().kind(), "endpoint.disabled");

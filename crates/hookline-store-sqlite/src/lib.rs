@@ -9,7 +9,7 @@
 //! key on the calling thread (handing them to another thread would cost more than they
 //! do), longer reads on tokio's blocking threads. Claims keep the endpoint rows they read
 //! (see `cache`): a fan-out's claims need the same endpoints over and over, and a commit
-//! that changes any endpoint row empties the cache. Copying the WAL back
+//! that changes any endpoint row makes every kept row stale. Copying the WAL back
 //! into the database file (the checkpoint) is a thread of its own, so writes do not wait
 //! behind it; only should it fall far behind does the writer checkpoint by itself.
 //!

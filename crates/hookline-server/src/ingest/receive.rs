@@ -5,8 +5,7 @@
 //! answer comes after the commit and before any forwarding, so a slow destination never
 //! slows the provider and nothing answered `200` can be lost.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +16,7 @@ use axum::routing::any;
 use chrono::{DateTime, Utc};
 use hookline_core::id::{IngestRequestId, MessageId};
 use hookline_core::ingest::{IngestRequest, NewIngestRequest, Source, Verdict};
+use hookline_core::memo::Memo;
 use hookline_core::model::Message;
 use hookline_core::store::NewMessage;
 use serde_json::json;
@@ -301,26 +301,28 @@ async fn forwards(
 
 /// Parsed source types, so a request does not decode its source's secrets again. Entries
 /// are keyed by source id and replaced when the source's `updated_at` changes.
-#[derive(Debug, Default)]
-pub struct SourceTypes(Mutex<HashMap<String, Parsed>>);
+#[derive(Debug)]
+pub struct SourceTypes(Memo<String, Parsed>);
 
 /// A source's parsed type and the `updated_at` of the source it was parsed from.
 type Parsed = (DateTime<Utc>, Arc<SourceType>);
 
-/// Most sources kept parsed; past it the cache starts over.
+/// Most sources kept parsed.
 const MAX_CACHED: usize = 4096;
+
+impl Default for SourceTypes {
+    fn default() -> Self {
+        SourceTypes(Memo::new(MAX_CACHED))
+    }
+}
 
 impl SourceTypes {
     /// The parsed type of `source`.
     pub fn get(&self, source: &Source) -> Result<Arc<SourceType>, ApiError> {
-        let mut cache = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((updated_at, parsed)) = cache.get(source.id.as_str())
-            && *updated_at == source.updated_at
+        if let Some((updated_at, parsed)) = self.0.get(source.id.as_str())
+            && updated_at == source.updated_at
         {
-            return Ok(Arc::clone(parsed));
+            return Ok(parsed);
         }
         let parsed =
             SourceType::parse(&source.source_type, Some(&source.config)).map_err(|error| {
@@ -330,10 +332,7 @@ impl SourceTypes {
                 ))
             })?;
         let parsed = Arc::new(parsed);
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
-        }
-        cache.insert(
+        self.0.insert(
             source.id.to_string(),
             (source.updated_at, Arc::clone(&parsed)),
         );
