@@ -6,7 +6,7 @@
 //! an endpoint through the API, sends N messages at concurrency C and reports: messages
 //! accepted per second, p50/p99 create latency, deliveries per second end to end, p50/p99
 //! create-to-delivery latency and the server's peak RSS. Optional phases measure fan-out
-//! to 100 endpoints, the receiving side (signed OpenAI `realtime.call.incoming` webhooks
+//! to 100 endpoints (with the server's CPU time per delivery), the receiving side (signed OpenAI `realtime.call.incoming` webhooks
 //! posted to a source, accepted and forwarded to its endpoint) and memory while a large
 //! backlog drains.
 //!
@@ -302,6 +302,21 @@ fn memory(pid: u32) -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// CPU seconds (user and system) that process `pid` has used so far; 0 if unreadable.
+/// Fields 14 and 15 of `/proc/PID/stat`, counted after the command name, which may hold
+/// spaces; in clock ticks, which Linux fixes at 100 a second for user space.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: f64 = after_name
+        .split_whitespace()
+        .skip(11) // state is field 3; utime is field 14
+        .take(2)
+        .filter_map(|field| field.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
 async fn api(
     client: &reqwest::Client,
     method: reqwest::Method,
@@ -533,6 +548,7 @@ async fn main() -> anyhow::Result<()> {
             .collect();
         let (fan_client, pad4) = (client.clone(), pad.clone());
         let m = args.fanout_messages;
+        let cpu_before: f64 = pids.iter().map(|&pid| cpu_seconds(pid)).sum();
         let started = Instant::now();
         load(&client, m, c, &receiver, move |seq| {
             fan_client
@@ -543,11 +559,19 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         wait_for(&receiver, m * 100, timeout, false).await?;
         let rate = (m * 100) as f64 / started.elapsed().as_secs_f64();
+        let cpu: f64 = pids.iter().map(|&pid| cpu_seconds(pid)).sum::<f64>() - cpu_before;
         println!(
             "{:<44} {:>12.0}/s {:>10.3}",
             "fan-out: deliveries to 100 endpoints",
             rate,
             rate / ceiling
+        );
+        // Steadier than the rate on a shared machine: compare builds with this.
+        println!(
+            "{:<44} {:>11.1} us {:>10}",
+            "fan-out: server CPU per delivery",
+            cpu * 1e6 / (m * 100) as f64,
+            ""
         );
     }
     if args.ingest > 0 {
