@@ -6,9 +6,9 @@
 //! an endpoint through the API, sends N messages at concurrency C and reports: messages
 //! accepted per second, p50/p99 create latency, deliveries per second end to end, p50/p99
 //! create-to-delivery latency and the server's peak RSS. Optional phases measure fan-out
-//! to 100 endpoints (with the server's CPU time per delivery), the receiving side (signed OpenAI `realtime.call.incoming` webhooks
-//! posted to a source, accepted and forwarded to its endpoint) and memory while a large
-//! backlog drains.
+//! to 100 endpoints (with the server's CPU time per delivery), the receiving side (signed
+//! OpenAI `realtime.call.incoming` webhooks posted to a source, accepted and forwarded to
+//! its endpoint) and memory while a large backlog drains.
 //!
 //! ```sh
 //! cargo build --release -p hookline -p hookline-bench
