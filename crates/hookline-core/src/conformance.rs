@@ -289,7 +289,7 @@ pub async fn endpoints_are_scoped_to_their_app(store: Arc<dyn Store>) {
     store.create_message(new_message(m.clone())).await.unwrap();
     let mut exhausted = outcome(&m, &ep.id, MessageStatus::Fail, None, 500);
     exhausted.endpoint_failing = Some(true);
-    store.record_outcomes(vec![exhausted]).await.unwrap();
+    store.record_outcomes(vec![exhausted].into()).await.unwrap();
     let mut stale = read.clone();
     stale.description = "renamed".into();
     store.update_endpoint(&stale, false).await.unwrap();
@@ -598,10 +598,10 @@ pub async fn claims_carry_each_endpoint_as_last_changed(store: Arc<dyn Store>) {
     assert_eq!(first, ep);
 
     // A recorded outcome that marks the endpoint failing is in the next claim.
-    store.record_outcomes(vec![failed]).await.unwrap();
+    store.record_outcomes(vec![failed].into()).await.unwrap();
     let (second, done) = claimed(store.as_ref(), &a.id).await;
     assert!(second.failing_since.is_some());
-    store.record_outcomes(vec![done]).await.unwrap();
+    store.record_outcomes(vec![done].into()).await.unwrap();
 
     // So is an update: a new URL, headers and a rotated secret.
     ep.url = "https://example.test/moved".into();
@@ -618,7 +618,7 @@ pub async fn claims_carry_each_endpoint_as_last_changed(store: Arc<dyn Store>) {
     assert_eq!(third.url, ep.url);
     assert_eq!(third.headers, ep.headers);
     assert_eq!(third.secrets, ep.secrets);
-    store.record_outcomes(vec![done]).await.unwrap();
+    store.record_outcomes(vec![done].into()).await.unwrap();
 
     // An endpoint disabled by an outcome is not claimed until it is enabled again.
     let m = message(&a.id, "a.b", None);
@@ -627,7 +627,7 @@ pub async fn claims_carry_each_endpoint_as_last_changed(store: Arc<dyn Store>) {
     assert_eq!(store.claim_due("n", now, lease, 10).await.unwrap().len(), 1);
     let mut gone = outcome(&m, &ep.id, MessageStatus::Fail, None, 410);
     gone.disable_endpoint = true;
-    store.record_outcomes(vec![gone]).await.unwrap();
+    store.record_outcomes(vec![gone].into()).await.unwrap();
     let pending = message(&a.id, "a.b", None);
     store
         .create_message(NewMessage {
@@ -703,7 +703,7 @@ pub async fn outcomes_reschedule_and_finish_deliveries(store: Arc<dyn Store>) {
     let retry_at = now + chrono::Duration::seconds(5);
     let mut failed = outcome(&m, &ep.id, MessageStatus::Pending, Some(retry_at), 500);
     failed.endpoint_failing = Some(true);
-    store.record_outcomes(vec![failed]).await.unwrap();
+    store.record_outcomes(vec![failed].into()).await.unwrap();
     let destination = store.get_destination(&a.id, &m.id, &ep.id).await.unwrap();
     assert_eq!(destination.status, MessageStatus::Pending);
     assert_eq!(
@@ -740,7 +740,7 @@ pub async fn outcomes_reschedule_and_finish_deliveries(store: Arc<dyn Store>) {
     let mut ok = outcome(&m, &ep.id, MessageStatus::Success, None, 200);
     ok.attempts = 2;
     ok.endpoint_failing = Some(false);
-    store.record_outcomes(vec![ok]).await.unwrap();
+    store.record_outcomes(vec![ok].into()).await.unwrap();
     let destination = store.get_destination(&a.id, &m.id, &ep.id).await.unwrap();
     assert_eq!(
         (destination.status, destination.next_attempt),
@@ -765,7 +765,7 @@ pub async fn outcomes_reschedule_and_finish_deliveries(store: Arc<dyn Store>) {
 
     let mut gone = outcome(&m, &ep.id, MessageStatus::Fail, None, 410);
     gone.disable_endpoint = true;
-    store.record_outcomes(vec![gone]).await.unwrap();
+    store.record_outcomes(vec![gone].into()).await.unwrap();
     assert!(
         store
             .get_endpoint(&a.id, ep.id.as_str())
@@ -808,7 +808,7 @@ pub async fn a_batch_of_outcomes_applies_in_order(store: Arc<dyn Store>) {
         step(&messages[2], &e1.id, false, 3),
         step(&messages[3], &e1.id, false, 4),
     ];
-    store.record_outcomes(batch.clone()).await.unwrap();
+    store.record_outcomes(batch.clone().into()).await.unwrap();
     let failing_since = |endpoint: Endpoint| endpoint.failing_since.map(|t| t.timestamp_millis());
     let e1_now = store.get_endpoint(&a.id, e1.id.as_str()).await.unwrap();
     let e2_now = store.get_endpoint(&a.id, e2.id.as_str()).await.unwrap();
@@ -817,7 +817,7 @@ pub async fn a_batch_of_outcomes_applies_in_order(store: Arc<dyn Store>) {
 
     // Failing again while failing keeps the earlier start.
     store
-        .record_outcomes(vec![step(&messages[3], &e1.id, false, 5)])
+        .record_outcomes(vec![step(&messages[3], &e1.id, false, 5)].into())
         .await
         .unwrap();
     let e1_now = store.get_endpoint(&a.id, e1.id.as_str()).await.unwrap();
@@ -859,7 +859,7 @@ pub async fn recover_and_requeue_bring_back_failed_deliveries(store: Arc<dyn Sto
     let lease = Duration::from_secs(30);
     store.claim_due("n", now, lease, 10).await.unwrap();
     store
-        .record_outcomes(vec![outcome(&m, &ep.id, MessageStatus::Fail, None, 500)])
+        .record_outcomes(vec![outcome(&m, &ep.id, MessageStatus::Fail, None, 500)].into())
         .await
         .unwrap();
     assert!(
@@ -888,7 +888,7 @@ pub async fn recover_and_requeue_bring_back_failed_deliveries(store: Arc<dyn Sto
         "a delivery in flight is not recovered twice"
     );
     store
-        .record_outcomes(vec![outcome(&m, &ep.id, MessageStatus::Fail, None, 500)])
+        .record_outcomes(vec![outcome(&m, &ep.id, MessageStatus::Fail, None, 500)].into())
         .await
         .unwrap();
     store
@@ -922,7 +922,7 @@ pub async fn attempts_filter_and_expunge(store: Arc<dyn Store>) {
     let failed = outcome(&m, &e1.id, MessageStatus::Pending, None, 503);
     let ok = outcome(&m, &e2.id, MessageStatus::Success, None, 204);
     store
-        .record_outcomes(vec![failed.clone(), ok.clone()])
+        .record_outcomes(vec![failed.clone(), ok.clone()].into())
         .await
         .unwrap();
 

@@ -182,8 +182,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         deliveries: Vec<(MessageId, EndpointId)>,
         retry_at: DateTime<Utc>,
     ) -> Result<()>;
-    /// Records attempts and releases their leases, in one transaction.
-    async fn record_outcomes(&self, outcomes: Vec<AttemptOutcome>) -> Result<()>;
+    /// Records attempts and releases their leases, in one transaction. The batch is
+    /// shared, so that a caller can try it again without copying it.
+    async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> Result<()>;
     /// When the next delivery falls due, if any is queued.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
     /// Queues one manual attempt of a message to an endpoint (resend).

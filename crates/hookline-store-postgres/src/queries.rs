@@ -704,7 +704,7 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(storage)
     }
 
-    async fn record_outcomes(&self, outcomes: Vec<AttemptOutcome>) -> Result<()> {
+    async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> Result<()> {
         if outcomes.is_empty() {
             return Ok(());
         }

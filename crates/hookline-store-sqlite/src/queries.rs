@@ -904,7 +904,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_outcomes(&self, outcomes: Vec<AttemptOutcome>) -> Result<()> {
+    async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> Result<()> {
         self.write_endpoints(
             move |conn| record_outcomes(conn, &outcomes),
             |changed| *changed,

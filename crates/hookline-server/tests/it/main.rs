@@ -199,7 +199,7 @@ impl TestApp {
             .collect();
         let ids = outcomes.iter().map(|o| o.attempt.id.clone()).collect();
         self.store
-            .record_outcomes(outcomes)
+            .record_outcomes(outcomes.into())
             .await
             .expect("record outcomes");
         ids
