@@ -10,7 +10,7 @@ use hookline_core::model::{Attempt, MessageStatus, TriggerType};
 use hookline_core::retry::{Ending, RetryPolicy};
 use hookline_core::store::{AttemptOutcome, DeliveryJob};
 use hookline_signature::{Keyset, Message, Scheme};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use crate::http::{Answer, Failure, HttpClient};
 use crate::operational::{AttemptEvent, Event};
@@ -127,7 +127,7 @@ fn headers(job: &DeliveryJob, body: &[u8], now: DateTime<Utc>) -> Result<HeaderM
         .unwrap_or(HeaderValue::from_static("application/json"));
     headers.insert(CONTENT_TYPE, content_type);
     headers.insert(
-        reqwest::header::USER_AGENT,
+        http::header::USER_AGENT,
         HeaderValue::from_static(crate::http::USER_AGENT),
     );
     for (name, value) in signed {

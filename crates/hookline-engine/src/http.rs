@@ -2,16 +2,30 @@
 //! and, when guarded, connects only to addresses the SSRF guard allowed; a POST bounded by
 //! the attempt timeout; the answer read into a bounded excerpt; failures sorted into
 //! [`ErrorKind`]s.
+//!
+//! The client is hyper's own pooled client with rustls, without the layers a general
+//! purpose client adds (redirect policy, retries, proxies, URL re-parsing on every
+//! request): an attempt is one exchange on a kept-alive connection.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use hookline_core::memo::Memo;
 use hookline_core::model::ErrorKind;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use http::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::{Instant, timeout_at};
 
 use crate::ssrf::{Guard, Refused};
@@ -27,6 +41,11 @@ const DETAIL_CHARS: usize = 512;
 
 /// Parsed endpoint URLs kept at most.
 const MAX_PARSED_URLS: usize = 10_000;
+
+/// How long a kept-alive connection may sit unused in the pool.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// An endpoint's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,16 +84,25 @@ struct DnsFailure {
     source: Option<std::io::Error>,
 }
 
-/// Resolves with the system resolver, then keeps only the addresses the guard allows, so
-/// the connection goes to an address that was checked (no second lookup to rebind).
-#[derive(Debug)]
-struct GuardedResolver {
-    guard: Arc<Guard>,
+/// Resolves with the system resolver and, when guarded, keeps only the addresses the guard
+/// allows, so the connection goes to an address that was checked (no second lookup to
+/// rebind). IP literals never reach it: [`HttpClient::post`] checks those itself.
+#[derive(Debug, Clone)]
+struct Resolver {
+    guard: Option<Arc<Guard>>,
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let guard = Arc::clone(&self.guard);
+impl tower_service::Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let guard = self.guard.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let lookup: std::io::Result<Vec<SocketAddr>> =
@@ -91,10 +119,15 @@ impl Resolve for GuardedResolver {
                     .into());
                 }
             };
+            let Some(guard) = guard else {
+                return match found.is_empty() {
+                    false => Ok(found.into_iter()),
+                    true => Err(DnsFailure { host, source: None }.into()),
+                };
+            };
             let mut refused = None;
             let allowed: Vec<SocketAddr> = found
-                .iter()
-                .copied()
+                .into_iter()
                 .filter(|addr| match guard.check(addr.ip()) {
                     Ok(()) => true,
                     Err(refusal) => {
@@ -104,7 +137,7 @@ impl Resolve for GuardedResolver {
                 })
                 .collect();
             match (allowed.is_empty(), refused) {
-                (false, _) => Ok(Box::new(allowed.into_iter()) as Addrs),
+                (false, _) => Ok(allowed.into_iter()),
                 (true, Some(refusal)) => Err(refusal.into()),
                 (true, None) => Err(DnsFailure { host, source: None }.into()),
             }
@@ -112,143 +145,165 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// Where a URL points: the request target, and its host when that is an IP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    uri: Uri,
+    literal: Option<IpAddr>,
+}
+
 /// The client of deliveries (guarded) or of operational events (trusted URL).
 #[derive(Debug, Clone)]
 pub(crate) struct HttpClient {
-    client: reqwest::Client,
+    client: Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>,
     guard: Option<Arc<Guard>>,
     /// Endpoint URLs already parsed: the same few are posted to over and over.
-    parsed: Arc<Memo<String, reqwest::Url>>,
+    parsed: Arc<Memo<String, Target>>,
 }
 
 impl HttpClient {
     /// A client that connects only where `guard` allows.
-    pub fn guarded(guard: Guard) -> reqwest::Result<Self> {
-        let guard = Arc::new(guard);
-        let client = builder()
-            .dns_resolver(Arc::new(GuardedResolver {
-                guard: Arc::clone(&guard),
-            }))
-            .build()?;
-        Ok(HttpClient {
-            client,
-            guard: Some(guard),
-            parsed: Arc::new(Memo::new(MAX_PARSED_URLS)),
-        })
+    pub fn guarded(guard: Guard) -> Result<Self, rustls::Error> {
+        Self::new(Some(Arc::new(guard)))
     }
 
     /// A client for a URL the operator configured, which the guard need not police.
-    pub fn trusted() -> reqwest::Result<Self> {
+    pub fn trusted() -> Result<Self, rustls::Error> {
+        Self::new(None)
+    }
+
+    fn new(guard: Option<Arc<Guard>>) -> Result<Self, rustls::Error> {
+        let mut http = HttpConnector::new_with_resolver(Resolver {
+            guard: guard.clone(),
+        });
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        // No redirect is followed (there is no layer that would) and no proxy is used: a
+        // proxy would resolve and connect on our behalf, out of the guard's sight.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(https);
         Ok(HttpClient {
-            client: builder().build()?,
-            guard: None,
+            client,
+            guard,
             parsed: Arc::new(Memo::new(MAX_PARSED_URLS)),
         })
     }
 
     /// POSTs `body` to `url`; the whole exchange, body excerpt included, ends by `timeout`.
+    /// A `user-agent` is added unless `headers` has one.
     pub async fn post(
         &self,
         url: &str,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Answer, Failure> {
         let deadline = Instant::now() + timeout;
-        let url = self.parse(url)?;
-        if let (Some(guard), Some(ip)) = (&self.guard, literal_ip(&url)) {
+        let target = self.parse(url)?;
+        if let (Some(guard), Some(ip)) = (&self.guard, target.literal) {
             // The resolver never sees an IP literal: check it here.
             guard
                 .check(ip)
                 .map_err(|refusal| Failure::new(ErrorKind::SsrfRefused, refusal.to_string()))?;
         }
-        let request = self.client.post(url).headers(headers).body(body);
-        let response = match timeout_at(deadline, request.send()).await {
+        headers
+            .entry(http::header::USER_AGENT)
+            .or_insert(HeaderValue::from_static(USER_AGENT));
+        let mut request = Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = target.uri;
+        *request.headers_mut() = headers;
+        let response = match timeout_at(deadline, self.client.request(request)).await {
             Err(_) => return Err(timed_out(timeout)),
             Ok(Err(error)) => return Err(classify(&error)),
             Ok(Ok(response)) => response,
         };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
+        let (parts, body) = response.into_parts();
+        let retry_after = parts
+            .headers
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| parse_retry_after(value, SystemTime::now()));
-        let headers = response
-            .headers()
+        let headers = parts
+            .headers
             .iter()
             .map(|(name, value)| {
                 let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
                 (name.as_str().to_owned(), value)
             })
             .collect();
-        let body = read_excerpt(response, deadline).await;
+        let body = read_excerpt(body, deadline).await;
         Ok(Answer {
-            status,
+            status: parts.status.as_u16(),
             headers,
             body,
             retry_after,
         })
     }
 
-    /// `url` parsed, once per distinct URL; an http or https one, or the failure.
-    fn parse(&self, url: &str) -> Result<reqwest::Url, Failure> {
+    /// `url` parsed, once per distinct URL; an http or https one, or the failure. Parsed as
+    /// a browser would (so `http://2130706433/` is 127.0.0.1), then written out again as
+    /// the request target.
+    fn parse(&self, url: &str) -> Result<Target, Failure> {
         if let Some(parsed) = self.parsed.get(url) {
             return Ok(parsed);
         }
-        let parsed = reqwest::Url::parse(url).map_err(|error| {
-            Failure::new(ErrorKind::InvalidUrl, format!("invalid url: {error}"))
-        })?;
+        let invalid = |reason: String| Failure::new(ErrorKind::InvalidUrl, reason);
+        let parsed =
+            url::Url::parse(url).map_err(|error| invalid(format!("invalid url: {error}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(Failure::new(
-                ErrorKind::InvalidUrl,
-                format!(
-                    "invalid url: scheme {:?} is not http or https",
-                    parsed.scheme()
-                ),
-            ));
+            return Err(invalid(format!(
+                "invalid url: scheme {:?} is not http or https",
+                parsed.scheme()
+            )));
         }
-        self.parsed.insert(url.to_owned(), parsed.clone());
-        Ok(parsed)
+        let uri = Uri::try_from(parsed.as_str())
+            .map_err(|error| invalid(format!("invalid url: {error}")))?;
+        let target = Target {
+            uri,
+            literal: literal_ip(&parsed),
+        };
+        self.parsed.insert(url.to_owned(), target.clone());
+        Ok(target)
     }
 }
 
-fn builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        // A redirect is the endpoint's failure to answer, never a new destination.
-        .redirect(reqwest::redirect::Policy::none())
-        // A proxy would resolve and connect on our behalf, out of the guard's sight.
-        .no_proxy()
-        .user_agent(USER_AGENT)
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(60))
-}
-
-/// The host of `url` when it is an IP address (IPv6 literals come bracketed).
-fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
-    let host = url.host_str()?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    host.parse().ok()
+/// The host of `url` when it is an IP address.
+fn literal_ip(url: &url::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(ip.into()),
+        url::Host::Ipv6(ip) => Some(ip.into()),
+        url::Host::Domain(_) => None,
+    }
 }
 
 /// Reads the body until [`EXCERPT_BYTES`] are in hand, the body ends, or the deadline;
 /// then drops the rest with the connection.
-async fn read_excerpt(mut response: reqwest::Response, deadline: Instant) -> String {
-    let mut body = Vec::new();
-    while body.len() < EXCERPT_BYTES {
-        match timeout_at(deadline, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => {
-                let room = EXCERPT_BYTES - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+async fn read_excerpt<B>(mut body: B, deadline: Instant) -> String
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let mut kept = Vec::new();
+    while kept.len() < EXCERPT_BYTES {
+        match timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(chunk) = frame.data_ref() {
+                    let room = EXCERPT_BYTES - kept.len();
+                    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
             }
             // The answer's status stands even if its body stalls or breaks off.
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
+            Ok(None) | Ok(Some(Err(_))) | Err(_) => break,
         }
     }
-    excerpt(&body)
+    excerpt(&kept)
 }
 
 /// `bytes` as text: invalid UTF-8 replaced, a character cut at the end dropped.
@@ -282,11 +337,8 @@ fn timed_out(timeout: Duration) -> Failure {
 }
 
 /// Sorts a failed request by the first recognisable cause in its chain of sources.
-fn classify(error: &reqwest::Error) -> Failure {
+fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
     let detail = describe(error);
-    if error.is_timeout() {
-        return Failure::new(ErrorKind::Timeout, detail);
-    }
     for cause in causes(error) {
         if let Some(refusal) = cause.downcast_ref::<Refused>() {
             return Failure::new(ErrorKind::SsrfRefused, refusal.to_string());
@@ -295,14 +347,7 @@ fn classify(error: &reqwest::Error) -> Failure {
             return Failure::new(kind, detail);
         }
     }
-    let kind = if error.is_redirect() {
-        ErrorKind::Redirect
-    } else if error.is_builder() {
-        ErrorKind::InvalidUrl
-    } else {
-        ErrorKind::Connection
-    };
-    Failure::new(kind, detail)
+    Failure::new(ErrorKind::Connection, detail)
 }
 
 /// `error` and its sources. An `io::Error` wrapping another error is followed into it:
@@ -438,7 +483,7 @@ mod tests {
 
     #[test]
     fn ip_literals_are_recognised() {
-        let literal = |url: &str| literal_ip(&reqwest::Url::parse(url).unwrap());
+        let literal = |url: &str| literal_ip(&url::Url::parse(url).unwrap());
         assert_eq!(
             literal("http://127.0.0.1:8080/x"),
             Some("127.0.0.1".parse().unwrap())

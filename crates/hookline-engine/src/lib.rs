@@ -65,7 +65,7 @@ pub enum Error {
     OperationalSecret(#[source] hookline_signature::SecretError),
     /// The HTTP client could not be built (its TLS backend failed to start).
     #[error("cannot build the http client")]
-    HttpClient(#[source] reqwest::Error),
+    HttpClient(#[source] rustls::Error),
 }
 
 /// How the engine delivers. [`Default`] gives the documented defaults; check a built
@@ -154,7 +154,7 @@ impl EngineConfig {
             return invalid("node_id", "must not be empty");
         }
         if let Some(operational) = &self.operational {
-            let url = reqwest::Url::parse(&operational.url).ok();
+            let url = url::Url::parse(&operational.url).ok();
             if !url.is_some_and(|url| matches!(url.scheme(), "http" | "https")) {
                 return invalid("operational.url", "must be an http or https URL");
             }

@@ -14,7 +14,7 @@ use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
 use hookline_core::model::Attempt;
 use hookline_core::store::DeliveryJob;
 use hookline_signature::{Keyset, Message, Scheme};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

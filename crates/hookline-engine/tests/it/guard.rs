@@ -131,3 +131,17 @@ async fn a_url_that_is_not_http_is_invalid() {
     let attempt = one_attempt("ftp://127.0.0.1/file", config(&[])).await;
     assert_eq!(attempt.error_kind, Some(ErrorKind::InvalidUrl));
 }
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_a_dns_failure() {
+    // `.invalid` never resolves (RFC 6761).
+    let attempt = one_attempt("http://no-such-host.invalid/hook", config(&[])).await;
+    assert_eq!(
+        attempt.error_kind,
+        Some(ErrorKind::Dns),
+        "{:?}",
+        attempt.response
+    );
+    let detail = attempt.response.unwrap_or_default();
+    assert!(detail.contains("no-such-host.invalid"), "{detail}");
+}
