@@ -4,8 +4,9 @@
 //! [`ErrorKind`]s.
 //!
 //! The client is hyper's own pooled client with rustls, without the layers a general
-//! purpose client adds (redirect policy, retries, proxies, URL re-parsing on every
-//! request): an attempt is one exchange on a kept-alive connection.
+//! purpose client adds (redirect and retry policies, proxies, URL re-parsing on every
+//! request). hyper only sends a request again when a pooled connection turned out to be
+//! closed before any of it was written.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -15,10 +16,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
 use bytes::Bytes;
 use hookline_core::memo::Memo;
 use hookline_core::model::ErrorKind;
-use http::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use http::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
@@ -44,6 +47,15 @@ const MAX_PARSED_URLS: usize = 10_000;
 
 /// How long a kept-alive connection may sit unused in the pool.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// TCP keepalive of pooled connections, so that one a middlebox has forgotten is noticed
+/// before an attempt is written into it: the first probe after this much quiet, then one
+/// per interval, up to this many.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// How long sent data may go unacknowledged before the connection is given up.
+#[cfg(target_os = "linux")]
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -145,11 +157,13 @@ impl tower_service::Service<Name> for Resolver {
     }
 }
 
-/// Where a URL points: the request target, and its host when that is an IP address.
+/// Where a URL points: the request target, its host when that is an IP address, and the
+/// `Basic` authorization its credentials (`https://user:pass@host/`) stand for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Target {
     uri: Uri,
     literal: Option<IpAddr>,
+    authorization: Option<HeaderValue>,
 }
 
 /// The client of deliveries (guarded) or of operational events (trusted URL).
@@ -178,6 +192,11 @@ impl HttpClient {
         });
         http.enforce_http(false);
         http.set_nodelay(true);
+        http.set_keepalive(Some(KEEPALIVE));
+        http.set_keepalive_interval(Some(KEEPALIVE));
+        http.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
+        #[cfg(target_os = "linux")]
+        http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
@@ -197,7 +216,8 @@ impl HttpClient {
     }
 
     /// POSTs `body` to `url`; the whole exchange, body excerpt included, ends by `timeout`.
-    /// A `user-agent` is added unless `headers` has one.
+    /// `user-agent`, `accept` and the URL's credentials as `authorization` are added unless
+    /// `headers` has them.
     pub async fn post(
         &self,
         url: &str,
@@ -216,6 +236,12 @@ impl HttpClient {
         headers
             .entry(http::header::USER_AGENT)
             .or_insert(HeaderValue::from_static(USER_AGENT));
+        headers
+            .entry(ACCEPT)
+            .or_insert(HeaderValue::from_static("*/*"));
+        if let Some(authorization) = target.authorization {
+            headers.entry(AUTHORIZATION).or_insert(authorization);
+        }
         let mut request = Request::new(Full::new(Bytes::from(body)));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = target.uri;
@@ -250,13 +276,13 @@ impl HttpClient {
 
     /// `url` parsed, once per distinct URL; an http or https one, or the failure. Parsed as
     /// a browser would (so `http://2130706433/` is 127.0.0.1), then written out again as
-    /// the request target.
+    /// the request target, without its credentials.
     fn parse(&self, url: &str) -> Result<Target, Failure> {
         if let Some(parsed) = self.parsed.get(url) {
             return Ok(parsed);
         }
         let invalid = |reason: String| Failure::new(ErrorKind::InvalidUrl, reason);
-        let parsed =
+        let mut parsed =
             url::Url::parse(url).map_err(|error| invalid(format!("invalid url: {error}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(invalid(format!(
@@ -264,15 +290,42 @@ impl HttpClient {
                 parsed.scheme()
             )));
         }
+        let authorization = take_credentials(&mut parsed);
         let uri = Uri::try_from(parsed.as_str())
             .map_err(|error| invalid(format!("invalid url: {error}")))?;
         let target = Target {
             uri,
             literal: literal_ip(&parsed),
+            authorization,
         };
         self.parsed.insert(url.to_owned(), target.clone());
         Ok(target)
     }
+}
+
+/// Takes the credentials out of `url` (`https://user:pass@host/`) and returns the `Basic`
+/// authorization they stand for, as a browser would send it.
+fn take_credentials(url: &mut url::Url) -> Option<HeaderValue> {
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let credentials = format!(
+        "{}:{}",
+        decode(url.username()),
+        url.password().map(decode).unwrap_or_default()
+    );
+    // Only a URL without a host has no credentials to take; this one has them.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let mut value =
+        HeaderValue::try_from(format!("Basic {}", BASE64_STANDARD.encode(credentials))).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// The host of `url` when it is an IP address.
@@ -479,6 +532,25 @@ mod tests {
             );
         }
         assert_eq!(client.parsed.len(), 1);
+    }
+
+    #[test]
+    fn credentials_become_basic_authorization_and_leave_the_target() {
+        let client = HttpClient::trusted().unwrap();
+        let target = client
+            .parse("https://ml%40team:p%3Ass@hooks.example.com:8443/in?x=1")
+            .unwrap();
+        assert_eq!(
+            target.uri.to_string(),
+            "https://hooks.example.com:8443/in?x=1"
+        );
+        // base64("ml@team:p:ss")
+        assert_eq!(target.authorization.unwrap(), "Basic bWxAdGVhbTpwOnNz");
+        let bare = client.parse("https://hooks.example.com/in").unwrap();
+        assert_eq!(bare.authorization, None);
+        let user_only = client.parse("http://bot@10.0.0.1/").unwrap();
+        assert_eq!(user_only.authorization.unwrap(), "Basic Ym90Og==");
+        assert_eq!(user_only.literal, Some("10.0.0.1".parse().unwrap()));
     }
 
     #[test]

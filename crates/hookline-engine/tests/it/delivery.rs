@@ -11,6 +11,39 @@ use crate::support::{Receiver, Reply, World, config, eventually, secret, verify}
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
+async fn credentials_in_the_url_are_sent_as_basic_authorization() {
+    let world = World::new().await;
+    let receiver = Receiver::always(Reply::status(204)).await;
+    let url = format!("http://hook%20bot:s3cr%40t@{}/auth?team=ml", receiver.addr);
+    let endpoint = world.endpoint(&url, |_| {}).await;
+    let message = world.message(r#"{"probe":true}"#).await;
+    let engine = world.start(config(&[]));
+    eventually("the delivery to succeed", WAIT, || async {
+        let destination = world.destination(&message, &endpoint).await;
+        (destination.status == MessageStatus::Success).then_some(())
+    })
+    .await;
+    engine.stop().await;
+
+    let requests = receiver.received();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.path, "/auth");
+    // base64("hook bot:s3cr@t")
+    assert_eq!(
+        request.header("authorization"),
+        Some("Basic aG9vayBib3Q6czNjckB0")
+    );
+    assert!(
+        request
+            .header("host")
+            .is_some_and(|host| !host.contains('@')),
+        "{:?}",
+        request.header("host")
+    );
+}
+
+#[tokio::test]
 async fn delivers_the_exact_payload_signed_with_every_valid_key() {
     let world = World::new().await;
     let receiver = Receiver::always(
