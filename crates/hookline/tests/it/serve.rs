@@ -1,4 +1,5 @@
-//! `hookline serve` end to end: first start, graceful shutdown, crash safety.
+//! `hookline serve` end to end: first start, graceful shutdown, crash safety, and what an
+//! endpoint URL with credentials is sent.
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
@@ -278,4 +279,51 @@ async fn no_migrate_waits_for_hookline_migrate_and_role_flag_picks_the_work() {
 
     let bad_role = hookline(&["serve", "--role", "chef"]).output().unwrap();
     assert_eq!(bad_role.status.code(), Some(2));
+}
+
+/// An endpoint created through the API with credentials in its URL is delivered to with
+/// them as `Basic` authorization, not in the request line or `host`; the endpoint keeps its
+/// URL as given.
+#[tokio::test]
+async fn credentials_in_an_endpoint_url_arrive_as_basic_authorization() {
+    let dir = TempDir::new("url-credentials");
+    let (receiver, receiver_url) = Receiver::start().await;
+    let server = Server::start(&dir.0, &[]).await;
+    let (status, app) = server
+        .api(Method::POST, "/api/v1/app", Some(json!({"name": "creds"})))
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    let url = receiver_url.replace("http://", "http://ci%20bot:p%40ss@") + "/secured";
+    let (status, endpoint) = server
+        .api(
+            Method::POST,
+            &format!("/api/v1/app/{app_id}/endpoint"),
+            Some(json!({"url": url})),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+    assert_eq!(endpoint["url"], url);
+    let (status, message) = server
+        .api(
+            Method::POST,
+            &format!("/api/v1/app/{app_id}/msg"),
+            Some(json!({"eventType": "creds.test", "payload": {"ok": true}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{message}");
+
+    let deliveries = receiver
+        .wait_until(Duration::from_secs(10), |d| !d.is_empty())
+        .await;
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    let delivery = &deliveries[0];
+    assert_eq!(delivery.path, "/secured");
+    // base64("ci bot:p@ss")
+    assert_eq!(
+        delivery.headers.get("authorization").map(String::as_str),
+        Some("Basic Y2kgYm90OnBAc3M=")
+    );
+    let host = &delivery.headers["host"];
+    assert!(!host.contains('@'), "{host}");
 }
