@@ -151,6 +151,15 @@ id_type!(
     "qtask_"
 );
 
+/// Whether `text` is a slug: letters, digits, `-`, `_` or `.`, at least one. Uids, event
+/// type names and channels are slugs.
+pub fn is_slug(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,18 @@ pub struct Source {
 }
 
 impl Source {
+    /// How long a rotated-out ingest token keeps working.
+    pub const TOKEN_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+    /// Makes `token` the source's ingest token at `now`; the one it replaces keeps working
+    /// for [`Source::TOKEN_GRACE`].
+    pub fn rotate_token(&mut self, token: String, now: DateTime<Utc>) {
+        self.previous_token = Some(std::mem::replace(&mut self.token, token));
+        self.previous_token_expires_at =
+            Some(now + chrono::Duration::from_std(Self::TOKEN_GRACE).unwrap_or_default());
+        self.updated_at = now;
+    }
+
     /// The hidden application the store creates with the source: named after it, with no
     /// uid and no metadata of its own.
     pub fn hidden_app(&self) -> Application {
@@ -148,4 +160,37 @@ pub struct IngestedRequest {
     pub verdict: Verdict,
     /// For a duplicate: the request it repeats.
     pub original: Option<IngestRequestId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_token_keeps_working_for_the_grace_period() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut source = Source {
+            id: SourceId::new_at(now),
+            uid: None,
+            name: "openai".into(),
+            source_type: "open-ai".into(),
+            config: serde_json::json!({}),
+            metadata: BTreeMap::new(),
+            app_id: AppId::new_at(now),
+            token: "first".into(),
+            previous_token: None,
+            previous_token_expires_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let later = now + chrono::Duration::seconds(60);
+        source.rotate_token("second".into(), later);
+        assert_eq!(source.token, "second");
+        assert_eq!(source.previous_token.as_deref(), Some("first"));
+        assert_eq!(
+            source.previous_token_expires_at,
+            Some(later + chrono::Duration::hours(24))
+        );
+        assert_eq!(source.updated_at, later);
+    }
 }

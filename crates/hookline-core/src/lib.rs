@@ -7,6 +7,7 @@
 //! implements.
 //! Handlers and workers see `dyn Store`, never a database.
 
+pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;
@@ -15,15 +16,10 @@ pub mod ingest;
 pub mod memo;
 pub mod model;
 pub mod page;
+pub mod patch;
 pub mod retry;
 pub mod store;
 
-pub use error::{Error, Result};
-
-/// The current time at the precision every store keeps: milliseconds. Use it for every
-/// timestamp that is stored, so what a caller is given equals what it later reads.
-pub fn now() -> chrono::DateTime<chrono::Utc> {
-    use chrono::SubsecRound;
-    chrono::Utc::now().trunc_subsecs(3)
-}
+pub use clock::{Clock, SharedClock};
+pub use error::{Code, Error, Result};
 pub use store::Store;

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::id::{AppId, AttemptId, EndpointId, MessageId};
+use crate::{Code, Error, Result};
 
 /// A tenant of the sending API: one of the product's customers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +93,48 @@ impl Endpoint {
             .map(|secret| secret.key.as_str())
             .unwrap_or_default()
     }
+
+    /// Rotated-out secrets that may still sign at once.
+    pub const MAX_OLD_SECRETS: usize = 5;
+
+    /// Makes `key` the current secret at `now`. The secret it replaces keeps signing for
+    /// `grace`; rotated-out secrets whose grace period has ended are dropped. Refused
+    /// ([`Code::LimitReached`]) when more than [`Endpoint::MAX_OLD_SECRETS`] would still
+    /// be in their grace period.
+    pub fn rotate_secret(
+        &mut self,
+        key: String,
+        grace: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let mut secrets = vec![EndpointSecret {
+            key,
+            expires_at: None,
+        }];
+        for old in &self.secrets {
+            let expires_at = old.expires_at.unwrap_or(now + grace);
+            if expires_at > now {
+                secrets.push(EndpointSecret {
+                    key: old.key.clone(),
+                    expires_at: Some(expires_at),
+                });
+            }
+        }
+        if secrets.len() - 1 > Self::MAX_OLD_SECRETS {
+            return Err(Error::refused(
+                Code::LimitReached,
+                format!(
+                    "an endpoint can have at most {} rotated-out secrets in their grace \
+                     period; wait for one to expire or rotate with a shorter gracePeriodSeconds",
+                    Self::MAX_OLD_SECRETS
+                ),
+            ));
+        }
+        self.secrets = secrets;
+        self.updated_at = now;
+        Ok(())
+    }
 }
 
 /// The part of an endpoint that fan-out reads: enough to decide [`Endpoint::wants`]
@@ -148,6 +191,41 @@ pub struct EventType {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+impl EventType {
+    /// Whether creating this event type where `existing` has its name replaces it: an
+    /// archived event type is brought back, overwritten but keeping its creation time
+    /// (`Ok(true)`); a live one is a conflict ([`Code::EventTypeExists`]); with none,
+    /// the event type is new (`Ok(false)`).
+    pub fn revive(&mut self, existing: Option<&EventType>) -> Result<bool> {
+        match existing {
+            None => Ok(false),
+            Some(existing) if existing.archived => {
+                self.created_at = existing.created_at;
+                Ok(true)
+            }
+            Some(_) => Err(Error::Conflict {
+                code: Code::EventTypeExists,
+                detail: "an event type with this name already exists".into(),
+            }),
+        }
+    }
+}
+
+/// Headers that describe one hop's connection or framing. They are never copied onto
+/// another request (a forwarded one, or a delivery with an endpoint's custom headers):
+/// doing so would corrupt it.
+pub const FRAMING_HEADERS: [&str; 9] = [
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// An event sent to an application, fanned out to its endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,5 +490,91 @@ mod tests {
         ];
         assert_eq!(ep.signing_keys(now), vec!["new", "old"]);
         assert_eq!(ep.current_secret(), "new");
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_secret_for_the_grace_period_and_drops_expired_ones() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let mut ep = endpoint(None, None);
+        ep.secrets = vec![
+            EndpointSecret {
+                key: "current".into(),
+                expires_at: None,
+            },
+            EndpointSecret {
+                key: "expired".into(),
+                expires_at: Some(now - chrono::Duration::seconds(1)),
+            },
+        ];
+        ep.rotate_secret("next".into(), day, now).unwrap();
+        let keys: Vec<_> = ep
+            .secrets
+            .iter()
+            .map(|s| (s.key.as_str(), s.expires_at))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("next", None),
+                ("current", Some(now + chrono::Duration::days(1))),
+            ]
+        );
+        assert_eq!(ep.updated_at, now);
+        // A second rotation keeps the first one's expiry.
+        ep.rotate_secret("third".into(), day * 2, now).unwrap();
+        assert_eq!(
+            ep.secrets[2].expires_at,
+            Some(now + chrono::Duration::days(1))
+        );
+        assert_eq!(
+            ep.secrets[1].expires_at,
+            Some(now + chrono::Duration::days(2))
+        );
+    }
+
+    #[test]
+    fn rotation_refuses_more_old_secrets_than_the_limit() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut ep = endpoint(None, None);
+        ep.secrets = vec![EndpointSecret {
+            key: "k0".into(),
+            expires_at: None,
+        }];
+        for n in 1..=Endpoint::MAX_OLD_SECRETS {
+            ep.rotate_secret(format!("k{n}"), std::time::Duration::from_secs(60), now)
+                .unwrap();
+        }
+        let before = ep.secrets.clone();
+        let error = ep
+            .rotate_secret(
+                "one-too-many".into(),
+                std::time::Duration::from_secs(60),
+                now,
+            )
+            .unwrap_err();
+        assert_eq!(error.code(), Code::LimitReached);
+        assert_eq!(ep.secrets, before, "a refused rotation changes nothing");
+    }
+
+    #[test]
+    fn creating_over_an_archived_event_type_revives_it() {
+        let at = |secs| DateTime::from_timestamp(secs, 0).unwrap();
+        let event_type = |archived, created| EventType {
+            name: "job.done".into(),
+            description: String::new(),
+            archived,
+            deprecated: false,
+            schemas: None,
+            feature_flag: None,
+            created_at: at(created),
+            updated_at: at(created),
+        };
+        let mut new = event_type(false, 50);
+        assert!(!new.revive(None).unwrap());
+        assert!(new.revive(Some(&event_type(true, 10))).unwrap());
+        assert_eq!(new.created_at, at(10));
+        let error = new.revive(Some(&event_type(false, 10))).unwrap_err();
+        assert_eq!(error.code(), Code::EventTypeExists);
     }
 }

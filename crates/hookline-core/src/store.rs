@@ -1,12 +1,24 @@
-//! The storage contract. Every backend (SQLite, PostgreSQL) implements [`Store`]; handlers
-//! and workers hold an `Arc<dyn Store>`.
+//! The storage contract, split by role. Every backend (SQLite, PostgreSQL) implements each
+//! role trait; [`Store`] is all of them at once, what the server holds as `Arc<dyn Store>`.
+//! A part that needs one role takes only that one: the delivery engine sees a
+//! [`DeliveryQueue`], nothing else.
+//!
+//! | role | what |
+//! | --- | --- |
+//! | [`ResourceStore`] | applications, endpoints, event types |
+//! | [`MessageStore`] | messages, their deliveries and attempts, resend and recover |
+//! | [`DeliveryQueue`] | claiming due deliveries and recording their outcomes |
+//! | [`IngestStore`] | sources and the log of the requests they receive |
+//! | [`TokenStore`] | API tokens |
+//! | [`IdempotencyStore`] | answers replayed for repeated `idempotency-key`s |
 //!
 //! Rules every backend keeps:
 //! - A write that returns `Ok` is durable (committed and synced).
 //! - [`Store::create_message`] stores the message, one destination per matching endpoint
 //!   and the idempotency record in one transaction: nothing can be lost between accepting
 //!   a message and queueing its deliveries.
-//! - Times are kept to the millisecond (see [`crate::now`]).
+//! - Times are kept to the millisecond (see [`crate::clock`]). A store never reads the
+//!   clock: every time it needs is an argument.
 //! - Lookups by "key" accept an id or a uid (for messages: an id or an `eventId`).
 //! - Uniqueness violations come back as [`Error::Conflict`], missing rows as
 //!   [`Error::NotFound`]; backends classify their own errors.
@@ -17,6 +29,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::error::Code;
 use crate::id::{AppId, AttemptId, EndpointId, IngestRequestId, MessageId, SourceId};
 use crate::ingest::{IngestRequest, IngestedRequest, NewIngestRequest, Source};
 use crate::model::{
@@ -109,14 +122,15 @@ pub fn schema_mismatch(found: usize, known: usize) -> Error {
              ({known}): upgrade hookline"
         )
     };
-    Error::BadRequest {
-        code: "schema_mismatch",
+    Error::Setup {
+        code: Code::SchemaMismatch,
         detail,
     }
 }
 
+/// Applications, their endpoints, and event types: the resources of the sending API.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait ResourceStore: Send + Sync {
     // Applications.
     async fn create_app(&self, app: &Application) -> Result<()>;
     async fn get_app(&self, key: &str) -> Result<Application>;
@@ -152,8 +166,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Page<EventType>>;
     async fn update_event_type(&self, event_type: &EventType) -> Result<()>;
     async fn delete_event_type(&self, name: &str) -> Result<()>;
+}
 
-    // Messages.
+/// Messages with their deliveries (one per endpoint) and attempts, as the API reads and
+/// changes them.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
     async fn create_message(&self, new: NewMessage) -> Result<CreatedMessage>;
     async fn get_message(&self, app: &AppId, key: &str) -> Result<Message>;
     async fn list_messages(
@@ -164,45 +182,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Page<Message>>;
     async fn expunge_message(&self, app: &AppId, id: &MessageId) -> Result<()>;
 
-    // Deliveries and attempts.
-    /// Leases up to `limit` due deliveries to `owner` until `now + lease`. Deliveries
-    /// whose lease expired are due again. Deliveries to disabled endpoints are skipped.
-    async fn claim_due(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease: Duration,
-        limit: usize,
-    ) -> Result<Vec<DeliveryJob>>;
-    /// Gives claimed deliveries back without an attempt (their endpoint was busy, or the
-    /// node is shutting down): their leases end and they fall due again at `retry_at`.
-    /// Deliveries no longer queued are left alone.
-    async fn release(
-        &self,
-        deliveries: Vec<(MessageId, EndpointId)>,
-        retry_at: DateTime<Utc>,
-    ) -> Result<()>;
-    /// Records attempts and releases their leases, in one transaction. The batch is
-    /// shared, so that a caller can try it again without copying it.
-    async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> Result<()>;
-    /// When the next delivery falls due, if any is queued.
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
-    /// Queues one manual attempt of a message to an endpoint (resend).
+    /// Queues one manual attempt of a message to an endpoint (resend), due at `now`.
     async fn requeue(
         &self,
         app: &AppId,
         msg: &MessageId,
         endpoint: &EndpointId,
         trigger: TriggerType,
+        now: DateTime<Utc>,
     ) -> Result<()>;
-    /// Queues one manual attempt of every failed delivery to `endpoint` whose message was
-    /// created in `[since, until]`; returns how many.
+    /// Queues one manual attempt, due at `now`, of every failed delivery to `endpoint`
+    /// whose message was created in `[since, until]`; returns how many.
     async fn recover(
         &self,
         app: &AppId,
         endpoint: &EndpointId,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<u64>;
     async fn get_destination(
         &self,
@@ -234,21 +231,43 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Page<Attempt>>;
     async fn get_attempt(&self, app: &AppId, msg: &MessageId, id: &AttemptId) -> Result<Attempt>;
     async fn expunge_attempt(&self, app: &AppId, msg: &MessageId, id: &AttemptId) -> Result<()>;
+}
 
-    // Idempotency.
-    async fn get_idempotent(
+/// The queue of deliveries: all the delivery engine needs of storage.
+#[async_trait]
+pub trait DeliveryQueue: Send + Sync + std::fmt::Debug {
+    /// Leases up to `limit` due deliveries to `owner` until `now + lease`. Deliveries
+    /// whose lease expired are due again. Deliveries to disabled endpoints are skipped.
+    async fn claim_due(
         &self,
-        key: &str,
+        owner: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<IdempotentResponse>>;
-    async fn put_idempotent(&self, record: &IdempotencyRecord) -> Result<()>;
-    /// Deletes the idempotency records that expired before `now`; returns how many. Nodes
-    /// sharing a database take turns, as for [`Store::purge_ingest_requests`].
-    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64>;
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>>;
+    /// Gives claimed deliveries back without an attempt (their endpoint was busy, or the
+    /// node is shutting down): their leases end and they fall due again at `retry_at`.
+    /// Deliveries no longer queued are left alone.
+    async fn release(
+        &self,
+        deliveries: Vec<(MessageId, EndpointId)>,
+        retry_at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Records attempts and releases their leases, in one transaction. The batch is
+    /// shared, so that a caller can try it again without copying it. Endpoints' failing
+    /// state changes as [`EndpointChange::fold`] says.
+    async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> Result<()>;
+    /// When the next delivery falls due, if any is queued; leases running at `now` hide
+    /// their deliveries.
+    async fn next_due(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>;
+}
 
-    // Sources (the receiving side).
+/// Sources and the requests they receive.
+#[async_trait]
+pub trait IngestStore: Send + Sync {
     /// Stores the source and creates its hidden application (`source.app_id`) in the
-    /// same transaction. The hidden application never appears in [`Store::list_apps`].
+    /// same transaction. The hidden application never appears in
+    /// [`ResourceStore::list_apps`].
     async fn create_source(&self, source: &Source) -> Result<()>;
     async fn get_source(&self, key: &str) -> Result<Source>;
     /// The source whose current token is `token`, or whose previous token is and has not
@@ -261,7 +280,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes the source, its request log and its hidden application with everything in it.
     async fn delete_source(&self, id: &SourceId) -> Result<()>;
 
-    // Received requests.
     /// Stores a received request and, if it is accepted and no accepted request of the
     /// same source carries its dedupe key since `dedupe_since`, its forwarding messages,
     /// all in one transaction. Assigns `seq` in commit order per source.
@@ -288,11 +306,212 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes logged requests created before `before` (retention); returns how many.
     /// Nodes sharing a database take turns: while one purges, the others' calls return 0.
     async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64>;
+}
 
-    // Tokens.
+/// API bearer tokens, by the SHA-256 of their text.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
     async fn put_token(&self, token: &Token) -> Result<()>;
     async fn find_token(&self, hash: &str) -> Result<Option<Token>>;
     async fn delete_token(&self, hash: &str) -> Result<()>;
     /// Whether an admin token has ever been stored.
     async fn has_admin_token(&self) -> Result<bool>;
+}
+
+/// The answers to POSTs with an `idempotency-key`, kept for replay.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    async fn get_idempotent(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotentResponse>>;
+    async fn put_idempotent(&self, record: &IdempotencyRecord) -> Result<()>;
+    /// Deletes the idempotency records that expired before `now`; returns how many. Nodes
+    /// sharing a database take turns, as for [`IngestStore::purge_ingest_requests`].
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64>;
+}
+
+/// Every role at once: what a backend is, and what the HTTP API holds.
+pub trait Store:
+    ResourceStore
+    + MessageStore
+    + DeliveryQueue
+    + IngestStore
+    + TokenStore
+    + IdempotencyStore
+    + std::fmt::Debug
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: ResourceStore
+        + MessageStore
+        + DeliveryQueue
+        + IngestStore
+        + TokenStore
+        + IdempotencyStore
+        + std::fmt::Debug
+        + 'static
+{
+}
+
+/// What a batch of outcomes does to one endpoint's state, folded in the batch's order.
+///
+/// Both backends record a batch of outcomes through this fold, so an endpoint's failing
+/// state follows one rule whatever the database: an exhaustion marks it failing since
+/// then (unless it already was), a success clears it, and the last word in the batch wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointChange<'a> {
+    pub endpoint: &'a EndpointId,
+    /// Disabled by the batch, at this time.
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// A success came after the batch's last exhaustion (or there was none): the endpoint
+    /// is well, unless `failing_from` says it failed again since.
+    pub cleared: bool,
+    /// The first exhaustion after the last success: failing since then (if not already,
+    /// when nothing cleared it in this batch).
+    pub failing_from: Option<DateTime<Utc>>,
+}
+
+impl<'a> EndpointChange<'a> {
+    /// One change per endpoint touched by `outcomes` (in their order), sorted by endpoint
+    /// id, leaving out endpoints the batch does not change.
+    pub fn fold(outcomes: &'a [AttemptOutcome]) -> Vec<EndpointChange<'a>> {
+        let mut by_endpoint: Vec<&'a AttemptOutcome> = outcomes.iter().collect();
+        // Stable: each endpoint's outcomes stay in the batch's order.
+        by_endpoint.sort_by_key(|outcome| &outcome.attempt.endpoint_id);
+        let mut changes: Vec<EndpointChange<'a>> = Vec::new();
+        for outcome in by_endpoint {
+            let endpoint = &outcome.attempt.endpoint_id;
+            if changes.last().is_none_or(|last| last.endpoint != endpoint) {
+                changes.push(EndpointChange {
+                    endpoint,
+                    disabled_at: None,
+                    cleared: false,
+                    failing_from: None,
+                });
+            }
+            let change = changes.last_mut().expect("pushed above");
+            let at = outcome.attempt.created_at;
+            if outcome.disable_endpoint {
+                change.disabled_at = Some(at);
+            }
+            match outcome.endpoint_failing {
+                Some(false) => {
+                    change.cleared = true;
+                    change.failing_from = None;
+                }
+                Some(true) => {
+                    change.failing_from.get_or_insert(at);
+                }
+                None => {}
+            }
+        }
+        changes.retain(|change| change.changes_anything());
+        changes
+    }
+
+    /// Whether applying this change can write anything.
+    pub fn changes_anything(&self) -> bool {
+        self.disabled_at.is_some() || self.cleared || self.failing_from.is_some()
+    }
+
+    /// The endpoint's `failing_since` after this change, given what it was before.
+    pub fn failing_since(&self, before: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        if self.cleared {
+            self.failing_from
+        } else {
+            before.or(self.failing_from)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::AttemptId;
+    use crate::model::{ErrorKind, MessageStatus, TriggerType};
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn outcome(endpoint: &EndpointId, secs: i64, failing: Option<bool>) -> AttemptOutcome {
+        AttemptOutcome {
+            attempt: Attempt {
+                id: AttemptId::new_at(at(secs)),
+                app_id: AppId::new_at(at(0)),
+                msg_id: MessageId::new_at(at(0)),
+                endpoint_id: endpoint.clone(),
+                url: "https://a.example".into(),
+                status: MessageStatus::Success,
+                response_status_code: 200,
+                response: None,
+                response_headers: Vec::new(),
+                response_duration_ms: 1,
+                trigger_type: TriggerType::Scheduled,
+                error_kind: None::<ErrorKind>,
+                created_at: at(secs),
+            },
+            status: MessageStatus::Success,
+            next_attempt: None,
+            attempts: 1,
+            disable_endpoint: false,
+            endpoint_failing: failing,
+        }
+    }
+
+    #[test]
+    fn the_fold_keeps_each_endpoints_last_word() {
+        let (a, b, c) = (EndpointId::new(), EndpointId::new(), EndpointId::new());
+        let mut disabling = outcome(&c, 7, None);
+        disabling.disable_endpoint = true;
+        let batch = [
+            outcome(&a, 1, Some(true)),
+            outcome(&b, 2, Some(true)),
+            outcome(&a, 3, Some(false)),
+            outcome(&b, 4, Some(false)),
+            outcome(&b, 5, Some(true)),
+            outcome(&b, 6, Some(true)),
+            disabling,
+            outcome(&EndpointId::new(), 8, None),
+        ];
+        let mut changes = EndpointChange::fold(&batch);
+        changes.sort_by_key(|change| change.endpoint.to_string());
+        let find = |id: &EndpointId| changes.iter().find(|c| c.endpoint == id).unwrap();
+        assert_eq!(
+            changes.len(),
+            3,
+            "the endpoint with nothing to change is left out"
+        );
+
+        let a = find(&a);
+        assert!(a.cleared);
+        assert_eq!(a.failing_from, None);
+        assert_eq!(a.failing_since(Some(at(0))), None, "a success clears it");
+
+        let b = find(&b);
+        assert!(b.cleared);
+        assert_eq!(
+            b.failing_from,
+            Some(at(5)),
+            "failing since the first exhaustion after the last success"
+        );
+        assert_eq!(b.failing_since(Some(at(0))), Some(at(5)));
+
+        let c = find(&c);
+        assert_eq!(c.disabled_at, Some(at(7)));
+        assert_eq!(c.failing_since(Some(at(0))), Some(at(0)), "unchanged");
+    }
+
+    #[test]
+    fn an_exhaustion_does_not_move_an_earlier_failing_time() {
+        let endpoint = EndpointId::new();
+        let batch = [outcome(&endpoint, 9, Some(true))];
+        let changes = EndpointChange::fold(&batch);
+        assert_eq!(changes[0].failing_since(Some(at(2))), Some(at(2)));
+        assert_eq!(changes[0].failing_since(None), Some(at(9)));
+    }
 }

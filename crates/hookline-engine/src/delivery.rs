@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hookline_core::SharedClock;
 use hookline_core::id::AttemptId;
-use hookline_core::model::{Attempt, MessageStatus, TriggerType};
+use hookline_core::model::{Attempt, FRAMING_HEADERS, MessageStatus, TriggerType};
 use hookline_core::retry::{Ending, RetryPolicy};
 use hookline_core::store::{AttemptOutcome, DeliveryJob};
 use hookline_signature::{Keyset, Message, Scheme};
@@ -17,15 +18,6 @@ use crate::operational::{AttemptEvent, Event};
 
 /// The attempt that sends the `message.attempt.failing` event.
 const FAILING_AT: u32 = 4;
-
-/// Custom headers an endpoint may not set: they frame the request itself.
-const FRAMING_HEADERS: [&str; 5] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-];
 
 /// A finished attempt: what to record, and what to announce once it is recorded.
 #[derive(Debug)]
@@ -47,6 +39,8 @@ pub(crate) enum Sent {
 #[derive(Debug)]
 pub(crate) struct Deliverer {
     pub client: HttpClient,
+    /// Where the time of each attempt, and so of its retry, comes from.
+    pub clock: SharedClock,
     pub retry: RetryPolicy,
     pub attempt_timeout: Duration,
     pub disable_after: Duration,
@@ -57,7 +51,7 @@ pub(crate) struct Deliverer {
 impl Deliverer {
     /// Makes one attempt of `job` and decides what follows.
     pub async fn deliver(&self, job: &DeliveryJob) -> Finished {
-        let started_at = Utc::now();
+        let started_at = self.clock.now();
         let clock = std::time::Instant::now();
         let sent = self.send(job, started_at).await;
         let elapsed = clock.elapsed();
@@ -66,7 +60,7 @@ impl Deliverer {
             disable_after: self.disable_after,
             announce: self.announce,
         };
-        conclude(job, sent, started_at, elapsed, Utc::now(), &rules)
+        conclude(job, sent, started_at, elapsed, self.clock.now(), &rules)
     }
 
     async fn send(&self, job: &DeliveryJob, now: DateTime<Utc>) -> Sent {

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use hookline_core::Store;
+use hookline_core::SharedClock;
 use hookline_core::id::{EndpointId, MessageId};
+use hookline_core::store::DeliveryQueue;
 use hookline_core::store::{AttemptOutcome, DeliveryJob};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
@@ -39,7 +40,8 @@ const RECORD_TRIES: u32 = 4;
 /// What the claim loop needs, built by [`crate::Engine::run`].
 #[derive(Debug)]
 pub(crate) struct Dispatcher {
-    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn DeliveryQueue>,
+    pub clock: SharedClock,
     pub deliverer: Arc<Deliverer>,
     pub limits: Arc<EndpointLimits>,
     pub wake: Arc<Notify>,
@@ -59,7 +61,7 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken, publisher: Option<Publisher>) {
         let (finished_tx, finished_rx) = mpsc::channel(self.concurrency.max(1));
         let recorder = tokio::spawn(record(
-            Arc::clone(&self.store),
+            Arc::clone(&self.queue),
             finished_rx,
             publisher,
             Arc::clone(&self.wake),
@@ -104,10 +106,10 @@ impl Dispatcher {
                 return;
             }
             let limit = reserved.num_permits();
-            let claimed_at = Utc::now();
+            let claimed_at = self.clock.now();
             let started = Instant::now();
             let jobs = match self
-                .store
+                .queue
                 .claim_due(&self.owner, claimed_at, self.lease, limit)
                 .await
             {
@@ -137,7 +139,7 @@ impl Dispatcher {
             }
             drop(reserved);
             let deferred = given_back.len();
-            release(self.store.as_ref(), given_back).await;
+            release(self.queue.as_ref(), given_back, self.clock.now()).await;
             if claimed > 0 {
                 tracing::debug!(claimed, deferred, "claimed deliveries");
             }
@@ -180,7 +182,8 @@ impl Dispatcher {
             return false;
         };
         let deliverer = Arc::clone(&self.deliverer);
-        let store = Arc::clone(&self.store);
+        let queue = Arc::clone(&self.queue);
+        let clock = Arc::clone(&self.clock);
         let finished = finished.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
@@ -189,7 +192,7 @@ impl Dispatcher {
             match attempt(&deliverer, job, ticket, start_by, &shutdown).await {
                 // Only fails if the recorder is gone, which it is not before we finish.
                 Some(done) => drop(finished.send(done).await),
-                None => release(store.as_ref(), vec![key]).await,
+                None => release(queue.as_ref(), vec![key], clock.now()).await,
             }
         });
         true
@@ -198,9 +201,10 @@ impl Dispatcher {
     /// How long to sleep when nothing more is due: until the next delivery falls due, or
     /// the poll interval, whichever is first.
     async fn idle_wait(&self, claimed_at: chrono::DateTime<Utc>) -> Duration {
-        match self.store.next_due().await {
+        let now = self.clock.now();
+        match self.queue.next_due(now).await {
             // Became due after our claim asked: go again at once.
-            Ok(Some(due)) if due > claimed_at => (due - Utc::now())
+            Ok(Some(due)) if due > claimed_at => (due - now)
                 .to_std()
                 .unwrap_or_default()
                 .min(self.poll_interval),
@@ -226,14 +230,17 @@ impl Dispatcher {
 
 /// Gives deliveries back unattempted, due again shortly. Should that fail, their leases
 /// expire and they are claimed again all the same: never lost, only later.
-async fn release(store: &dyn Store, deliveries: Vec<(MessageId, EndpointId)>) {
+async fn release(
+    queue: &dyn DeliveryQueue,
+    deliveries: Vec<(MessageId, EndpointId)>,
+    now: chrono::DateTime<Utc>,
+) {
     if deliveries.is_empty() {
         return;
     }
     let count = deliveries.len();
-    let retry_at =
-        hookline_core::now() + chrono::Duration::from_std(RELEASE_DELAY).unwrap_or_default();
-    if let Err(error) = store.release(deliveries, retry_at).await {
+    let retry_at = now + chrono::Duration::from_std(RELEASE_DELAY).unwrap_or_default();
+    if let Err(error) = queue.release(deliveries, retry_at).await {
         tracing::warn!(%error, count, "giving back deliveries failed; they wait for their leases");
     }
 }
@@ -289,7 +296,7 @@ async fn attempt(
 /// that finished within a few milliseconds of each other. Announces operational events
 /// once their outcomes are committed.
 async fn record(
-    store: Arc<dyn Store>,
+    queue: Arc<dyn DeliveryQueue>,
     mut finished: mpsc::Receiver<Finished>,
     mut publisher: Option<Publisher>,
     wake: Arc<Notify>,
@@ -309,7 +316,7 @@ async fn record(
             .map(|done| (done.outcome, done.events))
             .unzip();
         let rescheduled = outcomes.iter().any(|o| o.next_attempt.is_some());
-        if !commit(store.as_ref(), outcomes).await {
+        if !commit(queue.as_ref(), outcomes).await {
             continue;
         }
         if rescheduled {
@@ -326,12 +333,12 @@ async fn record(
 }
 
 /// Records `outcomes`, trying a few times; `false` if they could not be recorded.
-async fn commit(store: &dyn Store, outcomes: Vec<AttemptOutcome>) -> bool {
+async fn commit(queue: &dyn DeliveryQueue, outcomes: Vec<AttemptOutcome>) -> bool {
     let count = outcomes.len();
     let outcomes: Arc<[AttemptOutcome]> = outcomes.into();
     let mut backoff = Duration::from_millis(50);
     for try_number in 1..=RECORD_TRIES {
-        match store.record_outcomes(Arc::clone(&outcomes)).await {
+        match queue.record_outcomes(Arc::clone(&outcomes)).await {
             Ok(()) => return true,
             Err(error) if try_number == RECORD_TRIES => {
                 tracing::error!(

@@ -1,7 +1,7 @@
-//! Hookline's delivery engine: it takes due deliveries from the [`Store`] and POSTs signed
-//! webhooks to endpoints, at least once.
+//! Hookline's delivery engine: it takes due deliveries from the [`DeliveryQueue`] and POSTs
+//! signed webhooks to endpoints, at least once.
 //!
-//! A worker claims due deliveries in batches under a lease ([`Store::claim_due`]), never
+//! A worker claims due deliveries in batches under a lease ([`DeliveryQueue::claim_due`]), never
 //! more than it has free capacity for, so memory stays bounded whatever the backlog. Each
 //! delivery waits for its endpoint's rate limit and in-flight bound (`ratelimit`), is
 //! signed with every valid key of the endpoint (Standard Webhooks, through
@@ -15,8 +15,9 @@
 //! Several workers, in one process or many, can share a store: leases keep them apart,
 //! and a dead worker's deliveries are claimed again once its leases expire.
 //!
-//! The engine knows nothing of HTTP routing or SQL: it sees an `Arc<dyn Store>`, a
-//! [`Notify`] that the API pokes after queueing, and a [`CancellationToken`] to stop.
+//! The engine knows nothing of HTTP routing or SQL: it sees an `Arc<dyn DeliveryQueue>`, a
+//! [`Clock`](hookline_core::Clock) it reads every time it decides by, a [`Notify`] that the API pokes after
+//! queueing (and a test after moving a manual clock on), and a [`CancellationToken`] to stop.
 
 mod delivery;
 mod dispatcher;
@@ -30,8 +31,9 @@ pub mod ssrf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookline_core::Store;
+use hookline_core::SharedClock;
 use hookline_core::retry::RetryPolicy;
+use hookline_core::store::DeliveryQueue;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -171,16 +173,17 @@ const MIN_LEASE_MARGIN: Duration = Duration::from_secs(1);
 /// it until shutdown.
 #[derive(Debug)]
 pub struct Engine {
-    store: Arc<dyn Store>,
+    queue: Arc<dyn DeliveryQueue>,
     config: EngineConfig,
     wake: Arc<Notify>,
+    clock: SharedClock,
     client: HttpClient,
 }
 
 impl Engine {
-    /// An engine delivering from `store`. `wake` is the [`Notify`] the API calls
-    /// `notify_one()` on after queueing deliveries, so they go out without waiting for a
-    /// poll.
+    /// An engine delivering from `queue`, reading the time from `clock`. `wake` is the
+    /// [`Notify`] the API calls `notify_one()` on after queueing deliveries, so they go out
+    /// without waiting for a poll.
     ///
     /// Out-of-range settings are raised to their least valid value; an unusable
     /// operational endpoint is logged and ignored. Call [`EngineConfig::validate`] first
@@ -190,13 +193,19 @@ impl Engine {
     ///
     /// If the HTTP client cannot be built, which only happens when the TLS backend fails
     /// to initialise.
-    pub fn new(store: Arc<dyn Store>, config: EngineConfig, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        queue: Arc<dyn DeliveryQueue>,
+        config: EngineConfig,
+        wake: Arc<Notify>,
+        clock: SharedClock,
+    ) -> Self {
         let client = HttpClient::guarded(Guard::new(config.allowed_subnets.clone()))
             .expect("the delivery http client builds from a static configuration");
         Engine {
-            store,
+            queue,
             config,
             wake,
+            clock,
             client,
         }
     }
@@ -210,17 +219,24 @@ impl Engine {
         let lease_margin = config.lease_margin.max(MIN_LEASE_MARGIN);
         let lease = config.attempt_timeout + lease_margin;
         let operational = config.operational.as_ref().and_then(|endpoint| {
-            operational::spawn(endpoint, config.attempt_timeout, lease)
-                .inspect_err(|error| {
-                    tracing::error!(%error, "operational events disabled");
-                })
-                .ok()
+            operational::spawn(
+                endpoint,
+                config.attempt_timeout,
+                lease,
+                Arc::clone(&self.clock),
+            )
+            .inspect_err(|error| {
+                tracing::error!(%error, "operational events disabled");
+            })
+            .ok()
         });
         let (publisher, sender) = operational.unzip();
         let dispatcher = Dispatcher {
-            store: self.store,
+            queue: self.queue,
+            clock: Arc::clone(&self.clock),
             deliverer: Arc::new(Deliverer {
                 client: self.client,
+                clock: self.clock,
                 retry: config.retry,
                 attempt_timeout: config.attempt_timeout,
                 disable_after: config.disable_after,

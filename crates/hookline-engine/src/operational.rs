@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hookline_core::SharedClock;
 use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
 use hookline_core::model::Attempt;
 use hookline_core::store::DeliveryJob;
@@ -218,6 +219,7 @@ pub(crate) fn spawn(
     endpoint: &OperationalEndpoint,
     timeout: Duration,
     quiet: Duration,
+    clock: SharedClock,
 ) -> Result<(Publisher, JoinHandle<()>), Error> {
     let keyset = endpoint.keyset()?;
     let client = HttpClient::trusted().map_err(Error::HttpClient)?;
@@ -227,6 +229,7 @@ pub(crate) fn spawn(
         url: endpoint.url.clone(),
         keyset,
         timeout,
+        clock,
     };
     let task = tokio::spawn(sender.run(events));
     let publisher = Publisher {
@@ -243,6 +246,7 @@ struct Sender {
     url: String,
     keyset: Keyset,
     timeout: Duration,
+    clock: SharedClock,
 }
 
 impl Sender {
@@ -310,7 +314,7 @@ impl Sender {
     ) -> Result<HeaderMap, hookline_signature::SignError> {
         let signed = self.keyset.sign(&Message {
             id: id.as_str(),
-            timestamp: Utc::now().timestamp(),
+            timestamp: self.clock.unix(),
             body,
         })?;
         let mut headers = HeaderMap::new();

@@ -1,9 +1,11 @@
 //! The one place where failures become HTTP responses.
 //!
-//! Every error body is JSON: `{"code", "detail"}`, or for 422 the validation list
-//! `{"detail": [{"loc", "msg", "type"}]}` that the Svix SDKs parse. A server-side failure
-//! (500, 503) tells the client nothing about its cause; the cause travels in a response
-//! extension ([`ErrorReport`]) to the request-logging middleware, which logs it once.
+//! Codes come from one vocabulary, [`hookline_core::Code`]; [`status`] is the one table
+//! that gives each its HTTP status. Every error body is JSON: `{"code", "detail"}`, or for
+//! 422 the validation list `{"detail": [{"loc", "msg", "type"}]}` that the Svix SDKs parse.
+//! A server-side failure (500, 503) tells the client nothing about its cause; the cause
+//! travels in a response extension ([`ErrorReport`]) to the request-logging middleware,
+//! which logs it once.
 
 use std::sync::Arc;
 
@@ -13,7 +15,45 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hookline_core::Code;
 use serde::Serialize;
+
+/// The HTTP status of every code: the only place statuses are chosen.
+pub fn status(code: Code) -> StatusCode {
+    match code {
+        Code::Validation => StatusCode::UNPROCESSABLE_ENTITY,
+        Code::GenericError
+        | Code::LimitReached
+        | Code::InvalidRange
+        | Code::MissingPayload
+        | Code::InvalidSchema
+        | Code::TransformationsUnsupported => StatusCode::BAD_REQUEST,
+        Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Code::UnsupportedMediaType | Code::BodyNotUtf8 => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Code::AuthenticationFailed
+        | Code::MissingHeader
+        | Code::MalformedHeader
+        | Code::MalformedSecret
+        | Code::InvalidTimestamp
+        | Code::TimestampTooOld
+        | Code::TimestampTooNew
+        | Code::NoSignatureMatched
+        | Code::InvalidCredentials => StatusCode::UNAUTHORIZED,
+        Code::Forbidden => StatusCode::FORBIDDEN,
+        Code::NotFound | Code::SourceNotFound => StatusCode::NOT_FOUND,
+        Code::Conflict | Code::EventTypeExists => StatusCode::CONFLICT,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        // Setup failures stop a server from starting; should one reach a request, it is
+        // the server's fault.
+        Code::SchemaMismatch | Code::DatabaseInUse | Code::InvalidConfig | Code::ServerError => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        // A code added to the vocabulary without a status here is a server error until
+        // it gets one.
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
 
 /// One failing field of a request: where (`["body", "url"]`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,12 +108,9 @@ impl ApiError {
         )])
     }
 
-    /// A 400 with a stable code.
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError::Core(hookline_core::Error::BadRequest {
-            code,
-            detail: detail.into(),
-        })
+    /// A well-formed request that cannot be carried out, and why.
+    pub fn refused(code: Code, detail: impl Into<String>) -> Self {
+        ApiError::Core(hookline_core::Error::refused(code, detail))
     }
 
     /// Whether this is [`hookline_core::Error::NotFound`].
@@ -97,18 +134,18 @@ struct ValidationErrorOut<'a> {
     detail: &'a [FieldError],
 }
 
-/// A `{code, detail}` response.
-pub fn http_error(status: StatusCode, code: &str, detail: &str) -> Response {
-    (status, Json(HttpErrorOut { code, detail })).into_response()
+/// A `{code, detail}` response with the status of `code`.
+pub fn error_response(code: Code, detail: &str) -> Response {
+    let body = HttpErrorOut {
+        code: code.as_str(),
+        detail,
+    };
+    (status(code), Json(body)).into_response()
 }
 
 /// A 500 whose cause goes to the log only.
 pub fn server_error(report: impl Into<Arc<str>>) -> Response {
-    let mut response = http_error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "server_error",
-        "internal server error",
-    );
+    let mut response = error_response(Code::ServerError, "internal server error");
     response.extensions_mut().insert(ErrorReport(report.into()));
     response
 }
@@ -129,24 +166,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         use hookline_core::Error;
         match &self {
-            ApiError::Core(Error::NotFound(what)) => http_error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("{what} not found"),
-            ),
-            ApiError::Core(Error::Conflict { code, detail }) => {
-                http_error(StatusCode::CONFLICT, code, detail)
+            ApiError::Core(Error::NotFound(what)) => {
+                error_response(Code::NotFound, &format!("{what} not found"))
             }
-            ApiError::Core(Error::BadRequest { code, detail }) => {
-                http_error(StatusCode::BAD_REQUEST, code, detail)
+            ApiError::Core(Error::Conflict { code, detail } | Error::Refused { code, detail }) => {
+                error_response(*code, detail)
             }
             ApiError::Core(Error::Validation { loc, msg }) => {
                 ApiError::Invalid(vec![FieldError::value(loc.clone(), msg.clone())]).into_response()
             }
             ApiError::Core(Error::Unavailable) => {
-                let mut response = http_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                let mut response = error_response(
+                    Code::Unavailable,
                     "the server is shutting down or its storage is unavailable; try again",
                 );
                 response
@@ -155,12 +186,11 @@ impl IntoResponse for ApiError {
                 response
             }
             ApiError::Core(_) | ApiError::Internal(_) => server_error(chain(&self)),
-            ApiError::Unauthenticated => http_error(
-                StatusCode::UNAUTHORIZED,
-                "authentication_failed",
+            ApiError::Unauthenticated => error_response(
+                Code::AuthenticationFailed,
                 "invalid or missing bearer token",
             ),
-            ApiError::Forbidden(detail) => http_error(StatusCode::FORBIDDEN, "forbidden", detail),
+            ApiError::Forbidden(detail) => error_response(Code::Forbidden, detail),
             ApiError::PayloadTooLarge { limit } => payload_too_large(*limit),
             ApiError::Invalid(errors) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -172,23 +202,20 @@ impl IntoResponse for ApiError {
 }
 
 fn payload_too_large(limit: usize) -> Response {
-    http_error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+    error_response(
+        Code::PayloadTooLarge,
         &format!("request body is too large: the limit is {limit} bytes"),
     )
 }
 
 /// The code of an error that axum or a tower layer answered on its own.
-fn code_for(status: StatusCode) -> &'static str {
+fn code_for(status: StatusCode) -> Code {
     match status {
-        StatusCode::BAD_REQUEST => "generic_error",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        status if status.is_server_error() => "server_error",
-        _ => "generic_error",
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::UnsupportedMediaType,
+        StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
+        _ => Code::GenericError,
     }
 }
 
@@ -217,11 +244,15 @@ pub async fn json_errors(State(limit): State<usize>, request: Request, next: Nex
         text => text.to_owned(),
     };
     let mut fixed = if status.is_server_error() {
-        let mut fixed = http_error(status, "server_error", "internal server error");
-        fixed.extensions_mut().insert(ErrorReport(detail.into()));
+        let mut fixed = server_error(detail);
+        // Keep the status the layer chose (a 503 stays a 503).
+        *fixed.status_mut() = status;
         fixed
     } else {
-        http_error(status, code_for(status), &detail)
+        let mut fixed = error_response(code_for(status), &detail);
+        // Statuses without a code of their own (408, 411, …) keep their number.
+        *fixed.status_mut() = status;
+        fixed
     };
     if let Some(allow) = parts.headers.get(header::ALLOW) {
         fixed.headers_mut().insert(header::ALLOW, allow.clone());
@@ -243,14 +274,13 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
 
 /// The answer to a path that matches no route.
 pub async fn no_route() -> Response {
-    http_error(StatusCode::NOT_FOUND, "not_found", "no such route")
+    error_response(Code::NotFound, "no such route")
 }
 
 /// The answer to a method a route does not have.
 pub async fn method_not_allowed() -> Response {
-    http_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+    error_response(
+        Code::MethodNotAllowed,
         "this route does not take that method",
     )
 }
@@ -273,10 +303,7 @@ mod tests {
             (Error::NotFound("endpoint"), 404, "not_found"),
             (Error::conflict("dup"), 409, "conflict"),
             (
-                Error::BadRequest {
-                    code: "missing_payload",
-                    detail: "gone".into(),
-                },
+                Error::refused(Code::MissingPayload, "gone"),
                 400,
                 "missing_payload",
             ),
@@ -286,6 +313,22 @@ mod tests {
             let response = ApiError::from(error).into_response();
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(body(response).await["code"], code);
+        }
+    }
+
+    #[test]
+    fn every_code_has_a_status_and_server_side_codes_are_5xx() {
+        for code in Code::ALL {
+            let status = status(code);
+            let server_side = matches!(
+                code,
+                Code::ServerError
+                    | Code::Unavailable
+                    | Code::SchemaMismatch
+                    | Code::DatabaseInUse
+                    | Code::InvalidConfig
+            );
+            assert_eq!(status.is_server_error(), server_side, "{code}: {status}");
         }
     }
 

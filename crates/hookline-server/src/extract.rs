@@ -73,7 +73,7 @@ async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
                     limit: state.config.max_payload_bytes,
                 }
             } else {
-                ApiError::bad_request("generic_error", rejection.body_text())
+                ApiError::refused(hookline_core::Code::GenericError, rejection.body_text())
             }
         })
 }

@@ -16,6 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use hookline_core::model::{IdempotencyRecord, IdempotentResponse};
 use sha2::{Digest, Sha256};
 
@@ -35,15 +36,20 @@ pub struct IdempotencyKey {
 }
 
 impl IdempotencyKey {
-    /// The record answering this request with `status` and `body`.
-    pub fn record(&self, status: StatusCode, body: Vec<u8>) -> IdempotencyRecord {
+    /// The record answering this request with `status` and `body`, kept from `now`.
+    pub fn record(
+        &self,
+        status: StatusCode,
+        body: Vec<u8>,
+        now: DateTime<Utc>,
+    ) -> IdempotencyRecord {
         IdempotencyRecord {
             key: self.key.clone(),
             response: IdempotentResponse {
                 status: status.as_u16(),
                 body,
             },
-            expires_at: hookline_core::now()
+            expires_at: now
                 + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(12)),
         }
     }
@@ -148,7 +154,7 @@ pub async fn middleware(
     request.extensions_mut().insert(caller);
 
     let _running = idempotency.in_flight.enter(&key).await;
-    match state.store.get_idempotent(&key, hookline_core::now()).await {
+    match state.store.get_idempotent(&key, state.clock.now()).await {
         Ok(Some(stored)) => return replay(stored),
         Ok(None) => {}
         Err(error) => return ApiError::from(error).into_response(),
@@ -170,7 +176,7 @@ pub async fn middleware(
             return crate::error::server_error(format!("cannot buffer a response: {error}"));
         }
     };
-    let record = idempotency_key.record(parts.status, bytes.to_vec());
+    let record = idempotency_key.record(parts.status, bytes.to_vec(), state.clock.now());
     if let Err(error) = state.store.put_idempotent(&record).await {
         // The work is done; failing the request now would invite a duplicate retry.
         tracing::warn!(error = %error, "cannot store an idempotency record");

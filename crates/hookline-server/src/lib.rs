@@ -26,7 +26,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::Response;
 use axum::middleware;
 use axum::routing::get;
-use hookline_core::Store;
+use hookline_core::{SharedClock, Store};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
@@ -88,6 +88,8 @@ pub struct AppState {
     pub messages: Arc<tokio::sync::Notify>,
     /// Parsed source types, by source.
     pub source_types: Arc<ingest::receive::SourceTypes>,
+    /// Where every handler reads the time.
+    pub clock: SharedClock,
 }
 
 impl AppState {
@@ -95,6 +97,7 @@ impl AppState {
         store: Arc<dyn Store>,
         wake: Arc<tokio::sync::Notify>,
         config: Arc<ApiConfig>,
+        clock: SharedClock,
     ) -> Self {
         AppState {
             store,
@@ -103,6 +106,7 @@ impl AppState {
             ingested: Arc::default(),
             messages: Arc::default(),
             source_types: Arc::default(),
+            clock,
         }
     }
 
@@ -122,7 +126,7 @@ pub fn app(state: AppState) -> Router {
         state: state.clone(),
         in_flight: Arc::new(InFlight::default()),
     };
-    let ingest_api = ingest::router(&state);
+    let ingest_api = ingest::router();
     let routes = Router::new()
         .nest("/api/v1", api::router())
         .nest("/ingest/api/v1", ingest_api)

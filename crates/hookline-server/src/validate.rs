@@ -54,13 +54,7 @@ impl Violations {
     }
 }
 
-/// `^[a-zA-Z0-9\-_.]+$`: uids, event type names, channels.
-pub fn is_slug(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
+pub use hookline_core::id::is_slug;
 
 /// A slug of at most `max` characters.
 pub fn slug(v: &mut Violations, field: &str, text: &str, max: usize) {

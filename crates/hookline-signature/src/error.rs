@@ -4,6 +4,8 @@
 //! webhook error there is, so each variant names what was wrong: which header, which secret,
 //! by how many seconds, how many signatures were tried.
 
+use std::borrow::Cow;
+
 use crate::Scheme;
 
 /// A secret or key that cannot be used with its scheme.
@@ -49,6 +51,12 @@ pub enum SecretError {
         /// The scheme that refused the key.
         scheme: Scheme,
     },
+    /// A Basic user name that cannot be sent: it holds `:` or a control character.
+    #[error("user name must not contain `:` or control characters")]
+    InvalidUsername,
+    /// A bearer token that cannot be sent: it is empty or holds whitespace.
+    #[error("token must be non-empty and without whitespace")]
+    InvalidToken,
 }
 
 /// Signing failed.
@@ -81,14 +89,14 @@ pub enum VerifyError {
     },
     /// A header the scheme requires is absent.
     #[error("missing header {0}")]
-    MissingHeader(&'static str),
+    MissingHeader(Cow<'static, str>),
     /// A header is present but cannot be parsed.
     #[error("malformed header {name}: {reason}")]
     MalformedHeader {
-        /// The header's name.
-        name: &'static str,
+        /// The header's name, in lowercase.
+        name: Cow<'static, str>,
         /// What is wrong with it.
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
     /// The timestamp is not an integer number of seconds.
     #[error("timestamp in {header} is not an integer: {value:?}")]
@@ -131,6 +139,14 @@ pub enum VerifyError {
         /// Keys they were checked against.
         keys: usize,
     },
+    /// `Authorization` carries credentials of the right kind, but none that are configured.
+    #[error("the {scheme} credentials match none of the {configured} configured for this source")]
+    InvalidCredentials {
+        /// `basic` or `bearer`.
+        scheme: &'static str,
+        /// How many passwords or tokens they were checked against.
+        configured: usize,
+    },
 }
 
 impl VerifyError {
@@ -144,6 +160,23 @@ impl VerifyError {
             VerifyError::TimestampTooOld { .. } => "timestamp_too_old",
             VerifyError::TimestampTooNew { .. } => "timestamp_too_new",
             VerifyError::NoMatch { .. } => "no_signature_matched",
+            VerifyError::InvalidCredentials { .. } => "invalid_credentials",
+        }
+    }
+
+    /// A [`VerifyError::MissingHeader`] for `name`.
+    pub(crate) fn missing(name: impl Into<Cow<'static, str>>) -> Self {
+        VerifyError::MissingHeader(name.into())
+    }
+
+    /// A [`VerifyError::MalformedHeader`] for `name`, saying what is wrong.
+    pub(crate) fn malformed(
+        name: impl Into<Cow<'static, str>>,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        VerifyError::MalformedHeader {
+            name: name.into(),
+            reason: reason.into(),
         }
     }
 }

@@ -46,3 +46,15 @@ impl<V: AsRef<str>, S: std::hash::BuildHasher> Headers for HashMap<String, V, S>
         })
     }
 }
+
+/// The value of header `name`, which the scheme requires.
+pub(crate) fn required<'h, H: Headers + ?Sized>(
+    headers: &'h H,
+    name: &'static str,
+) -> Result<&'h str, crate::VerifyError> {
+    headers
+        .header(name)
+        .ok_or(crate::VerifyError::MissingHeader(
+            std::borrow::Cow::Borrowed(name),
+        ))
+}

@@ -44,6 +44,14 @@ impl fmt::Debug for Key {
 }
 
 impl Key {
+    /// The HMAC-SHA256 key of a scheme whose keys are all HMAC keys.
+    pub(crate) fn hmac(&self) -> &HmacSha256 {
+        match self {
+            Key::Hmac(mac) => mac,
+            _ => unreachable!("only hmac schemes ask for the hmac key"),
+        }
+    }
+
     /// Decodes `secret` the way `scheme`'s real senders and verifiers do.
     pub(crate) fn parse(scheme: Scheme, secret: &str) -> Result<Key, SecretError> {
         let secret = secret.trim();
@@ -167,6 +175,14 @@ pub fn ed25519_keypair_from_seed(seed: &[u8; 32]) -> (String, String) {
 /// Encodes random bytes as a `whsec_` secret. The caller brings 24 to 64 random bytes.
 pub fn hmac_secret_from_bytes(bytes: &[u8]) -> String {
     format!("whsec_{}", STANDARD.encode(bytes))
+}
+
+/// A new `whsec_` secret of 24 random bytes, from the operating system's generator
+/// (through `rand`'s thread-local generator, which it seeds).
+pub fn generate_hmac_secret() -> String {
+    let mut bytes = [0u8; 24];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut bytes);
+    hmac_secret_from_bytes(&bytes)
 }
 
 #[cfg(test)]

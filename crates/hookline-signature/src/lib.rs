@@ -10,6 +10,27 @@
 //! seconds that callers pass in ([`VerifyOptions::now`]) or take from the system. Every
 //! comparison of secret material is constant time.
 //!
+//! # Modules
+//!
+//! Each family of schemes lives in a module of its own, as pure functions of the keys, the
+//! headers, the raw body and the clock; [`Keyset`] dispatches on its [`Scheme`]:
+//!
+//! - `standard`: Standard Webhooks, Svix, OpenAI and Replicate (HMAC-SHA256 and Ed25519);
+//! - `github`: GitHub's `X-Hub-Signature-256`;
+//! - `stripe`: Stripe's `Stripe-Signature`;
+//! - `slack`: Slack's `X-Slack-Signature` with its request timestamp;
+//! - `shopify`: Shopify's `X-Shopify-Hmac-Sha256`;
+//! - `shared_secret`: Hugging Face's plain secret in `X-Webhook-Secret`.
+//!
+//! Two public modules check requests that no named provider signs:
+//!
+//! - [`hmac`]: a configurable HMAC of the body ([`hmac::HmacRule`]: header, SHA-1/256/512,
+//!   hex or base64, optional prefix);
+//! - [`credentials`]: `Authorization: Basic` and `Bearer` ([`credentials::Credentials`]).
+//!
+//! They all share one small module of HMAC-tag helpers (computing a tag, decoding one from
+//! hex or base64, finding the matching key in constant time).
+//!
 //! ```
 //! use hookline_signature::{Keyset, Message, Scheme, VerifyOptions};
 //!
@@ -21,11 +42,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod credentials;
 mod error;
+mod github;
 mod headers;
+pub mod hmac;
 mod key;
-mod provider;
+mod shared_secret;
+mod shopify;
+mod slack;
 mod standard;
+mod stripe;
+mod tag;
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,7 +61,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::{SecretError, SignError, VerifyError};
 pub use headers::Headers;
-pub use key::{MIN_HMAC_KEY_LEN, ed25519_keypair_from_seed, hmac_secret_from_bytes};
+pub use key::{
+    MIN_HMAC_KEY_LEN, ed25519_keypair_from_seed, generate_hmac_secret, hmac_secret_from_bytes,
+};
 
 use key::Key;
 
@@ -243,11 +273,16 @@ impl Keyset {
         if id.is_empty() || id.contains(['.', ' ']) || id.chars().any(char::is_control) {
             return Err(SignError::InvalidId);
         }
+        let keys = &self.keys;
         match self.scheme {
             Scheme::Standard | Scheme::Svix | Scheme::OpenAi | Scheme::Replicate => {
-                standard::sign(self.scheme, &self.keys, message)
+                standard::sign(self.scheme, keys, message)
             }
-            _ => Ok(provider::sign(self.scheme, &self.keys, message)),
+            Scheme::Github => Ok(github::sign(keys, message)),
+            Scheme::Stripe => Ok(stripe::sign(keys, message)),
+            Scheme::Slack => Ok(slack::sign(keys, message)),
+            Scheme::Shopify => Ok(shopify::sign(keys, message)),
+            Scheme::HuggingFace => Ok(shared_secret::sign(keys, message)),
         }
     }
 
@@ -265,7 +300,33 @@ impl Keyset {
             Scheme::Standard | Scheme::Svix | Scheme::OpenAi | Scheme::Replicate => {
                 standard::verify(self, headers, body, &options)
             }
-            _ => provider::verify(self, headers, body, &options),
+            Scheme::Github => github::verify(self, headers, body),
+            Scheme::Stripe => stripe::verify(self, headers, body, &options),
+            Scheme::Slack => slack::verify(self, headers, body, &options),
+            Scheme::Shopify => shopify::verify(self, headers, body),
+            Scheme::HuggingFace => shared_secret::verify(self, headers),
+        }
+    }
+
+    /// The result of a key search: what was verified if key `key_index` matched, else how
+    /// many signatures were tried against how many keys.
+    fn outcome(
+        &self,
+        key_index: Option<usize>,
+        signatures: usize,
+        id: Option<&str>,
+        timestamp: Option<i64>,
+    ) -> Result<Verified, VerifyError> {
+        match key_index {
+            Some(key_index) => Ok(Verified {
+                id: id.map(str::to_owned),
+                timestamp,
+                key_index,
+            }),
+            None => Err(VerifyError::NoMatch {
+                signatures,
+                keys: self.keys.len(),
+            }),
         }
     }
 

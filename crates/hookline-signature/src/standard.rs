@@ -6,14 +6,13 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ed25519_dalek::{Signature, Signer as _};
-use hmac::Mac;
-use subtle::ConstantTimeEq;
+use ed25519_dalek::{Signature, Signer as _, VerifyingKey};
 
-use crate::key::{HmacSha256, Key};
+use crate::headers::required;
+use crate::key::Key;
 use crate::{
     Headers, Keyset, Message, Scheme, SignError, Verified, VerifyError, VerifyOptions,
-    parse_timestamp,
+    parse_timestamp, tag,
 };
 
 /// The header names of one member of the family.
@@ -48,16 +47,14 @@ pub(crate) fn sign(
     message: &Message<'_>,
 ) -> Result<Vec<(&'static str, String)>, SignError> {
     let timestamp = message.timestamp.to_string();
+    let content = signed_parts(message.id, &timestamp, message.body);
     let mut signatures = Vec::with_capacity(keys.len());
     for (index, key) in keys.iter().enumerate() {
         let signature = match key {
-            Key::Hmac(mac) => {
-                let tag = hmac_tag(mac, message.id, &timestamp, message.body);
-                format!("v1,{}", STANDARD.encode(tag))
-            }
+            Key::Hmac(mac) => format!("v1,{}", STANDARD.encode(tag::compute(&**mac, &content))),
             Key::Ed25519Secret(secret) => {
-                let content = signed_content(message.id, &timestamp, message.body);
-                format!("v1a,{}", STANDARD.encode(secret.sign(&content).to_bytes()))
+                let signature = secret.sign(&content.concat()).to_bytes();
+                format!("v1a,{}", STANDARD.encode(signature))
             }
             Key::Ed25519Public(_) => return Err(SignError::PublicKeyOnly { index }),
             Key::Shared { .. } => unreachable!("no shared keys in the standard family"),
@@ -79,12 +76,8 @@ pub(crate) fn verify<H: Headers + ?Sized>(
     options: &VerifyOptions,
 ) -> Result<Verified, VerifyError> {
     let (names, id) = find_names(keyset.scheme, headers)?;
-    let raw_timestamp = headers
-        .header(names.timestamp)
-        .ok_or(VerifyError::MissingHeader(names.timestamp))?;
-    let header = headers
-        .header(names.signature)
-        .ok_or(VerifyError::MissingHeader(names.signature))?;
+    let raw_timestamp = required(headers, names.timestamp)?;
+    let header = required(headers, names.signature)?;
     let timestamp = parse_timestamp(names.timestamp, raw_timestamp)?;
     keyset.check_timestamp(timestamp, options)?;
 
@@ -93,50 +86,41 @@ pub(crate) fn verify<H: Headers + ?Sized>(
         .filter_map(|entry| entry.split_once(','))
         .collect();
     if entries.is_empty() {
-        return Err(VerifyError::MalformedHeader {
-            name: names.signature,
-            reason: "expected space-separated `v1,<base64>` entries",
-        });
+        return Err(VerifyError::malformed(
+            names.signature,
+            "expected space-separated `v1,<base64>` entries",
+        ));
     }
-
-    // Signed content is built from the parsed timestamp, as the reference libraries do.
-    let timestamp_text = timestamp.to_string();
     let signatures = entries
         .iter()
         .filter(|(version, _)| matches!(*version, "v1" | "v1a"))
         .count();
-    for (index, key) in keyset.keys.iter().enumerate() {
-        let matched = match key {
-            Key::Hmac(mac) => {
-                let tag = hmac_tag(mac, id, &timestamp_text, body);
-                entries
-                    .iter()
-                    .filter(|(version, _)| *version == "v1")
-                    .filter_map(|(_, signature)| decode_fixed::<32>(signature))
-                    .fold(false, |found, candidate| {
-                        found | bool::from(candidate.ct_eq(&tag))
-                    })
-            }
-            Key::Ed25519Secret(secret) => {
-                ed25519_matches(&secret.verifying_key(), &entries, id, &timestamp_text, body)
-            }
-            Key::Ed25519Public(public) => {
-                ed25519_matches(public, &entries, id, &timestamp_text, body)
-            }
-            Key::Shared { .. } => unreachable!("no shared keys in the standard family"),
-        };
-        if matched {
-            return Ok(Verified {
-                id: Some(id.to_owned()),
-                timestamp: Some(timestamp),
-                key_index: index,
-            });
+    let hmac_candidates: Vec<[u8; 32]> = candidates(&entries, "v1");
+    let ed25519_candidates: Vec<[u8; 64]> = candidates(&entries, "v1a");
+
+    // Signed content is built from the parsed timestamp, as the reference libraries do.
+    let timestamp_text = timestamp.to_string();
+    let content = signed_parts(id, &timestamp_text, body);
+    let mut ed25519_content = None;
+    let mut ed25519_matches = |public: &VerifyingKey| {
+        if ed25519_candidates.is_empty() {
+            return false;
         }
-    }
-    Err(VerifyError::NoMatch {
-        signatures,
-        keys: keyset.keys.len(),
-    })
+        // Joined once, and only if an Ed25519 key has candidates to check.
+        let joined = ed25519_content.get_or_insert_with(|| content.concat());
+        ed25519_candidates.iter().any(|candidate| {
+            public
+                .verify_strict(joined, &Signature::from_bytes(candidate))
+                .is_ok()
+        })
+    };
+    let key_index = tag::first_match(&keyset.keys, |key| match key {
+        Key::Hmac(mac) => tag::any_equals(&hmac_candidates, &tag::compute(&**mac, &content)),
+        Key::Ed25519Secret(secret) => ed25519_matches(&secret.verifying_key()),
+        Key::Ed25519Public(public) => ed25519_matches(public),
+        Key::Shared { .. } => unreachable!("no shared keys in the standard family"),
+    });
+    keyset.outcome(key_index, signatures, Some(id), Some(timestamp))
 }
 
 /// Finds the id header, and with it the naming in use. Svix's libraries read `svix-*`
@@ -154,60 +138,20 @@ fn find_names<H: Headers + ?Sized>(
     {
         return Ok((&WEBHOOK, id));
     }
-    Err(VerifyError::MissingHeader(primary.id))
+    Err(VerifyError::missing(primary.id))
 }
 
-fn hmac_tag(mac: &HmacSha256, id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
-    let mut mac = mac.clone();
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.finalize().into_bytes().into()
+/// What is signed: `id.timestamp.body`, in parts.
+fn signed_parts<'a>(id: &'a str, timestamp: &'a str, body: &'a [u8]) -> [&'a [u8]; 5] {
+    [id.as_bytes(), b".", timestamp.as_bytes(), b".", body]
 }
 
-fn signed_content(id: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
-    let mut content = Vec::with_capacity(id.len() + timestamp.len() + body.len() + 2);
-    content.extend_from_slice(id.as_bytes());
-    content.push(b'.');
-    content.extend_from_slice(timestamp.as_bytes());
-    content.push(b'.');
-    content.extend_from_slice(body);
-    content
-}
-
-fn ed25519_matches(
-    public: &ed25519_dalek::VerifyingKey,
-    entries: &[(&str, &str)],
-    id: &str,
-    timestamp: &str,
-    body: &[u8],
-) -> bool {
-    let candidates: Vec<[u8; 64]> = entries
+/// The signatures of entries `version`, decoded; those of the wrong size cannot match and
+/// are left out.
+fn candidates<const N: usize>(entries: &[(&str, &str)], version: &str) -> Vec<[u8; N]> {
+    entries
         .iter()
-        .filter(|(version, _)| *version == "v1a")
-        .filter_map(|(_, signature)| decode_fixed::<64>(signature))
-        .collect();
-    if candidates.is_empty() {
-        return false;
-    }
-    let content = signed_content(id, timestamp, body);
-    candidates.iter().any(|candidate| {
-        public
-            .verify_strict(&content, &Signature::from_bytes(candidate))
-            .is_ok()
-    })
-}
-
-/// Decodes base64 that must hold exactly `N` bytes; anything else cannot match.
-fn decode_fixed<const N: usize>(encoded: &str) -> Option<[u8; N]> {
-    let mut out = [0u8; N];
-    // Room for one spare byte, so longer input fails instead of being cut short.
-    let mut buffer = [0u8; 72];
-    let len = STANDARD.decode_slice(encoded, &mut buffer).ok()?;
-    (len == N).then(|| {
-        out.copy_from_slice(&buffer[..N]);
-        out
-    })
+        .filter(|(entry_version, _)| *entry_version == version)
+        .filter_map(|(_, signature)| tag::base64_fixed::<N>(signature))
+        .collect()
 }

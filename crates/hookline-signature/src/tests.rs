@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use proptest::prelude::*;
 
 use super::*;
@@ -256,13 +258,13 @@ fn each_failure_is_precise() {
     missing.remove(2);
     assert_eq!(
         verify(&missing, SW_TIMESTAMP),
-        Err(VerifyError::MissingHeader("webhook-signature"))
+        Err(VerifyError::MissingHeader("webhook-signature".into()))
     );
     assert_eq!(
         verify(&sw_headers("garbage"), SW_TIMESTAMP),
         Err(VerifyError::MalformedHeader {
-            name: "webhook-signature",
-            reason: "expected space-separated `v1,<base64>` entries"
+            name: "webhook-signature".into(),
+            reason: "expected space-separated `v1,<base64>` entries".into()
         })
     );
     let mut bad_timestamp = sw_headers(SW_SIGNATURE);
@@ -375,8 +377,8 @@ fn stripe_refuses_only_stale_timestamps() {
     assert_eq!(
         keyset.verify(&no_v1, body, at(1_700_000_000)),
         Err(VerifyError::MalformedHeader {
-            name: "stripe-signature",
-            reason: "no `v1=` signature"
+            name: "stripe-signature".into(),
+            reason: "no `v1=` signature".into()
         })
     );
 }
@@ -391,8 +393,8 @@ fn provider_headers_are_format_checked() {
             VerifyOptions::default()
         ),
         Err(VerifyError::MalformedHeader {
-            name: "x-hub-signature-256",
-            reason: "expected `sha256=` and 64 hex digits"
+            name: "x-hub-signature-256".into(),
+            reason: "expected `sha256=` and 64 hex digits".into()
         })
     );
     let slack = keys(Scheme::Slack, &["s3cret"]);
@@ -402,7 +404,9 @@ fn provider_headers_are_format_checked() {
             b"x",
             VerifyOptions::default()
         ),
-        Err(VerifyError::MissingHeader("x-slack-request-timestamp"))
+        Err(VerifyError::MissingHeader(
+            "x-slack-request-timestamp".into()
+        ))
     );
 }
 
@@ -498,5 +502,223 @@ proptest! {
             }
             prop_assert!(keyset.verify(&spliced, &body, at(timestamp)).is_err());
         }
+    }
+}
+
+// Property tests of every verifier against hostile input: header values that are empty,
+// huge, non-ASCII or almost well-formed; arbitrary bodies, clocks and secrets. Nothing may
+// panic, a request signed and left alone always verifies, and a flipped body bit never does.
+
+/// Every header name any verifier reads, some in other cases, and one nobody reads.
+const HEADER_NAMES: [&str; 17] = [
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "svix-id",
+    "Svix-Timestamp",
+    "svix-signature",
+    "X-Hub-Signature-256",
+    "x-github-delivery",
+    "stripe-signature",
+    "x-slack-signature",
+    "X-Slack-Request-Timestamp",
+    "x-shopify-hmac-sha256",
+    "x-webhook-secret",
+    "authorization",
+    "x-sig",
+    "X-SIG",
+    "x-unrelated",
+];
+
+fn header_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        ".{0,120}",
+        "[ -~]{0,200}",
+        (
+            proptest::sample::select(vec![
+                "sha256=",
+                "SHA256=",
+                "sha1=",
+                "v0=",
+                "v1,",
+                "v1a,",
+                "t=",
+                "t=1700000000,v1=",
+                "Basic ",
+                "bearer ",
+                " ",
+            ]),
+            "[0-9a-fA-F+/=, .é-]{0,140}",
+        )
+            .prop_map(|(head, tail)| format!("{head}{tail}")),
+        (any::<char>(), 1usize..40_000).prop_map(|(c, n)| c.to_string().repeat(n)),
+        "[A-Za-z0-9+/=]{500,3000}",
+    ]
+}
+
+fn hostile_headers() -> impl Strategy<Value = Vec<(&'static str, String)>> {
+    proptest::collection::vec(
+        (
+            proptest::sample::select(HEADER_NAMES.to_vec()),
+            header_value(),
+        ),
+        0..8,
+    )
+}
+
+fn body() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..512)
+}
+
+/// Secrets of every shape: arbitrary text, and (mostly, so that round trips of every
+/// scheme are common) well-formed keys of each kind.
+fn any_secret() -> impl Strategy<Value = String> {
+    prop_oneof![
+        1 => ".{0,60}",
+        1 => "\\PC{1,300}",
+        1 => proptest::collection::vec(any::<u8>(), 0..80)
+            .prop_map(|bytes| hmac_secret_from_bytes(&bytes)),
+        6 => proptest::collection::vec(any::<u8>(), MIN_HMAC_KEY_LEN..64)
+            .prop_map(|bytes| hmac_secret_from_bytes(&bytes)),
+        1 => any::<[u8; 32]>().prop_map(|seed| ed25519_keypair_from_seed(&seed).0),
+        1 => any::<[u8; 32]>().prop_map(|seed| ed25519_keypair_from_seed(&seed).1),
+    ]
+}
+
+fn tolerance() -> impl Strategy<Value = Tolerance> {
+    prop_oneof![
+        Just(Tolerance::SchemeDefault),
+        Just(Tolerance::Disabled),
+        any::<u64>().prop_map(|secs| Tolerance::Within(Duration::from_secs(secs))),
+    ]
+}
+
+fn hmac_rule() -> impl Strategy<Value = Result<hmac::HmacRule, SecretError>> {
+    (
+        proptest::sample::select(hmac::Algorithm::ALL.to_vec()),
+        proptest::sample::select(hmac::Encoding::ALL.to_vec()),
+        proptest::option::of(".{0,12}"),
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), 0..4),
+    )
+        .prop_map(|(algorithm, encoding, prefix, secrets)| {
+            hmac::HmacRule::new("X-Sig", algorithm, encoding, prefix.as_deref(), secrets)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn every_scheme_survives_hostile_headers(
+        scheme in proptest::sample::select(Scheme::ALL.to_vec()),
+        headers in hostile_headers(),
+        body in body(),
+        now in any::<i64>(),
+        tolerance in tolerance(),
+    ) {
+        let keyset = keys(scheme, &[secret_for(scheme)]);
+        let _ = keyset.verify(&headers, &body, at(now).tolerance(tolerance));
+    }
+
+    #[test]
+    fn any_secrets_sign_and_verify_or_are_refused(
+        scheme in proptest::sample::select(Scheme::ALL.to_vec()),
+        secrets in proptest::collection::vec(any_secret(), 1..4),
+        headers in hostile_headers(),
+        id in "[a-zA-Z0-9_-]{1,40}",
+        timestamp in 0i64..4_000_000_000,
+        body in body(),
+        flip in any::<proptest::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        prop_assert_eq!(Keyset::new(scheme, Vec::<String>::new()).unwrap_err(), SecretError::Empty);
+        let _ = super::verify(scheme, &secrets, &headers, &body, at(timestamp));
+        let Ok(keyset) = Keyset::new(scheme, &secrets) else {
+            return Ok(());
+        };
+        let _ = keyset.verify(&headers, &body, at(timestamp));
+        let signed = match keyset.sign(&Message { id: &id, timestamp, body: &body }) {
+            Ok(signed) => signed,
+            Err(SignError::PublicKeyOnly { .. }) => return Ok(()),
+            Err(error) => return Err(TestCaseError::fail(error.to_string())),
+        };
+        let verified = keyset.verify(&signed, &body, at(timestamp));
+        prop_assert_eq!(verified.map(|v| v.key_index), Ok(0));
+        if scheme != Scheme::HuggingFace && !body.is_empty() {
+            let mut changed = body.clone();
+            changed[flip.index(body.len())] ^= 1 << bit;
+            prop_assert!(keyset.verify(&signed, &changed, at(timestamp)).is_err());
+        }
+    }
+
+    #[test]
+    fn hmac_rule_round_trips_and_refuses_a_changed_body(
+        rule in hmac_rule(),
+        body in body(),
+        flip in any::<proptest::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        let rule = match rule {
+            Ok(rule) => rule,
+            Err(error) => {
+                prop_assert_eq!(error, SecretError::Empty);
+                return Ok(());
+            }
+        };
+        let headers = [("x-sig", rule.sign(&body))];
+        prop_assert_eq!(rule.verify(&headers, &body), Ok(()));
+        if !body.is_empty() {
+            let mut changed = body.clone();
+            changed[flip.index(body.len())] ^= 1 << bit;
+            let refused = rule.verify(&headers, &changed).unwrap_err();
+            prop_assert_eq!(refused.code(), "no_signature_matched");
+        }
+    }
+
+    #[test]
+    fn hmac_rule_survives_hostile_headers(
+        rule in hmac_rule(),
+        headers in hostile_headers(),
+        body in body(),
+    ) {
+        if let Ok(rule) = rule {
+            let _ = rule.verify(&headers, &body);
+        }
+    }
+
+    #[test]
+    fn basic_credentials_round_trip(
+        username in "[^:\\p{Cc}]{0,20}",
+        passwords in proptest::collection::vec(".{1,30}", 1..4),
+        which in any::<proptest::sample::Index>(),
+        headers in hostile_headers(),
+    ) {
+        let credentials = credentials::Credentials::basic(&username, &passwords).unwrap();
+        let _ = credentials.verify(&headers);
+        let password = &passwords[which.index(passwords.len())];
+        let encoded = STANDARD.encode(format!("{username}:{password}"));
+        prop_assert_eq!(credentials.verify(&[("Authorization", format!("Basic {encoded}"))]), Ok(()));
+        let wrong = format!("{password}x");
+        prop_assume!(!passwords.contains(&wrong));
+        let encoded = STANDARD.encode(format!("{username}:{wrong}"));
+        let refused = credentials.verify(&[("Authorization", format!("Basic {encoded}"))]);
+        prop_assert_eq!(refused.unwrap_err().code(), "invalid_credentials");
+    }
+
+    #[test]
+    fn bearer_credentials_round_trip(
+        tokens in proptest::collection::vec("\\S{1,40}", 1..4),
+        which in any::<proptest::sample::Index>(),
+        headers in hostile_headers(),
+    ) {
+        let credentials = credentials::Credentials::bearer(&tokens).unwrap();
+        let _ = credentials.verify(&headers);
+        let token = &tokens[which.index(tokens.len())];
+        prop_assert_eq!(credentials.verify(&[("authorization", format!("Bearer {token}"))]), Ok(()));
+        let wrong = format!("{token}x");
+        prop_assume!(!tokens.contains(&wrong));
+        let refused = credentials.verify(&[("authorization", format!("Bearer {wrong}"))]);
+        prop_assert_eq!(refused.unwrap_err().code(), "invalid_credentials");
     }
 }

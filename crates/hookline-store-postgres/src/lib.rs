@@ -1,5 +1,8 @@
-//! Hookline's shared storage: the [`Store`](hookline_core::Store) trait on PostgreSQL, for
-//! deployments where several nodes serve one queue.
+//! Hookline's shared storage: PostgreSQL behind every role trait of [`hookline_core::store`]
+//! (`ResourceStore`, `MessageStore`, `DeliveryQueue`, `IngestStore`, `TokenStore`,
+//! `IdempotencyStore`), which together make a [`Store`](hookline_core::Store), for
+//! deployments where several nodes serve one queue. The SQL is in `queries`, one file per
+//! role.
 //!
 //! The behaviour is the SQLite store's, query for query; what changes is how nodes share
 //! the work. Each operation runs on a connection from a [`deadpool_postgres`] pool, in a

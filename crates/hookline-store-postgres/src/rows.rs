@@ -15,7 +15,7 @@ use hookline_core::{Error, Result};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, Json};
 
-/// A time as stored: to the millisecond, as every store keeps it (see `hookline_core::now`),
+/// A time as stored: to the millisecond, as every store keeps it (see `hookline_core::clock`),
 /// so that what is read back equals what a caller computed, whatever its precision.
 pub fn ms(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(3)

@@ -1,4 +1,7 @@
-//! Hookline's embedded storage: the [`Store`](hookline_core::Store) trait on one SQLite file.
+//! Hookline's embedded storage: one SQLite file behind every role trait of
+//! [`hookline_core::store`] (`ResourceStore`, `MessageStore`, `DeliveryQueue`,
+//! `IngestStore`, `TokenStore`, `IdempotencyStore`), which together make a
+//! [`Store`](hookline_core::Store). The SQL is in `queries`, one file per role.
 //!
 //! Durability without a throughput cap comes from group commit. Every write goes to one
 //! writer thread, which takes all the writes waiting for it, runs each inside its own
@@ -30,7 +33,7 @@ use std::thread;
 use std::time::Duration;
 
 use hookline_core::store::{Migrations, schema_mismatch};
-use hookline_core::{Error, Result};
+use hookline_core::{Code, Error, Result};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -272,8 +275,8 @@ fn lock_file(path: &Path) -> Result<std::fs::File> {
         .map_err(Error::storage)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::BadRequest {
-            code: "database_in_use",
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Setup {
+            code: Code::DatabaseInUse,
             detail: format!(
                 "{} is in use by another hookline process; the embedded store serves one \
                  process (use PostgreSQL for several nodes)",
@@ -498,7 +501,7 @@ mod tests {
         let path = dir.join("locked.db");
         let first = SqliteStore::open(&path).await.unwrap();
         match SqliteStore::open(&path).await {
-            Err(Error::BadRequest { code, .. }) => assert_eq!(code, "database_in_use"),
+            Err(Error::Setup { code, .. }) => assert_eq!(code, Code::DatabaseInUse),
             other => panic!("expected database_in_use, got {other:?}"),
         }
         first.close();

@@ -6,7 +6,6 @@
 //! a usage error.
 
 mod commands;
-mod config;
 
 use std::process::ExitCode;
 

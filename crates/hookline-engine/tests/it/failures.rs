@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use hookline_core::Store;
 use hookline_core::model::{ErrorKind, MessageStatus, TriggerType};
+use hookline_core::store::MessageStore;
 
 use crate::support::{Receiver, Reply, World, config, eventually};
 
@@ -180,6 +180,7 @@ async fn a_manual_resend_is_tried_once() {
             &message.id,
             &endpoint.id,
             TriggerType::Manual,
+            world.clock.now(),
         )
         .await
         .expect("resend");

@@ -11,13 +11,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
-use hookline_core::Store;
+use hookline_core::SharedClock;
 use hookline_core::id::{AppId, EndpointId, MessageId};
 use hookline_core::model::{Application, Attempt, Destination, Endpoint, EndpointSecret, Message};
 use hookline_core::page::{ListQuery, Order};
 use hookline_core::retry::RetryPolicy;
 use hookline_core::store::{AttemptFilter, NewMessage};
+use hookline_core::store::{DeliveryQueue, MessageStore, ResourceStore};
 use hookline_engine::{Engine, EngineConfig};
 use hookline_signature::{Keyset, Scheme, VerifyOptions};
 use hookline_store_sqlite::SqliteStore;
@@ -30,16 +30,24 @@ use tokio_util::sync::CancellationToken;
 pub struct World {
     pub store: Arc<SqliteStore>,
     pub app: Application,
+    /// The clock engines of this world read.
+    pub clock: SharedClock,
     _dir: tempfile::TempDir,
 }
 
 impl World {
+    /// A world on the system clock.
     pub async fn new() -> Self {
+        Self::with_clock(hookline_core::clock::system()).await
+    }
+
+    /// A world whose engines read `clock`.
+    pub async fn with_clock(clock: SharedClock) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("hookline.db"))
             .await
             .expect("open store");
-        let now = Utc::now();
+        let now = clock.now();
         let app = Application {
             id: AppId::new(),
             uid: Some("app-uid".into()),
@@ -53,13 +61,14 @@ impl World {
         World {
             store: Arc::new(store),
             app,
+            clock,
             _dir: dir,
         }
     }
 
     /// Creates an endpoint at `url` with one fresh secret, after `tweak`.
     pub async fn endpoint(&self, url: &str, tweak: impl FnOnce(&mut Endpoint)) -> Endpoint {
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut endpoint = Endpoint {
             id: EndpointId::new(),
             app_id: self.app.id.clone(),
@@ -98,7 +107,7 @@ impl World {
             payload: Some(payload.to_owned()),
             channels: None,
             headers: Default::default(),
-            created_at: Utc::now(),
+            created_at: self.clock.now(),
         };
         self.store
             .create_message(NewMessage {
@@ -146,8 +155,8 @@ impl World {
     pub fn start(&self, config: EngineConfig) -> Running {
         let wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
-        let store: Arc<dyn Store> = self.store.clone();
-        let engine = Engine::new(store, config, Arc::clone(&wake));
+        let queue: Arc<dyn DeliveryQueue> = self.store.clone();
+        let engine = Engine::new(queue, config, Arc::clone(&wake), Arc::clone(&self.clock));
         let handle = tokio::spawn(engine.run(shutdown.clone()));
         Running {
             wake,

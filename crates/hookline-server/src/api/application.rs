@@ -8,13 +8,13 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use hookline_core::Store;
 use hookline_core::id::AppId;
 use hookline_core::model::Application;
 use hookline_core::page::Order;
+use hookline_core::patch::ApplicationPatch;
 use serde::{Deserialize, Serialize};
 
-use super::{ListResponse, app_for, list_query, non_null, nullable};
+use super::{ListResponse, app_for, list_query};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -49,9 +49,8 @@ impl Validate for ApplicationIn {
 }
 
 impl ApplicationIn {
-    /// A new application made from this body, created now.
-    pub fn into_application(self) -> Application {
-        let now = hookline_core::now();
+    /// A new application made from this body, created at `now`.
+    pub fn into_application(self, now: DateTime<Utc>) -> Application {
         Application {
             id: AppId::new_at(now),
             uid: self.uid,
@@ -62,19 +61,6 @@ impl ApplicationIn {
             updated_at: now,
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApplicationPatch {
-    #[serde(default, deserialize_with = "non_null")]
-    pub name: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub uid: Option<Option<String>>,
-    #[serde(default, alias = "rateLimit", deserialize_with = "nullable")]
-    pub throttle_rate: Option<Option<u16>>,
-    #[serde(default, deserialize_with = "non_null")]
-    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 impl Validate for ApplicationPatch {
@@ -138,10 +124,11 @@ struct CreateParams {
 /// and app-portal-access. A `key` that is not an id becomes the new application's uid
 /// when the body gives none. Returns whether it was created.
 pub async fn get_or_create(
-    store: &dyn Store,
+    state: &AppState,
     key: &str,
     body: Option<ApplicationIn>,
 ) -> Result<(Application, bool), ApiError> {
+    let store = state.store.as_ref();
     let missing = match store.get_app(key).await {
         Ok(app) => return Ok((app, false)),
         Err(hookline_core::Error::NotFound(what)) => what,
@@ -153,7 +140,7 @@ pub async fn get_or_create(
     if body.uid.is_none() && !AppId::is_id(key) {
         body.uid = Some(key.to_owned());
     }
-    let app = body.into_application();
+    let app = body.into_application(state.clock.now());
     match store.create_app(&app).await {
         Ok(()) => Ok((app, true)),
         // Created by a concurrent request in the meantime.
@@ -184,7 +171,7 @@ async fn create(
     if params.get_if_exists
         && let Some(uid) = body.uid.clone()
     {
-        let (app, created) = get_or_create(state.store.as_ref(), &uid, Some(body)).await?;
+        let (app, created) = get_or_create(&state, &uid, Some(body)).await?;
         let status = if created {
             StatusCode::CREATED
         } else {
@@ -192,7 +179,7 @@ async fn create(
         };
         return Ok((status, Json(app.into())));
     }
-    let app = body.into_application();
+    let app = body.into_application(state.clock.now());
     state.store.create_app(&app).await?;
     Ok((StatusCode::CREATED, Json(app.into())))
 }
@@ -216,7 +203,7 @@ async fn upsert(
     let mut app = match state.store.get_app(&app_id).await {
         Ok(app) => app,
         Err(hookline_core::Error::NotFound(_)) => {
-            let app = body.into_application();
+            let app = body.into_application(state.clock.now());
             state.store.create_app(&app).await?;
             return Ok((StatusCode::CREATED, Json(app.into())));
         }
@@ -226,7 +213,7 @@ async fn upsert(
     app.uid = body.uid;
     app.throttle_rate = body.throttle_rate;
     app.metadata = body.metadata.unwrap_or_default();
-    app.updated_at = hookline_core::now();
+    app.updated_at = state.clock.now();
     state.store.update_app(&app).await?;
     Ok((StatusCode::OK, Json(app.into())))
 }
@@ -239,19 +226,7 @@ async fn patch(
 ) -> Result<Json<ApplicationOut>, ApiError> {
     caller.require_admin()?;
     let mut app = state.store.get_app(&app_id).await?;
-    if let Some(name) = body.name {
-        app.name = name;
-    }
-    if let Some(uid) = body.uid {
-        app.uid = uid;
-    }
-    if let Some(rate) = body.throttle_rate {
-        app.throttle_rate = rate;
-    }
-    if let Some(metadata) = body.metadata {
-        app.metadata = metadata;
-    }
-    app.updated_at = hookline_core::now();
+    body.apply(&mut app, state.clock.now());
     state.store.update_app(&app).await?;
     Ok(Json(app.into()))
 }

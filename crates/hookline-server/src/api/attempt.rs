@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use hookline_core::Code;
 use hookline_core::id::{AttemptId, EndpointId, MessageId};
 use hookline_core::model::{Attempt, Destination, Endpoint, MessageStatus, TriggerType};
 use hookline_core::page::ListQuery;
@@ -13,7 +14,7 @@ use hookline_core::store::{AttemptFilter, MessageFilter};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use super::endpoint::endpoint_for;
+use super::endpoint::endpoint_of;
 use super::message::payload_out;
 use super::{ListResponse, app_for, time_query, yes};
 use crate::AppState;
@@ -235,7 +236,8 @@ async fn list_by_endpoint(
     Path((app_id, endpoint_id)): Path<(String, String)>,
     Query(mut params): Query<AttemptListParams>,
 ) -> Result<Json<ListResponse<MessageAttemptOut>>, ApiError> {
-    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let app = app_for(&state, &caller, &app_id).await?;
+    let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     let query = params.query()?;
     let filter = AttemptFilter {
         endpoint_id: Some(endpoint.id),
@@ -285,7 +287,8 @@ async fn list_attempted_messages(
     Path((app_id, endpoint_id)): Path<(String, String)>,
     Query(params): Query<AttemptedMessagesParams>,
 ) -> Result<Json<ListResponse<EndpointMessageOut>>, ApiError> {
-    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let app = app_for(&state, &caller, &app_id).await?;
+    let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     let query = time_query(
         params.limit,
         params.iterator,
@@ -388,17 +391,24 @@ async fn resend(
     caller: Caller,
     Path((app_id, msg_id, endpoint_id)): Path<(String, String, String)>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let app = app_for(&state, &caller, &app_id).await?;
+    let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     let message = state.store.get_message(&app.id, &msg_id).await?;
     if message.payload.is_none() {
-        return Err(ApiError::bad_request(
-            "missing_payload",
+        return Err(ApiError::refused(
+            Code::MissingPayload,
             "Unable to resend message. Payload is missing (probably expired).",
         ));
     }
     state
         .store
-        .requeue(&app.id, &message.id, &endpoint.id, TriggerType::Manual)
+        .requeue(
+            &app.id,
+            &message.id,
+            &endpoint.id,
+            TriggerType::Manual,
+            state.clock.now(),
+        )
         .await?;
     state.queued();
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))))

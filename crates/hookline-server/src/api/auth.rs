@@ -60,7 +60,7 @@ async fn app_portal_access(
     MaybeJson(body): MaybeJson<AppPortalAccessIn>,
 ) -> Result<Json<AppPortalAccessOut>, ApiError> {
     caller.require_admin()?;
-    let (app, _) = get_or_create(state.store.as_ref(), &app_id, body.application).await?;
+    let (app, _) = get_or_create(&state, &app_id, body.application).await?;
     Ok(Json(issue_app_token(&state, app.id).await?))
 }
 
@@ -72,7 +72,7 @@ pub async fn issue_app_token(state: &AppState, app: AppId) -> Result<AppPortalAc
         .put_token(&Token {
             hash: token_hash(&token),
             app_id: Some(app),
-            created_at: hookline_core::now(),
+            created_at: state.clock.now(),
         })
         .await?;
     let url = format!(

@@ -3,41 +3,50 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, RawPathParams, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use hookline_core::Code;
 use hookline_core::id::{EndpointId, MessageId, TaskId};
 use hookline_core::model::{Application, Endpoint, EndpointSecret, Message};
 use hookline_core::page::Order;
-use rand::RngCore;
+use hookline_core::patch::EndpointPatch;
 use serde::{Deserialize, Serialize};
 
-use super::{ListResponse, app_for, list_query, non_null, nullable};
+use super::{ListResponse, app_for, list_query};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Limit, MaybeJson, Query, Timestamp, ValidJson};
 use crate::idempotency::IdempotencyKey;
+use crate::ingest::source::source_for;
 use crate::validate::{self, SENSITIVE_HEADERS, Validate, Violations};
 
 pub fn router() -> Router<AppState> {
     const ONE: &str = "/app/{app_id}/endpoint/{endpoint_id}";
-    Router::new()
-        .route("/app/{app_id}/endpoint", get(list).post(create))
-        .route(ONE, get(fetch).put(upsert).patch(patch).delete(delete))
-        .route(
-            &format!("{ONE}/headers"),
-            get(get_headers).put(put_headers).patch(patch_headers),
-        )
-        .route(&format!("{ONE}/secret"), get(get_secret))
+    shared_routes("/app/{app_id}")
         .route(&format!("{ONE}/secret/rotate"), post(rotate_secret))
         .route(&format!("{ONE}/recover"), post(recover))
         .route(&format!("{ONE}/send-example"), post(send_example))
         .route(&format!("{ONE}/stats"), get(stats))
+}
+
+/// The endpoint routes the sending API and the Ingest API share, under `owner` (which
+/// names the [`Owner`]: `/app/{app_id}` or `/source/{source_id}`).
+pub fn shared_routes(owner: &str) -> Router<AppState> {
+    let one = format!("{owner}/endpoint/{{endpoint_id}}");
+    Router::new()
+        .route(&format!("{owner}/endpoint"), get(list).post(create))
+        .route(&one, get(fetch).put(upsert).patch(patch).delete(delete))
+        .route(
+            &format!("{one}/headers"),
+            get(get_headers).put(put_headers).patch(patch_headers),
+        )
+        .route(&format!("{one}/secret"), get(get_secret))
 }
 
 /// The body of create (POST) and replace (PUT). PUT uses `secret` only when it creates.
@@ -87,27 +96,6 @@ impl Validate for EndpointIn {
             validate::headers(v, "headers", headers);
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EndpointPatch {
-    #[serde(default, deserialize_with = "non_null")]
-    pub url: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub uid: Option<Option<String>>,
-    #[serde(default, deserialize_with = "non_null")]
-    pub description: Option<String>,
-    #[serde(default, deserialize_with = "non_null")]
-    pub disabled: Option<bool>,
-    #[serde(default, alias = "rateLimit", deserialize_with = "nullable")]
-    pub throttle_rate: Option<Option<u16>>,
-    #[serde(default, alias = "filterTypes", deserialize_with = "nullable")]
-    pub event_types: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub channels: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "non_null")]
-    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 impl Validate for EndpointPatch {
@@ -170,16 +158,6 @@ impl From<Endpoint> for EndpointOut {
     }
 }
 
-/// A new signing secret: `whsec_` and 24 random bytes in base64.
-pub fn generate_secret() -> String {
-    let mut bytes = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    )
-}
-
 /// Refuses event types that do not exist or are archived.
 async fn check_event_types(state: &AppState, types: Option<&[String]>) -> Result<(), ApiError> {
     let mut missing = Vec::new();
@@ -203,21 +181,46 @@ async fn check_event_types(state: &AppState, types: Option<&[String]>) -> Result
     }
 }
 
-/// The endpoint named by a path, in the application named by the path, if the caller may
-/// see them.
-pub async fn endpoint_for(
-    state: &AppState,
-    caller: &Caller,
-    app_key: &str,
-    endpoint_key: &str,
-) -> Result<(Application, Endpoint), ApiError> {
-    let app = app_for(state, caller, app_key).await?;
-    let endpoint = state.store.get_endpoint(&app.id, endpoint_key).await?;
-    Ok((app, endpoint))
+/// The application whose endpoints a route serves, if the caller may see it: the one the
+/// path's `app_id` names (the sending API), or the hidden application of the source the
+/// path's `source_id` names (the Ingest API, whose forwarding endpoints these are). One set
+/// of handlers serves both APIs.
+#[derive(Debug)]
+pub struct Owner(pub Application);
+
+impl FromRequestParts<AppState> for Owner {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::Internal(rejection.body_text()))?;
+        let param = |name: &str| {
+            params
+                .iter()
+                .find_map(|(key, value)| (key == name).then(|| value.to_owned()))
+        };
+        if let Some(app_key) = param("app_id") {
+            return app_for(state, &caller, &app_key).await.map(Owner);
+        }
+        let source_key = param("source_id")
+            .ok_or_else(|| ApiError::Internal("an endpoint route names no owner".into()))?;
+        let source = source_for(state, &caller, &source_key).await?;
+        Ok(Owner(state.store.get_app(source.app_id.as_str()).await?))
+    }
 }
 
-fn new_endpoint(app: &Application, body: EndpointIn) -> Endpoint {
-    let now = hookline_core::now();
+/// The endpoint `key` (an id or a uid) of `app`.
+pub async fn endpoint_of(
+    state: &AppState,
+    app: &Application,
+    key: &str,
+) -> Result<Endpoint, ApiError> {
+    Ok(state.store.get_endpoint(&app.id, key).await?)
+}
+
+fn new_endpoint(app: &Application, body: EndpointIn, now: DateTime<Utc>) -> Endpoint {
     Endpoint {
         id: EndpointId::new_at(now),
         app_id: app.id.clone(),
@@ -231,7 +234,9 @@ fn new_endpoint(app: &Application, body: EndpointIn) -> Endpoint {
         metadata: body.metadata.unwrap_or_default(),
         headers: body.headers.unwrap_or_default(),
         secrets: vec![EndpointSecret {
-            key: body.secret.unwrap_or_else(generate_secret),
+            key: body
+                .secret
+                .unwrap_or_else(hookline_signature::generate_hmac_secret),
             expires_at: None,
         }],
         failing_since: None,
@@ -250,11 +255,9 @@ struct ListParams {
 
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(app_id): Path<String>,
+    Owner(app): Owner,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ListResponse<EndpointOut>>, ApiError> {
-    let app = app_for(&state, &caller, &app_id).await?;
     let order = params.order.unwrap_or(Order::Descending);
     let query = list_query(params.limit, params.iterator, order);
     let page = state.store.list_endpoints(&app.id, &query).await?;
@@ -263,38 +266,35 @@ async fn list(
 
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(app_id): Path<String>,
+    Owner(app): Owner,
     ValidJson(body): ValidJson<EndpointIn>,
 ) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
-    let app = app_for(&state, &caller, &app_id).await?;
     check_event_types(&state, body.event_types.as_deref()).await?;
-    let endpoint = new_endpoint(&app, body);
+    let endpoint = new_endpoint(&app, body, state.clock.now());
     state.store.create_endpoint(&endpoint).await?;
     Ok((StatusCode::CREATED, Json(endpoint.into())))
 }
 
 async fn fetch(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Owner(app): Owner,
+    Path((_, endpoint_id)): Path<(String, String)>,
 ) -> Result<Json<EndpointOut>, ApiError> {
-    let (_, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     Ok(Json(endpoint.into()))
 }
 
 async fn upsert(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Owner(app): Owner,
+    Path((_, endpoint_id)): Path<(String, String)>,
     ValidJson(body): ValidJson<EndpointIn>,
 ) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
-    let app = app_for(&state, &caller, &app_id).await?;
     check_event_types(&state, body.event_types.as_deref()).await?;
     let mut endpoint = match state.store.get_endpoint(&app.id, &endpoint_id).await {
         Ok(endpoint) => endpoint,
         Err(hookline_core::Error::NotFound(_)) => {
-            let endpoint = new_endpoint(&app, body);
+            let endpoint = new_endpoint(&app, body, state.clock.now());
             state.store.create_endpoint(&endpoint).await?;
             return Ok((StatusCode::CREATED, Json(endpoint.into())));
         }
@@ -311,7 +311,7 @@ async fn upsert(
     if let Some(headers) = body.headers {
         endpoint.headers = headers;
     }
-    endpoint.updated_at = hookline_core::now();
+    endpoint.updated_at = state.clock.now();
     // PUT replaces every setting, `disabled` included.
     state.store.update_endpoint(&endpoint, true).await?;
     Ok((StatusCode::OK, Json(endpoint.into())))
@@ -319,50 +319,25 @@ async fn upsert(
 
 async fn patch(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Owner(app): Owner,
+    Path((_, endpoint_id)): Path<(String, String)>,
     ValidJson(body): ValidJson<EndpointPatch>,
 ) -> Result<Json<EndpointOut>, ApiError> {
-    let (_, mut endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let mut endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     if let Some(types) = &body.event_types {
         check_event_types(&state, types.as_deref()).await?;
     }
-    if let Some(url) = body.url {
-        endpoint.url = url;
-    }
-    if let Some(uid) = body.uid {
-        endpoint.uid = uid;
-    }
-    if let Some(description) = body.description {
-        endpoint.description = description;
-    }
-    let set_disabled = body.disabled.is_some();
-    if let Some(disabled) = body.disabled {
-        endpoint.disabled = disabled;
-    }
-    if let Some(rate) = body.throttle_rate {
-        endpoint.throttle_rate = rate;
-    }
-    if let Some(types) = body.event_types {
-        endpoint.event_types = types;
-    }
-    if let Some(channels) = body.channels {
-        endpoint.channels = channels;
-    }
-    if let Some(metadata) = body.metadata {
-        endpoint.metadata = metadata;
-    }
-    endpoint.updated_at = hookline_core::now();
+    let set_disabled = body.apply(&mut endpoint, state.clock.now());
     state.store.update_endpoint(&endpoint, set_disabled).await?;
     Ok(Json(endpoint.into()))
 }
 
 async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Owner(app): Owner,
+    Path((_, endpoint_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     state.store.delete_endpoint(&app.id, &endpoint.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -429,37 +404,37 @@ fn remove_header(headers: &mut BTreeMap<String, String>, name: &str) {
 
 async fn get_headers(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Owner(app): Owner,
+    Path((_, endpoint_id)): Path<(String, String)>,
 ) -> Result<Json<EndpointHeadersOut>, ApiError> {
-    let (_, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     Ok(Json(endpoint.headers.into()))
 }
 
 async fn put_headers(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Owner(app): Owner,
+    Path((_, endpoint_id)): Path<(String, String)>,
     ValidJson(body): ValidJson<EndpointHeadersIn>,
 ) -> Result<StatusCode, ApiError> {
-    let (_, mut endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let mut endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     endpoint.headers.clear();
     for (name, value) in body.headers {
         remove_header(&mut endpoint.headers, &name);
         endpoint.headers.insert(name, value);
     }
-    endpoint.updated_at = hookline_core::now();
+    endpoint.updated_at = state.clock.now();
     state.store.update_endpoint(&endpoint, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn patch_headers(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Owner(app): Owner,
+    Path((_, endpoint_id)): Path<(String, String)>,
     ValidJson(body): ValidJson<EndpointHeadersPatchIn>,
 ) -> Result<StatusCode, ApiError> {
-    let (_, mut endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let mut endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     for name in &body.delete_headers {
         remove_header(&mut endpoint.headers, name);
     }
@@ -469,7 +444,7 @@ async fn patch_headers(
             endpoint.headers.insert(name, value);
         }
     }
-    endpoint.updated_at = hookline_core::now();
+    endpoint.updated_at = state.clock.now();
     state.store.update_endpoint(&endpoint, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -496,8 +471,6 @@ pub struct EndpointSecretRotateIn {
 const MAX_GRACE_PERIOD_SECS: u32 = 604_800;
 /// The grace period when none is given: a day.
 const DEFAULT_GRACE_PERIOD_SECS: u32 = 86_400;
-/// Rotated-out secrets that may still sign at once.
-const MAX_OLD_SECRETS: usize = 5;
 
 impl Validate for EndpointSecretRotateIn {
     fn validate(&self, v: &mut Violations) {
@@ -518,10 +491,10 @@ impl Validate for EndpointSecretRotateIn {
 
 async fn get_secret(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Owner(app): Owner,
+    Path((_, endpoint_id)): Path<(String, String)>,
 ) -> Result<Json<EndpointSecretOut>, ApiError> {
-    let (_, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     Ok(Json(EndpointSecretOut {
         key: endpoint.current_secret().to_owned(),
     }))
@@ -529,41 +502,21 @@ async fn get_secret(
 
 /// Makes `key` the current secret; the old one keeps signing for the grace period. The
 /// spec says 204, but the SDKs parse the new key from the body, so it is returned (200).
-async fn rotate_secret(
+pub async fn rotate_secret(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Owner(app): Owner,
+    Path((_, endpoint_id)): Path<(String, String)>,
     MaybeJson(body): MaybeJson<EndpointSecretRotateIn>,
 ) -> Result<Json<EndpointSecretOut>, ApiError> {
-    let (_, mut endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
-    let now = hookline_core::now();
+    let mut endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     let grace = body
         .grace_period_seconds
         .unwrap_or(DEFAULT_GRACE_PERIOD_SECS);
-    let key = body.key.unwrap_or_else(generate_secret);
-    let mut secrets = vec![EndpointSecret {
-        key: key.clone(),
-        expires_at: None,
-    }];
-    for mut old in endpoint.secrets {
-        if old.expires_at.is_none() {
-            old.expires_at = Some(now + chrono::Duration::seconds(i64::from(grace)));
-        }
-        if old.expires_at.is_some_and(|expiry| expiry > now) {
-            secrets.push(old);
-        }
-    }
-    if secrets.len() - 1 > MAX_OLD_SECRETS {
-        return Err(ApiError::bad_request(
-            "limit_reached",
-            format!(
-                "an endpoint can have at most {MAX_OLD_SECRETS} rotated-out secrets in their \
-                 grace period; wait for one to expire or rotate with a shorter gracePeriodSeconds"
-            ),
-        ));
-    }
-    endpoint.secrets = secrets;
-    endpoint.updated_at = now;
+    let key = body
+        .key
+        .unwrap_or_else(hookline_signature::generate_hmac_secret);
+    let grace = std::time::Duration::from_secs(u64::from(grace));
+    endpoint.rotate_secret(key.clone(), grace, state.clock.now())?;
     state.store.update_endpoint(&endpoint, false).await?;
     Ok(Json(EndpointSecretOut { key }))
 }
@@ -598,19 +551,19 @@ pub struct RecoverOut {
 /// the background.
 async fn recover(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Owner(app): Owner,
+    Path((_, endpoint_id)): Path<(String, String)>,
     ValidJson(body): ValidJson<RecoverIn>,
 ) -> Result<(StatusCode, Json<RecoverOut>), ApiError> {
-    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
-    let now = hookline_core::now();
+    let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
+    let now = state.clock.now();
     let task = TaskId::new_at(now);
     let until = body.until.map_or(now, |until| until.0);
     // The re-queueing is one statement: it is committed before the answer, so a node that
     // dies right after answering loses nothing, and any node may make the deliveries.
     let queued = state
         .store
-        .recover(&app.id, &endpoint.id, body.since.0, until)
+        .recover(&app.id, &endpoint.id, body.since.0, until, now)
         .await?;
     tracing::info!(task = %task, endpoint = %endpoint.id, queued, "recover queued failed deliveries");
     state.queued();
@@ -655,24 +608,25 @@ fn schema_example(schemas: Option<&serde_json::Value>) -> Option<String> {
 async fn send_example(
     State(state): State<AppState>,
     caller: Caller,
-    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Owner(app): Owner,
+    Path((_, endpoint_id)): Path<(String, String)>,
     idempotency: Option<Extension<IdempotencyKey>>,
     ValidJson(body): ValidJson<EventExampleIn>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
+    let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     let payload = if body.event_type == "svix.ping" {
         r#"{"success":true}"#.to_owned()
     } else {
         let event_type = state.store.get_event_type(&body.event_type).await?;
         schema_example(event_type.schemas.as_ref()).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_scheme",
+            ApiError::refused(
+                Code::InvalidSchema,
                 "Unable to generate example message from event-type schema",
             )
         })?
     };
-    let now = hookline_core::now();
+    let now = state.clock.now();
     let message = Message {
         id: MessageId::new_at(now),
         app_id: app.id,
@@ -715,18 +669,18 @@ const STATS_WINDOW_DAYS: i64 = 28;
 
 async fn stats(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((app_id, endpoint_id)): Path<(String, String)>,
+    Owner(app): Owner,
+    Path((_, endpoint_id)): Path<(String, String)>,
     Query(params): Query<StatsParams>,
 ) -> Result<Json<EndpointStatsOut>, ApiError> {
-    let (app, endpoint) = endpoint_for(&state, &caller, &app_id, &endpoint_id).await?;
-    let until = params.until.map_or_else(hookline_core::now, |t| t.0);
+    let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
+    let until = params.until.map_or_else(|| state.clock.now(), |t| t.0);
     let since = params
         .since
         .map_or(until - chrono::Duration::days(STATS_WINDOW_DAYS), |t| t.0);
     if since > until {
-        return Err(ApiError::bad_request(
-            "invalid_range",
+        return Err(ApiError::refused(
+            Code::InvalidRange,
             "`since` must not be after `until`",
         ));
     }
@@ -750,7 +704,7 @@ mod tests {
 
     #[test]
     fn generated_secrets_are_usable() {
-        let secret = generate_secret();
+        let secret = hookline_signature::generate_hmac_secret();
         assert!(secret.starts_with("whsec_"));
         assert_eq!(secret.len(), "whsec_".len() + 32);
         assert!(validate::check_secret(&secret).is_ok());

@@ -9,9 +9,10 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use hookline_core::model::EventType;
 use hookline_core::page::Order;
+use hookline_core::patch::EventTypePatch;
 use serde::{Deserialize, Serialize};
 
-use super::{ListResponse, list_query, non_null, nullable};
+use super::{ListResponse, list_query};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -101,21 +102,6 @@ impl Validate for EventTypeUpdate {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EventTypePatch {
-    #[serde(default, deserialize_with = "non_null")]
-    pub description: Option<String>,
-    #[serde(default, deserialize_with = "non_null")]
-    pub archived: Option<bool>,
-    #[serde(default, deserialize_with = "non_null")]
-    pub deprecated: Option<bool>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub schemas: Option<Option<serde_json::Value>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub feature_flag: Option<Option<String>>,
-}
-
 impl Validate for EventTypePatch {
     fn validate(&self, v: &mut Violations) {
         if let Some(description) = &self.description {
@@ -199,7 +185,7 @@ async fn create(
     ValidJson(body): ValidJson<EventTypeIn>,
 ) -> Result<(StatusCode, Json<EventTypeOut>), ApiError> {
     caller.require_admin()?;
-    let now = hookline_core::now();
+    let now = state.clock.now();
     let mut event_type = EventType {
         name: body.name,
         description: body.description,
@@ -210,23 +196,15 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    match state.store.get_event_type(&event_type.name).await {
-        // An archived name is brought back, overwritten by the body.
-        Ok(archived) if archived.archived => {
-            event_type.created_at = archived.created_at;
-            state.store.update_event_type(&event_type).await?;
-        }
-        Ok(_) => {
-            return Err(hookline_core::Error::Conflict {
-                code: "event_type_exists",
-                detail: "an event type with this name already exists".into(),
-            }
-            .into());
-        }
-        Err(hookline_core::Error::NotFound(_)) => {
-            state.store.create_event_type(&event_type).await?;
-        }
+    let existing = match state.store.get_event_type(&event_type.name).await {
+        Ok(existing) => Some(existing),
+        Err(hookline_core::Error::NotFound(_)) => None,
         Err(error) => return Err(error.into()),
+    };
+    if event_type.revive(existing.as_ref())? {
+        state.store.update_event_type(&event_type).await?;
+    } else {
+        state.store.create_event_type(&event_type).await?;
     }
     Ok((
         StatusCode::CREATED,
@@ -250,7 +228,7 @@ async fn upsert(
     ValidJson(body): ValidJson<EventTypeUpdate>,
 ) -> Result<(StatusCode, Json<EventTypeOut>), ApiError> {
     caller.require_admin()?;
-    let now = hookline_core::now();
+    let now = state.clock.now();
     let existing = match state.store.get_event_type(&name).await {
         Ok(existing) => Some(existing),
         Err(hookline_core::Error::NotFound(_)) => None,
@@ -290,22 +268,7 @@ async fn patch(
 ) -> Result<Json<EventTypeOut>, ApiError> {
     caller.require_admin()?;
     let mut event_type = state.store.get_event_type(&name).await?;
-    if let Some(description) = body.description {
-        event_type.description = description;
-    }
-    if let Some(archived) = body.archived {
-        event_type.archived = archived;
-    }
-    if let Some(deprecated) = body.deprecated {
-        event_type.deprecated = deprecated;
-    }
-    if let Some(schemas) = body.schemas {
-        event_type.schemas = schemas;
-    }
-    if let Some(flag) = body.feature_flag {
-        event_type.feature_flag = flag;
-    }
-    event_type.updated_at = hookline_core::now();
+    body.apply(&mut event_type, state.clock.now());
     state.store.update_event_type(&event_type).await?;
     Ok(Json(EventTypeOut::new(event_type, true)))
 }
@@ -322,7 +285,7 @@ async fn delete(
         state.store.delete_event_type(&name).await?;
     } else {
         event_type.archived = true;
-        event_type.updated_at = hookline_core::now();
+        event_type.updated_at = state.clock.now();
         state.store.update_event_type(&event_type).await?;
     }
     Ok(StatusCode::NO_CONTENT)

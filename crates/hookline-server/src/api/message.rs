@@ -147,7 +147,7 @@ pub async fn accept(
         .map_err(|error| ApiError::Internal(format!("cannot serialize a message: {error}")))?;
     let record = idempotency
         .as_ref()
-        .map(|key| key.record(status, body.clone()));
+        .map(|key| key.record(status, body.clone(), message.created_at));
     state
         .store
         .create_message(NewMessage {
@@ -181,8 +181,8 @@ async fn create(
     ValidJson(body): ValidJson<MessageIn>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let (app, _) = get_or_create(state.store.as_ref(), &app_id, body.application).await?;
-    let now = hookline_core::now();
+    let (app, _) = get_or_create(&state, &app_id, body.application).await?;
+    let now = state.clock.now();
     let message = Message {
         id: MessageId::new_at(now),
         app_id: app.id,
@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn payload_out_shapes() {
-        let now = hookline_core::now();
+        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let mut message = Message {
             id: MessageId::new(),
             app_id: hookline_core::id::AppId::new(),

@@ -14,7 +14,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use hookline_core::model::Application;
 use hookline_core::page::{Cursor, ListQuery, Order, Page};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Serialize;
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
@@ -113,29 +113,6 @@ pub fn time_query(
     })
 }
 
-/// For a nullable PATCH field: absent is `None`, `null` is `Some(None)`, a value is
-/// `Some(Some(value))`. Use with `#[serde(default, deserialize_with = "nullable")]`.
-pub fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
-/// For a PATCH field that may be absent but not `null`. Use with
-/// `#[serde(default, deserialize_with = "non_null")]`.
-pub fn non_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    match Option::<T>::deserialize(deserializer)? {
-        Some(value) => Ok(Some(value)),
-        None => Err(serde::de::Error::custom("may be left out but not null")),
-    }
-}
-
 /// The application named by a path's `app_id` (an id or a uid), if the caller may see
 /// it. An app token naming anything but its own application is refused whether or not
 /// that application exists, so app tokens cannot probe for others.
@@ -165,26 +142,6 @@ pub fn yes() -> bool {
 mod tests {
     use super::*;
     use hookline_core::id::MessageId;
-
-    #[derive(Debug, Deserialize)]
-    struct Patch {
-        #[serde(default, deserialize_with = "nullable")]
-        uid: Option<Option<String>>,
-        #[serde(default, deserialize_with = "non_null")]
-        name: Option<String>,
-    }
-
-    #[test]
-    fn patch_fields_are_tri_state() {
-        let absent: Patch = serde_json::from_str("{}").unwrap();
-        assert_eq!((absent.uid, absent.name), (None, None));
-        let null: Patch = serde_json::from_str(r#"{"uid": null}"#).unwrap();
-        assert_eq!(null.uid, Some(None));
-        let value: Patch = serde_json::from_str(r#"{"uid": "u", "name": "n"}"#).unwrap();
-        assert_eq!(value.uid, Some(Some("u".into())));
-        assert_eq!(value.name.as_deref(), Some("n"));
-        assert!(serde_json::from_str::<Patch>(r#"{"name": null}"#).is_err());
-    }
 
     #[test]
     fn before_and_after_become_cursors() {

@@ -89,7 +89,7 @@ async fn stream(
     let after = params.after.or(last_event_id);
     let since = match &after {
         Some(after) => state.store.get_message(&app.id, after).await?.created_at,
-        None => hookline_core::now(),
+        None => state.clock.now(),
     };
     let mut feed = MessageFeed {
         store: Arc::clone(&state.store),

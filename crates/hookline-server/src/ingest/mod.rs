@@ -5,7 +5,6 @@
 pub mod endpoint;
 pub mod receive;
 pub mod source;
-pub mod source_type;
 pub mod stream;
 
 use axum::Router;
@@ -13,9 +12,9 @@ use axum::Router;
 use crate::AppState;
 
 /// Every route under `/ingest/api/v1`.
-pub fn router(state: &AppState) -> Router<AppState> {
+pub fn router() -> Router<AppState> {
     Router::new()
         .merge(source::router())
-        .merge(endpoint::router(state))
+        .merge(endpoint::router())
         .merge(stream::router())
 }

@@ -13,20 +13,17 @@ use chrono::{DateTime, Utc};
 use hookline_core::id::{AppId, IngestRequestId, SourceId};
 use hookline_core::ingest::{IngestRequest, Source};
 use hookline_core::page::Order;
+use hookline_core::patch::SourcePatch;
 use serde::{Deserialize, Serialize};
 
-use super::source_type::SourceType;
 use crate::AppState;
 use crate::api::auth::{AppPortalAccessOut, issue_app_token};
-use crate::api::{ListResponse, list_query, non_null, nullable};
+use crate::api::{ListResponse, list_query};
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{Limit, MaybeJson, Query, ValidJson};
 use crate::validate::{self, Validate, Violations};
-
-/// How long a rotated-out ingest token keeps working: a day, so providers can be moved
-/// to the new URL without losing requests.
-pub const TOKEN_GRACE: chrono::Duration = chrono::Duration::hours(24);
+use hookline_receive::SourceType;
 
 /// Characters of an ingest token: 32 base62 characters, about 190 bits.
 const TOKEN_LEN: usize = 32;
@@ -102,17 +99,7 @@ impl IngestSourceIn {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct IngestSourcePatch {
-    #[serde(default, deserialize_with = "non_null")]
-    pub name: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub uid: Option<Option<String>>,
-    #[serde(default, deserialize_with = "non_null")]
-    pub metadata: Option<BTreeMap<String, String>>,
-}
-
-impl Validate for IngestSourcePatch {
+impl Validate for SourcePatch {
     fn validate(&self, v: &mut Violations) {
         check_name_and_uid(
             v,
@@ -216,8 +203,7 @@ async fn check_forward_app(state: &AppState, parsed: &SourceType) -> Result<(), 
     }
 }
 
-fn new_source(body: IngestSourceIn) -> Source {
-    let now = hookline_core::now();
+fn new_source(body: IngestSourceIn, now: DateTime<Utc>) -> Source {
     Source {
         id: SourceId::new_at(now),
         uid: body.uid,
@@ -241,7 +227,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<IngestSourceOut>), ApiError> {
     caller.require_admin()?;
     check_forward_app(&state, &body.source_type()?).await?;
-    let source = new_source(body);
+    let source = new_source(body, state.clock.now());
     state.store.create_source(&source).await?;
     Ok((StatusCode::CREATED, Json(source_out(&state, source))))
 }
@@ -270,7 +256,7 @@ async fn upsert(
             if body.uid.is_none() && !SourceId::is_id(&source_id) {
                 body.uid = Some(source_id);
             }
-            let source = new_source(body);
+            let source = new_source(body, state.clock.now());
             state.store.create_source(&source).await?;
             return Ok((StatusCode::CREATED, Json(source_out(&state, source))));
         }
@@ -281,7 +267,7 @@ async fn upsert(
     source.metadata = body.metadata.unwrap_or_default();
     source.source_type = body.source_type;
     source.config = body.config.unwrap_or_else(|| serde_json::json!({}));
-    source.updated_at = hookline_core::now();
+    source.updated_at = state.clock.now();
     state.store.update_source(&source).await?;
     Ok((StatusCode::OK, Json(source_out(&state, source))))
 }
@@ -290,20 +276,11 @@ async fn patch(
     State(state): State<AppState>,
     caller: Caller,
     Path(source_id): Path<String>,
-    ValidJson(body): ValidJson<IngestSourcePatch>,
+    ValidJson(body): ValidJson<SourcePatch>,
 ) -> Result<Json<IngestSourceOut>, ApiError> {
     caller.require_admin()?;
     let mut source = state.store.get_source(&source_id).await?;
-    if let Some(name) = body.name {
-        source.name = name;
-    }
-    if let Some(uid) = body.uid {
-        source.uid = uid;
-    }
-    if let Some(metadata) = body.metadata {
-        source.metadata = metadata;
-    }
-    source.updated_at = hookline_core::now();
+    body.apply(&mut source, state.clock.now());
     state.store.update_source(&source).await?;
     Ok(Json(source_out(&state, source)))
 }
@@ -325,7 +302,8 @@ pub struct RotateTokenOut {
     pub ingest_url: String,
 }
 
-/// Gives the source a new ingest token. The old one keeps working for [`TOKEN_GRACE`].
+/// Gives the source a new ingest token. The old one keeps working for
+/// [`Source::TOKEN_GRACE`].
 async fn rotate_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -333,10 +311,7 @@ async fn rotate_token(
 ) -> Result<Json<RotateTokenOut>, ApiError> {
     caller.require_admin()?;
     let mut source = state.store.get_source(&source_id).await?;
-    let now = hookline_core::now();
-    source.previous_token = Some(std::mem::replace(&mut source.token, new_token()));
-    source.previous_token_expires_at = Some(now + TOKEN_GRACE);
-    source.updated_at = now;
+    source.rotate_token(new_token(), state.clock.now());
     state.store.update_source(&source).await?;
     Ok(Json(RotateTokenOut {
         ingest_url: ingest_url(&state, &source.token),

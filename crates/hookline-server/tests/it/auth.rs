@@ -62,7 +62,7 @@ async fn stored_admin_tokens_work() {
         .put_token(&Token {
             hash: hookline_server::auth::token_hash("hlk_stored-admin"),
             app_id: None,
-            created_at: hookline_core::now(),
+            created_at: app.clock.now(),
         })
         .await
         .unwrap();

@@ -336,7 +336,8 @@ async fn headers_hide_sensitive_values_and_refuse_forbidden_names() {
 
 #[tokio::test]
 async fn rotation_keeps_old_secrets_for_the_grace_period() {
-    let app = TestApp::new().await;
+    let clock = hookline_core::clock::ManualClock::starting_now();
+    let app = TestApp::with_clock(clock.clone()).await;
     let app_id = app.create_app("a").await;
     let id = app
         .create_endpoint(&app_id, json!({"url": "https://e.com", "secret": SECRET}))
@@ -355,11 +356,8 @@ async fn rotation_keeps_old_secrets_for_the_grace_period() {
     let stored = app.store.get_endpoint(&app_key, &id).await.unwrap();
     assert_eq!(stored.secrets.len(), 2);
     assert_eq!(stored.secrets[1].key, SECRET);
-    let grace = stored.secrets[1].expires_at.unwrap() - hookline_core::now();
-    assert!(
-        grace > chrono::Duration::hours(23) && grace <= chrono::Duration::hours(24),
-        "{grace}"
-    );
+    let grace = stored.secrets[1].expires_at.unwrap() - app.clock.now();
+    assert_eq!(grace, chrono::Duration::hours(24), "a day by default");
 
     let chosen = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     let (status, rotated) = app
@@ -370,8 +368,13 @@ async fn rotation_keeps_old_secrets_for_the_grace_period() {
         .await;
     assert_eq!((status, rotated), (StatusCode::OK, json!({"key": chosen})));
     let stored = app.store.get_endpoint(&app_key, &id).await.unwrap();
-    let grace = stored.secrets[1].expires_at.unwrap() - hookline_core::now();
-    assert!(grace <= chrono::Duration::seconds(60), "{grace}");
+    let grace = stored.secrets[1].expires_at.unwrap() - app.clock.now();
+    assert_eq!(grace, chrono::Duration::seconds(60));
+    assert_eq!(
+        stored.secrets[2].expires_at.unwrap() - app.clock.now(),
+        chrono::Duration::hours(24),
+        "an earlier rotation keeps its own grace period"
+    );
 
     assert_invalid(
         &app.post(&format!("{uri}/rotate"), json!({"key": "whsec_bad"}))
@@ -410,6 +413,16 @@ async fn rotation_keeps_old_secrets_for_the_grace_period() {
             .len(),
         6
     );
+
+    // A day and a second later every grace period has ended: the next rotation keeps
+    // only the secret it replaces.
+    clock.advance(std::time::Duration::from_secs(24 * 3600 + 1));
+    assert_eq!(
+        app.post(&format!("{uri}/rotate"), json!({})).await.0,
+        StatusCode::OK
+    );
+    let stored = app.store.get_endpoint(&app_key, &id).await.unwrap();
+    assert_eq!(stored.secrets.len(), 2, "expired secrets are dropped");
 }
 
 #[tokio::test]

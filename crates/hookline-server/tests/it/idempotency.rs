@@ -65,7 +65,7 @@ async fn records_belong_to_one_token() {
         .put_token(&Token {
             hash: hookline_server::auth::token_hash("second-admin"),
             app_id: None,
-            created_at: hookline_core::now(),
+            created_at: app.clock.now(),
         })
         .await
         .unwrap();

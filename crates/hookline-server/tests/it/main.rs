@@ -17,10 +17,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use hookline_core::Store;
 use hookline_core::id::AttemptId;
 use hookline_core::model::{Attempt, MessageStatus};
 use hookline_core::store::AttemptOutcome;
+use hookline_core::{SharedClock, Store};
 use hookline_server::{ApiConfig, AppState, app};
 use hookline_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
@@ -37,11 +37,18 @@ pub struct TestApp {
     router: Router,
     pub store: Arc<dyn Store>,
     pub wake: Arc<tokio::sync::Notify>,
+    pub clock: SharedClock,
     _dir: tempfile::TempDir,
 }
 
 impl TestApp {
+    /// An API on the system clock.
     pub async fn new() -> Self {
+        Self::with_clock(hookline_core::clock::system()).await
+    }
+
+    /// An API reading the time from `clock`.
+    pub async fn with_clock(clock: SharedClock) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("hookline.db"))
             .await
@@ -57,11 +64,13 @@ impl TestApp {
                 max_payload_bytes: LIMIT,
                 idempotency_ttl: Duration::from_secs(12 * 3600),
             }),
+            Arc::clone(&clock),
         );
         TestApp {
             router: app(state),
             store,
             wake,
+            clock,
             _dir: dir,
         }
     }
@@ -160,7 +169,7 @@ impl TestApp {
     /// Stands in for the delivery engine: makes one attempt of every due delivery, each
     /// answered with `status_code`; failures are final (no retry scheduled).
     pub async fn deliver_all(&self, status_code: i16) -> Vec<AttemptId> {
-        let now = hookline_core::now();
+        let now = self.clock.now();
         let jobs = self
             .store
             .claim_due("test-worker", now, Duration::from_secs(60), 100)

@@ -4,16 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use hookline_core::Store;
 use hookline_core::id::{AppId, IngestRequestId, SourceId};
 use hookline_core::ingest::{IngestRequest, NewIngestRequest, Source, Verdict};
-use hookline_core::store::Migrations;
+use hookline_core::store::{IngestStore, Migrations};
 use hookline_store_postgres::PostgresStore;
 
-use crate::{open, raw, unique_schema, url};
+use crate::{now, open, raw, unique_schema, url};
 
 fn source() -> Source {
-    let now = hookline_core::now();
+    let now = now();
     Source {
         id: SourceId::new(),
         uid: None,
@@ -48,7 +47,7 @@ fn old_request(source: &Source) -> NewIngestRequest {
             dedupe_key: None,
             event_type: None,
             msg_id: None,
-            created_at: hookline_core::now() - chrono::Duration::days(40),
+            created_at: now() - chrono::Duration::days(40),
         },
         dedupe_since: None,
         messages: vec![],
@@ -63,7 +62,7 @@ async fn one_node_purges_the_request_log_at_a_time() {
     let src = source();
     store.create_source(&src).await.unwrap();
     store.ingest(old_request(&src)).await.unwrap();
-    let cutoff = hookline_core::now() - chrono::Duration::days(30);
+    let cutoff = now() - chrono::Duration::days(30);
 
     // Another node holds the purge lock of this schema: this one leaves the work to it.
     let other = raw(&url, &schema).await;

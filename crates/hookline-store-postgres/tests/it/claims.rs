@@ -7,14 +7,14 @@ use std::time::Duration;
 use hookline_core::Store;
 use hookline_core::id::{AppId, EndpointId, MessageId};
 use hookline_core::model::{Application, Endpoint, Message};
-use hookline_core::store::NewMessage;
+use hookline_core::store::{DeliveryQueue, NewMessage};
 
-use crate::{open, raw, unique_schema, url};
+use crate::{now, open, raw, unique_schema, url};
 
 const LEASE: Duration = Duration::from_secs(60);
 
 pub fn app() -> Application {
-    let now = hookline_core::now();
+    let now = now();
     Application {
         id: AppId::new(),
         uid: None,
@@ -27,7 +27,7 @@ pub fn app() -> Application {
 }
 
 pub fn endpoint(app: &AppId) -> Endpoint {
-    let now = hookline_core::now();
+    let now = now();
     Endpoint {
         id: EndpointId::new(),
         app_id: app.clone(),
@@ -57,7 +57,7 @@ pub fn message(app: &AppId) -> NewMessage {
             payload: Some("{}".into()),
             channels: None,
             headers: BTreeMap::new(),
-            created_at: hookline_core::now(),
+            created_at: now(),
         },
         only_endpoint: None,
         idempotency: None,
@@ -84,7 +84,7 @@ async fn concurrent_claims_never_return_the_same_delivery() {
     // Two nodes: two stores, two pools, one schema.
     let (node_a, node_b) = (open(&url, &schema).await, open(&url, &schema).await);
     let total = queue(&node_a, 3, 40).await;
-    let now = hookline_core::now() + chrono::Duration::seconds(1);
+    let now = now() + chrono::Duration::seconds(1);
 
     let mut workers = Vec::new();
     for (n, store) in [node_a.clone(), node_b.clone(), node_a, node_b]
@@ -123,7 +123,7 @@ async fn a_claim_skips_rows_another_transaction_has_locked() {
     let schema = unique_schema();
     let store = open(&url, &schema).await;
     queue(&store, 1, 3).await;
-    let now = hookline_core::now() + chrono::Duration::seconds(1);
+    let now = now() + chrono::Duration::seconds(1);
 
     // Another node is midway through claiming the first due delivery.
     let mut other = raw(&url, &schema).await;

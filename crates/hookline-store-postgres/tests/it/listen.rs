@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use hookline_core::{Error, Store};
+use hookline_core::Error;
+use hookline_core::store::{MessageStore, ResourceStore};
 use tokio::sync::broadcast;
 
 use crate::claims::{app, endpoint, message};

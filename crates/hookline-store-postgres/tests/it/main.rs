@@ -10,6 +10,9 @@ mod listen;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use chrono::{DateTime, Utc};
+use hookline_core::Clock as _;
+use hookline_core::clock::SystemClock;
 use hookline_store_postgres::PostgresStore;
 use tokio::sync::OnceCell;
 
@@ -33,6 +36,11 @@ pub fn url() -> Option<String> {
             None
         }
     }
+}
+
+/// The time, as a server would read it.
+pub fn now() -> DateTime<Utc> {
+    SystemClock.now()
 }
 
 /// A schema name no other test of any run uses at the same time.

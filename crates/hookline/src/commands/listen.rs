@@ -102,9 +102,7 @@ pub fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
         let secret = match &args.secret {
             Some(secret) => secret.clone(),
             None => {
-                let mut bytes = [0u8; 24];
-                rand::Rng::fill(&mut rand::thread_rng(), &mut bytes);
-                let secret = hookline_signature::hmac_secret_from_bytes(&bytes);
+                let secret = hookline_signature::generate_hmac_secret();
                 eprintln!("signing with {secret} (pass --secret to choose it)");
                 secret
             }

@@ -1,0 +1,323 @@
+//! The delivery queue: claims, leases, releases and outcomes.
+
+use super::*;
+
+pub async fn claims_lease_and_expired_leases_are_taken_over(store: Arc<dyn Store>) {
+    let a = app(Some("tenant"));
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let lease = Duration::from_secs(30);
+    let jobs = store.claim_due("node-a", now, lease, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let job = &jobs[0];
+    assert_eq!(*job.message, m);
+    assert_eq!(*job.endpoint, ep);
+    assert_eq!(job.app_uid.as_deref(), Some("tenant"));
+    assert!(
+        store
+            .claim_due("node-b", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let after_lease = now + chrono::Duration::seconds(31);
+    let taken = store
+        .claim_due("node-b", after_lease, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1, "an expired lease is taken over");
+
+    // Disabled endpoints are not claimed.
+    let m2 = message(&a.id, "a.b", None);
+    store.create_message(new_message(m2)).await.unwrap();
+    let mut off = ep.clone();
+    off.disabled = true;
+    store.update_endpoint(&off, true).await.unwrap();
+    let later = after_lease + chrono::Duration::seconds(60);
+    assert!(
+        store
+            .claim_due("node-c", later, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn claims_carry_each_endpoint_as_last_changed(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let mut ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let lease = Duration::from_secs(30);
+    // Sends a message, claims it, and returns the endpoint its job carries and a failed
+    // outcome of the attempt.
+    async fn claimed(store: &dyn Store, app: &AppId) -> (Endpoint, AttemptOutcome) {
+        let m = message(app, "a.b", None);
+        store.create_message(new_message(m.clone())).await.unwrap();
+        let now = clock_now() + chrono::Duration::seconds(1);
+        let lease = Duration::from_secs(30);
+        let jobs = store.claim_due("n", now, lease, 10).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        let endpoint = Endpoint::clone(&jobs[0].endpoint);
+        let mut done = outcome(&m, &endpoint.id, MessageStatus::Fail, None, 500);
+        done.endpoint_failing = Some(true);
+        (endpoint, done)
+    }
+    let (first, failed) = claimed(store.as_ref(), &a.id).await;
+    assert_eq!(first, ep);
+
+    // A recorded outcome that marks the endpoint failing is in the next claim.
+    store.record_outcomes(vec![failed].into()).await.unwrap();
+    let (second, done) = claimed(store.as_ref(), &a.id).await;
+    assert!(second.failing_since.is_some());
+    store.record_outcomes(vec![done].into()).await.unwrap();
+
+    // So is an update: a new URL, headers and a rotated secret.
+    ep.url = "https://example.test/moved".into();
+    ep.headers = BTreeMap::from([("x-team".into(), "b".into())]);
+    ep.secrets.insert(
+        0,
+        EndpointSecret {
+            key: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
+            expires_at: None,
+        },
+    );
+    store.update_endpoint(&ep, false).await.unwrap();
+    let (third, done) = claimed(store.as_ref(), &a.id).await;
+    assert_eq!(third.url, ep.url);
+    assert_eq!(third.headers, ep.headers);
+    assert_eq!(third.secrets, ep.secrets);
+    store.record_outcomes(vec![done].into()).await.unwrap();
+
+    // An endpoint disabled by an outcome is not claimed until it is enabled again.
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let now = clock_now() + chrono::Duration::seconds(1);
+    assert_eq!(store.claim_due("n", now, lease, 10).await.unwrap().len(), 1);
+    let mut gone = outcome(&m, &ep.id, MessageStatus::Fail, None, 410);
+    gone.disable_endpoint = true;
+    store.record_outcomes(vec![gone].into()).await.unwrap();
+    let pending = message(&a.id, "a.b", None);
+    store
+        .create_message(NewMessage {
+            only_endpoint: Some(ep.id.clone()),
+            ..new_message(pending.clone())
+        })
+        .await
+        .unwrap();
+    let now = clock_now() + chrono::Duration::seconds(1);
+    assert!(
+        store
+            .claim_due("n", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    ep.disabled = false;
+    store.update_endpoint(&ep, true).await.unwrap();
+    let jobs = store.claim_due("n", now, lease, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert!(!jobs[0].endpoint.disabled);
+    assert_eq!(jobs[0].endpoint.failing_since, None, "enabling clears it");
+}
+
+pub async fn released_deliveries_fall_due_again_without_an_attempt(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let lease = Duration::from_secs(30);
+    assert_eq!(store.claim_due("n", now, lease, 10).await.unwrap().len(), 1);
+
+    let retry_at = now + chrono::Duration::seconds(2);
+    store
+        .release(vec![(m.id.clone(), ep.id.clone())], retry_at)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due("n", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not before retry_at"
+    );
+    let again = store.claim_due("other", retry_at, lease, 10).await.unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "claimable at retry_at although the lease had not expired"
+    );
+    let attempts = store
+        .list_attempts(&a.id, &AttemptFilter::default(), &first(10))
+        .await
+        .unwrap();
+    assert!(attempts.data.is_empty(), "a release is not an attempt");
+}
+
+pub async fn outcomes_reschedule_and_finish_deliveries(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let lease = Duration::from_secs(30);
+    assert_eq!(store.claim_due("n", now, lease, 10).await.unwrap().len(), 1);
+
+    let retry_at = now + chrono::Duration::seconds(5);
+    let mut failed = outcome(&m, &ep.id, MessageStatus::Pending, Some(retry_at), 500);
+    failed.endpoint_failing = Some(true);
+    store.record_outcomes(vec![failed].into()).await.unwrap();
+    let destination = store.get_destination(&a.id, &m.id, &ep.id).await.unwrap();
+    assert_eq!(destination.status, MessageStatus::Pending);
+    assert_eq!(
+        destination.next_attempt.map(|t| t.timestamp_millis()),
+        Some(retry_at.timestamp_millis())
+    );
+    assert!(
+        store
+            .get_endpoint(&a.id, ep.id.as_str())
+            .await
+            .unwrap()
+            .failing_since
+            .is_some()
+    );
+    assert!(
+        store
+            .claim_due("n", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+    assert_eq!(
+        store
+            .next_due(now)
+            .await
+            .unwrap()
+            .map(|t| t.timestamp_millis()),
+        Some(retry_at.timestamp_millis())
+    );
+    let jobs = store.claim_due("n", retry_at, lease, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+
+    let mut ok = outcome(&m, &ep.id, MessageStatus::Success, None, 200);
+    ok.attempts = 2;
+    ok.endpoint_failing = Some(false);
+    store.record_outcomes(vec![ok].into()).await.unwrap();
+    let destination = store.get_destination(&a.id, &m.id, &ep.id).await.unwrap();
+    assert_eq!(
+        (destination.status, destination.next_attempt),
+        (MessageStatus::Success, None)
+    );
+    assert_eq!(destination.attempts, 2);
+    assert_eq!(store.next_due(now).await.unwrap(), None);
+    assert!(
+        store
+            .get_endpoint(&a.id, ep.id.as_str())
+            .await
+            .unwrap()
+            .failing_since
+            .is_none()
+    );
+
+    let stats = store
+        .endpoint_stats(&a.id, &ep.id, now - chrono::Duration::days(1), now)
+        .await
+        .unwrap();
+    assert_eq!((stats.success, stats.fail, stats.pending), (1, 0, 0));
+
+    let mut gone = outcome(&m, &ep.id, MessageStatus::Fail, None, 410);
+    gone.disable_endpoint = true;
+    store.record_outcomes(vec![gone].into()).await.unwrap();
+    assert!(
+        store
+            .get_endpoint(&a.id, ep.id.as_str())
+            .await
+            .unwrap()
+            .disabled
+    );
+}
+
+pub async fn a_batch_of_outcomes_applies_in_order(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let (e1, e2) = (endpoint(&a.id, None, None), endpoint(&a.id, None, None));
+    store.create_endpoint(&e1).await.unwrap();
+    store.create_endpoint(&e2).await.unwrap();
+    let messages: Vec<Message> = (0..4).map(|_| message(&a.id, "a.b", None)).collect();
+    for m in &messages {
+        store.create_message(new_message(m.clone())).await.unwrap();
+    }
+    let t0 = clock_now();
+    let at = |seconds: i64| t0 + chrono::Duration::seconds(seconds);
+    let step = |m: &Message, ep: &EndpointId, well: bool, seconds: i64| {
+        let (status, code) = if well {
+            (MessageStatus::Success, 200)
+        } else {
+            (MessageStatus::Fail, 500)
+        };
+        let mut outcome = outcome(m, ep, status, None, code);
+        outcome.attempt.created_at = at(seconds);
+        outcome.endpoint_failing = Some(!well);
+        outcome
+    };
+    // e1 exhausts, recovers, then exhausts twice: failing since the first of those two.
+    // e2 exhausts, then recovers: well.
+    let batch = vec![
+        step(&messages[0], &e1.id, false, 1),
+        step(&messages[0], &e2.id, false, 1),
+        step(&messages[1], &e1.id, true, 2),
+        step(&messages[1], &e2.id, true, 2),
+        step(&messages[2], &e1.id, false, 3),
+        step(&messages[3], &e1.id, false, 4),
+    ];
+    store.record_outcomes(batch.clone().into()).await.unwrap();
+    let failing_since = |endpoint: Endpoint| endpoint.failing_since.map(|t| t.timestamp_millis());
+    let e1_now = store.get_endpoint(&a.id, e1.id.as_str()).await.unwrap();
+    let e2_now = store.get_endpoint(&a.id, e2.id.as_str()).await.unwrap();
+    assert_eq!(failing_since(e1_now), Some(at(3).timestamp_millis()));
+    assert_eq!(failing_since(e2_now), None);
+
+    // Failing again while failing keeps the earlier start.
+    store
+        .record_outcomes(vec![step(&messages[3], &e1.id, false, 5)].into())
+        .await
+        .unwrap();
+    let e1_now = store.get_endpoint(&a.id, e1.id.as_str()).await.unwrap();
+    assert_eq!(failing_since(e1_now), Some(at(3).timestamp_millis()));
+
+    // Every attempt of the batch is recorded, and every delivery moved.
+    let attempts = store
+        .list_attempts(&a.id, &AttemptFilter::default(), &first(20))
+        .await
+        .unwrap();
+    assert_eq!(attempts.data.len(), batch.len() + 1);
+    for outcome in &batch {
+        assert!(
+            attempts.data.contains(&outcome.attempt),
+            "{:?}",
+            outcome.attempt.id
+        );
+    }
+    let delivered = store
+        .get_destination(&a.id, &messages[1].id, &e2.id)
+        .await
+        .unwrap();
+    assert_eq!(delivered.status, MessageStatus::Success);
+    let failed = store
+        .get_destination(&a.id, &messages[2].id, &e1.id)
+        .await
+        .unwrap();
+    assert_eq!(failed.status, MessageStatus::Fail);
+}

@@ -1,0 +1,235 @@
+//! Messages, fan-out, resend, recover and attempts.
+
+use super::*;
+
+pub async fn messages_fan_out_by_type_and_channel(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let all = endpoint(&a.id, None, None);
+    let typed = endpoint(&a.id, Some(&["a.b"]), None);
+    let channeled = endpoint(&a.id, None, Some(&["eu"]));
+    let mut disabled = endpoint(&a.id, None, None);
+    disabled.disabled = true;
+    for ep in [&all, &typed, &channeled, &disabled] {
+        store.create_endpoint(ep).await.unwrap();
+    }
+    let sorted = |mut ids: Vec<EndpointId>| {
+        ids.sort();
+        ids
+    };
+    let m1 = message(&a.id, "a.b", None);
+    let created = store.create_message(new_message(m1.clone())).await.unwrap();
+    assert_eq!(
+        sorted(created.endpoints),
+        sorted(vec![all.id.clone(), typed.id.clone()])
+    );
+    let m2 = message(&a.id, "c.d", Some(&["eu"]));
+    let created = store.create_message(new_message(m2.clone())).await.unwrap();
+    assert_eq!(
+        sorted(created.endpoints),
+        sorted(vec![all.id.clone(), channeled.id.clone()])
+    );
+    let only = NewMessage {
+        only_endpoint: Some(typed.id.clone()),
+        ..new_message(message(&a.id, "x.y", None))
+    };
+    assert_eq!(
+        store.create_message(only).await.unwrap().endpoints,
+        vec![typed.id.clone()]
+    );
+
+    assert_eq!(store.get_message(&a.id, m1.id.as_str()).await.unwrap(), m1);
+    let eu = MessageFilter {
+        channel: Some("eu".into()),
+        event_types: None,
+    };
+    let listed = store.list_messages(&a.id, &eu, &first(10)).await.unwrap();
+    assert_eq!(listed.data, vec![m2.clone()]);
+    let typed_filter = MessageFilter {
+        channel: None,
+        event_types: Some(vec!["a.b".into(), "zzz".into()]),
+    };
+    let listed = store
+        .list_messages(&a.id, &typed_filter, &first(10))
+        .await
+        .unwrap();
+    assert_eq!(listed.data, vec![m1.clone()]);
+
+    let destination = store.get_destination(&a.id, &m1.id, &all.id).await.unwrap();
+    assert_eq!(destination.status, MessageStatus::Sending);
+    assert!(destination.next_attempt.is_some());
+    let destinations = store
+        .list_destinations(&a.id, &m1.id, &first(10))
+        .await
+        .unwrap();
+    assert_eq!(destinations.data.len(), 2);
+
+    store.expunge_message(&a.id, &m1.id).await.unwrap();
+    assert_eq!(
+        store
+            .get_message(&a.id, m1.id.as_str())
+            .await
+            .unwrap()
+            .payload,
+        None
+    );
+}
+
+pub async fn event_id_is_unique_per_app(store: Arc<dyn Store>) {
+    let (a, b) = (app(None), app(None));
+    store.create_app(&a).await.unwrap();
+    store.create_app(&b).await.unwrap();
+    let mut m = message(&a.id, "a.b", None);
+    m.event_id = Some("evt-1".into());
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let mut again = message(&a.id, "a.b", None);
+    again.event_id = Some("evt-1".into());
+    assert!(matches!(
+        store.create_message(new_message(again)).await,
+        Err(Error::Conflict { .. })
+    ));
+    let mut elsewhere = message(&b.id, "a.b", None);
+    elsewhere.event_id = Some("evt-1".into());
+    store.create_message(new_message(elsewhere)).await.unwrap();
+    assert_eq!(store.get_message(&a.id, "evt-1").await.unwrap().id, m.id);
+}
+
+pub async fn recover_and_requeue_bring_back_failed_deliveries(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let lease = Duration::from_secs(30);
+    store.claim_due("n", now, lease, 10).await.unwrap();
+    store
+        .record_outcomes(vec![outcome(&m, &ep.id, MessageStatus::Fail, None, 500)].into())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_due("n", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let day = chrono::Duration::days(1);
+    let recovered = store
+        .recover(&a.id, &ep.id, now - day, now + day, now)
+        .await
+        .unwrap();
+    assert_eq!(recovered, 1);
+    let jobs = store.claim_due("n", now + day, lease, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].destination.trigger, TriggerType::Manual);
+    assert_eq!(
+        store
+            .recover(&a.id, &ep.id, now - day, now + day, now)
+            .await
+            .unwrap(),
+        0,
+        "a delivery in flight is not recovered twice"
+    );
+    store
+        .record_outcomes(vec![outcome(&m, &ep.id, MessageStatus::Fail, None, 500)].into())
+        .await
+        .unwrap();
+    store
+        .requeue(&a.id, &m.id, &ep.id, TriggerType::Manual, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_due("n", now + day, lease, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(matches!(
+        store
+            .requeue(&a.id, &m.id, &EndpointId::new(), TriggerType::Manual, now)
+            .await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn attempts_filter_and_expunge(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let (e1, e2) = (endpoint(&a.id, None, None), endpoint(&a.id, None, None));
+    store.create_endpoint(&e1).await.unwrap();
+    store.create_endpoint(&e2).await.unwrap();
+    let m = message(&a.id, "a.b", Some(&["eu"]));
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let failed = outcome(&m, &e1.id, MessageStatus::Pending, None, 503);
+    let ok = outcome(&m, &e2.id, MessageStatus::Success, None, 204);
+    store
+        .record_outcomes(vec![failed.clone(), ok.clone()].into())
+        .await
+        .unwrap();
+
+    let by_endpoint = AttemptFilter {
+        endpoint_id: Some(e1.id.clone()),
+        ..AttemptFilter::default()
+    };
+    let page = store
+        .list_attempts(&a.id, &by_endpoint, &first(10))
+        .await
+        .unwrap();
+    assert_eq!(page.data, vec![failed.attempt.clone()]);
+    let by_class = AttemptFilter {
+        msg_id: Some(m.id.clone()),
+        status_code_class: Some(200),
+        ..AttemptFilter::default()
+    };
+    let page = store
+        .list_attempts(&a.id, &by_class, &first(10))
+        .await
+        .unwrap();
+    assert_eq!(page.data, vec![ok.attempt.clone()]);
+    let by_status = AttemptFilter {
+        status: Some(MessageStatus::Fail),
+        channel: Some("eu".into()),
+        ..AttemptFilter::default()
+    };
+    assert_eq!(
+        store
+            .list_attempts(&a.id, &by_status, &first(10))
+            .await
+            .unwrap()
+            .data
+            .len(),
+        1
+    );
+    let msgs = store
+        .list_endpoint_messages(
+            &a.id,
+            &e2.id,
+            Some(MessageStatus::Success),
+            &MessageFilter::default(),
+            &first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(msgs.data.len(), 1);
+    assert_eq!(msgs.data[0].0.id, m.id);
+
+    store
+        .expunge_attempt(&a.id, &m.id, &ok.attempt.id)
+        .await
+        .unwrap();
+    let read = store
+        .get_attempt(&a.id, &m.id, &ok.attempt.id)
+        .await
+        .unwrap();
+    assert_eq!(read.response, None);
+    assert_eq!(read.response_headers, ok.attempt.response_headers);
+    assert!(matches!(
+        store.get_attempt(&a.id, &m.id, &AttemptId::new()).await,
+        Err(Error::NotFound(_))
+    ));
+}

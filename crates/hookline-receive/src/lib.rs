@@ -1,0 +1,23 @@
+//! Hookline's receiving side below HTTP.
+//!
+//! A provider posts to a source; the source's type says how to recognise a genuine
+//! request and what it means. This crate holds everything that decides about received
+//! requests, with no I/O:
+//!
+//! - [`providers`]: each source type's provider rules as one table of data (dedupe key,
+//!   event type, challenge), matching `docs/providers.md`;
+//! - [`source`]: a source's `{type, config}` parsed once into a [`SourceType`], with the
+//!   keys decoded and precise, located configuration errors;
+//! - [`pipeline`]: [`receive`], the one function that judges a request, and the
+//!   [`Verdict`] that says what to answer, store and forward.
+//!
+//! Signatures are checked by `hookline-signature`, never here. The HTTP route
+//! (`hookline-server`'s `ingest::receive`) reads the request, calls [`receive`], stores
+//! [`Verdict::record`] and answers.
+
+pub mod pipeline;
+pub mod providers;
+pub mod source;
+
+pub use pipeline::{Accepted, DEFAULT_EVENT_TYPE, Incoming, Received, Refusal, Verdict, receive};
+pub use source::{ConfigError, IngestOptions, SourceType};

@@ -1,0 +1,246 @@
+//! The receiving pipeline: one function, [`receive`], from a request as it arrived to a
+//! [`Verdict`] that says what to answer, what to store and what to forward.
+//!
+//! It verifies the exact raw bytes with the source's type, derives the dedupe key and the
+//! event type, and picks out the headers forwarded deliveries carry. It reads no clock
+//! (the time is an argument) and touches no store: the HTTP handler turns a request into
+//! this call, then stores [`Verdict::record`] in one transaction and answers. Consumers
+//! of accepted requests (forwarding endpoints, an application of the sending API, the job
+//! tracker) all start from [`Accepted`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hookline_core::Code;
+use hookline_core::id::{AppId, IngestRequestId, MessageId};
+use hookline_core::ingest::{IngestRequest, NewIngestRequest, Source, Verdict as Logged};
+use hookline_core::model::Message;
+use hookline_core::store::NewMessage;
+
+use crate::source::SourceType;
+
+/// The event type of a forwarded request whose body names none.
+pub const DEFAULT_EVENT_TYPE: &str = "ingest.request";
+
+/// One received request, as the ingest route read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The HTTP method. Not checked here: the route decides which methods it takes.
+    pub method: &'a str,
+    /// The headers in the order received, names in lowercase.
+    pub headers: &'a [(String, String)],
+    /// The exact raw body.
+    pub body: &'a [u8],
+}
+
+/// Why a request was refused: a stable code of the product's vocabulary (the signature
+/// codes of `hookline-signature`, `invalid_credentials`, `payload_too_large`,
+/// `body_not_utf8`) and the exact reason, in words, for the request log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refusal {
+    pub code: Code,
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A body over `limit` bytes, refused before it was read to the end.
+    pub fn too_large(limit: usize) -> Self {
+        Refusal {
+            code: Code::PayloadTooLarge,
+            reason: format!("the body is larger than this source's limit of {limit} bytes"),
+        }
+    }
+}
+
+/// What became of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not genuine, or not acceptable: logged, answered with the refusal, never forwarded.
+    Refused(Refusal),
+    /// A provider checking the URL (Slack's `url_verification`): answered with this
+    /// `challenge`, logged, not forwarded.
+    Challenge(String),
+    /// Genuine: stored and forwarded, unless a request with the same dedupe key was
+    /// accepted within the window.
+    Accepted(Accepted),
+}
+
+/// An accepted request, as its consumers need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Identifies this delivery across the provider's retries.
+    pub dedupe_key: String,
+    /// How far back a duplicate is looked for; zero for never.
+    pub dedupe_window: Duration,
+    /// The provider's event type, or [`DEFAULT_EVENT_TYPE`].
+    pub event_type: String,
+    /// Whether the provider named the event type (the log keeps only a named one).
+    pub event_type_named: bool,
+    /// The body, which forwarding sends byte for byte.
+    pub payload: String,
+    /// Headers forwarded deliveries carry: `content-type` and the source's
+    /// `forwardHeaders`, in arrival order.
+    pub headers: BTreeMap<String, String>,
+    /// The id or uid of an application of the sending API that also gets the request as
+    /// a message, if the source names one and the body is a JSON object.
+    pub forward_to_app: Option<String>,
+}
+
+/// Judges `request` for a source of type `source_type` at `now` (Unix seconds).
+pub fn receive(source_type: &SourceType, request: &Incoming<'_>, now: i64) -> Verdict {
+    let checked = match source_type.check(request, now) {
+        Ok(checked) => checked,
+        Err(refusal) => return Verdict::Refused(refusal),
+    };
+    if let Some(challenge) = checked.challenge {
+        return Verdict::Challenge(challenge);
+    }
+    let Ok(payload) = std::str::from_utf8(request.body) else {
+        return Verdict::Refused(Refusal {
+            code: Code::BodyNotUtf8,
+            reason: "the body is not valid UTF-8; Hookline forwards text bodies only".into(),
+        });
+    };
+    let options = source_type.options();
+    let headers = request
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "content-type" || options.forward_headers.contains(name))
+        .cloned()
+        .collect();
+    let forward_to_app = options
+        .forward_to_app
+        .clone()
+        .filter(|_| payload.trim_start().starts_with('{'));
+    Verdict::Accepted(Accepted {
+        dedupe_key: checked.dedupe_key,
+        dedupe_window: options.dedupe_window,
+        event_type_named: checked.event_type.is_some(),
+        event_type: checked
+            .event_type
+            .unwrap_or_else(|| DEFAULT_EVENT_TYPE.to_owned()),
+        payload: payload.to_owned(),
+        headers,
+        forward_to_app,
+    })
+}
+
+/// A request as received, owned, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub method: String,
+    /// The path after the ingest token, starting with `/`.
+    pub path: String,
+    /// The query string without `?`.
+    pub query: String,
+    /// Headers in arrival order, names in lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The request as the pipeline reads it.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            method: &self.method,
+            headers: &self.headers,
+            body: &self.body,
+        }
+    }
+}
+
+impl Verdict {
+    /// What to store for this verdict, in one transaction: the log record of `received`
+    /// (answered with `status`), and for an accepted request its forwarding messages, into
+    /// the source's hidden application and, if given, into `forward_to` (the resolved
+    /// [`Accepted::forward_to_app`]).
+    pub fn record(
+        &self,
+        source: &Source,
+        received: Received,
+        status: u16,
+        forward_to: Option<AppId>,
+        now: DateTime<Utc>,
+    ) -> NewIngestRequest {
+        let (verdict, code, reason) = match self {
+            Verdict::Refused(refusal) => {
+                (Logged::Rejected, refusal.code.as_str(), &*refusal.reason)
+            }
+            Verdict::Challenge(_) => (
+                Logged::Accepted,
+                "challenge",
+                "answered Slack's url_verification",
+            ),
+            Verdict::Accepted(_) => (Logged::Accepted, "accepted", ""),
+        };
+        let mut request = IngestRequest {
+            id: IngestRequestId::new_at(now),
+            source_id: source.id.clone(),
+            seq: 0,
+            method: received.method,
+            path: received.path,
+            query: received.query,
+            headers: received.headers,
+            body: received.body,
+            verdict,
+            status_code: i16::try_from(status).unwrap_or(i16::MAX),
+            reason_code: code.to_owned(),
+            reason: reason.to_owned(),
+            dedupe_key: None,
+            event_type: None,
+            msg_id: None,
+            created_at: now,
+        };
+        let Verdict::Accepted(accepted) = self else {
+            return NewIngestRequest {
+                request,
+                dedupe_since: None,
+                messages: Vec::new(),
+            };
+        };
+        let mut messages =
+            vec![accepted.message(source.app_id.clone(), accepted.headers.clone(), now)];
+        if let Some(app) = forward_to {
+            messages.push(accepted.message(app, BTreeMap::new(), now));
+        }
+        request.dedupe_key = Some(accepted.dedupe_key.clone());
+        request.event_type = accepted
+            .event_type_named
+            .then(|| accepted.event_type.clone());
+        request.msg_id = Some(messages[0].message.id.clone());
+        let window =
+            chrono::Duration::from_std(accepted.dedupe_window).unwrap_or(chrono::Duration::MAX);
+        NewIngestRequest {
+            request,
+            dedupe_since: (!accepted.dedupe_window.is_zero()).then(|| now - window),
+            messages,
+        }
+    }
+}
+
+impl Accepted {
+    /// The message that forwards this request into `app`, carrying `headers`.
+    fn message(
+        &self,
+        app: AppId,
+        headers: BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> NewMessage {
+        NewMessage {
+            message: Message {
+                id: MessageId::new_at(now),
+                app_id: app,
+                event_id: None,
+                event_type: self.event_type.clone(),
+                payload: Some(self.payload.clone()),
+                channels: None,
+                headers,
+                created_at: now,
+            },
+            only_endpoint: None,
+            idempotency: None,
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The providers' rules, as data: for every source type, how a genuine request is
+//! recognised, which value identifies one delivery across the provider's retries (the
+//! dedupe key), where the event type is written, and whether the provider checks the URL
+//! with a challenge first.
+//!
+//! `docs/providers.md` is the reference behind this table; a change to one is a change to
+//! both. A new source type is one more row here (and, if its provider signs in a way of
+//! its own, one more scheme in `hookline-signature`).
+
+use hookline_signature::Scheme;
+
+/// How a type checks requests, before its configuration is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// No verification.
+    Generic,
+    /// A scheme of `hookline-signature`, keyed by `secret` or `secrets`.
+    Signed(Scheme),
+    /// An HMAC of the body in a configurable header, algorithm and encoding.
+    Hmac,
+    /// `Authorization: Basic`.
+    BasicAuth,
+    /// `Authorization: Bearer`.
+    Bearer,
+}
+
+/// Where a value is found in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Locator {
+    /// The first of these headers that is present and not empty.
+    Header(&'static [&'static str]),
+    /// The non-empty string at this JSON pointer of the body.
+    Json(&'static str),
+}
+
+/// How the event type of a request is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventTypeRule {
+    /// The first value found.
+    First(&'static [Locator]),
+    /// The first value, then `.` and the second when there is one (GitHub's
+    /// `X-GitHub-Event` and the body's `action`).
+    WithSuffix(Locator, Locator),
+    /// Both values joined with `.`, or nothing if either is missing (Hugging Face's
+    /// `event.scope` and `event.action`).
+    Joined(Locator, Locator),
+    /// A fixed prefix and the value (Replicate's `prediction.` and the body's `status`).
+    Prefixed(&'static str, Locator),
+}
+
+/// One source type: its wire name and its provider's rules.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Provider {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Where the provider's id of one delivery is; the body's hash where it sends none.
+    pub dedupe: Option<Locator>,
+    pub event_type: EventTypeRule,
+    /// Slack checks a new URL by posting `{"type": "url_verification", "challenge"}`.
+    pub answers_challenge: bool,
+}
+
+const STANDARD_ID: Locator = Locator::Header(&["webhook-id", "svix-id"]);
+const BODY_TYPE: EventTypeRule = EventTypeRule::First(&[Locator::Json("/type")]);
+
+/// A provider whose requests follow the Standard Webhooks family.
+const fn standard(name: &'static str, scheme: Scheme) -> Provider {
+    Provider {
+        name,
+        kind: Kind::Signed(scheme),
+        dedupe: Some(STANDARD_ID),
+        event_type: BODY_TYPE,
+        answers_challenge: false,
+    }
+}
+
+/// A type whose provider sends no delivery id and writes the event type in `type`.
+const fn plain(name: &'static str, kind: Kind) -> Provider {
+    Provider {
+        name,
+        kind,
+        dedupe: None,
+        event_type: BODY_TYPE,
+        answers_challenge: false,
+    }
+}
+
+/// Every supported type by its wire name: the contract's own, then Hookline's, then the
+/// contract's types whose config is `SvixConfig` (their providers send through Svix).
+pub(crate) const PROVIDERS: &[Provider] = &[
+    plain("generic-webhook", Kind::Generic),
+    standard("svix", Scheme::Svix),
+    standard("open-ai", Scheme::OpenAi),
+    Provider {
+        event_type: EventTypeRule::Prefixed("prediction.", Locator::Json("/status")),
+        ..standard("replicate", Scheme::Replicate)
+    },
+    Provider {
+        name: "github",
+        kind: Kind::Signed(Scheme::Github),
+        dedupe: Some(Locator::Header(&["x-github-delivery"])),
+        event_type: EventTypeRule::WithSuffix(
+            Locator::Header(&["x-github-event"]),
+            Locator::Json("/action"),
+        ),
+        answers_challenge: false,
+    },
+    Provider {
+        name: "stripe",
+        kind: Kind::Signed(Scheme::Stripe),
+        dedupe: Some(Locator::Json("/id")),
+        event_type: BODY_TYPE,
+        answers_challenge: false,
+    },
+    Provider {
+        name: "slack",
+        kind: Kind::Signed(Scheme::Slack),
+        dedupe: Some(Locator::Json("/event_id")),
+        event_type: EventTypeRule::First(&[Locator::Json("/event/type"), Locator::Json("/type")]),
+        answers_challenge: true,
+    },
+    Provider {
+        name: "shopify",
+        kind: Kind::Signed(Scheme::Shopify),
+        dedupe: Some(Locator::Header(&["x-shopify-webhook-id"])),
+        event_type: EventTypeRule::First(&[Locator::Header(&["x-shopify-topic"])]),
+        answers_challenge: false,
+    },
+    standard("standard-webhooks", Scheme::Standard),
+    Provider {
+        name: "hugging-face",
+        kind: Kind::Signed(Scheme::HuggingFace),
+        dedupe: None,
+        event_type: EventTypeRule::Joined(
+            Locator::Json("/event/scope"),
+            Locator::Json("/event/action"),
+        ),
+        answers_challenge: false,
+    },
+    plain("hmac", Kind::Hmac),
+    plain("basic-auth", Kind::BasicAuth),
+    plain("bearer", Kind::Bearer),
+    standard("beehiiv", Scheme::Svix),
+    standard("brex", Scheme::Svix),
+    standard("clerk", Scheme::Svix),
+    standard("guesty", Scheme::Svix),
+    standard("incident-io", Scheme::Svix),
+    standard("lithic", Scheme::Svix),
+    standard("nash", Scheme::Svix),
+    standard("pleo", Scheme::Svix),
+    standard("psi-fi", Scheme::Svix),
+    standard("render", Scheme::Svix),
+    standard("resend", Scheme::Svix),
+    standard("safebase", Scheme::Svix),
+    standard("sardine", Scheme::Svix),
+    standard("stych", Scheme::Svix),
+];
+
+impl Provider {
+    /// The provider of type `name`.
+    pub fn find(name: &str) -> Option<&'static Provider> {
+        PROVIDERS.iter().find(|provider| provider.name == name)
+    }
+}
+
+impl Kind {
+    /// The config fields of the type itself, besides Hookline's own options.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Generic => &[],
+            Kind::Signed(_) => &["secret", "secrets"],
+            Kind::Hmac => &[
+                "secret",
+                "secrets",
+                "header",
+                "algorithm",
+                "encoding",
+                "prefix",
+            ],
+            Kind::BasicAuth => &["username", "password", "passwords"],
+            Kind::Bearer => &["token", "tokens"],
+        }
+    }
+
+    /// Whether the type's requests carry a signed timestamp (so a tolerance applies).
+    pub fn has_timestamp(self) -> bool {
+        matches!(self, Kind::Signed(scheme) if scheme.has_timestamp())
+    }
+
+    /// Whether the type cannot do without a config (it needs a secret or a header).
+    pub fn needs_config(self) -> bool {
+        !matches!(self, Kind::Generic | Kind::Signed(Scheme::Github))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_every_scheme_has_a_type() {
+        let mut names: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), PROVIDERS.len());
+        for scheme in Scheme::ALL {
+            assert!(
+                PROVIDERS.iter().any(|p| p.kind == Kind::Signed(scheme)),
+                "{scheme} has no source type"
+            );
+        }
+    }
+
+    #[test]
+    fn the_providers_document_names_every_type() {
+        let document = include_str!("../../../docs/providers.md");
+        for provider in PROVIDERS {
+            assert!(
+                document.contains(&format!("`{}`", provider.name)),
+                "docs/providers.md does not describe `{}`",
+                provider.name
+            );
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The delivery queue: the claim SQL, release, outcomes, next due: `impl DeliveryQueue`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use hookline_core::id::{EndpointId, MessageId};
+use hookline_core::model::MessageStatus;
+use hookline_core::store::{AttemptOutcome, DeliveryJob, DeliveryQueue, EndpointChange};
+use hookline_core::{Error, Result};
+
+use super::{execute, notify_due, query_opt, query_rows};
+use crate::PostgresStore;
+use crate::error::storage;
+use crate::rows::{self, code, ms, read};
+
+/// Inserts the attempts of `outcomes` in one statement. An attempt of a message deleted
+/// meanwhile (with its app) is dropped, not an error.
+async fn insert_attempts(db: &impl GenericClient, outcomes: &[&AttemptOutcome]) -> Result<()> {
+    let attempts = || outcomes.iter().map(|outcome| &outcome.attempt);
+    let ids: Vec<&str> = attempts().map(|a| a.id.as_str()).collect();
+    let apps: Vec<&str> = attempts().map(|a| a.app_id.as_str()).collect();
+    let msgs: Vec<&str> = attempts().map(|a| a.msg_id.as_str()).collect();
+    let endpoints: Vec<&str> = attempts().map(|a| a.endpoint_id.as_str()).collect();
+    let urls: Vec<&str> = attempts().map(|a| a.url.as_str()).collect();
+    let statuses: Vec<i16> = attempts().map(|a| code(a.status.code())).collect();
+    let codes: Vec<i16> = attempts().map(|a| a.response_status_code).collect();
+    let responses: Vec<Option<&str>> = attempts().map(|a| a.response.as_deref()).collect();
+    let headers = attempts()
+        .map(|a| serde_json::to_string(&a.response_headers))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(Error::storage)?;
+    let durations: Vec<i64> = attempts().map(|a| a.response_duration_ms).collect();
+    let triggers: Vec<i16> = attempts().map(|a| code(a.trigger_type.code())).collect();
+    let errors: Vec<Option<&str>> = attempts()
+        .map(|a| a.error_kind.map(|kind| kind.as_str()))
+        .collect();
+    let created: Vec<DateTime<Utc>> = attempts().map(|a| ms(a.created_at)).collect();
+    execute(
+        db,
+        "INSERT INTO attempt (id, app_id, msg_id, endpoint_id, url, status,
+             response_status_code, response, response_headers, duration_ms, trigger_type,
+             error_kind, created_at)
+         SELECT a.id, a.app_id, a.msg_id, a.endpoint_id, a.url, a.status, a.code, a.response,
+             a.headers::jsonb, a.duration, a.trigger, a.error, a.created
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+             $6::smallint[], $7::smallint[], $8::text[], $9::text[], $10::bigint[],
+             $11::smallint[], $12::text[], $13::timestamptz[])
+             AS a (id, app_id, msg_id, endpoint_id, url, status, code, response, headers,
+                   duration, trigger, error, created)
+         WHERE EXISTS (SELECT 1 FROM message WHERE message.id = a.msg_id)",
+        &[
+            &ids, &apps, &msgs, &endpoints, &urls, &statuses, &codes, &responses, &headers,
+            &durations, &triggers, &errors, &created,
+        ],
+    )
+    .await
+    .map_err(storage)?;
+    Ok(())
+}
+
+/// Moves each delivery of `outcomes` to its new status and next attempt, releasing its
+/// lease, in one statement. A resend that arrived during the attempt (`requeued`) keeps
+/// the next attempt it asked for.
+async fn finish_deliveries(db: &impl GenericClient, outcomes: &[&AttemptOutcome]) -> Result<()> {
+    let msgs: Vec<&str> = outcomes.iter().map(|o| o.attempt.msg_id.as_str()).collect();
+    let endpoints: Vec<&str> = outcomes
+        .iter()
+        .map(|o| o.attempt.endpoint_id.as_str())
+        .collect();
+    let statuses: Vec<i16> = outcomes.iter().map(|o| code(o.status.code())).collect();
+    let next: Vec<Option<DateTime<Utc>>> =
+        outcomes.iter().map(|o| o.next_attempt.map(ms)).collect();
+    let attempts: Vec<i32> = outcomes
+        .iter()
+        .map(|o| i32::try_from(o.attempts).unwrap_or(i32::MAX))
+        .collect();
+    let updated: Vec<DateTime<Utc>> = outcomes.iter().map(|o| ms(o.attempt.created_at)).collect();
+    execute(
+        db,
+        "UPDATE destination SET status = d.status, attempts = d.attempts,
+             next_attempt = CASE WHEN requeued THEN next_attempt ELSE d.next END,
+             trigger_type = CASE WHEN requeued THEN trigger_type ELSE 0 END,
+             requeued = FALSE, lease_owner = NULL, lease_until = NULL, updated_at = d.updated
+         FROM unnest($1::text[], $2::text[], $3::smallint[], $4::timestamptz[], $5::int[],
+             $6::timestamptz[]) AS d (msg_id, endpoint_id, status, next, attempts, updated)
+         WHERE destination.msg_id = d.msg_id AND destination.endpoint_id = d.endpoint_id",
+        &[&msgs, &endpoints, &statuses, &next, &attempts, &updated],
+    )
+    .await
+    .map_err(storage)?;
+    Ok(())
+}
+
+/// Writes what a batch does to one endpoint (see [`EndpointChange::fold`]).
+async fn apply_endpoint_change(db: &impl GenericClient, change: &EndpointChange<'_>) -> Result<()> {
+    let endpoint = change.endpoint.as_str();
+    if let Some(at) = change.disabled_at {
+        execute(
+            db,
+            "UPDATE endpoint SET disabled = TRUE, updated_at = $2 WHERE id = $1",
+            &[&endpoint, &ms(at)],
+        )
+        .await
+        .map_err(storage)?;
+    }
+    if change.cleared || change.failing_from.is_some() {
+        // Written (and locked) only when it changes: most batches are successes on an
+        // endpoint that is not failing.
+        execute(
+            db,
+            "UPDATE endpoint
+             SET failing_since = CASE WHEN $2 THEN $3 ELSE COALESCE(failing_since, $3) END
+             WHERE id = $1 AND failing_since IS DISTINCT FROM
+                 (CASE WHEN $2 THEN $3 ELSE COALESCE(failing_since, $3) END)",
+            &[&endpoint, &change.cleared, &change.failing_from.map(ms)],
+        )
+        .await
+        .map_err(storage)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl DeliveryQueue for PostgresStore {
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>> {
+        let db = self.client().await?;
+        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // One statement: lease the due rows no other claim holds (SKIP LOCKED passes over
+        // rows another node is claiming this instant), then read each claimed delivery
+        // with its message, endpoint and application.
+        let sql = format!(
+            "WITH claimed AS (
+                 UPDATE destination SET lease_owner = $1, lease_until = $2, status = $5
+                 WHERE (msg_id, endpoint_id) IN (
+                     SELECT destination.msg_id, destination.endpoint_id FROM destination
+                     JOIN endpoint ON endpoint.id = destination.endpoint_id
+                     JOIN message ON message.id = destination.msg_id
+                     WHERE destination.next_attempt <= $3
+                       AND (destination.lease_until IS NULL OR destination.lease_until < $3)
+                       AND NOT endpoint.disabled
+                       AND message.payload IS NOT NULL
+                     ORDER BY destination.next_attempt
+                     LIMIT $4
+                     FOR UPDATE OF destination SKIP LOCKED)
+                 RETURNING *)
+             SELECT {}, {}, {}, app.uid
+             FROM claimed AS destination
+             JOIN message ON message.id = destination.msg_id
+             JOIN endpoint ON endpoint.id = destination.endpoint_id
+             JOIN app ON app.id = destination.app_id
+             ORDER BY destination.next_attempt",
+            rows::DESTINATION_COLUMNS,
+            rows::MESSAGE_COLUMNS,
+            rows::ENDPOINT_COLUMNS
+        );
+        let claimed = query_rows(
+            &db,
+            &sql,
+            &[
+                &owner,
+                &ms(lease_until),
+                &ms(now),
+                &limit,
+                &code(MessageStatus::Sending.code()),
+            ],
+        )
+        .await
+        .map_err(storage)?;
+        claimed
+            .iter()
+            .map(|row| {
+                read(row, |columns| {
+                    Ok(DeliveryJob {
+                        destination: rows::destination(columns)?,
+                        message: Arc::new(rows::message(columns)?),
+                        endpoint: Arc::new(rows::endpoint(columns)?),
+                        app_uid: columns.take()?,
+                    })
+                })
+            })
+            .collect()
+    }
+
+    async fn release(
+        &self,
+        deliveries: Vec<(MessageId, EndpointId)>,
+        retry_at: DateTime<Utc>,
+    ) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let (msgs, endpoints): (Vec<&str>, Vec<&str>) = deliveries
+            .iter()
+            .map(|(msg, endpoint)| (msg.as_str(), endpoint.as_str()))
+            .unzip();
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        execute(
+            &tx,
+            "UPDATE destination SET lease_owner = NULL, lease_until = NULL, requeued = FALSE,
+                 next_attempt = $3
+             FROM unnest($1::text[], $2::text[]) AS released (msg_id, endpoint_id)
+             WHERE destination.msg_id = released.msg_id
+               AND destination.endpoint_id = released.endpoint_id
+               AND destination.next_attempt IS NOT NULL",
+            &[&msgs, &endpoints, &ms(retry_at)],
+        )
+        .await
+        .map_err(storage)?;
+        notify_due(&tx).await?;
+        tx.commit().await.map_err(storage)
+    }
+
+    async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        // A batch is three statements whatever its size (attempts, deliveries, then one per
+        // endpoint whose state changes), not three round trips per outcome. Deliveries go
+        // in key order and endpoints one by one in id order, so that two batches tend to
+        // lock shared rows in the same order; should they deadlock all the same,
+        // PostgreSQL aborts one and the recorder tries it again.
+        let mut by_delivery: Vec<&AttemptOutcome> = outcomes.iter().collect();
+        by_delivery.sort_by_key(|outcome| (&outcome.attempt.msg_id, &outcome.attempt.endpoint_id));
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        insert_attempts(&tx, &by_delivery).await?;
+        finish_deliveries(&tx, &by_delivery).await?;
+        for change in EndpointChange::fold(&outcomes) {
+            apply_endpoint_change(&tx, &change).await?;
+        }
+        if outcomes
+            .iter()
+            .any(|outcome| outcome.next_attempt.is_some())
+        {
+            notify_due(&tx).await?;
+        }
+        tx.commit().await.map_err(storage)
+    }
+
+    async fn next_due(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let db = self.client().await?;
+        let row = query_opt(
+            &db,
+            "SELECT destination.next_attempt FROM destination
+             JOIN endpoint ON endpoint.id = destination.endpoint_id
+             JOIN message ON message.id = destination.msg_id
+             WHERE destination.next_attempt IS NOT NULL
+               AND (destination.lease_until IS NULL OR destination.lease_until < $1)
+               AND NOT endpoint.disabled
+               AND message.payload IS NOT NULL
+             ORDER BY destination.next_attempt LIMIT 1",
+            &[&ms(now)],
+        )
+        .await
+        .map_err(storage)?;
+        row.map(|row| read(&row, |c| c.take())).transpose()
+    }
+}

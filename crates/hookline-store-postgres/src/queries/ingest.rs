@@ -1,0 +1,345 @@
+//! Sources and the log of the requests they receive: `impl IngestStore`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hookline_core::id::{AppId, IngestRequestId, MessageId, SourceId};
+use hookline_core::ingest::{IngestRequest, IngestedRequest, NewIngestRequest, Source, Verdict};
+use hookline_core::page::{ListQuery, Page};
+use hookline_core::store::IngestStore;
+use hookline_core::{Error, Result};
+use tokio_postgres::types::Json;
+
+use super::messages::insert_message;
+use super::resources::{delete_app_rows, insert_app};
+use super::{Select, changed, execute, found, key_column, notify_due, query_opt, query_rows};
+use crate::PostgresStore;
+use crate::error::{duplicate, storage};
+use crate::rows::{self, ms, read};
+
+/// First key of the advisory lock that makes the dedupe check of one source and dedupe
+/// key wait for a request with the same key still in flight; the second is their hash.
+const DEDUPE_LOCK: i32 = 0x686b_6464; // "hkdd"
+
+#[async_trait]
+impl IngestStore for PostgresStore {
+    async fn create_source(&self, source: &Source) -> Result<()> {
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        insert_app(&tx, &source.hidden_app()).await?;
+        execute(
+            &tx,
+            "INSERT INTO source (id, uid, name, source_type, config, metadata, app_id, token,
+                 previous_token, previous_token_expires_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            &[
+                &source.id.as_str(),
+                &source.uid,
+                &source.name,
+                &source.source_type,
+                &source.config,
+                &Json(&source.metadata),
+                &source.app_id.as_str(),
+                &source.token,
+                &source.previous_token,
+                &source.previous_token_expires_at.map(ms),
+                &ms(source.created_at),
+                &ms(source.updated_at),
+            ],
+        )
+        .await
+        .map_err(duplicate("a source"))?;
+        tx.commit().await.map_err(storage)
+    }
+
+    async fn get_source(&self, key: &str) -> Result<Source> {
+        let db = self.client().await?;
+        let column = key_column(key, SourceId::PREFIX, "uid");
+        let sql = format!(
+            "SELECT {} FROM source WHERE source.{column} = $1",
+            rows::SOURCE_COLUMNS
+        );
+        let row = query_opt(&db, &sql, &[&key]).await.map_err(storage)?;
+        found(row, "source", rows::source)
+    }
+
+    async fn find_source_by_token(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Source>> {
+        let db = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM source
+             WHERE source.token = $1
+                OR (source.previous_token = $1
+                    AND (source.previous_token_expires_at IS NULL
+                         OR source.previous_token_expires_at > $2))
+             ORDER BY source.token = $1 DESC LIMIT 1",
+            rows::SOURCE_COLUMNS
+        );
+        let row = query_opt(&db, &sql, &[&token, &ms(now)])
+            .await
+            .map_err(storage)?;
+        row.map(|row| read(&row, rows::source)).transpose()
+    }
+
+    async fn list_sources(&self, query: &ListQuery) -> Result<Page<Source>> {
+        let db = self.client().await?;
+        Select::new(format!(
+            "SELECT {} FROM source WHERE TRUE",
+            rows::SOURCE_COLUMNS
+        ))
+        .page(&db, "source.id", query, rows::source, |source| {
+            source.id.to_string()
+        })
+        .await
+    }
+
+    async fn update_source(&self, source: &Source) -> Result<()> {
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        let rows = execute(
+            &tx,
+            "UPDATE source SET uid = $2, name = $3, source_type = $4, config = $5,
+                 metadata = $6, token = $7, previous_token = $8,
+                 previous_token_expires_at = $9, updated_at = $10
+             WHERE id = $1",
+            &[
+                &source.id.as_str(),
+                &source.uid,
+                &source.name,
+                &source.source_type,
+                &source.config,
+                &Json(&source.metadata),
+                &source.token,
+                &source.previous_token,
+                &source.previous_token_expires_at.map(ms),
+                &ms(source.updated_at),
+            ],
+        )
+        .await
+        .map_err(duplicate("a source"))?;
+        changed(rows, "source")?;
+        // The hidden application keeps the source's name.
+        execute(
+            &tx,
+            "UPDATE app SET name = $2, updated_at = $3
+             WHERE id = (SELECT app_id FROM source WHERE id = $1)",
+            &[
+                &source.id.as_str(),
+                &source.hidden_app().name,
+                &ms(source.updated_at),
+            ],
+        )
+        .await
+        .map_err(storage)?;
+        tx.commit().await.map_err(storage)
+    }
+
+    async fn delete_source(&self, id: &SourceId) -> Result<()> {
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        // The source is locked first, as an ingest locks it before it touches the hidden
+        // application: requests in flight finish first, later ones find no source.
+        let app = query_opt(
+            &tx,
+            "SELECT app_id FROM source WHERE id = $1 FOR UPDATE",
+            &[&id.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+        let app = found(app, "source", |c| c.take::<String>())?;
+        execute(
+            &tx,
+            "DELETE FROM ingest_request WHERE source_id = $1",
+            &[&id.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+        execute(&tx, "DELETE FROM source WHERE id = $1", &[&id.as_str()])
+            .await
+            .map_err(storage)?;
+        delete_app_rows(&tx, &AppId::from_string(app)).await?;
+        tx.commit().await.map_err(storage)
+    }
+
+    async fn ingest(&self, new: NewIngestRequest) -> Result<IngestedRequest> {
+        let NewIngestRequest {
+            mut request,
+            dedupe_since,
+            messages,
+        } = new;
+        let source = request.source_id.clone();
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        // Held to commit: a concurrent `delete_source` waits for this request, or this
+        // request for it and then finds no source. Taken before anything else, the order
+        // `delete_source` locks in, so that the two cannot deadlock.
+        let exists = query_opt(
+            &tx,
+            "SELECT 1 FROM source WHERE id = $1 FOR KEY SHARE",
+            &[&source.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+        if exists.is_none() {
+            return Err(Error::NotFound("source"));
+        }
+        let original = match (request.verdict, &request.dedupe_key, dedupe_since) {
+            (Verdict::Accepted, Some(key), Some(since)) => {
+                // A request with the same key still in flight is waited for, then seen.
+                execute(
+                    &tx,
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2::text || ' ' || $3::text))",
+                    &[&DEDUPE_LOCK, &source.as_str(), key],
+                )
+                .await
+                .map_err(storage)?;
+                let row = query_opt(
+                    &tx,
+                    "SELECT id FROM ingest_request
+                     WHERE source_id = $1 AND dedupe_key = $2 AND verdict = $3
+                       AND created_at >= $4
+                     ORDER BY id LIMIT 1",
+                    &[
+                        &source.as_str(),
+                        key,
+                        &Verdict::Accepted.as_str(),
+                        &ms(since),
+                    ],
+                )
+                .await
+                .map_err(storage)?;
+                row.map(|row| read(&row, |c| c.take::<String>()))
+                    .transpose()?
+                    .map(IngestRequestId::from_string)
+            }
+            _ => None,
+        };
+        let mut queued = false;
+        match &original {
+            Some(original) => request.mark_duplicate_of(original),
+            None if request.verdict == Verdict::Accepted => {
+                for message in &messages {
+                    queued |= !insert_message(&tx, message).await?.is_empty();
+                }
+            }
+            None => {}
+        }
+        if queued {
+            notify_due(&tx).await?;
+        }
+        // Last, so that the source's row lock (which orders its requests) is held for as
+        // short a time as can be: a request numbered after another commits after it, and
+        // a reader that sees one sees every request numbered before it.
+        let seq = query_opt(
+            &tx,
+            "WITH numbered AS (
+                 UPDATE source SET last_seq = last_seq + 1 WHERE id = $2 RETURNING last_seq)
+             INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers,
+                 body, verdict, status_code, reason_code, reason, dedupe_key, event_type,
+                 msg_id, created_at)
+             SELECT $1, $2, numbered.last_seq, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                 $14, $15
+             FROM numbered
+             RETURNING seq",
+            &[
+                &request.id.as_str(),
+                &source.as_str(),
+                &request.method,
+                &request.path,
+                &request.query,
+                &Json(&request.headers),
+                &request.body,
+                &request.verdict.as_str(),
+                &request.status_code,
+                &request.reason_code,
+                &request.reason,
+                &request.dedupe_key,
+                &request.event_type,
+                &request.msg_id.as_ref().map(MessageId::as_str),
+                &ms(request.created_at),
+            ],
+        )
+        .await
+        .map_err(duplicate("a logged request"))?;
+        // No row would mean the source is gone, which the lock taken above rules out.
+        let seq: i64 = found(seq, "source", |c| c.take())?;
+        tx.commit().await.map_err(storage)?;
+        Ok(IngestedRequest {
+            id: request.id,
+            seq,
+            verdict: request.verdict,
+            original,
+        })
+    }
+
+    async fn get_ingest_request(
+        &self,
+        source: &SourceId,
+        id: &IngestRequestId,
+    ) -> Result<IngestRequest> {
+        let db = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM ingest_request
+             WHERE ingest_request.source_id = $1 AND ingest_request.id = $2",
+            rows::INGEST_REQUEST_COLUMNS
+        );
+        let row = query_opt(&db, &sql, &[&source.as_str(), &id.as_str()])
+            .await
+            .map_err(storage)?;
+        found(row, "ingest request", rows::ingest_request)
+    }
+
+    async fn list_ingest_requests(
+        &self,
+        source: &SourceId,
+        query: &ListQuery,
+    ) -> Result<Page<IngestRequest>> {
+        let db = self.client().await?;
+        Select::new(format!(
+            "SELECT {} FROM ingest_request WHERE TRUE",
+            rows::INGEST_REQUEST_COLUMNS
+        ))
+        .and("ingest_request.source_id = ?", source.to_string())
+        .page(
+            &db,
+            "ingest_request.id",
+            query,
+            rows::ingest_request,
+            |request| request.id.to_string(),
+        )
+        .await
+    }
+
+    async fn ingest_requests_after(
+        &self,
+        source: &SourceId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<IngestRequest>> {
+        let db = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM ingest_request
+             WHERE ingest_request.source_id = $1 AND ingest_request.seq > $2
+             ORDER BY ingest_request.seq LIMIT $3",
+            rows::INGEST_REQUEST_COLUMNS
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        query_rows(&db, &sql, &[&source.as_str(), &after, &limit])
+            .await
+            .map_err(storage)?
+            .iter()
+            .map(|row| read(row, rows::ingest_request))
+            .collect()
+    }
+
+    async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.purge(
+            "DELETE FROM ingest_request WHERE id IN (
+                 SELECT id FROM ingest_request WHERE created_at < $1 LIMIT $2)",
+            before,
+        )
+        .await
+    }
+}

@@ -1,0 +1,218 @@
+//! The SQL is in one file per role trait; this one holds the helpers they share.
+
+// Each role's SQL mirrors the SQLite store's statement for statement, except that a claim
+// reads its jobs in the same statement that leases them. Writes of more than one statement
+// run in a transaction; a write that queues due work also notifies `hookline_due` in it.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use hookline_core::page::{ListQuery, Order, Page};
+use hookline_core::{Error, Result};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::PostgresStore;
+use crate::error::storage;
+use crate::rows::{Columns, ms, read};
+
+mod delivery;
+mod idempotency;
+mod ingest;
+mod messages;
+mod resources;
+mod tokens;
+
+/// How many rows one statement of a purge deletes: a purge of millions of rows goes in
+/// steps, each its own short transaction.
+const PURGE_BATCH: i64 = 10_000;
+/// First key of the advisory lock a node holds while it purges expired rows; the
+/// second is the hash of the schema, so that schemas sharing a database do not wait on
+/// each other.
+const PURGE_LOCK: i32 = 0x686b_7072; // "hkpr"
+
+/// A parameter of a query built at run time.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// A query under construction: a `SELECT … WHERE` prefix and its parameters.
+struct Select {
+    sql: String,
+    params: Vec<Param>,
+}
+
+impl Select {
+    fn new(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Adds `AND condition`, where the one `?` in `condition` stands for `value`.
+    fn and(mut self, condition: &str, value: impl ToSql + Sync + Send + 'static) -> Self {
+        self.params.push(Box::new(value));
+        let placeholder = format!("${}", self.params.len());
+        self.sql.push_str(" AND ");
+        self.sql.push_str(&condition.replacen('?', &placeholder, 1));
+        self
+    }
+
+    fn and_channel(self, column: &str, channel: &Option<String>) -> Self {
+        match channel {
+            Some(channel) => self.and(&format!("? = ANY ({column})"), channel.clone()),
+            None => self,
+        }
+    }
+
+    fn and_in(self, column: &str, values: &Option<Vec<String>>) -> Self {
+        match values {
+            Some(values) => self.and(&format!("{column} = ANY (?)"), values.clone()),
+            None => self,
+        }
+    }
+
+    /// Runs the query as one page of `query`, sorted and bounded on `key_column`.
+    async fn page<T>(
+        mut self,
+        db: &impl GenericClient,
+        key_column: &str,
+        query: &ListQuery,
+        read_row: impl Fn(&mut Columns<'_>) -> Result<T>,
+        key: impl Fn(&T) -> String,
+    ) -> Result<Page<T>> {
+        if let Some((bound, ascending)) = query.bound() {
+            let op = if ascending { ">" } else { "<" };
+            self = self.and(&format!("{key_column} {op} ?"), bound.to_owned());
+        }
+        let direction = match query.scan_order() {
+            Order::Ascending => "ASC",
+            Order::Descending => "DESC",
+        };
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX - 1) + 1;
+        self.params.push(Box::new(limit));
+        self.sql.push_str(&format!(
+            " ORDER BY {key_column} {direction} LIMIT ${}",
+            self.params.len()
+        ));
+        let params: Vec<&(dyn ToSql + Sync)> = self
+            .params
+            .iter()
+            .map(|param| param.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = query_rows(db, &self.sql, &params)
+            .await
+            .map_err(storage)?
+            .iter()
+            .map(|row| read(row, &read_row))
+            .collect::<Result<Vec<T>>>()?;
+        Ok(Page::from_scan(rows, query, key))
+    }
+}
+
+async fn query_rows(
+    db: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = db.prepare_cached(sql).await?;
+    db.query(&statement, params).await
+}
+
+async fn query_opt(
+    db: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = db.prepare_cached(sql).await?;
+    db.query_opt(&statement, params).await
+}
+
+async fn execute(
+    db: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = db.prepare_cached(sql).await?;
+    db.execute(&statement, params).await
+}
+
+/// Reads the one row of a lookup, or says which resource was not found.
+fn found<T>(
+    row: Option<Row>,
+    what: &'static str,
+    read_row: impl FnOnce(&mut Columns<'_>) -> Result<T>,
+) -> Result<T> {
+    match row {
+        Some(row) => read(&row, read_row),
+        None => Err(Error::NotFound(what)),
+    }
+}
+
+fn changed(rows: u64, what: &'static str) -> Result<()> {
+    if rows == 0 {
+        Err(Error::NotFound(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// The column a key is looked up by: a uid never carries the id prefix.
+fn key_column(key: &str, prefix: &str, uid_column: &'static str) -> &'static str {
+    if key.starts_with(prefix) {
+        "id"
+    } else {
+        uid_column
+    }
+}
+
+/// Tells listening nodes that due work is committed, once the surrounding transaction is.
+async fn notify_due(db: &impl GenericClient) -> Result<()> {
+    execute(
+        db,
+        "SELECT pg_notify('hookline_due', current_schema())",
+        &[],
+    )
+    .await
+    .map_err(storage)?;
+    Ok(())
+}
+
+impl PostgresStore {
+    /// Runs `delete` (parameters: a time, a batch size) one batch per statement until a
+    /// batch comes up short; returns how many rows went. One node purges at a time: the
+    /// others find the lock taken and leave it to that one (and get 0).
+    async fn purge(&self, delete: &str, before: DateTime<Utc>) -> Result<u64> {
+        let db = self.client().await?;
+        let locked: bool = query_opt(
+            &db,
+            "SELECT pg_try_advisory_lock($1, hashtext(current_schema()::text))",
+            &[&PURGE_LOCK],
+        )
+        .await
+        .map_err(storage)?
+        .is_some_and(|row| row.get(0));
+        if !locked {
+            return Ok(0);
+        }
+        let before = ms(before);
+        let mut purged = 0;
+        let result = loop {
+            let deleted = execute(&db, delete, &[&before, &PURGE_BATCH])
+                .await
+                .map_err(storage);
+            match deleted {
+                Ok(deleted) if deleted == PURGE_BATCH as u64 => purged += deleted,
+                Ok(deleted) => break Ok(purged + deleted),
+                Err(error) => break Err(error),
+            }
+        };
+        // A session lock outlives the statement: give it back before the connection is.
+        execute(
+            &db,
+            "SELECT pg_advisory_unlock($1, hashtext(current_schema()::text))",
+            &[&PURGE_LOCK],
+        )
+        .await
+        .map_err(storage)?;
+        result
+    }
+}

@@ -1,0 +1,411 @@
+//! The delivery queue: the claim SQL, release, outcomes, next due: `impl DeliveryQueue`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hookline_core::id::{EndpointId, MessageId};
+use hookline_core::model::{Attempt, Destination, Endpoint, Message, MessageStatus};
+use hookline_core::store::{AttemptOutcome, DeliveryJob, DeliveryQueue, EndpointChange};
+use hookline_core::{Error, Result};
+use rusqlite::{Connection, params};
+
+use super::one;
+use crate::SqliteStore;
+use crate::cache::EndpointCache;
+use crate::rows::{self, json, millis, time};
+
+/// The jobs of claimed deliveries. Deliveries of one message (a fan-out) share one read
+/// of it; deliveries to one endpoint share its row, which later claims take from the
+/// endpoint cache while it stays unchanged.
+fn load_jobs(
+    conn: &Connection,
+    claimed: Vec<Destination>,
+    cache: &EndpointCache,
+) -> Result<Vec<DeliveryJob>> {
+    let generation = cache.generation();
+    let message_sql = format!(
+        "SELECT {}, app.uid FROM message JOIN app ON app.id = message.app_id
+         WHERE message.id = ?1",
+        rows::MESSAGE_COLUMNS,
+    );
+    let endpoint_sql = format!(
+        "SELECT {} FROM endpoint WHERE id = ?1",
+        rows::ENDPOINT_COLUMNS
+    );
+    let mut messages: HashMap<MessageId, (Arc<Message>, Option<String>)> = HashMap::new();
+    let mut endpoints: HashMap<EndpointId, Arc<Endpoint>> = HashMap::new();
+    let mut jobs = Vec::with_capacity(claimed.len());
+    for destination in claimed {
+        if !messages.contains_key(&destination.msg_id) {
+            let found = one(conn, &message_sql, [destination.msg_id.as_str()], |row| {
+                Ok((rows::message_at(row, 0)?, row.get::<_, Option<String>>(8)?))
+            })?;
+            let Some((message, app_uid)) = found else {
+                continue; // Deleted since the claim.
+            };
+            messages.insert(destination.msg_id.clone(), (Arc::new(message), app_uid));
+        }
+        if !endpoints.contains_key(&destination.endpoint_id) {
+            let id = &destination.endpoint_id;
+            let endpoint = match cache.get(generation, id) {
+                Some(endpoint) => endpoint,
+                None => {
+                    let Some(endpoint) = one(conn, &endpoint_sql, [id.as_str()], rows::endpoint)?
+                    else {
+                        continue;
+                    };
+                    let endpoint = Arc::new(endpoint);
+                    cache.put(generation, &endpoint);
+                    endpoint
+                }
+            };
+            endpoints.insert(id.clone(), endpoint);
+        }
+        let (message, app_uid) = &messages[&destination.msg_id];
+        jobs.push(DeliveryJob {
+            endpoint: Arc::clone(&endpoints[&destination.endpoint_id]),
+            message: Arc::clone(message),
+            app_uid: app_uid.clone(),
+            destination,
+        });
+    }
+    Ok(jobs)
+}
+
+/// Inserts one attempt row.
+fn insert_attempt(conn: &Connection, attempt: &Attempt) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO attempt (id, app_id, msg_id, endpoint_id, url, status,
+             response_status_code, response, response_headers, duration_ms, trigger_type,
+             error_kind, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            attempt.id.as_str(),
+            attempt.app_id.as_str(),
+            attempt.msg_id.as_str(),
+            attempt.endpoint_id.as_str(),
+            attempt.url,
+            attempt.status.code(),
+            attempt.response_status_code,
+            attempt.response,
+            json(&attempt.response_headers),
+            attempt.response_duration_ms,
+            attempt.trigger_type.code(),
+            attempt.error_kind.map(|kind| kind.as_str()),
+            millis(attempt.created_at),
+        ])
+    })
+    .map_err(Error::storage)?;
+    Ok(())
+}
+
+/// Records `outcomes` in order, then changes each endpoint as [`EndpointChange::fold`]
+/// says; whether any endpoint row changed.
+fn record_outcomes(conn: &Connection, outcomes: &[AttemptOutcome]) -> Result<bool> {
+    for outcome in outcomes {
+        record_outcome(conn, outcome)?;
+    }
+    let mut changed = false;
+    for change in EndpointChange::fold(outcomes) {
+        changed |= apply_endpoint_change(conn, &change)?;
+    }
+    Ok(changed)
+}
+
+/// Writes one endpoint's change; whether its row changed.
+fn apply_endpoint_change(conn: &Connection, change: &EndpointChange<'_>) -> Result<bool> {
+    let endpoint = change.endpoint.as_str();
+    let mut changed = false;
+    if let Some(at) = change.disabled_at {
+        let rows = conn
+            .prepare_cached("UPDATE endpoint SET disabled = 1, updated_at = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![endpoint, millis(at)]))
+            .map_err(Error::storage)?;
+        changed |= rows > 0;
+    }
+    if change.cleared || change.failing_from.is_some() {
+        // Written only when it changes: most batches are successes on an endpoint that is
+        // not failing, and a write would move the endpoint cache on for nothing.
+        let rows = conn
+            .prepare_cached(
+                "UPDATE endpoint
+                 SET failing_since = CASE WHEN ?2 THEN ?3 ELSE COALESCE(failing_since, ?3) END
+                 WHERE id = ?1 AND failing_since IS NOT
+                     (CASE WHEN ?2 THEN ?3 ELSE COALESCE(failing_since, ?3) END)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    endpoint,
+                    change.cleared,
+                    change.failing_from.map(millis)
+                ])
+            })
+            .map_err(Error::storage)?;
+        changed |= rows > 0;
+    }
+    Ok(changed)
+}
+
+/// Records one attempt and the delivery's new state.
+fn record_outcome(conn: &Connection, outcome: &AttemptOutcome) -> Result<()> {
+    let attempt = &outcome.attempt;
+    // A message deleted while its attempt was in flight leaves nothing to record. Checked
+    // first so that the insert is a single-row one, which SQLite runs without a
+    // statement journal.
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM message WHERE id = ?1")
+        .and_then(|mut s| s.exists([attempt.msg_id.as_str()]))
+        .map_err(Error::storage)?;
+    if exists {
+        insert_attempt(conn, attempt)?;
+    }
+    conn.prepare_cached(
+        "UPDATE destination SET status = ?3, attempts = ?5,
+             next_attempt = CASE WHEN requeued = 1 THEN next_attempt ELSE ?4 END,
+             trigger_type = CASE WHEN requeued = 1 THEN trigger_type ELSE 0 END,
+             requeued = 0, lease_owner = NULL, lease_until = NULL, updated_at = ?6
+         WHERE msg_id = ?1 AND endpoint_id = ?2",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            attempt.msg_id.as_str(),
+            attempt.endpoint_id.as_str(),
+            outcome.status.code(),
+            outcome.next_attempt.map(millis),
+            outcome.attempts,
+            millis(attempt.created_at),
+        ])
+    })
+    .map_err(Error::storage)?;
+    Ok(())
+}
+
+#[async_trait]
+impl DeliveryQueue for SqliteStore {
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>> {
+        let owner = owner.to_owned();
+        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let claimed = self
+            .write(move |conn| {
+                let mut claim = conn
+                    .prepare_cached(
+                        "UPDATE destination SET lease_owner = ?1, lease_until = ?2, status = ?5
+                     WHERE rowid IN (
+                         SELECT destination.rowid FROM destination
+                         JOIN endpoint ON endpoint.id = destination.endpoint_id
+                         JOIN message ON message.id = destination.msg_id
+                         WHERE destination.next_attempt <= ?3
+                           AND (destination.lease_until IS NULL OR destination.lease_until < ?3)
+                           AND endpoint.disabled = 0
+                           AND message.payload IS NOT NULL
+                         ORDER BY destination.next_attempt
+                         LIMIT ?4)
+                     RETURNING app_id, msg_id, endpoint_id, status, next_attempt, attempts,
+                         trigger_type, updated_at",
+                    )
+                    .map_err(Error::storage)?;
+                let claimed = claim
+                    .query_map(
+                        params![
+                            owner,
+                            millis(lease_until),
+                            millis(now),
+                            limit as i64,
+                            MessageStatus::Sending.code()
+                        ],
+                        |row| rows::destination_at(row, 0),
+                    )
+                    .map_err(Error::storage)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(Error::storage)?;
+                Ok(claimed)
+            })
+            .await?;
+        // The claim is committed; reading the jobs needs no writer time.
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cache = Arc::clone(&self.inner.endpoints);
+        self.read(move |conn| load_jobs(conn, claimed, &cache))
+            .await
+    }
+
+    async fn release(
+        &self,
+        deliveries: Vec<(MessageId, EndpointId)>,
+        retry_at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.write(move |conn| {
+            let mut release = conn
+                .prepare_cached(
+                    "UPDATE destination SET lease_owner = NULL, lease_until = NULL, requeued = 0,
+                         next_attempt = ?3
+                     WHERE msg_id = ?1 AND endpoint_id = ?2 AND next_attempt IS NOT NULL",
+                )
+                .map_err(Error::storage)?;
+            for (msg, endpoint) in &deliveries {
+                release
+                    .execute(params![msg.as_str(), endpoint.as_str(), millis(retry_at)])
+                    .map_err(Error::storage)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> Result<()> {
+        self.write_endpoints(
+            move |conn| record_outcomes(conn, &outcomes),
+            |changed| *changed,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn next_due(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let now = millis(now);
+        self.read(move |conn| {
+            let due: Option<Option<i64>> = one(
+                conn,
+                "SELECT destination.next_attempt FROM destination
+                 JOIN endpoint ON endpoint.id = destination.endpoint_id
+                 JOIN message ON message.id = destination.msg_id
+                 WHERE destination.next_attempt IS NOT NULL
+                   AND (destination.lease_until IS NULL OR destination.lease_until < ?1)
+                   AND endpoint.disabled = 0
+                   AND message.payload IS NOT NULL
+                 ORDER BY destination.next_attempt LIMIT 1",
+                [now],
+                |row| row.get(0),
+            )?;
+            Ok(due.flatten().map(time))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use hookline_core::id::{AppId, AttemptId};
+    use hookline_core::model::{Application, TriggerType};
+    use hookline_core::store::{MessageStore, NewMessage, ResourceStore};
+
+    use super::*;
+
+    /// The endpoint cache moves on when a batch says it changed an endpoint row: it must
+    /// say so whenever a row ends up different, and need not when none does.
+    #[tokio::test]
+    async fn a_batch_says_whether_it_changed_an_endpoint_row() {
+        let dir =
+            std::env::temp_dir().join(format!("hookline-sqlite-outcomes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(&dir.join("outcomes.db")).await.unwrap();
+        let at = |secs: i64| DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap();
+        let app = Application {
+            id: AppId::new_at(at(0)),
+            uid: None,
+            name: "Acme".into(),
+            throttle_rate: None,
+            metadata: BTreeMap::new(),
+            created_at: at(0),
+            updated_at: at(0),
+        };
+        store.create_app(&app).await.unwrap();
+        let endpoint = hookline_core::conformance::endpoint(&app.id, None, None);
+        store.create_endpoint(&endpoint).await.unwrap();
+        let message = Message {
+            id: MessageId::new_at(at(0)),
+            app_id: app.id.clone(),
+            event_id: None,
+            event_type: "a.b".into(),
+            payload: Some("{}".into()),
+            channels: None,
+            headers: BTreeMap::new(),
+            created_at: at(0),
+        };
+        store
+            .create_message(NewMessage {
+                message: message.clone(),
+                only_endpoint: None,
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+        let outcome = |secs, failing: Option<bool>, disable| AttemptOutcome {
+            attempt: Attempt {
+                id: AttemptId::new(),
+                app_id: app.id.clone(),
+                msg_id: message.id.clone(),
+                endpoint_id: endpoint.id.clone(),
+                url: endpoint.url.clone(),
+                status: MessageStatus::Fail,
+                response_status_code: 500,
+                response: None,
+                response_headers: Vec::new(),
+                response_duration_ms: 1,
+                trigger_type: TriggerType::Scheduled,
+                error_kind: None,
+                created_at: at(secs),
+            },
+            status: MessageStatus::Fail,
+            next_attempt: None,
+            attempts: 1,
+            disable_endpoint: disable,
+            endpoint_failing: failing,
+        };
+        let record = |batch: Vec<AttemptOutcome>| {
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |conn| record_outcomes(conn, &batch))
+                    .await
+                    .unwrap()
+            }
+        };
+        let failing_since = || async {
+            let read = store.get_endpoint(&app.id, endpoint.id.as_str()).await;
+            read.unwrap().failing_since
+        };
+
+        assert!(
+            !record(vec![outcome(1, Some(false), false)]).await,
+            "not failing"
+        );
+        assert!(!record(vec![outcome(2, None, false)]).await);
+        let exhausted = vec![outcome(3, Some(true), false), outcome(4, Some(true), false)];
+        assert!(record(exhausted).await);
+        assert_eq!(failing_since().await, Some(at(3)));
+        assert!(
+            !record(vec![outcome(5, Some(true), false)]).await,
+            "already failing"
+        );
+        let recovered_and_failed = vec![
+            outcome(6, Some(false), false),
+            outcome(7, Some(true), false),
+        ];
+        assert!(record(recovered_and_failed).await);
+        assert_eq!(failing_since().await, Some(at(7)));
+        assert!(record(vec![outcome(8, Some(false), false)]).await);
+        assert_eq!(failing_since().await, None);
+        let failed_and_recovered = vec![
+            outcome(9, Some(true), false),
+            outcome(10, Some(false), false),
+        ];
+        assert!(!record(failed_and_recovered).await, "ends as it began");
+        assert!(record(vec![outcome(11, None, true)]).await, "disabled");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

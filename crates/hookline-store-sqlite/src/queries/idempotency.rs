@@ -1,0 +1,68 @@
+//! Answers kept for repeated idempotency keys: `impl IdempotencyStore`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hookline_core::model::{IdempotencyRecord, IdempotentResponse};
+use hookline_core::store::IdempotencyStore;
+use hookline_core::{Error, Result};
+use rusqlite::{Connection, params};
+
+use super::one;
+use crate::SqliteStore;
+use crate::rows::millis;
+
+#[async_trait]
+impl IdempotencyStore for SqliteStore {
+    async fn get_idempotent(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotentResponse>> {
+        let key = key.to_owned();
+        self.lookup(move |conn| {
+            one(
+                conn,
+                "SELECT status, body FROM idempotency WHERE key = ?1 AND expires_at > ?2",
+                params![key, millis(now)],
+                |row| {
+                    Ok(IdempotentResponse {
+                        status: row.get(0)?,
+                        body: row.get(1)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn put_idempotent(&self, record: &IdempotencyRecord) -> Result<()> {
+        let record = record.clone();
+        self.write(move |conn| put_idempotent(conn, &record)).await
+    }
+
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.purge(
+            "DELETE FROM idempotency WHERE rowid IN (
+                 SELECT rowid FROM idempotency WHERE expires_at < ?1 LIMIT ?2)",
+            now,
+        )
+        .await
+    }
+}
+
+pub(super) fn put_idempotent(conn: &Connection, record: &IdempotencyRecord) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO idempotency (key, status, body, expires_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            record.key,
+            record.response.status,
+            record.response.body,
+            millis(record.expires_at),
+        ])
+    })
+    .map_err(Error::storage)?;
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! Sources and the log of the requests they receive: `impl IngestStore`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hookline_core::id::{AppId, IngestRequestId, MessageId, SourceId};
+use hookline_core::ingest::{IngestRequest, IngestedRequest, NewIngestRequest, Source, Verdict};
+use hookline_core::page::{ListQuery, Page};
+use hookline_core::store::IngestStore;
+use hookline_core::{Error, Result};
+use rusqlite::types::Value;
+use rusqlite::{Connection, params, params_from_iter};
+
+use super::messages::insert_message;
+use super::resources::{delete_app_rows, insert_app};
+use super::{Select, changed, key_column, not_found, one};
+use crate::SqliteStore;
+use crate::rows::{self, classify, json, map_json, millis};
+
+/// The accepted request a new one with the same dedupe key repeats. It must search
+/// `ingest_request_dedupe`: any plan that walks the source's whole log makes each
+/// request slower than the last.
+pub(crate) const DEDUPE_ORIGINAL: &str = "SELECT id FROM ingest_request
+     WHERE source_id = ?1 AND dedupe_key = ?2 AND verdict = ?3 AND created_at >= ?4
+     ORDER BY id LIMIT 1";
+
+/// A source's values in column order (`rows::SOURCE_COLUMNS`), to bind to an insert or
+/// an update.
+fn source_params(source: &Source) -> Vec<Value> {
+    vec![
+        source.id.as_str().to_owned().into(),
+        source.uid.clone().into(),
+        source.name.clone().into(),
+        source.source_type.clone().into(),
+        json(&source.config).into(),
+        map_json(&source.metadata).into(),
+        source.app_id.as_str().to_owned().into(),
+        source.token.clone().into(),
+        source.previous_token.clone().into(),
+        source.previous_token_expires_at.map(millis).into(),
+        millis(source.created_at).into(),
+        millis(source.updated_at).into(),
+    ]
+}
+
+#[async_trait]
+impl IngestStore for SqliteStore {
+    async fn create_source(&self, source: &Source) -> Result<()> {
+        let (app, values) = (source.hidden_app(), source_params(source));
+        self.write(move |conn| {
+            insert_app(conn, &app)?;
+            conn.prepare_cached(
+                "INSERT INTO source (id, uid, name, source_type, config, metadata, app_id, token,
+                     previous_token, previous_token_expires_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )
+            .and_then(|mut s| s.execute(params_from_iter(values)))
+            .map_err(|e| classify(e, "a source"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_source(&self, key: &str) -> Result<Source> {
+        let key = key.to_owned();
+        self.lookup(move |conn| {
+            let column = key_column(&key, SourceId::PREFIX, "uid");
+            let sql = format!(
+                "SELECT {} FROM source WHERE {column} = ?1",
+                rows::SOURCE_COLUMNS
+            );
+            one(conn, &sql, [&key], rows::source).and_then(not_found("source"))
+        })
+        .await
+    }
+
+    async fn find_source_by_token(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Source>> {
+        let token = token.to_owned();
+        self.lookup(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM source
+                 WHERE token = ?1
+                    OR (previous_token = ?1
+                        AND (previous_token_expires_at IS NULL
+                             OR previous_token_expires_at > ?2))
+                 ORDER BY token = ?1 DESC LIMIT 1",
+                rows::SOURCE_COLUMNS
+            );
+            one(conn, &sql, params![token, millis(now)], rows::source)
+        })
+        .await
+    }
+
+    async fn list_sources(&self, query: &ListQuery) -> Result<Page<Source>> {
+        let query = query.clone();
+        self.read(move |conn| {
+            Select::new(format!(
+                "SELECT {} FROM source WHERE 1 = 1",
+                rows::SOURCE_COLUMNS
+            ))
+            .page(conn, "source.id", &query, rows::source, |source| {
+                source.id.to_string()
+            })
+        })
+        .await
+    }
+
+    async fn update_source(&self, source: &Source) -> Result<()> {
+        let (id, app) = (source.id.clone(), source.hidden_app());
+        let values = source_params(source);
+        self.write(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "UPDATE source SET uid = ?2, name = ?3, source_type = ?4, config = ?5,
+                         metadata = ?6, token = ?8, previous_token = ?9,
+                         previous_token_expires_at = ?10, updated_at = ?12
+                     WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params_from_iter(values)))
+                .map_err(|e| classify(e, "a source"))?;
+            changed(rows, "source")?;
+            // The hidden application keeps the source's name.
+            conn.prepare_cached(
+                "UPDATE app SET name = ?2, updated_at = ?3
+                 WHERE id = (SELECT app_id FROM source WHERE id = ?1)",
+            )
+            .and_then(|mut s| s.execute(params![id.as_str(), app.name, millis(app.updated_at)]))
+            .map_err(Error::storage)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_source(&self, id: &SourceId) -> Result<()> {
+        let id = id.clone();
+        self.write_endpoints(
+            move |conn| {
+                let app = one(
+                    conn,
+                    "SELECT app_id FROM source WHERE id = ?1",
+                    [id.as_str()],
+                    |row| row.get::<_, String>(0),
+                )?
+                .ok_or(Error::NotFound("source"))?;
+                conn.execute(
+                    "DELETE FROM ingest_request WHERE source_id = ?1",
+                    [id.as_str()],
+                )
+                .map_err(Error::storage)?;
+                conn.execute("DELETE FROM source WHERE id = ?1", [id.as_str()])
+                    .map_err(Error::storage)?;
+                delete_app_rows(conn, &AppId::from_string(app))
+            },
+            |_| true,
+        )
+        .await
+    }
+
+    async fn ingest(&self, new: NewIngestRequest) -> Result<IngestedRequest> {
+        self.write(move |conn| {
+            let NewIngestRequest {
+                mut request,
+                dedupe_since,
+                messages,
+            } = new;
+            let source_id = request.source_id.clone();
+            let source = source_id.as_str();
+            one(conn, "SELECT 1 FROM source WHERE id = ?1", [source], |_| {
+                Ok(())
+            })?
+            .ok_or(Error::NotFound("source"))?;
+            // The writer runs one write at a time, so no other request can slip in between
+            // this check and the insert below.
+            let original = match (request.verdict, &request.dedupe_key, dedupe_since) {
+                (Verdict::Accepted, Some(key), Some(since)) => one(
+                    conn,
+                    DEDUPE_ORIGINAL,
+                    params![source, key, Verdict::Accepted.as_str(), millis(since)],
+                    |row| row.get::<_, String>(0),
+                )?
+                .map(IngestRequestId::from_string),
+                _ => None,
+            };
+            match &original {
+                Some(original) => request.mark_duplicate_of(original),
+                None if request.verdict == Verdict::Accepted => {
+                    for message in &messages {
+                        insert_message(conn, message)?;
+                    }
+                }
+                None => {}
+            }
+            let seq: i64 = conn
+                .prepare_cached(
+                    "UPDATE source SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+                )
+                .and_then(|mut s| s.query_row([source], |row| row.get(0)))
+                .map_err(Error::storage)?;
+            request.seq = seq;
+            insert_ingest_request(conn, &request)?;
+            Ok(IngestedRequest {
+                id: request.id,
+                seq,
+                verdict: request.verdict,
+                original,
+            })
+        })
+        .await
+    }
+
+    async fn get_ingest_request(
+        &self,
+        source: &SourceId,
+        id: &IngestRequestId,
+    ) -> Result<IngestRequest> {
+        let (source, id) = (source.clone(), id.clone());
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM ingest_request WHERE source_id = ?1 AND id = ?2",
+                rows::INGEST_REQUEST_COLUMNS
+            );
+            one(
+                conn,
+                &sql,
+                [source.as_str(), id.as_str()],
+                rows::ingest_request,
+            )
+            .and_then(not_found("ingest request"))
+        })
+        .await
+    }
+
+    async fn list_ingest_requests(
+        &self,
+        source: &SourceId,
+        query: &ListQuery,
+    ) -> Result<Page<IngestRequest>> {
+        let (source, query) = (source.clone(), query.clone());
+        self.read(move |conn| {
+            Select::new(format!(
+                "SELECT {} FROM ingest_request WHERE 1 = 1",
+                rows::INGEST_REQUEST_COLUMNS
+            ))
+            .and("ingest_request.source_id = ?", source.into_string())
+            .page(
+                conn,
+                "ingest_request.id",
+                &query,
+                rows::ingest_request,
+                |request| request.id.to_string(),
+            )
+        })
+        .await
+    }
+
+    async fn ingest_requests_after(
+        &self,
+        source: &SourceId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<IngestRequest>> {
+        let source = source.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM ingest_request WHERE source_id = ?1 AND seq > ?2
+                 ORDER BY seq LIMIT ?3",
+                rows::INGEST_REQUEST_COLUMNS
+            );
+            let mut statement = conn.prepare_cached(&sql).map_err(Error::storage)?;
+            statement
+                .query_map(params![source.as_str(), after, limit], rows::ingest_request)
+                .map_err(Error::storage)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(Error::storage)
+        })
+        .await
+    }
+
+    async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.purge(
+            "DELETE FROM ingest_request WHERE rowid IN (
+                 SELECT rowid FROM ingest_request WHERE created_at < ?1 LIMIT ?2)",
+            before,
+        )
+        .await
+    }
+}
+
+/// Logs a received request, `seq` included.
+fn insert_ingest_request(conn: &Connection, request: &IngestRequest) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers, body,
+             verdict, status_code, reason_code, reason, dedupe_key, event_type, msg_id,
+             created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            request.id.as_str(),
+            request.source_id.as_str(),
+            request.seq,
+            request.method,
+            request.path,
+            request.query,
+            json(&request.headers),
+            request.body,
+            request.verdict.as_str(),
+            request.status_code,
+            request.reason_code,
+            request.reason,
+            request.dedupe_key,
+            request.event_type,
+            request.msg_id.as_ref().map(MessageId::as_str),
+            millis(request.created_at),
+        ])
+    })
+    .map_err(|e| classify(e, "a logged request"))?;
+    Ok(())
+}
