@@ -244,3 +244,240 @@ impl Accepted {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use hookline_core::id::SourceId;
+    use hookline_signature::{Keyset, Message as Signed, Scheme};
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const NOW: i64 = 1_700_000_000;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn source_of(type_name: &str, config: serde_json::Value) -> (Source, SourceType) {
+        let parsed = SourceType::parse(type_name, Some(&config)).unwrap();
+        let source = Source {
+            id: SourceId::new_at(at(NOW)),
+            uid: None,
+            name: "provider".into(),
+            source_type: type_name.into(),
+            config,
+            metadata: BTreeMap::new(),
+            app_id: AppId::new_at(at(NOW)),
+            token: "token".into(),
+            previous_token: None,
+            previous_token_expires_at: None,
+            created_at: at(NOW),
+            updated_at: at(NOW),
+        };
+        (source, parsed)
+    }
+
+    fn signed(body: &[u8], extra: &[(&str, &str)]) -> Received {
+        let keys = Keyset::new(Scheme::Standard, [SECRET]).unwrap();
+        let mut headers: Vec<(String, String)> = keys
+            .sign(&Signed {
+                id: "msg_provider_1",
+                timestamp: NOW,
+                body,
+            })
+            .unwrap()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        headers.extend(
+            extra
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+        );
+        Received {
+            method: "POST".into(),
+            path: "/hooks".into(),
+            query: "a=1".into(),
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn an_accepted_request_is_stored_with_its_forwarding_messages() {
+        let (source, parsed) = source_of(
+            "standard-webhooks",
+            json!({"secret": SECRET, "forwardHeaders": ["x-trace"], "forwardToApp": "app-uid"}),
+        );
+        let body = br#"{"type":"job.succeeded","id":"job_1"}"#;
+        let received = signed(
+            body,
+            &[
+                ("content-type", "application/json"),
+                ("x-trace", "t-1"),
+                ("x-other", "no"),
+            ],
+        );
+        let verdict = receive(&parsed, &received.incoming(), NOW + 3);
+        let Verdict::Accepted(accepted) = &verdict else {
+            panic!("{verdict:?}");
+        };
+        assert_eq!(accepted.dedupe_key, "msg_provider_1");
+        assert_eq!(accepted.event_type, "job.succeeded");
+        assert_eq!(accepted.forward_to_app.as_deref(), Some("app-uid"));
+        assert_eq!(
+            accepted.headers,
+            BTreeMap::from([
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("x-trace".to_owned(), "t-1".to_owned()),
+            ])
+        );
+
+        let other_app = AppId::new_at(at(NOW));
+        let record = verdict.record(&source, received, 200, Some(other_app.clone()), at(NOW + 3));
+        let request = &record.request;
+        assert_eq!(request.verdict, Logged::Accepted);
+        assert_eq!(
+            (request.status_code, request.reason_code.as_str()),
+            (200, "accepted")
+        );
+        assert_eq!(request.dedupe_key.as_deref(), Some("msg_provider_1"));
+        assert_eq!(request.event_type.as_deref(), Some("job.succeeded"));
+        assert_eq!(
+            (request.path.as_str(), request.query.as_str()),
+            ("/hooks", "a=1")
+        );
+        assert_eq!(request.body, body);
+        assert_eq!(
+            record.dedupe_since,
+            Some(at(NOW + 3) - chrono::Duration::days(3)),
+            "the default window is three days"
+        );
+        assert_eq!(record.messages.len(), 2);
+        let (own, forwarded) = (&record.messages[0].message, &record.messages[1].message);
+        assert_eq!(request.msg_id.as_ref(), Some(&own.id));
+        assert_eq!(own.app_id, source.app_id);
+        assert_eq!(
+            own.headers.len(),
+            2,
+            "forwarding endpoints get the provider's headers"
+        );
+        assert_eq!(forwarded.app_id, other_app);
+        assert!(forwarded.headers.is_empty());
+        for message in [own, forwarded] {
+            assert_eq!(
+                message.payload.as_deref().map(str::as_bytes),
+                Some(&body[..])
+            );
+            assert_eq!(message.event_type, "job.succeeded");
+        }
+    }
+
+    #[test]
+    fn a_refused_request_is_logged_with_its_reason_and_forwards_nothing() {
+        let (source, parsed) = source_of("standard-webhooks", json!({"secret": SECRET}));
+        let mut received = signed(br#"{"type":"a"}"#, &[]);
+        received.body = br#"{"type":"b"}"#.to_vec();
+        let verdict = receive(&parsed, &received.incoming(), NOW);
+        let Verdict::Refused(refusal) = &verdict else {
+            panic!("{verdict:?}");
+        };
+        assert_eq!(refusal.code, Code::NoSignatureMatched);
+        let record = verdict.record(&source, received, 401, None, at(NOW));
+        assert_eq!(record.request.verdict, Logged::Rejected);
+        assert_eq!(record.request.reason_code, "no_signature_matched");
+        assert!(record.request.reason.contains("no signature matched"));
+        assert_eq!(record.request.status_code, 401);
+        assert!(record.messages.is_empty());
+        assert_eq!((record.dedupe_since, record.request.msg_id), (None, None));
+    }
+
+    #[test]
+    fn text_only_a_json_object_goes_to_an_application_and_the_default_event_type() {
+        let (_, parsed) = source_of(
+            "generic-webhook",
+            json!({"forwardToApp": "app-uid", "dedupeWindowSeconds": 0}),
+        );
+        let received = Received {
+            method: "PUT".into(),
+            path: "/".into(),
+            query: String::new(),
+            headers: vec![],
+            body: b"[1, 2]".to_vec(),
+        };
+        let Verdict::Accepted(accepted) = receive(&parsed, &received.incoming(), NOW) else {
+            panic!("a generic webhook accepts anything");
+        };
+        assert_eq!(accepted.forward_to_app, None, "not an object");
+        assert_eq!(accepted.event_type, DEFAULT_EVENT_TYPE);
+        assert!(accepted.dedupe_key.starts_with("sha256:"));
+        let record = Verdict::Accepted(accepted).record(
+            &Source {
+                ..source_of("generic-webhook", json!({})).0
+            },
+            received.clone(),
+            200,
+            None,
+            at(NOW),
+        );
+        assert_eq!(
+            record.dedupe_since, None,
+            "a zero window looks for no duplicate"
+        );
+        assert_eq!(
+            record.request.event_type, None,
+            "the log keeps only a named type"
+        );
+
+        let not_text = Received {
+            body: vec![0xff, 0xfe],
+            ..received
+        };
+        let verdict = receive(&parsed, &not_text.incoming(), NOW);
+        assert!(
+            matches!(&verdict, Verdict::Refused(r) if r.code == Code::BodyNotUtf8),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn a_url_check_is_answered_not_forwarded() {
+        let secret = "slack-signing-secret";
+        let (source, parsed) = source_of("slack", json!({"secret": secret}));
+        let body = br#"{"type":"url_verification","challenge":"c-123"}"#;
+        let keys = Keyset::new(Scheme::Slack, [secret]).unwrap();
+        let headers = keys
+            .sign(&Signed {
+                id: "unused",
+                timestamp: NOW,
+                body,
+            })
+            .unwrap()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        let received = Received {
+            method: "POST".into(),
+            path: "/".into(),
+            query: String::new(),
+            headers,
+            body: body.to_vec(),
+        };
+        let verdict = receive(&parsed, &received.incoming(), NOW);
+        assert_eq!(verdict, Verdict::Challenge("c-123".into()));
+        let record = verdict.record(&source, received, 200, None, at(NOW));
+        assert_eq!(record.request.reason_code, "challenge");
+        assert!(record.messages.is_empty());
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_refused_by_code() {
+        let refusal = Refusal::too_large(10);
+        assert_eq!(refusal.code, Code::PayloadTooLarge);
+        assert!(refusal.reason.contains("10 bytes"));
+    }
+}

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use hookline_core::Clock as _;
+use hookline_core::clock::ManualClock;
 use hookline_core::model::{ErrorKind, MessageStatus, TriggerType};
 use hookline_core::store::MessageStore;
 
@@ -201,5 +203,52 @@ async fn a_manual_resend_is_tried_once() {
     assert_eq!(
         destination.attempts, 2,
         "a resend does not count against the schedule"
+    );
+}
+
+/// Retries wait for the engine's clock, not the wall: held still, the clock lets no retry
+/// fall due however long the test waits; moved past the due time, it retries at once. The
+/// test waits an hour of the schedule without sleeping it.
+#[tokio::test]
+async fn retries_wait_for_the_clock_not_the_wall() {
+    let clock = ManualClock::starting_now();
+    let world = World::with_clock(clock.clone()).await;
+    let receiver = Receiver::start(vec![Reply::status(500)], Reply::status(200)).await;
+    let endpoint = world.endpoint(&receiver.url("/"), |_| {}).await;
+    let message = world.message(r#"{"retry":"in an hour"}"#).await;
+    let hour = Duration::from_secs(3600);
+    let engine = world.start(config(&[3_600_000]));
+
+    let first = eventually("the first attempt", WAIT, || async {
+        let destination = world.destination(&message, &endpoint).await;
+        (destination.attempts == 1).then_some(destination)
+    })
+    .await;
+    let due = clock.now() + chrono::Duration::from_std(hour).unwrap();
+    assert_eq!(
+        first.next_attempt,
+        Some(due),
+        "due an hour after the attempt"
+    );
+
+    // Polling goes on (every 50 ms) but the clock stands still: nothing falls due.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.count(), 1);
+
+    clock.advance(hour);
+    engine.wake.notify_one();
+    let done = eventually("the retry", WAIT, || async {
+        let destination = world.destination(&message, &endpoint).await;
+        (destination.status == MessageStatus::Success).then_some(destination)
+    })
+    .await;
+    engine.stop().await;
+    assert_eq!(done.attempts, 2);
+    assert_eq!(receiver.count(), 2);
+    let attempts = world.attempts(&message).await;
+    assert_eq!(
+        attempts.iter().map(|a| a.created_at).max(),
+        Some(due),
+        "the retry is stamped with the clock's time"
     );
 }

@@ -54,7 +54,7 @@ async fn every_accepted_request_is_forwarded_after_a_sigkill() {
     let dir = TempDir::new("ingest-crash");
     let (receiver, receiver_url) = Receiver::start().await;
     *receiver.delay.lock().unwrap() = Duration::from_secs(1);
-    let mut server = Server::start(&dir.0, &[]).await;
+    let mut server = Server::start_process(&dir.0, &[]).await;
     let (source_id, ingest_url) =
         create_source(&server, "open-ai", json!({"secret": OPENAI_SECRET})).await;
     let (status, endpoint) = server
@@ -478,4 +478,59 @@ async fn send_message(server: &Server, app_id: &str, n: usize) -> String {
     let (status, message) = server.api(Method::POST, &path, Some(body)).await;
     assert_eq!(status, 202, "{message}");
     message["id"].as_str().unwrap().to_owned()
+}
+
+/// A rotated-out ingest URL keeps working for a day by the node's clock, then answers 404:
+/// the node runs in process on a clock the test moves, so the day passes without waiting.
+#[tokio::test]
+async fn a_rotated_ingest_url_works_until_its_grace_period_ends() {
+    let dir = TempDir::new("token-grace");
+    let clock = hookline_core::clock::ManualClock::starting_now();
+    let options = hookline::Options {
+        clock: clock.clone(),
+        ..hookline::Options::default()
+    };
+    let server = Server::start_with(&dir.0, &[], options).await;
+    let (source_id, old_url) = create_source(&server, "generic-webhook", json!({})).await;
+    let (status, rotated) = server
+        .api(
+            Method::POST,
+            &format!("/ingest/api/v1/source/{source_id}/token/rotate"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_url = rotated["ingestUrl"].as_str().unwrap().to_owned();
+    assert_ne!(new_url, old_url);
+
+    let client = reqwest::Client::new();
+    let post = |url: String| {
+        let client = client.clone();
+        async move {
+            let response = client.post(url).body(r#"{"n":1}"#).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    assert_eq!(
+        post(old_url.clone()).await.0,
+        200,
+        "the old URL still works"
+    );
+    assert_eq!(post(new_url.clone()).await.0, 200);
+
+    clock.advance(Duration::from_secs(24 * 3600 - 1));
+    assert_eq!(
+        post(old_url.clone()).await.0,
+        200,
+        "a second before the day ends"
+    );
+    clock.advance(Duration::from_secs(2));
+    let (status, body) = post(old_url).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("source_not_found"))
+    );
+    assert_eq!(post(new_url).await.0, 200);
+    server.stop().await.expect("the node stops cleanly");
 }

@@ -111,7 +111,8 @@ async fn every_accepted_message_survives_a_sigkill() {
     // Until the kill every answer takes a second (16 in flight), so most accepted messages
     // are still queued, and some in flight, when the server dies.
     *receiver.delay.lock().unwrap() = Duration::from_secs(1);
-    let mut server = Server::start(&dir.0, &[("HOOKLINE_RETRY_SCHEDULE", "1,1,1,1,1")]).await;
+    let mut server =
+        Server::start_process(&dir.0, &[("HOOKLINE_RETRY_SCHEDULE", "1,1,1,1,1")]).await;
     let (status, app) = server
         .api(Method::POST, "/api/v1/app", Some(json!({"name": "crash"})))
         .await;

@@ -1,4 +1,6 @@
-//! A `hookline serve` process and a loopback receiver for end-to-end tests.
+//! Hookline nodes and a loopback receiver for end-to-end tests. A node runs in this
+//! process through `hookline::run`, the entry point `hookline serve` uses, unless a test
+//! must kill it (SIGKILL) or read its log: then it is a `hookline serve` process.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::any;
+use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -42,16 +45,120 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A running `hookline serve`.
+/// A running node.
 pub struct Server {
-    pub child: Child,
     pub url: String,
+    run: Run,
+}
+
+/// How a node runs.
+enum Run {
+    /// A `hookline serve` process.
+    Process(Child),
+    /// `hookline::run` on a runtime of its own, in a thread of this process, as
+    /// `hookline serve` runs it: a test that blocks its own thread does not stall it.
+    InProcess {
+        shutdown: CancellationToken,
+        done: Option<tokio::sync::oneshot::Receiver<anyhow::Result<()>>>,
+    },
+}
+
+/// The settings every test node gets, as `HOOKLINE_*` variables: a SQLite file in `dir`,
+/// the test token, loopback deliveries allowed, quiet logs.
+fn base_env(dir: &Path, port: u16) -> Vec<(String, String)> {
+    [
+        ("HOOKLINE_LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "HOOKLINE_DATABASE_URL",
+            format!("sqlite://{}", dir.join("hookline.db").display()),
+        ),
+        ("HOOKLINE_ADMIN_TOKEN", TOKEN.to_owned()),
+        ("HOOKLINE_ALLOWED_SUBNETS", "127.0.0.0/8".to_owned()),
+        ("HOOKLINE_LOG_LEVEL", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
 }
 
 impl Server {
-    /// Starts the server in `dir` with the test token and loopback deliveries allowed.
+    /// Runs a node in this process in `dir`, with the test token and loopback deliveries
+    /// allowed, `extra` read as `HOOKLINE_*` variables over those.
     pub async fn start(dir: &Path, extra: &[(&str, &str)]) -> Server {
+        Server::start_with(dir, extra, hookline::Options::default()).await
+    }
+
+    /// [`Server::start`] with run options: a test's clock, for one.
+    pub async fn start_with(
+        dir: &Path,
+        extra: &[(&str, &str)],
+        options: hookline::Options,
+    ) -> Server {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let port = listener.local_addr().expect("addr").port();
+        let mut env: HashMap<String, String> = base_env(dir, port).into_iter().collect();
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let config = hookline::config::Config::load(None, &env).expect("test configuration");
+        let shutdown = CancellationToken::new();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let stop = shutdown.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("node runtime");
+            let outcome = runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                hookline::run_with(config, Some(listener), stop, options).await
+            });
+            let _ = done_tx.send(outcome);
+        });
+        let server = Server {
+            url: format!("http://127.0.0.1:{port}"),
+            run: Run::InProcess {
+                shutdown,
+                done: Some(done),
+            },
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    /// A `hookline serve` process, for tests that kill it.
+    pub async fn start_process(dir: &Path, extra: &[(&str, &str)]) -> Server {
         Server::start_on(dir, free_port(), extra).await
+    }
+
+    /// Stops an in-process node as a signal stops `hookline serve`, and returns what
+    /// `hookline::run` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let Run::InProcess { shutdown, done } = &mut self.run else {
+            panic!("stop() is for nodes run in process");
+        };
+        shutdown.cancel();
+        let done = done.take().expect("stopped once");
+        tokio::time::timeout(Duration::from_secs(20), done)
+            .await
+            .expect("the node stops in time")
+            .expect("the node's thread reports how it ended")
+    }
+
+    /// Whether a process node is still running.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.run {
+            Run::Process(child) => child.try_wait().expect("poll node").is_none(),
+            Run::InProcess { done, .. } => {
+                done.as_mut().is_some_and(|done| done.try_recv().is_err())
+            }
+        }
     }
 
     /// [`Server::start`] with extra command-line arguments after `serve`.
@@ -81,8 +188,8 @@ impl Server {
             .spawn()
             .expect("spawn hookline serve");
         let server = Server {
-            child,
             url: format!("http://127.0.0.1:{port}"),
+            run: Run::Process(child),
         };
         server.wait_healthy().await;
         server
@@ -113,9 +220,9 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         Server {
-            child,
             // Where it would serve the API, were it not a worker.
             url: format!("http://127.0.0.1:{port}"),
+            run: Run::Process(child),
         }
     }
 
@@ -131,14 +238,7 @@ impl Server {
             .arg("serve")
             .args(args)
             .current_dir(dir)
-            .env("HOOKLINE_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "HOOKLINE_DATABASE_URL",
-                format!("sqlite://{}", dir.join("hookline.db").display()),
-            )
-            .env("HOOKLINE_ADMIN_TOKEN", TOKEN)
-            .env("HOOKLINE_ALLOWED_SUBNETS", "127.0.0.0/8")
-            .env("HOOKLINE_LOG_LEVEL", "warn")
+            .envs(base_env(dir, port))
             .stdout(Stdio::null())
             .stderr(stderr);
         for (name, value) in extra {
@@ -166,8 +266,11 @@ impl Server {
 
     /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("reap");
+        let Run::Process(child) = &mut self.run else {
+            panic!("only a node started as a process can be killed");
+        };
+        child.kill().expect("kill");
+        child.wait().expect("reap");
     }
 
     pub async fn api(
@@ -195,8 +298,13 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.run {
+            Run::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Run::InProcess { shutdown, .. } => shutdown.cancel(),
+        }
     }
 }
 
