@@ -152,7 +152,7 @@ pub struct NewIngestRequest {
     pub messages: Vec<NewMessage>,
 }
 
-/// What [`crate::Store::ingest`] stored.
+/// What [`IngestStore::ingest`](crate::store::IngestStore::ingest) stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestedRequest {
     pub id: IngestRequestId,

@@ -1,11 +1,15 @@
 //! Hookline's domain, free of any web framework or database driver.
 //!
-//! Here live the ids ([`id`]), the resources and their rules ([`model`] for sending,
-//! [`ingest`] for receiving), pagination ([`page`]), the retry policy ([`retry`]), bounded
-//! maps of values kept for the hot path ([`memo`]), the error type whose codes every
-//! transport maps from ([`Error`]), and the [`Store`] trait that each storage backend
-//! implements.
-//! Handlers and workers see `dyn Store`, never a database.
+//! Here live the ids ([`id`]), the resources and the rules both backends and every
+//! handler share ([`model`] for sending, with secret rotation and event type revival;
+//! [`ingest`] for receiving, with token rotation; [`patch`] for partial updates),
+//! pagination ([`page`]), the retry policy ([`retry`]), the clock everything that decides
+//! by time reads ([`clock`]), bounded maps of values kept for the hot path ([`memo`]), the
+//! one vocabulary of error codes every transport maps from ([`Code`], [`Error`]), and the
+//! storage roles each backend implements ([`store`]: [`Store`] is all of them).
+//! Handlers see `dyn Store` and the delivery engine `dyn DeliveryQueue`, never a database.
+//!
+//! [`DeliveryQueue`]: store::DeliveryQueue
 
 pub mod clock;
 #[cfg(feature = "conformance")]

@@ -14,7 +14,7 @@
 //!
 //! Rules every backend keeps:
 //! - A write that returns `Ok` is durable (committed and synced).
-//! - [`Store::create_message`] stores the message, one destination per matching endpoint
+//! - [`MessageStore::create_message`] stores the message, one destination per matching endpoint
 //!   and the idempotency record in one transaction: nothing can be lost between accepting
 //!   a message and queueing its deliveries.
 //! - Times are kept to the millisecond (see [`crate::clock`]). A store never reads the
@@ -92,7 +92,7 @@ pub struct NewMessage {
     pub idempotency: Option<IdempotencyRecord>,
 }
 
-/// What [`Store::create_message`] did.
+/// What [`MessageStore::create_message`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedMessage {
     /// The endpoints a delivery was queued for.

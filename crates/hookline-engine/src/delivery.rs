@@ -164,7 +164,9 @@ pub(crate) fn conclude(
             (
                 Some(Ending::Answered {
                     status: answer.status,
-                    retry_after: answer.retry_after,
+                    retry_after: answer
+                        .retry_after
+                        .map(|retry_after| retry_after.wait_from(now.into())),
                 }),
                 i16::try_from(answer.status).unwrap_or(i16::MAX),
                 answer.headers,

@@ -67,8 +67,8 @@ pub(crate) struct Answer {
     pub headers: Vec<(String, String)>,
     /// The start of the body, at most [`EXCERPT_BYTES`], decoded lossily as UTF-8.
     pub body: String,
-    /// The `Retry-After` wait, when the answer gave a valid one.
-    pub retry_after: Option<Duration>,
+    /// The `Retry-After` the answer gave, when valid.
+    pub retry_after: Option<RetryAfter>,
 }
 
 /// A request that got no answer: how it failed, and the details for the attempt log.
@@ -256,7 +256,7 @@ impl HttpClient {
             .headers
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| parse_retry_after(value, SystemTime::now()));
+            .and_then(RetryAfter::parse);
         let headers = parts
             .headers
             .iter()
@@ -370,16 +370,33 @@ fn excerpt(bytes: &[u8]) -> String {
     }
 }
 
-/// A `Retry-After` value (RFC 9110 §10.2.3): delay seconds or an HTTP date. A date in the
-/// past means no wait; anything else unreadable is ignored.
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // Too many digits for a u64 is still "a very long time".
-        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+/// A `Retry-After` value (RFC 9110 §10.2.3) as the answer gave it: delay seconds, or an
+/// HTTP date to wait until. The wait is worked out against the engine's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetryAfter {
+    Delay(Duration),
+    Until(SystemTime),
+}
+
+impl RetryAfter {
+    /// Reads a header value; anything unreadable is ignored.
+    pub fn parse(value: &str) -> Option<RetryAfter> {
+        let value = value.trim();
+        if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+            // Too many digits for a u64 is still "a very long time".
+            let secs = value.parse().unwrap_or(u64::MAX);
+            return Some(RetryAfter::Delay(Duration::from_secs(secs)));
+        }
+        httpdate::parse_http_date(value).ok().map(RetryAfter::Until)
     }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+
+    /// How long to wait from `now`. A date in the past means no wait.
+    pub fn wait_from(self, now: SystemTime) -> Duration {
+        match self {
+            RetryAfter::Delay(delay) => delay,
+            RetryAfter::Until(at) => at.duration_since(now).unwrap_or(Duration::ZERO),
+        }
+    }
 }
 
 fn timed_out(timeout: Duration) -> Failure {
@@ -458,6 +475,10 @@ fn describe(error: &(dyn StdError + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+        RetryAfter::parse(value).map(|retry_after| retry_after.wait_from(now))
+    }
 
     #[test]
     fn retry_after_in_seconds() {

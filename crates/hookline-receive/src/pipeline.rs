@@ -23,6 +23,65 @@ use crate::source::SourceType;
 /// The event type of a forwarded request whose body names none.
 pub const DEFAULT_EVENT_TYPE: &str = "ingest.request";
 
+/// What the request log shows in place of a credential header's value.
+pub const REDACTED: &str = "[redacted]";
+/// [`REDACTED`] as a query parameter's value, percent-encoded.
+const REDACTED_IN_QUERY: &str = "%5Bredacted%5D";
+
+/// Headers whose value is a credential (a password, a token, a shared secret), never
+/// stored as received. Signature headers are not among them: a signature proves one body
+/// and is no use for another.
+const CREDENTIAL_HEADERS: [&str; 9] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-webhook-secret",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-access-token",
+    "x-webhook-token",
+];
+
+/// Whether a query parameter of this name carries a credential.
+fn is_credential_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["secret", "token", "password", "passwd", "api_key", "apikey"]
+        .iter()
+        .any(|word| name.contains(word))
+        || matches!(name.as_str(), "key" | "auth" | "sig_key")
+}
+
+/// `received` with every credential replaced by [`REDACTED`]: the values of credential
+/// headers and of credential query parameters.
+///
+/// The log, the live streams and `hookline listen` (which replays requests to a local app)
+/// all read the stored request, so none of them sees a provider's credentials.
+fn redacted(mut received: Received) -> Received {
+    for (name, value) in &mut received.headers {
+        if CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            *value = REDACTED.to_owned();
+        }
+    }
+    if received.query.split('&').any(|pair| {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        is_credential_param(name)
+    }) {
+        received.query = received
+            .query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_credential_param(name) => {
+                    format!("{name}={REDACTED_IN_QUERY}")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+    }
+    received
+}
+
 /// One received request, as the ingest route read it.
 #[derive(Debug, Clone, Copy)]
 pub struct Incoming<'a> {
@@ -153,9 +212,9 @@ impl Received {
 
 impl Verdict {
     /// What to store for this verdict, in one transaction: the log record of `received`
-    /// (answered with `status`), and for an accepted request its forwarding messages, into
-    /// the source's hidden application and, if given, into `forward_to` (the resolved
-    /// [`Accepted::forward_to_app`]).
+    /// (answered with `status`, its credentials redacted), and for an accepted request its
+    /// forwarding messages, into the source's hidden application and, if given, into
+    /// `forward_to` (the resolved [`Accepted::forward_to_app`]).
     pub fn record(
         &self,
         source: &Source,
@@ -175,6 +234,7 @@ impl Verdict {
             ),
             Verdict::Accepted(_) => (Logged::Accepted, "accepted", ""),
         };
+        let received = redacted(received);
         let mut request = IngestRequest {
             id: IngestRequestId::new_at(now),
             source_id: source.id.clone(),
@@ -281,18 +341,22 @@ mod tests {
         (source, parsed)
     }
 
-    fn signed(body: &[u8], extra: &[(&str, &str)]) -> Received {
-        let keys = Keyset::new(Scheme::Standard, [SECRET]).unwrap();
-        let mut headers: Vec<(String, String)> = keys
-            .sign(&Signed {
-                id: "msg_provider_1",
-                timestamp: NOW,
-                body,
-            })
-            .unwrap()
-            .into_iter()
+    /// The headers `scheme` signs `body` with, at `NOW`.
+    fn signature(scheme: Scheme, secret: &str, body: &[u8]) -> Vec<(String, String)> {
+        let keys = Keyset::new(scheme, [secret]).unwrap();
+        let message = Signed {
+            id: "msg_provider_1",
+            timestamp: NOW,
+            body,
+        };
+        let headers = keys.sign(&message).unwrap().into_iter();
+        headers
             .map(|(name, value)| (name.to_owned(), value))
-            .collect();
+            .collect()
+    }
+
+    fn signed(body: &[u8], extra: &[(&str, &str)]) -> Received {
+        let mut headers = signature(Scheme::Standard, SECRET, body);
         headers.extend(
             extra
                 .iter()
@@ -449,17 +513,7 @@ mod tests {
         let secret = "slack-signing-secret";
         let (source, parsed) = source_of("slack", json!({"secret": secret}));
         let body = br#"{"type":"url_verification","challenge":"c-123"}"#;
-        let keys = Keyset::new(Scheme::Slack, [secret]).unwrap();
-        let headers = keys
-            .sign(&Signed {
-                id: "unused",
-                timestamp: NOW,
-                body,
-            })
-            .unwrap()
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), value))
-            .collect();
+        let headers = signature(Scheme::Slack, secret, body);
         let received = Received {
             method: "POST".into(),
             path: "/".into(),
@@ -472,6 +526,50 @@ mod tests {
         let record = verdict.record(&source, received, 200, None, at(NOW));
         assert_eq!(record.request.reason_code, "challenge");
         assert!(record.messages.is_empty());
+    }
+
+    #[test]
+    fn credentials_are_redacted_before_the_request_is_logged() {
+        let (source, parsed) = source_of("bearer", json!({"token": "s3cret-token"}));
+        let received = Received {
+            method: "POST".into(),
+            path: "/".into(),
+            query: "a=1&access_token=s3cret&apiKey=k&sig=abc&key=v".into(),
+            headers: vec![
+                ("authorization".into(), "Bearer s3cret-token".into()),
+                ("X-Webhook-Secret".into(), "hf-secret".into()),
+                ("cookie".into(), "session=1".into()),
+                ("x-hub-signature-256".into(), "sha256=00".into()),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: br#"{"type":"a"}"#.to_vec(),
+        };
+        let verdict = receive(&parsed, &received.incoming(), NOW);
+        assert!(matches!(verdict, Verdict::Accepted(_)), "{verdict:?}");
+        let record = verdict.record(&source, received, 200, None, at(NOW));
+        let headers: Vec<(&str, &str)> = record
+            .request
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        assert_eq!(
+            headers,
+            vec![
+                ("authorization", REDACTED),
+                ("X-Webhook-Secret", REDACTED),
+                ("cookie", REDACTED),
+                ("x-hub-signature-256", "sha256=00"),
+                ("content-type", "application/json"),
+            ]
+        );
+        assert_eq!(
+            record.request.query,
+            format!(
+                "a=1&access_token={0}&apiKey={0}&sig=abc&key={0}",
+                REDACTED_IN_QUERY
+            )
+        );
     }
 
     #[test]

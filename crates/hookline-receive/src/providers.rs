@@ -211,13 +211,75 @@ mod tests {
         }
     }
 
+    /// A locator as `docs/providers.md` writes it.
+    fn describe(locator: Locator) -> String {
+        match locator {
+            Locator::Header(names) => names
+                .iter()
+                .map(|name| format!("`{name}` header"))
+                .collect::<Vec<_>>()
+                .join(", else "),
+            Locator::Json(pointer) => {
+                format!(
+                    "body `{}`",
+                    pointer.trim_start_matches('/').replace('/', ".")
+                )
+            }
+        }
+    }
+
+    fn describe_event_type(rule: EventTypeRule) -> String {
+        match rule {
+            EventTypeRule::First(locators) => locators
+                .iter()
+                .map(|&locator| describe(locator))
+                .collect::<Vec<_>>()
+                .join(", else "),
+            EventTypeRule::WithSuffix(main, suffix) => {
+                format!("{}, plus `.` + {}", describe(main), describe(suffix))
+            }
+            EventTypeRule::Joined(first, second) => {
+                format!("{} + `.` + {}", describe(first), describe(second))
+            }
+            EventTypeRule::Prefixed(prefix, locator) => {
+                format!("`{prefix}` + {}", describe(locator))
+            }
+        }
+    }
+
     #[test]
-    fn the_providers_document_names_every_type() {
+    fn the_summary_table_matches_the_code() {
         let document = include_str!("../../../docs/providers.md");
+        let summary = document
+            .split("\n## ")
+            .find(|section| section.starts_with("Summary"))
+            .expect("docs/providers.md has a Summary section");
+        let mut described = Vec::new();
+        let rows = summary.lines().filter(|line| line.starts_with("| `"));
+        for row in rows.skip(1) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (types, dedupe, event_type) = (cells[1], cells[3], cells[4]);
+            for name in types.split(", ") {
+                let name = name.trim_matches('`');
+                let provider = Provider::find(name)
+                    .unwrap_or_else(|| panic!("docs/providers.md lists unknown type `{name}`"));
+                let code_dedupe = provider.dedupe.map_or("body hash".to_owned(), describe);
+                assert!(
+                    dedupe.eq_ignore_ascii_case(&code_dedupe),
+                    "`{name}`: the document says the dedupe key is {dedupe:?}, the code {code_dedupe:?}"
+                );
+                let code_event_type = describe_event_type(provider.event_type);
+                assert!(
+                    event_type.eq_ignore_ascii_case(&code_event_type),
+                    "`{name}`: the document reads the event type from {event_type:?}, the code from {code_event_type:?}"
+                );
+                described.push(name);
+            }
+        }
         for provider in PROVIDERS {
             assert!(
-                document.contains(&format!("`{}`", provider.name)),
-                "docs/providers.md does not describe `{}`",
+                described.contains(&provider.name),
+                "docs/providers.md's summary has no row for `{}`",
                 provider.name
             );
         }

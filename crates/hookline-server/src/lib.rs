@@ -4,10 +4,13 @@
 //!
 //! [`app`] builds the whole router, middleware included; the binary serves it and the
 //! tests call it in process. Handlers are thin: extractors authenticate ([`auth`]) and
-//! validate ([`extract`], [`validate`]); handlers call the [`Store`] and convert its
-//! models into `…Out` bodies; every failure becomes a JSON error in one place
-//! ([`error`]). This crate knows no SQL and no delivery: writes that queue deliveries
-//! commit them through the store and wake the engine through [`AppState::wake`].
+//! validate ([`extract`], [`validate`]); handlers call the domain (the rules of
+//! `hookline-core`, the receiving pipeline of `hookline-receive`) and the [`Store`], and
+//! convert models into `…Out` bodies; every failure becomes a JSON error, with its status
+//! chosen by code, in one place ([`error`]). Every handler reads the time from
+//! [`AppState::clock`]. This crate knows no SQL, no provider rules and no delivery:
+//! writes that queue deliveries commit them through the store and wake the engine
+//! through [`AppState::wake`].
 
 pub mod api;
 pub mod auth;

@@ -10,11 +10,12 @@ use hookline_core::Code;
 use hookline_core::id::{AttemptId, EndpointId, MessageId};
 use hookline_core::model::{Attempt, Destination, Endpoint, MessageStatus, TriggerType};
 use hookline_core::page::ListQuery;
-use hookline_core::store::{AttemptFilter, MessageFilter};
+use hookline_core::store::AttemptFilter;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use super::endpoint::endpoint_of;
+use super::message::ListParams;
 use super::message::payload_out;
 use super::{ListResponse, app_for, time_query, yes};
 use crate::AppState;
@@ -268,51 +269,29 @@ async fn list_by_msg(
 }
 
 #[derive(Debug, Deserialize)]
-struct AttemptedMessagesParams {
-    #[serde(default)]
-    limit: Limit,
-    iterator: Option<String>,
-    channel: Option<String>,
+struct StatusParam {
     status: Option<Status>,
-    before: Option<Timestamp>,
-    after: Option<Timestamp>,
-    #[serde(default = "yes")]
-    with_content: bool,
-    event_types: Option<Vec<String>>,
 }
 
 async fn list_attempted_messages(
     State(state): State<AppState>,
     caller: Caller,
     Path((app_id, endpoint_id)): Path<(String, String)>,
-    Query(params): Query<AttemptedMessagesParams>,
+    Query(params): Query<ListParams>,
+    Query(StatusParam { status }): Query<StatusParam>,
 ) -> Result<Json<ListResponse<EndpointMessageOut>>, ApiError> {
     let app = app_for(&state, &caller, &app_id).await?;
     let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
-    let query = time_query(
-        params.limit,
-        params.iterator,
-        params.before,
-        params.after,
-        |t| MessageId::boundary(t).into_string(),
-    )?;
-    let filter = MessageFilter {
-        channel: params.channel,
-        event_types: params.event_types,
-    };
+    let with_content = params.with_content;
+    let (query, filter) = params.query()?;
+    let status = status.map(|status| status.0);
     let page = state
         .store
-        .list_endpoint_messages(
-            &app.id,
-            &endpoint.id,
-            params.status.map(|s| s.0),
-            &filter,
-            &query,
-        )
+        .list_endpoint_messages(&app.id, &endpoint.id, status, &filter, &query)
         .await?;
     let list = ListResponse::try_from_page(page, |(message, destination)| {
         Ok(EndpointMessageOut {
-            payload: payload_out(&message, params.with_content)?,
+            payload: payload_out(&message, with_content)?,
             id: message.id,
             event_id: message.event_id,
             event_type: message.event_type,

@@ -10,6 +10,7 @@ use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use hookline_core::id::{EndpointId, MessageId};
 use hookline_core::model::Message;
+use hookline_core::page::ListQuery;
 use hookline_core::store::{MessageFilter, NewMessage};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -114,7 +115,7 @@ impl MessageOut {
 }
 
 #[derive(Debug, Deserialize)]
-struct ListParams {
+pub(crate) struct ListParams {
     #[serde(default)]
     limit: Limit,
     iterator: Option<String>,
@@ -122,8 +123,22 @@ struct ListParams {
     before: Option<Timestamp>,
     after: Option<Timestamp>,
     #[serde(default = "yes")]
-    with_content: bool,
+    pub with_content: bool,
     event_types: Option<Vec<String>>,
+}
+
+impl ListParams {
+    /// The page and the filter of a message list (`before`/`after` are message times).
+    pub fn query(self) -> Result<(ListQuery, MessageFilter), ApiError> {
+        let query = time_query(self.limit, self.iterator, self.before, self.after, |t| {
+            MessageId::boundary(t).into_string()
+        })?;
+        let filter = MessageFilter {
+            channel: self.channel,
+            event_types: self.event_types,
+        };
+        Ok((query, filter))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,21 +227,10 @@ async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<Json<ListResponse<MessageOut>>, ApiError> {
     let app = app_for(&state, &caller, &app_id).await?;
-    let query = time_query(
-        params.limit,
-        params.iterator,
-        params.before,
-        params.after,
-        |t| MessageId::boundary(t).into_string(),
-    )?;
-    let filter = MessageFilter {
-        channel: params.channel,
-        event_types: params.event_types,
-    };
+    let with_content = params.with_content;
+    let (query, filter) = params.query()?;
     let page = state.store.list_messages(&app.id, &filter, &query).await?;
-    let list = ListResponse::try_from_page(page, |message| {
-        MessageOut::new(message, params.with_content)
-    })?;
+    let list = ListResponse::try_from_page(page, |message| MessageOut::new(message, with_content))?;
     Ok(Json(list))
 }
 

@@ -534,3 +534,54 @@ async fn a_rotated_ingest_url_works_until_its_grace_period_ends() {
     assert_eq!(post(new_url).await.0, 200);
     server.stop().await.expect("the node stops cleanly");
 }
+
+/// Providers' credentials never reach the request log: the bearer token a provider
+/// authenticates with, a shared secret in `X-Webhook-Secret`, a token in the query, are
+/// all shown redacted, whether the request was accepted or refused. The request still
+/// verifies against the real credential.
+#[tokio::test]
+async fn the_request_log_shows_credentials_redacted() {
+    let dir = TempDir::new("redaction");
+    let server = Server::start(&dir.0, &[]).await;
+    let (source_id, ingest_url) =
+        create_source(&server, "bearer", json!({"token": "tok-4f9a2c"})).await;
+    let client = reqwest::Client::new();
+    for (token, status) in [("tok-4f9a2c", 200), ("tok-wrong", 401)] {
+        let response = client
+            .post(format!("{ingest_url}/hook?access_token={token}&n=1"))
+            .bearer_auth(token)
+            .header("x-webhook-secret", "hf-shared-secret")
+            .body(r#"{"type":"run.done"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status);
+    }
+    let (status, log) = server
+        .api(
+            Method::GET,
+            &format!("/ingest/api/v1/source/{source_id}/log"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let entries = log["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    for entry in entries {
+        assert_eq!(entry["headers"]["authorization"], "[redacted]", "{entry}");
+        assert_eq!(
+            entry["headers"]["x-webhook-secret"], "[redacted]",
+            "{entry}"
+        );
+        assert_eq!(entry["query"], "access_token=%5Bredacted%5D&n=1", "{entry}");
+        let text = entry.to_string();
+        for secret in ["tok-4f9a2c", "tok-wrong", "hf-shared-secret"] {
+            assert!(!text.contains(secret), "{secret} is in the log: {text}");
+        }
+    }
+    let verdicts: Vec<&str> = entries
+        .iter()
+        .map(|e| e["verdict"].as_str().unwrap())
+        .collect();
+    assert!(verdicts.contains(&"accepted") && verdicts.contains(&"rejected"));
+}
