@@ -398,6 +398,23 @@ pub struct EndpointStats {
     pub fail: i64,
 }
 
+impl EndpointStats {
+    /// The statistics of `(status code, deliveries)` counts as a store groups them. A
+    /// status code this build does not know counts as a failure.
+    pub fn from_counts(counts: impl IntoIterator<Item = (i64, i64)>) -> Self {
+        let mut stats = EndpointStats::default();
+        for (status, n) in counts {
+            match MessageStatus::from_code(status) {
+                Some(MessageStatus::Success) => stats.success += n,
+                Some(MessageStatus::Pending) => stats.pending += n,
+                Some(MessageStatus::Sending) => stats.sending += n,
+                Some(MessageStatus::Fail) | None => stats.fail += n,
+            }
+        }
+        stats
+    }
+}
+
 /// A stored answer to a POST with an `idempotency-key`, replayed to retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotentResponse {
@@ -555,6 +572,22 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.code(), Code::LimitReached);
         assert_eq!(ep.secrets, before, "a refused rotation changes nothing");
+    }
+
+    #[test]
+    fn stats_count_unknown_statuses_as_failures() {
+        let counts = [
+            (MessageStatus::Success.code(), 3),
+            (MessageStatus::Pending.code(), 5),
+            (MessageStatus::Fail.code(), 7),
+            (MessageStatus::Sending.code(), 11),
+            (99, 1),
+        ];
+        let stats = EndpointStats::from_counts(counts);
+        assert_eq!(
+            (stats.success, stats.pending, stats.sending, stats.fail),
+            (3, 5, 11, 7 + 1)
+        );
     }
 
     #[test]

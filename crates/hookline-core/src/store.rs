@@ -332,7 +332,8 @@ pub trait IdempotencyStore: Send + Sync {
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64>;
 }
 
-/// Every role at once: what a backend is, and what the HTTP API holds.
+/// Every role at once: what a backend is, and what the HTTP API holds. A backend that
+/// implements the six roles says so with an empty `impl Store for … {}`.
 pub trait Store:
     ResourceStore
     + MessageStore
@@ -342,18 +343,6 @@ pub trait Store:
     + IdempotencyStore
     + std::fmt::Debug
     + 'static
-{
-}
-
-impl<T> Store for T where
-    T: ResourceStore
-        + MessageStore
-        + DeliveryQueue
-        + IngestStore
-        + TokenStore
-        + IdempotencyStore
-        + std::fmt::Debug
-        + 'static
 {
 }
 

@@ -143,7 +143,7 @@ impl tower_service::Service<Name> for Resolver {
                 .filter(|addr| match guard.check(addr.ip()) {
                     Ok(()) => true,
                     Err(refusal) => {
-                        refused.get_or_insert(refusal);
+                        refused.get_or_insert_with(|| refusal.resolved_from(&host));
                         false
                     }
                 })

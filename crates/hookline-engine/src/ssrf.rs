@@ -123,12 +123,45 @@ impl<'de> serde::Deserialize<'de> for Cidr {
 }
 
 /// An address the guard will not connect to, and why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("refused to connect to {ip}: {reason} address (not in allowed_subnets)")]
+///
+/// For a host name, the text names the host, never the addresses it resolved to: those
+/// belong to the operator's network, and the text is shown to whoever owns the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refused {
     pub ip: IpAddr,
     pub reason: &'static str,
+    /// The host name that resolved to `ip`; `None` for an IP literal.
+    pub host: Option<String>,
 }
+
+impl Refused {
+    /// The same refusal, for an address `host` resolved to.
+    pub fn resolved_from(self, host: &str) -> Refused {
+        Refused {
+            host: Some(host.to_owned()),
+            ..self
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = self.reason;
+        match &self.host {
+            Some(host) => write!(
+                f,
+                "refused to connect to {host}: it resolves to a {reason} address (not in allowed_subnets)"
+            ),
+            None => write!(
+                f,
+                "refused to connect to {}: {reason} address (not in allowed_subnets)",
+                self.ip
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// Decides which addresses deliveries may reach: public unicast addresses, plus whatever
 /// the allow-list opens.
@@ -149,7 +182,11 @@ impl Guard {
             return Ok(());
         }
         match special_purpose(ip) {
-            Some(reason) => Err(Refused { ip, reason }),
+            Some(reason) => Err(Refused {
+                ip,
+                reason,
+                host: None,
+            }),
             None => Ok(()),
         }
     }

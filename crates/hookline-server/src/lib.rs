@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::Response;
-use axum::middleware;
+use axum::http::{HeaderValue, Response};
+use axum::middleware::{self, Next};
 use axum::routing::get;
 use hookline_core::{SharedClock, Store};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -157,25 +157,58 @@ pub fn app(state: AppState) -> Router {
                 .on_response(log_response)
                 .on_failure(()),
         )
+        .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 
+/// The header that carries a request's id, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Middleware: gives every request an id, the one the client sent (`x-request-id`, or
+/// the `svix-req-id` the Svix SDKs send) when it is usable, else a new one; the request
+/// log line carries it, and so does the response, in `x-request-id`.
+async fn request_id(mut request: Request, next: Next) -> axum::response::Response {
+    let given = [REQUEST_ID, "svix-req-id"].iter().find_map(|name| {
+        request
+            .headers()
+            .get(*name)
+            .filter(|value| {
+                let bytes = value.as_bytes();
+                !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic)
+            })
+            .cloned()
+    });
+    let id = given.unwrap_or_else(|| {
+        let id = format!("req_{}", hookline_core::id::random_base62(20));
+        HeaderValue::from_str(&id).expect("base62 is a valid header value")
+    });
+    request.headers_mut().insert(REQUEST_ID, id.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(REQUEST_ID, id);
+    response
+}
+
 fn request_span(request: &Request) -> Span {
-    let span = tracing::info_span!(
+    let path = request.uri().path();
+    // An ingest URL's token is a credential: it is not written to logs.
+    let path = match path.strip_prefix("/in/") {
+        Some(rest) => match rest.split_once('/') {
+            Some((_, sub)) => format!("/in/[token]/{sub}"),
+            None => "/in/[token]".to_owned(),
+        },
+        None => path.to_owned(),
+    };
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
         "request",
         method = %request.method(),
-        path = %request.uri().path(),
-        request_id = tracing::field::Empty,
-    );
-    // The Svix SDKs send a request id; keep it to match client and server logs.
-    if let Some(id) = request
-        .headers()
-        .get("svix-req-id")
-        .and_then(|value| value.to_str().ok())
-    {
-        span.record("request_id", id);
-    }
-    span
+        path = %path,
+        request_id = %request_id,
+    )
 }
 
 /// Logs each answer once, with the cause of a server error when there is one.

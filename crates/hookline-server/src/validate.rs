@@ -129,6 +129,11 @@ pub fn endpoint_url(v: &mut Violations, field: &str, text: &str) {
         v.add(&[field], "must be at most 65536 characters long");
         return;
     }
+    // URL parsing drops tabs and line breaks; they would still be stored and shown.
+    if text.chars().any(char::is_control) {
+        v.add(&[field], "must not contain control characters");
+        return;
+    }
     match url::Url::parse(text) {
         Ok(url) if !matches!(url.scheme(), "http" | "https") => {
             v.add(&[field], "must be an http or https URL")
@@ -136,6 +141,42 @@ pub fn endpoint_url(v: &mut Violations, field: &str, text: &str) {
         Ok(url) if url.host_str().is_none_or(str::is_empty) => v.add(&[field], "must have a host"),
         Ok(_) => {}
         Err(error) => v.add(&[field], format!("is not a valid URL: {error}")),
+    }
+}
+
+/// The deepest nesting of arrays and objects accepted in a JSON payload. Deeper
+/// documents are refused: many clients cannot read them back (recursive parsers overflow
+/// their stack), and no event needs them.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// A JSON document (valid, as parsed) nested at most [`MAX_JSON_DEPTH`] deep.
+pub fn json_depth(v: &mut Violations, field: &str, json: &str) {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_JSON_DEPTH {
+        v.add(
+            &[field],
+            format!("must be nested at most {MAX_JSON_DEPTH} levels deep (this one is {deepest})"),
+        );
     }
 }
 
@@ -237,6 +278,21 @@ pub fn headers(v: &mut Violations, field: &str, headers: &BTreeMap<String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_depth_counts_nesting_outside_strings() {
+        let accepted = |json: &str| {
+            let mut v = Violations::body();
+            json_depth(&mut v, "payload", json);
+            v.finish().is_ok()
+        };
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(!accepted(&deep));
+        let just = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert!(accepted(&just));
+        let brackets_in_strings = format!(r#"{{"a": "{}", "b": "\"{{"}}"#, "[".repeat(100));
+        assert!(accepted(&brackets_in_strings));
+    }
 
     fn errors(check: impl FnOnce(&mut Violations)) -> Vec<(Vec<String>, String)> {
         let mut v = Violations::body();

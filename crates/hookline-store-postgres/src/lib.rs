@@ -88,6 +88,9 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
+/// The six storage roles are implemented by topic in `queries/`.
+impl hookline_core::Store for PostgresStore {}
+
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db?…`, or the
     /// key-value form) with at most `pool_size` connections, and applies migrations.

@@ -76,6 +76,9 @@ struct Inner {
     _lock: std::fs::File,
 }
 
+/// The six storage roles are implemented by topic in `queries/`.
+impl hookline_core::Store for SqliteStore {}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Self> {

@@ -48,6 +48,17 @@ async fn loopback_is_refused_without_the_allow_list() {
         assert_eq!(attempt.response_status_code, 0);
         let detail = attempt.response.unwrap_or_default();
         assert!(detail.contains("loopback"), "{url}: {detail}");
+        if url.contains("localhost") {
+            // What a name resolved to is the operator's business, not the endpoint owner's.
+            assert!(
+                !detail.contains("127.0.0.1") && !detail.contains("::1"),
+                "{url}: {detail}"
+            );
+            assert!(
+                detail.contains("localhost: it resolves to"),
+                "{url}: {detail}"
+            );
+        }
     }
     assert_eq!(receiver.count(), 0, "no request was sent");
 }

@@ -56,6 +56,8 @@ impl Validate for MessageIn {
         validate::slug(v, "eventType", &self.event_type, 256);
         if !self.payload.get().trim_start().starts_with('{') {
             v.add(&["payload"], "Payload must be an object.");
+        } else {
+            validate::json_depth(v, "payload", self.payload.get());
         }
         if let Some(event_id) = &self.event_id {
             validate::uid(v, "eventId", Some(event_id), MessageId::PREFIX);

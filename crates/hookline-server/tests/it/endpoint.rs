@@ -589,3 +589,30 @@ async fn send_example_goes_to_that_endpoint_only() {
         &["body", "eventType"],
     );
 }
+
+/// URL parsing drops line breaks and tabs; an endpoint URL holding them is refused rather
+/// than stored as given.
+#[tokio::test]
+async fn control_characters_in_an_endpoint_url_are_refused() {
+    let app = TestApp::new().await;
+    let app_id = app.create_app("crlf").await;
+    for url in [
+        "https://a.example/x\r\nHost: evil",
+        "https://a.example/\tx",
+        "https://a\u{0}.example/",
+    ] {
+        let answer = app
+            .post(
+                &format!("/api/v1/app/{app_id}/endpoint"),
+                json!({"url": url}),
+            )
+            .await;
+        let detail = assert_invalid(&answer, &["body", "url"]);
+        assert!(detail.contains("control characters"), "{url:?}: {detail}");
+    }
+    let (status, list) = app.get(&format!("/api/v1/app/{app_id}/endpoint")).await;
+    assert_eq!(
+        (status, list["data"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+}

@@ -31,3 +31,46 @@ async fn healthz_answers_ok() {
         (StatusCode::OK, json!({"status": "ok"}))
     );
 }
+
+/// Every answer carries `x-request-id`: the client's own when it sent a usable one (or the
+/// Svix SDKs' `svix-req-id`), else a new one per request.
+#[tokio::test]
+async fn every_answer_carries_a_request_id() {
+    let app = TestApp::new().await;
+    let request_id = |request: Request<Body>| async {
+        let (_, headers, _) = app.send(request).await;
+        headers
+            .get("x-request-id")
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    let get = |name: Option<(&str, &str)>| {
+        let mut request = Request::builder().uri("/api/v1/app");
+        if let Some((name, value)) = name {
+            request = request.header(name, value);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let first = request_id(get(None)).await.expect("a generated id");
+    let second = request_id(get(None)).await.expect("a generated id");
+    assert!(
+        first.starts_with("req_") && first != second,
+        "{first} {second}"
+    );
+    assert_eq!(
+        request_id(get(Some(("x-request-id", "client-7f3a"))))
+            .await
+            .as_deref(),
+        Some("client-7f3a")
+    );
+    assert_eq!(
+        request_id(get(Some(("svix-req-id", "12345"))))
+            .await
+            .as_deref(),
+        Some("12345")
+    );
+    let too_long = "x".repeat(200);
+    let replaced = request_id(get(Some(("x-request-id", &too_long))))
+        .await
+        .unwrap();
+    assert!(replaced.starts_with("req_"), "{replaced}");
+}

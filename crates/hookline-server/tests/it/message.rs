@@ -353,3 +353,36 @@ async fn unknown_messages_are_404() {
         "not_found",
     );
 }
+
+/// A payload nested deeper than clients can read back is refused with the depth in the
+/// message; one at the limit is accepted.
+#[tokio::test]
+async fn deeply_nested_payloads_are_refused() {
+    let app = TestApp::new().await;
+    let app_id = app.create_app("deep").await;
+    // A payload `levels` deep: the object, then arrays.
+    let nested = |levels: usize| {
+        let inner = format!("{}1{}", "[".repeat(levels - 1), "]".repeat(levels - 1));
+        format!(r#"{{"eventType": "deep.one", "payload": {{"a": {inner}}}}}"#)
+    };
+    let uri = format!("/api/v1/app/{app_id}/msg");
+    let send = |body: String| {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        app.send(request)
+    };
+    let (status, headers, bytes) = send(nested(65)).await;
+    let answer = json_of(status, &headers, &bytes);
+    let detail = assert_invalid(&answer, &["body", "payload"]);
+    assert!(detail.contains("at most 64"), "{detail}");
+    let (status, headers, bytes) = send(nested(10_000)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(json_of(status, &headers, &bytes).1["detail"].is_array());
+    let (status, _, _) = send(nested(64)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}

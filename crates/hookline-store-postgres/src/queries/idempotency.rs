@@ -44,12 +44,7 @@ impl IdempotencyStore for PostgresStore {
     }
 
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64> {
-        self.purge(
-            "DELETE FROM idempotency WHERE key IN (
-                 SELECT key FROM idempotency WHERE expires_at < $1 LIMIT $2)",
-            now,
-        )
-        .await
+        self.purge("idempotency", "key", "expires_at", now).await
     }
 }
 

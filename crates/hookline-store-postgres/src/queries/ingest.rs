@@ -2,11 +2,12 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use hookline_core::Result;
 use hookline_core::id::{AppId, IngestRequestId, MessageId, SourceId};
 use hookline_core::ingest::{IngestRequest, IngestedRequest, NewIngestRequest, Source, Verdict};
 use hookline_core::page::{ListQuery, Page};
 use hookline_core::store::IngestStore;
-use hookline_core::{Error, Result};
 use tokio_postgres::types::Json;
 
 use super::messages::insert_message;
@@ -19,6 +20,16 @@ use crate::rows::{self, ms, read};
 /// First key of the advisory lock that makes the dedupe check of one source and dedupe
 /// key wait for a request with the same key still in flight; the second is their hash.
 const DEDUPE_LOCK: i32 = 0x686b_6464; // "hkdd"
+
+/// Locks a source's row with `lock` (`FOR UPDATE`, `FOR KEY SHARE`) until the transaction
+/// commits, and returns its hidden application's id; no row is a source not found.
+async fn lock_source(tx: &impl GenericClient, id: &SourceId, lock: &str) -> Result<String> {
+    let sql = format!("SELECT app_id FROM source WHERE id = $1 {lock}");
+    let row = query_opt(tx, &sql, &[&id.as_str()])
+        .await
+        .map_err(storage)?;
+    found(row, "source", |c| c.take::<String>())
+}
 
 #[async_trait]
 impl IngestStore for PostgresStore {
@@ -53,7 +64,7 @@ impl IngestStore for PostgresStore {
 
     async fn get_source(&self, key: &str) -> Result<Source> {
         let db = self.client().await?;
-        let column = key_column(key, SourceId::PREFIX, "uid");
+        let column = key_column(SourceId::is_id(key), "uid");
         let sql = format!(
             "SELECT {} FROM source WHERE source.{column} = $1",
             rows::SOURCE_COLUMNS
@@ -141,14 +152,7 @@ impl IngestStore for PostgresStore {
         let tx = db.transaction().await.map_err(storage)?;
         // The source is locked first, as an ingest locks it before it touches the hidden
         // application: requests in flight finish first, later ones find no source.
-        let app = query_opt(
-            &tx,
-            "SELECT app_id FROM source WHERE id = $1 FOR UPDATE",
-            &[&id.as_str()],
-        )
-        .await
-        .map_err(storage)?;
-        let app = found(app, "source", |c| c.take::<String>())?;
+        let app = lock_source(&tx, id, "FOR UPDATE").await?;
         execute(
             &tx,
             "DELETE FROM ingest_request WHERE source_id = $1",
@@ -175,16 +179,7 @@ impl IngestStore for PostgresStore {
         // Held to commit: a concurrent `delete_source` waits for this request, or this
         // request for it and then finds no source. Taken before anything else, the order
         // `delete_source` locks in, so that the two cannot deadlock.
-        let exists = query_opt(
-            &tx,
-            "SELECT 1 FROM source WHERE id = $1 FOR KEY SHARE",
-            &[&source.as_str()],
-        )
-        .await
-        .map_err(storage)?;
-        if exists.is_none() {
-            return Err(Error::NotFound("source"));
-        }
+        lock_source(&tx, &source, "FOR KEY SHARE").await?;
         let original = match (request.verdict, &request.dedupe_key, dedupe_since) {
             (Verdict::Accepted, Some(key), Some(since)) => {
                 // A request with the same key still in flight is waited for, then seen.
@@ -335,11 +330,7 @@ impl IngestStore for PostgresStore {
     }
 
     async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64> {
-        self.purge(
-            "DELETE FROM ingest_request WHERE id IN (
-                 SELECT id FROM ingest_request WHERE created_at < $1 LIMIT $2)",
-            before,
-        )
-        .await
+        self.purge("ingest_request", "id", "created_at", before)
+            .await
     }
 }

@@ -109,7 +109,7 @@ impl MessageStore for PostgresStore {
 
     async fn get_message(&self, app: &AppId, key: &str) -> Result<Message> {
         let db = self.client().await?;
-        let column = key_column(key, MessageId::PREFIX, "event_id");
+        let column = key_column(MessageId::is_id(key), "event_id");
         let sql = format!(
             "SELECT {} FROM message WHERE message.app_id = $1 AND message.{column} = $2",
             rows::MESSAGE_COLUMNS
@@ -132,8 +132,7 @@ impl MessageStore for PostgresStore {
             rows::MESSAGE_COLUMNS
         ))
         .and("message.app_id = ?", app.to_string())
-        .and_channel("message.channels", &filter.channel)
-        .and_in("message.event_type", &filter.event_types)
+        .and_message_filter(&filter.channel, &filter.event_types)
         .page(&db, "message.id", query, rows::message, |m| {
             m.id.to_string()
         })
@@ -304,8 +303,7 @@ impl MessageStore for PostgresStore {
         ))
         .and("destination.app_id = ?", app.to_string())
         .and("destination.endpoint_id = ?", endpoint.to_string())
-        .and_channel("message.channels", &filter.channel)
-        .and_in("message.event_type", &filter.event_types);
+        .and_message_filter(&filter.channel, &filter.event_types);
         if let Some(status) = status {
             select = select.and("destination.status = ?", code(status.code()));
         }
@@ -332,8 +330,7 @@ impl MessageStore for PostgresStore {
             rows::ATTEMPT_COLUMNS
         ))
         .and("attempt.app_id = ?", app.to_string())
-        .and_channel("message.channels", &filter.channel)
-        .and_in("message.event_type", &filter.event_types);
+        .and_message_filter(&filter.channel, &filter.event_types);
         if let Some(endpoint) = &filter.endpoint_id {
             select = select.and("attempt.endpoint_id = ?", endpoint.to_string());
         }

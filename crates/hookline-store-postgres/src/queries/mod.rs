@@ -70,6 +70,17 @@ impl Select {
         }
     }
 
+    /// Keeps the rows whose message is on `channel` and of one of `event_types`, each
+    /// when given: the filter of message and attempt lists.
+    fn and_message_filter(
+        self,
+        channel: &Option<String>,
+        event_types: &Option<Vec<String>>,
+    ) -> Self {
+        self.and_channel("message.channels", channel)
+            .and_in("message.event_type", event_types)
+    }
+
     /// Runs the query as one page of `query`, sorted and bounded on `key_column`.
     async fn page<T>(
         mut self,
@@ -155,13 +166,10 @@ fn changed(rows: u64, what: &'static str) -> Result<()> {
     }
 }
 
-/// The column a key is looked up by: a uid never carries the id prefix.
-fn key_column(key: &str, prefix: &str, uid_column: &'static str) -> &'static str {
-    if key.starts_with(prefix) {
-        "id"
-    } else {
-        uid_column
-    }
+/// The column a key is looked up by, given whether it is an id (`AppId::is_id` and the
+/// like: a uid never carries the id prefix).
+fn key_column(is_id: bool, uid_column: &'static str) -> &'static str {
+    if is_id { "id" } else { uid_column }
 }
 
 /// Tells listening nodes that due work is committed, once the surrounding transaction is.
@@ -177,10 +185,21 @@ async fn notify_due(db: &impl GenericClient) -> Result<()> {
 }
 
 impl PostgresStore {
-    /// Runs `delete` (parameters: a time, a batch size) one batch per statement until a
-    /// batch comes up short; returns how many rows went. One node purges at a time: the
-    /// others find the lock taken and leave it to that one (and get 0).
-    async fn purge(&self, delete: &str, before: DateTime<Utc>) -> Result<u64> {
+    /// Deletes the rows of `table` whose `column` is before `before`, batches of them
+    /// chosen by their `key`, one batch per statement until a batch comes up short;
+    /// returns how many rows went. One node purges at a time: the others find the lock
+    /// taken and leave it to that one (and get 0).
+    async fn purge(
+        &self,
+        table: &str,
+        key: &str,
+        column: &str,
+        before: DateTime<Utc>,
+    ) -> Result<u64> {
+        let delete = format!(
+            "DELETE FROM {table} WHERE {key} IN (
+                 SELECT {key} FROM {table} WHERE {column} < $1 LIMIT $2)"
+        );
         let db = self.client().await?;
         let locked: bool = query_opt(
             &db,
@@ -196,7 +215,7 @@ impl PostgresStore {
         let before = ms(before);
         let mut purged = 0;
         let result = loop {
-            let deleted = execute(&db, delete, &[&before, &PURGE_BATCH])
+            let deleted = execute(&db, &delete, &[&before, &PURGE_BATCH])
                 .await
                 .map_err(storage);
             match deleted {

@@ -4,11 +4,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use hookline_core::id::{AppId, EndpointId};
-use hookline_core::model::{Application, Endpoint, EndpointStats, EventType, MessageStatus};
+use hookline_core::model::{Application, Endpoint, EndpointStats, EventType};
 use hookline_core::page::{ListQuery, Page};
 use hookline_core::store::ResourceStore;
 use hookline_core::{Code, Error, Result};
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 
 use super::{Select, changed, execute, found, key_column, query_opt, query_rows};
 use crate::PostgresStore;
@@ -18,6 +18,8 @@ use crate::rows::{self, ms, read};
 /// An endpoint's values in the stored types, to bind to an insert or an update.
 struct EndpointValues<'a> {
     endpoint: &'a Endpoint,
+    id: &'a str,
+    app_id: &'a str,
     throttle_rate: Option<i32>,
     metadata: Json<&'a std::collections::BTreeMap<String, String>>,
     headers: Json<&'a std::collections::BTreeMap<String, String>>,
@@ -31,6 +33,8 @@ impl<'a> EndpointValues<'a> {
     fn new(endpoint: &'a Endpoint) -> Self {
         Self {
             endpoint,
+            id: endpoint.id.as_str(),
+            app_id: endpoint.app_id.as_str(),
             throttle_rate: endpoint.throttle_rate.map(i32::from),
             metadata: Json(&endpoint.metadata),
             headers: Json(&endpoint.headers),
@@ -39,6 +43,27 @@ impl<'a> EndpointValues<'a> {
             created_at: ms(endpoint.created_at),
             updated_at: ms(endpoint.updated_at),
         }
+    }
+
+    /// `$1` to `$12`, the columns an insert and an update both write (`id` to `secrets`),
+    /// then `rest`.
+    fn params<'b>(&'b self, rest: &[&'b (dyn ToSql + Sync)]) -> Vec<&'b (dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &self.id,
+            &self.app_id,
+            &self.endpoint.uid,
+            &self.endpoint.url,
+            &self.endpoint.description,
+            &self.endpoint.disabled,
+            &self.throttle_rate,
+            &self.endpoint.event_types,
+            &self.endpoint.channels,
+            &self.metadata,
+            &self.headers,
+            &self.secrets,
+        ];
+        params.extend_from_slice(rest);
+        params
     }
 }
 
@@ -80,7 +105,7 @@ impl ResourceStore for PostgresStore {
 
     async fn get_app(&self, key: &str) -> Result<Application> {
         let db = self.client().await?;
-        let column = key_column(key, AppId::PREFIX, "uid");
+        let column = key_column(AppId::is_id(key), "uid");
         let sql = format!(
             "SELECT {} FROM app WHERE app.{column} = $1",
             rows::APP_COLUMNS
@@ -148,23 +173,7 @@ impl ResourceStore for PostgresStore {
                  event_types, channels, metadata, headers, secrets, failing_since,
                  created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-            &[
-                &v.endpoint.id.as_str(),
-                &v.endpoint.app_id.as_str(),
-                &v.endpoint.uid,
-                &v.endpoint.url,
-                &v.endpoint.description,
-                &v.endpoint.disabled,
-                &v.throttle_rate,
-                &v.endpoint.event_types,
-                &v.endpoint.channels,
-                &v.metadata,
-                &v.headers,
-                &v.secrets,
-                &v.failing_since,
-                &v.created_at,
-                &v.updated_at,
-            ],
+            &v.params(&[&v.failing_since, &v.created_at, &v.updated_at]),
         )
         .await
         .map_err(duplicate("an endpoint"))?;
@@ -173,7 +182,7 @@ impl ResourceStore for PostgresStore {
 
     async fn get_endpoint(&self, app: &AppId, key: &str) -> Result<Endpoint> {
         let db = self.client().await?;
-        let column = key_column(key, EndpointId::PREFIX, "uid");
+        let column = key_column(EndpointId::is_id(key), "uid");
         let sql = format!(
             "SELECT {} FROM endpoint WHERE endpoint.app_id = $1 AND endpoint.{column} = $2",
             rows::ENDPOINT_COLUMNS
@@ -209,22 +218,7 @@ impl ResourceStore for PostgresStore {
                  failing_since = CASE WHEN $14 AND disabled AND NOT $6 THEN NULL
                                       ELSE failing_since END
              WHERE id = $1 AND app_id = $2",
-            &[
-                &v.endpoint.id.as_str(),
-                &v.endpoint.app_id.as_str(),
-                &v.endpoint.uid,
-                &v.endpoint.url,
-                &v.endpoint.description,
-                &v.endpoint.disabled,
-                &v.throttle_rate,
-                &v.endpoint.event_types,
-                &v.endpoint.channels,
-                &v.metadata,
-                &v.headers,
-                &v.secrets,
-                &v.updated_at,
-                &set_disabled,
-            ],
+            &v.params(&[&v.updated_at, &set_disabled]),
         )
         .await
         .map_err(duplicate("an endpoint"))?;
@@ -261,17 +255,14 @@ impl ResourceStore for PostgresStore {
         )
         .await
         .map_err(storage)?;
-        let mut stats = EndpointStats::default();
-        for row in counts {
-            let (status, n): (i16, i64) = read(&row, |c| Ok((c.take()?, c.take()?)))?;
-            match MessageStatus::from_code(i64::from(status)) {
-                Some(MessageStatus::Success) => stats.success = n,
-                Some(MessageStatus::Pending) => stats.pending = n,
-                Some(MessageStatus::Sending) => stats.sending = n,
-                Some(MessageStatus::Fail) | None => stats.fail += n,
-            }
-        }
-        Ok(stats)
+        let counts = counts
+            .iter()
+            .map(|row| {
+                let (status, n): (i16, i64) = read(row, |c| Ok((c.take()?, c.take()?)))?;
+                Ok((i64::from(status), n))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(EndpointStats::from_counts(counts))
     }
 
     async fn create_event_type(&self, event_type: &EventType) -> Result<()> {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use hookline_core::Store;
-use hookline_core::id::{AppId, EndpointId, MessageId};
+use hookline_core::id::{AppId, MessageId};
 use hookline_core::model::{Application, Endpoint, Message};
 use hookline_core::store::{DeliveryQueue, NewMessage};
 
@@ -26,25 +26,9 @@ pub fn app() -> Application {
     }
 }
 
+/// An endpoint of `app` for every event type and channel.
 pub fn endpoint(app: &AppId) -> Endpoint {
-    let now = now();
-    Endpoint {
-        id: EndpointId::new(),
-        app_id: app.clone(),
-        uid: None,
-        url: "https://example.test/hook".into(),
-        description: String::new(),
-        disabled: false,
-        throttle_rate: None,
-        event_types: None,
-        channels: None,
-        metadata: BTreeMap::new(),
-        headers: BTreeMap::new(),
-        secrets: vec![],
-        failing_since: None,
-        created_at: now,
-        updated_at: now,
-    }
+    hookline_core::conformance::endpoint(app, None, None)
 }
 
 pub fn message(app: &AppId) -> NewMessage {

@@ -12,7 +12,7 @@ use hookline_core::store::{AttemptOutcome, DeliveryJob, DeliveryQueue, EndpointC
 use hookline_core::{Error, Result};
 use rusqlite::{Connection, params};
 
-use super::one;
+use super::{all, one};
 use crate::SqliteStore;
 use crate::cache::EndpointCache;
 use crate::rows::{self, json, millis, time};
@@ -198,9 +198,9 @@ impl DeliveryQueue for SqliteStore {
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
         let claimed = self
             .write(move |conn| {
-                let mut claim = conn
-                    .prepare_cached(
-                        "UPDATE destination SET lease_owner = ?1, lease_until = ?2, status = ?5
+                all(
+                    conn,
+                    "UPDATE destination SET lease_owner = ?1, lease_until = ?2, status = ?5
                      WHERE rowid IN (
                          SELECT destination.rowid FROM destination
                          JOIN endpoint ON endpoint.id = destination.endpoint_id
@@ -213,23 +213,15 @@ impl DeliveryQueue for SqliteStore {
                          LIMIT ?4)
                      RETURNING app_id, msg_id, endpoint_id, status, next_attempt, attempts,
                          trigger_type, updated_at",
-                    )
-                    .map_err(Error::storage)?;
-                let claimed = claim
-                    .query_map(
-                        params![
-                            owner,
-                            millis(lease_until),
-                            millis(now),
-                            limit as i64,
-                            MessageStatus::Sending.code()
-                        ],
-                        |row| rows::destination_at(row, 0),
-                    )
-                    .map_err(Error::storage)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(Error::storage)?;
-                Ok(claimed)
+                    params![
+                        owner,
+                        millis(lease_until),
+                        millis(now),
+                        limit as i64,
+                        MessageStatus::Sending.code()
+                    ],
+                    |row| rows::destination_at(row, 0),
+                )
             })
             .await?;
         // The claim is committed; reading the jobs needs no writer time.

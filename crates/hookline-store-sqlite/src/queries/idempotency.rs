@@ -41,12 +41,7 @@ impl IdempotencyStore for SqliteStore {
     }
 
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64> {
-        self.purge(
-            "DELETE FROM idempotency WHERE rowid IN (
-                 SELECT rowid FROM idempotency WHERE expires_at < ?1 LIMIT ?2)",
-            now,
-        )
-        .await
+        self.purge("idempotency", "expires_at", now).await
     }
 }
 

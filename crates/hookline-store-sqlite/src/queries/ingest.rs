@@ -12,7 +12,7 @@ use rusqlite::{Connection, params, params_from_iter};
 
 use super::messages::insert_message;
 use super::resources::{delete_app_rows, insert_app};
-use super::{Select, changed, key_column, not_found, one};
+use super::{Select, all, changed, key_column, not_found, one};
 use crate::SqliteStore;
 use crate::rows::{self, classify, json, map_json, millis};
 
@@ -63,7 +63,7 @@ impl IngestStore for SqliteStore {
     async fn get_source(&self, key: &str) -> Result<Source> {
         let key = key.to_owned();
         self.lookup(move |conn| {
-            let column = key_column(&key, SourceId::PREFIX, "uid");
+            let column = key_column(SourceId::is_id(&key), "uid");
             let sql = format!(
                 "SELECT {} FROM source WHERE {column} = ?1",
                 rows::SOURCE_COLUMNS
@@ -270,23 +270,18 @@ impl IngestStore for SqliteStore {
                  ORDER BY seq LIMIT ?3",
                 rows::INGEST_REQUEST_COLUMNS
             );
-            let mut statement = conn.prepare_cached(&sql).map_err(Error::storage)?;
-            statement
-                .query_map(params![source.as_str(), after, limit], rows::ingest_request)
-                .map_err(Error::storage)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(Error::storage)
+            all(
+                conn,
+                &sql,
+                params![source.as_str(), after, limit],
+                rows::ingest_request,
+            )
         })
         .await
     }
 
     async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64> {
-        self.purge(
-            "DELETE FROM ingest_request WHERE rowid IN (
-                 SELECT rowid FROM ingest_request WHERE created_at < ?1 LIMIT ?2)",
-            before,
-        )
-        .await
+        self.purge("ingest_request", "created_at", before).await
     }
 }
 

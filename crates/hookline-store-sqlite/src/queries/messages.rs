@@ -12,7 +12,7 @@ use hookline_core::{Error, Result};
 use rusqlite::{Connection, params};
 
 use super::idempotency::put_idempotent;
-use super::{Select, changed, key_column, not_found, one};
+use super::{Select, all, changed, key_column, not_found, one};
 use crate::SqliteStore;
 use crate::rows::{self, classify, headers_json, millis, opt_json};
 
@@ -46,16 +46,12 @@ pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<Crea
     })?;
 
     // Only what matching needs: this runs on the writer thread for every message.
-    let mut statement = conn
-        .prepare_cached(
-            "SELECT id, disabled, event_types, channels FROM endpoint WHERE app_id = ?1",
-        )
-        .map_err(Error::storage)?;
-    let endpoints = statement
-        .query_map([message.app_id.as_str()], rows::endpoint_filter)
-        .map_err(Error::storage)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(Error::storage)?;
+    let endpoints = all(
+        conn,
+        "SELECT id, disabled, event_types, channels FROM endpoint WHERE app_id = ?1",
+        [message.app_id.as_str()],
+        rows::endpoint_filter,
+    )?;
     let targets: Vec<EndpointId> = endpoints
         .into_iter()
         .filter(|filter| match &new.only_endpoint {
@@ -97,7 +93,7 @@ impl MessageStore for SqliteStore {
     async fn get_message(&self, app: &AppId, key: &str) -> Result<Message> {
         let (app, key) = (app.clone(), key.to_owned());
         self.lookup(move |conn| {
-            let column = key_column(&key, MessageId::PREFIX, "event_id");
+            let column = key_column(MessageId::is_id(&key), "event_id");
             let sql = format!(
                 "SELECT {} FROM message WHERE app_id = ?1 AND {column} = ?2",
                 rows::MESSAGE_COLUMNS
@@ -121,8 +117,7 @@ impl MessageStore for SqliteStore {
                 rows::MESSAGE_COLUMNS
             ))
             .and("message.app_id = ?", app.into_string())
-            .and_channel("message.channels", &filter.channel)
-            .and_in("message.event_type", &filter.event_types)
+            .and_message_filter(&filter.channel, &filter.event_types)
             .page(conn, "message.id", &query, rows::message, |m| {
                 m.id.to_string()
             })
@@ -298,8 +293,7 @@ impl MessageStore for SqliteStore {
             ))
             .and("destination.app_id = ?", app.into_string())
             .and("destination.endpoint_id = ?", endpoint.into_string())
-            .and_channel("message.channels", &filter.channel)
-            .and_in("message.event_type", &filter.event_types);
+            .and_message_filter(&filter.channel, &filter.event_types);
             if let Some(status) = status {
                 select = select.and("destination.status = ?", status.code());
             }
@@ -327,8 +321,7 @@ impl MessageStore for SqliteStore {
                 rows::ATTEMPT_COLUMNS
             ))
             .and("attempt.app_id = ?", app.into_string())
-            .and_channel("message.channels", &filter.channel)
-            .and_in("message.event_type", &filter.event_types);
+            .and_message_filter(&filter.channel, &filter.event_types);
             if let Some(endpoint) = &filter.endpoint_id {
                 select = select.and("attempt.endpoint_id = ?", endpoint.to_string());
             }

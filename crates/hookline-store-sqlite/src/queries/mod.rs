@@ -25,15 +25,20 @@ pub(crate) use ingest::DEDUPE_ORIGINAL;
 const PURGE_BATCH: usize = 10_000;
 
 impl SqliteStore {
-    /// Runs `delete` (parameters: a time, a batch size) one batch per write until a batch
-    /// comes up short; returns how many rows went.
-    async fn purge(&self, delete: &'static str, before: DateTime<Utc>) -> Result<u64> {
+    /// Deletes the rows of `table` whose `column` is before `before`, one batch per write
+    /// until a batch comes up short; returns how many rows went.
+    async fn purge(&self, table: &str, column: &str, before: DateTime<Utc>) -> Result<u64> {
+        let delete = format!(
+            "DELETE FROM {table} WHERE rowid IN (
+                 SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT ?2)"
+        );
         let before = millis(before);
         let mut purged = 0;
         loop {
+            let delete = delete.clone();
             let deleted = self
                 .write(move |conn| {
-                    conn.prepare_cached(delete)
+                    conn.prepare_cached(&delete)
                         .and_then(|mut s| s.execute(params![before, PURGE_BATCH as i64]))
                         .map_err(Error::storage)
                 })
@@ -86,6 +91,17 @@ impl Select {
         self
     }
 
+    /// Keeps the rows whose message is on `channel` and of one of `event_types`, each
+    /// when given: the filter of message and attempt lists.
+    fn and_message_filter(
+        self,
+        channel: &Option<String>,
+        event_types: &Option<Vec<String>>,
+    ) -> Self {
+        self.and_channel("message.channels", channel)
+            .and_in("message.event_type", event_types)
+    }
+
     /// Runs the query as one page of `query`, sorted and bounded on `key_column`.
     fn page<T>(
         mut self,
@@ -106,12 +122,7 @@ impl Select {
         self.sql
             .push_str(&format!(" ORDER BY {key_column} {direction} LIMIT ?"));
         self.params.push(Value::from(query.limit as i64 + 1));
-        let mut statement = conn.prepare_cached(&self.sql).map_err(Error::storage)?;
-        let rows = statement
-            .query_map(params_from_iter(self.params), map)
-            .map_err(Error::storage)?
-            .collect::<rusqlite::Result<Vec<T>>>()
-            .map_err(Error::storage)?;
+        let rows = all(conn, &self.sql, params_from_iter(self.params), map)?;
         Ok(Page::from_scan(rows, query, key))
     }
 }
@@ -131,6 +142,21 @@ fn one<T>(
         .map_err(Error::storage)
 }
 
+/// Every row `sql` returns, mapped.
+fn all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(Error::storage)?;
+    statement
+        .query_map(params, map)
+        .map_err(Error::storage)?
+        .collect::<rusqlite::Result<Vec<T>>>()
+        .map_err(Error::storage)
+}
+
 fn changed(rows: usize, what: &'static str) -> Result<()> {
     if rows == 0 {
         Err(Error::NotFound(what))
@@ -139,11 +165,8 @@ fn changed(rows: usize, what: &'static str) -> Result<()> {
     }
 }
 
-/// `(column, value)` for a lookup by id or uid: a uid never carries the id prefix.
-fn key_column(key: &str, prefix: &str, uid_column: &'static str) -> &'static str {
-    if key.starts_with(prefix) {
-        "id"
-    } else {
-        uid_column
-    }
+/// The column a key is looked up by, given whether it is an id (`AppId::is_id` and the
+/// like: a uid never carries the id prefix).
+fn key_column(is_id: bool, uid_column: &'static str) -> &'static str {
+    if is_id { "id" } else { uid_column }
 }

@@ -3,37 +3,43 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookline_core::id::{AppId, EndpointId};
-use hookline_core::model::{Application, Endpoint, EndpointStats, EventType, MessageStatus};
+use hookline_core::model::{Application, Endpoint, EndpointStats, EventType};
 use hookline_core::page::{ListQuery, Page};
 use hookline_core::store::ResourceStore;
 use hookline_core::{Code, Error, Result};
 use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
 
-use super::{Select, changed, key_column, not_found, one};
+use super::{Select, all, changed, key_column, not_found, one};
 use crate::SqliteStore;
 use crate::rows::{self, classify, map_json, millis, opt_json, secrets_json};
+
+/// An application's values in column order (`rows::APP_COLUMNS`), to bind to an insert
+/// or an update.
+fn app_params(app: &Application) -> Vec<Value> {
+    vec![
+        app.id.as_str().to_owned().into(),
+        app.uid.clone().into(),
+        app.name.clone().into(),
+        app.throttle_rate.map(i64::from).into(),
+        map_json(&app.metadata).into(),
+        millis(app.created_at).into(),
+        millis(app.updated_at).into(),
+    ]
+}
 
 pub(super) fn insert_app(conn: &Connection, app: &Application) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO app (id, uid, name, throttle_rate, metadata, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
-    .and_then(|mut s| {
-        s.execute(params![
-            app.id.as_str(),
-            app.uid,
-            app.name,
-            app.throttle_rate,
-            map_json(&app.metadata),
-            millis(app.created_at),
-            millis(app.updated_at),
-        ])
-    })
+    .and_then(|mut s| s.execute(params_from_iter(app_params(app))))
     .map_err(|e| classify(e, "an application"))?;
     Ok(())
 }
 
+/// An endpoint's values in column order (`rows::ENDPOINT_COLUMNS`), to bind to an insert
+/// or an update.
 fn endpoint_params(endpoint: &Endpoint) -> Vec<Value> {
     vec![
         endpoint.id.as_str().to_owned().into(),
@@ -51,6 +57,21 @@ fn endpoint_params(endpoint: &Endpoint) -> Vec<Value> {
         endpoint.failing_since.map(millis).into(),
         millis(endpoint.created_at).into(),
         millis(endpoint.updated_at).into(),
+    ]
+}
+
+/// An event type's values in column order (`rows::EVENT_TYPE_COLUMNS`), to bind to an
+/// insert or an update.
+fn event_type_params(et: &EventType) -> Vec<Value> {
+    vec![
+        et.name.clone().into(),
+        et.description.clone().into(),
+        et.archived.into(),
+        et.deprecated.into(),
+        opt_json(&et.schemas).into(),
+        et.feature_flag.clone().into(),
+        millis(et.created_at).into(),
+        millis(et.updated_at).into(),
     ]
 }
 
@@ -73,7 +94,7 @@ impl ResourceStore for SqliteStore {
     async fn get_app(&self, key: &str) -> Result<Application> {
         let key = key.to_owned();
         self.lookup(move |conn| {
-            let column = key_column(&key, AppId::PREFIX, "uid");
+            let column = key_column(AppId::is_id(&key), "uid");
             let sql = format!("SELECT {} FROM app WHERE {column} = ?1", rows::APP_COLUMNS);
             one(conn, &sql, [&key], rows::app).and_then(not_found("application"))
         })
@@ -95,23 +116,14 @@ impl ResourceStore for SqliteStore {
     }
 
     async fn update_app(&self, app: &Application) -> Result<()> {
-        let app = app.clone();
+        let values = app_params(app);
         self.write(move |conn| {
             let rows = conn
                 .prepare_cached(
                     "UPDATE app SET uid = ?2, name = ?3, throttle_rate = ?4, metadata = ?5,
-                         updated_at = ?6 WHERE id = ?1",
+                         updated_at = ?7 WHERE id = ?1",
                 )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        app.id.as_str(),
-                        app.uid,
-                        app.name,
-                        app.throttle_rate,
-                        map_json(&app.metadata),
-                        millis(app.updated_at),
-                    ])
-                })
+                .and_then(|mut s| s.execute(params_from_iter(values)))
                 .map_err(|e| classify(e, "an application"))?;
             changed(rows, "application")
         })
@@ -159,7 +171,7 @@ impl ResourceStore for SqliteStore {
     async fn get_endpoint(&self, app: &AppId, key: &str) -> Result<Endpoint> {
         let (app, key) = (app.clone(), key.to_owned());
         self.lookup(move |conn| {
-            let column = key_column(&key, EndpointId::PREFIX, "uid");
+            let column = key_column(EndpointId::is_id(&key), "uid");
             let sql = format!(
                 "SELECT {} FROM endpoint WHERE app_id = ?1 AND {column} = ?2",
                 rows::ENDPOINT_COLUMNS
@@ -235,60 +247,34 @@ impl ResourceStore for SqliteStore {
     ) -> Result<EndpointStats> {
         let (app, endpoint) = (app.clone(), endpoint.clone());
         self.read(move |conn| {
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT status, count(*) FROM destination
-                     WHERE app_id = ?1 AND endpoint_id = ?2
-                       AND msg_created_at >= ?3 AND msg_created_at <= ?4
-                     GROUP BY status",
-                )
-                .map_err(Error::storage)?;
-            let counts = statement
-                .query_map(
-                    params![
-                        app.as_str(),
-                        endpoint.as_str(),
-                        millis(since),
-                        millis(until)
-                    ],
-                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
-                )
-                .map_err(Error::storage)?;
-            let mut stats = EndpointStats::default();
-            for count in counts {
-                let (status, n) = count.map_err(Error::storage)?;
-                match MessageStatus::from_code(status) {
-                    Some(MessageStatus::Success) => stats.success = n,
-                    Some(MessageStatus::Pending) => stats.pending = n,
-                    Some(MessageStatus::Sending) => stats.sending = n,
-                    Some(MessageStatus::Fail) | None => stats.fail += n,
-                }
-            }
-            Ok(stats)
+            let counts = all(
+                conn,
+                "SELECT status, count(*) FROM destination
+                 WHERE app_id = ?1 AND endpoint_id = ?2
+                   AND msg_created_at >= ?3 AND msg_created_at <= ?4
+                 GROUP BY status",
+                params![
+                    app.as_str(),
+                    endpoint.as_str(),
+                    millis(since),
+                    millis(until)
+                ],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+            )?;
+            Ok(EndpointStats::from_counts(counts))
         })
         .await
     }
 
     async fn create_event_type(&self, event_type: &EventType) -> Result<()> {
-        let et = event_type.clone();
+        let values = event_type_params(event_type);
         self.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO event_type (name, description, archived, deprecated, schemas,
                      feature_flag, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
-            .and_then(|mut s| {
-                s.execute(params![
-                    et.name,
-                    et.description,
-                    et.archived,
-                    et.deprecated,
-                    opt_json(&et.schemas),
-                    et.feature_flag,
-                    millis(et.created_at),
-                    millis(et.updated_at),
-                ])
-            })
+            .and_then(|mut s| s.execute(params_from_iter(values)))
             .map_err(|e| match classify(e, "an event type") {
                 Error::Conflict { .. } => Error::Conflict {
                     code: Code::EventTypeExists,
@@ -333,24 +319,14 @@ impl ResourceStore for SqliteStore {
     }
 
     async fn update_event_type(&self, event_type: &EventType) -> Result<()> {
-        let et = event_type.clone();
+        let values = event_type_params(event_type);
         self.write(move |conn| {
             let rows = conn
                 .prepare_cached(
                     "UPDATE event_type SET description = ?2, archived = ?3, deprecated = ?4,
-                         schemas = ?5, feature_flag = ?6, updated_at = ?7 WHERE name = ?1",
+                         schemas = ?5, feature_flag = ?6, updated_at = ?8 WHERE name = ?1",
                 )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        et.name,
-                        et.description,
-                        et.archived,
-                        et.deprecated,
-                        opt_json(&et.schemas),
-                        et.feature_flag,
-                        millis(et.updated_at),
-                    ])
-                })
+                .and_then(|mut s| s.execute(params_from_iter(values)))
                 .map_err(Error::storage)?;
             changed(rows, "event type")
         })

@@ -328,3 +328,51 @@ async fn credentials_in_an_endpoint_url_arrive_as_basic_authorization() {
     let host = &delivery.headers["host"];
     assert!(!host.contains('@'), "{host}");
 }
+
+/// The server's request log names each request by its id and never writes an ingest
+/// URL's token: the path is logged as `/in/[token]/…`.
+#[tokio::test]
+async fn request_logs_carry_the_request_id_and_hide_ingest_tokens() {
+    let dir = TempDir::new("request-log");
+    let log = dir.0.join("server.log");
+    let server = Server::start_logging(&dir.0, &[("HOOKLINE_LOG_LEVEL", "info")], &log).await;
+    let (status, source) = server
+        .api(
+            Method::POST,
+            "/ingest/api/v1/source",
+            Some(json!({"name": "logged", "type": "generic-webhook"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{source}");
+    let ingest_url = source["ingestUrl"].as_str().unwrap().to_owned();
+    let token = ingest_url.rsplit('/').next().unwrap().to_owned();
+    let response = reqwest::Client::new()
+        .post(format!("{ingest_url}/sub/path"))
+        .header("x-request-id", "trace-me-4821")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-request-id"].to_str().unwrap(),
+        "trace-me-4821"
+    );
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("trace-me-4821") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = text
+        .lines()
+        .find(|line| line.contains("trace-me-4821"))
+        .unwrap_or_else(|| panic!("no log line names the request id: {text}"));
+    assert!(line.contains("/in/[token]/sub/path"), "{line}");
+    assert!(
+        !text.contains(&token),
+        "the ingest token is in the log: {text}"
+    );
+}
