@@ -26,6 +26,8 @@ pub enum Code {
     UnsupportedMediaType,
     /// The body is not UTF-8 where text is required.
     BodyNotUtf8,
+    /// The body holds a NUL byte where text is required.
+    BodyHasNul,
 
     // Authentication and authorization.
     /// No bearer token, or one that is not known.
@@ -96,6 +98,7 @@ impl Code {
             Code::MethodNotAllowed => "method_not_allowed",
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::BodyNotUtf8 => "body_not_utf8",
+            Code::BodyHasNul => "body_has_nul",
             Code::AuthenticationFailed => "authentication_failed",
             Code::Forbidden => "forbidden",
             Code::NotFound => "not_found",
@@ -130,13 +133,14 @@ impl Code {
     }
 
     /// Every code, in a stable order.
-    pub const ALL: [Code; 30] = [
+    pub const ALL: [Code; 31] = [
         Code::Validation,
         Code::GenericError,
         Code::PayloadTooLarge,
         Code::MethodNotAllowed,
         Code::UnsupportedMediaType,
         Code::BodyNotUtf8,
+        Code::BodyHasNul,
         Code::AuthenticationFailed,
         Code::Forbidden,
         Code::NotFound,

@@ -374,6 +374,32 @@ pub struct Attempt {
     pub created_at: DateTime<Utc>,
 }
 
+/// Text as every store keeps it. PostgreSQL's `text` and `jsonb` cannot hold the NUL
+/// character, so that an answer holding one is recorded, and the same on both backends,
+/// every store keeps it as U+FFFD (the replacement character) instead.
+pub fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+impl Attempt {
+    /// The answer's body excerpt as stores keep it ([`storable_text`]).
+    pub fn storable_response(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.response.as_deref().map(storable_text)
+    }
+
+    /// The answer's headers as stores keep them ([`storable_text`]).
+    pub fn storable_headers(&self) -> Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+        self.response_headers
+            .iter()
+            .map(|(name, value)| (storable_text(name), storable_text(value)))
+            .collect()
+    }
+}
+
 /// The delivery of one message to one endpoint: its status and its place in the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Destination {

@@ -332,7 +332,9 @@ async fn record(
     }
 }
 
-/// Records `outcomes`, trying a few times; `false` if they could not be recorded.
+/// Records `outcomes`, trying a few times; `false` if some could not be recorded. Should
+/// the batch keep failing, its outcomes are recorded one by one, so that one outcome the
+/// store cannot take holds back no other (theirs are other tenants' deliveries).
 async fn commit(queue: &dyn DeliveryQueue, outcomes: Vec<AttemptOutcome>) -> bool {
     let count = outcomes.len();
     let outcomes: Arc<[AttemptOutcome]> = outcomes.into();
@@ -341,11 +343,7 @@ async fn commit(queue: &dyn DeliveryQueue, outcomes: Vec<AttemptOutcome>) -> boo
         match queue.record_outcomes(Arc::clone(&outcomes)).await {
             Ok(()) => return true,
             Err(error) if try_number == RECORD_TRIES => {
-                tracing::error!(
-                    %error,
-                    count,
-                    "recording attempts failed; their deliveries will be retried when their leases expire"
-                );
+                tracing::error!(%error, count, "recording a batch of attempts failed");
             }
             Err(error) => {
                 tracing::warn!(%error, count, try_number, "recording attempts failed; trying again");
@@ -354,5 +352,23 @@ async fn commit(queue: &dyn DeliveryQueue, outcomes: Vec<AttemptOutcome>) -> boo
             }
         }
     }
-    false
+    if count == 1 {
+        tracing::error!(
+            "an attempt could not be recorded; its delivery is retried when its lease expires"
+        );
+        return false;
+    }
+    let mut recorded = 0;
+    for outcome in outcomes.iter() {
+        match queue.record_outcomes(Arc::from([outcome.clone()])).await {
+            Ok(()) => recorded += 1,
+            Err(error) => tracing::error!(
+                %error,
+                msg_id = %outcome.attempt.msg_id,
+                endpoint_id = %outcome.attempt.endpoint_id,
+                "an attempt could not be recorded; its delivery is retried when its lease expires"
+            ),
+        }
+    }
+    recorded == count
 }

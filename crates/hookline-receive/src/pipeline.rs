@@ -162,6 +162,16 @@ pub fn receive(source_type: &SourceType, request: &Incoming<'_>, now: i64) -> Ve
             reason: "the body is not valid UTF-8; Hookline forwards text bodies only".into(),
         });
     };
+    if let Some(at) = payload.find('\0') {
+        // Text with a NUL byte cannot be stored as text on every backend (PostgreSQL
+        // refuses it), nor read by many receivers.
+        return Verdict::Refused(Refusal {
+            code: Code::BodyHasNul,
+            reason: format!(
+                "the body holds a NUL byte (at byte {at}); Hookline forwards text bodies only"
+            ),
+        });
+    }
     let options = source_type.options();
     let headers = request
         .headers
@@ -499,11 +509,20 @@ mod tests {
 
         let not_text = Received {
             body: vec![0xff, 0xfe],
-            ..received
+            ..received.clone()
         };
         let verdict = receive(&parsed, &not_text.incoming(), NOW);
         assert!(
             matches!(&verdict, Verdict::Refused(r) if r.code == Code::BodyNotUtf8),
+            "{verdict:?}"
+        );
+        let with_nul = Received {
+            body: b"{\"a\": \"x\0y\"}".to_vec(),
+            ..received
+        };
+        let verdict = receive(&parsed, &with_nul.incoming(), NOW);
+        assert!(
+            matches!(&verdict, Verdict::Refused(r) if r.code == Code::BodyHasNul && r.reason.contains("byte 8")),
             "{verdict:?}"
         );
     }

@@ -30,7 +30,9 @@ pub fn status(code: Code) -> StatusCode {
         | Code::TransformationsUnsupported => StatusCode::BAD_REQUEST,
         Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        Code::UnsupportedMediaType | Code::BodyNotUtf8 => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Code::UnsupportedMediaType | Code::BodyNotUtf8 | Code::BodyHasNul => {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        }
         Code::AuthenticationFailed
         | Code::MissingHeader
         | Code::MalformedHeader

@@ -88,10 +88,38 @@ pub fn parse_body<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, Api
     deserializer
         .end()
         .map_err(|error| json_error(Vec::new(), error))?;
+    if holds_nul(bytes) {
+        return Err(ApiError::invalid(
+            &["body"],
+            "must not contain the NUL character (\\u0000) in any string",
+        ));
+    }
     let mut violations = Violations::body();
     value.validate(&mut violations);
     violations.finish()?;
     Ok(value)
+}
+
+/// Whether a JSON text (valid, as parsed) has a string holding NUL, written `\u0000`.
+/// Such text is refused everywhere, the same on every backend: PostgreSQL cannot store
+/// the character, and receivers of webhooks choke on it.
+fn holds_nul(json: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut bytes = json.iter();
+    while let Some(&byte) = bytes.next() {
+        match (in_string, byte) {
+            (false, b'"') => in_string = true,
+            (true, b'"') => in_string = false,
+            (true, b'\\') => {
+                let escape = bytes.next();
+                if escape == Some(&b'u') && bytes.as_slice().starts_with(b"0000") {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A body that is not JSON, or not JSON of the expected shape.
@@ -360,6 +388,18 @@ impl<'de> Deserialize<'de> for Timestamp {
 mod tests {
     use super::*;
     use hookline_core::page::Order;
+
+    #[test]
+    fn nul_is_found_only_as_an_escape_inside_a_string() {
+        assert!(holds_nul(br#"{"a": "x\u0000y"}"#));
+        assert!(holds_nul(br#"{"a\u0000": 1}"#));
+        assert!(
+            !holds_nul(br#"{"a": "x\\u0000y"}"#),
+            "an escaped backslash, then text"
+        );
+        assert!(holds_nul(br#"{"a": "\u00001"}"#), "NUL, then the digit 1");
+        assert!(!holds_nul(br#"{"a": "\u0001", "b": "u0000"}"#));
+    }
 
     #[derive(Debug, Deserialize)]
     struct Params {

@@ -321,3 +321,51 @@ pub async fn a_batch_of_outcomes_applies_in_order(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(failed.status, MessageStatus::Fail);
 }
+
+/// An answer is untrusted input: one holding NUL characters (which PostgreSQL's text and
+/// jsonb cannot hold) is recorded with them replaced by U+FFFD, the same on every
+/// backend, and does not fail the other outcomes of its batch.
+pub async fn an_answer_holding_nul_is_recorded_with_its_batch(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let (one, two) = (message(&a.id, "a.b", None), message(&a.id, "a.b", None));
+    for m in [&one, &two] {
+        store.create_message(new_message(m.clone())).await.unwrap();
+    }
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let claimed = store.claim_due("n", now, Duration::from_secs(30), 10).await;
+    assert_eq!(claimed.unwrap().len(), 2);
+
+    let mut hostile = outcome(&one, &ep.id, MessageStatus::Success, None, 200);
+    hostile.attempt.response = Some("ok\0then\0more".into());
+    hostile.attempt.response_headers = vec![("x-odd\0name".into(), "v\0alue".into())];
+    let plain = outcome(&two, &ep.id, MessageStatus::Success, None, 200);
+    store
+        .record_outcomes(vec![hostile, plain].into())
+        .await
+        .expect("a NUL in an answer does not fail the batch");
+
+    for m in [&one, &two] {
+        let destination = store.get_destination(&a.id, &m.id, &ep.id).await.unwrap();
+        assert_eq!(destination.status, MessageStatus::Success);
+    }
+    let filter = AttemptFilter {
+        msg_id: Some(one.id.clone()),
+        ..AttemptFilter::default()
+    };
+    let attempts = store
+        .list_attempts(&a.id, &filter, &first(10))
+        .await
+        .unwrap();
+    let attempt = &attempts.data[0];
+    assert_eq!(
+        attempt.response.as_deref(),
+        Some("ok\u{FFFD}then\u{FFFD}more")
+    );
+    assert_eq!(
+        attempt.response_headers,
+        vec![("x-odd\u{FFFD}name".to_owned(), "v\u{FFFD}alue".to_owned())]
+    );
+}

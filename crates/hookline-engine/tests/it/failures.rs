@@ -1,11 +1,16 @@
 //! Failed attempts: retries until the schedule runs out, `410 Gone`, redirects, resends.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use hookline_core::Clock as _;
 use hookline_core::clock::ManualClock;
+use hookline_core::id::{EndpointId, MessageId};
 use hookline_core::model::{ErrorKind, MessageStatus, TriggerType};
-use hookline_core::store::MessageStore;
+use hookline_core::store::{AttemptOutcome, DeliveryJob, DeliveryQueue, MessageStore};
+use hookline_store_sqlite::SqliteStore;
 
 use crate::support::{Receiver, Reply, World, config, eventually};
 
@@ -251,4 +256,85 @@ async fn retries_wait_for_the_clock_not_the_wall() {
         Some(due),
         "the retry is stamped with the clock's time"
     );
+}
+
+/// The real store, except that it refuses every batch of outcomes holding one chosen
+/// message's attempt: an outcome the store cannot take, as PostgreSQL could not take an
+/// answer holding a NUL byte.
+#[derive(Debug)]
+struct Poisoned {
+    store: Arc<SqliteStore>,
+    poison: MessageId,
+}
+
+#[async_trait::async_trait]
+impl DeliveryQueue for Poisoned {
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> hookline_core::Result<Vec<DeliveryJob>> {
+        self.store.claim_due(owner, now, lease, limit).await
+    }
+
+    async fn release(
+        &self,
+        deliveries: Vec<(MessageId, EndpointId)>,
+        retry_at: DateTime<Utc>,
+    ) -> hookline_core::Result<()> {
+        self.store.release(deliveries, retry_at).await
+    }
+
+    async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> hookline_core::Result<()> {
+        if outcomes.iter().any(|o| o.attempt.msg_id == self.poison) {
+            return Err(hookline_core::Error::storage(std::io::Error::other(
+                "poisoned row",
+            )));
+        }
+        self.store.record_outcomes(outcomes).await
+    }
+
+    async fn next_due(&self, now: DateTime<Utc>) -> hookline_core::Result<Option<DateTime<Utc>>> {
+        self.store.next_due(now).await
+    }
+}
+
+/// One outcome the store cannot take does not hold back the others of its batch: they are
+/// recorded one by one, and no delivery but the poisoned one is made twice.
+#[tokio::test]
+async fn one_unrecordable_outcome_does_not_fail_its_neighbours() {
+    let world = World::new().await;
+    // Slow answers: the attempts end together, so their outcomes share a batch.
+    let receiver = Receiver::always(Reply::status(200).delay(Duration::from_millis(200))).await;
+    let endpoint = world.endpoint(&receiver.url("/"), |_| {}).await;
+    let mut messages = Vec::new();
+    for n in 0..20 {
+        messages.push(world.message(&format!(r#"{{"n":{n}}}"#)).await);
+    }
+    let poison = messages[7].id.clone();
+    let queue = Arc::new(Poisoned {
+        store: Arc::clone(&world.store),
+        poison: poison.clone(),
+    });
+    let engine = world.start_on(queue, config(&[]));
+    for message in messages.iter().filter(|m| m.id != poison) {
+        eventually("every other outcome recorded", WAIT, || async {
+            (world.destination(message, &endpoint).await.status == MessageStatus::Success)
+                .then_some(())
+        })
+        .await;
+    }
+    engine.stop().await;
+    let received = receiver.received();
+    for message in &messages {
+        let deliveries = received
+            .iter()
+            .filter(|r| r.header("webhook-id") == Some(message.id.as_str()))
+            .count();
+        assert_eq!(deliveries, 1, "{}", message.id);
+    }
+    let poisoned = world.destination(&messages[7], &endpoint).await;
+    assert_ne!(poisoned.status, MessageStatus::Success, "never recorded");
 }

@@ -153,9 +153,14 @@ impl World {
 
     /// Starts an engine on this world's store.
     pub fn start(&self, config: EngineConfig) -> Running {
+        self.start_on(self.store.clone(), config)
+    }
+
+    /// Starts an engine that takes its deliveries from `queue` (this world's store, as a
+    /// fault-injecting wrapper sees it).
+    pub fn start_on(&self, queue: Arc<dyn DeliveryQueue>, config: EngineConfig) -> Running {
         let wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
-        let queue: Arc<dyn DeliveryQueue> = self.store.clone();
         let engine = Engine::new(queue, config, Arc::clone(&wake), Arc::clone(&self.clock));
         let handle = tokio::spawn(engine.run(shutdown.clone()));
         Running {

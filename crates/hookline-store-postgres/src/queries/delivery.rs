@@ -1,5 +1,6 @@
 //! The delivery queue: the claim SQL, release, outcomes, next due: `impl DeliveryQueue`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use hookline_core::id::{EndpointId, MessageId};
-use hookline_core::model::MessageStatus;
+use hookline_core::model::{Attempt, MessageStatus};
 use hookline_core::store::{AttemptOutcome, DeliveryJob, DeliveryQueue, EndpointChange};
 use hookline_core::{Error, Result};
 
@@ -27,9 +28,10 @@ async fn insert_attempts(db: &impl GenericClient, outcomes: &[&AttemptOutcome]) 
     let urls: Vec<&str> = attempts().map(|a| a.url.as_str()).collect();
     let statuses: Vec<i16> = attempts().map(|a| code(a.status.code())).collect();
     let codes: Vec<i16> = attempts().map(|a| a.response_status_code).collect();
-    let responses: Vec<Option<&str>> = attempts().map(|a| a.response.as_deref()).collect();
+    let responses: Vec<Option<Cow<'_, str>>> = attempts().map(Attempt::storable_response).collect();
+    let responses: Vec<Option<&str>> = responses.iter().map(Option::as_deref).collect();
     let headers = attempts()
-        .map(|a| serde_json::to_string(&a.response_headers))
+        .map(|a| serde_json::to_string(&a.storable_headers()))
         .collect::<Result<Vec<String>, _>>()
         .map_err(Error::storage)?;
     let durations: Vec<i64> = attempts().map(|a| a.response_duration_ms).collect();

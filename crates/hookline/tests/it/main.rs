@@ -1,5 +1,6 @@
 //! End-to-end tests of the `hookline` binary: real processes, real HTTP over loopback.
 
+mod hostile;
 mod ingest;
 mod multinode;
 mod operational;

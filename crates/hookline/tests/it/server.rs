@@ -402,3 +402,27 @@ async fn record(
     });
     StatusCode::from_u16(status).expect("valid status")
 }
+
+/// A fresh schema on the test server, and a database URL whose connections use it.
+pub fn postgres_schema(name: &str) -> Option<String> {
+    let Ok(url) = std::env::var("HOOKLINE_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: HOOKLINE_TEST_POSTGRES_URL not set");
+        return None;
+    };
+    let schema = format!("hookline_node_{name}_{}", std::process::id());
+    let created = Command::new("psql")
+        .args([
+            url.as_str(),
+            "-q",
+            "-c",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+        ])
+        .status()
+        .expect("run psql");
+    assert!(created.success(), "psql could not create schema {schema}");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    // The application name lets a test find (and terminate) exactly these connections.
+    Some(format!(
+        "{url}{separator}options=-csearch_path%3D{schema}&application_name={schema}"
+    ))
+}

@@ -1,0 +1,202 @@
+//! Hostile input, through the API, on every backend: what SQLite takes and PostgreSQL
+//! cannot (NUL characters) behaves the same on both. The PostgreSQL half runs when
+//! HOOKLINE_TEST_POSTGRES_URL is set (`.ci/run` sets it) and says so when skipped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::server::{Receiver, Server, TempDir, postgres_schema};
+
+/// A node on each backend: SQLite in `dir`, and PostgreSQL in a fresh schema when the
+/// test server is configured.
+async fn nodes(dir: &TempDir, name: &str) -> Vec<(&'static str, Server)> {
+    let mut nodes = vec![("sqlite", Server::start(&dir.0, &[]).await)];
+    if let Some(url) = postgres_schema(name) {
+        let env = [
+            ("HOOKLINE_DATABASE_URL", url.as_str()),
+            ("HOOKLINE_DATABASE_POOL_SIZE", "4"),
+        ];
+        nodes.push(("postgres", Server::start(&dir.0, &env).await));
+    }
+    nodes
+}
+
+/// A receiver that answers 200 with a body holding NUL bytes, counting the requests.
+async fn nul_answering_receiver() -> (Arc<AtomicUsize>, String) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&count);
+    let app = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { (StatusCode::OK, "ok\0then\0more") }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (count, url)
+}
+
+async fn created(server: &Server, path: &str, body: Value) -> String {
+    let (status, out) = server.api(Method::POST, path, Some(body)).await;
+    assert!(status == 201 || status == 202, "{path}: {status} {out}");
+    out["id"].as_str().unwrap().to_owned()
+}
+
+/// An endpoint answering with NUL bytes gets its attempts recorded (the NUL shown as
+/// U+FFFD), once each; the endpoint beside it is not held back.
+#[tokio::test]
+async fn an_answer_holding_nul_bytes_is_recorded_once_on_every_backend() {
+    let dir = TempDir::new("hostile-answer");
+    for (backend, server) in nodes(&dir, "hostile_answer").await {
+        let (nul_count, nul_url) = nul_answering_receiver().await;
+        let (plain, plain_url) = Receiver::start().await;
+        let app = created(&server, "/api/v1/app", json!({"name": "hostile"})).await;
+        let endpoints = format!("/api/v1/app/{app}/endpoint");
+        let nul_endpoint = created(&server, &endpoints, json!({"url": nul_url})).await;
+        created(
+            &server,
+            &endpoints,
+            json!({"url": format!("{plain_url}/ok")}),
+        )
+        .await;
+        for n in 0..5 {
+            let body = json!({"eventType": "job.done", "payload": {"n": n}});
+            created(&server, &format!("/api/v1/app/{app}/msg"), body).await;
+        }
+
+        let attempts_path = format!("/api/v1/app/{app}/attempt/endpoint/{nul_endpoint}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let attempts = loop {
+            let (status, page) = server.api(Method::GET, &attempts_path, None).await;
+            assert_eq!(status, 200, "{backend}: {page}");
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            if data.len() >= 5 || Instant::now() > deadline {
+                break data;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(attempts.len(), 5, "{backend}: every attempt is recorded");
+        for attempt in &attempts {
+            assert_eq!(attempt["status"], 0, "{backend}: {attempt}");
+            assert_eq!(
+                attempt["response"], "ok\u{FFFD}then\u{FFFD}more",
+                "{backend}"
+            );
+        }
+        plain
+            .wait_until(Duration::from_secs(20), |d| d.len() >= 5)
+            .await;
+        // Recorded means never sent again: nothing more arrives.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            nul_count.load(Ordering::SeqCst),
+            5,
+            "{backend}: no redelivery"
+        );
+        assert_eq!(plain.deliveries().len(), 5, "{backend}");
+    }
+}
+
+/// `\u0000` in any string of a JSON body is refused with a 422 that says why, before
+/// anything is written, on every backend.
+#[tokio::test]
+async fn nul_in_json_strings_is_refused_the_same_on_every_backend() {
+    let dir = TempDir::new("hostile-json");
+    for (backend, server) in nodes(&dir, "hostile_json").await {
+        let app = created(&server, "/api/v1/app", json!({"name": "ok"})).await;
+        let event_type = json!({"name": "job.done", "description": "done"});
+        let (status, out) = server
+            .api(Method::POST, "/api/v1/event-type", Some(event_type))
+            .await;
+        assert_eq!(status, 201, "{backend}: {out}");
+        let cases = [
+            (
+                Method::POST,
+                "/api/v1/app".to_owned(),
+                json!({"name": "a\u{0}b"}),
+            ),
+            (
+                Method::POST,
+                format!("/api/v1/app/{app}/msg"),
+                json!({"eventType": "job.done", "payload": {"text": "x\u{0}y"}}),
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/event-type/job.done".to_owned(),
+                json!({"description": "\u{0}"}),
+            ),
+            (
+                Method::POST,
+                "/ingest/api/v1/source".to_owned(),
+                json!({"name": "s", "type": "generic-webhook", "metadata": {"k\u{0}": "v"}}),
+            ),
+        ];
+        for (method, path, body) in cases {
+            let (status, out) = server.api(method.clone(), &path, Some(body)).await;
+            assert_eq!(status, 422, "{backend}: {method} {path}: {out}");
+            assert_eq!(out["detail"][0]["loc"], json!(["body"]), "{backend}: {out}");
+            let msg = out["detail"][0]["msg"].as_str().unwrap_or_default();
+            assert!(msg.contains("NUL"), "{backend}: {msg}");
+        }
+        let (_, apps) = server.api(Method::GET, "/api/v1/app", None).await;
+        assert_eq!(
+            apps["data"].as_array().map(Vec::len),
+            Some(1),
+            "{backend}: {apps}"
+        );
+        let (_, messages) = server
+            .api(Method::GET, &format!("/api/v1/app/{app}/msg"), None)
+            .await;
+        assert_eq!(messages["data"], json!([]), "{backend}");
+    }
+}
+
+/// A body holding a NUL byte posted to an ingest URL is refused with `body_has_nul`, and
+/// logged as refused, on every backend.
+#[tokio::test]
+async fn nul_in_an_ingest_body_is_refused_and_logged_on_every_backend() {
+    let dir = TempDir::new("hostile-ingest");
+    for (backend, server) in nodes(&dir, "hostile_ingest").await {
+        let (status, source) = server
+            .api(
+                Method::POST,
+                "/ingest/api/v1/source",
+                Some(json!({"name": "raw", "type": "generic-webhook"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{backend}: {source}");
+        let ingest_url = source["ingestUrl"].as_str().unwrap();
+        let response = reqwest::Client::new()
+            .post(ingest_url)
+            .body(b"{\"a\":\"x\0y\"}".to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 415, "{backend}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["code"], "body_has_nul", "{backend}: {answer}");
+
+        let log_path = format!(
+            "/ingest/api/v1/source/{}/log",
+            source["id"].as_str().unwrap()
+        );
+        let (status, log) = server.api(Method::GET, &log_path, None).await;
+        assert_eq!(status, 200, "{backend}: {log}");
+        let entry = &log["data"][0];
+        assert_eq!(
+            (entry["verdict"].as_str(), entry["reasonCode"].as_str()),
+            (Some("rejected"), Some("body_has_nul")),
+            "{backend}: {log}"
+        );
+        assert_eq!(
+            entry["payloadBase64"], "eyJhIjoieAB5In0=",
+            "{backend}: the exact bytes"
+        );
+    }
+}
