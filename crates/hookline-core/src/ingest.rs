@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{AppId, IngestRequestId, MessageId, SourceId};
 use crate::model::Application;
+use crate::page::{Cursor, ListQuery, Page};
 use crate::store::NewMessage;
 
 /// Where one provider's webhooks arrive.
@@ -109,8 +110,17 @@ pub struct IngestRequest {
     pub query: String,
     /// Headers in arrival order, names in lowercase.
     pub headers: Vec<(String, String)>,
-    /// The exact bytes received.
+    /// The exact bytes received, or only their start for a refused request whose body is
+    /// over the log's limit (see `body_size`).
     pub body: Vec<u8>,
+    /// How many bytes the body had as received: more than `body.len()` when the log keeps
+    /// only the start of it. Refused requests are anyone's to send, so the log keeps a
+    /// bounded part of each rather than whatever a flood of them carries.
+    pub body_size: i64,
+    /// Refused requests of the source that were not logged, because more arrived in a
+    /// window than [`RefusedCap`] keeps, since the last refused request that was: the
+    /// log says that it skipped some, and how many.
+    pub dropped_before: i64,
     pub verdict: Verdict,
     /// The HTTP status the request was answered with.
     pub status_code: i16,
@@ -150,6 +160,57 @@ pub struct NewIngestRequest {
     /// Messages that forward the request, created only if it stays accepted: the first
     /// into the source's hidden application, then optionally one into a sending app.
     pub messages: Vec<NewMessage>,
+    /// For a refused request: how many of the source's refused requests the log keeps per
+    /// window (`None`: all of them).
+    pub refused_cap: Option<RefusedCap>,
+}
+
+/// How many refused requests of one source the log keeps per window of time. The store
+/// counts them in the database, so that nodes sharing one keep `per_window` in all, not
+/// each; those over the cap are answered as usual but not logged, and the next refused
+/// request that is logged says how many were skipped
+/// ([`IngestRequest::dropped_before`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedCap {
+    pub per_window: u32,
+    pub window: std::time::Duration,
+}
+
+/// A source's count of refused requests, as the store keeps it between requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefusedTally {
+    /// The start of the window counted, in milliseconds since the epoch.
+    pub window_start: i64,
+    /// Refused requests logged in that window.
+    pub logged: i64,
+    /// Refused requests not logged since the last one that was.
+    pub dropped: i64,
+}
+
+impl RefusedCap {
+    /// Counts a refused request received at `at` into `tally`: `Some(dropped before it)`
+    /// if it is to be logged, `None` if the window's cap is reached.
+    ///
+    /// Windows are fixed (aligned on the epoch), so every node puts a request in the same
+    /// one. A request stamped before the counted window (a node whose clock is behind)
+    /// counts in that window rather than starting an older one.
+    pub fn count(&self, tally: &mut RefusedTally, at: DateTime<Utc>) -> Option<i64> {
+        let window = i64::try_from(self.window.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let start = at.timestamp_millis().div_euclid(window) * window;
+        if start > tally.window_start {
+            tally.window_start = start;
+            tally.logged = 0;
+        }
+        if tally.logged < i64::from(self.per_window) {
+            tally.logged += 1;
+            Some(std::mem::take(&mut tally.dropped))
+        } else {
+            tally.dropped += 1;
+            None
+        }
+    }
 }
 
 /// What [`IngestStore::ingest`](crate::store::IngestStore::ingest) stored.
@@ -160,11 +221,98 @@ pub struct IngestedRequest {
     pub verdict: Verdict,
     /// For a duplicate: the request it repeats.
     pub original: Option<IngestRequestId>,
+    /// Whether the request is in the log: a refused request over its source's
+    /// [`RefusedCap`] is not (and has `seq` 0).
+    pub logged: bool,
+    /// For a refused request: if logged, how many were skipped before it; if not, how many
+    /// have been skipped since the last one logged, this one included.
+    pub dropped: i64,
+}
+
+/// How many of `sizes` (body sizes, in the order read) to load so that their bodies
+/// stay within `budget` bytes: all those whose total fits, and always the first, so that
+/// a reader moves on however large one body is.
+pub fn within_budget(sizes: impl IntoIterator<Item = i64>, budget: usize) -> usize {
+    let budget = u64::try_from(budget).unwrap_or(u64::MAX);
+    let mut total: u64 = 0;
+    let mut count = 0;
+    for size in sizes {
+        let size = u64::try_from(size).unwrap_or(0);
+        if count > 0 && total.saturating_add(size) > budget {
+            break;
+        }
+        total = total.saturating_add(size);
+        count += 1;
+    }
+    count
+}
+
+/// A page of the request log, read as `(id, body size)` pairs, cut to the ids whose
+/// bodies fit `budget` ([`within_budget`]), in the scan's order: a page read backwards
+/// keeps the requests next to its cursor, so that paging on misses none. A cut page is
+/// not `done`, and its iterators continue from what it kept. What both stores load their
+/// log pages by, bodies last.
+pub fn page_within_budget(
+    sizes: Page<(String, i64)>,
+    query: &ListQuery,
+    budget: usize,
+) -> Page<String> {
+    let backwards = matches!(query.cursor, Some(Cursor::Before(_)));
+    let total = sizes.data.len();
+    let kept = if backwards {
+        within_budget(sizes.data.iter().rev().map(|(_, size)| *size), budget)
+    } else {
+        within_budget(sizes.data.iter().map(|(_, size)| *size), budget)
+    };
+    let range = if backwards {
+        total - kept..total
+    } else {
+        0..kept
+    };
+    let ids: Vec<String> = sizes.data[range].iter().map(|(id, _)| id.clone()).collect();
+    if kept == total {
+        return sizes.map(|(id, _)| id);
+    }
+    Page {
+        iterator: ids.last().cloned(),
+        prev_iterator: ids.first().map(|first| format!("-{first}")),
+        data: ids,
+        done: false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::page::Order;
+
+    #[test]
+    fn a_page_is_cut_at_its_budget_next_to_its_cursor() {
+        assert_eq!(within_budget([5, 5, 5], 10), 2);
+        assert_eq!(within_budget([50, 1], 10), 1, "one at least");
+        assert_eq!(within_budget([], 10), 0);
+        let sizes = |n: &[(&str, i64)]| Page {
+            data: n.iter().map(|(id, s)| ((*id).to_owned(), *s)).collect(),
+            iterator: n.last().map(|(id, _)| (*id).to_owned()),
+            prev_iterator: n.first().map(|(id, _)| format!("-{id}")),
+            done: true,
+        };
+        let forward = ListQuery::first(3, Order::Ascending);
+        let page = page_within_budget(sizes(&[("a", 4), ("b", 4), ("c", 4)]), &forward, 9);
+        assert_eq!(page.data, ["a", "b"]);
+        assert_eq!(page.iterator.as_deref(), Some("b"));
+        assert!(!page.done, "cut: more to read");
+        let whole = page_within_budget(sizes(&[("a", 4), ("b", 4)]), &forward, 9);
+        assert!(whole.done);
+        let backwards = ListQuery {
+            cursor: Some(Cursor::parse("-d")),
+            ..forward
+        };
+        let page = page_within_budget(sizes(&[("a", 4), ("b", 4), ("c", 4)]), &backwards, 9);
+        assert_eq!(page.data, ["b", "c"], "the ones next to the cursor");
+        assert_eq!(page.prev_iterator.as_deref(), Some("-b"));
+        assert!(!page.done);
+    }
 
     #[test]
     fn a_rotated_token_keeps_working_for_the_grace_period() {
@@ -192,5 +340,34 @@ mod tests {
             Some(later + chrono::Duration::hours(24))
         );
         assert_eq!(source.updated_at, later);
+    }
+
+    #[test]
+    fn the_refused_cap_keeps_so_many_per_window_and_counts_the_rest() {
+        let cap = RefusedCap {
+            per_window: 2,
+            window: std::time::Duration::from_secs(60),
+        };
+        let minute =
+            |m: i64, s: i64| DateTime::from_timestamp(1_700_000_040 + m * 60 + s, 0).unwrap();
+        let mut tally = RefusedTally::default();
+        assert_eq!(cap.count(&mut tally, minute(0, 1)), Some(0));
+        assert_eq!(cap.count(&mut tally, minute(0, 2)), Some(0));
+        assert_eq!(cap.count(&mut tally, minute(0, 3)), None);
+        assert_eq!(cap.count(&mut tally, minute(0, 59)), None);
+        assert_eq!(tally.dropped, 2);
+        assert_eq!(
+            cap.count(&mut tally, minute(0, 0) - chrono::Duration::seconds(30)),
+            None,
+            "a late clock counts in the current window"
+        );
+        assert_eq!(
+            cap.count(&mut tally, minute(1, 0)),
+            Some(3),
+            "the next window's first says how many were skipped"
+        );
+        assert_eq!(tally.dropped, 0);
+        assert_eq!(cap.count(&mut tally, minute(1, 1)), Some(0));
+        assert_eq!(cap.count(&mut tally, minute(1, 2)), None);
     }
 }

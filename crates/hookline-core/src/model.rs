@@ -464,6 +464,18 @@ pub struct Token {
     /// The application the token is scoped to; `None` for an admin token.
     pub app_id: Option<AppId>,
     pub created_at: DateTime<Utc>,
+    /// When the token stops working; `None` for one that lasts until revoked (admin
+    /// tokens). App tokens are handed to customers' browsers, so each has the lifetime
+    /// its issuer asked for, and a leaked one does not work for ever.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Token {
+    /// Whether the token no longer works at `now`: it works until just before its
+    /// expiry, not at it.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|expires_at| now >= expires_at)
+    }
 }
 
 #[cfg(test)]
@@ -635,5 +647,21 @@ mod tests {
         assert_eq!(new.created_at, at(10));
         let error = new.revive(Some(&event_type(false, 10))).unwrap_err();
         assert_eq!(error.code(), Code::EventTypeExists);
+    }
+
+    #[test]
+    fn tokens_expire_at_their_expiry_and_admin_tokens_never() {
+        let at = |secs| DateTime::from_timestamp(secs, 0).unwrap();
+        let mut token = Token {
+            hash: "h".into(),
+            app_id: Some(AppId::new()),
+            created_at: at(0),
+            expires_at: Some(at(100)),
+        };
+        assert!(!token.is_expired(at(99)));
+        assert!(token.is_expired(at(100)));
+        assert!(token.is_expired(at(101)));
+        token.expires_at = None;
+        assert!(!token.is_expired(at(i64::from(i32::MAX))));
     }
 }

@@ -66,6 +66,10 @@ pub struct DeliveryJob {
     pub message: Arc<Message>,
     pub endpoint: Arc<Endpoint>,
     pub app_uid: Option<String>,
+    /// The application's `throttle_rate`: its deliveries a second across all its
+    /// endpoints, in total over every node. The engine enforces it next to the
+    /// endpoint's own rate, so the claim carries it rather than a read per delivery.
+    pub app_throttle_rate: Option<u16>,
 }
 
 /// The result of an attempt, to record with the delivery's new state.
@@ -81,6 +85,11 @@ pub struct AttemptOutcome {
     pub disable_endpoint: bool,
     /// Set the endpoint's `failing_since` if unset (exhausted), or clear it (success).
     pub endpoint_failing: Option<bool>,
+    /// Messages the attempt gives rise to (operational events about it), created with
+    /// their deliveries in the outcome's own transaction: a crash then loses both or
+    /// neither, never the event of an outcome that was recorded. A message of an
+    /// application deleted meanwhile is dropped, as an attempt of a deleted message is.
+    pub messages: Vec<NewMessage>,
 }
 
 /// A message to create, with the idempotency record to commit alongside.
@@ -90,6 +99,10 @@ pub struct NewMessage {
     /// Deliver only to this endpoint (send-example); `None` for normal fan-out.
     pub only_endpoint: Option<EndpointId>,
     pub idempotency: Option<IdempotencyRecord>,
+    /// When the payload is removed ([`MessageStore::expire_payloads`]); `None` keeps it
+    /// until expunged. The API sets it from `payloadRetentionPeriod` or the server's
+    /// retention.
+    pub payload_expires_at: Option<DateTime<Utc>>,
 }
 
 /// What [`MessageStore::create_message`] did.
@@ -181,6 +194,11 @@ pub trait MessageStore: Send + Sync {
         query: &ListQuery,
     ) -> Result<Page<Message>>;
     async fn expunge_message(&self, app: &AppId, id: &MessageId) -> Result<()>;
+    /// Removes the payloads whose expiry ([`NewMessage::payload_expires_at`]) is before
+    /// `now`, as [`MessageStore::expunge_message`] does (queued deliveries of them fail:
+    /// they cannot go out without it); returns how many. Nodes sharing a database take
+    /// turns, as for [`IngestStore::purge_ingest_requests`].
+    async fn expire_payloads(&self, now: DateTime<Utc>) -> Result<u64>;
 
     /// Queues one manual attempt of a message to an endpoint (resend), due at `now`.
     async fn requeue(
@@ -253,13 +271,25 @@ pub trait DeliveryQueue: Send + Sync + std::fmt::Debug {
         deliveries: Vec<(MessageId, EndpointId)>,
         retry_at: DateTime<Utc>,
     ) -> Result<()>;
-    /// Records attempts and releases their leases, in one transaction. The batch is
-    /// shared, so that a caller can try it again without copying it. Endpoints' failing
-    /// state changes as [`EndpointChange::fold`] says.
+    /// Records attempts and releases their leases, in one transaction, with the messages
+    /// the outcomes carry ([`AttemptOutcome::messages`]) and their deliveries. The batch
+    /// is shared, so that a caller can try it again without copying it. Endpoints'
+    /// failing state changes as [`EndpointChange::fold`] says.
     async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> Result<()>;
     /// When the next delivery falls due, if any is queued; leases running at `now` hide
     /// their deliveries.
     async fn next_due(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>;
+    /// Announces that the worker `node` is alive, and returns how many workers (itself
+    /// included, so at least one) announced themselves within the last `ttl`. Throttle
+    /// rates hold in total across the workers sharing the queue: each enforces its share,
+    /// the rate divided by this count. Liveness is judged by the store's own clock, so
+    /// that skew between nodes cannot make one look dead or alive.
+    ///
+    /// The default is for a store that only one worker can use at a time (SQLite): one.
+    async fn heartbeat(&self, node: &str, ttl: Duration) -> Result<usize> {
+        let _ = (node, ttl);
+        Ok(1)
+    }
 }
 
 /// Sources and the requests they receive.
@@ -282,26 +312,34 @@ pub trait IngestStore: Send + Sync {
 
     /// Stores a received request and, if it is accepted and no accepted request of the
     /// same source carries its dedupe key since `dedupe_since`, its forwarding messages,
-    /// all in one transaction. Assigns `seq` in commit order per source.
+    /// all in one transaction. Assigns `seq` in commit order per source. A refused
+    /// request is counted against `refused_cap` in the database, and not stored once its
+    /// window's cap is reached ([`IngestedRequest::logged`]).
     async fn ingest(&self, new: NewIngestRequest) -> Result<IngestedRequest>;
     async fn get_ingest_request(
         &self,
         source: &SourceId,
         id: &IngestRequestId,
     ) -> Result<IngestRequest>;
-    /// The source's request log, paged by id.
+    /// The source's request log, paged by id. The page ends early, not `done`, once its
+    /// bodies come to `body_budget` bytes (it holds one request at least): bodies go up to
+    /// the body limit, so a page of `limit` of them could take hundreds of megabytes.
+    /// Sizes are read before bodies, so the bodies past the budget are never loaded.
     async fn list_ingest_requests(
         &self,
         source: &SourceId,
         query: &ListQuery,
+        body_budget: usize,
     ) -> Result<Page<IngestRequest>>;
-    /// Up to `limit` requests of the source with `seq > after`, in `seq` order: what live
-    /// streams read.
+    /// Up to `limit` requests of the source with `seq > after`, in `seq` order, ending
+    /// early once their bodies come to `body_budget` bytes (one request at least): what
+    /// live streams read.
     async fn ingest_requests_after(
         &self,
         source: &SourceId,
         after: i64,
         limit: usize,
+        body_budget: usize,
     ) -> Result<Vec<IngestRequest>>;
     /// Deletes logged requests created before `before` (retention); returns how many.
     /// Nodes sharing a database take turns: while one purges, the others' calls return 0.
@@ -449,6 +487,7 @@ mod tests {
             attempts: 1,
             disable_endpoint: false,
             endpoint_failing: failing,
+            messages: Vec::new(),
         }
     }
 

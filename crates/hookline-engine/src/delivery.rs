@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookline_core::SharedClock;
-use hookline_core::id::AttemptId;
+use hookline_core::id::{AppId, AttemptId};
 use hookline_core::model::{Attempt, FRAMING_HEADERS, MessageStatus, TriggerType};
 use hookline_core::retry::{Ending, RetryPolicy};
 use hookline_core::store::{AttemptOutcome, DeliveryJob};
@@ -19,11 +19,25 @@ use crate::operational::{AttemptEvent, Event};
 /// The attempt that sends the `message.attempt.failing` event.
 const FAILING_AT: u32 = 4;
 
-/// A finished attempt: what to record, and what to announce once it is recorded.
+/// A finished attempt: what to record, and the operational events it causes, which the
+/// recorder turns into messages of the outcome (see `operational::Announcer`).
 #[derive(Debug)]
 pub(crate) struct Finished {
     pub outcome: AttemptOutcome,
     pub events: Vec<Event>,
+}
+
+/// Where operational events go, as the deliverer needs to know it.
+#[derive(Debug)]
+pub(crate) struct OperationalRoute {
+    /// The application whose messages the events are. Its own deliveries announce
+    /// nothing: an event about an event would feed itself for as long as the operator's
+    /// endpoint fails.
+    pub app_id: AppId,
+    /// The configured URL, the operator's own: deliveries of that application to exactly
+    /// this URL go through `client`, which the SSRF guard does not police.
+    pub url: String,
+    pub client: HttpClient,
 }
 
 /// How an attempt ended.
@@ -44,8 +58,8 @@ pub(crate) struct Deliverer {
     pub retry: RetryPolicy,
     pub attempt_timeout: Duration,
     pub disable_after: Duration,
-    /// Whether operational events are wanted at all.
-    pub announce: bool,
+    /// Operational events, if they are wanted at all.
+    pub operational: Option<OperationalRoute>,
 }
 
 impl Deliverer {
@@ -58,7 +72,7 @@ impl Deliverer {
         let rules = Rules {
             retry: &self.retry,
             disable_after: self.disable_after,
-            announce: self.announce,
+            operational: self.operational.as_ref().map(|route| &route.app_id),
         };
         conclude(job, sent, started_at, elapsed, self.clock.now(), &rules)
     }
@@ -72,8 +86,13 @@ impl Deliverer {
             Err(reason) => return Sent::Unsendable(reason),
         };
         let body = payload.clone().into_bytes();
-        match self
-            .client
+        let client = match &self.operational {
+            Some(route) if job.message.app_id == route.app_id && job.endpoint.url == route.url => {
+                &route.client
+            }
+            _ => &self.client,
+        };
+        match client
             .post(&job.endpoint.url, headers, body, self.attempt_timeout)
             .await
         {
@@ -139,7 +158,8 @@ fn headers(job: &DeliveryJob, body: &[u8], now: DateTime<Utc>) -> Result<HeaderM
 pub(crate) struct Rules<'a> {
     pub retry: &'a RetryPolicy,
     pub disable_after: Duration,
-    pub announce: bool,
+    /// The operational application, if events are wanted.
+    pub operational: Option<&'a AppId>,
 }
 
 /// Builds the outcome of an attempt of `job` started at `started_at` that took `elapsed`
@@ -224,7 +244,10 @@ pub(crate) fn conclude(
     };
 
     let mut events = Vec::new();
-    if rules.announce {
+    let announce = rules
+        .operational
+        .is_some_and(|app| *app != job.message.app_id);
+    if announce {
         let scheduled = trigger == TriggerType::Scheduled;
         if scheduled && !success && ending.is_some() && attempts == FAILING_AT {
             events.push(Event::attempt(AttemptEvent::Failing, job, &attempt));
@@ -249,6 +272,7 @@ pub(crate) fn conclude(
             attempts,
             disable_endpoint,
             endpoint_failing,
+            messages: Vec::new(),
         },
         events,
     }
@@ -282,10 +306,11 @@ mod tests {
 
     fn finish(job: &DeliveryJob, sent: Sent, policy: &RetryPolicy) -> Finished {
         let now = Utc::now();
+        let operational = AppId::from_string("app_ops".into());
         let rules = Rules {
             retry: policy,
             disable_after: Duration::from_secs(5 * 86_400),
-            announce: true,
+            operational: Some(&operational),
         };
         conclude(job, sent, now, Duration::from_millis(7), now, &rules)
     }
@@ -394,6 +419,24 @@ mod tests {
                 .outcome
                 .disable_endpoint
         );
+    }
+
+    #[test]
+    fn the_operational_apps_own_deliveries_announce_nothing() {
+        let mut job = job(4, TriggerType::Scheduled);
+        let ops = AppId::from_string("app_ops".into());
+        Arc::make_mut(&mut job.message).app_id = ops.clone();
+        Arc::make_mut(&mut job.endpoint).app_id = ops;
+        let last = finish(&job, answered(500), &policy());
+        assert_eq!(last.outcome.status, MessageStatus::Fail);
+        assert!(last.outcome.next_attempt.is_none(), "exhausted");
+        assert!(
+            last.events.is_empty(),
+            "an event about an event would feed itself"
+        );
+        let gone = finish(&job, answered(410), &policy());
+        assert!(gone.outcome.disable_endpoint);
+        assert!(gone.events.is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The claim loops: wake up, claim as many due deliveries as there are free workers, admit
-//! each past its endpoint's limits, run them, and record what happened in group commits.
+//! each within its app's share and its endpoint's limits (giving back the rest), run them,
+//! and record what happened in group commits.
 //! Several loops may claim side by side (`claimers`), so that one claim's round trip to
 //! the store does not leave the workers idle.
 //!
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::{Deliverer, Finished};
-use crate::operational::Publisher;
+use crate::operational::Announcer;
 use crate::ratelimit::{EndpointLimits, Ticket};
 
 /// How long the recorder waits for more finished attempts to join a commit. Longer
@@ -33,9 +34,23 @@ const GROUP_WINDOW: Duration = Duration::from_millis(5);
 const GROUP_MAX: usize = 256;
 /// How soon a delivery given back unattempted (its endpoint busy) falls due again.
 const RELEASE_DELAY: Duration = Duration::from_millis(500);
+/// Claims in a row given back whole (every delivery's endpoint or app at its limits)
+/// after which the claim loop rests for a poll interval. Until then it claims again at
+/// once, to reach other tenants' deliveries behind a busy one's backlog: up to this many
+/// batches of it are stepped over per poll.
+const SKIP_AHEAD: u32 = 8;
 /// Tries of a commit before its outcomes are given up (their leases then expire and the
 /// deliveries are tried again: at least once, never lost).
 const RECORD_TRIES: u32 = 4;
+/// How often a worker announces itself to the queue ([`DeliveryQueue::heartbeat`]) and
+/// learns how many workers share it, each enforcing its share of every throttle rate. A
+/// worker that joins is counted by the others within this long: until then the rates may
+/// be exceeded by one worker's share.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// A worker not heard of for this long no longer counts: three missed heartbeats, so that
+/// one slow round trip does not make the others speed up. Until then a dead worker's share
+/// goes unused (the rates are undershot, never exceeded).
+const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
 
 /// What the claim loop needs, built by [`crate::Engine::run`].
 #[derive(Debug)]
@@ -58,20 +73,39 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     /// Claims and runs deliveries until `shutdown`; then lets attempts in flight finish,
     /// records them and returns.
-    pub async fn run(self, shutdown: CancellationToken, publisher: Option<Publisher>) {
+    pub async fn run(self, shutdown: CancellationToken, announcer: Option<Announcer>) {
         let (finished_tx, finished_rx) = mpsc::channel(self.concurrency.max(1));
         let recorder = tokio::spawn(record(
             Arc::clone(&self.queue),
             finished_rx,
-            publisher,
+            announcer,
             Arc::clone(&self.wake),
         ));
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let tracker = TaskTracker::new();
+        // Count the workers before the first claim, so that a worker joining a busy
+        // cluster does not start at the whole rate.
+        self.heartbeat().await;
+        let heartbeats = {
+            let queue = Arc::clone(&self.queue);
+            let limits = Arc::clone(&self.limits);
+            let owner = self.owner.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = sleep(HEARTBEAT_INTERVAL) => {}
+                    }
+                    beat(queue.as_ref(), &limits, &owner).await;
+                }
+            })
+        };
 
         let claimers = (0..self.claimers.max(1))
             .map(|_| self.claim_loop(&shutdown, &permits, &tracker, &finished_tx));
         futures_util::future::join_all(claimers).await;
+        heartbeats.abort();
 
         tracker.close();
         tracker.wait().await;
@@ -88,6 +122,8 @@ impl Dispatcher {
         tracker: &TaskTracker,
         finished: &mpsc::Sender<Finished>,
     ) {
+        // Claims in a row that were given back whole.
+        let mut skipped = 0;
         loop {
             // Reserve the workers of this claim: every free one up to the batch size, and
             // at least one.
@@ -144,13 +180,23 @@ impl Dispatcher {
                 tracing::debug!(claimed, deferred, "claimed deliveries");
             }
             if claimed == limit && deferred < claimed {
+                skipped = 0;
                 continue; // More may be due right now.
             }
             let wait = if claimed == limit {
-                // Every delivery claimed was given back (its endpoint is at its limits):
-                // do not spin claiming more of the same.
+                // Every delivery claimed was given back: its endpoints or apps are at their
+                // limits. Claims go oldest first, so other tenants' deliveries may be right
+                // behind a busy one's backlog; those given back are due again only later, so
+                // the next claim sees what is behind them. Look a few batches further at
+                // once, then rest rather than churn a backlog that cannot go anyway.
+                skipped += 1;
+                if skipped <= SKIP_AHEAD {
+                    continue;
+                }
+                skipped = 0;
                 self.poll_interval
             } else {
+                skipped = 0;
                 self.idle_wait(claimed_at).await
             };
             if !self.pause(shutdown, wait).await {
@@ -170,14 +216,18 @@ impl Dispatcher {
         shutdown: &CancellationToken,
     ) -> bool {
         let now = Instant::now();
-        let Some(ticket) =
-            self.limits
-                .admit(&job.endpoint.id, job.endpoint.throttle_rate, now, start_by)
-        else {
+        let Some(ticket) = self.limits.admit(
+            &job.endpoint.app_id,
+            &job.endpoint.id,
+            job.endpoint.throttle_rate,
+            job.app_throttle_rate,
+            now,
+            start_by,
+        ) else {
             tracing::debug!(
                 msg_id = %job.message.id,
                 endpoint_id = %job.endpoint.id,
-                "endpoint busy; delivery given back"
+                "endpoint or app busy; delivery given back"
             );
             return false;
         };
@@ -196,6 +246,11 @@ impl Dispatcher {
             }
         });
         true
+    }
+
+    /// Announces this worker and splits the rates among the live ones.
+    async fn heartbeat(&self) {
+        beat(self.queue.as_ref(), &self.limits, &self.owner).await;
     }
 
     /// How long to sleep when nothing more is due: until the next delivery falls due, or
@@ -225,6 +280,16 @@ impl Dispatcher {
             _ = self.wake.notified() => true,
             _ = sleep(wait) => true,
         }
+    }
+}
+
+/// One heartbeat: announces `owner` and tells `limits` how many workers are live. Should
+/// it fail, the last count stays (one at first): a store that cannot be reached is not
+/// claimed from either.
+async fn beat(queue: &dyn DeliveryQueue, limits: &EndpointLimits, owner: &str) {
+    match queue.heartbeat(owner, HEARTBEAT_TTL).await {
+        Ok(nodes) => limits.set_nodes(nodes),
+        Err(error) => tracing::warn!(%error, "announcing this worker failed"),
     }
 }
 
@@ -293,12 +358,12 @@ async fn attempt(
 }
 
 /// Records finished attempts in group commits: one `record_outcomes` call for everything
-/// that finished within a few milliseconds of each other. Announces operational events
-/// once their outcomes are committed.
+/// that finished within a few milliseconds of each other. Operational events go into the
+/// same commit, as messages of the outcomes that caused them.
 async fn record(
     queue: Arc<dyn DeliveryQueue>,
     mut finished: mpsc::Receiver<Finished>,
-    mut publisher: Option<Publisher>,
+    mut announcer: Option<Announcer>,
     wake: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(GROUP_MAX);
@@ -311,23 +376,30 @@ async fn record(
                 Ok(_) => {}
             }
         }
-        let (outcomes, events): (Vec<AttemptOutcome>, Vec<_>) = batch
+        // Endpoints this batch announces disabled.
+        let mut announcing = Vec::new();
+        let outcomes: Vec<AttemptOutcome> = batch
             .drain(..)
-            .map(|done| (done.outcome, done.events))
-            .unzip();
-        let rescheduled = outcomes.iter().any(|o| o.next_attempt.is_some());
+            .map(|mut done| {
+                if let Some(announcer) = announcer.as_mut() {
+                    done.outcome.messages = announcer.messages(done.events, &mut announcing);
+                }
+                done.outcome
+            })
+            .collect();
+        let queued = outcomes
+            .iter()
+            .any(|o| o.next_attempt.is_some() || !o.messages.is_empty());
         if !commit(queue.as_ref(), outcomes).await {
             continue;
         }
-        if rescheduled {
-            // A retry may now be due before whatever the claim loop is sleeping for.
+        if queued {
+            // A retry or an operational event may now be due before whatever the claim
+            // loop is sleeping for.
             wake.notify_one();
         }
-        if let Some(publisher) = publisher.as_mut() {
-            events
-                .into_iter()
-                .flatten()
-                .for_each(|event| publisher.publish(event));
+        if let Some(announcer) = announcer.as_mut() {
+            announcer.committed(announcing);
         }
     }
 }

@@ -61,5 +61,6 @@ pub(crate) fn job() -> DeliveryJob {
             updated_at: now,
         }),
         app_uid: Some("app-uid".into()),
+        app_throttle_rate: None,
     }
 }

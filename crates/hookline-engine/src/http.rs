@@ -171,6 +171,8 @@ struct Target {
 pub(crate) struct HttpClient {
     client: Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>,
     guard: Option<Arc<Guard>>,
+    /// Refuse `http://` URLs (`https_only`).
+    https_only: bool,
     /// Endpoint URLs already parsed: the same few are posted to over and over.
     parsed: Arc<Memo<String, Target>>,
 }
@@ -211,8 +213,15 @@ impl HttpClient {
         Ok(HttpClient {
             client,
             guard,
+            https_only: false,
             parsed: Arc::new(Memo::new(MAX_PARSED_URLS)),
         })
+    }
+
+    /// This client, refusing `http://` URLs when `on`.
+    pub fn https_only(mut self, on: bool) -> Self {
+        self.https_only = on;
+        self
     }
 
     /// POSTs `body` to `url`; the whole exchange, body excerpt included, ends by `timeout`.
@@ -227,6 +236,13 @@ impl HttpClient {
     ) -> Result<Answer, Failure> {
         let deadline = Instant::now() + timeout;
         let target = self.parse(url)?;
+        if self.https_only && target.uri.scheme() != Some(&http::uri::Scheme::HTTPS) {
+            return Err(Failure::new(
+                ErrorKind::SsrfRefused,
+                "refused: this server delivers over HTTPS only (delivery.https_only, \
+                 HOOKLINE_HTTPS_ONLY) and the endpoint's URL is http://; change it to https://",
+            ));
+        }
         if let (Some(guard), Some(ip)) = (&self.guard, target.literal) {
             // The resolver never sees an IP literal: check it here.
             guard
@@ -417,7 +433,23 @@ fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
             return Failure::new(kind, detail);
         }
     }
+    if in_tls_handshake(error) {
+        // Connected, then the peer hung up or reset before TLS was set up: most often a
+        // port that speaks no TLS. Saying "tls" sends the user to the right place.
+        return Failure::new(ErrorKind::Tls, format!("tls handshake failed: {detail}"));
+    }
     Failure::new(ErrorKind::Connection, detail)
+}
+
+/// Whether `error` broke the TLS handshake, after the TCP connection was made. The TLS
+/// layer reports handshake failures as an `io::Error` right under the client's connect
+/// error; the TCP connector's own failures (refused, unreachable, DNS) come wrapped in its
+/// `ConnectError` instead. The hostile-receiver tests pin this down.
+fn in_tls_handshake(error: &hyper_util::client::legacy::Error) -> bool {
+    error.is_connect()
+        && error
+            .source()
+            .is_some_and(|source| source.is::<std::io::Error>())
 }
 
 /// `error` and its sources. An `io::Error` wrapping another error is followed into it:

@@ -3,17 +3,22 @@
 //!
 //! A worker claims due deliveries in batches under a lease ([`DeliveryQueue::claim_due`]), never
 //! more than it has free capacity for, so memory stays bounded whatever the backlog. Each
-//! delivery waits for its endpoint's rate limit and in-flight bound (`ratelimit`), is
+//! delivery is admitted within its app's share of the worker and its endpoint's bounds, or
+//! given back, then waits for its endpoint's rate limit and in-flight bound (`ratelimit`), is
 //! signed with every valid key of the endpoint (Standard Webhooks, through
 //! `hookline-signature`, the project's one signing implementation) and sent through a
 //! client that refuses private and reserved addresses after DNS resolution and never
 //! follows redirects ([`ssrf`], `http`). What happened is turned into the delivery's next
 //! state by [`RetryPolicy::decide`], where all retry decisions live, and recorded in group
-//! commits. Operational events (`message.attempt.exhausted` and friends) go to an optional
-//! operator endpoint, best effort, never in delivery's way.
+//! commits. Operational events (`message.attempt.exhausted` and friends) are messages of an
+//! application of Hookline's own ([`provision`]), committed with the outcome that caused
+//! them and delivered to the operator's endpoint like any other message.
 //!
 //! Several workers, in one process or many, can share a store: leases keep them apart,
-//! and a dead worker's deliveries are claimed again once its leases expire.
+//! and a dead worker's deliveries are claimed again once its leases expire. Throttle rates
+//! (an endpoint's, and an app's across its endpoints) hold in total over the workers: each
+//! announces itself every few seconds ([`DeliveryQueue::heartbeat`]) and enforces the rate
+//! divided by the number of live workers (`ratelimit` gives the bound).
 //!
 //! The engine knows nothing of HTTP routing or SQL: it sees an `Arc<dyn DeliveryQueue>`, a
 //! [`Clock`](hookline_core::Clock) it reads every time it decides by, a [`Notify`] that the API pokes after
@@ -37,10 +42,10 @@ use hookline_core::store::DeliveryQueue;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use operational::OperationalEndpoint;
+pub use operational::{OPERATIONAL_UID, Operational, OperationalEndpoint, provision};
 pub use ssrf::Cidr;
 
-use delivery::Deliverer;
+use delivery::{Deliverer, OperationalRoute};
 use dispatcher::Dispatcher;
 use http::HttpClient;
 use ratelimit::EndpointLimits;
@@ -65,6 +70,9 @@ pub enum Error {
     /// The operational endpoint's secret cannot sign Standard Webhooks.
     #[error("operational endpoint secret cannot sign")]
     OperationalSecret(#[source] hookline_signature::SecretError),
+    /// The store refused the operational application or its endpoint ([`provision`]).
+    #[error("cannot set up the operational endpoint")]
+    OperationalSetup(#[source] hookline_core::Error),
     /// The HTTP client could not be built (its TLS backend failed to start).
     #[error("cannot build the http client")]
     HttpClient(#[source] rustls::Error),
@@ -82,15 +90,18 @@ pub struct EngineConfig {
     /// Blocks that deliveries may reach even though they are private, loopback or
     /// otherwise special-purpose (e.g. `127.0.0.0/8` in development). Default: none.
     pub allowed_subnets: Vec<Cidr>,
-    /// Deliveries this worker holds at once, waiting or in flight. Default 256.
+    /// Deliveries this worker holds at once, waiting or in flight. One app holds at most
+    /// half of what the other apps leave free (but at least `max_in_flight_per_endpoint`),
+    /// so that its hanging endpoints cannot hold up other apps' deliveries. Default 256.
     pub concurrency: usize,
     /// Requests in flight to one endpoint at once. Default 16.
     pub max_in_flight_per_endpoint: usize,
     /// An endpoint that keeps exhausting messages with no success for this long is
     /// disabled. Default 5 days.
     pub disable_after: Duration,
-    /// Where operational events go; `None` to send none. Default `None`.
-    pub operational: Option<OperationalEndpoint>,
+    /// The application operational events become messages of ([`provision`] makes it);
+    /// `None` to send none. Default `None`.
+    pub operational: Option<Operational>,
     /// This worker's name in delivery leases; unique per running engine. Default
     /// `hookline-` and random hex.
     pub node_id: String,
@@ -106,6 +117,10 @@ pub struct EngineConfig {
     /// past that it is given back, due again shortly.
     /// Default 30 s.
     pub lease_margin: Duration,
+    /// Deliver over HTTPS only: an attempt to an `http://` URL (an endpoint made before
+    /// this was turned on) fails at once, refused by the guard, without connecting, so
+    /// nothing is ever sent in clear text. Default `false`.
+    pub https_only: bool,
 }
 
 impl Default for EngineConfig {
@@ -123,12 +138,13 @@ impl Default for EngineConfig {
             claimers: 1,
             poll_interval: Duration::from_secs(1),
             lease_margin: Duration::from_secs(30),
+            https_only: false,
         }
     }
 }
 
 impl EngineConfig {
-    /// Checks every setting, the operational secret included.
+    /// Checks every setting. The operational endpoint's were checked by [`provision`].
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |field, reason| Err(Error::InvalidConfig { field, reason });
         if self.attempt_timeout.is_zero() {
@@ -155,13 +171,6 @@ impl EngineConfig {
         if self.node_id.is_empty() {
             return invalid("node_id", "must not be empty");
         }
-        if let Some(operational) = &self.operational {
-            let url = url::Url::parse(&operational.url).ok();
-            if !url.is_some_and(|url| matches!(url.scheme(), "http" | "https")) {
-                return invalid("operational.url", "must be an http or https URL");
-            }
-            operational.keyset()?;
-        }
         Ok(())
     }
 }
@@ -185,9 +194,8 @@ impl Engine {
     /// [`Notify`] the API calls `notify_one()` on after queueing deliveries, so they go out
     /// without waiting for a poll.
     ///
-    /// Out-of-range settings are raised to their least valid value; an unusable
-    /// operational endpoint is logged and ignored. Call [`EngineConfig::validate`] first
-    /// to refuse them instead.
+    /// Out-of-range settings are raised to their least valid value. Call
+    /// [`EngineConfig::validate`] first to refuse them instead.
     ///
     /// # Panics
     ///
@@ -200,7 +208,8 @@ impl Engine {
         clock: SharedClock,
     ) -> Self {
         let client = HttpClient::guarded(Guard::new(config.allowed_subnets.clone()))
-            .expect("the delivery http client builds from a static configuration");
+            .expect("the delivery http client builds from a static configuration")
+            .https_only(config.https_only);
         Engine {
             queue,
             config,
@@ -211,26 +220,28 @@ impl Engine {
     }
 
     /// Delivers until `shutdown` is cancelled. Then it stops claiming, lets attempts in
-    /// flight finish (each within the attempt timeout), records them, gives queued
-    /// operational events up to one attempt timeout to go out, and returns. Deliveries
-    /// claimed but not started are left to their leases.
+    /// flight finish (each within the attempt timeout), records them (with the operational
+    /// events they cause), and returns. Deliveries claimed but not started are left to
+    /// their leases.
+    ///
+    /// # Panics
+    ///
+    /// As [`Engine::new`], if the operational endpoint's HTTP client cannot be built.
     pub async fn run(self, shutdown: CancellationToken) {
         let config = self.config;
         let lease_margin = config.lease_margin.max(MIN_LEASE_MARGIN);
         let lease = config.attempt_timeout + lease_margin;
-        let operational = config.operational.as_ref().and_then(|endpoint| {
-            operational::spawn(
-                endpoint,
-                config.attempt_timeout,
-                lease,
-                Arc::clone(&self.clock),
-            )
-            .inspect_err(|error| {
-                tracing::error!(%error, "operational events disabled");
-            })
-            .ok()
+        let route = config.operational.as_ref().map(|ops| OperationalRoute {
+            app_id: ops.app_id.clone(),
+            url: ops.url.clone(),
+            client: HttpClient::trusted()
+                .expect("the operational http client builds from a static configuration"),
         });
-        let (publisher, sender) = operational.unzip();
+        // Deliveries in flight when their endpoint was disabled end within a lease: until
+        // then, they do not announce it again.
+        let announcer = config
+            .operational
+            .map(|ops| operational::Announcer::new(ops, lease));
         let dispatcher = Dispatcher {
             queue: self.queue,
             clock: Arc::clone(&self.clock),
@@ -240,13 +251,18 @@ impl Engine {
                 retry: config.retry,
                 attempt_timeout: config.attempt_timeout,
                 disable_after: config.disable_after,
-                announce: publisher.is_some(),
+                operational: route,
             }),
             // One endpoint may hold at most half the worker: a slow one cannot starve the
-            // rest, a fast one can still take a burst.
+            // rest, a fast one can still take a burst. One app may hold at most half of
+            // what the other apps leave free (and at least one endpoint's in-flight
+            // bound), so that twenty hanging endpoints of one tenant leave the other half
+            // to everyone else (issue 16).
             limits: EndpointLimits::new(
                 config.max_in_flight_per_endpoint,
                 (config.concurrency / 2).max(2 * config.max_in_flight_per_endpoint),
+                config.concurrency.max(1),
+                config.max_in_flight_per_endpoint,
             ),
             wake: self.wake,
             owner: config.node_id,
@@ -258,17 +274,7 @@ impl Engine {
             poll_interval: config.poll_interval.max(Duration::from_millis(10)),
         };
         tracing::info!(owner = dispatcher.owner, "delivery engine started");
-        dispatcher.run(shutdown, publisher).await;
-        if let Some(mut sender) = sender {
-            // The publisher is gone with the dispatcher: the sender drains its queue.
-            if tokio::time::timeout(config.attempt_timeout, &mut sender)
-                .await
-                .is_err()
-            {
-                sender.abort();
-                tracing::warn!("operational events still queued at shutdown were dropped");
-            }
-        }
+        dispatcher.run(shutdown, announcer).await;
         tracing::info!("delivery engine stopped");
     }
 }
@@ -330,26 +336,5 @@ mod tests {
             }),
             "lease_margin"
         );
-        assert_eq!(
-            field(EngineConfig {
-                operational: Some(OperationalEndpoint {
-                    url: "ftp://ops".into(),
-                    secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-                }),
-                ..base()
-            }),
-            "operational.url"
-        );
-        let bad_secret = EngineConfig {
-            operational: Some(OperationalEndpoint {
-                url: "https://ops.example".into(),
-                secret: "not-a-secret".into(),
-            }),
-            ..base()
-        };
-        assert!(matches!(
-            bad_secret.validate(),
-            Err(Error::OperationalSecret(_))
-        ));
     }
 }

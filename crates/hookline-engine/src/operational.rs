@@ -2,39 +2,39 @@
 //! `.failing`, `.recovered`, `endpoint.disabled`), sent to the operator's own endpoint with
 //! the Svix payloads, signed with Standard Webhooks.
 //!
-//! They are best effort by design: a small bounded queue, a few tries each, and when the
-//! queue is full the event is dropped with a warning. Delivery never waits for them.
+//! They go through the same durable outbox as every webhook (issue 16): the operator's
+//! endpoint is an endpoint of an application of Hookline's own ([`provision`] makes it at
+//! start from the configuration), and each event is a message of that application,
+//! committed in the same transaction as the attempt outcome that caused it
+//! ([`AttemptOutcome::messages`]). A crash therefore loses neither, and the engine delivers
+//! events as it delivers anything: retries, signatures with the operational secret, dead
+//! letters, resend.
+//!
+//! [`AttemptOutcome::messages`]: hookline_core::store::AttemptOutcome::messages
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hookline_core::SharedClock;
 use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
-use hookline_core::model::Attempt;
-use hookline_core::store::DeliveryJob;
-use hookline_signature::{Keyset, Message, Scheme};
-use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use hookline_core::model::{Application, Attempt, Endpoint, EndpointSecret, Message};
+use hookline_core::store::{DeliveryJob, NewMessage, ResourceStore};
+use hookline_signature::{Keyset, Scheme};
 use serde::Serialize;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::Error;
-use crate::http::HttpClient;
 
-/// Events waiting to be sent; beyond this, new ones are dropped.
-const QUEUE: usize = 1024;
-/// Waits before the second, third and fourth try of an event.
-const RETRY_DELAYS: [Duration; 3] = [
-    Duration::from_secs(1),
-    Duration::from_secs(5),
-    Duration::from_secs(30),
-];
+/// The uid of the application whose messages operational events are, and of its endpoint
+/// to the operator: fixed, so that every node and every restart finds the same ones.
+pub const OPERATIONAL_UID: &str = "hookline-operational";
+/// The name of that application, as the API lists it: it tells an operator browsing the
+/// applications what it is and where it comes from.
+const APP_NAME: &str = "Hookline operational events (HOOKLINE_OPERATIONAL_URL)";
 
 /// Where operational events go, and the Standard Webhooks secret (`whsec_…`) that signs
-/// them.
+/// them: the configuration [`provision`] turns into an endpoint.
 #[derive(Clone, PartialEq, Eq)]
 pub struct OperationalEndpoint {
     pub url: String,
@@ -51,9 +51,161 @@ impl fmt::Debug for OperationalEndpoint {
 }
 
 impl OperationalEndpoint {
+    /// Checks that the URL is an http(s) one and that the secret can sign.
+    pub fn validate(&self) -> Result<(), Error> {
+        let url = url::Url::parse(&self.url).ok();
+        if !url.is_some_and(|url| matches!(url.scheme(), "http" | "https")) {
+            return Err(Error::InvalidConfig {
+                field: "operational.url",
+                reason: "must be an http or https URL",
+            });
+        }
+        self.keyset().map(drop)
+    }
+
     /// The key set that signs events, or why the secret cannot sign.
-    pub(crate) fn keyset(&self) -> Result<Keyset, Error> {
+    fn keyset(&self) -> Result<Keyset, Error> {
         Keyset::new(Scheme::Standard, [&self.secret]).map_err(Error::OperationalSecret)
+    }
+}
+
+/// Operational events as the engine sends them ([`EngineConfig::operational`]): made by
+/// [`provision`].
+///
+/// [`EngineConfig::operational`]: crate::EngineConfig::operational
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operational {
+    /// The application whose messages the events become.
+    pub app_id: AppId,
+    /// The configured URL of its endpoint. It is the operator's own (an alerting service
+    /// on their network, often), so deliveries to exactly this URL of that application are
+    /// not held to the SSRF guard, as they were not before events went through the outbox.
+    pub url: String,
+    /// How long an event's payload is kept; `None` until expunged.
+    pub payload_retention: Option<Duration>,
+}
+
+/// Makes the operational application and its endpoint match `endpoint`, creating them
+/// if need be: idempotent, so every node runs it at every start, and nodes starting
+/// together settle on the same rows (the uids are unique). A changed URL or secret is
+/// written and re-enables the endpoint, since the operator has pointed it somewhere new;
+/// an endpoint the engine disabled (it kept failing) otherwise stays disabled, and its
+/// events wait, queued, until it is re-enabled (`PATCH`, as for any endpoint).
+pub async fn provision<S: ResourceStore + ?Sized>(
+    store: &S,
+    endpoint: &OperationalEndpoint,
+    payload_retention: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Result<Operational, Error> {
+    endpoint.validate()?;
+    let app = operational_app(store, now)
+        .await
+        .map_err(Error::OperationalSetup)?;
+    // Another node may create the endpoint between our read and our insert: read again.
+    for _ in 0..2 {
+        match store.get_endpoint(&app.id, OPERATIONAL_UID).await {
+            Ok(mut existing) => {
+                let secrets = vec![EndpointSecret {
+                    key: endpoint.secret.clone(),
+                    expires_at: None,
+                }];
+                if existing.url != endpoint.url || existing.secrets != secrets {
+                    existing.url = endpoint.url.clone();
+                    existing.secrets = secrets;
+                    existing.disabled = false;
+                    existing.updated_at = now;
+                    store
+                        .update_endpoint(&existing, true)
+                        .await
+                        .map_err(Error::OperationalSetup)?;
+                    tracing::info!(url = %endpoint.url, "operational endpoint updated");
+                } else if existing.disabled {
+                    tracing::warn!(
+                        app_id = %app.id,
+                        endpoint_id = %existing.id,
+                        "the operational endpoint is disabled: operational events wait until it is enabled again"
+                    );
+                }
+                return Ok(operational(app.id, endpoint, payload_retention));
+            }
+            Err(hookline_core::Error::NotFound(_)) => {}
+            Err(error) => return Err(Error::OperationalSetup(error)),
+        }
+        match store
+            .create_endpoint(&new_endpoint(&app.id, endpoint, now))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(url = %endpoint.url, "operational endpoint created");
+                return Ok(operational(app.id, endpoint, payload_retention));
+            }
+            Err(hookline_core::Error::Conflict { .. }) => {}
+            Err(error) => return Err(Error::OperationalSetup(error)),
+        }
+    }
+    Err(Error::OperationalSetup(hookline_core::Error::conflict(
+        "the operational endpoint was created and removed while this node started",
+    )))
+}
+
+fn operational(
+    app_id: AppId,
+    endpoint: &OperationalEndpoint,
+    payload_retention: Option<Duration>,
+) -> Operational {
+    Operational {
+        app_id,
+        url: endpoint.url.clone(),
+        payload_retention,
+    }
+}
+
+/// The operational application, created if it does not exist yet.
+async fn operational_app<S: ResourceStore + ?Sized>(
+    store: &S,
+    now: DateTime<Utc>,
+) -> hookline_core::Result<Application> {
+    match store.get_app(OPERATIONAL_UID).await {
+        Err(hookline_core::Error::NotFound(_)) => {}
+        found => return found,
+    }
+    let app = Application {
+        id: AppId::new_at(now),
+        uid: Some(OPERATIONAL_UID.to_owned()),
+        name: APP_NAME.to_owned(),
+        throttle_rate: None,
+        metadata: BTreeMap::from([("hookline".to_owned(), "operational".to_owned())]),
+        created_at: now,
+        updated_at: now,
+    };
+    match store.create_app(&app).await {
+        Ok(()) => Ok(app),
+        // Another node made it first.
+        Err(hookline_core::Error::Conflict { .. }) => store.get_app(OPERATIONAL_UID).await,
+        Err(error) => Err(error),
+    }
+}
+
+fn new_endpoint(app: &AppId, endpoint: &OperationalEndpoint, now: DateTime<Utc>) -> Endpoint {
+    Endpoint {
+        id: EndpointId::new_at(now),
+        app_id: app.clone(),
+        uid: Some(OPERATIONAL_UID.to_owned()),
+        url: endpoint.url.clone(),
+        description: "Where Hookline sends its operational events".to_owned(),
+        disabled: false,
+        throttle_rate: None,
+        event_types: None,
+        channels: None,
+        metadata: BTreeMap::new(),
+        headers: BTreeMap::new(),
+        secrets: vec![EndpointSecret {
+            key: endpoint.secret.clone(),
+            expires_at: None,
+        }],
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
     }
 }
 
@@ -167,6 +319,39 @@ impl Event {
         self.kind
     }
 
+    /// This event as a message of the operational application, to create with the
+    /// outcome that caused it. Its id is its own (the `webhook-id` the operator sees is not
+    /// the id of the message the event is about).
+    pub fn into_message(self, operational: &Operational) -> Option<NewMessage> {
+        let payload = match serde_json::to_string(&self) {
+            Ok(payload) => payload,
+            Err(error) => {
+                // Not reachable with these types; an event is not worth an outcome.
+                tracing::error!(event_type = self.kind, %error, "cannot serialize operational event");
+                return None;
+            }
+        };
+        let expires = operational
+            .payload_retention
+            .and_then(|retention| chrono::Duration::from_std(retention).ok())
+            .map(|retention| self.timestamp + retention);
+        Some(NewMessage {
+            message: Message {
+                id: MessageId::new_at(self.timestamp),
+                app_id: operational.app_id.clone(),
+                event_id: None,
+                event_type: self.kind().to_owned(),
+                payload: Some(payload),
+                channels: None,
+                headers: BTreeMap::new(),
+                created_at: self.timestamp,
+            },
+            only_endpoint: None,
+            idempotency: None,
+            payload_expires_at: expires,
+        })
+    }
+
     fn disabled_endpoint(&self) -> Option<&EndpointId> {
         match &self.data {
             EventData::Endpoint(data) => Some(&data.endpoint_id),
@@ -175,10 +360,11 @@ impl Event {
     }
 }
 
-/// Hands events to the sender task. Owned by the one task that records outcomes.
+/// Turns the events of finished attempts into messages of the operational application.
+/// Owned by the one task that records outcomes.
 #[derive(Debug)]
-pub(crate) struct Publisher {
-    queue: mpsc::Sender<Event>,
+pub(crate) struct Announcer {
+    operational: Operational,
     /// Endpoints announced disabled lately, so that deliveries already in flight when
     /// the endpoint was disabled do not announce it again.
     announced: HashMap<EndpointId, Instant>,
@@ -186,148 +372,51 @@ pub(crate) struct Publisher {
     quiet: Duration,
 }
 
-impl Publisher {
-    /// Queues `event` unless it repeats a recent announcement or the queue is full.
-    pub fn publish(&mut self, event: Event) {
-        if let Some(endpoint) = event.disabled_endpoint() {
-            let now = Instant::now();
-            let quiet = self.quiet;
-            self.announced
-                .retain(|_, at| now.duration_since(*at) < quiet);
-            if self.announced.contains_key(endpoint) {
-                return;
-            }
-            self.announced.insert(endpoint.clone(), now);
-        }
-        if let Err(error) = self.queue.try_send(event) {
-            let event = match error {
-                mpsc::error::TrySendError::Full(event)
-                | mpsc::error::TrySendError::Closed(event) => event,
-            };
-            tracing::warn!(
-                event_type = event.kind(),
-                "operational event queue full; event dropped"
-            );
-        }
-    }
-}
-
-/// Starts the task that sends events to `endpoint`; it ends once the publisher is dropped
-/// and the queue is drained. `quiet` is how long in-flight deliveries may outlive a
-/// disable.
-pub(crate) fn spawn(
-    endpoint: &OperationalEndpoint,
-    timeout: Duration,
-    quiet: Duration,
-    clock: SharedClock,
-) -> Result<(Publisher, JoinHandle<()>), Error> {
-    let keyset = endpoint.keyset()?;
-    let client = HttpClient::trusted().map_err(Error::HttpClient)?;
-    let (queue, events) = mpsc::channel(QUEUE);
-    let sender = Sender {
-        client,
-        url: endpoint.url.clone(),
-        keyset,
-        timeout,
-        clock,
-    };
-    let task = tokio::spawn(sender.run(events));
-    let publisher = Publisher {
-        queue,
-        announced: HashMap::new(),
-        quiet,
-    };
-    Ok((publisher, task))
-}
-
-#[derive(Debug)]
-struct Sender {
-    client: HttpClient,
-    url: String,
-    keyset: Keyset,
-    timeout: Duration,
-    clock: SharedClock,
-}
-
-impl Sender {
-    async fn run(self, mut events: mpsc::Receiver<Event>) {
-        while let Some(event) = events.recv().await {
-            self.send(&event).await;
+impl Announcer {
+    pub fn new(operational: Operational, quiet: Duration) -> Self {
+        Announcer {
+            operational,
+            announced: HashMap::new(),
+            quiet,
         }
     }
 
-    /// Tries `event` a few times; the same `webhook-id` each time, fresh signatures.
-    async fn send(&self, event: &Event) {
-        let body = match serde_json::to_vec(event) {
-            Ok(body) => body,
-            Err(error) => {
-                tracing::error!(event_type = event.kind, %error, "cannot serialize operational event");
-                return;
-            }
-        };
-        let id = MessageId::new();
-        for (try_index, delay) in std::iter::once(Duration::ZERO)
-            .chain(RETRY_DELAYS)
-            .enumerate()
-        {
-            tokio::time::sleep(delay).await;
-            let headers = match self.headers(&id, &body) {
-                Ok(headers) => headers,
-                Err(error) => {
-                    tracing::error!(event_type = event.kind, %error, "cannot sign operational event");
-                    return;
+    /// The messages of `events`, leaving out an `endpoint.disabled` that repeats one
+    /// committed within the quiet window or one of this batch (`announcing`, to which the
+    /// endpoints announced here are added).
+    pub fn messages(
+        &mut self,
+        events: Vec<Event>,
+        announcing: &mut Vec<EndpointId>,
+    ) -> Vec<NewMessage> {
+        let now = Instant::now();
+        let quiet = self.quiet;
+        self.announced
+            .retain(|_, at| now.duration_since(*at) < quiet);
+        events
+            .into_iter()
+            .filter(|event| match event.disabled_endpoint() {
+                Some(endpoint) => {
+                    let repeat =
+                        self.announced.contains_key(endpoint) || announcing.contains(endpoint);
+                    if !repeat {
+                        announcing.push(endpoint.clone());
+                    }
+                    !repeat
                 }
-            };
-            let outcome = self
-                .client
-                .post(&self.url, headers, body.clone(), self.timeout)
-                .await;
-            match outcome {
-                Ok(answer) if (200..300).contains(&answer.status) => {
-                    tracing::debug!(event_type = event.kind, msg_id = %id, "operational event sent");
-                    return;
-                }
-                Ok(answer) => tracing::warn!(
-                    event_type = event.kind,
-                    msg_id = %id,
-                    try_number = try_index + 1,
-                    status = answer.status,
-                    "operational endpoint refused event"
-                ),
-                Err(failure) => tracing::warn!(
-                    event_type = event.kind,
-                    msg_id = %id,
-                    try_number = try_index + 1,
-                    error_kind = failure.kind.as_str(),
-                    detail = failure.detail,
-                    "operational event not delivered"
-                ),
-            }
-        }
-        tracing::error!(event_type = event.kind, msg_id = %id, "operational event given up");
+                None => true,
+            })
+            .filter_map(|event| event.into_message(&self.operational))
+            .collect()
     }
 
-    fn headers(
-        &self,
-        id: &MessageId,
-        body: &[u8],
-    ) -> Result<HeaderMap, hookline_signature::SignError> {
-        let signed = self.keyset.sign(&Message {
-            id: id.as_str(),
-            timestamp: self.clock.unix(),
-            body,
-        })?;
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, value) in signed {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
-                headers.insert(name, value);
-            }
+    /// Remembers endpoints whose `endpoint.disabled` was committed. Only then: an
+    /// announcement whose batch was not recorded is made again by the retried delivery.
+    pub fn committed(&mut self, endpoints: Vec<EndpointId>) {
+        let now = Instant::now();
+        for endpoint in endpoints {
+            self.announced.insert(endpoint, now);
         }
-        Ok(headers)
     }
 }
 
@@ -407,43 +496,127 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_disabled_endpoint_is_announced_once_and_a_full_queue_drops() {
-        let (queue, mut events) = mpsc::channel(2);
-        let mut publisher = Publisher {
-            queue,
-            announced: HashMap::new(),
-            quiet: Duration::from_secs(60),
+    fn announcer() -> Announcer {
+        let operational = Operational {
+            app_id: AppId::from_string("app_ops".into()),
+            url: "https://ops.example".into(),
+            payload_retention: Some(Duration::from_secs(3600)),
         };
-        let job = job();
-        let now = Utc::now();
-        publisher.publish(Event::endpoint_disabled(&job, now, now));
-        publisher.publish(Event::endpoint_disabled(&job, now, now));
-        assert_eq!(events.try_recv().unwrap().kind(), "endpoint.disabled");
-        assert!(events.try_recv().is_err(), "the repeat was not queued");
-
-        let mut other = job.clone();
-        for n in 0..3 {
-            Arc::make_mut(&mut other.endpoint).id = EndpointId::from_string(format!("ep_{n}x"));
-            publisher.publish(Event::endpoint_disabled(&other, now, now));
-        }
-        assert_eq!(events.try_recv().unwrap().kind(), "endpoint.disabled");
-        assert_eq!(events.try_recv().unwrap().kind(), "endpoint.disabled");
-        assert!(events.try_recv().is_err(), "the third found the queue full");
+        Announcer::new(operational, Duration::from_secs(60))
     }
 
     #[test]
-    fn the_secret_is_checked_and_never_printed() {
+    fn events_become_messages_of_the_operational_app() {
+        let job = job();
+        let now = Utc::now();
+        let event = Event::endpoint_disabled(&job, now, now);
+        let payload = serde_json::to_value(&event).unwrap();
+        let mut announcer = announcer();
+        let messages = announcer.messages(vec![event], &mut Vec::new());
+        assert_eq!(messages.len(), 1);
+        let new = &messages[0];
+        assert_eq!(new.message.app_id.as_str(), "app_ops");
+        assert_eq!(new.message.event_type, "endpoint.disabled");
+        assert_ne!(new.message.id, job.message.id);
+        let sent: serde_json::Value =
+            serde_json::from_str(new.message.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(sent, payload, "the payload is the event, as before");
+        assert_eq!(new.only_endpoint, None);
+        assert_eq!(
+            new.payload_expires_at,
+            Some(now + chrono::Duration::hours(1))
+        );
+    }
+
+    #[test]
+    fn a_disabled_endpoint_is_announced_once_per_quiet_window() {
+        let mut announcer = announcer();
+        let job = job();
+        let now = Utc::now();
+        let disabled = || Event::endpoint_disabled(&job, now, now);
+        let exhausted = || {
+            let attempt = Attempt {
+                id: AttemptId::from_string("atmpt_1".into()),
+                app_id: job.message.app_id.clone(),
+                msg_id: job.message.id.clone(),
+                endpoint_id: job.endpoint.id.clone(),
+                url: job.endpoint.url.clone(),
+                status: MessageStatus::Fail,
+                response_status_code: 500,
+                response: None,
+                response_headers: vec![],
+                response_duration_ms: 1,
+                trigger_type: TriggerType::Scheduled,
+                error_kind: None,
+                created_at: now,
+            };
+            Event::attempt(AttemptEvent::Exhausted, &job, &attempt)
+        };
+
+        // Two deliveries in flight when the endpoint went: one announcement per batch...
+        let mut announcing = Vec::new();
+        let first = announcer.messages(vec![disabled()], &mut announcing);
+        let second = announcer.messages(vec![exhausted(), disabled()], &mut announcing);
+        assert_eq!(first.len(), 1);
+        assert_eq!(second.len(), 1, "only the exhaustion");
+        assert_eq!(second[0].message.event_type, "message.attempt.exhausted");
+
+        // ...that is not remembered until it is committed...
+        assert_eq!(
+            announcer.messages(vec![disabled()], &mut Vec::new()).len(),
+            1,
+            "an uncommitted announcement is made again"
+        );
+        // ...and then holds for the quiet window.
+        announcer.committed(announcing);
+        assert!(
+            announcer
+                .messages(vec![disabled()], &mut Vec::new())
+                .is_empty()
+        );
+        let mut other = job.clone();
+        Arc::make_mut(&mut other.endpoint).id = EndpointId::from_string("ep_2".into());
+        assert_eq!(
+            announcer
+                .messages(
+                    vec![Event::endpoint_disabled(&other, now, now)],
+                    &mut Vec::new()
+                )
+                .len(),
+            1,
+            "another endpoint is announced"
+        );
+        announcer.quiet = Duration::ZERO;
+        assert_eq!(
+            announcer.messages(vec![disabled()], &mut Vec::new()).len(),
+            1,
+            "once the window is over, again"
+        );
+    }
+
+    #[test]
+    fn the_configuration_is_checked_and_the_secret_never_printed() {
         let endpoint = OperationalEndpoint {
             url: "https://ops.example".into(),
             secret: crate::fixture::SECRET.into(),
         };
-        assert!(endpoint.keyset().is_ok());
+        assert!(endpoint.validate().is_ok());
         assert!(!format!("{endpoint:?}").contains("MfKQ"));
         let bad = OperationalEndpoint {
             secret: "nope".into(),
+            ..endpoint.clone()
+        };
+        assert!(matches!(bad.validate(), Err(Error::OperationalSecret(_))));
+        let ftp = OperationalEndpoint {
+            url: "ftp://ops".into(),
             ..endpoint
         };
-        assert!(matches!(bad.keyset(), Err(Error::OperationalSecret(_))));
+        assert!(matches!(
+            ftp.validate(),
+            Err(Error::InvalidConfig {
+                field: "operational.url",
+                ..
+            })
+        ));
     }
 }

@@ -6,8 +6,9 @@
 //!
 //! - [`providers`]: each source type's provider rules as one table of data (dedupe key,
 //!   event type, challenge), matching `docs/providers.md`;
-//! - [`source`]: a source's `{type, config}` parsed once into a [`SourceType`], with the
-//!   keys decoded and precise, located configuration errors;
+//! - [`source`]: a source's `{type, config}` parsed into a [`SourceType`], with the keys
+//!   decoded and precise, located configuration errors (the server keeps the parsed type
+//!   of each source version, so a request decodes nothing);
 //! - [`pipeline`]: [`receive`], the one function that judges a request, and the
 //!   [`Verdict`] that says what to answer, store and forward.
 //!

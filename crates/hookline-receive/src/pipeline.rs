@@ -14,7 +14,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hookline_core::Code;
 use hookline_core::id::{AppId, IngestRequestId, MessageId};
-use hookline_core::ingest::{IngestRequest, NewIngestRequest, Source, Verdict as Logged};
+use hookline_core::ingest::{
+    IngestRequest, NewIngestRequest, RefusedCap, Source, Verdict as Logged,
+};
 use hookline_core::model::Message;
 use hookline_core::store::NewMessage;
 
@@ -95,7 +97,7 @@ pub struct Incoming<'a> {
 
 /// Why a request was refused: a stable code of the product's vocabulary (the signature
 /// codes of `hookline-signature`, `invalid_credentials`, `payload_too_large`,
-/// `body_not_utf8`) and the exact reason, in words, for the request log.
+/// `body_not_utf8`, `body_has_nul`) and the exact reason, in words, for the request log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct Refusal {
@@ -220,17 +222,46 @@ impl Received {
     }
 }
 
+/// How much of what it receives a server keeps: its settings for the log and for
+/// forwarded payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    /// Bytes of a refused request's body the log keeps. Anyone can send refused
+    /// requests, so the log keeps the start of each, enough to see what went wrong,
+    /// rather than up to the body limit of each. Accepted requests are kept whole.
+    pub refused_body_bytes: usize,
+    /// How many refused requests of a source the log keeps per window; `None`: all.
+    pub refused_cap: Option<RefusedCap>,
+    /// How long forwarded requests' messages keep their payload.
+    pub payload_retention: Duration,
+}
+
+impl Default for Keep {
+    fn default() -> Self {
+        Keep {
+            refused_body_bytes: 4096,
+            refused_cap: Some(RefusedCap {
+                per_window: 60,
+                window: Duration::from_secs(60),
+            }),
+            payload_retention: Duration::from_secs(90 * 86_400),
+        }
+    }
+}
+
 impl Verdict {
     /// What to store for this verdict, in one transaction: the log record of `received`
-    /// (answered with `status`, its credentials redacted), and for an accepted request its
-    /// forwarding messages, into the source's hidden application and, if given, into
-    /// `forward_to` (the resolved [`Accepted::forward_to_app`]).
+    /// (answered with `status`, its credentials redacted, a refused one's body cut as
+    /// `keep` says), and for an accepted request its forwarding messages, into the
+    /// source's hidden application and, if given, into `forward_to` (the resolved
+    /// [`Accepted::forward_to_app`]), their payloads kept for `keep.payload_retention`.
     pub fn record(
         &self,
         source: &Source,
         received: Received,
         status: u16,
         forward_to: Option<AppId>,
+        keep: &Keep,
         now: DateTime<Utc>,
     ) -> NewIngestRequest {
         let (verdict, code, reason) = match self {
@@ -244,7 +275,12 @@ impl Verdict {
             ),
             Verdict::Accepted(_) => (Logged::Accepted, "accepted", ""),
         };
-        let received = redacted(received);
+        let mut received = redacted(received);
+        let body_size = i64::try_from(received.body.len()).unwrap_or(i64::MAX);
+        if verdict == Logged::Rejected {
+            received.body.truncate(keep.refused_body_bytes);
+            received.body.shrink_to_fit();
+        }
         let mut request = IngestRequest {
             id: IngestRequestId::new_at(now),
             source_id: source.id.clone(),
@@ -254,6 +290,8 @@ impl Verdict {
             query: received.query,
             headers: received.headers,
             body: received.body,
+            body_size,
+            dropped_before: 0,
             verdict,
             status_code: i16::try_from(status).unwrap_or(i16::MAX),
             reason_code: code.to_owned(),
@@ -268,12 +306,19 @@ impl Verdict {
                 request,
                 dedupe_since: None,
                 messages: Vec::new(),
+                refused_cap: keep.refused_cap.filter(|_| verdict == Logged::Rejected),
             };
         };
-        let mut messages =
-            vec![accepted.message(source.app_id.clone(), accepted.headers.clone(), now)];
+        let expires_at = now
+            + chrono::Duration::from_std(keep.payload_retention).unwrap_or(chrono::Duration::MAX);
+        let mut messages = vec![accepted.message(
+            source.app_id.clone(),
+            accepted.headers.clone(),
+            expires_at,
+            now,
+        )];
         if let Some(app) = forward_to {
-            messages.push(accepted.message(app, BTreeMap::new(), now));
+            messages.push(accepted.message(app, BTreeMap::new(), expires_at, now));
         }
         request.dedupe_key = Some(accepted.dedupe_key.clone());
         request.event_type = accepted
@@ -286,16 +331,19 @@ impl Verdict {
             request,
             dedupe_since: (!accepted.dedupe_window.is_zero()).then(|| now - window),
             messages,
+            refused_cap: None,
         }
     }
 }
 
 impl Accepted {
-    /// The message that forwards this request into `app`, carrying `headers`.
+    /// The message that forwards this request into `app`, carrying `headers`, its
+    /// payload kept until `expires_at`.
     fn message(
         &self,
         app: AppId,
         headers: BTreeMap<String, String>,
+        expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> NewMessage {
         NewMessage {
@@ -311,6 +359,7 @@ impl Accepted {
             },
             only_endpoint: None,
             idempotency: None,
+            payload_expires_at: Some(expires_at),
         }
     }
 }
@@ -412,7 +461,14 @@ mod tests {
         );
 
         let other_app = AppId::new_at(at(NOW));
-        let record = verdict.record(&source, received, 200, Some(other_app.clone()), at(NOW + 3));
+        let record = verdict.record(
+            &source,
+            received,
+            200,
+            Some(other_app.clone()),
+            &Keep::default(),
+            at(NOW + 3),
+        );
         let request = &record.request;
         assert_eq!(request.verdict, Logged::Accepted);
         assert_eq!(
@@ -461,13 +517,51 @@ mod tests {
             panic!("{verdict:?}");
         };
         assert_eq!(refusal.code, Code::NoSignatureMatched);
-        let record = verdict.record(&source, received, 401, None, at(NOW));
+        let record = verdict.record(&source, received, 401, None, &Keep::default(), at(NOW));
         assert_eq!(record.request.verdict, Logged::Rejected);
         assert_eq!(record.request.reason_code, "no_signature_matched");
         assert!(record.request.reason.contains("no signature matched"));
         assert_eq!(record.request.status_code, 401);
         assert!(record.messages.is_empty());
         assert_eq!((record.dedupe_since, record.request.msg_id), (None, None));
+    }
+
+    #[test]
+    fn a_refused_body_is_cut_to_its_start_and_an_accepted_one_kept_whole() {
+        let (source, parsed) = source_of("standard-webhooks", json!({"secret": SECRET}));
+        let big = format!(r#"{{"type":"a","pad":"{}"}}"#, "x".repeat(10_000));
+        let keep = Keep {
+            refused_body_bytes: 100,
+            ..Keep::default()
+        };
+        let received = signed(big.as_bytes(), &[]);
+        let verdict = receive(&parsed, &received.incoming(), NOW);
+        assert!(matches!(verdict, Verdict::Accepted(_)), "{verdict:?}");
+        let record = verdict.record(&source, received.clone(), 200, None, &keep, at(NOW));
+        assert_eq!(record.request.body, big.as_bytes(), "accepted: whole");
+        assert_eq!(record.request.body_size, big.len() as i64);
+        assert_eq!(record.refused_cap, None);
+        assert_eq!(
+            record.messages[0].payload_expires_at,
+            Some(at(NOW) + chrono::Duration::days(90)),
+            "forwarded payloads expire after the server's retention"
+        );
+
+        let mut forged = received;
+        forged.body.push(b' ');
+        let verdict = receive(&parsed, &forged.incoming(), NOW);
+        assert!(matches!(verdict, Verdict::Refused(_)), "{verdict:?}");
+        let record = verdict.record(&source, forged, 401, None, &keep, at(NOW));
+        assert_eq!(
+            record.request.body,
+            &big.as_bytes()[..100],
+            "refused: the start"
+        );
+        assert_eq!(record.request.body_size, big.len() as i64 + 1);
+        assert_eq!(
+            record.refused_cap, keep.refused_cap,
+            "counted against the cap"
+        );
     }
 
     #[test]
@@ -496,6 +590,7 @@ mod tests {
             received.clone(),
             200,
             None,
+            &Keep::default(),
             at(NOW),
         );
         assert_eq!(
@@ -542,7 +637,7 @@ mod tests {
         };
         let verdict = receive(&parsed, &received.incoming(), NOW);
         assert_eq!(verdict, Verdict::Challenge("c-123".into()));
-        let record = verdict.record(&source, received, 200, None, at(NOW));
+        let record = verdict.record(&source, received, 200, None, &Keep::default(), at(NOW));
         assert_eq!(record.request.reason_code, "challenge");
         assert!(record.messages.is_empty());
     }
@@ -565,7 +660,7 @@ mod tests {
         };
         let verdict = receive(&parsed, &received.incoming(), NOW);
         assert!(matches!(verdict, Verdict::Accepted(_)), "{verdict:?}");
-        let record = verdict.record(&source, received, 200, None, at(NOW));
+        let record = verdict.record(&source, received, 200, None, &Keep::default(), at(NOW));
         let headers: Vec<(&str, &str)> = record
             .request
             .headers

@@ -58,6 +58,9 @@ pub(crate) struct Provider {
     pub event_type: EventTypeRule,
     /// Slack checks a new URL by posting `{"type": "url_verification", "challenge"}`.
     pub answers_challenge: bool,
+    /// The secret may be left out, and then nothing is checked (GitHub: the Svix Ingest
+    /// contract makes its secret nullable).
+    pub secret_optional: bool,
 }
 
 const STANDARD_ID: Locator = Locator::Header(&["webhook-id", "svix-id"]);
@@ -71,6 +74,7 @@ const fn standard(name: &'static str, scheme: Scheme) -> Provider {
         dedupe: Some(STANDARD_ID),
         event_type: BODY_TYPE,
         answers_challenge: false,
+        secret_optional: false,
     }
 }
 
@@ -82,6 +86,7 @@ const fn plain(name: &'static str, kind: Kind) -> Provider {
         dedupe: None,
         event_type: BODY_TYPE,
         answers_challenge: false,
+        secret_optional: false,
     }
 }
 
@@ -104,6 +109,7 @@ pub(crate) const PROVIDERS: &[Provider] = &[
             Locator::Json("/action"),
         ),
         answers_challenge: false,
+        secret_optional: true,
     },
     Provider {
         name: "stripe",
@@ -111,6 +117,7 @@ pub(crate) const PROVIDERS: &[Provider] = &[
         dedupe: Some(Locator::Json("/id")),
         event_type: BODY_TYPE,
         answers_challenge: false,
+        secret_optional: false,
     },
     Provider {
         name: "slack",
@@ -118,6 +125,7 @@ pub(crate) const PROVIDERS: &[Provider] = &[
         dedupe: Some(Locator::Json("/event_id")),
         event_type: EventTypeRule::First(&[Locator::Json("/event/type"), Locator::Json("/type")]),
         answers_challenge: true,
+        secret_optional: false,
     },
     Provider {
         name: "shopify",
@@ -125,6 +133,7 @@ pub(crate) const PROVIDERS: &[Provider] = &[
         dedupe: Some(Locator::Header(&["x-shopify-webhook-id"])),
         event_type: EventTypeRule::First(&[Locator::Header(&["x-shopify-topic"])]),
         answers_challenge: false,
+        secret_optional: false,
     },
     standard("standard-webhooks", Scheme::Standard),
     Provider {
@@ -136,6 +145,7 @@ pub(crate) const PROVIDERS: &[Provider] = &[
             Locator::Json("/event/action"),
         ),
         answers_challenge: false,
+        secret_optional: false,
     },
     plain("hmac", Kind::Hmac),
     plain("basic-auth", Kind::BasicAuth),
@@ -160,6 +170,11 @@ impl Provider {
     /// The provider of type `name`.
     pub fn find(name: &str) -> Option<&'static Provider> {
         PROVIDERS.iter().find(|provider| provider.name == name)
+    }
+
+    /// Whether the type cannot do without a config (it needs a secret or a header).
+    pub fn needs_config(&self) -> bool {
+        self.kind != Kind::Generic && !self.secret_optional
     }
 }
 
@@ -186,11 +201,6 @@ impl Kind {
     pub fn has_timestamp(self) -> bool {
         matches!(self, Kind::Signed(scheme) if scheme.has_timestamp())
     }
-
-    /// Whether the type cannot do without a config (it needs a secret or a header).
-    pub fn needs_config(self) -> bool {
-        !matches!(self, Kind::Generic | Kind::Signed(Scheme::Github))
-    }
 }
 
 #[cfg(test)]
@@ -208,6 +218,51 @@ mod tests {
                 PROVIDERS.iter().any(|p| p.kind == Kind::Signed(scheme)),
                 "{scheme} has no source type"
             );
+        }
+    }
+
+    /// Refusals carry the signature crate's codes as the product's: every one must be in
+    /// the vocabulary, or a refusal would be reported under the wrong code.
+    #[test]
+    fn every_verification_code_is_a_product_code() {
+        use std::borrow::Cow;
+
+        use hookline_core::Code;
+        use hookline_signature::{SecretError, VerifyError};
+
+        let errors = [
+            VerifyError::MalformedSecret {
+                index: 0,
+                source: SecretError::Empty,
+            },
+            VerifyError::MissingHeader(Cow::Borrowed("x")),
+            VerifyError::MalformedHeader {
+                name: Cow::Borrowed("x"),
+                reason: Cow::Borrowed("y"),
+            },
+            VerifyError::InvalidTimestamp {
+                header: "x",
+                value: "y".into(),
+            },
+            VerifyError::TimestampTooOld {
+                age_secs: 9,
+                tolerance_secs: 1,
+            },
+            VerifyError::TimestampTooNew {
+                ahead_secs: 9,
+                tolerance_secs: 1,
+            },
+            VerifyError::NoMatch {
+                signatures: 1,
+                keys: 1,
+            },
+            VerifyError::InvalidCredentials {
+                scheme: "basic",
+                configured: 1,
+            },
+        ];
+        for error in errors {
+            assert!(Code::parse(error.code()).is_some(), "{}", error.code());
         }
     }
 

@@ -119,7 +119,7 @@ impl SourceType {
         let (name, kind) = (provider.name, provider.kind);
         let empty = Map::new();
         let map = match config {
-            None | Some(Value::Null) if kind.needs_config() => {
+            None | Some(Value::Null) if provider.needs_config() => {
                 return Err(ConfigError::at(&[], "field required"));
             }
             None | Some(Value::Null) => &empty,
@@ -139,7 +139,7 @@ impl SourceType {
         }
         let fields = Fields { map };
         let mut shown = Map::new();
-        let verifier = Verifier::parse(kind, &fields, &mut shown)?;
+        let verifier = Verifier::parse(provider, &fields, &mut shown)?;
         let options = IngestOptions::parse(name, kind, &fields, &mut shown)?;
         Ok(SourceType {
             provider,
@@ -190,13 +190,7 @@ impl SourceType {
         if let Some(limit) = self.options.max_body_bytes
             && request.body.len() > limit
         {
-            return Err(Refusal {
-                code: Code::PayloadTooLarge,
-                reason: format!(
-                    "body is {} bytes; this source accepts at most {limit}",
-                    request.body.len()
-                ),
-            });
+            return Err(Refusal::too_large(limit));
         }
         self.verifier.verify(request, &self.options, now)?;
         let body = Body::new(request.body);
@@ -521,15 +515,16 @@ enum Verifier {
 
 impl Verifier {
     fn parse(
-        kind: Kind,
+        provider: &Provider,
         fields: &Fields<'_>,
         shown: &mut Map<String, Value>,
     ) -> Result<Self, ConfigError> {
-        match kind {
+        match provider.kind {
             Kind::Generic => Ok(Verifier::None),
             Kind::Signed(scheme) => {
-                // The contract makes GitHub's secret nullable: without one nothing is checked.
-                let secrets = fields.one_or_many("secret", "secrets", scheme != Scheme::Github)?;
+                // Without a secret where the provider's may be left out, nothing is checked.
+                let required = !provider.secret_optional;
+                let secrets = fields.one_or_many("secret", "secrets", required)?;
                 if secrets.is_empty() {
                     return Ok(Verifier::None);
                 }
@@ -1468,5 +1463,392 @@ mod tests {
         );
         assert_eq!(source.options(), &IngestOptions::default());
         assert_eq!(source.config_out(), json!({}));
+    }
+
+    /// Property tests: no request, however hostile, and no config, however wrong, makes
+    /// the receiving side panic; what it refuses it refuses with a receiving code, and
+    /// what it cannot parse it locates under `body`.
+    mod props {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
+        use hookline_core::Code;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        use super::super::*;
+        use crate::pipeline::{Verdict, receive};
+
+        const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        const NOW: i64 = 1_700_000_000;
+
+        /// The codes a receiving verdict may refuse with: the signature codes of
+        /// `hookline-signature`, and the pipeline's own.
+        const REFUSALS: [Code; 11] = [
+            Code::MissingHeader,
+            Code::MalformedHeader,
+            Code::MalformedSecret,
+            Code::InvalidTimestamp,
+            Code::TimestampTooOld,
+            Code::TimestampTooNew,
+            Code::NoSignatureMatched,
+            Code::InvalidCredentials,
+            Code::PayloadTooLarge,
+            Code::BodyNotUtf8,
+            Code::BodyHasNul,
+        ];
+
+        /// Header names the providers' rules read, and a few they do not.
+        const HEADER_NAMES: [&str; 24] = [
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+            "svix-id",
+            "svix-timestamp",
+            "svix-signature",
+            "x-hub-signature-256",
+            "x-hub-signature",
+            "x-github-delivery",
+            "x-github-event",
+            "stripe-signature",
+            "x-slack-signature",
+            "x-slack-request-timestamp",
+            "x-shopify-hmac-sha256",
+            "x-shopify-webhook-id",
+            "x-shopify-topic",
+            "x-webhook-secret",
+            "authorization",
+            "x-sig",
+            "content-type",
+            "x-request-id",
+            "",
+            "WEBHOOK-SIGNATURE",
+            "x-\u{fffd}",
+        ];
+
+        /// A valid config of every type, with options that vary.
+        fn config_of(provider: &Provider, max_body: Option<u64>, forward: bool) -> Value {
+            let mut config = match provider.kind {
+                Kind::Generic => json!({}),
+                Kind::Signed(_) => json!({ "secret": SECRET }),
+                Kind::Hmac => json!({ "secret": "s3cret", "header": "x-sig", "prefix": "sha256=" }),
+                Kind::BasicAuth => json!({ "username": "hook", "password": "pass" }),
+                Kind::Bearer => json!({ "token": "tok_123" }),
+            };
+            if let Some(bytes) = max_body {
+                config["maxBodyBytes"] = bytes.into();
+            }
+            if forward {
+                config["forwardHeaders"] = json!(["x-request-id", "x-github-event"]);
+                config["forwardToApp"] = json!("app_1");
+            }
+            config
+        }
+
+        /// The headers a genuine request of `source` carries for `body`.
+        fn genuine(
+            source: &SourceType,
+            id: &str,
+            timestamp: i64,
+            body: &[u8],
+        ) -> Vec<(String, String)> {
+            let owned = |name: &str, value: String| vec![(name.to_owned(), value)];
+            match &source.verifier {
+                Verifier::None => Vec::new(),
+                Verifier::Signature(keyset) => keyset
+                    .sign(&hookline_signature::Message {
+                        id,
+                        timestamp,
+                        body,
+                    })
+                    .map(|headers| {
+                        headers
+                            .into_iter()
+                            .map(|(name, value)| (name.to_owned(), value))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                Verifier::Hmac(rule) => owned(rule.header(), rule.sign(body)),
+                Verifier::Credentials(credentials) => match credentials.username() {
+                    Some(_) => {
+                        let encoded = STANDARD.encode("hook:pass");
+                        owned("authorization", format!("Basic {encoded}"))
+                    }
+                    None => owned("authorization", "Bearer tok_123".to_owned()),
+                },
+            }
+        }
+
+        /// JSON values with the members the providers' rules read.
+        fn json_value() -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                Just("type".to_owned()),
+                Just("id".to_owned()),
+                Just("event_id".to_owned()),
+                Just("event".to_owned()),
+                Just("scope".to_owned()),
+                Just("action".to_owned()),
+                Just("status".to_owned()),
+                Just("challenge".to_owned()),
+                ".{0,8}",
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                Just(Value::from("url_verification")),
+                ".{0,300}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(6, 64, 8, move |inner| {
+                prop_oneof![
+                    vec(inner.clone(), 0..8).prop_map(Value::Array),
+                    proptest::collection::btree_map(key.clone(), inner, 0..8)
+                        .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Bodies: JSON of the providers' shapes, raw bytes, deep nesting, huge ones,
+        /// with NUL bytes or bytes that are not UTF-8 put in.
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            let base = prop_oneof![
+                4 => json_value().prop_map(|value| value.to_string().into_bytes()),
+                3 => vec(any::<u8>(), 0..512),
+                1 => (1usize..20_000, any::<bool>()).prop_map(|(depth, closed)| {
+                    let mut body = "[".repeat(depth);
+                    if closed {
+                        body.push_str(&"]".repeat(depth));
+                    }
+                    body.into_bytes()
+                }),
+                1 => (1usize..20_000).prop_map(|depth| {
+                    let mut body = "{\"event\":".repeat(depth);
+                    body.push_str("{\"type\":\"x\"}");
+                    body.push_str(&"}".repeat(depth));
+                    body.into_bytes()
+                }),
+                1 => (0usize..2_000_000, any::<u8>()).prop_map(|(len, byte)| vec![byte; len]),
+            ];
+            (base, any::<Option<(prop::sample::Index, u8)>>()).prop_map(|(mut body, poke)| {
+                if let Some((at, byte)) = poke
+                    && !body.is_empty()
+                {
+                    // A NUL, a stray continuation byte, or anything else.
+                    let at = at.index(body.len());
+                    body[at] = [0, 0x80, 0xff, byte][usize::from(byte % 4)];
+                }
+                body
+            })
+        }
+
+        /// Header values: anything, and the shapes signature headers take.
+        fn header_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ".{0,64}",
+                any::<i64>().prop_map(|n| n.to_string()),
+                "v1,[A-Za-z0-9+/=]{0,64}( v1a?,[A-Za-z0-9+/=]{0,90}){0,3}",
+                "t=-?[0-9]{0,20},v1=[0-9a-f]{0,70}",
+                "(sha256|sha1|v0)=[0-9a-f]{0,70}",
+                "(Basic|Bearer|basic) [A-Za-z0-9+/=:]{0,40}",
+                Just(String::new()),
+                Just("   ".to_owned()),
+            ]
+        }
+
+        fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
+            let name = prop_oneof![
+                3 => prop::sample::select(&HEADER_NAMES[..]).prop_map(str::to_owned),
+                1 => "[a-z-]{1,12}",
+            ];
+            vec((name, header_value()), 0..12)
+        }
+
+        /// How a request's headers relate to its body.
+        #[derive(Debug, Clone)]
+        enum Headers {
+            /// As the provider would sign them, at a time near or far from now.
+            Genuine { id: String, timestamp: i64 },
+            /// Genuine, then some replaced, removed or added.
+            Mangled {
+                id: String,
+                timestamp: i64,
+                extra: Vec<(String, String)>,
+                drop: Option<prop::sample::Index>,
+            },
+            /// Made up.
+            Arbitrary(Vec<(String, String)>),
+        }
+
+        fn header_plan() -> impl Strategy<Value = Headers> {
+            let timestamp = prop_oneof![
+                6 => NOW - 200..NOW + 200,
+                1 => any::<i64>(),
+                1 => Just(i64::MIN),
+                1 => Just(i64::MAX),
+            ];
+            // Ids the signers take, overlong ones, and anything (which may not sign).
+            let id = prop_oneof![
+                4 => "[a-zA-Z0-9_-]{1,40}",
+                1 => "[a-z]{250,300}",
+                1 => ".{0,40}",
+            ];
+            prop_oneof![
+                2 => (id.clone(), timestamp.clone())
+                    .prop_map(|(id, timestamp)| Headers::Genuine { id, timestamp }),
+                2 => (id, timestamp, headers(), any::<Option<prop::sample::Index>>()).prop_map(
+                    |(id, timestamp, extra, drop)| Headers::Mangled { id, timestamp, extra, drop }
+                ),
+                1 => headers().prop_map(Headers::Arbitrary),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn receive_never_panics_and_refuses_with_a_receiving_code(
+                provider in prop::sample::select(PROVIDERS),
+                max_body in proptest::option::of(1u64..=MAX_BODY_BYTES as u64),
+                forward in any::<bool>(),
+                plan in header_plan(),
+                body in body(),
+                now in prop_oneof![4 => NOW - 100..NOW + 100, 1 => 0..=i64::from(u32::MAX)],
+            ) {
+                let config = config_of(&provider, max_body, forward);
+                let source = SourceType::parse(provider.name, Some(&config))
+                    .unwrap_or_else(|e| panic!("{}: {config}: {e}", provider.name));
+                let headers = match plan {
+                    Headers::Genuine { id, timestamp } => genuine(&source, &id, timestamp, &body),
+                    Headers::Mangled { id, timestamp, extra, drop } => {
+                        let mut headers = genuine(&source, &id, timestamp, &body);
+                        if let Some(drop) = drop
+                            && !headers.is_empty()
+                        {
+                            headers.remove(drop.index(headers.len()));
+                        }
+                        headers.extend(extra);
+                        headers
+                    }
+                    Headers::Arbitrary(headers) => headers,
+                };
+                let request = Incoming { method: "POST", headers: &headers, body: &body };
+                match receive(&source, &request, now) {
+                    Verdict::Refused(refusal) => {
+                        prop_assert!(
+                            REFUSALS.contains(&refusal.code),
+                            "{}: refused with {}: {}", provider.name, refusal.code, refusal.reason
+                        );
+                        prop_assert!(!refusal.reason.is_empty());
+                    }
+                    Verdict::Challenge(challenge) => {
+                        prop_assert!(provider.answers_challenge);
+                        prop_assert!(!challenge.is_empty());
+                    }
+                    Verdict::Accepted(accepted) => {
+                        prop_assert_eq!(accepted.payload.as_bytes(), &body[..]);
+                        prop_assert!(!accepted.payload.contains('\0'));
+                        prop_assert!(!accepted.dedupe_key.is_empty());
+                        prop_assert!(accepted.event_type.len() <= MAX_VALUE_LEN);
+                        prop_assert!(!accepted.event_type.chars().any(char::is_control));
+                        let forwarded = &source.options().forward_headers;
+                        prop_assert!(
+                            accepted
+                                .headers
+                                .keys()
+                                .all(|name| name == "content-type" || forwarded.contains(name)),
+                            "{:?}", accepted.headers
+                        );
+                        if let Some(limit) = max_body {
+                            prop_assert!(body.len() as u64 <= limit);
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn parse_never_panics_and_locates_its_errors_under_body(
+                type_name in prop_oneof![
+                    4 => prop::sample::select(PROVIDERS).prop_map(|p| p.name.to_owned()),
+                    1 => ".{0,20}",
+                ],
+                config in prop_oneof![
+                    1 => Just(None),
+                    2 => json_value().prop_map(Some),
+                    6 => config_value().prop_map(Some),
+                ],
+            ) {
+                match SourceType::parse(&type_name, config.as_ref()) {
+                    Ok(source) => {
+                        prop_assert_eq!(source.name(), type_name.as_str());
+                        let shown = source.config_out().to_string();
+                        prop_assert!(!shown.contains(SECRET));
+                    }
+                    Err(error) => {
+                        prop_assert!(error.loc.len() >= 2, "{:?}", error);
+                        prop_assert_eq!(error.loc[0].as_str(), "body");
+                        prop_assert!(
+                            matches!(error.loc[1].as_str(), "config" | "type"),
+                            "{:?}", error
+                        );
+                        prop_assert!(!error.message.is_empty());
+                    }
+                }
+            }
+        }
+
+        /// Config objects made of the fields the types know, with values right and wrong.
+        fn config_value() -> impl Strategy<Value = Value> {
+            let field = prop::sample::select(vec![
+                "secret",
+                "secrets",
+                "header",
+                "algorithm",
+                "encoding",
+                "prefix",
+                "username",
+                "password",
+                "passwords",
+                "token",
+                "tokens",
+                "toleranceSeconds",
+                "maxBodyBytes",
+                "dedupeWindowSeconds",
+                "forwardHeaders",
+                "forwardToApp",
+                "unknown",
+            ]);
+            let text = prop_oneof![
+                Just(SECRET.to_owned()),
+                Just("whsec_".to_owned()),
+                Just("whsec_!!!!".to_owned()),
+                Just("whsk_AAAA".to_owned()),
+                "whsec_[A-Za-z0-9+/=]{0,60}",
+                "(sha1|sha256|sha512|md5|hex|base64|base32)",
+                "[a-zA-Z0-9:_ .-]{0,20}",
+                ".{0,40}",
+            ];
+            let item = prop_oneof![
+                4 => text.clone().prop_map(Value::from),
+                1 => any::<i64>().prop_map(Value::from),
+                1 => Just(Value::Null),
+            ];
+            let value = prop_oneof![
+                4 => text.prop_map(Value::from),
+                2 => any::<u64>().prop_map(Value::from),
+                2 => (0u64..3_000_000).prop_map(Value::from),
+                1 => any::<i64>().prop_map(Value::from),
+                1 => any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+                1 => any::<bool>().prop_map(Value::from),
+                1 => Just(Value::Null),
+                3 => vec(item, 0..14).prop_map(Value::Array),
+                1 => Just(json!({})),
+            ];
+            proptest::collection::btree_map(field, value, 0..8).prop_map(|map| {
+                Value::Object(map.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+            })
+        }
     }
 }

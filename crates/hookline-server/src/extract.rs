@@ -523,4 +523,286 @@ mod tests {
         let invalid = body_error(r#"{"name": ""}"#);
         assert_eq!(invalid.loc, ["body", "name"]);
     }
+
+    /// Property tests: whatever a client sends as a query string or a JSON body, the
+    /// parsers answer a value or a client error, never a panic; and whatever a provider
+    /// sends to `/in/…`, a refusal is answered with a client error.
+    mod props {
+        use axum::response::IntoResponse as _;
+        use hookline_receive::pipeline::{Incoming, Verdict, receive};
+        use hookline_receive::{ConfigError, SourceType};
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::*;
+        use crate::api::application::ApplicationIn;
+        use crate::api::endpoint::{EndpointHeadersIn, EndpointIn, RecoverIn};
+        use crate::api::event_type::EventTypeIn;
+        use crate::api::message::{ContentParams, ListParams as MessageListParams, MessageIn};
+        use crate::ingest::source::IngestSourceIn;
+
+        /// Every kind of parameter the API's queries take.
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct AllKinds {
+            #[serde(default)]
+            limit: Limit,
+            iterator: Option<String>,
+            order: Option<Order>,
+            event_types: Option<Vec<String>>,
+            with_content: Option<bool>,
+            before: Option<Timestamp>,
+            after: Option<Timestamp>,
+            status: Option<i64>,
+            status_code_class: Option<u16>,
+            channel: Option<String>,
+            #[serde(default)]
+            get_if_exists: bool,
+            wait: Option<u64>,
+            ratio: Option<f64>,
+            small: Option<i8>,
+        }
+
+        /// An error a client caused: a 4xx, never a 5xx.
+        fn is_client_error(error: ApiError) -> Result<(), TestCaseError> {
+            let response = error.into_response();
+            prop_assert!(
+                response.status().is_client_error(),
+                "answered {}",
+                response.status()
+            );
+            Ok(())
+        }
+
+        fn query_string() -> impl Strategy<Value = String> {
+            let name = prop_oneof![
+                prop::sample::select(vec![
+                    "limit",
+                    "iterator",
+                    "order",
+                    "event_types",
+                    "event_types[]",
+                    "event_types[0]",
+                    "with_content",
+                    "before",
+                    "after",
+                    "status",
+                    "status_code_class",
+                    "channel",
+                    "get_if_exists",
+                    "wait",
+                    "ratio",
+                    "small",
+                    "[",
+                    "]",
+                    "a[b",
+                    "[]",
+                ])
+                .prop_map(str::to_owned),
+                "[a-z_\\[\\]%0-9]{0,12}",
+            ];
+            let value = prop_oneof![
+                ".{0,30}",
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|f| f.to_string()),
+                "(true|false|1|0|ascending|descending|-1|1e400|NaN|inf)",
+                "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,12})?(Z|[+ -][0-9]{2}:[0-9]{2})?",
+                "(%[0-9A-Fa-f]{2}|%|%[g-z]|,|\\+|&|=|[a-z]){0,20}",
+            ];
+            let pair = (name, proptest::option::of(value)).prop_map(|(name, value)| match value {
+                Some(value) => format!("{name}={value}"),
+                None => name,
+            });
+            prop_oneof![
+                3 => vec(pair, 0..10).prop_map(|pairs| pairs.join("&")),
+                1 => vec(any::<u8>(), 0..200)
+                    .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+            ]
+        }
+
+        /// JSON values, with the members the API's bodies name.
+        fn json_value() -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                prop::sample::select(vec![
+                    "name",
+                    "uid",
+                    "eventType",
+                    "payload",
+                    "data",
+                    "eventId",
+                    "channels",
+                    "application",
+                    "payloadRetentionPeriod",
+                    "url",
+                    "description",
+                    "filterTypes",
+                    "version",
+                    "secret",
+                    "headers",
+                    "since",
+                    "until",
+                    "type",
+                    "config",
+                    "metadata",
+                    "rateLimit",
+                    "disabled",
+                    "schema",
+                    "secrets",
+                    "forwardToApp",
+                ])
+                .prop_map(str::to_owned),
+                ".{0,8}",
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| {
+                    serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                }),
+                ".{0,40}".prop_map(Value::from),
+                "[a-z][a-z0-9._-]{0,20}".prop_map(Value::from),
+                "https?://[a-z.]{1,20}(:[0-9]{1,6})?/[a-z]{0,5}".prop_map(Value::from),
+                "20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z".prop_map(Value::from),
+                Just(Value::from("generic-webhook")),
+            ];
+            leaf.prop_recursive(5, 48, 8, move |inner| {
+                prop_oneof![
+                    vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map(key.clone(), inner, 0..8)
+                        .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Bodies: JSON of the API's shapes, raw bytes, JSON cut short, deep nesting, NUL.
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                5 => json_value().prop_map(|value| value.to_string().into_bytes()),
+                2 => vec(any::<u8>(), 0..256),
+                2 => (json_value(), any::<prop::sample::Index>()).prop_map(|(value, at)| {
+                    let mut text = value.to_string().into_bytes();
+                    text.truncate(at.index(text.len() + 1));
+                    text
+                }),
+                1 => (1usize..5_000, any::<bool>()).prop_map(|(depth, object)| {
+                    let (open, close) = if object {
+                        ("{\"payload\":", "}")
+                    } else {
+                        ("[", "]")
+                    };
+                    let mut text = open.repeat(depth);
+                    text.push_str("{}");
+                    text.push_str(&close.repeat(depth));
+                    text.into_bytes()
+                }),
+                1 => Just(br#"{"eventType":"a","payload":{"x":"\u0000"}}"#.to_vec()),
+                1 => Just(b"{\"eventType\":\"a\",\"payload\":{\"x\":\"\0\"}}".to_vec()),
+            ]
+        }
+
+        fn check_body<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<(), TestCaseError> {
+            match parse_body::<T>(bytes) {
+                Ok(_) => Ok(()),
+                Err(error) => is_client_error(error),
+            }
+        }
+
+        /// A config `type_name` parses: the first of a few that fits it.
+        fn config_for(type_name: &str) -> Result<SourceType, ConfigError> {
+            let configs = [
+                json!({}),
+                json!({ "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }),
+                json!({ "secret": "s3cret", "header": "x-sig" }),
+                json!({ "username": "hook", "password": "pass" }),
+                json!({ "token": "tok_123" }),
+            ];
+            let mut last = None;
+            for config in &configs {
+                match SourceType::parse(type_name, Some(config)) {
+                    Ok(source) => return Ok(source),
+                    Err(error) => last = Some(error),
+                }
+            }
+            Err(last.expect("configs were tried"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn parse_query_never_panics_and_errors_are_4xx(query in query_string()) {
+                for result in [
+                    parse_query::<AllKinds>(&query).map(drop),
+                    // Through to the page query, as the message list makes it.
+                    parse_query::<MessageListParams>(&query)
+                        .and_then(MessageListParams::query)
+                        .map(drop),
+                    parse_query::<ContentParams>(&query).map(drop),
+                    parse_query::<std::collections::HashMap<String, String>>(&query).map(drop),
+                ] {
+                    if let Err(error) = result {
+                        match &error {
+                            ApiError::Invalid(errors) => {
+                                prop_assert!(!errors.is_empty());
+                                prop_assert_eq!(errors[0].loc[0].as_str(), "query");
+                            }
+                            other => prop_assert!(false, "not a 422: {other:?}"),
+                        }
+                        is_client_error(error)?;
+                    }
+                }
+            }
+
+            #[test]
+            fn parse_body_never_panics_and_errors_are_4xx(bytes in body()) {
+                check_body::<MessageIn>(&bytes)?;
+                check_body::<EndpointIn>(&bytes)?;
+                check_body::<ApplicationIn>(&bytes)?;
+                check_body::<EventTypeIn>(&bytes)?;
+                check_body::<IngestSourceIn>(&bytes)?;
+                check_body::<RecoverIn>(&bytes)?;
+                check_body::<EndpointHeadersIn>(&bytes)?;
+            }
+
+            #[test]
+            fn ingest_refusals_are_answered_with_4xx(
+                headers in vec(
+                    (
+                        prop::sample::select(vec![
+                            "webhook-id", "webhook-timestamp", "webhook-signature",
+                            "svix-id", "svix-timestamp", "svix-signature",
+                            "x-hub-signature-256", "stripe-signature", "x-slack-signature",
+                            "x-slack-request-timestamp", "x-shopify-hmac-sha256",
+                            "x-webhook-secret", "authorization", "x-sig",
+                        ]).prop_map(str::to_owned),
+                        prop_oneof![
+                            ".{0,60}",
+                            any::<i64>().prop_map(|n| n.to_string()),
+                            "(v1,|t=1,v1=|sha256=|Basic |Bearer )[A-Za-z0-9+/=]{0,60}",
+                        ],
+                    ),
+                    0..8,
+                ),
+                body in prop_oneof![body(), vec(any::<u8>(), 0..64)],
+                now in any::<u32>(),
+            ) {
+                for type_name in SourceType::supported() {
+                    let source = config_for(type_name)
+                        .unwrap_or_else(|e| panic!("{type_name}: {e}"));
+                    let request = Incoming { method: "POST", headers: &headers, body: &body };
+                    if let Verdict::Refused(refusal) = receive(&source, &request, i64::from(now)) {
+                        let status = crate::error::status(refusal.code);
+                        prop_assert!(
+                            status.is_client_error(),
+                            "{type_name}: {} is answered {status}", refusal.code
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -38,7 +38,9 @@ use tracing::Span;
 use crate::error::ErrorReport;
 use crate::idempotency::{Idempotency, InFlight};
 
-/// Settings of the API. Its `Debug` form never shows the admin token.
+pub use hookline_receive::pipeline::Keep;
+
+/// Settings of the API. Its `Debug` form never shows the admin token or the JWT key.
 #[derive(Clone)]
 pub struct ApiConfig {
     /// The admin token in plain text (`HOOKLINE_ADMIN_TOKEN`), if configured. Compared by
@@ -50,6 +52,15 @@ pub struct ApiConfig {
     pub max_payload_bytes: usize,
     /// How long answers to POSTs with an `idempotency-key` are replayed.
     pub idempotency_ttl: Duration,
+    /// The HS256 key of Svix-style JWT bearer tokens (`HOOKLINE_JWT_SECRET`), if they are
+    /// accepted. Its bytes are the key, as the Svix server uses its `jwt_secret`.
+    pub jwt_secret: Option<String>,
+    /// Endpoint URLs must be `https://` (`HOOKLINE_HTTPS_ONLY`): creating or changing an
+    /// endpoint to an `http://` URL is refused. The engine refuses to deliver to one too.
+    pub https_only: bool,
+    /// What the server keeps: how much of refused requests the log holds, and how long
+    /// message payloads stay (a message's `payloadRetentionPeriod` overrides it).
+    pub keep: Keep,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -62,6 +73,12 @@ impl std::fmt::Debug for ApiConfig {
             .field("public_url", &self.public_url)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("idempotency_ttl", &self.idempotency_ttl)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("https_only", &self.https_only)
+            .field("keep", &self.keep)
             .finish()
     }
 }
@@ -73,6 +90,9 @@ impl Default for ApiConfig {
             public_url: "http://127.0.0.1:8071".to_owned(),
             max_payload_bytes: 1 << 20,
             idempotency_ttl: Duration::from_secs(12 * 3600),
+            jwt_secret: None,
+            https_only: false,
+            keep: Keep::default(),
         }
     }
 }

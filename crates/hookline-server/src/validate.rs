@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use hookline_core::model::FRAMING_HEADERS;
 use hookline_signature::{Keyset, Message, Scheme};
 
 use crate::error::{ApiError, FieldError};
@@ -144,6 +145,22 @@ pub fn endpoint_url(v: &mut Violations, field: &str, text: &str) {
     }
 }
 
+/// Refuses an `http://` endpoint URL when the server delivers over HTTPS only
+/// (`delivery.https_only`). A 422 on the field, naming the setting, so that whoever
+/// sees it knows it is this server's policy and not a malformed URL. Run after
+/// [`endpoint_url`] has accepted the URL.
+pub fn https_only(https_only: bool, field: &str, url: &str) -> Result<(), ApiError> {
+    let plain = url::Url::parse(url).is_ok_and(|url| url.scheme() != "https");
+    if https_only && plain {
+        return Err(ApiError::invalid(
+            &["body", field],
+            "must be an https:// URL: this server delivers over HTTPS only \
+             (delivery.https_only, HOOKLINE_HTTPS_ONLY)",
+        ));
+    }
+    Ok(())
+}
+
 /// The deepest nesting of arrays and objects accepted in a JSON payload. Deeper
 /// documents are refused: many clients cannot read them back (recursive parsers overflow
 /// their stack), and no event needs them.
@@ -202,30 +219,24 @@ pub fn check_secret(secret: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Header names never accepted as custom endpoint headers (lowercase): hop-by-hop,
-/// caching and content headers that the delivery itself owns.
+/// Header names never accepted as custom endpoint headers (lowercase), besides the
+/// connection and framing ones ([`FRAMING_HEADERS`]): caching, content and proxy headers
+/// that the delivery itself owns.
 const FORBIDDEN_HEADERS: &[&str] = &[
     "user-agent",
-    "keep-alive",
     "proxy-authenticate",
     "proxy-authorization",
-    "te",
     "trailers",
-    "transfer-encoding",
-    "upgrade",
     "age",
     "cache-control",
     "clear-site-data",
     "expires",
     "pragma",
     "warning",
-    "content-length",
     "content-type",
     "content-encoding",
     "content-language",
     "content-location",
-    "host",
-    "connection",
 ];
 
 /// Header name prefixes reserved for cloud infrastructure and for the signature headers.
@@ -248,7 +259,9 @@ pub fn header_name(v: &mut Violations, field: &str, name: &str) {
     let lower = name.to_ascii_lowercase();
     if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
         v.add(&[field, name], "is not a valid header name");
-    } else if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
+    } else if FORBIDDEN_HEADERS.contains(&lower.as_str())
+        || FRAMING_HEADERS.contains(&lower.as_str())
+    {
         v.add(&[field, name], "this header cannot be set on an endpoint");
     } else if let Some(prefix) = FORBIDDEN_PREFIXES.iter().find(|p| lower.starts_with(**p)) {
         v.add(

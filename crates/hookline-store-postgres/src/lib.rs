@@ -31,6 +31,12 @@
 //! Errors are classified in one place, the `error` module, by SQLSTATE and driver error
 //! kind: a unique violation is a conflict, a lost connection is `Unavailable` (retry).
 //!
+//! Secrets are sealed at rest by the [`Sealer`] the store is opened with
+//! ([`PostgresStore::connect_sealed`]), as in the embedded store: endpoint secrets and the
+//! secrets of source configs are sealed as written and opened as read (`rows`), and
+//! [`Reseal`] re-seals what is stored under the current key (`hookline rekey`, which may
+//! run while nodes serve: each batch locks its rows).
+//!
 //! This crate knows nothing of HTTP or of the engine; it only stores.
 
 mod error;
@@ -44,10 +50,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use hookline_core::model::EndpointSecret;
+use hookline_core::sealed::{Reseal, ResealBatch, Resealable, Sealer};
 use hookline_core::store::{Migrations, schema_mismatch};
 use hookline_core::{Error, Result};
 use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
+use tokio_postgres::types::Json;
 
 use crate::listen::Listener;
 
@@ -76,6 +85,8 @@ struct Inner {
     /// How the listening connection connects.
     listen_config: tokio_postgres::Config,
     listener: Mutex<Option<Listener>>,
+    /// Seals secrets as they are written and opens them as they are read.
+    sealer: Sealer,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -95,18 +106,38 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db?…`, or the
     /// key-value form) with at most `pool_size` connections, and applies migrations.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self> {
-        Self::open(url, None, pool_size, Migrations::Apply).await
+        Self::open(url, None, pool_size, Migrations::Apply, Sealer::none()).await
     }
 
     /// [`PostgresStore::connect`], doing `migrations` about pending migrations.
     pub async fn connect_with(url: &str, pool_size: usize, migrations: Migrations) -> Result<Self> {
-        Self::open(url, None, pool_size, migrations).await
+        Self::open(url, None, pool_size, migrations, Sealer::none()).await
+    }
+
+    /// [`PostgresStore::connect_with`], with secrets sealed at rest by `sealer`.
+    pub async fn connect_sealed(
+        url: &str,
+        pool_size: usize,
+        migrations: Migrations,
+        sealer: Sealer,
+    ) -> Result<Self> {
+        Self::open(url, None, pool_size, migrations, sealer).await
     }
 
     /// Like [`PostgresStore::connect`], with every connection's `search_path` set to
     /// `schema`, which is created if missing. The name must be a plain lowercase
     /// identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes).
     pub async fn connect_with_schema(url: &str, schema: &str, pool_size: usize) -> Result<Self> {
+        Self::connect_with_schema_sealed(url, schema, pool_size, Sealer::none()).await
+    }
+
+    /// [`PostgresStore::connect_with_schema`], with secrets sealed at rest by `sealer`.
+    pub async fn connect_with_schema_sealed(
+        url: &str,
+        schema: &str,
+        pool_size: usize,
+        sealer: Sealer,
+    ) -> Result<Self> {
         if !is_plain_identifier(schema) {
             return Err(Error::validation(
                 &["schema"],
@@ -114,7 +145,7 @@ impl PostgresStore {
                  with a digit, at most 63 bytes",
             ));
         }
-        Self::open(url, Some(schema), pool_size, Migrations::Apply).await
+        Self::open(url, Some(schema), pool_size, Migrations::Apply, sealer).await
     }
 
     async fn open(
@@ -122,6 +153,7 @@ impl PostgresStore {
         schema: Option<&str>,
         pool_size: usize,
         migrations: Migrations,
+        sealer: Sealer,
     ) -> Result<Self> {
         if pool_size == 0 {
             return Err(Error::validation(&["pool_size"], "must be at least 1"));
@@ -173,6 +205,7 @@ impl PostgresStore {
                 current_schema,
                 listen_config,
                 listener: Mutex::new(None),
+                sealer,
             }),
         })
     }
@@ -226,9 +259,80 @@ impl PostgresStore {
         drop(listener);
     }
 
+    /// What seals and opens this store's secrets.
+    pub fn sealer(&self) -> &Sealer {
+        &self.inner.sealer
+    }
+
     /// A pooled connection.
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.inner.pool.get().await.map_err(error::pool)
+    }
+}
+
+/// A rotation's batch: the rows of `what` after `after`, locked (`FOR UPDATE`), re-sealed
+/// and committed in one transaction, so that no write of another node comes between the
+/// read and the update of a row.
+#[async_trait::async_trait]
+impl Reseal for PostgresStore {
+    async fn reseal(
+        &self,
+        what: Resealable,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<ResealBatch> {
+        let sealer = self.sealer();
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(error::storage)?;
+        let (select, update) = match what {
+            Resealable::Endpoints => (
+                "SELECT id, secrets FROM endpoint WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE",
+                "UPDATE endpoint SET secrets = $2 WHERE id = $1",
+            ),
+            Resealable::Sources => (
+                "SELECT id, config FROM source WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE",
+                "UPDATE source SET config = $2 WHERE id = $1",
+            ),
+        };
+        let limit_param = i64::try_from(limit).unwrap_or(i64::MAX);
+        let stored = tx
+            .query(select, &[&after.unwrap_or_default(), &limit_param])
+            .await
+            .map_err(error::storage)?;
+        let mut batch = ResealBatch {
+            read: stored.len(),
+            resealed: 0,
+            next: None,
+        };
+        for row in &stored {
+            let id: String = row.try_get(0).map_err(error::storage)?;
+            let named =
+                |error: Error| Error::storage(std::io::Error::other(format!("{id}: {error}")));
+            let changed = match what {
+                Resealable::Endpoints => {
+                    let value: Json<Vec<EndpointSecret>> =
+                        row.try_get(1).map_err(error::storage)?;
+                    match rows::resealed_secrets(sealer, value.0).map_err(named)? {
+                        Some(resealed) => tx.execute(update, &[&id, &resealed]).await,
+                        None => Ok(0),
+                    }
+                }
+                Resealable::Sources => {
+                    let value: serde_json::Value = row.try_get(1).map_err(error::storage)?;
+                    match rows::resealed_config(sealer, value).map_err(named)? {
+                        Some(resealed) => tx.execute(update, &[&id, &resealed]).await,
+                        None => Ok(0),
+                    }
+                }
+            }
+            .map_err(error::storage)?;
+            batch.resealed += usize::try_from(changed).unwrap_or(0);
+            if stored.len() == limit {
+                batch.next = Some(id);
+            }
+        }
+        tx.commit().await.map_err(error::storage)?;
+        Ok(batch)
     }
 }
 

@@ -11,6 +11,8 @@ use hookline_core::model::{
     Application, Attempt, Destination, Endpoint, EndpointSecret, ErrorKind, EventType, Message,
     MessageStatus, TriggerType,
 };
+use hookline_core::page::Page;
+use hookline_core::sealed::Sealer;
 use hookline_core::{Error, Result};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, Json};
@@ -30,17 +32,70 @@ fn status(code: i16) -> MessageStatus {
     MessageStatus::from_code(i64::from(code)).unwrap_or(MessageStatus::Fail)
 }
 
-/// An endpoint's secrets as stored: expiries to the millisecond.
-pub fn secrets(secrets: &[EndpointSecret]) -> Json<Vec<EndpointSecret>> {
+/// An endpoint's secrets as stored: sealed by `sealer`, expiries to the millisecond.
+pub fn secrets(sealer: &Sealer, secrets: &[EndpointSecret]) -> Json<Vec<EndpointSecret>> {
     Json(
-        secrets
-            .iter()
+        sealer
+            .seal_secrets(secrets)
+            .into_iter()
             .map(|secret| EndpointSecret {
-                key: secret.key.clone(),
+                key: secret.key,
                 expires_at: secret.expires_at.map(ms),
             })
             .collect(),
     )
+}
+
+/// `endpoint`, read as stored, with its secrets opened by `sealer`.
+pub fn open_endpoint(sealer: &Sealer, mut endpoint: Endpoint) -> Result<Endpoint> {
+    endpoint.secrets = sealer.open_secrets(endpoint.secrets)?;
+    Ok(endpoint)
+}
+
+/// A page of endpoints read as stored, with their secrets opened.
+pub fn open_endpoints(sealer: &Sealer, page: Page<Endpoint>) -> Result<Page<Endpoint>> {
+    let data = page
+        .data
+        .into_iter()
+        .map(|endpoint| open_endpoint(sealer, endpoint))
+        .collect::<Result<_>>()?;
+    Ok(Page { data, ..page })
+}
+
+/// A source's config as stored: its secrets sealed by `sealer`.
+pub fn config(sealer: &Sealer, config: &serde_json::Value) -> serde_json::Value {
+    sealer.seal_config(config)
+}
+
+/// `source`, read as stored, with the secrets of its config opened by `sealer`.
+pub fn open_source(sealer: &Sealer, mut source: Source) -> Result<Source> {
+    source.config = sealer.open_config(source.config)?;
+    Ok(source)
+}
+
+/// The stored secrets column re-sealed under the current key, or `None` when every
+/// secret already is (what a rotation skips).
+pub fn resealed_secrets(
+    sealer: &Sealer,
+    stored: Vec<EndpointSecret>,
+) -> Result<Option<Json<Vec<EndpointSecret>>>> {
+    if sealer.secrets_are_current(&stored) {
+        return Ok(None);
+    }
+    // Opened, then sealed afresh: `secrets` seals them again.
+    Ok(Some(secrets(sealer, &sealer.open_secrets(stored)?)))
+}
+
+/// The stored config column re-sealed under the current key, or `None` when every secret
+/// of it already is.
+pub fn resealed_config(
+    sealer: &Sealer,
+    stored: serde_json::Value,
+) -> Result<Option<serde_json::Value>> {
+    if sealer.config_is_current(&stored) {
+        return Ok(None);
+    }
+    Ok(Some(sealer.seal_config(&sealer.open_config(stored)?)))
 }
 
 /// Reads a row's columns in order.
@@ -97,6 +152,9 @@ pub const ENDPOINT_COLUMNS: &str = "endpoint.id, endpoint.app_id, endpoint.uid, 
     endpoint.channels, endpoint.metadata, endpoint.headers, endpoint.secrets, \
     endpoint.failing_since, endpoint.created_at, endpoint.updated_at";
 
+/// Reads an endpoint, its secrets as stored (sealed when the store has a main key):
+/// enough for reads that use no secret (fan-out, destination lists). Whatever hands an
+/// endpoint on to be signed with or shown opens it first ([`open_endpoint`]).
 pub fn endpoint(columns: &mut Columns<'_>) -> Result<Endpoint> {
     Ok(Endpoint {
         id: EndpointId::from_string(columns.take()?),
@@ -204,6 +262,7 @@ pub const SOURCE_COLUMNS: &str = "source.id, source.uid, source.name, source.sou
     source.config, source.metadata, source.app_id, source.token, source.previous_token, \
     source.previous_token_expires_at, source.created_at, source.updated_at";
 
+/// Reads a source, the secrets of its config as stored ([`open_source`] opens them).
 pub fn source(columns: &mut Columns<'_>) -> Result<Source> {
     Ok(Source {
         id: SourceId::from_string(columns.take()?),
@@ -226,10 +285,10 @@ pub const INGEST_REQUEST_COLUMNS: &str = "ingest_request.id, ingest_request.sour
     ingest_request.headers, ingest_request.body, ingest_request.verdict, \
     ingest_request.status_code, ingest_request.reason_code, ingest_request.reason, \
     ingest_request.dedupe_key, ingest_request.event_type, ingest_request.msg_id, \
-    ingest_request.created_at";
+    ingest_request.created_at, ingest_request.body_size, ingest_request.dropped_before";
 
 pub fn ingest_request(columns: &mut Columns<'_>) -> Result<IngestRequest> {
-    Ok(IngestRequest {
+    let mut request = IngestRequest {
         id: IngestRequestId::from_string(columns.take()?),
         source_id: SourceId::from_string(columns.take()?),
         seq: columns.take()?,
@@ -256,7 +315,15 @@ pub fn ingest_request(columns: &mut Columns<'_>) -> Result<IngestRequest> {
             .take::<Option<String>>()?
             .map(MessageId::from_string),
         created_at: columns.take()?,
-    })
+        body_size: 0,
+        dropped_before: 0,
+    };
+    // `NULL`: logged before sizes were kept, so the body is whole.
+    request.body_size = columns
+        .take::<Option<i64>>()?
+        .unwrap_or(i64::try_from(request.body.len()).unwrap_or(i64::MAX));
+    request.dropped_before = columns.take()?;
+    Ok(request)
 }
 
 /// Reads a whole row with `read`.

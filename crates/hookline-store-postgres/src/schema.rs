@@ -173,4 +173,37 @@ CREATE INDEX ingest_request_created ON ingest_request (created_at);
     r#"
 CREATE INDEX idempotency_expires ON idempotency (expires_at);
 "#,
+    // Tokens expire. App tokens issued before expiry was kept get the longest lifetime
+    // any issuer could have asked for (7 days, from their creation); admin tokens
+    // (`app_id IS NULL`) never expire.
+    r#"
+ALTER TABLE token ADD COLUMN expires_at TIMESTAMPTZ;
+UPDATE token SET expires_at = created_at + INTERVAL '7 days' WHERE app_id IS NOT NULL;
+"#,
+    // Bounded refused requests and payload retention. A logged request keeps its body's
+    // size as received (`NULL`: logged before this, whole); `dropped_before` counts the
+    // refused requests skipped before it. A source counts its refused requests per window
+    // (`refused_*`, under its row lock) so that every node keeps to one cap. A message's
+    // payload is removed at `payload_expires_at` (`NULL`: kept until expunged); the
+    // partial index holds only payloads still to expire, so the sweep finds them without
+    // a scan.
+    r#"
+ALTER TABLE ingest_request ADD COLUMN body_size BIGINT;
+ALTER TABLE ingest_request ADD COLUMN dropped_before BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE source ADD COLUMN refused_window BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE source ADD COLUMN refused_logged BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE source ADD COLUMN refused_dropped BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE message ADD COLUMN payload_expires_at TIMESTAMPTZ;
+CREATE INDEX message_payload_expiry ON message (payload_expires_at)
+    WHERE payload IS NOT NULL AND payload_expires_at IS NOT NULL;
+"#,
+    // Worker nodes announce themselves here every few seconds (`DeliveryQueue::heartbeat`),
+    // so that each knows how many share the queue and enforces its share of every
+    // throttle rate: the rates then hold in total, not per node.
+    r#"
+CREATE TABLE worker_node (
+    id         TEXT COLLATE "C" PRIMARY KEY,
+    last_seen  TIMESTAMPTZ NOT NULL
+);
+"#,
 ];

@@ -21,6 +21,11 @@
 //! and then releases every delivery lease, since whoever held them is gone. Deliveries that
 //! a killed process had in flight are therefore retried at once rather than when their
 //! leases would have expired. To run several nodes, use PostgreSQL.
+//!
+//! Secrets are sealed at rest by the [`Sealer`] the store is opened with
+//! ([`SqliteStore::open_url_sealed`]): endpoint secrets and the secrets of source configs
+//! are sealed as they are written and opened as they are read (`rows`), and
+//! [`Reseal`] re-seals what is stored under the current key (`hookline rekey`).
 
 mod cache;
 mod queries;
@@ -32,6 +37,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
+use hookline_core::sealed::{Reseal, ResealBatch, Resealable, Sealer};
 use hookline_core::store::{Migrations, schema_mismatch};
 use hookline_core::{Code, Error, Result};
 use rusqlite::{Connection, OpenFlags};
@@ -70,6 +76,8 @@ struct Inner {
     read_slots: Arc<Semaphore>,
     /// Endpoint rows kept between claims.
     endpoints: Arc<cache::EndpointCache>,
+    /// Seals secrets as they are written and opens them as they are read.
+    sealer: Sealer,
     /// Dropped with the store, which stops the checkpointer.
     _checkpointer: mpsc::Sender<()>,
     /// Held for the life of the store (dropped last): one process per database file.
@@ -87,8 +95,13 @@ impl SqliteStore {
 
     /// Opens the database at `path`, doing `migrations` about pending migrations.
     pub async fn open_with(path: &Path, migrations: Migrations) -> Result<Self> {
+        Self::open_sealed(path, migrations, Sealer::none()).await
+    }
+
+    /// [`SqliteStore::open_with`], with secrets sealed at rest by `sealer`.
+    pub async fn open_sealed(path: &Path, migrations: Migrations, sealer: Sealer) -> Result<Self> {
         let path = path.to_owned();
-        tokio::task::spawn_blocking(move || Self::open_blocking(path, migrations))
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, migrations, sealer))
             .await
             .map_err(Error::storage)?
     }
@@ -101,6 +114,15 @@ impl SqliteStore {
 
     /// [`SqliteStore::open_url`], doing `migrations` about pending migrations.
     pub async fn open_url_with(url: &str, migrations: Migrations) -> Result<Self> {
+        Self::open_url_sealed(url, migrations, Sealer::none()).await
+    }
+
+    /// [`SqliteStore::open_url_with`], with secrets sealed at rest by `sealer`.
+    pub async fn open_url_sealed(
+        url: &str,
+        migrations: Migrations,
+        sealer: Sealer,
+    ) -> Result<Self> {
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -111,10 +133,10 @@ impl SqliteStore {
                 "sqlite URL has no path",
             ));
         }
-        Self::open_with(Path::new(path), migrations).await
+        Self::open_sealed(Path::new(path), migrations, sealer).await
     }
 
-    fn open_blocking(path: PathBuf, migrations: Migrations) -> Result<Self> {
+    fn open_blocking(path: PathBuf, migrations: Migrations, sealer: Sealer) -> Result<Self> {
         let lock = lock_file(&path)?;
         let mut writer = Connection::open(&path).map_err(Error::storage)?;
         configure(&writer, false)?;
@@ -156,6 +178,7 @@ impl SqliteStore {
                 readers: Mutex::new(readers),
                 read_slots: Arc::new(Semaphore::new(READERS)),
                 endpoints: Arc::default(),
+                sealer,
                 _checkpointer: checkpointer,
                 _lock: lock,
             }),
@@ -165,6 +188,11 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// What seals and opens this store's secrets.
+    pub fn sealer(&self) -> &Sealer {
+        &self.inner.sealer
     }
 
     /// Stops taking writes; the writer thread finishes what is queued, then exits.
@@ -263,6 +291,70 @@ impl SqliteStore {
         })
         .await
         .map_err(Error::storage)?
+    }
+}
+
+/// A rotation's batch: the rows of `what` after `after`, read and re-sealed in one write
+/// (so no other write of those rows comes between), the endpoint cache moved on when an
+/// endpoint changed.
+#[async_trait::async_trait]
+impl Reseal for SqliteStore {
+    async fn reseal(
+        &self,
+        what: Resealable,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<ResealBatch> {
+        let sealer = self.sealer().clone();
+        let (select, update, reseal): (&str, &str, fn(&Sealer, &str) -> Result<Option<String>>) =
+            match what {
+                Resealable::Endpoints => (
+                    "SELECT id, secrets FROM endpoint WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    "UPDATE endpoint SET secrets = ?2 WHERE id = ?1",
+                    rows::resealed_secrets,
+                ),
+                Resealable::Sources => (
+                    "SELECT id, config FROM source WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    "UPDATE source SET config = ?2 WHERE id = ?1",
+                    rows::resealed_config,
+                ),
+            };
+        let changed = |batch: &ResealBatch| batch.resealed > 0;
+        self.write_endpoints(
+            move |conn| {
+                let stored: Vec<(String, String)> = {
+                    let mut statement = conn.prepare(select).map_err(Error::storage)?;
+                    statement
+                        .query_map(
+                            rusqlite::params![after.unwrap_or_default(), limit as i64],
+                            |row| Ok((row.get(0)?, row.get(1)?)),
+                        )
+                        .map_err(Error::storage)?
+                        .collect::<rusqlite::Result<_>>()
+                        .map_err(Error::storage)?
+                };
+                let mut batch = ResealBatch {
+                    read: stored.len(),
+                    resealed: 0,
+                    next: (stored.len() == limit)
+                        .then(|| stored.last().map(|(id, _)| id.clone()))
+                        .flatten(),
+                };
+                for (id, value) in stored {
+                    let resealed = reseal(&sealer, &value).map_err(|error| {
+                        Error::storage(std::io::Error::other(format!("{id}: {error}")))
+                    })?;
+                    if let Some(resealed) = resealed {
+                        conn.execute(update, rusqlite::params![id, resealed])
+                            .map_err(Error::storage)?;
+                        batch.resealed += 1;
+                    }
+                }
+                Ok(batch)
+            },
+            changed,
+        )
+        .await
     }
 }
 

@@ -10,6 +10,8 @@ use hookline_core::model::{
     Application, Attempt, Destination, Endpoint, EndpointFilter, EndpointSecret, ErrorKind,
     EventType, Message, MessageStatus, TriggerType,
 };
+use hookline_core::page::Page;
+use hookline_core::sealed::Sealer;
 use rusqlite::Row;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,7 +79,10 @@ pub const ENDPOINT_COLUMNS: &str = "endpoint.id, endpoint.app_id, endpoint.uid, 
     endpoint.channels, endpoint.metadata, endpoint.headers, endpoint.secrets, \
     endpoint.failing_since, endpoint.created_at, endpoint.updated_at";
 
-/// Reads an endpoint whose columns start at `at`.
+/// Reads an endpoint whose columns start at `at`, its secrets as stored (sealed when the
+/// store has a main key): enough for reads that use no secret (fan-out, destination
+/// lists). Whatever hands an endpoint on to be signed with or shown opens it first
+/// ([`open_endpoint`]).
 pub fn endpoint_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Endpoint> {
     let secrets: Vec<(String, Option<i64>)> = parse(&row.get::<_, String>(at + 11)?)?;
     Ok(Endpoint {
@@ -119,12 +124,73 @@ pub fn endpoint(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     endpoint_at(row, 0)
 }
 
-pub fn secrets_json(secrets: &[EndpointSecret]) -> String {
+/// An endpoint's secrets as stored: sealed by `sealer`, expiries in milliseconds.
+pub fn secrets_json(sealer: &Sealer, secrets: &[EndpointSecret]) -> String {
+    stored_secrets_json(&sealer.seal_secrets(secrets))
+}
+
+/// Secrets already in their stored form, as the column holds them.
+fn stored_secrets_json(secrets: &[EndpointSecret]) -> String {
     let pairs: Vec<(&str, Option<i64>)> = secrets
         .iter()
         .map(|s| (s.key.as_str(), s.expires_at.map(millis)))
         .collect();
     json(&pairs)
+}
+
+/// `endpoint`, read as stored, with its secrets opened by `sealer`.
+pub fn open_endpoint(sealer: &Sealer, mut endpoint: Endpoint) -> Result<Endpoint, Error> {
+    endpoint.secrets = sealer.open_secrets(endpoint.secrets)?;
+    Ok(endpoint)
+}
+
+/// A page of endpoints read as stored, with their secrets opened.
+pub fn open_endpoints(sealer: &Sealer, page: Page<Endpoint>) -> Result<Page<Endpoint>, Error> {
+    let data = page
+        .data
+        .into_iter()
+        .map(|endpoint| open_endpoint(sealer, endpoint))
+        .collect::<Result<_, _>>()?;
+    Ok(Page { data, ..page })
+}
+
+/// The stored secrets column re-sealed under the current key, or `None` when every
+/// secret already is (what a rotation skips).
+pub fn resealed_secrets(sealer: &Sealer, stored: &str) -> Result<Option<String>, Error> {
+    let pairs: Vec<(String, Option<i64>)> = parse(stored).map_err(Error::storage)?;
+    let secrets: Vec<EndpointSecret> = pairs
+        .into_iter()
+        .map(|(key, expires_at)| EndpointSecret {
+            key,
+            expires_at: expires_at.map(time),
+        })
+        .collect();
+    if sealer.secrets_are_current(&secrets) {
+        return Ok(None);
+    }
+    let opened = sealer.open_secrets(secrets)?;
+    Ok(Some(stored_secrets_json(&sealer.seal_secrets(&opened))))
+}
+
+/// A source's config as stored: its secrets sealed by `sealer`.
+pub fn config_json(sealer: &Sealer, config: &serde_json::Value) -> String {
+    json(&sealer.seal_config(config))
+}
+
+/// `source`, read as stored, with the secrets of its config opened by `sealer`.
+pub fn open_source(sealer: &Sealer, mut source: Source) -> Result<Source, Error> {
+    source.config = sealer.open_config(source.config)?;
+    Ok(source)
+}
+
+/// The stored config column re-sealed under the current key, or `None` when every secret
+/// of it already is.
+pub fn resealed_config(sealer: &Sealer, stored: &str) -> Result<Option<String>, Error> {
+    let config: serde_json::Value = parse(stored).map_err(Error::storage)?;
+    if sealer.config_is_current(&config) {
+        return Ok(None);
+    }
+    Ok(Some(config_json(sealer, &sealer.open_config(config)?)))
 }
 
 pub fn map_json(map: &BTreeMap<String, String>) -> String {
@@ -223,6 +289,7 @@ pub const SOURCE_COLUMNS: &str = "source.id, source.uid, source.name, source.sou
     source.config, source.metadata, source.app_id, source.token, source.previous_token, \
     source.previous_token_expires_at, source.created_at, source.updated_at";
 
+/// Reads a source, the secrets of its config as stored ([`open_source`] opens them).
 pub fn source(row: &Row<'_>) -> rusqlite::Result<Source> {
     Ok(Source {
         id: SourceId::from_string(row.get(0)?),
@@ -245,11 +312,17 @@ pub const INGEST_REQUEST_COLUMNS: &str = "ingest_request.id, ingest_request.sour
     ingest_request.headers, ingest_request.body, ingest_request.verdict, \
     ingest_request.status_code, ingest_request.reason_code, ingest_request.reason, \
     ingest_request.dedupe_key, ingest_request.event_type, ingest_request.msg_id, \
-    ingest_request.created_at";
+    ingest_request.created_at, ingest_request.body_size, ingest_request.dropped_before";
 
 pub fn ingest_request(row: &Row<'_>) -> rusqlite::Result<IngestRequest> {
     let verdict: String = row.get(8)?;
+    let body: Vec<u8> = row.get(7)?;
     Ok(IngestRequest {
+        // Logged before sizes were kept: the body is whole.
+        body_size: row
+            .get::<_, Option<i64>>(16)?
+            .unwrap_or(i64::try_from(body.len()).unwrap_or(i64::MAX)),
+        dropped_before: row.get(17)?,
         id: IngestRequestId::from_string(row.get(0)?),
         source_id: SourceId::from_string(row.get(1)?),
         seq: row.get(2)?,
@@ -257,7 +330,7 @@ pub fn ingest_request(row: &Row<'_>) -> rusqlite::Result<IngestRequest> {
         path: row.get(4)?,
         query: row.get(5)?,
         headers: parse(&row.get::<_, String>(6)?)?,
-        body: row.get(7)?,
+        body,
         verdict: Verdict::parse(&verdict).ok_or_else(|| {
             rusqlite::Error::FromSqlConversionFailure(
                 8,

@@ -7,13 +7,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use hookline_core::sealed::{MainKey, Sealer};
 use serde::Deserialize;
 
 /// The commented reference configuration, which is also the source of every default.
 pub const DEFAULT_TOML: &str = include_str!("../../../config.default.toml");
 
-/// Validated configuration.
-#[derive(Debug, Clone, PartialEq)]
+/// Validated configuration. Its `Debug` form shows no secret: the admin token, the JWT key
+/// and the database URL's password are redacted.
+#[derive(Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
@@ -21,14 +23,48 @@ pub struct Config {
     pub pool_size: usize,
     pub public_url: String,
     pub admin_token: Option<String>,
+    /// The main key that seals endpoint and source secrets at rest, and the previous ones
+    /// that still open what they sealed during a rotation.
+    pub main_keys: MainKeys,
+    /// The HS256 key of Svix-style JWT bearer tokens; `None`: JWTs are not accepted.
+    pub jwt_secret: Option<String>,
     pub role: Role,
     /// This node's name, the owner of the delivery leases it holds; `None` for a random one.
     pub node_id: Option<String>,
     pub max_payload_bytes: usize,
+    /// How long a message's payload is kept when its `payloadRetentionPeriod` does not
+    /// say (forwarded requests' messages included).
+    pub payload_retention: Duration,
     pub delivery: Delivery,
     pub operational: Option<Operational>,
     pub ingest: Ingest,
     pub log: Log,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |value: &Option<String>| value.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field(
+                "database_url",
+                &crate::server::without_password(&self.database_url),
+            )
+            .field("pool_size", &self.pool_size)
+            .field("public_url", &self.public_url)
+            .field("admin_token", &redacted(&self.admin_token))
+            .field("main_keys", &self.main_keys)
+            .field("jwt_secret", &redacted(&self.jwt_secret))
+            .field("role", &self.role)
+            .field("node_id", &self.node_id)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("payload_retention", &self.payload_retention)
+            .field("delivery", &self.delivery)
+            .field("operational", &self.operational)
+            .field("ingest", &self.ingest)
+            .field("log", &self.log)
+            .finish()
+    }
 }
 
 /// The receiving side.
@@ -36,6 +72,10 @@ pub struct Config {
 pub struct Ingest {
     /// How long received requests stay in the request log (and count for dedupe).
     pub log_retention: Duration,
+    /// Bytes of a refused request's body the log keeps.
+    pub refused_body_bytes: usize,
+    /// Refused requests of one source the log keeps per minute, across all nodes.
+    pub refused_per_minute: u32,
 }
 
 /// What a node does.
@@ -81,6 +121,9 @@ pub struct Delivery {
     pub disable_after: Duration,
     /// How long an idle worker waits before it looks again, if nothing wakes it.
     pub poll_interval: Duration,
+    /// Only `https://` endpoints: the API refuses `http://` URLs and the engine will not
+    /// deliver to one.
+    pub https_only: bool,
 }
 
 /// Where operational events go.
@@ -95,6 +138,41 @@ impl std::fmt::Debug for Operational {
         f.debug_struct("Operational")
             .field("url", &self.url)
             .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The keys secrets are sealed at rest with (`main_key`, `previous_main_keys`), as given:
+/// base64 texts already checked to be keys. Its `Debug` shows only the keys' ids.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct MainKeys {
+    pub current: Option<String>,
+    pub previous: Vec<String>,
+}
+
+impl MainKeys {
+    /// The sealer the stores are opened with.
+    pub fn sealer(&self) -> anyhow::Result<Sealer> {
+        Sealer::from_config(self.current.as_deref(), &self.previous).map_err(|error| {
+            anyhow::anyhow!(
+                "HOOKLINE_MAIN_KEY / HOOKLINE_PREVIOUS_MAIN_KEYS (main_key / \
+                 previous_main_keys): {error}"
+            )
+        })
+    }
+}
+
+impl std::fmt::Debug for MainKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = |text: &String| {
+            MainKey::parse(text).map_or_else(|_| "<invalid>".to_owned(), |key| key.id().to_owned())
+        };
+        f.debug_struct("MainKeys")
+            .field("current", &self.current.as_ref().map(id))
+            .field(
+                "previous",
+                &self.previous.iter().map(id).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -115,9 +193,13 @@ struct Raw {
     pool_size: Option<usize>,
     public_url: Option<String>,
     admin_token: Option<String>,
+    main_key: Option<String>,
+    previous_main_keys: Option<Vec<String>>,
+    jwt_secret: Option<String>,
     role: Option<String>,
     node_id: Option<String>,
     max_payload_bytes: Option<usize>,
+    payload_retention: Option<u64>,
     #[serde(default)]
     delivery: RawDelivery,
     #[serde(default)]
@@ -138,6 +220,7 @@ struct RawDelivery {
     max_in_flight_per_endpoint: Option<usize>,
     disable_after: Option<u64>,
     poll_interval: Option<u64>,
+    https_only: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,6 +234,8 @@ struct RawOperational {
 #[serde(deny_unknown_fields)]
 struct RawIngest {
     log_retention: Option<u64>,
+    refused_body_bytes: Option<usize>,
+    refused_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,9 +262,13 @@ impl Raw {
                 pool_size,
                 public_url,
                 admin_token,
+                main_key,
+                previous_main_keys,
+                jwt_secret,
                 role,
                 node_id,
-                max_payload_bytes
+                max_payload_bytes,
+                payload_retention
             ]
         );
         overlay!(
@@ -192,11 +281,16 @@ impl Raw {
                 concurrency,
                 max_in_flight_per_endpoint,
                 disable_after,
-                poll_interval
+                poll_interval,
+                https_only
             ]
         );
         overlay!(self.operational, top.operational, [url, secret]);
-        overlay!(self.ingest, top.ingest, [log_retention]);
+        overlay!(
+            self.ingest,
+            top.ingest,
+            [log_retention, refused_body_bytes, refused_per_minute]
+        );
         overlay!(self.log, top.log, [format, level]);
     }
 
@@ -232,6 +326,15 @@ impl Raw {
                     .collect::<anyhow::Result<Vec<u64>>>()
             })
             .transpose()?;
+        let flag = |name: &str| -> anyhow::Result<Option<bool>> {
+            get(name)
+                .map(|v| match v.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => Ok(true),
+                    "false" | "0" | "no" | "off" => Ok(false),
+                    _ => bail!("{name} must be true or false, got {v:?}"),
+                })
+                .transpose()
+        };
         Ok(Raw {
             listen: get("HOOKLINE_LISTEN"),
             database_url: get("HOOKLINE_DATABASE_URL"),
@@ -244,13 +347,18 @@ impl Raw {
                 .transpose()?,
             public_url: get("HOOKLINE_PUBLIC_URL"),
             admin_token: get("HOOKLINE_ADMIN_TOKEN"),
+            main_key: get("HOOKLINE_MAIN_KEY"),
+            previous_main_keys: list("HOOKLINE_PREVIOUS_MAIN_KEYS"),
+            jwt_secret: get("HOOKLINE_JWT_SECRET"),
             role: get("HOOKLINE_ROLE"),
             node_id: get("HOOKLINE_NODE_ID"),
             max_payload_bytes: None,
+            payload_retention: number("HOOKLINE_PAYLOAD_RETENTION")?,
             delivery: RawDelivery {
                 retry_schedule: schedule,
                 attempt_timeout: number("HOOKLINE_ATTEMPT_TIMEOUT")?,
                 allowed_subnets: list("HOOKLINE_ALLOWED_SUBNETS"),
+                https_only: flag("HOOKLINE_HTTPS_ONLY")?,
                 ..RawDelivery::default()
             },
             operational: RawOperational {
@@ -259,6 +367,10 @@ impl Raw {
             },
             ingest: RawIngest {
                 log_retention: number("HOOKLINE_INGEST_LOG_RETENTION")?,
+                refused_body_bytes: number("HOOKLINE_INGEST_REFUSED_BODY_BYTES")?
+                    .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX)),
+                refused_per_minute: number("HOOKLINE_INGEST_REFUSED_PER_MINUTE")?
+                    .map(|count| u32::try_from(count).unwrap_or(u32::MAX)),
             },
             log: RawLog {
                 format: get("HOOKLINE_LOG_FORMAT"),
@@ -309,6 +421,18 @@ impl Config {
         {
             bail!("admin_token must be at least 16 characters");
         }
+        let main_keys = MainKeys {
+            current: raw.main_key.filter(|key| !key.is_empty()),
+            previous: raw.previous_main_keys.unwrap_or_default(),
+        };
+        main_keys.sealer()?;
+        let jwt_secret = raw.jwt_secret.filter(|secret| !secret.is_empty());
+        if let Some(secret) = &jwt_secret
+            && secret.len() < 32
+        {
+            // HS256 is as strong as its key: RFC 7518 asks for at least 256 bits.
+            bail!("jwt_secret must be at least 32 characters");
+        }
         let role = Role::parse(raw.role.as_deref().unwrap_or("all"))?;
         let node_id = raw.node_id.filter(|id| !id.is_empty());
         if let Some(id) = &node_id {
@@ -344,6 +468,10 @@ impl Config {
         if log_retention == 0 {
             bail!("ingest.log_retention must be at least 1 second");
         }
+        let payload_retention = raw.payload_retention.unwrap_or(7_776_000);
+        if payload_retention == 0 {
+            bail!("payload_retention must be at least 1 second");
+        }
         let format = raw.log.format.unwrap_or_else(|| "json".into());
         if !matches!(format.as_str(), "json" | "text") {
             bail!("log.format must be json or text, got {format:?}");
@@ -354,9 +482,12 @@ impl Config {
             pool_size,
             public_url,
             admin_token,
+            main_keys,
+            jwt_secret,
             role,
             node_id,
             max_payload_bytes: raw.max_payload_bytes.unwrap_or(1 << 20),
+            payload_retention: Duration::from_secs(payload_retention),
             delivery: Delivery {
                 retry_schedule: d
                     .retry_schedule
@@ -370,10 +501,13 @@ impl Config {
                 max_in_flight_per_endpoint: per_endpoint,
                 disable_after: Duration::from_secs(d.disable_after.unwrap_or(432_000)),
                 poll_interval: Duration::from_secs(poll_interval),
+                https_only: d.https_only.unwrap_or(false),
             },
             operational,
             ingest: Ingest {
                 log_retention: Duration::from_secs(log_retention),
+                refused_body_bytes: raw.ingest.refused_body_bytes.unwrap_or(4096),
+                refused_per_minute: raw.ingest.refused_per_minute.unwrap_or(60),
             },
             log: Log {
                 json: format == "json",
@@ -410,12 +544,41 @@ mod tests {
         assert_eq!(config.delivery.attempt_timeout, Duration::from_secs(15));
         assert_eq!(config.delivery.poll_interval, Duration::from_secs(1));
         assert!(config.delivery.allowed_subnets.is_empty());
+        assert!(!config.delivery.https_only);
+        assert_eq!(config.jwt_secret, None);
         assert_eq!(config.operational, None);
         assert_eq!(
             config.ingest.log_retention,
             Duration::from_secs(30 * 86_400)
         );
+        assert_eq!(config.ingest.refused_body_bytes, 4096);
+        assert_eq!(config.ingest.refused_per_minute, 60);
+        assert_eq!(config.payload_retention, Duration::from_secs(90 * 86_400));
         assert!(config.log.json);
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let config = Config::load(
+            None,
+            &env(&[
+                ("HOOKLINE_ADMIN_TOKEN", "admin-token-3f9c1a7e"),
+                (
+                    "HOOKLINE_JWT_SECRET",
+                    "jwt-key-0123456789abcdef0123456789abcdef",
+                ),
+                (
+                    "HOOKLINE_DATABASE_URL",
+                    "postgres://hook:pg-pass-77@db/hookline",
+                ),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        for secret in ["admin-token-3f9c1a7e", "jwt-key-0123456789", "pg-pass-77"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("postgres://hook:***@db/hookline"), "{shown}");
     }
 
     #[test]
@@ -436,9 +599,16 @@ mod tests {
                 ("HOOKLINE_ALLOWED_SUBNETS", "127.0.0.0/8,::1/128"),
                 ("HOOKLINE_ADMIN_TOKEN", "a-long-enough-admin-token"),
                 ("HOOKLINE_NODE_ID", "eu-west-1.node_2"),
+                ("HOOKLINE_HTTPS_ONLY", "true"),
+                ("HOOKLINE_JWT_SECRET", "a-jwt-key-of-at-least-32-characters"),
             ]),
         )
         .unwrap();
+        assert!(config.delivery.https_only);
+        assert_eq!(
+            config.jwt_secret.as_deref(),
+            Some("a-jwt-key-of-at-least-32-characters")
+        );
         assert_eq!(config.listen.to_string(), "127.0.0.1:9100");
         assert_eq!(config.node_id.as_deref(), Some("eu-west-1.node_2"));
         assert_eq!(config.delivery.attempt_timeout, Duration::from_secs(30));
@@ -454,6 +624,27 @@ mod tests {
             Some("a-long-enough-admin-token")
         );
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn what_is_kept_is_read_from_the_environment() {
+        let config = Config::load(
+            None,
+            &env(&[
+                ("HOOKLINE_INGEST_REFUSED_BODY_BYTES", "512"),
+                ("HOOKLINE_INGEST_REFUSED_PER_MINUTE", "5"),
+                ("HOOKLINE_PAYLOAD_RETENTION", "432000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.ingest.refused_body_bytes, 512);
+        assert_eq!(config.ingest.refused_per_minute, 5);
+        assert_eq!(config.payload_retention, Duration::from_secs(5 * 86_400));
+        let error = Config::load(None, &env(&[("HOOKLINE_PAYLOAD_RETENTION", "0")])).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("payload_retention"),
+            "{error:#}"
+        );
     }
 
     #[test]
@@ -487,6 +678,8 @@ mod tests {
             ("HOOKLINE_ADMIN_TOKEN", "short", "admin_token"),
             ("HOOKLINE_ROLE", "boss", "role"),
             ("HOOKLINE_NODE_ID", "node 1", "node_id"),
+            ("HOOKLINE_HTTPS_ONLY", "sometimes", "HOOKLINE_HTTPS_ONLY"),
+            ("HOOKLINE_JWT_SECRET", "short", "jwt_secret"),
             (
                 "HOOKLINE_OPERATIONAL_URL",
                 "http://ops.test",
@@ -503,6 +696,51 @@ mod tests {
     }
 
     #[test]
+    fn main_keys_are_checked_at_load_and_never_shown() {
+        let (current, current_text) = hookline_core::sealed::MainKey::generate();
+        let (previous, previous_text) = hookline_core::sealed::MainKey::generate();
+        let config = Config::load(
+            None,
+            &env(&[
+                ("HOOKLINE_MAIN_KEY", &current_text),
+                ("HOOKLINE_PREVIOUS_MAIN_KEYS", &format!("{previous_text}, ")),
+            ]),
+        )
+        .unwrap();
+        let sealer = config.main_keys.sealer().unwrap();
+        assert_eq!(sealer.current_key_id(), Some(current.id()));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains(&current_text) && !shown.contains(&previous_text));
+        assert!(
+            shown.contains(current.id()) && shown.contains(previous.id()),
+            "{shown}"
+        );
+        assert_eq!(
+            Config::load(None, &HashMap::new()).unwrap().main_keys,
+            MainKeys::default()
+        );
+        for (name, value) in [
+            ("HOOKLINE_MAIN_KEY", "too-short"),
+            ("HOOKLINE_PREVIOUS_MAIN_KEYS", "bm90IDMyIGJ5dGVz"),
+        ] {
+            let error = Config::load(None, &env(&[(name, value)])).unwrap_err();
+            let error = format!("{error:#}");
+            assert!(
+                error.contains(name) && error.contains("32 random bytes"),
+                "{error}"
+            );
+        }
+        let twice = Config::load(
+            None,
+            &env(&[
+                ("HOOKLINE_MAIN_KEY", &current_text),
+                ("HOOKLINE_PREVIOUS_MAIN_KEYS", &current_text),
+            ]),
+        );
+        assert!(format!("{:#}", twice.unwrap_err()).contains("given twice"));
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_in_a_file_are_refused() {
         let dir = std::env::temp_dir().join(format!("hookline-config-x-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -516,5 +754,101 @@ mod tests {
             assert!(format!("{error:#}").contains("poll_interval"), "{error:#}");
         }
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// Property test: whatever `HOOKLINE_*` variables hold, loading never panics, and a
+    /// refusal names a variable that was set (by its name or its setting's).
+    mod props {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Every variable read, and the words an error about it may name it by.
+        const VARIABLES: [(&str, &[&str]); 22] = [
+            ("HOOKLINE_LISTEN", &["listen"]),
+            ("HOOKLINE_DATABASE_URL", &["database_url"]),
+            ("HOOKLINE_DATABASE_POOL_SIZE", &["pool_size"]),
+            ("HOOKLINE_PUBLIC_URL", &["public_url"]),
+            ("HOOKLINE_ADMIN_TOKEN", &["admin_token"]),
+            ("HOOKLINE_MAIN_KEY", &["main_key"]),
+            ("HOOKLINE_PREVIOUS_MAIN_KEYS", &["main_key"]),
+            ("HOOKLINE_JWT_SECRET", &["jwt_secret"]),
+            ("HOOKLINE_ROLE", &["role"]),
+            ("HOOKLINE_NODE_ID", &["node_id"]),
+            ("HOOKLINE_PAYLOAD_RETENTION", &["payload_retention"]),
+            ("HOOKLINE_RETRY_SCHEDULE", &["retry_schedule"]),
+            ("HOOKLINE_ATTEMPT_TIMEOUT", &["attempt_timeout"]),
+            ("HOOKLINE_ALLOWED_SUBNETS", &["allowed_subnets"]),
+            ("HOOKLINE_HTTPS_ONLY", &["https_only"]),
+            // A URL without a secret is refused by naming the secret it lacks.
+            (
+                "HOOKLINE_OPERATIONAL_URL",
+                &["operational.url", "operational.secret"],
+            ),
+            ("HOOKLINE_OPERATIONAL_SECRET", &["operational.secret"]),
+            ("HOOKLINE_INGEST_LOG_RETENTION", &["log_retention"]),
+            (
+                "HOOKLINE_INGEST_REFUSED_BODY_BYTES",
+                &["refused_body_bytes"],
+            ),
+            (
+                "HOOKLINE_INGEST_REFUSED_PER_MINUTE",
+                &["refused_per_minute"],
+            ),
+            ("HOOKLINE_LOG_FORMAT", &["log.format"]),
+            ("HOOKLINE_LOG_LEVEL", &["log.level"]),
+        ];
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ".{0,40}",
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                (0u64..5000).prop_map(|n| n.to_string()),
+                Just("99999999999999999999999999".to_owned()),
+                "[0-9, x-]{0,20}",
+                "(true|false|yes|no|on|off|TRUE|2)",
+                "(api|worker|all|both|json|text|info|debug)",
+                "(127\\.0\\.0\\.1|0\\.0\\.0\\.0|\\[::1\\]|localhost|999\\.1\\.1\\.1):[0-9]{0,6}",
+                "(sqlite://|postgres://|mysql://|sqlite:)[a-z/.]{0,12}",
+                "(http|https|ftp)://[a-z.]{0,12}(:[0-9]{1,6})?",
+                "(whsec_|whsk_|hlk1_)[A-Za-z0-9+/=]{0,50}",
+                "[a-zA-Z0-9_.-]{0,70}",
+                "[0-9./:a-f]{0,20}(,[0-9./:a-f]{0,20}){0,3}",
+                Just(" \t ".to_owned()),
+                Just("\0".to_owned()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn loading_never_panics_and_refusals_name_a_variable(
+                set in vec((prop::sample::select(&VARIABLES[..]), value()), 1..5),
+            ) {
+                let env: HashMap<String, String> = set
+                    .iter()
+                    .map(|((name, _), value)| ((*name).to_owned(), value.clone()))
+                    .collect();
+                let Err(error) = Config::load(None, &env) else {
+                    return Ok(());
+                };
+                let text = format!("{error:#}");
+                let named = |name: &str| {
+                    let (_, words) = VARIABLES.iter().find(|(n, _)| *n == name).unwrap();
+                    text.contains(name) || words.iter().any(|word| text.contains(word))
+                };
+                prop_assert!(
+                    env.keys().any(|name| named(name)),
+                    "{env:?}: {text}"
+                );
+                if env.len() == 1 {
+                    let name = env.keys().next().unwrap();
+                    prop_assert!(named(name), "{name}: {text}");
+                }
+            }
+        }
     }
 }

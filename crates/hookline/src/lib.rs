@@ -6,4 +6,4 @@
 pub mod config;
 mod server;
 
-pub use server::{Options, migrate, run, run_with};
+pub use server::{Options, Rekeyed, migrate, rekey, run, run_with};

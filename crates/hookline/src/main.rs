@@ -30,6 +30,7 @@ struct Cli {
 enum Command {
     Serve(commands::serve::Args),
     Migrate(commands::serve::MigrateArgs),
+    Rekey(commands::rekey::Args),
     Sign(commands::sign::Args),
     Verify(commands::verify::Args),
     Send(commands::send::Args),
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => commands::serve::run(args),
         Command::Migrate(args) => commands::serve::migrate(args),
+        Command::Rekey(args) => commands::rekey::run(args),
         Command::Sign(args) => commands::sign::run(args),
         Command::Verify(args) => commands::verify::run(args),
         Command::Send(args) => commands::send::run(args),

@@ -6,8 +6,10 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use hookline_core::id::random_base62;
+use hookline_core::ingest::RefusedCap;
 use hookline_core::model::Token;
 use hookline_core::retry::RetryPolicy;
+use hookline_core::sealed::{Reseal, ResealBatch, Resealable};
 use hookline_core::store::{DeliveryQueue, Migrations};
 use hookline_core::{SharedClock, Store};
 use tokio::net::TcpListener;
@@ -85,6 +87,28 @@ pub async fn run_with(
         });
     }
 
+    // Operational events are messages of an application of their own, delivered by the
+    // engine from the same durable outbox as any webhook: its endpoint follows the
+    // configuration, set at every start (idempotent, so every node may).
+    let operational = match &config.operational {
+        Some(ops) => {
+            let endpoint = hookline_engine::OperationalEndpoint {
+                url: ops.url.clone(),
+                secret: ops.secret.clone(),
+            };
+            let operational = hookline_engine::provision(
+                store.as_ref(),
+                &endpoint,
+                Some(config.payload_retention),
+                clock.now(),
+            )
+            .await
+            .context("HOOKLINE_OPERATIONAL_URL / operational")?;
+            Some(operational)
+        }
+        None => None,
+    };
+
     let engine_config = hookline_engine::EngineConfig {
         attempt_timeout: config.delivery.attempt_timeout,
         retry: RetryPolicy::new(config.delivery.retry_schedule.clone()),
@@ -99,18 +123,13 @@ pub async fn run_with(
         max_in_flight_per_endpoint: config.delivery.max_in_flight_per_endpoint,
         disable_after: config.delivery.disable_after,
         poll_interval: config.delivery.poll_interval,
-        operational: config
-            .operational
-            .as_ref()
-            .map(|ops| hookline_engine::OperationalEndpoint {
-                url: ops.url.clone(),
-                secret: ops.secret.clone(),
-            }),
+        operational,
         node_id: config
             .node_id
             .clone()
             .unwrap_or_else(|| format!("node-{}", random_base62(8))),
         claimers,
+        https_only: config.delivery.https_only,
         ..hookline_engine::EngineConfig::default()
     };
     engine_config
@@ -132,6 +151,7 @@ pub async fn run_with(
     tokio::spawn(sweep_expired(
         Arc::clone(&store),
         config.ingest.log_retention,
+        config.payload_retention,
         Arc::clone(&clock),
         shutdown.clone(),
     ));
@@ -145,6 +165,16 @@ pub async fn run_with(
                 public_url: config.public_url.clone(),
                 max_payload_bytes: config.max_payload_bytes,
                 idempotency_ttl: std::time::Duration::from_secs(12 * 3600),
+                jwt_secret: config.jwt_secret.clone(),
+                https_only: config.delivery.https_only,
+                keep: hookline_server::Keep {
+                    refused_body_bytes: config.ingest.refused_body_bytes,
+                    refused_cap: Some(RefusedCap {
+                        per_window: config.ingest.refused_per_minute,
+                        window: Duration::from_secs(60),
+                    }),
+                    payload_retention: config.payload_retention,
+                },
             }),
             clock,
         );
@@ -187,27 +217,115 @@ struct Opened {
 }
 
 async fn open_store(config: &Config, migrations: Migrations) -> anyhow::Result<Opened> {
+    let (store, due, claimers) = match open_backend(config, migrations).await? {
+        Backend::Postgres(store) => {
+            let due = store.listen_due();
+            (Arc::new(store) as Arc<dyn Store>, Some(due), 1)
+        }
+        Backend::Sqlite(store) => (Arc::new(store) as Arc<dyn Store>, None, 2),
+    };
+    Ok(Opened {
+        store,
+        due,
+        claimers,
+    })
+}
+
+/// The store `config` names, of its own type, opened with the main keys' sealer.
+pub(crate) enum Backend {
+    Sqlite(hookline_store_sqlite::SqliteStore),
+    Postgres(hookline_store_postgres::PostgresStore),
+}
+
+pub(crate) async fn open_backend(
+    config: &Config,
+    migrations: Migrations,
+) -> anyhow::Result<Backend> {
     let url = &config.database_url;
-    if url.starts_with("postgres") {
-        let store =
-            hookline_store_postgres::PostgresStore::connect_with(url, config.pool_size, migrations)
-                .await
-                .context("cannot connect to PostgreSQL")?;
-        let due = store.listen_due();
-        return Ok(Opened {
-            store: Arc::new(store),
-            due: Some(due),
-            claimers: 1,
-        });
+    let sealer = config.main_keys.sealer()?;
+    if let Some(id) = sealer.current_key_id() {
+        tracing::info!(main_key = id, "secrets are sealed at rest");
     }
-    let store = hookline_store_sqlite::SqliteStore::open_url_with(url, migrations)
+    if url.starts_with("postgres") {
+        let store = hookline_store_postgres::PostgresStore::connect_sealed(
+            url,
+            config.pool_size,
+            migrations,
+            sealer,
+        )
+        .await
+        .context("cannot connect to PostgreSQL")?;
+        return Ok(Backend::Postgres(store));
+    }
+    let store = hookline_store_sqlite::SqliteStore::open_url_sealed(url, migrations, sealer)
         .await
         .with_context(|| format!("cannot open {url}"))?;
-    Ok(Opened {
-        store: Arc::new(store),
-        due: None,
-        claimers: 2,
-    })
+    Ok(Backend::Sqlite(store))
+}
+
+/// What `hookline rekey` did: rows read and rows re-sealed, of each kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rekeyed {
+    pub endpoints_read: usize,
+    pub endpoints_resealed: usize,
+    pub sources_read: usize,
+    pub sources_resealed: usize,
+}
+
+/// Re-seals every endpoint's secrets and every source's config under the current main key
+/// (or writes them in plaintext when only previous keys are configured), `batch` rows at
+/// a time, reading what the current key, a previous one, or no key (plaintext) wrote.
+/// `progress` hears of each batch. Once it returns, the previous keys may be dropped.
+///
+/// The database must be migrated already. With SQLite, stop the server first (the file
+/// serves one process); with PostgreSQL it may run while nodes serve, each batch being
+/// one transaction that locks its rows, provided every node already has the new key.
+pub async fn rekey(
+    config: &Config,
+    batch: usize,
+    mut progress: impl FnMut(Resealable, &ResealBatch),
+) -> anyhow::Result<Rekeyed> {
+    let sealer = config.main_keys.sealer()?;
+    if !sealer.has_keys() {
+        anyhow::bail!(
+            "no main key is configured: set HOOKLINE_MAIN_KEY (main_key) to the new key, and \
+             HOOKLINE_PREVIOUS_MAIN_KEYS (previous_main_keys) to the keys it replaces"
+        );
+    }
+    if batch == 0 {
+        anyhow::bail!("the batch size must be at least 1");
+    }
+    let store: Box<dyn Reseal> = match open_backend(config, Migrations::Require).await? {
+        Backend::Sqlite(store) => Box::new(store),
+        Backend::Postgres(store) => Box::new(store),
+    };
+    let mut done = Rekeyed::default();
+    for what in [Resealable::Endpoints, Resealable::Sources] {
+        let mut after = None;
+        loop {
+            let step = store.reseal(what, after, batch).await.with_context(|| {
+                format!(
+                    "cannot re-seal {}",
+                    match what {
+                        Resealable::Endpoints => "endpoint secrets",
+                        Resealable::Sources => "source configs",
+                    }
+                )
+            })?;
+            let (read, resealed) = match what {
+                Resealable::Endpoints => (&mut done.endpoints_read, &mut done.endpoints_resealed),
+                Resealable::Sources => (&mut done.sources_read, &mut done.sources_resealed),
+            };
+            *read += step.read;
+            *resealed += step.resealed;
+            progress(what, &step);
+            match step.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// Stores a freshly generated admin token on first start and prints it once.
@@ -226,6 +344,8 @@ async fn ensure_admin_token(
             hash: hookline_server::auth::token_hash(&token),
             app_id: None,
             created_at: now,
+            // The operator's token: it lasts until the operator replaces it.
+            expires_at: None,
         })
         .await?;
     eprintln!(
@@ -237,7 +357,7 @@ async fn ensure_admin_token(
 
 /// `url` fit for a log line: a password, in the user info or as a `password=` parameter,
 /// becomes `***`.
-fn without_password(url: &str) -> String {
+pub(crate) fn without_password(url: &str) -> String {
     let mut url = url.to_owned();
     if let Some(start) = url.find("://").map(|i| i + 3) {
         let authority_end = url[start..]
@@ -263,16 +383,19 @@ fn without_password(url: &str) -> String {
     url
 }
 
-/// Deletes what has expired, every minute (more often when the request log's retention is
-/// shorter): received requests older than `retention`, and idempotency records past their
-/// expiry. Every node runs it; the stores let one node at a time do the work.
+/// Deletes what has expired, every minute (more often when a retention is shorter):
+/// received requests older than `retention`, message payloads past their expiry, and
+/// idempotency records past theirs. Every node runs it; the stores let one node at a
+/// time do the work.
 async fn sweep_expired(
     store: Arc<dyn Store>,
     retention: Duration,
+    payload_retention: Duration,
     clock: SharedClock,
     shutdown: CancellationToken,
 ) {
-    let every = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let every = (retention.min(payload_retention) / 2)
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
     let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     loop {
         tokio::select! {
@@ -284,6 +407,11 @@ async fn sweep_expired(
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "request log: removed requests past retention"),
             Err(error) => tracing::warn!(%error, "request log: retention sweep failed; retrying"),
+        }
+        match store.expire_payloads(now).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "messages: removed payloads past retention"),
+            Err(error) => tracing::warn!(%error, "messages: payload sweep failed; retrying"),
         }
         match store.purge_idempotency(now).await {
             Ok(0) => {}

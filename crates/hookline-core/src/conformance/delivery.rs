@@ -369,3 +369,132 @@ pub async fn an_answer_holding_nul_is_recorded_with_its_batch(store: Arc<dyn Sto
         vec![("x-odd\u{FFFD}name".to_owned(), "v\u{FFFD}alue".to_owned())]
     );
 }
+
+pub async fn claims_carry_the_apps_throttle_rate(store: Arc<dyn Store>) {
+    let mut throttled = app(None);
+    throttled.throttle_rate = Some(7);
+    let free = app(None);
+    for a in [&throttled, &free] {
+        store.create_app(a).await.unwrap();
+        store
+            .create_endpoint(&endpoint(&a.id, None, None))
+            .await
+            .unwrap();
+        store
+            .create_message(new_message(message(&a.id, "a.b", None)))
+            .await
+            .unwrap();
+    }
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let jobs = store
+        .claim_due("node-a", now, Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    let rate_of = |id: &AppId| {
+        let job = jobs.iter().find(|job| job.endpoint.app_id == *id).unwrap();
+        job.app_throttle_rate
+    };
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(rate_of(&throttled.id), Some(7));
+    assert_eq!(rate_of(&free.id), None);
+}
+
+pub async fn a_heartbeat_counts_the_worker_once(store: Arc<dyn Store>) {
+    let ttl = Duration::from_secs(60);
+    let first = store.heartbeat("node-a", ttl).await.unwrap();
+    assert!(first >= 1, "a worker counts itself");
+    assert_eq!(
+        store.heartbeat("node-a", ttl).await.unwrap(),
+        first,
+        "beating again is not another worker"
+    );
+}
+
+/// Operational events are messages created with the outcome that caused them, in its
+/// transaction: a crash or a failure records both or neither, never an outcome whose event
+/// is lost.
+pub async fn an_outcome_commits_with_its_event_messages_or_not_at_all(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let ops = app(Some("operational"));
+    store.create_app(&ops).await.unwrap();
+    let ops_ep = endpoint(&ops.id, None, None);
+    store.create_endpoint(&ops_ep).await.unwrap();
+    let lease = Duration::from_secs(30);
+    let attempts_of = |m: &Message| {
+        let store = Arc::clone(&store);
+        let (app, filter) = (
+            m.app_id.clone(),
+            AttemptFilter {
+                msg_id: Some(m.id.clone()),
+                ..AttemptFilter::default()
+            },
+        );
+        async move {
+            store
+                .list_attempts(&app, &filter, &first(10))
+                .await
+                .unwrap()
+                .data
+        }
+    };
+
+    // Both: the attempt, and the event with its delivery to the operator, queued.
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let now = clock_now() + chrono::Duration::seconds(1);
+    assert_eq!(store.claim_due("n", now, lease, 10).await.unwrap().len(), 1);
+    let event = message(&ops.id, "message.attempt.exhausted", None);
+    let mut exhausted = outcome(&m, &ep.id, MessageStatus::Fail, None, 500);
+    exhausted.endpoint_failing = Some(true);
+    exhausted.messages = vec![new_message(event.clone())];
+    store.record_outcomes(vec![exhausted].into()).await.unwrap();
+    assert_eq!(attempts_of(&m).await.len(), 1);
+    assert_eq!(
+        store.get_message(&ops.id, event.id.as_str()).await.unwrap(),
+        event
+    );
+    let queued = store
+        .get_destination(&ops.id, &event.id, &ops_ep.id)
+        .await
+        .unwrap();
+    assert!(queued.next_attempt.is_some(), "{queued:?}");
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let jobs = store.claim_due("n", now, lease, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1, "the event is delivered as any message is");
+    assert_eq!(jobs[0].message.id, event.id);
+    assert_eq!(jobs[0].endpoint.id, ops_ep.id);
+
+    // Neither: an event that cannot go in (its id is taken) takes its outcome with it.
+    let m2 = message(&a.id, "a.b", None);
+    store.create_message(new_message(m2.clone())).await.unwrap();
+    let now = clock_now() + chrono::Duration::seconds(1);
+    assert_eq!(store.claim_due("n", now, lease, 10).await.unwrap().len(), 1);
+    let before = store.get_destination(&a.id, &m2.id, &ep.id).await.unwrap();
+    let mut refused = outcome(&m2, &ep.id, MessageStatus::Fail, None, 500);
+    refused.messages = vec![new_message(event.clone())];
+    assert!(store.record_outcomes(vec![refused].into()).await.is_err());
+    assert!(
+        attempts_of(&m2).await.is_empty(),
+        "the attempt went with it"
+    );
+    assert_eq!(
+        store.get_destination(&a.id, &m2.id, &ep.id).await.unwrap(),
+        before,
+        "the delivery is still leased, to be tried again"
+    );
+    let after_lease = now + chrono::Duration::seconds(31);
+    let again = store.claim_due("n", after_lease, lease, 10).await.unwrap();
+    assert!(again.iter().any(|job| job.message.id == m2.id));
+
+    // An event for an application deleted meanwhile is dropped; its outcome is recorded.
+    let gone = app(None);
+    store.create_app(&gone).await.unwrap();
+    store.delete_app(&gone.id).await.unwrap();
+    let mut orphan = outcome(&m2, &ep.id, MessageStatus::Fail, None, 500);
+    orphan.messages = vec![new_message(message(&gone.id, "endpoint.disabled", None))];
+    store.record_outcomes(vec![orphan].into()).await.unwrap();
+    assert_eq!(attempts_of(&m2).await.len(), 1);
+}

@@ -357,26 +357,32 @@ pub async fn requests_are_numbered_per_source_in_order(store: Arc<dyn Store>) {
     distinct.dedup();
     assert_eq!(distinct.len(), 9);
 
-    let all = store.ingest_requests_after(&a.id, 0, 100).await.unwrap();
+    let all = store
+        .ingest_requests_after(&a.id, 0, 100, usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 9);
     assert!(all.iter().all(|request| request.source_id == a.id));
     assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), distinct);
     let cursor = all[3].seq;
-    let after = store.ingest_requests_after(&a.id, cursor, 2).await.unwrap();
+    let after = store
+        .ingest_requests_after(&a.id, cursor, 2, usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(
         after.iter().map(|r| r.seq).collect::<Vec<_>>(),
         vec![all[4].seq, all[5].seq]
     );
     assert!(
         store
-            .ingest_requests_after(&a.id, all[8].seq, 10)
+            .ingest_requests_after(&a.id, all[8].seq, 10, usize::MAX)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
         store
-            .ingest_requests_after(&b.id, 0, 100)
+            .ingest_requests_after(&b.id, 0, 100, usize::MAX)
             .await
             .unwrap()
             .len(),
@@ -386,14 +392,20 @@ pub async fn requests_are_numbered_per_source_in_order(store: Arc<dyn Store>) {
     // The log pages by id, both ways.
     let mut ids: Vec<IngestRequestId> = all.iter().map(|r| r.id.clone()).collect();
     ids.sort();
-    let page = store.list_ingest_requests(&a.id, &first(5)).await.unwrap();
+    let page = store
+        .list_ingest_requests(&a.id, &first(5), usize::MAX)
+        .await
+        .unwrap();
     assert!(!page.done);
     let next = ListQuery {
         limit: 5,
         cursor: Some(Cursor::parse(page.iterator.as_deref().unwrap())),
         order: Order::Ascending,
     };
-    let rest = store.list_ingest_requests(&a.id, &next).await.unwrap();
+    let rest = store
+        .list_ingest_requests(&a.id, &next, usize::MAX)
+        .await
+        .unwrap();
     assert!(rest.done);
     let walked: Vec<IngestRequestId> = page
         .data
@@ -403,7 +415,7 @@ pub async fn requests_are_numbered_per_source_in_order(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(walked, ids);
     let newest = store
-        .list_ingest_requests(&a.id, &ListQuery::first(1, Order::Descending))
+        .list_ingest_requests(&a.id, &ListQuery::first(1, Order::Descending), usize::MAX)
         .await
         .unwrap();
     assert_eq!(newest.data[0].id, ids[8]);
@@ -498,7 +510,7 @@ pub async fn purging_the_log_deletes_only_old_requests(store: Arc<dyn Store>) {
     assert!(next.seq > last, "{} > {last}", next.seq);
     assert_eq!(
         store
-            .ingest_requests_after(&src.id, last, 10)
+            .ingest_requests_after(&src.id, last, 10, usize::MAX)
             .await
             .unwrap()
             .len(),
@@ -600,7 +612,7 @@ pub async fn a_source_deleted_while_requests_arrive_leaves_nothing_behind(store:
     ));
     assert!(
         store
-            .ingest_requests_after(&src.id, 0, 100)
+            .ingest_requests_after(&src.id, 0, 100, usize::MAX)
             .await
             .unwrap()
             .is_empty()
@@ -613,4 +625,166 @@ pub async fn a_source_deleted_while_requests_arrive_leaves_nothing_behind(store:
             .data
             .is_empty()
     );
+}
+
+/// A refused request of `source` received `secs` into the minute starting at `minute`.
+fn refused_at(source: &Source, minute: DateTime<Utc>, secs: i64) -> NewIngestRequest {
+    let mut request = received(source, None);
+    request.verdict = Verdict::Rejected;
+    request.status_code = 401;
+    request.reason_code = "no_signature_matched".into();
+    request.reason = "no signature matched".into();
+    request.created_at = minute + chrono::Duration::seconds(secs);
+    let (mut new, _) = forwarded(source, request);
+    new.request.msg_id = None;
+    new.messages.clear();
+    new.dedupe_since = None;
+    new.refused_cap = Some(crate::ingest::RefusedCap {
+        per_window: 2,
+        window: Duration::from_secs(60),
+    });
+    new
+}
+
+pub async fn refused_requests_over_the_cap_are_counted_not_logged(store: Arc<dyn Store>) {
+    let (src, other) = (source(None), source(None));
+    store.create_source(&src).await.unwrap();
+    store.create_source(&other).await.unwrap();
+    let minute = DateTime::from_timestamp(clock_now().timestamp() / 60 * 60, 0).unwrap();
+
+    let mut outcomes = Vec::new();
+    for secs in 0..5 {
+        outcomes.push(store.ingest(refused_at(&src, minute, secs)).await.unwrap());
+    }
+    let logged: Vec<bool> = outcomes.iter().map(|o| o.logged).collect();
+    assert_eq!(logged, [true, true, false, false, false], "two a minute");
+    assert_eq!(
+        outcomes.iter().map(|o| o.dropped).collect::<Vec<_>>(),
+        [0, 0, 1, 2, 3],
+        "those not logged are counted"
+    );
+    assert_eq!(outcomes[2].seq, 0);
+    // Another source has its own count; accepted requests are never capped.
+    assert!(
+        store
+            .ingest(refused_at(&other, minute, 1))
+            .await
+            .unwrap()
+            .logged
+    );
+    let mut accepted = refused_at(&src, minute, 6);
+    accepted.request.verdict = Verdict::Accepted;
+    assert!(store.ingest(accepted).await.unwrap().logged);
+
+    // The next minute logs again, its first entry saying how many were skipped.
+    let next = store.ingest(refused_at(&src, minute, 61)).await.unwrap();
+    assert_eq!((next.logged, next.dropped), (true, 3));
+    let entry = store.get_ingest_request(&src.id, &next.id).await.unwrap();
+    assert_eq!(entry.dropped_before, 3);
+    assert_eq!(entry.body_size, 16);
+    let log = store
+        .ingest_requests_after(&src.id, 0, 100, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 4, "two refused, one accepted, one refused");
+    assert!(
+        log.iter().all(|request| request.id != outcomes[2].id),
+        "a request over the cap leaves no entry"
+    );
+
+    // Requests arriving together (on several nodes) count into one cap.
+    let minute = minute + chrono::Duration::minutes(2);
+    let together: Vec<IngestedRequest> = join_all(
+        (0..6)
+            .map(|secs| {
+                let store = Arc::clone(&store);
+                let new = refused_at(&src, minute, secs);
+                Box::pin(async move { store.ingest(new).await.unwrap() }) as Task<'_, _>
+            })
+            .collect(),
+    )
+    .await;
+    assert_eq!(together.iter().filter(|o| o.logged).count(), 2);
+    let mut dropped: Vec<i64> = together
+        .iter()
+        .filter(|o| !o.logged)
+        .map(|o| o.dropped)
+        .collect();
+    dropped.sort();
+    assert_eq!(dropped, [1, 2, 3, 4]);
+}
+
+pub async fn log_reads_stop_at_their_body_budget(store: Arc<dyn Store>) {
+    let src = source(None);
+    store.create_source(&src).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..5u8 {
+        let mut request = received(&src, None);
+        request.body = vec![b'a' + n; 100];
+        request.body_size = 100;
+        let (mut new, _) = forwarded(&src, request);
+        new.messages.clear();
+        new.request.msg_id = None;
+        ids.push(store.ingest(new).await.unwrap().id);
+        tokio_free_sleep_ms(2);
+    }
+
+    // Pages of at most 250 bytes of bodies: two requests each, the last one alone.
+    let mut query = first(10);
+    let mut walked = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        let page = store
+            .list_ingest_requests(&src.id, &query, 250)
+            .await
+            .unwrap();
+        sizes.push(page.data.len());
+        assert!(page.data.iter().map(|r| r.body.len()).sum::<usize>() <= 250);
+        walked.extend(page.data.iter().map(|r| r.id.clone()));
+        if page.done {
+            break;
+        }
+        query.cursor = Some(Cursor::parse(page.iterator.as_deref().unwrap()));
+    }
+    assert_eq!(sizes, [2, 2, 1]);
+    assert_eq!(walked, ids, "every request once, in order");
+
+    // Backwards from the end: the requests next to the cursor come first.
+    let back = ListQuery {
+        limit: 10,
+        cursor: Some(Cursor::parse(&format!("-{}", ids[4]))),
+        order: Order::Ascending,
+    };
+    let page = store
+        .list_ingest_requests(&src.id, &back, 250)
+        .await
+        .unwrap();
+    let got: Vec<_> = page.data.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(got, ids[2..4]);
+    assert!(!page.done);
+
+    // A budget smaller than one body still moves on, a request at a time.
+    let one = store
+        .list_ingest_requests(&src.id, &first(10), 0)
+        .await
+        .unwrap();
+    assert_eq!(one.data.len(), 1);
+    assert!(!one.done);
+
+    // Streams read the same way.
+    let mut after = 0;
+    let mut streamed = Vec::new();
+    loop {
+        let read = store
+            .ingest_requests_after(&src.id, after, 100, 250)
+            .await
+            .unwrap();
+        if read.is_empty() {
+            break;
+        }
+        assert!(read.len() <= 2);
+        after = read.last().unwrap().seq;
+        streamed.extend(read.into_iter().map(|r| r.id));
+    }
+    assert_eq!(streamed, ids);
 }

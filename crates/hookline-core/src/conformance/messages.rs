@@ -233,3 +233,80 @@ pub async fn attempts_filter_and_expunge(store: Arc<dyn Store>) {
         Err(Error::NotFound(_))
     ));
 }
+
+/// Payloads go at their expiry, and queued deliveries of them fail.
+pub async fn payloads_expire_at_their_time(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let now = clock_now();
+    let kept_until = |message: &Message, hours: Option<i64>| NewMessage {
+        payload_expires_at: hours.map(|hours| now + chrono::Duration::hours(hours)),
+        ..new_message(message.clone())
+    };
+    let (soon, later, never) = (
+        message(&a.id, "a.b", None),
+        message(&a.id, "a.b", None),
+        message(&a.id, "a.b", None),
+    );
+    store
+        .create_message(kept_until(&soon, Some(1)))
+        .await
+        .unwrap();
+    store
+        .create_message(kept_until(&later, Some(3)))
+        .await
+        .unwrap();
+    store
+        .create_message(kept_until(&never, None))
+        .await
+        .unwrap();
+    let payload = |id: MessageId| {
+        let (store, app) = (Arc::clone(&store), a.id.clone());
+        async move { store.get_message(&app, id.as_str()).await.unwrap().payload }
+    };
+
+    assert_eq!(store.expire_payloads(now).await.unwrap(), 0, "none yet");
+    let at_expiry = now + chrono::Duration::hours(1);
+    assert_eq!(
+        store.expire_payloads(at_expiry).await.unwrap(),
+        0,
+        "kept until its expiry, not at it"
+    );
+    assert_eq!(
+        store
+            .expire_payloads(at_expiry + chrono::Duration::milliseconds(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(payload(soon.id.clone()).await, None);
+    assert_eq!(payload(later.id.clone()).await, later.payload);
+    assert_eq!(payload(never.id.clone()).await, never.payload);
+    let failed = store
+        .get_destination(&a.id, &soon.id, &ep.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (failed.status, failed.next_attempt),
+        (MessageStatus::Fail, None),
+        "a delivery cannot go out without its payload"
+    );
+    let queued = store
+        .get_destination(&a.id, &later.id, &ep.id)
+        .await
+        .unwrap();
+    assert_eq!(queued.status, MessageStatus::Sending);
+    assert!(queued.next_attempt.is_some());
+
+    let far = now + chrono::Duration::days(3650);
+    assert_eq!(store.expire_payloads(far).await.unwrap(), 1, "only `later`");
+    assert_eq!(payload(later.id.clone()).await, None);
+    assert_eq!(
+        payload(never.id.clone()).await,
+        never.payload,
+        "no expiry: kept until expunged"
+    );
+    assert_eq!(store.expire_payloads(far).await.unwrap(), 0);
+}

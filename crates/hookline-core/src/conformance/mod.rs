@@ -34,6 +34,7 @@ mod idempotency;
 mod ingest;
 mod messages;
 mod resources;
+pub mod sealed;
 mod tokens;
 
 pub use delivery::*;
@@ -108,6 +109,7 @@ fn new_message(message: Message) -> NewMessage {
         message,
         only_endpoint: None,
         idempotency: None,
+        payload_expires_at: None,
     }
 }
 
@@ -147,6 +149,7 @@ fn outcome(
         attempts: 1,
         disable_endpoint: false,
         endpoint_failing: None,
+        messages: Vec::new(),
     }
 }
 
@@ -188,6 +191,8 @@ fn received(source: &Source, dedupe_key: Option<&str>) -> IngestRequest {
             ("x-dup".into(), "2".into()),
         ],
         body: b"{\"id\":\"evt_1\"}\xff\x00".to_vec(),
+        body_size: 16,
+        dropped_before: 0,
         verdict: Verdict::Accepted,
         status_code: 200,
         reason_code: "accepted".into(),
@@ -217,6 +222,7 @@ fn forwarded(source: &Source, mut request: IngestRequest) -> (NewIngestRequest, 
         dedupe_since: Some(request.created_at - chrono::Duration::hours(1)),
         request,
         messages: vec![new_message(message.clone())],
+        refused_cap: None,
     };
     (new, message)
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use hookline_core::model::MessageStatus;
 use hookline_engine::EngineConfig;
+use tokio::time::Instant;
 
 use crate::support::{Receiver, Reply, World, config, eventually};
 
@@ -137,4 +138,107 @@ async fn claim_loops_side_by_side_stay_within_the_concurrency_and_deliver_each_o
         5,
         "the workers are shared, and all busy"
     );
+}
+
+/// How late another app's delivery may be while one app's endpoints hang: well under the
+/// attempt timeout below, which is how long a hanging attempt holds its worker.
+const NEIGHBOUR_BOUND: Duration = Duration::from_secs(1);
+
+/// Issue 16, defect 6: twenty hanging endpoints of one app held every worker, and another
+/// app's healthy deliveries waited behind them for 13.5 s. One app may now hold only a
+/// share of the workers, and deliveries over its share are given back rather than kept
+/// waiting, so the other app's messages go out at once.
+#[tokio::test]
+async fn one_apps_hanging_endpoints_do_not_delay_another_apps_deliveries() {
+    let jammed = neighbour_behind_hanging_apps(1).await;
+    assert!(
+        jammed <= 128,
+        "app A holds at most half of the 256 workers, not {jammed}"
+    );
+}
+
+/// Two stuck tenants: the second gets half of what the first leaves, and there is still
+/// room for a third.
+#[tokio::test]
+async fn two_apps_hanging_endpoints_do_not_delay_a_third_apps_deliveries() {
+    let jammed = neighbour_behind_hanging_apps(2).await;
+    assert!(
+        jammed <= 128 + 64,
+        "the two apps hold at most 128 and 64 of the 256 workers, not {jammed}"
+    );
+}
+
+/// Starts `noisy` apps of twenty endpoints each that hang past the attempt timeout, each
+/// with a flood of messages; then sends five messages to another app's healthy endpoint
+/// and checks each is delivered within [`NEIGHBOUR_BOUND`]. Returns how many requests the
+/// hanging endpoints were handling at once.
+async fn neighbour_behind_hanging_apps(noisy: usize) -> usize {
+    let world = World::new().await;
+    let hanging = Receiver::always(Reply::status(200).delay(Duration::from_secs(30))).await;
+    for a in 0..noisy {
+        let app = match a {
+            0 => world.app.clone(),
+            _ => world.another_app(&format!("noisy {a}")).await,
+        };
+        for n in 0..20 {
+            let url = hanging.url(&format!("/{a}/{n}"));
+            world.endpoint_in(&app, &url, |_| {}).await;
+        }
+        for n in 0..50 {
+            world.message_in(&app, &format!(r#"{{"flood":{n}}}"#)).await;
+        }
+    }
+    let neighbour = world.another_app("neighbour").await;
+    let healthy = Receiver::always(Reply::status(200)).await;
+    let endpoint = world
+        .endpoint_in(&neighbour, &healthy.url("/b"), |_| {})
+        .await;
+    let engine = world.start(EngineConfig {
+        attempt_timeout: Duration::from_secs(3),
+        // Timed-out attempts retry long after the test.
+        ..config(&[600_000])
+    });
+    eventually("the noisy endpoints to be jammed", WAIT, || async {
+        (hanging.count() >= 100).then_some(())
+    })
+    .await;
+
+    let mut delays = Vec::new();
+    for n in 0..5 {
+        let created = Instant::now();
+        let message = world
+            .message_in(&neighbour, &format!(r#"{{"b":{n}}}"#))
+            .await;
+        engine.wake.notify_one(); // As the API does after queueing.
+        eventually(
+            "the neighbour's delivery",
+            Duration::from_secs(60),
+            || async {
+                let destination = world.destination(&message, &endpoint).await;
+                (destination.status == MessageStatus::Success).then_some(())
+            },
+        )
+        .await;
+        let received = healthy.received();
+        assert_eq!(
+            received.len(),
+            n + 1,
+            "each of the neighbour's messages once"
+        );
+        delays.push(received[n].at - created);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Still well within the first attempts' timeout: every request the hanging endpoints
+    // are handling was sent by this engine at once.
+    let jammed = hanging.most_in_flight();
+    engine.stop().await;
+
+    let worst = delays.iter().max().copied().unwrap_or_default();
+    println!("{noisy} noisy app(s): the neighbour's delays {delays:?} (worst {worst:?})");
+    assert!(
+        worst < NEIGHBOUR_BOUND,
+        "the neighbour waited {worst:?} behind {noisy} app(s) of hanging endpoints: {delays:?}"
+    );
+    assert!(jammed >= 100, "the noisy endpoints were jammed: {jammed}");
+    jammed
 }

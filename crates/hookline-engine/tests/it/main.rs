@@ -4,6 +4,7 @@
 mod delivery;
 mod failures;
 mod guard;
+mod hostile;
 mod limits;
 mod operational;
 mod support;

@@ -47,17 +47,7 @@ impl World {
         let store = SqliteStore::open(&dir.path().join("hookline.db"))
             .await
             .expect("open store");
-        let now = clock.now();
-        let app = Application {
-            id: AppId::new(),
-            uid: Some("app-uid".into()),
-            name: "test app".into(),
-            throttle_rate: None,
-            metadata: BTreeMap::new(),
-            created_at: now,
-            updated_at: now,
-        };
-        store.create_app(&app).await.expect("create app");
+        let app = new_app(&store, &clock, "test app", Some("app-uid".into())).await;
         World {
             store: Arc::new(store),
             app,
@@ -66,12 +56,27 @@ impl World {
         }
     }
 
+    /// Creates another application in this world's store (another tenant).
+    pub async fn another_app(&self, name: &str) -> Application {
+        new_app(&self.store, &self.clock, name, None).await
+    }
+
     /// Creates an endpoint at `url` with one fresh secret, after `tweak`.
     pub async fn endpoint(&self, url: &str, tweak: impl FnOnce(&mut Endpoint)) -> Endpoint {
+        self.endpoint_in(&self.app, url, tweak).await
+    }
+
+    /// Creates an endpoint of `app` at `url` with one fresh secret, after `tweak`.
+    pub async fn endpoint_in(
+        &self,
+        app: &Application,
+        url: &str,
+        tweak: impl FnOnce(&mut Endpoint),
+    ) -> Endpoint {
         let now = self.clock.now();
         let mut endpoint = Endpoint {
             id: EndpointId::new(),
-            app_id: self.app.id.clone(),
+            app_id: app.id.clone(),
             uid: Some(format!("ep-{:08x}", rand::random::<u32>())),
             url: url.to_owned(),
             description: String::new(),
@@ -99,9 +104,14 @@ impl World {
 
     /// Queues a message with this exact payload text to every endpoint.
     pub async fn message(&self, payload: &str) -> Message {
+        self.message_in(&self.app, payload).await
+    }
+
+    /// Queues a message of `app` with this exact payload text to every endpoint of `app`.
+    pub async fn message_in(&self, app: &Application, payload: &str) -> Message {
         let message = Message {
             id: MessageId::new(),
-            app_id: self.app.id.clone(),
+            app_id: app.id.clone(),
             event_id: Some(format!("evt-{}", rand::random::<u32>())),
             event_type: "job.succeeded".into(),
             payload: Some(payload.to_owned()),
@@ -114,6 +124,7 @@ impl World {
                 message: message.clone(),
                 only_endpoint: None,
                 idempotency: None,
+                payload_expires_at: None,
             })
             .await
             .expect("create message");
@@ -122,7 +133,7 @@ impl World {
 
     pub async fn destination(&self, msg: &Message, endpoint: &Endpoint) -> Destination {
         self.store
-            .get_destination(&self.app.id, &msg.id, &endpoint.id)
+            .get_destination(&msg.app_id, &msg.id, &endpoint.id)
             .await
             .expect("destination")
     }
@@ -142,7 +153,7 @@ impl World {
         };
         self.store
             .list_attempts(
-                &self.app.id,
+                &msg.app_id,
                 &filter,
                 &ListQuery::first(250, Order::Ascending),
             )
@@ -169,6 +180,27 @@ impl World {
             handle,
         }
     }
+}
+
+/// Creates an application named `name` in `store`.
+async fn new_app(
+    store: &SqliteStore,
+    clock: &SharedClock,
+    name: &str,
+    uid: Option<String>,
+) -> Application {
+    let now = clock.now();
+    let app = Application {
+        id: AppId::new(),
+        uid,
+        name: name.into(),
+        throttle_rate: None,
+        metadata: BTreeMap::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    store.create_app(&app).await.expect("create app");
+    app
 }
 
 /// A running engine.
@@ -384,4 +416,218 @@ async fn answer(
             .insert(name, value.parse().expect("header value"));
     }
     response
+}
+
+/// How a [`Hostile`] receiver misbehaves once it has read a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Reads the request and never answers, holding the connection open.
+    SlowHeaders,
+    /// Answers `200` with a chunked body that never ends.
+    EndlessBody,
+    /// Sends part of the status line and headers, then resets the connection.
+    ResetMidResponse,
+    /// Answers `200` with a body of [`HUGE_BODY`] bytes.
+    HugeBody,
+    /// Speaks no TLS: answers a TLS client hello with plain-text garbage, then closes.
+    TlsGarbage,
+    /// Speaks no TLS: closes the connection as soon as it is accepted.
+    TlsClose,
+    /// Sends a status line, then header lines forever.
+    EndlessHeaders,
+    /// Answers `200` and then trickles its body, a byte at a time, never finishing.
+    TrickleBody,
+}
+
+/// The body size of [`Misbehaviour::HugeBody`]: 100 MB.
+pub const HUGE_BODY: usize = 100 * 1024 * 1024;
+
+#[derive(Debug, Default)]
+struct HostileState {
+    connections: AtomicUsize,
+    /// Body bytes written to the client, over all connections.
+    written: AtomicUsize,
+    /// When the last connection ended (the client went away, or we closed it).
+    ended: Mutex<Option<Instant>>,
+}
+
+/// A raw TCP server on 127.0.0.1 that misbehaves in a way no well-behaved HTTP server
+/// (axum included) can be made to: each connection gets the same [`Misbehaviour`].
+#[derive(Debug, Clone)]
+pub struct Hostile {
+    pub addr: SocketAddr,
+    state: Arc<HostileState>,
+}
+
+impl Hostile {
+    pub async fn start(misbehaviour: Misbehaviour) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(HostileState::default());
+        let shared = Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                shared.connections.fetch_add(1, Ordering::SeqCst);
+                let state = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    misbehave(stream, misbehaviour, &state).await;
+                    *state.ended.lock().unwrap() = Some(Instant::now());
+                });
+            }
+        });
+        Hostile { addr, state }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// An `https` URL to this plain-TCP server.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Body bytes the client took before it went away.
+    pub fn written(&self) -> usize {
+        self.state.written.load(Ordering::SeqCst)
+    }
+
+    /// When the last connection ended, if one has.
+    pub fn ended(&self) -> Option<Instant> {
+        *self.state.ended.lock().unwrap()
+    }
+}
+
+async fn misbehave(mut stream: tokio::net::TcpStream, how: Misbehaviour, state: &HostileState) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if how == Misbehaviour::TlsClose {
+        return;
+    }
+    if how == Misbehaviour::TlsGarbage {
+        // Whatever the client hello says, the answer is not TLS.
+        let mut hello = [0u8; 512];
+        let _ = stream.read(&mut hello).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nthis is not TLS\r\n")
+            .await;
+        return;
+    }
+    if !read_request(&mut stream).await {
+        return;
+    }
+    match how {
+        Misbehaviour::SlowHeaders => {
+            // Hold the connection until the client gives up on it.
+            let mut rest = [0u8; 1024];
+            while matches!(stream.read(&mut rest).await, Ok(n) if n > 0) {}
+        }
+        Misbehaviour::ResetMidResponse => {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/pl")
+                .await;
+            let _ = stream.flush().await;
+            // Closing with a zero linger sends RST rather than FIN. (Deprecated because a
+            // non-zero linger blocks the thread on drop; a zero one does not.)
+            #[allow(deprecated)]
+            let _ = stream.set_linger(Some(Duration::ZERO));
+            drop(stream);
+        }
+        Misbehaviour::EndlessBody => {
+            let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+            if stream.write_all(head).await.is_err() {
+                return;
+            }
+            let chunk = format!("4000\r\n{}\r\n", "y".repeat(0x4000));
+            while stream.write_all(chunk.as_bytes()).await.is_ok() {
+                state.written.fetch_add(0x4000, Ordering::SeqCst);
+            }
+        }
+        Misbehaviour::HugeBody => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {HUGE_BODY}\r\n\r\n"
+            );
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let block = vec![b'z'; 64 * 1024];
+            let mut left = HUGE_BODY;
+            while left > 0 {
+                let n = left.min(block.len());
+                if stream.write_all(&block[..n]).await.is_err() {
+                    return;
+                }
+                state.written.fetch_add(n, Ordering::SeqCst);
+                left -= n;
+            }
+            // All sent: wait for the client to close.
+            let mut rest = [0u8; 1024];
+            while matches!(stream.read(&mut rest).await, Ok(n) if n > 0) {}
+        }
+        Misbehaviour::EndlessHeaders => {
+            if stream.write_all(b"HTTP/1.1 200 OK\r\n").await.is_err() {
+                return;
+            }
+            let line = format!("x-padding: {}\r\n", "p".repeat(1000));
+            while stream.write_all(line.as_bytes()).await.is_ok() {
+                state.written.fetch_add(line.len(), Ordering::SeqCst);
+            }
+        }
+        Misbehaviour::TrickleBody => {
+            let head =
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000000\r\n\r\n";
+            if stream.write_all(head).await.is_err() {
+                return;
+            }
+            loop {
+                if stream.write_all(b"t").await.is_err() {
+                    return;
+                }
+                state.written.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Misbehaviour::TlsGarbage | Misbehaviour::TlsClose => unreachable!("handled above"),
+    }
+}
+
+/// Reads one request, head and `content-length` body; `false` if the client went away.
+async fn read_request(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0);
+        if buffer.len() >= end + 4 + length {
+            return true;
+        }
+    }
+}
+
+/// This process's resident memory, in bytes (`VmRSS` of `/proc/self/status`).
+pub fn resident_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: usize = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
 }

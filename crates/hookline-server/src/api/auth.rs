@@ -1,4 +1,5 @@
-//! Authentication: app-portal-access hands out app-scoped tokens; logout revokes one.
+//! Authentication: app-portal-access hands out app-scoped tokens, each expiring when its
+//! issuer asked (7 days unless told); logout revokes one.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,6 +28,11 @@ pub struct AppPortalAccessIn {
     /// Creates the application if the path names none.
     #[serde(default)]
     pub application: Option<ApplicationIn>,
+    /// Seconds the token is valid for: 1 hour to 7 days, 7 days when absent or `null`.
+    /// The open-source server's contract has no such field, but the Svix SDKs send it
+    /// (some with 604800 always), with this range and default.
+    #[serde(default)]
+    pub expiry: Option<u64>,
 }
 
 impl Validate for AppPortalAccessIn {
@@ -34,7 +40,29 @@ impl Validate for AppPortalAccessIn {
         if let Some(app) = &self.application {
             v.nested("application", |v| app.validate(v));
         }
+        token_expiry(v, self.expiry);
     }
+}
+
+/// The shortest lifetime a caller may ask for an app token: an hour.
+pub const MIN_TOKEN_EXPIRY_SECS: u64 = 3600;
+/// The longest, and the default: 7 days, as the Svix contracts say for both
+/// app-portal-access and a source's dashboard.
+pub const MAX_TOKEN_EXPIRY_SECS: u64 = 604_800;
+
+/// Checks an `expiry` field against the range the Svix contracts give.
+pub fn token_expiry(v: &mut Violations, expiry: Option<u64>) {
+    if expiry.is_some_and(|secs| !(MIN_TOKEN_EXPIRY_SECS..=MAX_TOKEN_EXPIRY_SECS).contains(&secs)) {
+        v.add(
+            &["expiry"],
+            format!("must be between {MIN_TOKEN_EXPIRY_SECS} and {MAX_TOKEN_EXPIRY_SECS} seconds"),
+        );
+    }
+}
+
+/// The lifetime of a new app token: `expiry` seconds, or the default.
+pub fn token_lifetime(expiry: Option<u64>) -> std::time::Duration {
+    std::time::Duration::from_secs(expiry.unwrap_or(MAX_TOKEN_EXPIRY_SECS))
 }
 
 #[derive(Debug, Serialize)]
@@ -60,19 +88,29 @@ async fn app_portal_access(
     MaybeJson(body): MaybeJson<AppPortalAccessIn>,
 ) -> Result<Json<AppPortalAccessOut>, ApiError> {
     caller.require_admin()?;
+    let lifetime = token_lifetime(body.expiry);
     let (app, _) = get_or_create(&state, &app_id, body.application).await?;
-    Ok(Json(issue_app_token(&state, app.id).await?))
+    Ok(Json(issue_app_token(&state, app.id, lifetime).await?))
 }
 
-/// Stores a new token scoped to `app` and returns it with a console link that carries it.
-pub async fn issue_app_token(state: &AppState, app: AppId) -> Result<AppPortalAccessOut, ApiError> {
+/// Stores a new token scoped to `app`, working for `lifetime` from now on the server's
+/// clock, and returns it with a console link that carries it.
+pub async fn issue_app_token(
+    state: &AppState,
+    app: AppId,
+    lifetime: std::time::Duration,
+) -> Result<AppPortalAccessOut, ApiError> {
     let token = new_app_token();
+    let now = state.clock.now();
+    let lifetime = chrono::Duration::from_std(lifetime)
+        .map_err(|_| ApiError::Internal("a token lifetime out of range".into()))?;
     state
         .store
         .put_token(&Token {
             hash: token_hash(&token),
             app_id: Some(app),
-            created_at: state.clock.now(),
+            created_at: now,
+            expires_at: Some(now + lifetime),
         })
         .await?;
     let url = format!(
@@ -89,8 +127,15 @@ async fn logout(State(state): State<AppState>, caller: Caller) -> Result<StatusC
             "only app tokens can log out; admin tokens are managed by the operator",
         ));
     }
-    state.store.delete_token(&caller.token_hash).await?;
-    Ok(StatusCode::NO_CONTENT)
+    match state.store.delete_token(&caller.token_hash).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        // An app token that authenticated but is not stored is a JWT: nothing here can
+        // revoke it.
+        Err(hookline_core::Error::NotFound(_)) => Err(ApiError::Forbidden(
+            "a JWT cannot be logged out: it works until its `exp`",
+        )),
+        Err(error) => Err(error.into()),
+    }
 }
 
 #[cfg(test)]

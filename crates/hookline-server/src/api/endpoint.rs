@@ -181,12 +181,25 @@ async fn check_event_types(state: &AppState, types: Option<&[String]>) -> Result
     }
 }
 
-/// The application whose endpoints a route serves, if the caller may see it: the one the
-/// path's `app_id` names (the sending API), or the hidden application of the source the
-/// path's `source_id` names (the Ingest API, whose forwarding endpoints these are). One set
-/// of handlers serves both APIs.
+/// Who owns the endpoints a route serves: the application the path's `app_id` names (the
+/// sending API), or the hidden application of the source the path's `source_id` names
+/// (the Ingest API, whose forwarding endpoints these are). One set of handlers serves
+/// both APIs.
+///
+/// Extracting it authenticates the caller; [`Owner::app`] looks the application up, which
+/// handlers do after the body has been validated, so an invalid body is a 422 whether or
+/// not the application exists.
 #[derive(Debug)]
-pub struct Owner(pub Application);
+pub struct Owner {
+    caller: Caller,
+    key: OwnerKey,
+}
+
+#[derive(Debug)]
+enum OwnerKey {
+    App(String),
+    Source(String),
+}
 
 impl FromRequestParts<AppState> for Owner {
     type Rejection = ApiError;
@@ -201,13 +214,29 @@ impl FromRequestParts<AppState> for Owner {
                 .iter()
                 .find_map(|(key, value)| (key == name).then(|| value.to_owned()))
         };
-        if let Some(app_key) = param("app_id") {
-            return app_for(state, &caller, &app_key).await.map(Owner);
+        let key = match (param("app_id"), param("source_id")) {
+            (Some(app), _) => OwnerKey::App(app),
+            (None, Some(source)) => OwnerKey::Source(source),
+            (None, None) => {
+                return Err(ApiError::Internal(
+                    "an endpoint route names no owner".into(),
+                ));
+            }
+        };
+        Ok(Owner { caller, key })
+    }
+}
+
+impl Owner {
+    /// The owning application, if the caller may see it.
+    pub async fn app(&self, state: &AppState) -> Result<Application, ApiError> {
+        match &self.key {
+            OwnerKey::App(key) => app_for(state, &self.caller, key).await,
+            OwnerKey::Source(key) => {
+                let source = source_for(state, &self.caller, key).await?;
+                Ok(state.store.get_app(source.app_id.as_str()).await?)
+            }
         }
-        let source_key = param("source_id")
-            .ok_or_else(|| ApiError::Internal("an endpoint route names no owner".into()))?;
-        let source = source_for(state, &caller, &source_key).await?;
-        Ok(Owner(state.store.get_app(source.app_id.as_str()).await?))
     }
 }
 
@@ -255,9 +284,10 @@ struct ListParams {
 
 async fn list(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Query(params): Query<ListParams>,
 ) -> Result<Json<ListResponse<EndpointOut>>, ApiError> {
+    let app = owner.app(&state).await?;
     let order = params.order.unwrap_or(Order::Descending);
     let query = list_query(params.limit, params.iterator, order);
     let page = state.store.list_endpoints(&app.id, &query).await?;
@@ -266,9 +296,11 @@ async fn list(
 
 async fn create(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     ValidJson(body): ValidJson<EndpointIn>,
 ) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
+    let app = owner.app(&state).await?;
+    validate::https_only(state.config.https_only, "url", &body.url)?;
     check_event_types(&state, body.event_types.as_deref()).await?;
     let endpoint = new_endpoint(&app, body, state.clock.now());
     state.store.create_endpoint(&endpoint).await?;
@@ -277,19 +309,22 @@ async fn create(
 
 async fn fetch(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
 ) -> Result<Json<EndpointOut>, ApiError> {
+    let app = owner.app(&state).await?;
     let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     Ok(Json(endpoint.into()))
 }
 
 async fn upsert(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
     ValidJson(body): ValidJson<EndpointIn>,
 ) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
+    let app = owner.app(&state).await?;
+    validate::https_only(state.config.https_only, "url", &body.url)?;
     check_event_types(&state, body.event_types.as_deref()).await?;
     let mut endpoint = match state.store.get_endpoint(&app.id, &endpoint_id).await {
         Ok(endpoint) => endpoint,
@@ -319,10 +354,14 @@ async fn upsert(
 
 async fn patch(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
     ValidJson(body): ValidJson<EndpointPatch>,
 ) -> Result<Json<EndpointOut>, ApiError> {
+    let app = owner.app(&state).await?;
+    if let Some(url) = &body.url {
+        validate::https_only(state.config.https_only, "url", url)?;
+    }
     let mut endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     if let Some(types) = &body.event_types {
         check_event_types(&state, types.as_deref()).await?;
@@ -334,9 +373,10 @@ async fn patch(
 
 async fn delete(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    let app = owner.app(&state).await?;
     let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     state.store.delete_endpoint(&app.id, &endpoint.id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -404,19 +444,21 @@ fn remove_header(headers: &mut BTreeMap<String, String>, name: &str) {
 
 async fn get_headers(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
 ) -> Result<Json<EndpointHeadersOut>, ApiError> {
+    let app = owner.app(&state).await?;
     let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     Ok(Json(endpoint.headers.into()))
 }
 
 async fn put_headers(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
     ValidJson(body): ValidJson<EndpointHeadersIn>,
 ) -> Result<StatusCode, ApiError> {
+    let app = owner.app(&state).await?;
     let mut endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     endpoint.headers.clear();
     for (name, value) in body.headers {
@@ -430,10 +472,11 @@ async fn put_headers(
 
 async fn patch_headers(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
     ValidJson(body): ValidJson<EndpointHeadersPatchIn>,
 ) -> Result<StatusCode, ApiError> {
+    let app = owner.app(&state).await?;
     let mut endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     for name in &body.delete_headers {
         remove_header(&mut endpoint.headers, name);
@@ -491,9 +534,10 @@ impl Validate for EndpointSecretRotateIn {
 
 async fn get_secret(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
 ) -> Result<Json<EndpointSecretOut>, ApiError> {
+    let app = owner.app(&state).await?;
     let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     Ok(Json(EndpointSecretOut {
         key: endpoint.current_secret().to_owned(),
@@ -504,10 +548,11 @@ async fn get_secret(
 /// spec says 204, but the SDKs parse the new key from the body, so it is returned (200).
 pub async fn rotate_secret(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
     MaybeJson(body): MaybeJson<EndpointSecretRotateIn>,
 ) -> Result<Json<EndpointSecretOut>, ApiError> {
+    let app = owner.app(&state).await?;
     let mut endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     let grace = body
         .grace_period_seconds
@@ -551,10 +596,11 @@ pub struct RecoverOut {
 /// the background.
 async fn recover(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
     ValidJson(body): ValidJson<RecoverIn>,
 ) -> Result<(StatusCode, Json<RecoverOut>), ApiError> {
+    let app = owner.app(&state).await?;
     let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     let now = state.clock.now();
     let task = TaskId::new_at(now);
@@ -608,11 +654,12 @@ fn schema_example(schemas: Option<&serde_json::Value>) -> Option<String> {
 async fn send_example(
     State(state): State<AppState>,
     caller: Caller,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
     idempotency: Option<Extension<IdempotencyKey>>,
     ValidJson(body): ValidJson<EventExampleIn>,
 ) -> Result<Response, ApiError> {
+    let app = owner.app(&state).await?;
     caller.require_admin()?;
     let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     let payload = if body.event_type == "svix.ping" {
@@ -669,10 +716,11 @@ const STATS_WINDOW_DAYS: i64 = 28;
 
 async fn stats(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
     Query(params): Query<StatsParams>,
 ) -> Result<Json<EndpointStatsOut>, ApiError> {
+    let app = owner.app(&state).await?;
     let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     let until = params.until.map_or_else(|| state.clock.now(), |t| t.0);
     let since = params

@@ -45,8 +45,8 @@ pub struct MessageIn {
     /// Creates the application if the path names none.
     #[serde(default)]
     pub application: Option<ApplicationIn>,
-    /// Days to keep the payload (5 to 90). Retention is the server's setting; accepted
-    /// for compatibility.
+    /// Days to keep the payload (5 to 90); the server's retention when absent. Then the
+    /// payload is removed (as by expunge) and the message can no longer be resent.
     #[serde(default)]
     pub payload_retention_period: Option<i64>,
 }
@@ -149,8 +149,26 @@ pub struct ContentParams {
     pub with_content: bool,
 }
 
+/// When the payload of a message created at `created_at` expires: after `days` if the
+/// client asked for them, else after the server's retention.
+pub fn payload_expiry(
+    state: &AppState,
+    created_at: DateTime<Utc>,
+    days: Option<i64>,
+) -> DateTime<Utc> {
+    let retention = match days {
+        Some(days) => chrono::Duration::days(days),
+        None => chrono::Duration::from_std(state.config.keep.payload_retention)
+            .unwrap_or(chrono::Duration::MAX),
+    };
+    created_at
+        .checked_add_signed(retention)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Commits `message` with its deliveries (and the idempotency record, if the request has
-/// a key) in one transaction, wakes the delivery engine, and answers with `status`.
+/// a key) in one transaction, wakes the delivery engine, and answers with `status`. The
+/// payload is kept for the server's retention.
 pub async fn accept(
     state: &AppState,
     message: Message,
@@ -158,6 +176,29 @@ pub async fn accept(
     status: StatusCode,
     with_content: bool,
     idempotency: Option<IdempotencyKey>,
+) -> Result<Response, ApiError> {
+    let expires_at = payload_expiry(state, message.created_at, None);
+    accept_until(
+        state,
+        message,
+        only_endpoint,
+        status,
+        with_content,
+        idempotency,
+        expires_at,
+    )
+    .await
+}
+
+/// [`accept`], with the payload kept until `payload_expires_at`.
+async fn accept_until(
+    state: &AppState,
+    message: Message,
+    only_endpoint: Option<EndpointId>,
+    status: StatusCode,
+    with_content: bool,
+    idempotency: Option<IdempotencyKey>,
+    payload_expires_at: DateTime<Utc>,
 ) -> Result<Response, ApiError> {
     let out = MessageOut::new(message.clone(), with_content)?;
     let body = serde_json::to_vec(&out)
@@ -171,6 +212,7 @@ pub async fn accept(
             message,
             only_endpoint,
             idempotency: record,
+            payload_expires_at: Some(payload_expires_at),
         })
         .await?;
     state.queued();
@@ -211,13 +253,15 @@ async fn create(
         created_at: now,
     };
     let idempotency = idempotency.map(|Extension(key)| key);
-    accept(
+    let expires_at = payload_expiry(&state, now, body.payload_retention_period);
+    accept_until(
         &state,
         message,
         None,
         StatusCode::ACCEPTED,
         params.with_content,
         idempotency,
+        expires_at,
     )
     .await
 }

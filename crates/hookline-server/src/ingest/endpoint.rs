@@ -66,9 +66,10 @@ impl Validate for IngestEndpointTransformationPatch {
 
 async fn get_transformation(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
 ) -> Result<axum::Json<IngestEndpointTransformationOut>, ApiError> {
+    let app = owner.app(&state).await?;
     endpoint_of(&state, &app, &endpoint_id).await?;
     Ok(axum::Json(IngestEndpointTransformationOut {
         code: None,
@@ -79,10 +80,11 @@ async fn get_transformation(
 
 async fn patch_transformation(
     State(state): State<AppState>,
-    Owner(app): Owner,
+    owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
     ValidJson(body): ValidJson<IngestEndpointTransformationPatch>,
 ) -> Result<StatusCode, ApiError> {
+    let app = owner.app(&state).await?;
     endpoint_of(&state, &app, &endpoint_id).await?;
     if body.enabled == Some(true) || body.code.is_some() {
         return Err(ApiError::refused(

@@ -16,10 +16,10 @@ use axum::routing::any;
 use chrono::{DateTime, Utc};
 use hookline_core::Code;
 use hookline_core::id::AppId;
-use hookline_core::ingest::{Source, Verdict as Logged};
+use hookline_core::ingest::{IngestedRequest, Source, Verdict as Logged};
 use hookline_core::memo::Memo;
 use hookline_receive::SourceType;
-use hookline_receive::pipeline::{self, Accepted, Received, Refusal, Verdict};
+use hookline_receive::pipeline::{self, Accepted, Keep, Received, Refusal, Verdict};
 use serde_json::json;
 
 use crate::AppState;
@@ -89,7 +89,12 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
             received.body = bytes.to_vec();
             pipeline::receive(&source_type, &received.incoming(), now.timestamp())
         }
-        Err(_) => Verdict::Refused(Refusal::too_large(limit)),
+        Err(error) if is_over_limit(&error) => Verdict::Refused(Refusal::too_large(limit)),
+        // The client broke off or framed the body wrongly: not a body too large.
+        Err(error) => Verdict::Refused(Refusal {
+            code: Code::GenericError,
+            reason: format!("the body could not be read: {error}"),
+        }),
     };
     let status = match &verdict {
         Verdict::Refused(refusal) => error::status(refusal.code),
@@ -99,9 +104,19 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
         Verdict::Accepted(accepted) => forward_app(state, &source, accepted, &source_type).await?,
         _ => None,
     };
-    let record = verdict.record(&source, received, status.as_u16(), forward_to, now);
+    let record = verdict.record(
+        &source,
+        received,
+        status.as_u16(),
+        forward_to,
+        &state.config.keep,
+        now,
+    );
     let stored = state.store.ingest(record).await?;
-    state.ingested.notify_waiters();
+    note_dropped(&source, &stored, &state.config.keep);
+    if stored.logged {
+        state.ingested.notify_waiters();
+    }
     Ok(match verdict {
         Verdict::Refused(refusal) => error_response(refusal.code, &refusal.reason),
         Verdict::Challenge(challenge) => {
@@ -115,6 +130,42 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
                 .into_response()
         }
     })
+}
+
+/// Says in the server's log when a source's refused requests start going unlogged (once
+/// per run of them, not once each: they come in floods) and when a logged one follows
+/// skipped ones. The request log says it too, on that next entry (`droppedBefore`).
+fn note_dropped(source: &Source, stored: &IngestedRequest, keep: &Keep) {
+    let Some(cap) = keep.refused_cap else {
+        return;
+    };
+    if !stored.logged && stored.dropped == 1 {
+        tracing::warn!(
+            source_id = %source.id,
+            per_window = cap.per_window,
+            window_secs = cap.window.as_secs(),
+            "request log: this source's refused requests are over the cap; the next ones \
+             are answered but not logged until the window ends"
+        );
+    } else if stored.logged && stored.dropped > 0 {
+        tracing::warn!(
+            source_id = %source.id,
+            dropped = stored.dropped,
+            "request log: refused requests over the cap were answered but not logged"
+        );
+    }
+}
+
+/// Whether reading a body failed because it is longer than the limit.
+fn is_over_limit(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// The application named by the source's `forwardToApp`, if it still exists and the body

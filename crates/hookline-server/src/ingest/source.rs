@@ -17,7 +17,7 @@ use hookline_core::patch::SourcePatch;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::api::auth::{AppPortalAccessOut, issue_app_token};
+use crate::api::auth::{AppPortalAccessOut, issue_app_token, token_expiry, token_lifetime};
 use crate::api::{ListResponse, list_query};
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
@@ -27,6 +27,12 @@ use hookline_receive::SourceType;
 
 /// Characters of an ingest token: 32 base62 characters, about 190 bits.
 const TOKEN_LEN: usize = 32;
+
+/// Bytes of bodies one page of a request log holds at most (unless its one request is
+/// larger). Each body is up to the body limit and goes out twice (as text and base64),
+/// so a page of 250 could take hundreds of megabytes; a page ends early instead, not
+/// `done`, and its iterator continues after it.
+pub const LOG_PAGE_BODY_BYTES: usize = 4 << 20;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -321,8 +327,8 @@ async fn rotate_token(
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DashboardIn {
-    /// Seconds the token is valid for; accepted for compatibility (tokens last until
-    /// logged out).
+    /// Seconds the token is valid for: 1 hour to 7 days, 7 days when absent or `null`
+    /// (the Ingest contract's range and default).
     #[serde(default)]
     pub expiry: Option<u64>,
     #[serde(default)]
@@ -331,26 +337,24 @@ pub struct DashboardIn {
 
 impl Validate for DashboardIn {
     fn validate(&self, v: &mut Violations) {
-        if self
-            .expiry
-            .is_some_and(|secs| !(3600..=604_800).contains(&secs))
-        {
-            v.add(&["expiry"], "must be between 3600 and 604800 seconds");
-        }
+        token_expiry(v, self.expiry);
     }
 }
 
-/// A token scoped to the source: it reads the source and its log, and manages its
-/// endpoints.
+/// A token scoped to the source (an app token of its hidden application): it reads the
+/// source and its log, and manages its endpoints, until its expiry.
 async fn dashboard(
     State(state): State<AppState>,
     caller: Caller,
     Path(source_id): Path<String>,
-    MaybeJson(_body): MaybeJson<DashboardIn>,
+    MaybeJson(body): MaybeJson<DashboardIn>,
 ) -> Result<Json<AppPortalAccessOut>, ApiError> {
     caller.require_admin()?;
     let source = state.store.get_source(&source_id).await?;
-    Ok(Json(issue_app_token(&state, source.app_id).await?))
+    let lifetime = token_lifetime(body.expiry);
+    Ok(Json(
+        issue_app_token(&state, source.app_id, lifetime).await?,
+    ))
 }
 
 // The request log.
@@ -381,6 +385,16 @@ pub struct IngestLogOut {
     pub event_type: Option<String>,
     #[serde(rename = "msgId")]
     pub msg_id: Option<String>,
+    /// How many bytes the body had as received.
+    #[serde(rename = "bodySize")]
+    pub body_size: i64,
+    /// Whether the log keeps only the start of the body (a refused request's).
+    #[serde(rename = "bodyTruncated")]
+    pub body_truncated: bool,
+    /// Refused requests of the source answered but not logged (over the cap per window)
+    /// just before this one.
+    #[serde(rename = "droppedBefore")]
+    pub dropped_before: i64,
 }
 
 /// Headers as a map; repeated names are joined with `, ` as HTTP allows.
@@ -400,6 +414,9 @@ pub fn header_map(headers: &[(String, String)]) -> BTreeMap<String, String> {
 impl From<IngestRequest> for IngestLogOut {
     fn from(request: IngestRequest) -> Self {
         IngestLogOut {
+            body_truncated: request.body_size > request.body.len() as i64,
+            body_size: request.body_size,
+            dropped_before: request.dropped_before,
             id: request.id,
             source_id: request.source_id,
             status_code: request.status_code,
@@ -429,6 +446,9 @@ async fn log(
     let source = source_for(&state, &caller, &source_id).await?;
     let order = params.order.unwrap_or(Order::Descending);
     let query = list_query(params.limit, params.iterator, order);
-    let page = state.store.list_ingest_requests(&source.id, &query).await?;
+    let page = state
+        .store
+        .list_ingest_requests(&source.id, &query, LOG_PAGE_BODY_BYTES)
+        .await?;
     Ok(Json(ListResponse::from_page(page, IngestLogOut::from)))
 }

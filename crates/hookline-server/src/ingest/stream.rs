@@ -5,14 +5,21 @@
 //! source's commit order. A client resumes after the last id it saw with `?after=SEQ` or
 //! the `Last-Event-ID` header, and gets every later request exactly once, in order.
 //! Without either it starts with the requests that arrive from now on.
+//!
+//! Memory stays bounded whatever the bodies and however slow the client: the stream
+//! reads the next requests only when the client has taken the last ones (it is pulled,
+//! not pushed into a queue), and each read stops once its bodies reach
+//! [`STREAM_BODY_BYTES`].
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, Sse};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -28,7 +35,13 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Query;
-use crate::sse::{self, Feed};
+use crate::sse;
+
+/// Bytes of bodies one read of a stream holds at most (one request at least).
+pub const STREAM_BODY_BYTES: usize = 1 << 20;
+/// How often a caught-up stream looks for news when nothing woke it (another node
+/// stored them).
+const POLL: Duration = Duration::from_millis(500);
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/source/{source_id}/stream", get(stream))
@@ -46,6 +59,13 @@ pub struct StreamedRequest {
     pub headers: Vec<(String, String)>,
     /// The body, base64.
     pub body: String,
+    /// How many bytes the body had as received: more than `body` holds when the log
+    /// keeps only its start (a refused request's).
+    #[serde(default)]
+    pub body_size: i64,
+    /// Refused requests answered but not logged (over the cap) just before this one.
+    #[serde(default)]
+    pub dropped_before: i64,
     pub verdict: String,
     pub status_code: i16,
     pub reason_code: String,
@@ -64,6 +84,8 @@ impl From<IngestRequest> for StreamedRequest {
             query: request.query,
             headers: request.headers,
             body: base64::engine::general_purpose::STANDARD.encode(&request.body),
+            body_size: request.body_size,
+            dropped_before: request.dropped_before,
             verdict: request.verdict.as_str().to_owned(),
             status_code: request.status_code,
             reason_code: request.reason_code,
@@ -86,7 +108,8 @@ async fn latest_seq(state: &AppState, source: &SourceId) -> Result<i64, ApiError
         cursor: None,
         order: Order::Descending,
     };
-    let page = state.store.list_ingest_requests(source, &query).await?;
+    // A budget of nothing still reads the one request.
+    let page = state.store.list_ingest_requests(source, &query, 0).await?;
     Ok(page.data.first().map_or(0, |request| request.seq))
 }
 
@@ -110,36 +133,67 @@ async fn stream(
         store: Arc::clone(&state.store),
         source: source.id,
         after,
+        pending: VecDeque::new(),
+        news: Arc::clone(&state.ingested),
     };
-    Ok(sse::stream(feed, Arc::clone(&state.ingested)))
+    let events = futures_util::stream::unfold(feed, |mut feed| async move {
+        Some((Ok(feed.next_event().await), feed))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// A source's requests after `after`, in `seq` order.
+/// A source's requests after `after`, in `seq` order, read a budget at a time as the
+/// client takes them.
 struct RequestFeed {
     store: Arc<dyn Store>,
     source: SourceId,
     after: i64,
+    /// Read, not yet sent.
+    pending: VecDeque<IngestRequest>,
+    /// Notified when a request is stored on this node.
+    news: Arc<tokio::sync::Notify>,
 }
 
-impl Feed for RequestFeed {
-    async fn next(&mut self) -> Result<Vec<Event>, hookline_core::Error> {
-        let requests = self
-            .store
-            .ingest_requests_after(&self.source, self.after, sse::BATCH)
-            .await?;
-        let mut events = Vec::with_capacity(requests.len());
-        for request in requests {
-            self.after = request.seq;
-            let seq = request.seq;
-            let data = serde_json::to_string(&StreamedRequest::from(request))
-                .map_err(|error| hookline_core::Error::Storage(Box::new(error)))?;
-            events.push(
-                Event::default()
+impl RequestFeed {
+    /// The next request's event, once there is one.
+    async fn next_event(&mut self) -> Event {
+        loop {
+            if let Some(request) = self.pending.pop_front() {
+                let seq = request.seq;
+                match Event::default()
                     .event("request")
                     .id(seq.to_string())
-                    .data(data),
-            );
+                    .json_data(StreamedRequest::from(request))
+                {
+                    Ok(event) => return event,
+                    Err(error) => {
+                        tracing::warn!(%error, seq, "stream: a request could not be sent");
+                        continue;
+                    }
+                }
+            }
+            // Created before reading, so news arriving in between is not missed.
+            let notified = self.news.notified();
+            match self
+                .store
+                .ingest_requests_after(&self.source, self.after, sse::BATCH, STREAM_BODY_BYTES)
+                .await
+            {
+                Ok(requests) if !requests.is_empty() => {
+                    self.after = requests.last().map_or(self.after, |last| last.seq);
+                    self.pending.extend(requests);
+                }
+                Ok(_) => {
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep(POLL) => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "stream: reading failed; retrying");
+                    tokio::time::sleep(POLL).await;
+                }
+            }
         }
-        Ok(events)
     }
 }

@@ -63,6 +63,7 @@ async fn stored_admin_tokens_work() {
             hash: hookline_server::auth::token_hash("hlk_stored-admin"),
             app_id: None,
             created_at: app.clock.now(),
+            expires_at: None,
         })
         .await
         .unwrap();

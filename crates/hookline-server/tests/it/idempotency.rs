@@ -66,6 +66,7 @@ async fn records_belong_to_one_token() {
             hash: hookline_server::auth::token_hash("second-admin"),
             app_id: None,
             created_at: app.clock.now(),
+            expires_at: None,
         })
         .await
         .unwrap();

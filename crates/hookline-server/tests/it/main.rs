@@ -63,6 +63,7 @@ impl TestApp {
                 public_url: "http://hookline.test:8071/".to_owned(),
                 max_payload_bytes: LIMIT,
                 idempotency_ttl: Duration::from_secs(12 * 3600),
+                ..ApiConfig::default()
             }),
             Arc::clone(&clock),
         );
@@ -204,6 +205,7 @@ impl TestApp {
                 attempts: job.destination.attempts + 1,
                 disable_endpoint: false,
                 endpoint_failing: None,
+                messages: Vec::new(),
             })
             .collect();
         let ids = outcomes.iter().map(|o| o.attempt.id.clone()).collect();

@@ -9,9 +9,12 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use hookline_core::id::{EndpointId, MessageId};
 use hookline_core::model::{Attempt, MessageStatus};
-use hookline_core::store::{AttemptOutcome, DeliveryJob, DeliveryQueue, EndpointChange};
+use hookline_core::store::{
+    AttemptOutcome, DeliveryJob, DeliveryQueue, EndpointChange, NewMessage,
+};
 use hookline_core::{Error, Result};
 
+use super::messages::insert_message;
 use super::{execute, notify_due, query_opt, query_rows};
 use crate::PostgresStore;
 use crate::error::storage;
@@ -125,6 +128,24 @@ async fn apply_endpoint_change(db: &impl GenericClient, change: &EndpointChange<
     Ok(())
 }
 
+/// Creates a message an outcome gives rise to, with its deliveries, unless its
+/// application was deleted meanwhile: an event for nobody is dropped, as an attempt of a
+/// deleted message is, rather than holding back the outcome that caused it. Whether it
+/// queued a delivery.
+async fn insert_outcome_message(db: &impl GenericClient, new: &NewMessage) -> Result<bool> {
+    let app = query_opt(
+        db,
+        "SELECT 1 FROM app WHERE id = $1",
+        &[&new.message.app_id.as_str()],
+    )
+    .await
+    .map_err(storage)?;
+    if app.is_none() {
+        return Ok(false);
+    }
+    Ok(!insert_message(db, new).await?.is_empty())
+}
+
 #[async_trait]
 impl DeliveryQueue for PostgresStore {
     async fn claim_due(
@@ -155,7 +176,7 @@ impl DeliveryQueue for PostgresStore {
                      LIMIT $4
                      FOR UPDATE OF destination SKIP LOCKED)
                  RETURNING *)
-             SELECT {}, {}, {}, app.uid
+             SELECT {}, {}, {}, app.uid, app.throttle_rate
              FROM claimed AS destination
              JOIN message ON message.id = destination.msg_id
              JOIN endpoint ON endpoint.id = destination.endpoint_id
@@ -185,8 +206,16 @@ impl DeliveryQueue for PostgresStore {
                     Ok(DeliveryJob {
                         destination: rows::destination(columns)?,
                         message: Arc::new(rows::message(columns)?),
-                        endpoint: Arc::new(rows::endpoint(columns)?),
+                        endpoint: Arc::new(rows::open_endpoint(
+                            self.sealer(),
+                            rows::endpoint(columns)?,
+                        )?),
                         app_uid: columns.take()?,
+                        app_throttle_rate: columns
+                            .take::<Option<i32>>()?
+                            .map(u16::try_from)
+                            .transpose()
+                            .map_err(Error::storage)?,
                     })
                 })
             })
@@ -228,7 +257,8 @@ impl DeliveryQueue for PostgresStore {
             return Ok(());
         }
         // A batch is three statements whatever its size (attempts, deliveries, then one per
-        // endpoint whose state changes), not three round trips per outcome. Deliveries go
+        // endpoint whose state changes), not three round trips per outcome; only the rare
+        // outcome that carries an operational event adds a few for its message. Deliveries go
         // in key order and endpoints one by one in id order, so that two batches tend to
         // lock shared rows in the same order; should they deadlock all the same,
         // PostgreSQL aborts one and the recorder tries it again.
@@ -238,12 +268,17 @@ impl DeliveryQueue for PostgresStore {
         let tx = db.transaction().await.map_err(storage)?;
         insert_attempts(&tx, &by_delivery).await?;
         finish_deliveries(&tx, &by_delivery).await?;
+        let mut queued = false;
+        for new in outcomes.iter().flat_map(|outcome| &outcome.messages) {
+            queued |= insert_outcome_message(&tx, new).await?;
+        }
         for change in EndpointChange::fold(&outcomes) {
             apply_endpoint_change(&tx, &change).await?;
         }
-        if outcomes
-            .iter()
-            .any(|outcome| outcome.next_attempt.is_some())
+        if queued
+            || outcomes
+                .iter()
+                .any(|outcome| outcome.next_attempt.is_some())
         {
             notify_due(&tx).await?;
         }
@@ -267,5 +302,35 @@ impl DeliveryQueue for PostgresStore {
         .await
         .map_err(storage)?;
         row.map(|row| read(&row, |c| c.take())).transpose()
+    }
+
+    async fn heartbeat(&self, node: &str, ttl: Duration) -> Result<usize> {
+        let db = self.client().await?;
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        // The upsert's row is not visible to the count of the same statement (one
+        // snapshot), hence the others plus one. Rows long dead are swept by whoever beats,
+        // so that node ids that never come back (one per process start) do not pile up.
+        let row = query_opt(
+            &db,
+            "WITH beat AS (
+                 INSERT INTO worker_node (id, last_seen) VALUES ($1, now())
+                 ON CONFLICT (id) DO UPDATE SET last_seen = EXCLUDED.last_seen
+                 RETURNING id),
+             swept AS (
+                 DELETE FROM worker_node
+                 WHERE last_seen < now() - 100 * $2::bigint * INTERVAL '1 millisecond'
+                   AND id <> $1
+                 RETURNING id)
+             SELECT count(*) + 1 FROM worker_node
+             WHERE id <> $1 AND last_seen >= now() - $2::bigint * INTERVAL '1 millisecond'",
+            &[&node, &ttl],
+        )
+        .await
+        .map_err(storage)?;
+        let live: i64 = match row {
+            Some(row) => read(&row, |c| c.take())?,
+            None => 1,
+        };
+        Ok(usize::try_from(live).unwrap_or(1).max(1))
     }
 }

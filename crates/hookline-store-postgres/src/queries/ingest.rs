@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use hookline_core::Result;
 use hookline_core::id::{AppId, IngestRequestId, MessageId, SourceId};
-use hookline_core::ingest::{IngestRequest, IngestedRequest, NewIngestRequest, Source, Verdict};
+use hookline_core::ingest::{
+    IngestRequest, IngestedRequest, NewIngestRequest, RefusedTally, Source, Verdict,
+    page_within_budget, within_budget,
+};
 use hookline_core::page::{ListQuery, Page};
 use hookline_core::store::IngestStore;
 use tokio_postgres::types::Json;
@@ -37,6 +40,7 @@ impl IngestStore for PostgresStore {
         let mut db = self.client().await?;
         let tx = db.transaction().await.map_err(storage)?;
         insert_app(&tx, &source.hidden_app()).await?;
+        let config = rows::config(self.sealer(), &source.config);
         execute(
             &tx,
             "INSERT INTO source (id, uid, name, source_type, config, metadata, app_id, token,
@@ -47,7 +51,7 @@ impl IngestStore for PostgresStore {
                 &source.uid,
                 &source.name,
                 &source.source_type,
-                &source.config,
+                &config,
                 &Json(&source.metadata),
                 &source.app_id.as_str(),
                 &source.token,
@@ -70,7 +74,8 @@ impl IngestStore for PostgresStore {
             rows::SOURCE_COLUMNS
         );
         let row = query_opt(&db, &sql, &[&key]).await.map_err(storage)?;
-        found(row, "source", rows::source)
+        let stored = found(row, "source", rows::source)?;
+        rows::open_source(self.sealer(), stored)
     }
 
     async fn find_source_by_token(
@@ -91,24 +96,34 @@ impl IngestStore for PostgresStore {
         let row = query_opt(&db, &sql, &[&token, &ms(now)])
             .await
             .map_err(storage)?;
-        row.map(|row| read(&row, rows::source)).transpose()
+        row.map(|row| read(&row, rows::source))
+            .transpose()?
+            .map(|stored| rows::open_source(self.sealer(), stored))
+            .transpose()
     }
 
     async fn list_sources(&self, query: &ListQuery) -> Result<Page<Source>> {
         let db = self.client().await?;
-        Select::new(format!(
+        let stored = Select::new(format!(
             "SELECT {} FROM source WHERE TRUE",
             rows::SOURCE_COLUMNS
         ))
         .page(&db, "source.id", query, rows::source, |source| {
             source.id.to_string()
         })
-        .await
+        .await?;
+        let data = stored
+            .data
+            .into_iter()
+            .map(|source| rows::open_source(self.sealer(), source))
+            .collect::<Result<_>>()?;
+        Ok(Page { data, ..stored })
     }
 
     async fn update_source(&self, source: &Source) -> Result<()> {
         let mut db = self.client().await?;
         let tx = db.transaction().await.map_err(storage)?;
+        let config = rows::config(self.sealer(), &source.config);
         let rows = execute(
             &tx,
             "UPDATE source SET uid = $2, name = $3, source_type = $4, config = $5,
@@ -120,7 +135,7 @@ impl IngestStore for PostgresStore {
                 &source.uid,
                 &source.name,
                 &source.source_type,
-                &source.config,
+                &config,
                 &Json(&source.metadata),
                 &source.token,
                 &source.previous_token,
@@ -172,14 +187,68 @@ impl IngestStore for PostgresStore {
             mut request,
             dedupe_since,
             messages,
+            refused_cap,
         } = new;
         let source = request.source_id.clone();
         let mut db = self.client().await?;
         let tx = db.transaction().await.map_err(storage)?;
-        // Held to commit: a concurrent `delete_source` waits for this request, or this
-        // request for it and then finds no source. Taken before anything else, the order
-        // `delete_source` locks in, so that the two cannot deadlock.
-        lock_source(&tx, &source, "FOR KEY SHARE").await?;
+        let capped = match (request.verdict, refused_cap) {
+            (Verdict::Rejected, Some(cap)) => Some(cap),
+            _ => None,
+        };
+        if let Some(cap) = capped {
+            // The source's count of refused requests is read and written under its row
+            // lock, so that every node counts into one cap. Taken first, as below.
+            let row = query_opt(
+                &tx,
+                "SELECT refused_window, refused_logged, refused_dropped FROM source
+                 WHERE id = $1 FOR NO KEY UPDATE",
+                &[&source.as_str()],
+            )
+            .await
+            .map_err(storage)?;
+            let mut tally = found(row, "source", |c| {
+                Ok(RefusedTally {
+                    window_start: c.take()?,
+                    logged: c.take()?,
+                    dropped: c.take()?,
+                })
+            })?;
+            let logged = cap.count(&mut tally, request.created_at);
+            execute(
+                &tx,
+                "UPDATE source SET refused_window = $2, refused_logged = $3,
+                     refused_dropped = $4
+                 WHERE id = $1",
+                &[
+                    &source.as_str(),
+                    &tally.window_start,
+                    &tally.logged,
+                    &tally.dropped,
+                ],
+            )
+            .await
+            .map_err(storage)?;
+            match logged {
+                Some(dropped) => request.dropped_before = dropped,
+                None => {
+                    tx.commit().await.map_err(storage)?;
+                    return Ok(IngestedRequest {
+                        id: request.id,
+                        seq: 0,
+                        verdict: request.verdict,
+                        original: None,
+                        logged: false,
+                        dropped: tally.dropped,
+                    });
+                }
+            }
+        } else {
+            // Held to commit: a concurrent `delete_source` waits for this request, or this
+            // request for it and then finds no source. Taken before anything else, the
+            // order `delete_source` locks in, so that the two cannot deadlock.
+            lock_source(&tx, &source, "FOR KEY SHARE").await?;
+        }
         let original = match (request.verdict, &request.dedupe_key, dedupe_since) {
             (Verdict::Accepted, Some(key), Some(since)) => {
                 // A request with the same key still in flight is waited for, then seen.
@@ -233,9 +302,9 @@ impl IngestStore for PostgresStore {
                  UPDATE source SET last_seq = last_seq + 1 WHERE id = $2 RETURNING last_seq)
              INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers,
                  body, verdict, status_code, reason_code, reason, dedupe_key, event_type,
-                 msg_id, created_at)
+                 msg_id, created_at, body_size, dropped_before)
              SELECT $1, $2, numbered.last_seq, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                 $14, $15
+                 $14, $15, $16, $17
              FROM numbered
              RETURNING seq",
             &[
@@ -254,6 +323,8 @@ impl IngestStore for PostgresStore {
                 &request.event_type,
                 &request.msg_id.as_ref().map(MessageId::as_str),
                 &ms(request.created_at),
+                &request.body_size,
+                &request.dropped_before,
             ],
         )
         .await
@@ -266,6 +337,8 @@ impl IngestStore for PostgresStore {
             seq,
             verdict: request.verdict,
             original,
+            logged: true,
+            dropped: request.dropped_before,
         })
     }
 
@@ -290,21 +363,47 @@ impl IngestStore for PostgresStore {
         &self,
         source: &SourceId,
         query: &ListQuery,
+        body_budget: usize,
     ) -> Result<Page<IngestRequest>> {
         let db = self.client().await?;
-        Select::new(format!(
-            "SELECT {} FROM ingest_request WHERE TRUE",
-            rows::INGEST_REQUEST_COLUMNS
-        ))
+        // Sizes first (`octet_length` reads a stored body's size without loading it),
+        // then only the bodies that fit the budget.
+        let sizes = Select::new(
+            "SELECT ingest_request.id, octet_length(ingest_request.body)::BIGINT
+             FROM ingest_request WHERE TRUE",
+        )
         .and("ingest_request.source_id = ?", source.to_string())
         .page(
             &db,
             "ingest_request.id",
             query,
-            rows::ingest_request,
-            |request| request.id.to_string(),
+            |c| Ok((c.take::<String>()?, c.take::<i64>()?)),
+            |(id, _)| id.clone(),
         )
-        .await
+        .await?;
+        let ids = page_within_budget(sizes, query, body_budget);
+        let mut loaded = Vec::new();
+        if !ids.data.is_empty() {
+            let sql = format!(
+                "SELECT {} FROM ingest_request
+                 WHERE ingest_request.source_id = $1 AND ingest_request.id = ANY ($2)",
+                rows::INGEST_REQUEST_COLUMNS
+            );
+            loaded = query_rows(&db, &sql, &[&source.as_str(), &ids.data])
+                .await
+                .map_err(storage)?
+                .iter()
+                .map(|row| read(row, rows::ingest_request))
+                .collect::<Result<Vec<_>>>()?;
+        }
+        // In the page's order; a request purged in between is left out.
+        loaded.sort_by_key(|request| ids.data.iter().position(|id| id == request.id.as_str()));
+        Ok(Page {
+            data: loaded,
+            iterator: ids.iterator,
+            prev_iterator: ids.prev_iterator,
+            done: ids.done,
+        })
     }
 
     async fn ingest_requests_after(
@@ -312,16 +411,35 @@ impl IngestStore for PostgresStore {
         source: &SourceId,
         after: i64,
         limit: usize,
+        body_budget: usize,
     ) -> Result<Vec<IngestRequest>> {
         let db = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Sizes first, then only the bodies that fit the budget. A reader that sees a
+        // request sees every one numbered before it, so the second read finds the same.
+        let sizes = query_rows(
+            &db,
+            "SELECT seq, octet_length(body)::BIGINT FROM ingest_request
+             WHERE source_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            &[&source.as_str(), &after, &limit],
+        )
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|row| read(row, |c| Ok((c.take::<i64>()?, c.take::<i64>()?))))
+        .collect::<Result<Vec<_>>>()?;
+        let kept = within_budget(sizes.iter().map(|(_, size)| *size), body_budget);
+        let Some((last, _)) = kept.checked_sub(1).map(|at| sizes[at]) else {
+            return Ok(Vec::new());
+        };
         let sql = format!(
             "SELECT {} FROM ingest_request
              WHERE ingest_request.source_id = $1 AND ingest_request.seq > $2
-             ORDER BY ingest_request.seq LIMIT $3",
+               AND ingest_request.seq <= $3
+             ORDER BY ingest_request.seq",
             rows::INGEST_REQUEST_COLUMNS
         );
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        query_rows(&db, &sql, &[&source.as_str(), &after, &limit])
+        query_rows(&db, &sql, &[&source.as_str(), &after, &last])
             .await
             .map_err(storage)?
             .iter()

@@ -31,8 +31,8 @@ pub(super) async fn insert_message(
     execute(
         db,
         "INSERT INTO message (id, app_id, event_id, event_type, payload, channels, headers,
-             created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             created_at, payload_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &message.id.as_str(),
             &message.app_id.as_str(),
@@ -42,6 +42,7 @@ pub(super) async fn insert_message(
             &message.channels,
             &rows::message_headers(&message.headers),
             &created,
+            &new.payload_expires_at.map(ms),
         ],
     )
     .await
@@ -160,6 +161,26 @@ impl MessageStore for PostgresStore {
         .await
         .map_err(storage)?;
         tx.commit().await.map_err(storage)
+    }
+
+    async fn expire_payloads(&self, now: DateTime<Utc>) -> Result<u64> {
+        // One batch per statement: the payloads go and, as expunge does, their queued
+        // deliveries fail (they cannot go out without them).
+        let statement = format!(
+            "WITH expiring AS (
+                 SELECT id FROM message
+                 WHERE payload_expires_at < $1 AND payload IS NOT NULL
+                 LIMIT $2 FOR UPDATE SKIP LOCKED),
+             failed AS (
+                 UPDATE destination SET status = {fail}, next_attempt = NULL
+                 FROM expiring
+                 WHERE destination.msg_id = expiring.id
+                   AND destination.next_attempt IS NOT NULL
+                   AND destination.lease_until IS NULL)
+             UPDATE message SET payload = NULL FROM expiring WHERE message.id = expiring.id",
+            fail = MessageStatus::Fail.code()
+        );
+        self.in_turn(&statement, now).await
     }
 
     async fn requeue(

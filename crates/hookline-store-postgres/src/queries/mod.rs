@@ -200,6 +200,14 @@ impl PostgresStore {
             "DELETE FROM {table} WHERE {key} IN (
                  SELECT {key} FROM {table} WHERE {column} < $1 LIMIT $2)"
         );
+        self.in_turn(&delete, before).await
+    }
+
+    /// Runs `statement` (parameters: `before`, then the batch size; it changes at most a
+    /// batch of rows) until it changes fewer than a batch, holding the purge lock;
+    /// returns how many rows it changed. While another node holds the lock, it does
+    /// nothing and returns 0: the nodes take turns at periodic sweeps.
+    pub(crate) async fn in_turn(&self, statement: &str, before: DateTime<Utc>) -> Result<u64> {
         let db = self.client().await?;
         let locked: bool = query_opt(
             &db,
@@ -215,7 +223,7 @@ impl PostgresStore {
         let before = ms(before);
         let mut purged = 0;
         let result = loop {
-            let deleted = execute(&db, &delete, &[&before, &PURGE_BATCH])
+            let deleted = execute(&db, statement, &[&before, &PURGE_BATCH])
                 .await
                 .map_err(storage);
             match deleted {

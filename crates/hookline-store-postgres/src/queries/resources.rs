@@ -6,6 +6,7 @@ use deadpool_postgres::GenericClient;
 use hookline_core::id::{AppId, EndpointId};
 use hookline_core::model::{Application, Endpoint, EndpointStats, EventType};
 use hookline_core::page::{ListQuery, Page};
+use hookline_core::sealed::Sealer;
 use hookline_core::store::ResourceStore;
 use hookline_core::{Code, Error, Result};
 use tokio_postgres::types::{Json, ToSql};
@@ -30,7 +31,8 @@ struct EndpointValues<'a> {
 }
 
 impl<'a> EndpointValues<'a> {
-    fn new(endpoint: &'a Endpoint) -> Self {
+    /// The values of `endpoint`, its secrets sealed by `sealer`.
+    fn new(endpoint: &'a Endpoint, sealer: &Sealer) -> Self {
         Self {
             endpoint,
             id: endpoint.id.as_str(),
@@ -38,7 +40,7 @@ impl<'a> EndpointValues<'a> {
             throttle_rate: endpoint.throttle_rate.map(i32::from),
             metadata: Json(&endpoint.metadata),
             headers: Json(&endpoint.headers),
-            secrets: rows::secrets(&endpoint.secrets),
+            secrets: rows::secrets(sealer, &endpoint.secrets),
             failing_since: endpoint.failing_since.map(ms),
             created_at: ms(endpoint.created_at),
             updated_at: ms(endpoint.updated_at),
@@ -166,7 +168,7 @@ impl ResourceStore for PostgresStore {
 
     async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
         let db = self.client().await?;
-        let v = EndpointValues::new(endpoint);
+        let v = EndpointValues::new(endpoint, self.sealer());
         execute(
             &db,
             "INSERT INTO endpoint (id, app_id, uid, url, description, disabled, throttle_rate,
@@ -190,7 +192,8 @@ impl ResourceStore for PostgresStore {
         let row = query_opt(&db, &sql, &[&app.as_str(), &key])
             .await
             .map_err(storage)?;
-        found(row, "endpoint", rows::endpoint)
+        let stored = found(row, "endpoint", rows::endpoint)?;
+        rows::open_endpoint(self.sealer(), stored)
     }
 
     async fn list_endpoints(&self, app: &AppId, query: &ListQuery) -> Result<Page<Endpoint>> {
@@ -204,11 +207,12 @@ impl ResourceStore for PostgresStore {
             e.id.to_string()
         })
         .await
+        .and_then(|stored| rows::open_endpoints(self.sealer(), stored))
     }
 
     async fn update_endpoint(&self, endpoint: &Endpoint, set_disabled: bool) -> Result<()> {
         let db = self.client().await?;
-        let v = EndpointValues::new(endpoint);
+        let v = EndpointValues::new(endpoint, self.sealer());
         let rows = execute(
             &db,
             "UPDATE endpoint SET uid = $3, url = $4, description = $5,

@@ -17,11 +17,12 @@ impl TokenStore for PostgresStore {
         let db = self.client().await?;
         execute(
             &db,
-            "INSERT INTO token (hash, app_id, created_at) VALUES ($1, $2, $3)",
+            "INSERT INTO token (hash, app_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
             &[
                 &token.hash,
                 &token.app_id.as_ref().map(AppId::as_str),
                 &ms(token.created_at),
+                &token.expires_at.map(ms),
             ],
         )
         .await
@@ -33,7 +34,7 @@ impl TokenStore for PostgresStore {
         let db = self.client().await?;
         let row = query_opt(
             &db,
-            "SELECT hash, app_id, created_at FROM token WHERE hash = $1",
+            "SELECT hash, app_id, created_at, expires_at FROM token WHERE hash = $1",
             &[&hash],
         )
         .await
@@ -44,6 +45,7 @@ impl TokenStore for PostgresStore {
                     hash: c.take()?,
                     app_id: c.take::<Option<String>>()?.map(AppId::from_string),
                     created_at: c.take()?,
+                    expires_at: c.take()?,
                 })
             })
         })

@@ -40,6 +40,8 @@ fn old_request(source: &Source) -> NewIngestRequest {
             query: String::new(),
             headers: vec![],
             body: b"{}".to_vec(),
+            body_size: 2,
+            dropped_before: 0,
             verdict: Verdict::Rejected,
             status_code: 401,
             reason_code: "missing_header".into(),
@@ -51,6 +53,7 @@ fn old_request(source: &Source) -> NewIngestRequest {
         },
         dedupe_since: None,
         messages: vec![],
+        refused_cap: None,
     }
 }
 
@@ -76,7 +79,7 @@ async fn one_node_purges_the_request_log_at_a_time() {
     assert_eq!(store.purge_ingest_requests(cutoff).await.unwrap(), 0);
     assert_eq!(
         store
-            .ingest_requests_after(&src.id, 0, 10)
+            .ingest_requests_after(&src.id, 0, 10, usize::MAX)
             .await
             .unwrap()
             .len(),
@@ -93,7 +96,7 @@ async fn one_node_purges_the_request_log_at_a_time() {
     assert_eq!(store.purge_ingest_requests(cutoff).await.unwrap(), 1);
     assert!(
         store
-            .ingest_requests_after(&src.id, 0, 10)
+            .ingest_requests_after(&src.id, 0, 10, usize::MAX)
             .await
             .unwrap()
             .is_empty()

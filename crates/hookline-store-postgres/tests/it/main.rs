@@ -6,6 +6,8 @@
 mod background;
 mod claims;
 mod listen;
+mod nodes;
+mod sealed;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};

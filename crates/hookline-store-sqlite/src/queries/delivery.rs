@@ -8,10 +8,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookline_core::id::{EndpointId, MessageId};
 use hookline_core::model::{Attempt, Destination, Endpoint, Message, MessageStatus};
-use hookline_core::store::{AttemptOutcome, DeliveryJob, DeliveryQueue, EndpointChange};
+use hookline_core::sealed::Sealer;
+use hookline_core::store::{
+    AttemptOutcome, DeliveryJob, DeliveryQueue, EndpointChange, NewMessage,
+};
 use hookline_core::{Error, Result};
 use rusqlite::{Connection, params};
 
+use super::messages::insert_message;
 use super::{all, one};
 use crate::SqliteStore;
 use crate::cache::EndpointCache;
@@ -19,15 +23,17 @@ use crate::rows::{self, json, millis, time};
 
 /// The jobs of claimed deliveries. Deliveries of one message (a fan-out) share one read
 /// of it; deliveries to one endpoint share its row, which later claims take from the
-/// endpoint cache while it stays unchanged.
+/// endpoint cache while it stays unchanged. Endpoints are opened by `sealer` as read, so
+/// the cache keeps them ready to sign with.
 fn load_jobs(
     conn: &Connection,
     claimed: Vec<Destination>,
     cache: &EndpointCache,
+    sealer: &Sealer,
 ) -> Result<Vec<DeliveryJob>> {
     let generation = cache.generation();
     let message_sql = format!(
-        "SELECT {}, app.uid FROM message JOIN app ON app.id = message.app_id
+        "SELECT {}, app.uid, app.throttle_rate FROM message JOIN app ON app.id = message.app_id
          WHERE message.id = ?1",
         rows::MESSAGE_COLUMNS,
     );
@@ -35,18 +41,26 @@ fn load_jobs(
         "SELECT {} FROM endpoint WHERE id = ?1",
         rows::ENDPOINT_COLUMNS
     );
-    let mut messages: HashMap<MessageId, (Arc<Message>, Option<String>)> = HashMap::new();
+    type WithApp = (Arc<Message>, Option<String>, Option<u16>);
+    let mut messages: HashMap<MessageId, WithApp> = HashMap::new();
     let mut endpoints: HashMap<EndpointId, Arc<Endpoint>> = HashMap::new();
     let mut jobs = Vec::with_capacity(claimed.len());
     for destination in claimed {
         if !messages.contains_key(&destination.msg_id) {
             let found = one(conn, &message_sql, [destination.msg_id.as_str()], |row| {
-                Ok((rows::message_at(row, 0)?, row.get::<_, Option<String>>(8)?))
+                Ok((
+                    rows::message_at(row, 0)?,
+                    row.get::<_, Option<String>>(8)?,
+                    row.get::<_, Option<u16>>(9)?,
+                ))
             })?;
-            let Some((message, app_uid)) = found else {
+            let Some((message, app_uid, app_rate)) = found else {
                 continue; // Deleted since the claim.
             };
-            messages.insert(destination.msg_id.clone(), (Arc::new(message), app_uid));
+            messages.insert(
+                destination.msg_id.clone(),
+                (Arc::new(message), app_uid, app_rate),
+            );
         }
         if !endpoints.contains_key(&destination.endpoint_id) {
             let id = &destination.endpoint_id;
@@ -57,18 +71,19 @@ fn load_jobs(
                     else {
                         continue;
                     };
-                    let endpoint = Arc::new(endpoint);
+                    let endpoint = Arc::new(rows::open_endpoint(sealer, endpoint)?);
                     cache.put(generation, &endpoint);
                     endpoint
                 }
             };
             endpoints.insert(id.clone(), endpoint);
         }
-        let (message, app_uid) = &messages[&destination.msg_id];
+        let (message, app_uid, app_throttle_rate) = &messages[&destination.msg_id];
         jobs.push(DeliveryJob {
             endpoint: Arc::clone(&endpoints[&destination.endpoint_id]),
             message: Arc::clone(message),
             app_uid: app_uid.clone(),
+            app_throttle_rate: *app_throttle_rate,
             destination,
         });
     }
@@ -104,17 +119,35 @@ fn insert_attempt(conn: &Connection, attempt: &Attempt) -> Result<()> {
     Ok(())
 }
 
-/// Records `outcomes` in order, then changes each endpoint as [`EndpointChange::fold`]
-/// says; whether any endpoint row changed.
+/// Records `outcomes` in order with the messages they carry, then changes each endpoint
+/// as [`EndpointChange::fold`] says; whether any endpoint row changed. It all runs in one
+/// savepoint: should a message not go in, the outcomes are not recorded either.
 fn record_outcomes(conn: &Connection, outcomes: &[AttemptOutcome]) -> Result<bool> {
     for outcome in outcomes {
         record_outcome(conn, outcome)?;
+        for new in &outcome.messages {
+            insert_outcome_message(conn, new)?;
+        }
     }
     let mut changed = false;
     for change in EndpointChange::fold(outcomes) {
         changed |= apply_endpoint_change(conn, &change)?;
     }
     Ok(changed)
+}
+
+/// Creates a message an outcome gives rise to, with its deliveries, unless its
+/// application was deleted meanwhile: an event for nobody is dropped, as an attempt of a
+/// deleted message is, rather than holding back the outcome that caused it.
+fn insert_outcome_message(conn: &Connection, new: &NewMessage) -> Result<()> {
+    let app_exists = conn
+        .prepare_cached("SELECT 1 FROM app WHERE id = ?1")
+        .and_then(|mut s| s.exists([new.message.app_id.as_str()]))
+        .map_err(Error::storage)?;
+    if app_exists {
+        insert_message(conn, new)?;
+    }
+    Ok(())
 }
 
 /// Writes one endpoint's change; whether its row changed.
@@ -229,7 +262,8 @@ impl DeliveryQueue for SqliteStore {
             return Ok(Vec::new());
         }
         let cache = Arc::clone(&self.inner.endpoints);
-        self.read(move |conn| load_jobs(conn, claimed, &cache))
+        let sealer = self.sealer().clone();
+        self.read(move |conn| load_jobs(conn, claimed, &cache, &sealer))
             .await
     }
 
@@ -333,6 +367,7 @@ mod tests {
                 message: message.clone(),
                 only_endpoint: None,
                 idempotency: None,
+                payload_expires_at: None,
             })
             .await
             .unwrap();
@@ -357,6 +392,7 @@ mod tests {
             attempts: 1,
             disable_endpoint: disable,
             endpoint_failing: failing,
+            messages: Vec::new(),
         };
         let record = |batch: Vec<AttemptOutcome>| {
             let store = store.clone();

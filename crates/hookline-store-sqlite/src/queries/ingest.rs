@@ -3,8 +3,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookline_core::id::{AppId, IngestRequestId, MessageId, SourceId};
-use hookline_core::ingest::{IngestRequest, IngestedRequest, NewIngestRequest, Source, Verdict};
+use hookline_core::ingest::{
+    IngestRequest, IngestedRequest, NewIngestRequest, RefusedTally, Source, Verdict,
+    page_within_budget, within_budget,
+};
 use hookline_core::page::{ListQuery, Page};
+use hookline_core::sealed::Sealer;
 use hookline_core::store::IngestStore;
 use hookline_core::{Error, Result};
 use rusqlite::types::Value;
@@ -24,14 +28,14 @@ pub(crate) const DEDUPE_ORIGINAL: &str = "SELECT id FROM ingest_request
      ORDER BY id LIMIT 1";
 
 /// A source's values in column order (`rows::SOURCE_COLUMNS`), to bind to an insert or
-/// an update.
-fn source_params(source: &Source) -> Vec<Value> {
+/// an update; the secrets of its config sealed by `sealer`.
+fn source_params(source: &Source, sealer: &Sealer) -> Vec<Value> {
     vec![
         source.id.as_str().to_owned().into(),
         source.uid.clone().into(),
         source.name.clone().into(),
         source.source_type.clone().into(),
-        json(&source.config).into(),
+        rows::config_json(sealer, &source.config).into(),
         map_json(&source.metadata).into(),
         source.app_id.as_str().to_owned().into(),
         source.token.clone().into(),
@@ -45,7 +49,7 @@ fn source_params(source: &Source) -> Vec<Value> {
 #[async_trait]
 impl IngestStore for SqliteStore {
     async fn create_source(&self, source: &Source) -> Result<()> {
-        let (app, values) = (source.hidden_app(), source_params(source));
+        let (app, values) = (source.hidden_app(), source_params(source, self.sealer()));
         self.write(move |conn| {
             insert_app(conn, &app)?;
             conn.prepare_cached(
@@ -62,15 +66,17 @@ impl IngestStore for SqliteStore {
 
     async fn get_source(&self, key: &str) -> Result<Source> {
         let key = key.to_owned();
-        self.lookup(move |conn| {
-            let column = key_column(SourceId::is_id(&key), "uid");
-            let sql = format!(
-                "SELECT {} FROM source WHERE {column} = ?1",
-                rows::SOURCE_COLUMNS
-            );
-            one(conn, &sql, [&key], rows::source).and_then(not_found("source"))
-        })
-        .await
+        let stored = self
+            .lookup(move |conn| {
+                let column = key_column(SourceId::is_id(&key), "uid");
+                let sql = format!(
+                    "SELECT {} FROM source WHERE {column} = ?1",
+                    rows::SOURCE_COLUMNS
+                );
+                one(conn, &sql, [&key], rows::source).and_then(not_found("source"))
+            })
+            .await?;
+        rows::open_source(self.sealer(), stored)
     }
 
     async fn find_source_by_token(
@@ -91,26 +97,35 @@ impl IngestStore for SqliteStore {
             );
             one(conn, &sql, params![token, millis(now)], rows::source)
         })
-        .await
+        .await?
+        .map(|stored| rows::open_source(self.sealer(), stored))
+        .transpose()
     }
 
     async fn list_sources(&self, query: &ListQuery) -> Result<Page<Source>> {
         let query = query.clone();
-        self.read(move |conn| {
-            Select::new(format!(
-                "SELECT {} FROM source WHERE 1 = 1",
-                rows::SOURCE_COLUMNS
-            ))
-            .page(conn, "source.id", &query, rows::source, |source| {
-                source.id.to_string()
+        let stored = self
+            .read(move |conn| {
+                Select::new(format!(
+                    "SELECT {} FROM source WHERE 1 = 1",
+                    rows::SOURCE_COLUMNS
+                ))
+                .page(conn, "source.id", &query, rows::source, |source| {
+                    source.id.to_string()
+                })
             })
-        })
-        .await
+            .await?;
+        let data = stored
+            .data
+            .into_iter()
+            .map(|source| rows::open_source(self.sealer(), source))
+            .collect::<Result<_>>()?;
+        Ok(Page { data, ..stored })
     }
 
     async fn update_source(&self, source: &Source) -> Result<()> {
         let (id, app) = (source.id.clone(), source.hidden_app());
-        let values = source_params(source);
+        let values = source_params(source, self.sealer());
         self.write(move |conn| {
             let rows = conn
                 .prepare_cached(
@@ -165,13 +180,56 @@ impl IngestStore for SqliteStore {
                 mut request,
                 dedupe_since,
                 messages,
+                refused_cap,
             } = new;
             let source_id = request.source_id.clone();
             let source = source_id.as_str();
-            one(conn, "SELECT 1 FROM source WHERE id = ?1", [source], |_| {
-                Ok(())
-            })?
+            let mut tally = one(
+                conn,
+                "SELECT refused_window, refused_logged, refused_dropped FROM source
+                 WHERE id = ?1",
+                [source],
+                |row| {
+                    Ok(RefusedTally {
+                        window_start: row.get(0)?,
+                        logged: row.get(1)?,
+                        dropped: row.get(2)?,
+                    })
+                },
+            )?
             .ok_or(Error::NotFound("source"))?;
+            // Refused requests count against the source's cap, kept in its row: the
+            // writer runs one write at a time, so the count is exact.
+            if let (Verdict::Rejected, Some(cap)) = (request.verdict, refused_cap) {
+                let logged = cap.count(&mut tally, request.created_at);
+                conn.prepare_cached(
+                    "UPDATE source SET refused_window = ?2, refused_logged = ?3,
+                         refused_dropped = ?4
+                     WHERE id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        source,
+                        tally.window_start,
+                        tally.logged,
+                        tally.dropped
+                    ])
+                })
+                .map_err(Error::storage)?;
+                match logged {
+                    Some(dropped) => request.dropped_before = dropped,
+                    None => {
+                        return Ok(IngestedRequest {
+                            id: request.id,
+                            seq: 0,
+                            verdict: request.verdict,
+                            original: None,
+                            logged: false,
+                            dropped: tally.dropped,
+                        });
+                    }
+                }
+            }
             // The writer runs one write at a time, so no other request can slip in between
             // this check and the insert below.
             let original = match (request.verdict, &request.dedupe_key, dedupe_since) {
@@ -206,6 +264,8 @@ impl IngestStore for SqliteStore {
                 seq,
                 verdict: request.verdict,
                 original,
+                logged: true,
+                dropped: request.dropped_before,
             })
         })
         .await
@@ -237,21 +297,43 @@ impl IngestStore for SqliteStore {
         &self,
         source: &SourceId,
         query: &ListQuery,
+        body_budget: usize,
     ) -> Result<Page<IngestRequest>> {
         let (source, query) = (source.clone(), query.clone());
         self.read(move |conn| {
-            Select::new(format!(
-                "SELECT {} FROM ingest_request WHERE 1 = 1",
-                rows::INGEST_REQUEST_COLUMNS
-            ))
-            .and("ingest_request.source_id = ?", source.into_string())
+            // Sizes first, then only the bodies that fit the budget.
+            let sizes = Select::new(
+                "SELECT ingest_request.id, length(ingest_request.body) FROM ingest_request
+                 WHERE 1 = 1",
+            )
+            .and("ingest_request.source_id = ?", source.to_string())
             .page(
                 conn,
                 "ingest_request.id",
                 &query,
-                rows::ingest_request,
-                |request| request.id.to_string(),
-            )
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+                |(id, _)| id.clone(),
+            )?;
+            let ids = page_within_budget(sizes, &query, body_budget);
+            let mut loaded = Vec::new();
+            if !ids.data.is_empty() {
+                let marks = vec!["?"; ids.data.len()].join(", ");
+                let sql = format!(
+                    "SELECT {} FROM ingest_request WHERE source_id = ? AND id IN ({marks})",
+                    rows::INGEST_REQUEST_COLUMNS
+                );
+                let values =
+                    std::iter::once(source.as_str()).chain(ids.data.iter().map(String::as_str));
+                loaded = all(conn, &sql, params_from_iter(values), rows::ingest_request)?;
+            }
+            // In the page's order; a request purged in between is left out.
+            loaded.sort_by_key(|request| ids.data.iter().position(|id| id == request.id.as_str()));
+            Ok(Page {
+                data: loaded,
+                iterator: ids.iterator,
+                prev_iterator: ids.prev_iterator,
+                done: ids.done,
+            })
         })
         .await
     }
@@ -261,19 +343,32 @@ impl IngestStore for SqliteStore {
         source: &SourceId,
         after: i64,
         limit: usize,
+        body_budget: usize,
     ) -> Result<Vec<IngestRequest>> {
         let source = source.clone();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
+            // Sizes first, then only the bodies that fit the budget.
+            let sizes = all(
+                conn,
+                "SELECT seq, length(body) FROM ingest_request
+                 WHERE source_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                params![source.as_str(), after, limit],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+            )?;
+            let kept = within_budget(sizes.iter().map(|(_, size)| *size), body_budget);
+            let Some((last, _)) = kept.checked_sub(1).map(|at| sizes[at]) else {
+                return Ok(Vec::new());
+            };
             let sql = format!(
-                "SELECT {} FROM ingest_request WHERE source_id = ?1 AND seq > ?2
-                 ORDER BY seq LIMIT ?3",
+                "SELECT {} FROM ingest_request WHERE source_id = ?1 AND seq > ?2 AND seq <= ?3
+                 ORDER BY seq",
                 rows::INGEST_REQUEST_COLUMNS
             );
             all(
                 conn,
                 &sql,
-                params![source.as_str(), after, limit],
+                params![source.as_str(), after, last],
                 rows::ingest_request,
             )
         })
@@ -290,8 +385,9 @@ fn insert_ingest_request(conn: &Connection, request: &IngestRequest) -> Result<(
     conn.prepare_cached(
         "INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers, body,
              verdict, status_code, reason_code, reason, dedupe_key, event_type, msg_id,
-             created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+             created_at, body_size, dropped_before)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+             ?18)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -311,6 +407,8 @@ fn insert_ingest_request(conn: &Connection, request: &IngestRequest) -> Result<(
             request.event_type,
             request.msg_id.as_ref().map(MessageId::as_str),
             millis(request.created_at),
+            request.body_size,
+            request.dropped_before,
         ])
     })
     .map_err(|e| classify(e, "a logged request"))?;

@@ -26,7 +26,7 @@ pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<Crea
     let created = millis(message.created_at);
     conn.prepare_cached(
         "INSERT INTO message (id, app_id, event_id, event_type, payload, channels, headers,
-             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             created_at, payload_expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -38,6 +38,7 @@ pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<Crea
             opt_json(&message.channels),
             headers_json(&message.headers),
             created,
+            new.payload_expires_at.map(millis),
         ])
     })
     .map_err(|e| match classify(e, "a message") {
@@ -83,6 +84,9 @@ pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<Crea
     }
     Ok(CreatedMessage { endpoints: targets })
 }
+
+/// Payloads one write of [`MessageStore::expire_payloads`] removes.
+const EXPIRE_BATCH: usize = 1_000;
 
 #[async_trait]
 impl MessageStore for SqliteStore {
@@ -146,6 +150,47 @@ impl MessageStore for SqliteStore {
         })
         .await
     }
+
+    async fn expire_payloads(&self, now: DateTime<Utc>) -> Result<u64> {
+        let now = millis(now);
+        let mut expired = 0;
+        // A batch per write, as purges go, so that other writes are not held up.
+        loop {
+            let batch = self
+                .write(move |conn| {
+                    let ids = all(
+                        conn,
+                        "UPDATE message SET payload = NULL
+                         WHERE rowid IN (
+                             SELECT rowid FROM message
+                             WHERE payload_expires_at < ?1 AND payload IS NOT NULL
+                             LIMIT ?2)
+                         RETURNING id",
+                        params![now, EXPIRE_BATCH as i64],
+                        |row| row.get::<_, String>(0),
+                    )?;
+                    // As expunge does: queued deliveries cannot go out without it.
+                    let mut fail = conn
+                        .prepare_cached(
+                            "UPDATE destination SET status = ?2, next_attempt = NULL
+                             WHERE msg_id = ?1 AND next_attempt IS NOT NULL
+                               AND lease_until IS NULL",
+                        )
+                        .map_err(Error::storage)?;
+                    for id in &ids {
+                        fail.execute(params![id, MessageStatus::Fail.code()])
+                            .map_err(Error::storage)?;
+                    }
+                    Ok(ids.len())
+                })
+                .await?;
+            expired += batch as u64;
+            if batch < EXPIRE_BATCH {
+                return Ok(expired);
+            }
+        }
+    }
+
     async fn requeue(
         &self,
         app: &AppId,

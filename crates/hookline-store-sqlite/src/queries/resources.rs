@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use hookline_core::id::{AppId, EndpointId};
 use hookline_core::model::{Application, Endpoint, EndpointStats, EventType};
 use hookline_core::page::{ListQuery, Page};
+use hookline_core::sealed::Sealer;
 use hookline_core::store::ResourceStore;
 use hookline_core::{Code, Error, Result};
 use rusqlite::types::Value;
@@ -39,8 +40,8 @@ pub(super) fn insert_app(conn: &Connection, app: &Application) -> Result<()> {
 }
 
 /// An endpoint's values in column order (`rows::ENDPOINT_COLUMNS`), to bind to an insert
-/// or an update.
-fn endpoint_params(endpoint: &Endpoint) -> Vec<Value> {
+/// or an update; its secrets sealed by `sealer`.
+fn endpoint_params(endpoint: &Endpoint, sealer: &Sealer) -> Vec<Value> {
     vec![
         endpoint.id.as_str().to_owned().into(),
         endpoint.app_id.as_str().to_owned().into(),
@@ -53,7 +54,7 @@ fn endpoint_params(endpoint: &Endpoint) -> Vec<Value> {
         opt_json(&endpoint.channels).into(),
         map_json(&endpoint.metadata).into(),
         map_json(&endpoint.headers).into(),
-        secrets_json(&endpoint.secrets).into(),
+        secrets_json(sealer, &endpoint.secrets).into(),
         endpoint.failing_since.map(millis).into(),
         millis(endpoint.created_at).into(),
         millis(endpoint.updated_at).into(),
@@ -153,7 +154,7 @@ impl ResourceStore for SqliteStore {
     }
 
     async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
-        let values = endpoint_params(endpoint);
+        let values = endpoint_params(endpoint, self.sealer());
         self.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO endpoint (id, app_id, uid, url, description, disabled, throttle_rate,
@@ -170,35 +171,39 @@ impl ResourceStore for SqliteStore {
 
     async fn get_endpoint(&self, app: &AppId, key: &str) -> Result<Endpoint> {
         let (app, key) = (app.clone(), key.to_owned());
-        self.lookup(move |conn| {
-            let column = key_column(EndpointId::is_id(&key), "uid");
-            let sql = format!(
-                "SELECT {} FROM endpoint WHERE app_id = ?1 AND {column} = ?2",
-                rows::ENDPOINT_COLUMNS
-            );
-            one(conn, &sql, params![app.as_str(), key], rows::endpoint)
-                .and_then(not_found("endpoint"))
-        })
-        .await
+        let stored = self
+            .lookup(move |conn| {
+                let column = key_column(EndpointId::is_id(&key), "uid");
+                let sql = format!(
+                    "SELECT {} FROM endpoint WHERE app_id = ?1 AND {column} = ?2",
+                    rows::ENDPOINT_COLUMNS
+                );
+                one(conn, &sql, params![app.as_str(), key], rows::endpoint)
+                    .and_then(not_found("endpoint"))
+            })
+            .await?;
+        rows::open_endpoint(self.sealer(), stored)
     }
 
     async fn list_endpoints(&self, app: &AppId, query: &ListQuery) -> Result<Page<Endpoint>> {
         let (app, query) = (app.clone(), query.clone());
-        self.read(move |conn| {
-            Select::new(format!(
-                "SELECT {} FROM endpoint WHERE 1 = 1",
-                rows::ENDPOINT_COLUMNS
-            ))
-            .and("endpoint.app_id = ?", app.into_string())
-            .page(conn, "endpoint.id", &query, rows::endpoint, |e| {
-                e.id.to_string()
+        let stored = self
+            .read(move |conn| {
+                Select::new(format!(
+                    "SELECT {} FROM endpoint WHERE 1 = 1",
+                    rows::ENDPOINT_COLUMNS
+                ))
+                .and("endpoint.app_id = ?", app.into_string())
+                .page(conn, "endpoint.id", &query, rows::endpoint, |e| {
+                    e.id.to_string()
+                })
             })
-        })
-        .await
+            .await?;
+        rows::open_endpoints(self.sealer(), stored)
     }
 
     async fn update_endpoint(&self, endpoint: &Endpoint, set_disabled: bool) -> Result<()> {
-        let mut values = endpoint_params(endpoint);
+        let mut values = endpoint_params(endpoint, self.sealer());
         values.push(i64::from(set_disabled).into());
         self.write_endpoints(
             move |conn| {

@@ -1,5 +1,7 @@
 //! The storage conformance suite, on a fresh SQLite file per test.
 
+mod sealed;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hookline_store_sqlite::SqliteStore;

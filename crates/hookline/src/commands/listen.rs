@@ -226,15 +226,6 @@ async fn forward_message(
     }
 }
 
-/// Headers the local connection frames itself.
-const HOP_BY_HOP: [&str; 5] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-];
-
 async fn post_local(
     local: &reqwest::Client,
     target: &reqwest::Url,
@@ -255,7 +246,7 @@ async fn post_local(
         .context("the request had an invalid method")?;
     let mut builder = local.request(method, url);
     for (name, value) in &request.headers {
-        if !HOP_BY_HOP.contains(&name.as_str()) {
+        if !hookline_core::model::FRAMING_HEADERS.contains(&name.as_str()) {
             builder = builder.header(name, value);
         }
     }

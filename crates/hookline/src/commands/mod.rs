@@ -1,6 +1,7 @@
 //! The subcommands, and the few helpers they share.
 
 pub mod listen;
+pub mod rekey;
 pub mod send;
 pub mod serve;
 pub mod sign;

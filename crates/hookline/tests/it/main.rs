@@ -1,10 +1,16 @@
 //! End-to-end tests of the `hookline` binary: real processes, real HTTP over loopback.
 
+mod faults;
 mod hostile;
+mod http_layer;
 mod ingest;
+mod main_key;
 mod multinode;
 mod operational;
 mod receiver;
+mod retention;
+mod security;
 mod serve;
 mod server;
 mod signature_commands;
+mod throttle;

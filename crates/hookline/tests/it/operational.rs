@@ -177,3 +177,104 @@ async fn wait_for_events(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Issue 16: an operational event is committed with the attempt that caused it. A node
+/// SIGKILLed right after recording an exhausting attempt, while the operator's endpoint
+/// was still refusing the event, sends the same event once it is back: the in-memory queue
+/// this replaced lost it with the process.
+#[tokio::test]
+async fn an_exhausted_event_survives_a_sigkill() {
+    let dir = TempDir::new("operational-crash");
+    let (receiver, receiver_url) = Receiver::start().await;
+    for path in ["/down", "/ops"] {
+        receiver.statuses.lock().unwrap().insert(path.into(), 500);
+    }
+    let ops_url = format!("{receiver_url}/ops");
+    let env = [
+        ("HOOKLINE_RETRY_SCHEDULE", "1,1"),
+        ("HOOKLINE_OPERATIONAL_URL", ops_url.as_str()),
+        ("HOOKLINE_OPERATIONAL_SECRET", OPS_SECRET),
+    ];
+    let mut server = Server::start_process(&dir.0, &env).await;
+    let (status, app) = server
+        .api(Method::POST, "/api/v1/app", Some(json!({"name": "crash"})))
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    let (status, endpoint) = server
+        .api(
+            Method::POST,
+            &format!("/api/v1/app/{app_id}/endpoint"),
+            Some(json!({"url": format!("{receiver_url}/down")})),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+    let (status, msg) = server
+        .api(
+            Method::POST,
+            &format!("/api/v1/app/{app_id}/msg"),
+            Some(json!({"eventType": "a.b", "payload": {}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{msg}");
+    let msg_id = msg["id"].as_str().unwrap().to_owned();
+
+    // The third attempt exhausts the schedule; the operator refuses the event it causes.
+    let attempts_path = format!("/api/v1/app/{app_id}/attempt/msg/{msg_id}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, attempts) = server.api(Method::GET, &attempts_path, None).await;
+        let recorded = attempts["data"].as_array().map_or(0, Vec::len);
+        let refused = ops_events(&receiver);
+        if recorded == 3 && !refused.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "attempts recorded: {recorded}, operational events refused: {}",
+            refused.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Long enough for the refusal to be recorded (so the event's next try is not held by
+    // a lease after the restart), short of that next try, a second later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    let refused = ops_events(&receiver);
+    assert_eq!(refused.len(), 1, "the operator refused the event once");
+    assert_eq!(refused[0].0, "message.attempt.exhausted");
+    let refused_id = receiver
+        .deliveries()
+        .into_iter()
+        .find(|d| d.path == "/ops")
+        .and_then(|d| d.headers.get("webhook-id").cloned())
+        .expect("a webhook-id");
+
+    receiver.statuses.lock().unwrap().insert("/ops".into(), 200);
+    let _server = Server::start_process(&dir.0, &env).await;
+    let events = wait_for_events(&receiver, |events| events.len() >= 2).await;
+    let (kind, event) = &events[1];
+    assert_eq!(kind, "message.attempt.exhausted");
+    assert_eq!(event["data"]["msgId"], json!(msg_id));
+    assert_eq!(event["data"]["lastAttempt"]["responseStatusCode"], 500);
+    let delivered = receiver
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.path == "/ops")
+        .nth(1)
+        .unwrap();
+    assert_eq!(
+        delivered.headers.get("webhook-id"),
+        Some(&refused_id),
+        "the same event, tried again"
+    );
+    assert_eq!(
+        receiver
+            .deliveries()
+            .iter()
+            .filter(|d| d.path == "/down")
+            .count(),
+        3,
+        "the exhausted message itself is not tried again"
+    );
+}
