@@ -42,6 +42,8 @@ pub enum Code {
     SourceNotFound,
     /// A uniqueness rule would be broken (duplicate uid or eventId).
     Conflict,
+    /// Another request with the same `idempotency-key` was carried out first.
+    IdempotencyConflict,
     /// An event type of that name exists.
     EventTypeExists,
     /// A bound on how many of something may exist was reached.
@@ -104,6 +106,7 @@ impl Code {
             Code::NotFound => "not_found",
             Code::SourceNotFound => "source_not_found",
             Code::Conflict => "conflict",
+            Code::IdempotencyConflict => "idempotency_conflict",
             Code::EventTypeExists => "event_type_exists",
             Code::LimitReached => "limit_reached",
             Code::InvalidRange => "invalid_range",
@@ -133,7 +136,7 @@ impl Code {
     }
 
     /// Every code, in a stable order.
-    pub const ALL: [Code; 31] = [
+    pub const ALL: [Code; 32] = [
         Code::Validation,
         Code::GenericError,
         Code::PayloadTooLarge,
@@ -146,6 +149,7 @@ impl Code {
         Code::NotFound,
         Code::SourceNotFound,
         Code::Conflict,
+        Code::IdempotencyConflict,
         Code::EventTypeExists,
         Code::LimitReached,
         Code::InvalidRange,
@@ -243,6 +247,14 @@ impl Error {
         Error::Refused {
             code,
             detail: detail.into(),
+        }
+    }
+
+    /// Another request with the same idempotency key created its resource first.
+    pub fn idempotency_conflict() -> Self {
+        Error::Conflict {
+            code: Code::IdempotencyConflict,
+            detail: "a request with this idempotency-key was already carried out".into(),
         }
     }
 

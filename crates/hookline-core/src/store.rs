@@ -290,6 +290,12 @@ pub trait DeliveryQueue: Send + Sync + std::fmt::Debug {
         let _ = (node, ttl);
         Ok(1)
     }
+
+    /// Ends every lease held by `owner`, a node that is starting and so holds nothing in
+    /// flight: what it had claimed before it died falls due at once rather than when the
+    /// leases would have run out. Returns how many. Node names must be unique among live
+    /// nodes (`HOOKLINE_NODE_ID`).
+    async fn release_owned(&self, owner: &str) -> Result<u64>;
 }
 
 /// Sources and the requests they receive.

@@ -273,6 +273,18 @@ impl Engine {
             claimers: config.claimers.max(1),
             poll_interval: config.poll_interval.max(Duration::from_millis(10)),
         };
+        // A node restarted under its name ends the leases its previous life held.
+        match dispatcher.queue.release_owned(&dispatcher.owner).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(
+                owner = dispatcher.owner,
+                released,
+                "released the deliveries this node held before it stopped"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "releasing this node's old leases failed; they run out instead")
+            }
+        }
         tracing::info!(owner = dispatcher.owner, "delivery engine started");
         dispatcher.run(shutdown, announcer).await;
         tracing::info!("delivery engine stopped");

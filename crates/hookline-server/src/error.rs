@@ -44,7 +44,7 @@ pub fn status(code: Code) -> StatusCode {
         | Code::InvalidCredentials => StatusCode::UNAUTHORIZED,
         Code::Forbidden => StatusCode::FORBIDDEN,
         Code::NotFound | Code::SourceNotFound => StatusCode::NOT_FOUND,
-        Code::Conflict | Code::EventTypeExists => StatusCode::CONFLICT,
+        Code::Conflict | Code::IdempotencyConflict | Code::EventTypeExists => StatusCode::CONFLICT,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         // Setup failures stop a server from starting; should one reach a request, it is
         // the server's fault.

@@ -36,6 +36,11 @@ pub struct IdempotencyKey {
 }
 
 impl IdempotencyKey {
+    /// The key the answer is stored under.
+    pub fn stored_key(&self) -> &str {
+        &self.key
+    }
+
     /// The record answering this request with `status` and `body`, kept from `now`.
     pub fn record(
         &self,
@@ -118,7 +123,8 @@ fn record_key(token_hash: &str, client_key: &str, uri: &str) -> String {
     hex::encode(hasher.finalize())
 }
 
-fn replay(stored: IdempotentResponse) -> Response {
+/// The stored answer, as first given.
+pub fn replay(stored: IdempotentResponse) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let has_body = !stored.body.is_empty();
     let mut response = (status, Body::from(stored.body)).into_response();

@@ -498,3 +498,38 @@ pub async fn an_outcome_commits_with_its_event_messages_or_not_at_all(store: Arc
     store.record_outcomes(vec![orphan].into()).await.unwrap();
     assert_eq!(attempts_of(&m2).await.len(), 1);
 }
+
+/// A node that starts again under its name ends the leases its previous life held: the
+/// deliveries are due at once for any node, while another node's leases stand.
+pub async fn a_restarted_node_releases_its_own_leases(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    for _ in 0..3 {
+        let m = message(&a.id, "a.b", None);
+        store.create_message(new_message(m)).await.unwrap();
+    }
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let lease = Duration::from_secs(300);
+    assert_eq!(
+        store.claim_due("dead", now, lease, 2).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        store.claim_due("alive", now, lease, 2).await.unwrap().len(),
+        1
+    );
+    assert!(
+        store
+            .claim_due("other", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(store.release_owned("dead").await.unwrap(), 2);
+    let reclaimed = store.claim_due("other", now, lease, 10).await.unwrap();
+    assert_eq!(reclaimed.len(), 2, "only the restarted node's leases end");
+    assert_eq!(store.release_owned("nobody").await.unwrap(), 0);
+}

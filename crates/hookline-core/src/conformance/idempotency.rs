@@ -84,3 +84,52 @@ pub async fn purging_idempotency_deletes_only_expired_records(store: Arc<dyn Sto
         );
     }
 }
+
+/// Two creates carrying the same live idempotency key (a client retrying on another node
+/// while the first node's answer was lost) create one message: the second is refused with
+/// `idempotency_conflict`, concurrent or not, and nothing of it is written. Once the
+/// record has expired, the key creates again.
+pub async fn a_live_idempotency_key_creates_one_message(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let now = clock_now();
+    let record = IdempotencyRecord {
+        key: "retried".into(),
+        response: IdempotentResponse {
+            status: 202,
+            body: b"{\"id\":\"first\"}".to_vec(),
+        },
+        expires_at: now + chrono::Duration::hours(12),
+    };
+    let create = |created_at: DateTime<Utc>| NewMessage {
+        idempotency: Some(record.clone()),
+        ..new_message(Message {
+            created_at,
+            ..message(&a.id, "a.b", None)
+        })
+    };
+    let (one, two) = (create(now), create(now));
+    let results = join_all(vec![
+        Box::pin(store.create_message(one)),
+        Box::pin(store.create_message(two)),
+    ])
+    .await;
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(refused.len(), 1, "{results:?}");
+    assert_eq!(refused[0].code(), crate::Code::IdempotencyConflict);
+    let again = store.create_message(create(now)).await;
+    assert_eq!(again.unwrap_err().code(), crate::Code::IdempotencyConflict);
+    let page = store
+        .list_messages(&a.id, &MessageFilter::default(), &first(10))
+        .await
+        .unwrap();
+    assert_eq!(page.data.len(), 1, "one message for one key");
+
+    let after_expiry = now + chrono::Duration::hours(13);
+    store.create_message(create(after_expiry)).await.unwrap();
+    let page = store
+        .list_messages(&a.id, &MessageFilter::default(), &first(10))
+        .await
+        .unwrap();
+    assert_eq!(page.data.len(), 2, "an expired key creates again");
+}

@@ -296,6 +296,10 @@ impl DeliveryQueue for Poisoned {
         self.store.record_outcomes(outcomes).await
     }
 
+    async fn release_owned(&self, owner: &str) -> hookline_core::Result<u64> {
+        self.store.release_owned(owner).await
+    }
+
     async fn next_due(&self, now: DateTime<Utc>) -> hookline_core::Result<Option<DateTime<Utc>>> {
         self.store.next_due(now).await
     }

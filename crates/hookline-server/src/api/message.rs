@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
+use hookline_core::Code;
 use hookline_core::id::{EndpointId, MessageId};
 use hookline_core::model::Message;
 use hookline_core::page::ListQuery;
@@ -206,7 +207,7 @@ async fn accept_until(
     let record = idempotency
         .as_ref()
         .map(|key| key.record(status, body.clone(), message.created_at));
-    state
+    let created = state
         .store
         .create_message(NewMessage {
             message,
@@ -214,7 +215,27 @@ async fn accept_until(
             idempotency: record,
             payload_expires_at: Some(payload_expires_at),
         })
-        .await?;
+        .await;
+    match (created, &idempotency) {
+        (Ok(_), _) => {}
+        // A request with the same key was carried out first, on this node or another
+        // (a client retrying after a node died mid-answer): answer as it was answered.
+        (Err(error), Some(key)) if error.code() == Code::IdempotencyConflict => {
+            return match state
+                .store
+                .get_idempotent(key.stored_key(), state.clock.now())
+                .await?
+            {
+                Some(stored) => {
+                    let mut response = crate::idempotency::replay(stored);
+                    response.extensions_mut().insert(Recorded);
+                    Ok(response)
+                }
+                None => Err(error.into()),
+            };
+        }
+        (Err(error), _) => return Err(error.into()),
+    }
     state.queued();
     let mut response = (
         status,

@@ -333,4 +333,20 @@ impl DeliveryQueue for PostgresStore {
         };
         Ok(usize::try_from(live).unwrap_or(1).max(1))
     }
+
+    async fn release_owned(&self, owner: &str) -> Result<u64> {
+        let db = self.client().await?;
+        let released = execute(
+            &db,
+            "UPDATE destination SET lease_owner = NULL, lease_until = NULL
+             WHERE lease_owner = $1",
+            &[&owner],
+        )
+        .await
+        .map_err(storage)?;
+        if released > 0 {
+            notify_due(&db).await?;
+        }
+        Ok(released)
+    }
 }

@@ -69,3 +69,36 @@ pub(super) async fn put_idempotent(
     .map_err(storage)?;
     Ok(())
 }
+
+/// Writes the record of a request that creates something, unless a live record of the
+/// same key is there: then another request with that key was carried out first (on this
+/// node or another), and this one must create nothing ([`Code::IdempotencyConflict`]; the
+/// caller replays the first answer). A concurrent insert of the same key waits for the
+/// first transaction to end. An expired record is replaced.
+pub(super) async fn claim_idempotent(
+    db: &impl GenericClient,
+    record: &IdempotencyRecord,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let written = execute(
+        db,
+        "INSERT INTO idempotency (key, status, body, expires_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (key) DO UPDATE
+             SET status = excluded.status, body = excluded.body,
+                 expires_at = excluded.expires_at
+             WHERE idempotency.expires_at <= $5",
+        &[
+            &record.key,
+            &i32::from(record.response.status),
+            &record.response.body,
+            &ms(record.expires_at),
+            &ms(now),
+        ],
+    )
+    .await
+    .map_err(storage)?;
+    if written == 0 {
+        return Err(Error::idempotency_conflict());
+    }
+    Ok(())
+}

@@ -11,7 +11,7 @@ use hookline_core::store::{
 };
 use hookline_core::{Error, Result};
 
-use super::idempotency::put_idempotent;
+use super::idempotency::claim_idempotent;
 use super::{Select, changed, execute, found, key_column, notify_due, query_opt, query_rows};
 use crate::PostgresStore;
 use crate::error::{or_conflict, storage};
@@ -90,7 +90,7 @@ pub(super) async fn insert_message(
         .map_err(storage)?;
     }
     if let Some(record) = &new.idempotency {
-        put_idempotent(db, record).await?;
+        claim_idempotent(db, record, new.message.created_at).await?;
     }
     Ok(targets)
 }

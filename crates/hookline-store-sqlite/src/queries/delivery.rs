@@ -299,6 +299,20 @@ impl DeliveryQueue for SqliteStore {
         .map(drop)
     }
 
+    async fn release_owned(&self, owner: &str) -> Result<u64> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE destination SET lease_owner = NULL, lease_until = NULL
+                 WHERE lease_owner = ?1",
+            )
+            .and_then(|mut s| s.execute([owner.as_str()]))
+            .map(|rows| rows as u64)
+            .map_err(Error::storage)
+        })
+        .await
+    }
+
     async fn next_due(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
         let now = millis(now);
         self.read(move |conn| {

@@ -61,3 +61,36 @@ pub(super) fn put_idempotent(conn: &Connection, record: &IdempotencyRecord) -> R
     .map_err(Error::storage)?;
     Ok(())
 }
+
+/// Writes the record of a request that creates something, unless a live record of the
+/// same key is there: then another request with that key was carried out first, and this
+/// one must create nothing ([`Code::IdempotencyConflict`]; the caller replays the first
+/// answer). An expired record is replaced.
+pub(super) fn claim_idempotent(
+    conn: &Connection,
+    record: &IdempotencyRecord,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let written = conn
+        .prepare_cached(
+            "INSERT INTO idempotency (key, status, body, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (key) DO UPDATE
+                 SET status = excluded.status, body = excluded.body,
+                     expires_at = excluded.expires_at
+                 WHERE idempotency.expires_at <= ?5",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                record.key,
+                record.response.status,
+                record.response.body,
+                millis(record.expires_at),
+                millis(now),
+            ])
+        })
+        .map_err(Error::storage)?;
+    if written == 0 {
+        return Err(Error::idempotency_conflict());
+    }
+    Ok(())
+}

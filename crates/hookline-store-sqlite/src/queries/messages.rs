@@ -11,7 +11,7 @@ use hookline_core::store::{
 use hookline_core::{Error, Result};
 use rusqlite::{Connection, params};
 
-use super::idempotency::put_idempotent;
+use super::idempotency::claim_idempotent;
 use super::{Select, all, changed, key_column, not_found, one};
 use crate::SqliteStore;
 use crate::rows::{self, classify, headers_json, millis, opt_json};
@@ -80,7 +80,7 @@ pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<Crea
             .map_err(Error::storage)?;
     }
     if let Some(record) = &new.idempotency {
-        put_idempotent(conn, record)?;
+        claim_idempotent(conn, record, new.message.created_at)?;
     }
     Ok(CreatedMessage { endpoints: targets })
 }

@@ -119,9 +119,12 @@ impl Server {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 hookline::run_with(config, Some(listener), stop, options).await
             });
+            // Every task of the node (and with them the store and its file lock) is gone
+            // before the node is reported stopped, so a restart finds the file free.
+            drop(runtime);
             let _ = done_tx.send(outcome);
         });
-        let server = Server {
+        let mut server = Server {
             url: format!("http://127.0.0.1:{port}"),
             run: Run::InProcess {
                 shutdown,
@@ -187,7 +190,7 @@ impl Server {
         let child = Server::command(dir, port, args, extra, stderr)
             .spawn()
             .expect("spawn hookline serve");
-        let server = Server {
+        let mut server = Server {
             url: format!("http://127.0.0.1:{port}"),
             run: Run::Process(child),
         };
@@ -247,10 +250,17 @@ impl Server {
         command
     }
 
-    async fn wait_healthy(&self) {
+    async fn wait_healthy(&mut self) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Run::InProcess {
+                done: Some(done), ..
+            } = &mut self.run
+                && let Ok(outcome) = done.try_recv()
+            {
+                panic!("the node stopped before it was healthy: {outcome:?}");
+            }
             if let Ok(response) = client
                 .get(format!("{}/api/v1/health", self.url))
                 .send()
