@@ -262,6 +262,21 @@ pub trait DeliveryQueue: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
+    ) -> Result<Vec<DeliveryJob>> {
+        self.claim_due_skipping(owner, now, lease, limit, &[]).await
+    }
+
+    /// [`DeliveryQueue::claim_due`], passing over the deliveries of `skip_apps`: the apps a
+    /// worker holds its share of already. Due deliveries are taken oldest first, so
+    /// without this one app's backlog, however long, would stand before every other
+    /// app's deliveries in each claim.
+    async fn claim_due_skipping(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+        skip_apps: &[AppId],
     ) -> Result<Vec<DeliveryJob>>;
     /// Gives claimed deliveries back without an attempt (their endpoint was busy, or the
     /// node is shutting down): their leases end and they fall due again at `retry_at`.

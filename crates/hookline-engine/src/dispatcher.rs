@@ -144,9 +144,13 @@ impl Dispatcher {
             let limit = reserved.num_permits();
             let claimed_at = self.clock.now();
             let started = Instant::now();
+            // Apps at their share would only have their deliveries given back: the claim
+            // passes over them, so that a long backlog of one app never stands before the
+            // others' deliveries.
+            let saturated = self.limits.saturated_apps();
             let jobs = match self
                 .queue
-                .claim_due(&self.owner, claimed_at, self.lease, limit)
+                .claim_due_skipping(&self.owner, claimed_at, self.lease, limit, &saturated)
                 .await
             {
                 Ok(jobs) => jobs,

@@ -350,6 +350,18 @@ impl EndpointLimits {
     /// How many deliveries an app may hold while the other apps hold `others`: half of
     /// what they leave free, so that a new app always finds the other half; at least
     /// `min_per_app`, if that many are free.
+    /// The apps that hold their whole share now: a claim passes over their deliveries,
+    /// which would only be given back.
+    pub fn saturated_apps(&self) -> Vec<AppId> {
+        let admitted = self.lock();
+        admitted
+            .apps
+            .iter()
+            .filter(|&(_, &held)| held >= self.app_share(admitted.total - held))
+            .map(|(app, _)| app.clone())
+            .collect()
+    }
+
     fn app_share(&self, others: usize) -> usize {
         let free = self.workers.saturating_sub(others);
         (free / 2).max(self.min_per_app).min(free)

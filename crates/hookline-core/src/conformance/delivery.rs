@@ -533,3 +533,39 @@ pub async fn a_restarted_node_releases_its_own_leases(store: Arc<dyn Store>) {
     assert_eq!(reclaimed.len(), 2, "only the restarted node's leases end");
     assert_eq!(store.release_owned("nobody").await.unwrap(), 0);
 }
+
+/// A claim passes over the deliveries of the apps it is told to skip, however much older
+/// they are, and takes the other apps' deliveries.
+pub async fn a_claim_passes_over_the_apps_it_is_told_to_skip(store: Arc<dyn Store>) {
+    let (busy, quiet) = (app(None), app(None));
+    let mut endpoints = Vec::new();
+    for a in [&busy, &quiet] {
+        store.create_app(a).await.unwrap();
+        let ep = endpoint(&a.id, None, None);
+        store.create_endpoint(&ep).await.unwrap();
+        endpoints.push(ep);
+    }
+    for _ in 0..5 {
+        let m = message(&busy.id, "a.b", None);
+        store.create_message(new_message(m)).await.unwrap();
+    }
+    tokio_free_sleep_ms(5);
+    let later = message(&quiet.id, "a.b", None);
+    store
+        .create_message(new_message(later.clone()))
+        .await
+        .unwrap();
+
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let lease = Duration::from_secs(60);
+    let skip = [busy.id.clone()];
+    let claimed = store
+        .claim_due_skipping("n", now, lease, 2, &skip)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "only the quiet app's delivery");
+    assert_eq!(claimed[0].message.id, later.id);
+    let rest = store.claim_due("n", now, lease, 10).await.unwrap();
+    assert_eq!(rest.len(), 5, "the skipped deliveries stay due");
+    assert!(rest.iter().all(|job| job.message.app_id == busy.id));
+}

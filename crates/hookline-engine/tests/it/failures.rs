@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use hookline_core::Clock as _;
 use hookline_core::clock::ManualClock;
-use hookline_core::id::{EndpointId, MessageId};
+use hookline_core::id::{AppId, EndpointId, MessageId};
 use hookline_core::model::{ErrorKind, MessageStatus, TriggerType};
 use hookline_core::store::{AttemptOutcome, DeliveryJob, DeliveryQueue, MessageStore};
 use hookline_store_sqlite::SqliteStore;
@@ -269,14 +269,17 @@ struct Poisoned {
 
 #[async_trait::async_trait]
 impl DeliveryQueue for Poisoned {
-    async fn claim_due(
+    async fn claim_due_skipping(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
+        skip_apps: &[AppId],
     ) -> hookline_core::Result<Vec<DeliveryJob>> {
-        self.store.claim_due(owner, now, lease, limit).await
+        self.store
+            .claim_due_skipping(owner, now, lease, limit, skip_apps)
+            .await
     }
 
     async fn release(

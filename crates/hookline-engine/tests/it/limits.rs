@@ -242,3 +242,60 @@ async fn neighbour_behind_hanging_apps(noisy: usize) -> usize {
     assert!(jammed >= 100, "the noisy endpoints were jammed: {jammed}");
     jammed
 }
+
+/// However long one app's backlog, it does not stand before another app's deliveries:
+/// once the app holds its share, claims pass over its deliveries. Twelve thousand
+/// deliveries of a jammed app are due before the neighbour's message, and the engine polls
+/// once a second as in production; the neighbour's message still goes out at once. (Taking
+/// due deliveries oldest first, the claims walked the whole backlog first: about twelve
+/// seconds.)
+#[tokio::test]
+async fn a_long_backlog_of_one_app_does_not_delay_another_app() {
+    let world = World::new().await;
+    let hanging = Receiver::always(Reply::status(200).delay(Duration::from_secs(30))).await;
+    for n in 0..2 {
+        let url = hanging.url(&format!("/jammed/{n}"));
+        world.endpoint_in(&world.app, &url, |_| {}).await;
+    }
+    let world = &world;
+    for chunk in 0..12 {
+        let creates = (0..500).map(|n| {
+            let payload = format!(r#"{{"backlog":{}}}"#, chunk * 500 + n);
+            async move { world.message_in(&world.app, &payload).await }
+        });
+        futures_util::future::join_all(creates).await;
+    }
+    let neighbour = world.another_app("neighbour").await;
+    let healthy = Receiver::always(Reply::status(200)).await;
+    let endpoint = world
+        .endpoint_in(&neighbour, &healthy.url("/b"), |_| {})
+        .await;
+    let engine = world.start(EngineConfig {
+        attempt_timeout: Duration::from_secs(3),
+        poll_interval: Duration::from_secs(1),
+        ..config(&[600_000])
+    });
+    eventually(
+        "the jammed endpoints to hold the app's share",
+        WAIT,
+        || async { (hanging.count() >= 32).then_some(()) },
+    )
+    .await;
+
+    let created = Instant::now();
+    let message = world.message_in(&neighbour, r#"{"b":1}"#).await;
+    engine.wake.notify_one();
+    eventually(
+        "the neighbour's delivery",
+        Duration::from_secs(60),
+        || async {
+            let destination = world.destination(&message, &endpoint).await;
+            (destination.status == MessageStatus::Success).then_some(())
+        },
+    )
+    .await;
+    let delay = created.elapsed();
+    engine.stop().await;
+    println!("neighbour behind a backlog of 12,000: delivered {delay:?} after its creation");
+    assert!(delay < Duration::from_secs(2), "delayed {delay:?}");
+}

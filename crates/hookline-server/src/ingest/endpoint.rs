@@ -56,8 +56,9 @@ pub struct IngestEndpointTransformationPatch {
     pub code: Option<String>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// An object of strings, as the contract says: anything else is a 422.
     #[serde(default)]
-    pub variables: Option<serde_json::Value>,
+    pub variables: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Validate for IngestEndpointTransformationPatch {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use hookline_core::id::{EndpointId, MessageId};
+use hookline_core::id::{AppId, EndpointId, MessageId};
 use hookline_core::model::{Attempt, MessageStatus};
 use hookline_core::store::{
     AttemptOutcome, DeliveryJob, DeliveryQueue, EndpointChange, NewMessage,
@@ -148,14 +148,16 @@ async fn insert_outcome_message(db: &impl GenericClient, new: &NewMessage) -> Re
 
 #[async_trait]
 impl DeliveryQueue for PostgresStore {
-    async fn claim_due(
+    async fn claim_due_skipping(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
+        skip_apps: &[AppId],
     ) -> Result<Vec<DeliveryJob>> {
         let db = self.client().await?;
+        let skip: Vec<&str> = skip_apps.iter().map(AppId::as_str).collect();
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // One statement: lease the due rows no other claim holds (SKIP LOCKED passes over
@@ -172,6 +174,7 @@ impl DeliveryQueue for PostgresStore {
                        AND (destination.lease_until IS NULL OR destination.lease_until < $3)
                        AND NOT endpoint.disabled
                        AND message.payload IS NOT NULL
+                       AND destination.app_id <> ALL($6::text[])
                      ORDER BY destination.next_attempt
                      LIMIT $4
                      FOR UPDATE OF destination SKIP LOCKED)
@@ -195,6 +198,7 @@ impl DeliveryQueue for PostgresStore {
                 &ms(now),
                 &limit,
                 &code(MessageStatus::Sending.code()),
+                &skip,
             ],
         )
         .await

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hookline_core::id::{EndpointId, MessageId};
+use hookline_core::id::{AppId, EndpointId, MessageId};
 use hookline_core::model::{Attempt, Destination, Endpoint, Message, MessageStatus};
 use hookline_core::sealed::Sealer;
 use hookline_core::store::{
@@ -220,15 +220,18 @@ fn record_outcome(conn: &Connection, outcome: &AttemptOutcome) -> Result<()> {
 
 #[async_trait]
 impl DeliveryQueue for SqliteStore {
-    async fn claim_due(
+    async fn claim_due_skipping(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
+        skip_apps: &[AppId],
     ) -> Result<Vec<DeliveryJob>> {
         let owner = owner.to_owned();
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let skip: Vec<&str> = skip_apps.iter().map(AppId::as_str).collect();
+        let skip = serde_json::to_string(&skip).map_err(Error::storage)?;
         let claimed = self
             .write(move |conn| {
                 all(
@@ -242,6 +245,7 @@ impl DeliveryQueue for SqliteStore {
                            AND (destination.lease_until IS NULL OR destination.lease_until < ?3)
                            AND endpoint.disabled = 0
                            AND message.payload IS NOT NULL
+                           AND destination.app_id NOT IN (SELECT value FROM json_each(?6))
                          ORDER BY destination.next_attempt
                          LIMIT ?4)
                      RETURNING app_id, msg_id, endpoint_id, status, next_attempt, attempts,
@@ -251,7 +255,8 @@ impl DeliveryQueue for SqliteStore {
                         millis(lease_until),
                         millis(now),
                         limit as i64,
-                        MessageStatus::Sending.code()
+                        MessageStatus::Sending.code(),
+                        skip,
                     ],
                     |row| rows::destination_at(row, 0),
                 )

@@ -200,3 +200,44 @@ async fn nul_in_an_ingest_body_is_refused_and_logged_on_every_backend() {
         );
     }
 }
+
+/// Where the contract expects an object, an array is refused with a 422 naming the field
+/// (a transformation's `variables`, an object of strings).
+#[tokio::test]
+async fn an_array_where_an_object_is_expected_is_refused() {
+    let dir = TempDir::new("hostile-shapes");
+    let server = Server::start(&dir.0, &[]).await;
+    let (status, source) = server
+        .api(
+            Method::POST,
+            "/ingest/api/v1/source",
+            Some(json!({"name": "shapes", "type": "generic-webhook"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{source}");
+    let source = source["id"].as_str().unwrap();
+    let endpoint = created(
+        &server,
+        &format!("/ingest/api/v1/source/{source}/endpoint"),
+        json!({"url": "https://example.test/hook"}),
+    )
+    .await;
+    let path = format!("/ingest/api/v1/source/{source}/endpoint/{endpoint}/transformation");
+    let (status, out) = server
+        .api(Method::PATCH, &path, Some(json!({"variables": ["a", "b"]})))
+        .await;
+    assert_eq!(status, 422, "{out}");
+    assert_eq!(
+        out["detail"][0]["loc"],
+        json!(["body", "variables"]),
+        "{out}"
+    );
+    let (status, out) = server
+        .api(
+            Method::PATCH,
+            &path,
+            Some(json!({"variables": {"region": "eu"}})),
+        )
+        .await;
+    assert_eq!(status, 204, "{out}");
+}
