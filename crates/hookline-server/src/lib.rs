@@ -18,6 +18,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod ingest;
+pub mod listener;
 pub mod sse;
 pub mod validate;
 

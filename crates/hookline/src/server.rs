@@ -188,6 +188,7 @@ pub async fn run_with(
             .local_addr()
             .context("the listener has no address")?;
         tracing::info!(%listen, %database, role = ?config.role, %node_id, "hookline serving");
+        let listener = hookline_server::listener::CheckedListener(listener);
         axum::serve(listener, hookline_server::app(state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await

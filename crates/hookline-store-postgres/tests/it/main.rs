@@ -99,7 +99,10 @@ async fn drop_stale_schemas(url: &str) {
         let Ok(pid) = pid.parse::<u32>() else {
             continue; // not one of ours
         };
-        if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        // This process has made no schema yet (the sweep runs before its first store):
+        // one named with its id was left by an earlier process that had the same id.
+        let ours = pid == std::process::id();
+        if !ours && std::path::Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
         // Another run may be dropping it too; either way it goes.

@@ -14,6 +14,9 @@ async fn fresh() -> SqliteStore {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
+    // Process ids come round again over a long run: a directory left by an earlier test
+    // of the same id must not be read as this one's.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     SqliteStore::open(&dir.join("hookline.db"))
         .await

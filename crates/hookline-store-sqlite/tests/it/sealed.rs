@@ -45,6 +45,7 @@ impl SealedBackend for File {
 #[tokio::test]
 async fn secrets_are_sealed_at_rest_in_the_file() {
     let dir = std::env::temp_dir().join(format!("hookline-sealed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir); // left by an earlier process of the same id
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = File(dir.join("sealed.db"));
     secrets_are_sealed_at_rest(&file).await;

@@ -1,13 +1,12 @@
 //! Malformed HTTP, written byte for byte to a node's socket: what the server answers
 //! when the request line, the headers or the body's framing is broken.
 //!
-//! Two layers answer. hyper parses the request line and the headers: when they are
-//! broken it answers by itself (a bare `400`; `431` for headers too large, `414` for a
-//! request target too long), with an empty body, and closes the connection before any
-//! handler or middleware runs. hyper has no hook for those answers (its HTTP/1 server
-//! writes a fixed head), and `axum::serve` exposes none of hyper's settings, so they
-//! cannot be JSON short of rewriting the bytes under hyper. Everything after the headers
-//! (a body that ends early, chunks that do not parse, JSON cut short) reaches the
+//! The first request head of a connection is checked before hyper reads it
+//! (`hookline_server::listener`): a broken request line, header or framing header is
+//! answered with a JSON `400 {code, detail}` and the connection closed. Heads too large to
+//! judge, and later requests of a kept-alive connection, are hyper's alone: it answers
+//! those by itself (a bare `400`, `431`, `414`) with an empty body. Everything after the
+//! headers (a body that ends early, chunks that do not parse, JSON cut short) reaches the
 //! handlers, and is answered with a JSON `{code, detail}` (or the 422 list).
 
 use std::time::Duration;
@@ -127,65 +126,69 @@ fn app_post(extra: &str, body: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn broken_request_lines_and_headers_get_hypers_bare_answer() {
+async fn broken_request_lines_and_headers_get_json_errors() {
     let dir = TempDir::new("http-layer-head");
     let server = Server::start(&dir.0, &[]).await;
+    let cases: [(&str, &[u8]); 10] = [
+        ("garbage request line", b"GARBAGE\r\n\r\n"),
+        ("no version", b"GET /healthz\r\nhost: x\r\n\r\n"),
+        ("bad method", b"G(T /healthz HTTP/1.1\r\nhost: x\r\n\r\n"),
+        (
+            "space in a header name",
+            b"GET /healthz HTTP/1.1\r\nhost: x\r\nbad header: v\r\n\r\n",
+        ),
+        (
+            "folded header line",
+            b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-a: b\r\n c\r\n\r\n",
+        ),
+        (
+            "NUL in a header value",
+            b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-a: a\0b\r\n\r\n",
+        ),
+        (
+            "content-length not a number",
+            b"POST /api/v1/app HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n{}",
+        ),
+        (
+            "two different content-lengths",
+            b"POST /api/v1/app HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
+        ),
+        (
+            "transfer-encoding not ending in chunked",
+            b"POST /api/v1/app HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n{}",
+        ),
+        (
+            "chunked in HTTP/1.0",
+            b"POST /api/v1/app HTTP/1.0\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        ),
+    ];
+    for (case, raw) in cases {
+        let answers = exchange(&server, raw, false, WAIT).await;
+        assert_eq!(answers.len(), 1, "{case}: {answers:?}");
+        let answer = &answers[0];
+        assert_eq!(answer.status, 400, "{case}: {answer:?}");
+        let (code, detail) = answer.error();
+        assert_eq!(code, "generic_error", "{case}");
+        assert!(
+            detail.starts_with("malformed HTTP request"),
+            "{case}: {detail}"
+        );
+        assert_eq!(answer.header("connection"), Some("close"), "{case}");
+    }
+    // Heads too large to judge are hyper's: a bare 431 and 414.
     let big = format!(
         "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
         "a".repeat(512 * 1024)
     );
     let long_uri = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
-    let cases: [(&str, &[u8], u16); 12] = [
-        ("garbage request line", b"GARBAGE\r\n\r\n", 400),
-        ("no version", b"GET /healthz\r\nhost: x\r\n\r\n", 400),
-        ("bad method", b"G(T /healthz HTTP/1.1\r\nhost: x\r\n\r\n", 400),
-        (
-            "space in a header name",
-            b"GET /healthz HTTP/1.1\r\nhost: x\r\nbad header: v\r\n\r\n",
-            400,
-        ),
-        (
-            "folded header line",
-            b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-a: b\r\n c\r\n\r\n",
-            400,
-        ),
-        (
-            "NUL in a header value",
-            b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-a: a\0b\r\n\r\n",
-            400,
-        ),
-        (
-            "content-length not a number",
-            b"POST /api/v1/app HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n{}",
-            400,
-        ),
-        (
-            "two different content-lengths",
-            b"POST /api/v1/app HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
-            400,
-        ),
-        (
-            "transfer-encoding not ending in chunked",
-            b"POST /api/v1/app HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n{}",
-            400,
-        ),
-        (
-            "chunked in HTTP/1.0",
-            b"POST /api/v1/app HTTP/1.0\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-            400,
-        ),
-        ("headers too large", big.as_bytes(), 431),
-        ("request target too long", long_uri.as_bytes(), 414),
-    ];
-    for (case, raw, status) in cases {
-        let answers = exchange(&server, raw, false, WAIT).await;
+    for (case, raw, status) in [
+        ("headers too large", big, 431),
+        ("target too long", long_uri, 414),
+    ] {
+        let answers = exchange(&server, raw.as_bytes(), false, WAIT).await;
         assert_eq!(answers.len(), 1, "{case}: {answers:?}");
-        let answer = &answers[0];
-        assert_eq!(answer.status, status, "{case}: {answer:?}");
-        // hyper answers before any handler or middleware runs: no body, no request id.
-        assert!(answer.body.is_empty(), "{case}: {answer:?}");
-        assert_eq!(answer.header("content-type"), None, "{case}");
-        assert_eq!(answer.header("x-request-id"), None, "{case}");
+        assert_eq!(answers[0].status, status, "{case}: {answers:?}");
+        assert!(answers[0].body.is_empty(), "{case}");
     }
     // The node is unharmed.
     let (status, _) = server.api(reqwest::Method::GET, "/healthz", None).await;
