@@ -187,6 +187,22 @@ impl Dispatcher {
                 skipped = 0;
                 continue; // More may be due right now.
             }
+            if !saturated.is_empty() && claimed < limit {
+                // Apps were passed over for being at their share: what is left for them is
+                // due now, and goes as soon as one of their deliveries ends, not at the
+                // next poll.
+                skipped = 0;
+                let room = tokio::select! {
+                    _ = shutdown.cancelled() => false,
+                    _ = self.wake.notified() => true,
+                    _ = self.limits.freed.notified() => true,
+                    _ = sleep(self.poll_interval) => true,
+                };
+                if !room {
+                    return;
+                }
+                continue;
+            }
             let wait = if claimed == limit {
                 // Every delivery claimed was given back: its endpoints or apps are at their
                 // limits. Claims go oldest first, so other tenants' deliveries may be right

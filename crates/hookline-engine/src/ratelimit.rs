@@ -158,6 +158,9 @@ pub(crate) struct EndpointLimits {
     /// Live workers sharing the queue (this one included), among which every rate is
     /// split; one until told otherwise.
     nodes: AtomicUsize,
+    /// Told each time a held delivery ends: a claim that passed over apps at their share
+    /// waits on it for room, rather than for the poll interval.
+    pub freed: tokio::sync::Notify,
 }
 
 /// An admitted delivery: when it may start, and its claim on the endpoint's capacity.
@@ -180,6 +183,7 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        self.limits.freed.notify_one();
         let now = Instant::now();
         let mut admitted = self.limits.lock();
         if let Some(gate) = admitted.gates.get_mut(&self.endpoint) {
@@ -223,6 +227,7 @@ impl EndpointLimits {
             workers,
             min_per_app: min_per_app.max(1),
             nodes: AtomicUsize::new(1),
+            freed: tokio::sync::Notify::new(),
         })
     }
 

@@ -299,3 +299,37 @@ async fn a_long_backlog_of_one_app_does_not_delay_another_app() {
     println!("neighbour behind a backlog of 12,000: delivered {delay:?} after its creation");
     assert!(delay < Duration::from_secs(2), "delayed {delay:?}");
 }
+
+/// An app that holds its whole share is passed over by claims, and what is left of its
+/// backlog goes out as soon as one of its deliveries ends: not at the next poll. With the
+/// poll interval at ten seconds, 300 deliveries at 32 at a time (the share of a worker of
+/// 64) take about half a second; waking only at polls, they took minutes.
+#[tokio::test]
+async fn an_app_at_its_share_goes_on_as_its_deliveries_end() {
+    let world = World::new().await;
+    let receiver = Receiver::always(Reply::status(200).delay(Duration::from_millis(50))).await;
+    let mut endpoints = Vec::new();
+    for n in 0..30 {
+        endpoints.push(
+            world
+                .endpoint(&receiver.url(&format!("/{n}")), |_| {})
+                .await,
+        );
+    }
+    let world = &world;
+    let creates = (0..10).map(|n| async move { world.message(&format!(r#"{{"n":{n}}}"#)).await });
+    futures_util::future::join_all(creates).await;
+    let started = Instant::now();
+    let engine = world.start(EngineConfig {
+        concurrency: 64,
+        max_in_flight_per_endpoint: 4,
+        poll_interval: Duration::from_secs(10),
+        ..config(&[])
+    });
+    eventually("all 300 deliveries", Duration::from_secs(8), || async {
+        (receiver.count() >= 300).then_some(())
+    })
+    .await;
+    engine.stop().await;
+    println!("300 deliveries at the app's share: {:?}", started.elapsed());
+}
