@@ -1,7 +1,8 @@
 //! Writes the storage conformance suite's macro (`store_conformance_suite!`) from the
 //! checks themselves: every `pub async fn NAME(store: Arc<dyn Store>)` in
-//! `src/conformance/` becomes one test of each backend, so adding a check is writing the
-//! function, with no list of names to keep by hand.
+//! `src/conformance/` becomes one test of each backend (whether rustfmt keeps the signature
+//! on one line or wraps it), so adding a check is writing the function, with no list of
+//! names to keep by hand.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::path::Path;
 fn main() {
     let dir = Path::new("src/conformance");
     println!("cargo::rerun-if-changed={}", dir.display());
-    let mut checks: Vec<(String, String)> = Vec::new();
+    let mut checks: Vec<String> = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         let mut paths: Vec<_> = entries
             .filter_map(|entry| entry.ok())
@@ -17,28 +18,33 @@ fn main() {
             .collect();
         paths.sort();
         for path in paths {
-            let Some(module) = path.file_stem().and_then(|stem| stem.to_str()) else {
-                continue;
-            };
-            if path.extension().is_none_or(|ext| ext != "rs") || module == "mod" {
+            let is_mod = path.file_stem().is_some_and(|stem| stem == "mod");
+            if path.extension().is_none_or(|ext| ext != "rs") || is_mod {
                 continue;
             }
             println!("cargo::rerun-if-changed={}", path.display());
             let text = std::fs::read_to_string(&path).expect("read a conformance module");
-            for line in text.lines() {
-                let Some(rest) = line.strip_prefix("pub async fn ") else {
+            let mut lines = text.lines().peekable();
+            while let Some(line) = lines.next() {
+                let Some((name, args)) = line
+                    .strip_prefix("pub async fn ")
+                    .and_then(|rest| rest.split_once('('))
+                else {
                     continue;
                 };
-                if let Some((name, args)) = rest.split_once('(')
-                    && args.starts_with("store: Arc<dyn Store>")
-                {
-                    checks.push((module.to_owned(), name.to_owned()));
+                // rustfmt wraps a long signature: the parameter is then on the next line.
+                let args = match args.trim() {
+                    "" => lines.peek().map_or("", |next| next.trim()),
+                    args => args,
+                };
+                if args.starts_with("store: Arc<dyn Store>") {
+                    checks.push(name.to_owned());
                 }
             }
         }
     }
     let mut tests = String::new();
-    for (_module, name) in &checks {
+    for name in &checks {
         writeln!(
             tests,
             "        #[tokio::test]

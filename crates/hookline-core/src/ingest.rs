@@ -15,8 +15,9 @@ use crate::model::Application;
 use crate::page::{Cursor, ListQuery, Page};
 use crate::store::NewMessage;
 
-/// Where one provider's webhooks arrive.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Where one provider's webhooks arrive. Its `Debug` form shows no secret: the config's
+/// secret members and the ingest tokens are redacted.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {
     pub id: SourceId,
     pub uid: Option<String>,
@@ -35,6 +36,36 @@ pub struct Source {
     pub previous_token_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut config = self.config.clone();
+        if let Some(members) = config.as_object_mut() {
+            for (name, value) in members.iter_mut() {
+                if crate::sealed::SECRET_MEMBERS.contains(&name.as_str()) {
+                    *value = "<redacted>".into();
+                }
+            }
+        }
+        f.debug_struct("Source")
+            .field("id", &self.id)
+            .field("uid", &self.uid)
+            .field("name", &self.name)
+            .field("source_type", &self.source_type)
+            .field("config", &config)
+            .field("metadata", &self.metadata)
+            .field("app_id", &self.app_id)
+            .field("token", &"<redacted>")
+            .field(
+                "previous_token",
+                &self.previous_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("previous_token_expires_at", &self.previous_token_expires_at)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
 }
 
 impl Source {
@@ -312,6 +343,30 @@ mod tests {
         assert_eq!(page.data, ["b", "c"], "the ones next to the cursor");
         assert_eq!(page.prev_iterator.as_deref(), Some("-b"));
         assert!(!page.done);
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let source = Source {
+            id: SourceId::new_at(now),
+            uid: None,
+            name: "bearer".into(),
+            source_type: "bearer".into(),
+            config: serde_json::json!({"tokens": ["tok-a91f"], "toleranceSeconds": 60}),
+            metadata: BTreeMap::new(),
+            app_id: AppId::new_at(now),
+            token: "ingest-7c2e".into(),
+            previous_token: Some("ingest-old-55d1".into()),
+            previous_token_expires_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let shown = format!("{source:?}");
+        for secret in ["tok-a91f", "ingest-7c2e", "ingest-old-55d1"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("toleranceSeconds"), "{shown}");
     }
 
     #[test]

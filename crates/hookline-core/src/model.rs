@@ -227,6 +227,32 @@ pub const FRAMING_HEADERS: [&str; 9] = [
     "upgrade",
 ];
 
+/// Headers whose value is a credential (a password, a token, a shared secret) or answers
+/// one. They are never logged as received, never copied from a provider's request onto
+/// forwarded deliveries, and an endpoint's own are reported as sensitive rather than shown.
+/// Signature headers are not among them: a signature proves one body and is no use for
+/// another.
+pub const CREDENTIAL_HEADERS: [&str; 11] = [
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+    "proxy-authenticate",
+    "cookie",
+    "x-auth-token",
+    "x-access-token",
+    "x-api-key",
+    "api-key",
+    "x-webhook-secret",
+    "x-webhook-token",
+];
+
+/// Whether `name` (any case) is one of [`CREDENTIAL_HEADERS`].
+pub fn is_credential_header(name: &str) -> bool {
+    CREDENTIAL_HEADERS
+        .iter()
+        .any(|credential| credential.eq_ignore_ascii_case(name))
+}
+
 /// An event sent to an application, fanned out to its endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {

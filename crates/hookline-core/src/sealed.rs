@@ -38,7 +38,9 @@ use sha2::{Digest, Sha256};
 use crate::model::EndpointSecret;
 
 /// The prefix of every sealed value, then the format's version.
-const PREFIX: &str = "sealed:";
+/// The mark of a sealed value. Plaintext secrets starting with it are refused where they
+/// are given, so a stored value that has it is always one this module wrote.
+pub const PREFIX: &str = "sealed:";
 const VERSION: &str = "v1";
 /// Bytes of a main key.
 pub const KEY_BYTES: usize = 32;
@@ -246,10 +248,14 @@ impl Sealer {
             .split_once(':')
             .ok_or_else(|| SealError::Malformed("no version".into()))?;
         if version != VERSION {
-            return Err(SealError::Malformed(format!("unknown version {version:?}")));
+            // Not echoed: a stored value is a secret, whatever it looks like.
+            return Err(SealError::Malformed("unknown version".into()));
         }
         let (key_id, body) = rest
             .split_once(':')
+            .filter(|(key_id, _)| {
+                key_id.len() == 8 && key_id.bytes().all(|b| b.is_ascii_hexdigit())
+            })
             .ok_or_else(|| SealError::Malformed("no key id".into()))?;
         let key = self.key(key_id).ok_or_else(|| SealError::UnknownKey {
             key_id: key_id.to_owned(),

@@ -319,6 +319,17 @@ impl HttpClient {
     }
 }
 
+/// `url` fit for a log line: without the credentials it may carry (`https://user:pass@…`).
+pub fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            take_credentials(&mut parsed);
+            parsed.into()
+        }
+        Err(_) => "<not a URL>".to_owned(),
+    }
+}
+
 /// Takes the credentials out of `url` (`https://user:pass@host/`) and returns the `Basic`
 /// authorization they stand for, as a browser would send it.
 fn take_credentials(url: &mut url::Url) -> Option<HeaderValue> {

@@ -42,6 +42,7 @@ use hookline_core::store::DeliveryQueue;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use http::without_credentials;
 pub use operational::{OPERATIONAL_UID, Operational, OperationalEndpoint, provision};
 pub use ssrf::Cidr;
 

@@ -25,6 +25,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::Error;
+use crate::http::without_credentials;
 
 /// The uid of the application whose messages operational events are, and of its endpoint
 /// to the operator: fixed, so that every node and every restart finds the same ones.
@@ -44,7 +45,7 @@ pub struct OperationalEndpoint {
 impl fmt::Debug for OperationalEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OperationalEndpoint")
-            .field("url", &self.url)
+            .field("url", &without_credentials(&self.url))
             .field("secret", &"<redacted>")
             .finish()
     }
@@ -118,7 +119,7 @@ pub async fn provision<S: ResourceStore + ?Sized>(
                         .update_endpoint(&existing, true)
                         .await
                         .map_err(Error::OperationalSetup)?;
-                    tracing::info!(url = %endpoint.url, "operational endpoint updated");
+                    tracing::info!(url = %without_credentials(&endpoint.url), "operational endpoint updated");
                 } else if existing.disabled {
                     tracing::warn!(
                         app_id = %app.id,
@@ -136,7 +137,7 @@ pub async fn provision<S: ResourceStore + ?Sized>(
             .await
         {
             Ok(()) => {
-                tracing::info!(url = %endpoint.url, "operational endpoint created");
+                tracing::info!(url = %without_credentials(&endpoint.url), "operational endpoint created");
                 return Ok(operational(app.id, endpoint, payload_retention));
             }
             Err(hookline_core::Error::Conflict { .. }) => {}

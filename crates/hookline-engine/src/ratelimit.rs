@@ -183,8 +183,8 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.limits.freed.notify_one();
         let now = Instant::now();
+        let mut freed_a_share = false;
         let mut admitted = self.limits.lock();
         if let Some(gate) = admitted.gates.get_mut(&self.endpoint) {
             gate.held = gate.held.saturating_sub(1);
@@ -192,7 +192,11 @@ impl Drop for Held {
                 admitted.gates.remove(&self.endpoint);
             }
         }
+        let others = admitted.total - admitted.apps.get(&self.app).copied().unwrap_or(0);
+        let share = self.limits.app_share(others);
         if let Some(held) = admitted.apps.get_mut(&self.app) {
+            // Claims pass over an app at its share; they look again once it drops below.
+            freed_a_share = *held == share;
             *held = held.saturating_sub(1);
             if *held == 0 {
                 admitted.apps.remove(&self.app);
@@ -205,6 +209,11 @@ impl Drop for Held {
                 }
             }
             admitted.total = admitted.total.saturating_sub(1);
+        }
+        drop(admitted);
+        // After the counts changed, so that the woken claim sees the room.
+        if freed_a_share {
+            self.limits.freed.notify_one();
         }
     }
 }
@@ -272,7 +281,9 @@ impl EndpointLimits {
         // The app's next slot, reserved below only once the endpoint's is known too.
         let app_slot = match app_rate {
             None => {
-                admitted.app_buckets.remove(app);
+                if !admitted.app_buckets.is_empty() {
+                    admitted.app_buckets.remove(app);
+                }
                 None
             }
             Some(app_rate) => {
@@ -339,7 +350,12 @@ impl EndpointLimits {
         let not_before = at.filter(|&at| at > now);
         gate.held += 1;
         let in_flight = Arc::clone(&gate.in_flight);
-        *admitted.apps.entry(app.clone()).or_insert(0) += 1;
+        match admitted.apps.get_mut(app) {
+            Some(held) => *held += 1,
+            None => {
+                admitted.apps.insert(app.clone(), 1);
+            }
+        }
         admitted.total += 1;
         Some(Ticket {
             not_before,
@@ -352,9 +368,6 @@ impl EndpointLimits {
         })
     }
 
-    /// How many deliveries an app may hold while the other apps hold `others`: half of
-    /// what they leave free, so that a new app always finds the other half; at least
-    /// `min_per_app`, if that many are free.
     /// The apps that hold their whole share now: a claim passes over their deliveries,
     /// which would only be given back.
     pub fn saturated_apps(&self) -> Vec<AppId> {
@@ -367,6 +380,9 @@ impl EndpointLimits {
             .collect()
     }
 
+    /// How many deliveries an app may hold while the other apps hold `others`: half of
+    /// what they leave free, so that a new app always finds the other half; at least
+    /// `min_per_app`, if that many are free.
     fn app_share(&self, others: usize) -> usize {
         let free = self.workers.saturating_sub(others);
         (free / 2).max(self.min_per_app).min(free)

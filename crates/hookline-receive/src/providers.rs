@@ -266,6 +266,23 @@ mod tests {
         }
     }
 
+    /// The stores seal the config members core names secret: every config field of every
+    /// type that holds key material must be among them, or it would be stored in clear.
+    #[test]
+    fn every_secret_field_is_sealed_at_rest() {
+        const NOT_SECRET: [&str; 5] = ["header", "algorithm", "encoding", "prefix", "username"];
+        for provider in PROVIDERS {
+            for field in provider.kind.fields() {
+                assert!(
+                    NOT_SECRET.contains(field)
+                        || hookline_core::sealed::SECRET_MEMBERS.contains(field),
+                    "`{}`: config field `{field}` is neither sealed nor known to be public",
+                    provider.name
+                );
+            }
+        }
+    }
+
     /// A locator as `docs/providers.md` writes it.
     fn describe(locator: Locator) -> String {
         match locator {

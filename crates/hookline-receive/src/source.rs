@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hookline_core::Code;
 use hookline_core::id::is_slug;
-use hookline_core::model::FRAMING_HEADERS;
+use hookline_core::model::{FRAMING_HEADERS, is_credential_header};
 use hookline_signature::credentials::Credentials;
 use hookline_signature::hmac::{Algorithm, Encoding, HmacRule};
 use hookline_signature::{
@@ -206,7 +206,6 @@ impl SourceType {
         self.provider
             .dedupe
             .and_then(|locator| locator.find(headers, body))
-            .filter(|id| id.len() <= MAX_VALUE_LEN)
             .map_or_else(|| body_hash(body.raw), str::to_owned)
     }
 
@@ -228,28 +227,38 @@ impl SourceType {
                 find(locator).map(|value| format!("{prefix}{value}"))
             }
         }
-        .filter(|event_type| {
-            event_type.len() <= MAX_VALUE_LEN && !event_type.chars().any(char::is_control)
-        })
+        .filter(|event_type| usable(event_type))
     }
 
     /// The `challenge` of a provider's URL check, for providers that send one.
     fn challenge(&self, body: &Body<'_>) -> Option<String> {
         if self.provider.answers_challenge && body.text("/type") == Some("url_verification") {
-            return body.text("/challenge").map(str::to_owned);
+            return body
+                .text("/challenge")
+                .filter(|c| usable(c))
+                .map(str::to_owned);
         }
         None
     }
 }
 
 impl Locator {
-    /// The value this locator points at in a request, if present and not empty.
+    /// The value this locator points at in a request, if present, not empty and
+    /// [`usable`].
     fn find<'r>(self, headers: &'r [(String, String)], body: &'r Body<'_>) -> Option<&'r str> {
         match self {
             Locator::Header(names) => names.iter().find_map(|name| header(headers, name)),
             Locator::Json(pointer) => body.text(pointer),
         }
+        .filter(|value| usable(value))
     }
+}
+
+/// Whether a value a provider sent can be trusted as an id, an event type or a challenge:
+/// at most [`MAX_VALUE_LEN`] bytes and no control characters (a NUL, which PostgreSQL
+/// cannot store, among them). Anything else is not used: ids fall back to the body's hash.
+fn usable(value: &str) -> bool {
+    value.len() <= MAX_VALUE_LEN && !value.chars().any(char::is_control)
 }
 
 /// The trimmed, non-empty value of header `name`.
@@ -367,6 +376,11 @@ fn forward_headers(names: &[&str]) -> Result<Vec<String>, ConfigError> {
                 "`{name}` cannot be copied: Hookline sets `webhook-*` and `svix-*` headers when it signs a delivery"
             )));
         }
+        if is_credential_header(&name) {
+            return Err(error(format!(
+                "`{name}` carries the provider's credential and is not copied onto deliveries"
+            )));
+        }
         if !headers.contains(&name) {
             headers.push(name);
         }
@@ -462,8 +476,28 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// `one` (a string) or `many` (a non-empty array of strings): all valid at once.
+    /// `one` (a string) or `many` (a non-empty array of strings): all valid at once. None
+    /// may look like a sealed value, which a store would take for one.
     fn one_or_many(
+        &self,
+        one: &'static str,
+        many: &'static str,
+        required: bool,
+    ) -> Result<Vec<Given<'a>>, ConfigError> {
+        let given = self.one_or_many_unchecked(one, many, required)?;
+        match given
+            .iter()
+            .find(|given| given.value.starts_with(hookline_core::sealed::PREFIX))
+        {
+            Some(given) => Err(given.error(format!(
+                "must not start with `{}`: Hookline marks sealed secrets so",
+                hookline_core::sealed::PREFIX
+            ))),
+            None => Ok(given),
+        }
+    }
+
+    fn one_or_many_unchecked(
         &self,
         one: &'static str,
         many: &'static str,
@@ -1417,6 +1451,9 @@ mod tests {
             ["generic-webhook", { "forwardHeaders": ["host"] }, "config.forwardHeaders.0", "framing"],
             ["generic-webhook", { "forwardHeaders": ["webhook-id"] }, "config.forwardHeaders.0", "webhook-*"],
             ["generic-webhook", { "forwardHeaders": ["bad header"] }, "config.forwardHeaders.0", "valid header name"],
+            ["generic-webhook", { "forwardHeaders": ["x-ok", "Authorization"] }, "config.forwardHeaders.1", "credential"],
+            ["bearer", { "token": "sealed:v1:0000:x" }, "config.token", "must not start with `sealed:`"],
+            ["hmac", { "header": "x-sig", "secrets": ["ok", "sealed:x"] }, "config.secrets.1", "sealed"],
             ["generic-webhook", { "forwardToApp": "" }, "config.forwardToApp", "application id or uid"],
             ["hmac", { "secret": "s" }, "config.header", "field required"],
             ["hmac", { "header": "x-sig" }, "config.secret", "field required"],

@@ -114,11 +114,6 @@ impl ApiError {
     pub fn refused(code: Code, detail: impl Into<String>) -> Self {
         ApiError::Core(hookline_core::Error::refused(code, detail))
     }
-
-    /// Whether this is [`hookline_core::Error::NotFound`].
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, ApiError::Core(hookline_core::Error::NotFound(_)))
-    }
 }
 
 /// The cause of a 5xx, for the request log. Never sent to the client.

@@ -64,6 +64,25 @@ impl IdempotencyKey {
 #[derive(Debug, Clone, Copy)]
 pub struct Recorded;
 
+/// Marks an answer that holds a secret (an issued token, a signing key). It is answered
+/// but never kept for replay: idempotency records are stored as they are, for hours, and a
+/// secret must not sit there (tokens themselves are stored hashed, keys sealed). A retry
+/// with the same key is carried out again.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldsSecret;
+
+/// A JSON answer that holds a secret ([`HoldsSecret`]).
+#[derive(Debug)]
+pub struct SecretJson<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for SecretJson<T> {
+    fn into_response(self) -> Response {
+        let mut response = axum::Json(self.0).into_response();
+        response.extensions_mut().insert(HoldsSecret);
+        response
+    }
+}
+
 /// Requests with an idempotency key now running on this node.
 #[derive(Debug, Default)]
 pub struct InFlight(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
@@ -171,7 +190,12 @@ pub async fn middleware(
     };
     request.extensions_mut().insert(idempotency_key.clone());
     let response = next.run(request).await;
-    if !response.status().is_success() || response.extensions().get::<Recorded>().is_some() {
+    let extensions = response.extensions();
+    let kept_elsewhere = extensions.get::<Recorded>().is_some();
+    if !response.status().is_success()
+        || kept_elsewhere
+        || extensions.get::<HoldsSecret>().is_some()
+    {
         return response;
     }
 

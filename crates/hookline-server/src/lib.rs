@@ -185,9 +185,14 @@ pub fn app(state: AppState) -> Router {
 /// The header that carries a request's id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// A request's id, as [`request_id`] chose it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub HeaderValue);
+
 /// Middleware: gives every request an id, the one the client sent (`x-request-id`, or
 /// the `svix-req-id` the Svix SDKs send) when it is usable, else a new one; the request
-/// log line carries it, and so does the response, in `x-request-id`.
+/// log line carries it, and so does the response, in `x-request-id`. The request's own
+/// headers are left as they came: `/in/…` stores them as the provider sent them.
 async fn request_id(mut request: Request, next: Next) -> axum::response::Response {
     let given = [REQUEST_ID, "svix-req-id"].iter().find_map(|name| {
         request
@@ -203,7 +208,7 @@ async fn request_id(mut request: Request, next: Next) -> axum::response::Respons
         let id = format!("req_{}", hookline_core::id::random_base62(20));
         HeaderValue::from_str(&id).expect("base62 is a valid header value")
     });
-    request.headers_mut().insert(REQUEST_ID, id.clone());
+    request.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(request).await;
     response.headers_mut().insert(REQUEST_ID, id);
     response
@@ -220,9 +225,9 @@ fn request_span(request: &Request) -> Span {
         None => path.to_owned(),
     };
     let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|value| value.to_str().ok())
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.0.to_str().ok())
         .unwrap_or_default();
     tracing::info_span!(
         "request",

@@ -170,9 +170,19 @@ impl AsyncRead for HeadChecked {
                     let mut chunk = [0u8; 4096];
                     let mut read = ReadBuf::new(&mut chunk);
                     ready!(Pin::new(&mut this.stream).poll_read(cx, &mut read))?;
-                    let eof = read.filled().is_empty();
-                    head.extend_from_slice(read.filled());
-                    let verdict = if eof { Verdict::Pass } else { judge(head) };
+                    let chunk = read.filled();
+                    let eof = chunk.is_empty();
+                    // A head can only be judged anew once a line more has come: a client
+                    // sending a byte at a time does not make it parse the head each time.
+                    let new_line = chunk.contains(&b'\n');
+                    head.extend_from_slice(chunk);
+                    let verdict = if eof {
+                        Verdict::Pass
+                    } else if new_line || head.len() >= MAX_CHECKED {
+                        judge(head)
+                    } else {
+                        Verdict::Incomplete
+                    };
                     match verdict {
                         Verdict::Incomplete => {}
                         Verdict::Pass => {

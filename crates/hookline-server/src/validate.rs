@@ -245,15 +245,6 @@ const FORBIDDEN_PREFIXES: &[&str] = &[
     "webhook-",
 ];
 
-/// Header names whose values are secrets: stored and sent, never shown in `headers`.
-pub const SENSITIVE_HEADERS: &[&str] = &[
-    "x-auth-token",
-    "www-authenticate",
-    "authorization",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
-
 /// One custom header name.
 pub fn header_name(v: &mut Violations, field: &str, name: &str) {
     let lower = name.to_ascii_lowercase();

@@ -84,6 +84,16 @@ struct Inner {
     _lock: std::fs::File,
 }
 
+/// A fresh, empty directory for a unit test's database. Process ids come round again over
+/// a long run, so whatever an earlier process of the same id left is removed first.
+#[cfg(test)]
+pub(crate) fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hookline-sqlite-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
 /// The six storage roles are implemented by topic in `queries/`.
 impl hookline_core::Store for SqliteStore {}
 
@@ -492,8 +502,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_in_a_group_does_not_undo_the_others() {
-        let dir = std::env::temp_dir().join(format!("hookline-sqlite-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir("group");
         let store = SqliteStore::open(&dir.join("group.db")).await.unwrap();
         let insert = |id: &'static str| {
             let store = store.clone();
@@ -533,8 +542,7 @@ mod tests {
     /// opened, the idempotency sweep's index among them.
     #[tokio::test]
     async fn a_database_of_an_earlier_release_is_brought_up_to_date() {
-        let dir = std::env::temp_dir().join(format!("hookline-sqlite-up-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir("up");
         let path = dir.join("old.db");
         {
             let conn = Connection::open(&path).unwrap();
@@ -565,8 +573,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_dedupe_check_searches_its_index_not_the_whole_log() {
-        let dir = std::env::temp_dir().join(format!("hookline-sqlite-plan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir("plan");
         let store = SqliteStore::open(&dir.join("plan.db")).await.unwrap();
         let plan: Vec<String> = store
             .read(|conn| {
@@ -591,8 +598,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_opener_is_refused_until_the_first_is_gone() {
-        let dir = std::env::temp_dir().join(format!("hookline-sqlite-lock-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir("lock");
         let path = dir.join("locked.db");
         let first = SqliteStore::open(&path).await.unwrap();
         match SqliteStore::open(&path).await {

@@ -10,6 +10,10 @@ use anyhow::{Context, bail};
 use hookline_core::sealed::{MainKey, Sealer};
 use serde::Deserialize;
 
+/// The longest retention accepted: a hundred years. Times are computed by adding it to
+/// the clock, which a longer one would overflow.
+const MAX_RETENTION_SECS: u64 = 100 * 365 * 86_400;
+
 /// The commented reference configuration, which is also the source of every default.
 pub const DEFAULT_TOML: &str = include_str!("../../../config.default.toml");
 
@@ -136,7 +140,7 @@ pub struct Operational {
 impl std::fmt::Debug for Operational {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Operational")
-            .field("url", &self.url)
+            .field("url", &hookline_engine::without_credentials(&self.url))
             .field("secret", &"<redacted>")
             .finish()
     }
@@ -370,7 +374,15 @@ impl Raw {
                 refused_body_bytes: number("HOOKLINE_INGEST_REFUSED_BODY_BYTES")?
                     .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX)),
                 refused_per_minute: number("HOOKLINE_INGEST_REFUSED_PER_MINUTE")?
-                    .map(|count| u32::try_from(count).unwrap_or(u32::MAX)),
+                    .map(|count| {
+                        u32::try_from(count).map_err(|_| {
+                            anyhow::anyhow!(
+                                "HOOKLINE_INGEST_REFUSED_PER_MINUTE must be at most {}",
+                                u32::MAX
+                            )
+                        })
+                    })
+                    .transpose()?,
             },
             log: RawLog {
                 format: get("HOOKLINE_LOG_FORMAT"),
@@ -465,12 +477,14 @@ impl Config {
             _ => None,
         };
         let log_retention = raw.ingest.log_retention.unwrap_or(2_592_000);
-        if log_retention == 0 {
-            bail!("ingest.log_retention must be at least 1 second");
+        if !(1..=MAX_RETENTION_SECS).contains(&log_retention) {
+            bail!(
+                "ingest.log_retention must be from 1 to {MAX_RETENTION_SECS} seconds (100 years)"
+            );
         }
         let payload_retention = raw.payload_retention.unwrap_or(7_776_000);
-        if payload_retention == 0 {
-            bail!("payload_retention must be at least 1 second");
+        if !(1..=MAX_RETENTION_SECS).contains(&payload_retention) {
+            bail!("payload_retention must be from 1 to {MAX_RETENTION_SECS} seconds (100 years)");
         }
         let format = raw.log.format.unwrap_or_else(|| "json".into());
         if !matches!(format.as_str(), "json" | "text") {
@@ -555,6 +569,17 @@ mod tests {
         assert_eq!(config.ingest.refused_per_minute, 60);
         assert_eq!(config.payload_retention, Duration::from_secs(90 * 86_400));
         assert!(config.log.json);
+    }
+
+    #[test]
+    fn retentions_beyond_a_century_are_refused() {
+        for (name, setting) in [
+            ("HOOKLINE_PAYLOAD_RETENTION", "payload_retention"),
+            ("HOOKLINE_INGEST_LOG_RETENTION", "log_retention"),
+        ] {
+            let error = Config::load(None, &env(&[(name, "99999999999999")])).unwrap_err();
+            assert!(format!("{error:#}").contains(setting), "{name}: {error:#}");
+        }
     }
 
     #[test]

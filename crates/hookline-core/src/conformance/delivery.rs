@@ -569,3 +569,54 @@ pub async fn a_claim_passes_over_the_apps_it_is_told_to_skip(store: Arc<dyn Stor
     assert_eq!(rest.len(), 5, "the skipped deliveries stay due");
     assert!(rest.iter().all(|job| job.message.app_id == busy.id));
 }
+
+/// A resend asked for while an attempt was in flight is served by whoever claims the
+/// delivery next; if that is another claim (the first lease ran out), its outcome ends the
+/// delivery as any outcome does, rather than leaving it due again for the first attempt's
+/// resend that has already been made.
+pub async fn a_resend_is_served_once_after_its_lease_ran_out(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let m = message(&a.id, "a.b", None);
+    store.create_message(new_message(m.clone())).await.unwrap();
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let lease = Duration::from_secs(30);
+    assert_eq!(
+        store.claim_due("first", now, lease, 1).await.unwrap().len(),
+        1
+    );
+    // A resend while the first attempt is in flight.
+    store
+        .requeue(&a.id, &m.id, &ep.id, TriggerType::Manual, now)
+        .await
+        .unwrap();
+    // The first node dies; its lease runs out and another node claims the delivery.
+    let later = now + chrono::Duration::seconds(60);
+    assert_eq!(
+        store
+            .claim_due("second", later, lease, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let mut done = outcome(&m, &ep.id, MessageStatus::Success, None, 200);
+    done.attempt.created_at = later;
+    store.record_outcomes(vec![done].into()).await.unwrap();
+    let destination = store.get_destination(&a.id, &m.id, &ep.id).await.unwrap();
+    assert_eq!(
+        (destination.status, destination.next_attempt),
+        (MessageStatus::Success, None)
+    );
+    let again = later + chrono::Duration::seconds(1);
+    assert!(
+        store
+            .claim_due("third", again, lease, 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "delivered once: nothing is due again"
+    );
+}

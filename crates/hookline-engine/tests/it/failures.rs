@@ -265,6 +265,8 @@ async fn retries_wait_for_the_clock_not_the_wall() {
 struct Poisoned {
     store: Arc<SqliteStore>,
     poison: MessageId,
+    /// The largest batch refused: more than one means neighbours shared the poison's batch.
+    largest_refused: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -292,6 +294,8 @@ impl DeliveryQueue for Poisoned {
 
     async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> hookline_core::Result<()> {
         if outcomes.iter().any(|o| o.attempt.msg_id == self.poison) {
+            self.largest_refused
+                .fetch_max(outcomes.len(), std::sync::atomic::Ordering::SeqCst);
             return Err(hookline_core::Error::storage(std::io::Error::other(
                 "poisoned row",
             )));
@@ -324,8 +328,9 @@ async fn one_unrecordable_outcome_does_not_fail_its_neighbours() {
     let queue = Arc::new(Poisoned {
         store: Arc::clone(&world.store),
         poison: poison.clone(),
+        largest_refused: Default::default(),
     });
-    let engine = world.start_on(queue, config(&[]));
+    let engine = world.start_on(queue.clone(), config(&[]));
     for message in messages.iter().filter(|m| m.id != poison) {
         eventually("every other outcome recorded", WAIT, || async {
             (world.destination(message, &endpoint).await.status == MessageStatus::Success)
@@ -344,4 +349,11 @@ async fn one_unrecordable_outcome_does_not_fail_its_neighbours() {
     }
     let poisoned = world.destination(&messages[7], &endpoint).await;
     assert_ne!(poisoned.status, MessageStatus::Success, "never recorded");
+    let largest = queue
+        .largest_refused
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        largest > 1,
+        "the poison shared a batch with others ({largest})"
+    );
 }

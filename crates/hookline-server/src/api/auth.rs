@@ -1,10 +1,10 @@
 //! Authentication: app-portal-access hands out app-scoped tokens, each expiring when its
 //! issuer asked (7 days unless told); logout revokes one.
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use axum::{Json, Router};
 use hookline_core::id::AppId;
 use hookline_core::model::Token;
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::auth::{Caller, Role, token_hash};
 use crate::error::ApiError;
 use crate::extract::MaybeJson;
+use crate::idempotency::SecretJson;
 use crate::validate::{Validate, Violations};
 
 pub fn router() -> Router<AppState> {
@@ -86,11 +87,11 @@ async fn app_portal_access(
     caller: Caller,
     Path(app_id): Path<String>,
     MaybeJson(body): MaybeJson<AppPortalAccessIn>,
-) -> Result<Json<AppPortalAccessOut>, ApiError> {
+) -> Result<SecretJson<AppPortalAccessOut>, ApiError> {
     caller.require_admin()?;
     let lifetime = token_lifetime(body.expiry);
     let (app, _) = get_or_create(&state, &app_id, body.application).await?;
-    Ok(Json(issue_app_token(&state, app.id, lifetime).await?))
+    Ok(SecretJson(issue_app_token(&state, app.id, lifetime).await?))
 }
 
 /// Stores a new token scoped to `app`, working for `lifetime` from now on the server's

@@ -22,9 +22,9 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Limit, MaybeJson, Query, Timestamp, ValidJson};
-use crate::idempotency::IdempotencyKey;
+use crate::idempotency::{IdempotencyKey, SecretJson};
 use crate::ingest::source::source_for;
-use crate::validate::{self, SENSITIVE_HEADERS, Validate, Violations};
+use crate::validate::{self, Validate, Violations};
 
 pub fn router() -> Router<AppState> {
     const ONE: &str = "/app/{app_id}/endpoint/{endpoint_id}";
@@ -429,7 +429,7 @@ impl From<BTreeMap<String, String>> for EndpointHeadersOut {
     fn from(all: BTreeMap<String, String>) -> Self {
         let (sensitive, headers): (BTreeMap<_, _>, BTreeMap<_, _>) = all
             .into_iter()
-            .partition(|(name, _)| SENSITIVE_HEADERS.contains(&name.to_ascii_lowercase().as_str()));
+            .partition(|(name, _)| hookline_core::model::is_credential_header(name));
         EndpointHeadersOut {
             headers,
             sensitive: sensitive.into_keys().collect(),
@@ -551,7 +551,7 @@ pub async fn rotate_secret(
     owner: Owner,
     Path((_, endpoint_id)): Path<(String, String)>,
     MaybeJson(body): MaybeJson<EndpointSecretRotateIn>,
-) -> Result<Json<EndpointSecretOut>, ApiError> {
+) -> Result<SecretJson<EndpointSecretOut>, ApiError> {
     let app = owner.app(&state).await?;
     let mut endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     let grace = body
@@ -563,7 +563,7 @@ pub async fn rotate_secret(
     let grace = std::time::Duration::from_secs(u64::from(grace));
     endpoint.rotate_secret(key.clone(), grace, state.clock.now())?;
     state.store.update_endpoint(&endpoint, false).await?;
-    Ok(Json(EndpointSecretOut { key }))
+    Ok(SecretJson(EndpointSecretOut { key }))
 }
 
 // Recovery, examples and statistics.
@@ -659,8 +659,8 @@ async fn send_example(
     idempotency: Option<Extension<IdempotencyKey>>,
     ValidJson(body): ValidJson<EventExampleIn>,
 ) -> Result<Response, ApiError> {
-    let app = owner.app(&state).await?;
     caller.require_admin()?;
+    let app = owner.app(&state).await?;
     let endpoint = endpoint_of(&state, &app, &endpoint_id).await?;
     let payload = if body.event_type == "svix.ping" {
         r#"{"success":true}"#.to_owned()

@@ -22,6 +22,7 @@ use crate::api::{ListResponse, list_query};
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{Limit, MaybeJson, Query, ValidJson};
+use crate::idempotency::SecretJson;
 use crate::validate::{self, Validate, Violations};
 use hookline_receive::SourceType;
 
@@ -348,11 +349,11 @@ async fn dashboard(
     caller: Caller,
     Path(source_id): Path<String>,
     MaybeJson(body): MaybeJson<DashboardIn>,
-) -> Result<Json<AppPortalAccessOut>, ApiError> {
+) -> Result<SecretJson<AppPortalAccessOut>, ApiError> {
     caller.require_admin()?;
     let source = state.store.get_source(&source_id).await?;
     let lifetime = token_lifetime(body.expiry);
-    Ok(Json(
+    Ok(SecretJson(
         issue_app_token(&state, source.app_id, lifetime).await?,
     ))
 }

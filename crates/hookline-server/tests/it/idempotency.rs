@@ -150,3 +150,41 @@ async fn bodiless_posts_replay_too() {
         );
     }
 }
+
+/// Answers that hold a secret (an issued app token, a rotated signing key) are never kept
+/// for replay: idempotency records are stored as they are, and tokens are stored only
+/// hashed, keys sealed. A retry with the same key is carried out again.
+#[tokio::test]
+async fn answers_holding_a_secret_are_not_kept_for_replay() {
+    let app = TestApp::new().await;
+    let app_id = app.create_app("secrets").await;
+    let endpoint = app
+        .create_endpoint(&app_id, json!({"url": "https://e.com"}))
+        .await;
+    let cases = [
+        (
+            format!("/api/v1/auth/app-portal-access/{app_id}"),
+            json!({}),
+            "token",
+        ),
+        (
+            format!("/api/v1/app/{app_id}/endpoint/{endpoint}/secret/rotate"),
+            json!({}),
+            "key",
+        ),
+    ];
+    for (uri, body, field) in cases {
+        let mut secrets = Vec::new();
+        for _ in 0..2 {
+            let (status, headers, bytes) =
+                app.send(post(&uri, ADMIN, Some("same-key"), &body)).await;
+            let (_, out) = json_of(status, &headers, &bytes);
+            assert!(status.is_success(), "{uri}: {out}");
+            secrets.push(out[field].as_str().unwrap().to_owned());
+        }
+        assert_ne!(
+            secrets[0], secrets[1],
+            "{uri}: not replayed from a stored answer"
+        );
+    }
+}

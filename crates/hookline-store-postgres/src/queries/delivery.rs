@@ -165,7 +165,8 @@ impl DeliveryQueue for PostgresStore {
         // with its message, endpoint and application.
         let sql = format!(
             "WITH claimed AS (
-                 UPDATE destination SET lease_owner = $1, lease_until = $2, status = $5
+                 UPDATE destination SET lease_owner = $1, lease_until = $2, status = $5,
+                     requeued = FALSE
                  WHERE (msg_id, endpoint_id) IN (
                      SELECT destination.msg_id, destination.endpoint_id FROM destination
                      JOIN endpoint ON endpoint.id = destination.endpoint_id

@@ -48,10 +48,7 @@ impl IdempotencyStore for PostgresStore {
     }
 }
 
-pub(super) async fn put_idempotent(
-    db: &impl GenericClient,
-    record: &IdempotencyRecord,
-) -> Result<()> {
+async fn put_idempotent(db: &impl GenericClient, record: &IdempotencyRecord) -> Result<()> {
     execute(
         db,
         "INSERT INTO idempotency (key, status, body, expires_at) VALUES ($1, $2, $3, $4)

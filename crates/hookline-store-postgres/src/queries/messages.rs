@@ -170,7 +170,7 @@ impl MessageStore for PostgresStore {
             "WITH expiring AS (
                  SELECT id FROM message
                  WHERE payload_expires_at < $1 AND payload IS NOT NULL
-                 LIMIT $2 FOR UPDATE SKIP LOCKED),
+                 LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED),
              failed AS (
                  UPDATE destination SET status = {fail}, next_attempt = NULL
                  FROM expiring

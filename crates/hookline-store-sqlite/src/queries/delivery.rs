@@ -236,7 +236,8 @@ impl DeliveryQueue for SqliteStore {
             .write(move |conn| {
                 all(
                     conn,
-                    "UPDATE destination SET lease_owner = ?1, lease_until = ?2, status = ?5
+                    "UPDATE destination SET lease_owner = ?1, lease_until = ?2, status = ?5,
+                         requeued = 0
                      WHERE rowid IN (
                          SELECT destination.rowid FROM destination
                          JOIN endpoint ON endpoint.id = destination.endpoint_id
@@ -354,9 +355,7 @@ mod tests {
     /// say so whenever a row ends up different, and need not when none does.
     #[tokio::test]
     async fn a_batch_says_whether_it_changed_an_endpoint_row() {
-        let dir =
-            std::env::temp_dir().join(format!("hookline-sqlite-outcomes-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir("outcomes");
         let store = SqliteStore::open(&dir.join("outcomes.db")).await.unwrap();
         let at = |secs: i64| DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap();
         let app = Application {

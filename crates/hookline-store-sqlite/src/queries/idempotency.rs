@@ -45,7 +45,7 @@ impl IdempotencyStore for SqliteStore {
     }
 }
 
-pub(super) fn put_idempotent(conn: &Connection, record: &IdempotencyRecord) -> Result<()> {
+fn put_idempotent(conn: &Connection, record: &IdempotencyRecord) -> Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO idempotency (key, status, body, expires_at)
          VALUES (?1, ?2, ?3, ?4)",

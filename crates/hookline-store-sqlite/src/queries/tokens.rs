@@ -88,9 +88,7 @@ mod tests {
     /// have asked for, from their creation; admin tokens keep none.
     #[tokio::test]
     async fn tokens_from_before_expiry_get_seven_days_and_admin_tokens_none() {
-        let dir =
-            std::env::temp_dir().join(format!("hookline-sqlite-tokens-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::test_dir("tokens");
         let path = dir.join("old.db");
         // The migration that adds expiry is the first to mention `token.expires_at`.
         let before = MIGRATIONS

@@ -241,3 +241,45 @@ async fn an_array_where_an_object_is_expected_is_refused() {
         .await;
     assert_eq!(status, 204, "{out}");
 }
+
+/// A provider's id holding a NUL (`\u0000` in a Stripe event's `id`) is not trusted as a
+/// dedupe key: the request is accepted and deduplicated by its body's hash, the same on
+/// every backend (PostgreSQL cannot store the character).
+#[tokio::test]
+async fn a_provider_id_holding_nul_is_not_used_as_the_dedupe_key() {
+    use hookline_signature::{Keyset, Message, Scheme};
+
+    let dir = TempDir::new("hostile-dedupe");
+    for (backend, server) in nodes(&dir, "hostile_dedupe").await {
+        let secret = "whsec_stripe_test_secret";
+        let (status, source) = server
+            .api(
+                Method::POST,
+                "/ingest/api/v1/source",
+                Some(json!({"name": "stripe", "type": "stripe", "config": {"secret": secret}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{backend}: {source}");
+        let ingest_url = source["ingestUrl"].as_str().unwrap();
+        let body = br#"{"id":"evt_\u0000x","type":"charge.succeeded"}"#;
+        let keys = Keyset::new(Scheme::Stripe, [secret]).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let headers = keys
+            .sign(&Message {
+                id: "unused",
+                timestamp: now,
+                body,
+            })
+            .unwrap();
+        for expected in ["accepted", "duplicate"] {
+            let mut request = reqwest::Client::new().post(ingest_url).body(body.to_vec());
+            for (name, value) in &headers {
+                request = request.header(*name, value);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200, "{backend}");
+            let answer: Value = response.json().await.unwrap();
+            assert_eq!(answer["verdict"], expected, "{backend}: {answer}");
+        }
+    }
+}

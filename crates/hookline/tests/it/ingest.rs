@@ -574,6 +574,10 @@ async fn the_request_log_shows_credentials_redacted() {
             "{entry}"
         );
         assert_eq!(entry["query"], "access_token=%5Bredacted%5D&n=1", "{entry}");
+        assert!(
+            entry["headers"].get("x-request-id").is_none(),
+            "the log keeps the provider's headers, not the id the server gave: {entry}"
+        );
         let text = entry.to_string();
         for secret in ["tok-4f9a2c", "tok-wrong", "hf-shared-secret"] {
             assert!(!text.contains(secret), "{secret} is in the log: {text}");
