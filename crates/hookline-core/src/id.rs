@@ -1,4 +1,4 @@
-//! Prefixed, time-sortable ids: `app_`, `ep_`, `msg_`, `atmpt_`, `qtask_`, `src_`, `log`.
+//! Prefixed, time-sortable ids: `app_`, `ep_`, `msg_`, `atmpt_`, `qtask_`, `src_`, `log`, `job_`.
 //!
 //! The suffix is 27 base62 characters encoding 20 bytes: the creation time in milliseconds
 //! (6 bytes, big-endian) then 14 random bytes. Sorting ids sorts by creation time, which
@@ -144,6 +144,11 @@ id_type!(
     /// One request received by a source, accepted or not (the Svix Ingest log id).
     IngestRequestId,
     "log"
+);
+id_type!(
+    /// A long-running AI job the tracker follows.
+    JobId,
+    "job_"
 );
 id_type!(
     /// A background task (recover).

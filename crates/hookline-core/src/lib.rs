@@ -18,6 +18,7 @@ pub mod conformance;
 pub mod error;
 pub mod id;
 pub mod ingest;
+pub mod job;
 pub mod memo;
 pub mod model;
 pub mod page;

@@ -11,6 +11,7 @@
 //! | [`IngestStore`] | sources and the log of the requests they receive |
 //! | [`TokenStore`] | API tokens |
 //! | [`IdempotencyStore`] | answers replayed for repeated `idempotency-key`s |
+//! | [`JobStore`] | long-running AI jobs, their due polls, and webhooks kept for them |
 //!
 //! Rules every backend keeps:
 //! - A write that returns `Ok` is durable (committed and synced).
@@ -30,8 +31,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::Code;
-use crate::id::{AppId, AttemptId, EndpointId, IngestRequestId, MessageId, SourceId};
+use crate::id::{AppId, AttemptId, EndpointId, IngestRequestId, JobId, MessageId, SourceId};
 use crate::ingest::{IngestRequest, IngestedRequest, NewIngestRequest, Source};
+use crate::job::{Job, JobStatus, Observation, Provider};
 use crate::model::{
     Application, Attempt, Destination, Endpoint, EndpointStats, EventType, IdempotencyRecord,
     IdempotentResponse, Message, MessageStatus, Token, TriggerType,
@@ -391,8 +393,114 @@ pub trait IdempotencyStore: Send + Sync {
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64>;
 }
 
+/// A job to store, with the `job.created` message and idempotency record committed with it.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub job: Job,
+    /// When it is first polled (or, for a job that is not polled, its deadline).
+    pub poll_due: DateTime<Utc>,
+    pub created_message: NewMessage,
+    pub idempotency: Option<IdempotencyRecord>,
+    /// The webhooks kept for the job ([`JobStore::observe_job`] with nothing to match)
+    /// are applied at its creation, with their events, when they arrived after this time.
+    pub unmatched_since: DateTime<Utc>,
+    /// The retention of the payloads of the events it emits.
+    pub payload_retention: Option<Duration>,
+}
+
+/// Which job an observation is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobTarget {
+    /// By id (or uid).
+    Key(String),
+    /// By [`Provider::match_key`], as webhooks find their job. When none has it yet the
+    /// observation is kept, and applied when the job is registered.
+    Match(String),
+}
+
+/// An observation to apply ([`JobStore::observe_job`]).
+#[derive(Debug, Clone)]
+pub struct JobObservation {
+    pub target: JobTarget,
+    pub observation: Observation,
+    /// The poller that holds the job's lease and made this observation: the lease ends,
+    /// the job's poll count grows and its failures are forgotten.
+    pub poller: Option<String>,
+    /// The retention of the payloads of the events it emits.
+    pub payload_retention: Option<Duration>,
+}
+
+/// What [`JobStore::observe_job`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    /// Applied to this job (which may have ended before: then only its timeline grew).
+    Applied(Job),
+    /// No job matched: kept for the job until it is registered.
+    Kept,
+}
+
+/// A job whose poll fell due, leased to the poller that claimed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuePoll {
+    pub job: Job,
+    /// Polls made so far.
+    pub polls: u32,
+    /// Failed polls since the last one that answered.
+    pub failures: u32,
+}
+
+/// Filters of job lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub app_id: Option<AppId>,
+    pub provider: Option<Provider>,
+    pub status: Option<JobStatus>,
+    pub group: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Long-running AI jobs: their state, their due polls (one per job, leased like
+/// deliveries, so nodes share them and a restart loses none), and the webhooks that
+/// arrived before their job.
+///
+/// Each observation is applied with [`Job::observe`] in the transaction that writes the
+/// job, with the messages of the events it emits (skipped if a message with the same
+/// `eventId` exists) and, when the job's end completes its group, the group's
+/// `job_group.completed` message: exactly one outcome per job and one per group.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Stores a new job, then applies the webhooks kept for it. A uid or a provider job
+    /// (its [`Provider::match_key`]) already taken is a conflict.
+    async fn create_job(&self, new: NewJob) -> Result<Job>;
+    async fn get_job(&self, key: &str) -> Result<Job>;
+    async fn list_jobs(&self, filter: &JobFilter, query: &ListQuery) -> Result<Page<Job>>;
+    async fn observe_job(&self, observation: JobObservation) -> Result<Observed>;
+    /// Leases up to `limit` jobs whose poll is due at `now` to `owner` until
+    /// `now + lease`, oldest due first. A job whose lease ran out is due again.
+    async fn claim_polls(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<DuePoll>>;
+    /// Moves a job's poll to `due` (the caller keeps it within the deadline, as
+    /// [`Job::poll_due`] does) after a poll that learnt nothing, ending `owner`'s lease; `failed` counts a failure, else they are
+    /// forgotten.
+    async fn delay_poll(
+        &self,
+        job: &JobId,
+        owner: &str,
+        due: DateTime<Utc>,
+        failed: bool,
+    ) -> Result<()>;
+    /// Deletes the kept webhooks that arrived before `before`; returns how many.
+    async fn purge_unmatched(&self, before: DateTime<Utc>) -> Result<u64>;
+}
+
 /// Every role at once: what a backend is, and what the HTTP API holds. A backend that
-/// implements the six roles says so with an empty `impl Store for … {}`.
+/// implements the seven roles says so with an empty `impl Store for … {}`.
 pub trait Store:
     ResourceStore
     + MessageStore
@@ -400,6 +508,7 @@ pub trait Store:
     + IngestStore
     + TokenStore
     + IdempotencyStore
+    + JobStore
     + std::fmt::Debug
     + 'static
 {

@@ -206,4 +206,40 @@ CREATE TABLE worker_node (
     last_seen  TIMESTAMPTZ NOT NULL
 );
 "#,
+    // Long-running AI jobs, as in the SQLite schema: the job as the API shows it is
+    // `body` (JSON text); the columns beside it are what lists filter on and what polling
+    // needs. Changes to one job, and the creation of a job with the webhooks kept for it,
+    // are serialized by the job's row lock and by an advisory lock on its match key; a
+    // group's end by an advisory lock on the group.
+    r#"
+CREATE TABLE job (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    uid           TEXT UNIQUE,
+    app_id        TEXT NOT NULL REFERENCES app (id) ON DELETE CASCADE,
+    provider      TEXT NOT NULL,
+    match_key     TEXT UNIQUE,
+    grp           TEXT,
+    status        SMALLINT NOT NULL,
+    body          TEXT NOT NULL,
+    poll_due_at   TIMESTAMPTZ,
+    lease_owner   TEXT,
+    lease_until   TIMESTAMPTZ,
+    polls         INTEGER NOT NULL DEFAULT 0,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    created_at    TIMESTAMPTZ NOT NULL,
+    updated_at    TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX job_poll_due ON job (poll_due_at) WHERE poll_due_at IS NOT NULL;
+CREATE INDEX job_app ON job (app_id, id);
+CREATE INDEX job_group ON job (app_id, grp, status) WHERE grp IS NOT NULL;
+
+CREATE TABLE job_unmatched (
+    id          BIGSERIAL PRIMARY KEY,
+    match_key   TEXT NOT NULL,
+    observation TEXT NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX job_unmatched_key ON job_unmatched (match_key, id);
+CREATE INDEX job_unmatched_received ON job_unmatched (received_at);
+"#,
 ];

@@ -186,4 +186,39 @@ ALTER TABLE message ADD COLUMN payload_expires_at INTEGER;
 CREATE INDEX message_payload_expiry ON message (payload_expires_at)
     WHERE payload IS NOT NULL AND payload_expires_at IS NOT NULL;
 "#,
+    // Long-running AI jobs. The job as the API shows it is `body` (JSON); the columns
+    // beside it are what lists filter on and what polling needs. A job's poll is due at
+    // `poll_due_at` (`NULL` once it ended) unless a live lease holds it. Webhooks that
+    // arrived before their job wait in `job_unmatched` under the job's match key.
+    r#"
+CREATE TABLE job (
+    id            TEXT PRIMARY KEY,
+    uid           TEXT UNIQUE,
+    app_id        TEXT NOT NULL REFERENCES app (id) ON DELETE CASCADE,
+    provider      TEXT NOT NULL,
+    match_key     TEXT UNIQUE,
+    grp           TEXT,
+    status        INTEGER NOT NULL,
+    body          TEXT NOT NULL,
+    poll_due_at   INTEGER,
+    lease_owner   TEXT,
+    lease_until   INTEGER,
+    polls         INTEGER NOT NULL DEFAULT 0,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE INDEX job_poll_due ON job (poll_due_at) WHERE poll_due_at IS NOT NULL;
+CREATE INDEX job_app ON job (app_id, id);
+CREATE INDEX job_group ON job (app_id, grp, status) WHERE grp IS NOT NULL;
+
+CREATE TABLE job_unmatched (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    match_key   TEXT NOT NULL,
+    observation TEXT NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX job_unmatched_key ON job_unmatched (match_key, id);
+CREATE INDEX job_unmatched_received ON job_unmatched (received_at);
+"#,
 ];

@@ -18,6 +18,7 @@ use crate::rows::{Columns, ms, read};
 mod delivery;
 mod idempotency;
 mod ingest;
+mod jobs;
 mod messages;
 mod resources;
 mod tokens;

@@ -12,6 +12,7 @@ use crate::rows::millis;
 mod delivery;
 mod idempotency;
 mod ingest;
+mod jobs;
 mod messages;
 mod resources;
 mod tokens;

@@ -1,0 +1,403 @@
+//! Long-running AI jobs, their polls and the webhooks kept for them: `impl JobStore`.
+//!
+//! A change to a job reads it `FOR UPDATE`, applies the observation ([`Job::observe`])
+//! and writes it back in one transaction, so two nodes observing one job take turns.
+//! Creating a job and keeping a webhook for a job not yet registered both take an
+//! advisory lock on the match key first, so a webhook racing its job's registration is
+//! either kept and taken by the creation, or finds the job. A job ending takes an advisory
+//! lock on its group before counting it, so the group's last two jobs ending at once on
+//! two nodes cannot both miss (or both see) the end.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use hookline_core::id::JobId;
+use hookline_core::job::{GroupCounts, Job, JobStatus, NextPoll, Observation, group_completed};
+use hookline_core::page::{ListQuery, Page};
+use hookline_core::store::{
+    DuePoll, JobFilter, JobObservation, JobStore, JobTarget, NewJob, NewMessage, Observed,
+};
+use hookline_core::{Error, Result};
+use tokio_postgres::Row;
+
+use super::idempotency::claim_idempotent;
+use super::messages::insert_message;
+use super::{Select, changed, execute, key_column, notify_due, query_opt, query_rows};
+use crate::PostgresStore;
+use crate::error::{duplicate, storage};
+use crate::rows::{Columns, ms, read};
+
+const JOB_COLUMNS: &str = "body, polls, failures";
+
+fn due_poll(columns: &mut Columns<'_>) -> Result<DuePoll> {
+    let body: String = columns.take()?;
+    Ok(DuePoll {
+        job: serde_json::from_str(&body).map_err(Error::storage)?,
+        polls: u32::try_from(columns.take::<i32>()?).unwrap_or(0),
+        failures: u32::try_from(columns.take::<i32>()?).unwrap_or(0),
+    })
+}
+
+fn rows_to_polls(rows: &[Row]) -> Result<Vec<DuePoll>> {
+    rows.iter().map(|row| read(row, due_poll)).collect()
+}
+
+/// Serializes the changes about one key (a match key, a group) until the transaction ends.
+async fn lock_key(db: &impl GenericClient, key: &str) -> Result<()> {
+    execute(
+        db,
+        "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/' || $1, 0))",
+        &[&key],
+    )
+    .await
+    .map_err(storage)?;
+    Ok(())
+}
+
+async fn save(
+    db: &impl GenericClient,
+    job: &Job,
+    poll_due: Option<Option<DateTime<Utc>>>,
+    poller: Option<&str>,
+) -> Result<()> {
+    let body = serde_json::to_string(job).map_err(Error::storage)?;
+    let set_due = poll_due.is_some();
+    execute(
+        db,
+        "UPDATE job SET status = $2, body = $3, updated_at = $4,
+             poll_due_at = CASE WHEN $5 THEN $6::timestamptz ELSE poll_due_at END,
+             polls = CASE WHEN $7::text IS NULL THEN polls ELSE polls + 1 END,
+             failures = CASE WHEN $7::text IS NULL THEN failures ELSE 0 END,
+             lease_until = CASE WHEN lease_owner = $7 THEN NULL ELSE lease_until END,
+             lease_owner = CASE WHEN lease_owner = $7 THEN NULL ELSE lease_owner END
+         WHERE id = $1",
+        &[
+            &job.id.as_str(),
+            &job.status.code(),
+            &body,
+            &ms(job.updated_at),
+            &set_due,
+            &poll_due.flatten().map(ms),
+            &poller,
+        ],
+    )
+    .await
+    .map_err(storage)?;
+    Ok(())
+}
+
+/// Creates an event's message unless one with its `eventId` exists (the job's row lock,
+/// or its group's lock, keeps a second writer of the same event out meanwhile).
+async fn emit(db: &impl GenericClient, new: &NewMessage) -> Result<()> {
+    let exists = query_opt(
+        db,
+        "SELECT 1 FROM message WHERE app_id = $1 AND event_id = $2",
+        &[&new.message.app_id.as_str(), &new.message.event_id],
+    )
+    .await
+    .map_err(storage)?
+    .is_some();
+    if !exists {
+        insert_message(db, new).await?;
+        notify_due(db).await?;
+    }
+    Ok(())
+}
+
+async fn apply(
+    db: &impl GenericClient,
+    mut job: Job,
+    observation: &Observation,
+    poller: Option<&str>,
+    retention: Option<Duration>,
+) -> Result<Job> {
+    let was_open = !job.status.is_terminal();
+    let events = job.observe(observation);
+    // A webhook kept for a job registered later is news at the registration.
+    let at = observation.at.max(job.created_at);
+    let poll_due = match (job.status.is_terminal(), observation.next_poll) {
+        (true, _) => Some(None),
+        (false, NextPoll::At(at)) => Some(job.poll_due(at)),
+        (false, NextPoll::Keep) => None,
+    };
+    save(db, &job, poll_due, poller).await?;
+    for event in events {
+        emit(db, &job.event_message(event, at, retention)).await?;
+    }
+    if was_open && job.status.is_terminal() {
+        if let Some(group) = &job.group {
+            lock_key(db, &format!("group/{}/{group}", job.app_id)).await?;
+            if let Some(counts) = group_counts(db, &job, group).await? {
+                let message = group_completed(&job.app_id, group, &counts, at, retention);
+                emit(db, &message).await?;
+            }
+        }
+    }
+    Ok(job)
+}
+
+async fn group_counts(
+    db: &impl GenericClient,
+    job: &Job,
+    group: &str,
+) -> Result<Option<GroupCounts>> {
+    let rows = query_rows(
+        db,
+        "SELECT status, COUNT(*) FROM job WHERE app_id = $1 AND grp = $2 GROUP BY status",
+        &[&job.app_id.as_str(), &group],
+    )
+    .await
+    .map_err(storage)?;
+    let mut counts = GroupCounts::default();
+    for row in rows {
+        let (code, count): (i16, i64) = (row.get(0), row.get(1));
+        let status = JobStatus::from_code(code).ok_or_else(|| Error::storage(std::io::Error::other(format!("unknown job status code {code}"))))?;
+        if !status.is_terminal() {
+            return Ok(None);
+        }
+        counts
+            .0
+            .insert(status.as_str().to_owned(), u64::try_from(count).unwrap_or(0));
+    }
+    Ok(Some(counts))
+}
+
+#[async_trait]
+impl JobStore for PostgresStore {
+    async fn create_job(&self, new: NewJob) -> Result<Job> {
+        let job = &new.job;
+        let match_key = job
+            .provider_job_id
+            .as_deref()
+            .and_then(|id| job.provider.match_key(id));
+        let body = serde_json::to_string(job).map_err(Error::storage)?;
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        if let Some(key) = &match_key {
+            lock_key(&tx, key).await?;
+            let taken = query_opt(&tx, "SELECT 1 FROM job WHERE match_key = $1", &[key])
+                .await
+                .map_err(storage)?
+                .is_some();
+            if taken {
+                return Err(Error::conflict(
+                    "a job with this provider and providerJobId already exists",
+                ));
+            }
+        }
+        execute(
+            &tx,
+            "INSERT INTO job (id, uid, app_id, provider, match_key, grp, status, body,
+                 poll_due_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+            &[
+                &job.id.as_str(),
+                &job.uid,
+                &job.app_id.as_str(),
+                &job.provider.as_str(),
+                &match_key,
+                &job.group,
+                &job.status.code(),
+                &body,
+                &job.poll_due(new.poll_due).map(ms),
+                &ms(job.created_at),
+            ],
+        )
+        .await
+        .map_err(duplicate("a job"))?;
+        emit(&tx, &new.created_message).await?;
+        if let Some(record) = &new.idempotency {
+            claim_idempotent(&tx, record, job.created_at).await?;
+        }
+        let mut job = new.job.clone();
+        if let Some(key) = &match_key {
+            let kept = query_rows(
+                &tx,
+                "DELETE FROM job_unmatched WHERE match_key = $1
+                 RETURNING id, observation, received_at",
+                &[key],
+            )
+            .await
+            .map_err(storage)?;
+            let mut kept: Vec<(i64, String, DateTime<Utc>)> = kept
+                .iter()
+                .map(|row| (row.get(0), row.get(1), row.get(2)))
+                .filter(|(_, _, received)| *received >= ms(new.unmatched_since))
+                .collect();
+            kept.sort_by_key(|(id, _, _)| *id);
+            for (_, text, _) in kept {
+                let observation: Observation =
+                    serde_json::from_str(&text).map_err(Error::storage)?;
+                job = apply(&tx, job, &observation, None, new.payload_retention).await?;
+            }
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(job)
+    }
+
+    async fn get_job(&self, key: &str) -> Result<Job> {
+        let db = self.client().await?;
+        let column = key_column(JobId::is_id(key), "uid");
+        let row = query_opt(
+            &db,
+            &format!("SELECT {JOB_COLUMNS} FROM job WHERE {column} = $1"),
+            &[&key],
+        )
+        .await
+        .map_err(storage)?;
+        match row {
+            Some(row) => read(&row, due_poll).map(|due| due.job),
+            None => Err(Error::NotFound("job")),
+        }
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter, query: &ListQuery) -> Result<Page<Job>> {
+        let db = self.client().await?;
+        let mut select = Select::new(format!("SELECT {JOB_COLUMNS}, id FROM job WHERE TRUE"));
+        if let Some(app) = &filter.app_id {
+            select = select.and("app_id = ?", app.as_str().to_owned());
+        }
+        if let Some(provider) = filter.provider {
+            select = select.and("provider = ?", provider.as_str().to_owned());
+        }
+        if let Some(status) = filter.status {
+            select = select.and("status = ?", status.code());
+        }
+        if let Some(group) = &filter.group {
+            select = select.and("grp = ?", group.clone());
+        }
+        if let Some(after) = filter.created_after {
+            select = select.and("id >= ?", JobId::boundary(after).into_string());
+        }
+        if let Some(before) = filter.created_before {
+            select = select.and("id < ?", JobId::boundary(before).into_string());
+        }
+        select
+            .page(
+                &db,
+                "id",
+                query,
+                |columns| due_poll(columns).map(|due| due.job),
+                |job| job.id.to_string(),
+            )
+            .await
+    }
+
+    async fn observe_job(&self, observation: JobObservation) -> Result<Observed> {
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
+        let row = match &observation.target {
+            JobTarget::Key(key) => {
+                let column = key_column(JobId::is_id(key), "uid");
+                let row = query_opt(
+                    &tx,
+                    &format!("SELECT {JOB_COLUMNS} FROM job WHERE {column} = $1 FOR UPDATE"),
+                    &[key],
+                )
+                .await
+                .map_err(storage)?;
+                Some(row.ok_or(Error::NotFound("job"))?)
+            }
+            JobTarget::Match(key) => {
+                lock_key(&tx, key).await?;
+                query_opt(
+                    &tx,
+                    &format!("SELECT {JOB_COLUMNS} FROM job WHERE match_key = $1 FOR UPDATE"),
+                    &[key],
+                )
+                .await
+                .map_err(storage)?
+            }
+        };
+        let observed = match row {
+            Some(row) => {
+                let found = read(&row, due_poll)?;
+                let job = apply(
+                    &tx,
+                    found.job,
+                    &observation.observation,
+                    observation.poller.as_deref(),
+                    observation.payload_retention,
+                )
+                .await?;
+                Observed::Applied(job)
+            }
+            None => {
+                let JobTarget::Match(key) = &observation.target else {
+                    unreachable!("a key that finds nothing is an error above")
+                };
+                let text =
+                    serde_json::to_string(&observation.observation).map_err(Error::storage)?;
+                execute(
+                    &tx,
+                    "INSERT INTO job_unmatched (match_key, observation, received_at)
+                     VALUES ($1, $2, $3)",
+                    &[key, &text, &ms(observation.observation.at)],
+                )
+                .await
+                .map_err(storage)?;
+                Observed::Kept
+            }
+        };
+        tx.commit().await.map_err(storage)?;
+        Ok(observed)
+    }
+
+    async fn claim_polls(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<DuePoll>> {
+        let until = ms(now + chrono::Duration::from_std(lease).map_err(Error::storage)?);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let db = self.client().await?;
+        let rows = query_rows(
+            &db,
+            &format!(
+                "UPDATE job SET lease_owner = $1, lease_until = $2
+                 WHERE id IN (
+                     SELECT id FROM job
+                     WHERE poll_due_at <= $3 AND (lease_until IS NULL OR lease_until <= $3)
+                     ORDER BY poll_due_at LIMIT $4
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING {JOB_COLUMNS}"
+            ),
+            &[&owner, &until, &ms(now), &limit],
+        )
+        .await
+        .map_err(storage)?;
+        rows_to_polls(&rows)
+    }
+
+    async fn delay_poll(
+        &self,
+        job: &JobId,
+        owner: &str,
+        due: DateTime<Utc>,
+        failed: bool,
+    ) -> Result<()> {
+        let db = self.client().await?;
+        let rows = execute(
+            &db,
+            "UPDATE job SET
+                 poll_due_at = CASE WHEN poll_due_at IS NULL THEN NULL ELSE $3::timestamptz END,
+                 failures = CASE WHEN $4 THEN failures + 1 ELSE 0 END,
+                 polls = polls + 1,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE id = $1 AND lease_owner = $2",
+            &[&job.as_str(), &owner, &ms(due), &failed],
+        )
+        .await
+        .map_err(storage)?;
+        changed(rows, "job lease")
+    }
+
+    async fn purge_unmatched(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.purge("job_unmatched", "id", "received_at", before)
+            .await
+    }
+}
