@@ -83,6 +83,13 @@ pub enum Code {
     /// A setting is missing or invalid.
     InvalidConfig,
 
+    // The job tracker's providers.
+    /// The provider a job needs has no credential configured on this server.
+    ProviderNotConfigured,
+    /// A call to a provider's API failed (it answered an error, rate limited it, or
+    /// did not answer).
+    ProviderUnavailable,
+
     // The server itself.
     /// The server or its storage is shutting down or unreachable; try again.
     Unavailable,
@@ -124,6 +131,8 @@ impl Code {
             Code::SchemaMismatch => "schema_mismatch",
             Code::DatabaseInUse => "database_in_use",
             Code::InvalidConfig => "invalid_config",
+            Code::ProviderNotConfigured => "provider_not_configured",
+            Code::ProviderUnavailable => "provider_unavailable",
             Code::Unavailable => "unavailable",
             Code::ServerError => "server_error",
         }
@@ -136,7 +145,7 @@ impl Code {
     }
 
     /// Every code, in a stable order.
-    pub const ALL: [Code; 32] = [
+    pub const ALL: [Code; 34] = [
         Code::Validation,
         Code::GenericError,
         Code::PayloadTooLarge,
@@ -167,6 +176,8 @@ impl Code {
         Code::SchemaMismatch,
         Code::DatabaseInUse,
         Code::InvalidConfig,
+        Code::ProviderNotConfigured,
+        Code::ProviderUnavailable,
         Code::Unavailable,
         Code::ServerError,
     ];

@@ -495,6 +495,9 @@ pub trait JobStore: Send + Sync {
         due: DateTime<Utc>,
         failed: bool,
     ) -> Result<()>;
+    /// Ends every poll lease held by `owner`, a node that is starting and so polls
+    /// nothing yet: what it had claimed before it died falls due at once. Returns how many.
+    async fn release_polls(&self, owner: &str) -> Result<u64>;
     /// Deletes the kept webhooks that arrived before `before`; returns how many.
     async fn purge_unmatched(&self, before: DateTime<Utc>) -> Result<u64>;
 }

@@ -32,6 +32,7 @@ mod http;
 mod operational;
 mod ratelimit;
 pub mod ssrf;
+pub mod track;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -45,6 +45,8 @@ pub fn status(code: Code) -> StatusCode {
         Code::Forbidden => StatusCode::FORBIDDEN,
         Code::NotFound | Code::SourceNotFound => StatusCode::NOT_FOUND,
         Code::Conflict | Code::IdempotencyConflict | Code::EventTypeExists => StatusCode::CONFLICT,
+        Code::ProviderNotConfigured => StatusCode::BAD_REQUEST,
+        Code::ProviderUnavailable => StatusCode::BAD_GATEWAY,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         // Setup failures stop a server from starting; should one reach a request, it is
         // the server's fault.

@@ -396,6 +396,17 @@ impl JobStore for PostgresStore {
         changed(rows, "job lease")
     }
 
+    async fn release_polls(&self, owner: &str) -> Result<u64> {
+        let db = self.client().await?;
+        execute(
+            &db,
+            "UPDATE job SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
+            &[&owner],
+        )
+        .await
+        .map_err(storage)
+    }
+
     async fn purge_unmatched(&self, before: DateTime<Utc>) -> Result<u64> {
         self.purge("job_unmatched", "id", "received_at", before)
             .await

@@ -355,6 +355,19 @@ impl JobStore for SqliteStore {
         .await
     }
 
+    async fn release_polls(&self, owner: &str) -> Result<u64> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE job SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
+            )
+            .and_then(|mut s| s.execute([owner]))
+            .map(|rows| rows as u64)
+            .map_err(Error::storage)
+        })
+        .await
+    }
+
     async fn purge_unmatched(&self, before: DateTime<Utc>) -> Result<u64> {
         self.purge("job_unmatched", "received_at", before).await
     }
