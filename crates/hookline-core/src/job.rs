@@ -769,6 +769,12 @@ pub fn read_webhook(
     at: DateTime<Utc>,
     fetch: impl Fn(Family) -> bool,
 ) -> Option<WebhookReport> {
+    if !matches!(
+        source_type,
+        "open-ai" | "replicate" | "standard-webhooks" | "google-pubsub"
+    ) {
+        return None;
+    }
     let value: Value = serde_json::from_slice(body).ok()?;
     match source_type {
         "open-ai" => {

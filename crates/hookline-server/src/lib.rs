@@ -114,6 +114,8 @@ pub struct AppState {
     pub source_types: Arc<ingest::receive::SourceTypes>,
     /// Where every handler reads the time.
     pub clock: SharedClock,
+    /// The job tracker: jobs are registered, observed and cancelled through it.
+    pub tracker: Arc<hookline_engine::track::Tracker>,
 }
 
 impl AppState {
@@ -123,6 +125,13 @@ impl AppState {
         config: Arc<ApiConfig>,
         clock: SharedClock,
     ) -> Self {
+        let tracker = Arc::new(hookline_engine::track::Tracker::new(
+            store.clone(),
+            store.clone(),
+            hookline_engine::track::TrackConfig::default(),
+            Arc::clone(&wake),
+            Arc::clone(&clock),
+        ));
         AppState {
             store,
             wake,
@@ -131,7 +140,15 @@ impl AppState {
             messages: Arc::default(),
             source_types: Arc::default(),
             clock,
+            tracker,
         }
+    }
+
+    /// This state with `tracker` (configured with the providers' access) in place of the
+    /// default one, which can make no provider calls.
+    pub fn with_tracker(mut self, tracker: Arc<hookline_engine::track::Tracker>) -> Self {
+        self.tracker = tracker;
+        self
     }
 
     /// Tells the delivery engine and live message streams that messages or deliveries

@@ -6,7 +6,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, bail};
+use hookline_core::job::Family;
+use hookline_engine::track::ProviderAccess;
 use hookline_core::sealed::{MainKey, Sealer};
 use serde::Deserialize;
 
@@ -42,6 +46,7 @@ pub struct Config {
     pub delivery: Delivery,
     pub operational: Option<Operational>,
     pub ingest: Ingest,
+    pub jobs: Jobs,
     pub log: Log,
 }
 
@@ -66,6 +71,7 @@ impl std::fmt::Debug for Config {
             .field("delivery", &self.delivery)
             .field("operational", &self.operational)
             .field("ingest", &self.ingest)
+            .field("jobs", &self.jobs)
             .field("log", &self.log)
             .finish()
     }
@@ -80,6 +86,19 @@ pub struct Ingest {
     pub refused_body_bytes: usize,
     /// Refused requests of one source the log keeps per minute, across all nodes.
     pub refused_per_minute: u32,
+}
+
+/// The job tracker. Its `Debug` shows no credential.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jobs {
+    /// Each provider family's API: base URL, credential, status calls a second.
+    pub access: BTreeMap<Family, ProviderAccess>,
+    /// How long a webhook for a job not yet registered is kept for it.
+    pub unmatched_retention: Duration,
+    /// Polls in flight at once on one node.
+    pub poll_concurrency: usize,
+    /// Longest a call to a provider may take.
+    pub request_timeout: Duration,
 }
 
 /// What a node does.
@@ -211,7 +230,54 @@ struct Raw {
     #[serde(default)]
     ingest: RawIngest,
     #[serde(default)]
+    jobs: RawJobs,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    unmatched_retention: Option<u64>,
+    poll_concurrency: Option<usize>,
+    request_timeout: Option<u64>,
+    #[serde(default)]
+    openai: RawProvider,
+    #[serde(default)]
+    replicate: RawProvider,
+    #[serde(default)]
+    anthropic: RawProvider,
+    #[serde(default)]
+    gemini: RawProvider,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    base_url: Option<String>,
+    api_key: Option<String>,
+    requests_per_second: Option<f64>,
+}
+
+impl RawJobs {
+    fn provider(&mut self, family: Family) -> &mut RawProvider {
+        match family {
+            Family::Openai => &mut self.openai,
+            Family::Replicate => &mut self.replicate,
+            Family::Anthropic => &mut self.anthropic,
+            Family::Gemini => &mut self.gemini,
+        }
+    }
+}
+
+/// The environment variable of a family's credential (Replicate calls it a token).
+fn credential_var(family: Family) -> &'static str {
+    match family {
+        Family::Openai => "HOOKLINE_OPENAI_API_KEY",
+        Family::Replicate => "HOOKLINE_REPLICATE_API_TOKEN",
+        Family::Anthropic => "HOOKLINE_ANTHROPIC_API_KEY",
+        Family::Gemini => "HOOKLINE_GEMINI_API_KEY",
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -295,6 +361,20 @@ impl Raw {
             top.ingest,
             [log_retention, refused_body_bytes, refused_per_minute]
         );
+        let mut jobs = top.jobs;
+        overlay!(
+            self.jobs,
+            jobs,
+            [unmatched_retention, poll_concurrency, request_timeout]
+        );
+        for family in Family::ALL {
+            let top = std::mem::take(jobs.provider(family));
+            overlay!(
+                self.jobs.provider(family),
+                top,
+                [base_url, api_key, requests_per_second]
+            );
+        }
         overlay!(self.log, top.log, [format, level]);
     }
 
@@ -383,6 +463,28 @@ impl Raw {
                         })
                     })
                     .transpose()?,
+            },
+            jobs: {
+                let mut jobs = RawJobs {
+                    unmatched_retention: number("HOOKLINE_JOB_UNMATCHED_RETENTION")?,
+                    ..RawJobs::default()
+                };
+                for family in Family::ALL {
+                    let prefix = format!("HOOKLINE_{}", family.as_str().to_uppercase());
+                    let rate_var = format!("{prefix}_REQUESTS_PER_SECOND");
+                    *jobs.provider(family) = RawProvider {
+                        base_url: get(&format!("{prefix}_BASE_URL")),
+                        api_key: get(credential_var(family)),
+                        requests_per_second: get(&rate_var)
+                            .map(|v| {
+                                v.parse::<f64>().with_context(|| {
+                                    format!("{rate_var} must be a number, got {v:?}")
+                                })
+                            })
+                            .transpose()?,
+                    };
+                }
+                jobs
             },
             log: RawLog {
                 format: get("HOOKLINE_LOG_FORMAT"),
@@ -486,6 +588,7 @@ impl Config {
         if !(1..=MAX_RETENTION_SECS).contains(&payload_retention) {
             bail!("payload_retention must be from 1 to {MAX_RETENTION_SECS} seconds (100 years)");
         }
+        let jobs = validate_jobs(raw.jobs)?;
         let format = raw.log.format.unwrap_or_else(|| "json".into());
         if !matches!(format.as_str(), "json" | "text") {
             bail!("log.format must be json or text, got {format:?}");
@@ -523,12 +626,57 @@ impl Config {
                 refused_body_bytes: raw.ingest.refused_body_bytes.unwrap_or(4096),
                 refused_per_minute: raw.ingest.refused_per_minute.unwrap_or(60),
             },
+            jobs,
             log: Log {
                 json: format == "json",
                 level: raw.log.level.unwrap_or_else(|| "info".into()),
             },
         })
     }
+}
+
+fn validate_jobs(mut raw: RawJobs) -> anyhow::Result<Jobs> {
+    let unmatched = raw.unmatched_retention.unwrap_or(86_400);
+    if !(1..=MAX_RETENTION_SECS).contains(&unmatched) {
+        bail!("jobs.unmatched_retention must be from 1 to {MAX_RETENTION_SECS} seconds");
+    }
+    let poll_concurrency = raw.poll_concurrency.unwrap_or(32);
+    if !(1..=10_000).contains(&poll_concurrency) {
+        bail!("jobs.poll_concurrency must be between 1 and 10000, got {poll_concurrency}");
+    }
+    let timeout = raw.request_timeout.unwrap_or(30);
+    if !(1..=300).contains(&timeout) {
+        bail!("jobs.request_timeout must be between 1 and 300 seconds, got {timeout}");
+    }
+    let mut access = BTreeMap::new();
+    for family in Family::ALL {
+        let name = family.as_str();
+        let given = std::mem::take(raw.provider(family));
+        let mut provider = ProviderAccess::public(family);
+        if let Some(base_url) = given.base_url.filter(|url| !url.is_empty()) {
+            let parsed = reqwest::Url::parse(&base_url).with_context(|| {
+                format!("jobs.{name}.base_url must be a URL, got {base_url:?}")
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("jobs.{name}.base_url must be http or https, got {base_url:?}");
+            }
+            provider.base_url = base_url.trim_end_matches('/').to_owned();
+        }
+        provider.credential = given.api_key.filter(|key| !key.is_empty());
+        if let Some(rate) = given.requests_per_second {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 10_000.0) {
+                bail!("jobs.{name}.requests_per_second must be above 0 and at most 10000");
+            }
+            provider.requests_per_second = rate;
+        }
+        access.insert(family, provider);
+    }
+    Ok(Jobs {
+        access,
+        unmatched_retention: Duration::from_secs(unmatched),
+        poll_concurrency,
+        request_timeout: Duration::from_secs(timeout),
+    })
 }
 
 #[cfg(test)]

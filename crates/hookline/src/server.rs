@@ -148,6 +148,27 @@ pub async fn run_with(
         tokio::spawn(engine.run(shutdown.clone()))
     });
 
+    // The job tracker: every node registers and observes jobs; nodes that deliver poll.
+    let tracker = Arc::new(hookline_engine::track::Tracker::new(
+        store.clone(),
+        store.clone(),
+        hookline_engine::track::TrackConfig {
+            access: config.jobs.access.clone(),
+            request_timeout: config.jobs.request_timeout,
+            concurrency: config.jobs.poll_concurrency,
+            unmatched_retention: config.jobs.unmatched_retention,
+            payload_retention: Some(config.payload_retention),
+            node_id: node_id.clone(),
+            ..hookline_engine::track::TrackConfig::default()
+        },
+        Arc::clone(&wake),
+        Arc::clone(&clock),
+    ));
+    let tracker_task = config
+        .role
+        .delivers()
+        .then(|| tokio::spawn(Arc::clone(&tracker).run(shutdown.clone())));
+
     tokio::spawn(sweep_expired(
         Arc::clone(&store),
         config.ingest.log_retention,
@@ -177,7 +198,8 @@ pub async fn run_with(
                 },
             }),
             clock,
-        );
+        )
+        .with_tracker(tracker);
         let listener = match listener {
             Some(listener) => listener,
             None => TcpListener::bind(config.listen)
@@ -200,6 +222,9 @@ pub async fn run_with(
     shutdown.cancel();
     if let Some(engine_task) = engine_task {
         engine_task.await.context("delivery engine panicked")?;
+    }
+    if let Some(tracker_task) = tracker_task {
+        tracker_task.await.context("job tracker panicked")?;
     }
     tracing::info!("stopped");
     Ok(())

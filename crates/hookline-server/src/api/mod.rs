@@ -7,6 +7,7 @@ pub mod auth;
 pub mod endpoint;
 pub mod event_type;
 pub mod health;
+pub mod job;
 pub mod message;
 pub mod stream;
 
@@ -32,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .merge(attempt::router())
         .merge(auth::router())
         .merge(health::router())
+        .merge(job::router())
 }
 
 /// One page of a list, as the Svix API shapes it. `iterator` is always present (the

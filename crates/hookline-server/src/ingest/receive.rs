@@ -122,10 +122,18 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
         Verdict::Challenge(challenge) => {
             axum::Json(json!({ "challenge": challenge })).into_response()
         }
-        Verdict::Accepted(_) => {
+        Verdict::Accepted(accepted) => {
             if stored.verdict == Logged::Accepted {
                 state.queued();
             }
+            // Duplicates too: the first may have been stored before a crash kept it from
+            // the tracker, and the provider's retry is then all there is. The tracker
+            // keeps every observation on the job's timeline and emits each event once.
+            // Should the tracker fail, the provider is asked to try again.
+            state
+                .tracker
+                .offer_webhook(&source.source_type, accepted.payload.as_bytes())
+                .await?;
             axum::Json(json!({ "id": stored.id, "verdict": stored.verdict.as_str() }))
                 .into_response()
         }
