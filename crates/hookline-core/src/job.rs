@@ -218,11 +218,9 @@ impl Provider {
             Provider::ReplicatePrediction | Provider::ReplicateTraining => {
                 (text("/status"), present("/logs"), present("/error"))
             }
-            Provider::AnthropicMessageBatch => (
-                text("/processing_status"),
-                present("/request_counts"),
-                None,
-            ),
+            Provider::AnthropicMessageBatch => {
+                (text("/processing_status"), present("/request_counts"), None)
+            }
             Provider::GeminiBatch => (
                 text("/metadata/state").or_else(|| text("/state")),
                 present("/metadata/batchStats").or_else(|| present("/batchStats")),
@@ -621,7 +619,8 @@ impl Job {
         if !ended {
             let before = self.status;
             if observation.provider_status.is_some() {
-                self.provider_status.clone_from(&observation.provider_status);
+                self.provider_status
+                    .clone_from(&observation.provider_status);
             }
             if let Some(status) = observation.status {
                 let progressed = observation.progress.is_some()
@@ -660,7 +659,9 @@ impl Job {
     /// event is ever emitted twice (a progress event also names its timeline position).
     pub fn event_id(&self, event: JobEvent) -> String {
         match event {
-            JobEvent::Progress => format!("{}.{}.{}", self.id, event.event_type(), self.timeline.len()),
+            JobEvent::Progress => {
+                format!("{}.{}.{}", self.id, event.event_type(), self.timeline.len())
+            }
             _ => format!("{}.{}", self.id, event.event_type()),
         }
     }
@@ -812,7 +813,15 @@ pub fn read_webhook(
                 "batch.cancelled" => JobStatus::Cancelled,
                 _ => return None,
             };
-            thin_report(Provider::GeminiBatch, id, event, word, value.clone(), at, &fetch)
+            thin_report(
+                Provider::GeminiBatch,
+                id,
+                event,
+                word,
+                value.clone(),
+                at,
+                &fetch,
+            )
         }
         _ => None,
     }
@@ -933,10 +942,21 @@ mod tests {
             job.observe(&seen(5, Some(JobStatus::Failed), None)),
             vec![JobEvent::Ended(JobStatus::Failed)]
         );
-        assert_eq!(job.observe(&seen(6, Some(JobStatus::Succeeded), None)), vec![]);
+        assert_eq!(
+            job.observe(&seen(6, Some(JobStatus::Succeeded), None)),
+            vec![]
+        );
         assert_eq!(job.status, JobStatus::Failed);
-        assert_eq!(job.result, Some(json!({"n": 5})), "the late result is not taken");
-        assert_eq!(job.timeline.len(), 6, "every observation is on the timeline");
+        assert_eq!(
+            job.result,
+            Some(json!({"n": 5})),
+            "the late result is not taken"
+        );
+        assert_eq!(
+            job.timeline.len(),
+            6,
+            "every observation is on the timeline"
+        );
         assert_eq!(job.timeline[5].status, JobStatus::Failed);
         assert_eq!(job.updated_at, at(5));
     }
@@ -949,7 +969,10 @@ mod tests {
         assert_eq!(job.observe(&thin), vec![]);
         assert_eq!(job.status, JobStatus::Queued);
         assert_eq!(job.result, None);
-        assert_eq!(job.timeline[0].provider_status.as_deref(), Some("response.completed"));
+        assert_eq!(
+            job.timeline[0].provider_status.as_deref(),
+            Some("response.completed")
+        );
     }
 
     #[test]
@@ -1050,9 +1073,18 @@ mod tests {
         };
         let read = |b: Value| Provider::AnthropicMessageBatch.read(&b).status;
         let counts = |s, e, x| json!({"succeeded": s, "errored": e, "expired": x, "canceled": 0});
-        assert_eq!(read(batch(counts(3, 1, 0), Value::Null)), Some(JobStatus::Succeeded));
-        assert_eq!(read(batch(counts(0, 2, 0), Value::Null)), Some(JobStatus::Failed));
-        assert_eq!(read(batch(counts(0, 0, 4), Value::Null)), Some(JobStatus::Expired));
+        assert_eq!(
+            read(batch(counts(3, 1, 0), Value::Null)),
+            Some(JobStatus::Succeeded)
+        );
+        assert_eq!(
+            read(batch(counts(0, 2, 0), Value::Null)),
+            Some(JobStatus::Failed)
+        );
+        assert_eq!(
+            read(batch(counts(0, 0, 4), Value::Null)),
+            Some(JobStatus::Expired)
+        );
         assert_eq!(
             read(batch(counts(1, 0, 0), json!("2026-01-01T00:00:00Z"))),
             Some(JobStatus::Cancelled)
@@ -1061,7 +1093,8 @@ mod tests {
 
     #[test]
     fn readings_take_progress_and_errors_from_the_providers_fields() {
-        let batch = json!({"status": "in_progress", "request_counts": {"total": 4, "completed": 1}});
+        let batch =
+            json!({"status": "in_progress", "request_counts": {"total": 4, "completed": 1}});
         let reading = Provider::OpenaiBatch.read(&batch);
         assert_eq!(reading.status, Some(JobStatus::Running));
         assert_eq!(reading.progress, Some(json!({"total": 4, "completed": 1})));
@@ -1070,7 +1103,10 @@ mod tests {
         assert_eq!(reading.status, Some(JobStatus::Failed));
         assert_eq!(reading.error, Some(json!({"code": 3})));
         let prediction = json!({"id": "p1", "status": "processing", "logs": "step 1"});
-        assert_eq!(Provider::ReplicatePrediction.read(&prediction).progress, Some(json!("step 1")));
+        assert_eq!(
+            Provider::ReplicatePrediction.read(&prediction).progress,
+            Some(json!("step 1"))
+        );
     }
 
     #[test]
@@ -1083,7 +1119,15 @@ mod tests {
         let report = read_webhook("open-ai", body, at(5), |_| false).unwrap();
         assert_eq!(report.observation.status, Some(JobStatus::Succeeded));
         assert_eq!(report.observation.next_poll, NextPoll::Keep);
-        assert!(read_webhook("open-ai", br#"{"type":"realtime.call.incoming","data":{"id":"x"}}"#, at(5), |_| true).is_none());
+        assert!(
+            read_webhook(
+                "open-ai",
+                br#"{"type":"realtime.call.incoming","data":{"id":"x"}}"#,
+                at(5),
+                |_| true
+            )
+            .is_none()
+        );
 
         let gemini = br#"{"type":"batch.succeeded","data":{"id":"batches/b7"}}"#;
         let report = read_webhook("standard-webhooks", gemini, at(5), |_| false).unwrap();
@@ -1114,7 +1158,9 @@ mod tests {
         assert!(Provider::OpenaiEvalRun.valid_job_id("eval_1/evalrun_2"));
         assert!(!Provider::OpenaiEvalRun.valid_job_id("evalrun_2"));
         assert_eq!(
-            Provider::OpenaiEvalRun.status_path("eval_1/evalrun_2").unwrap(),
+            Provider::OpenaiEvalRun
+                .status_path("eval_1/evalrun_2")
+                .unwrap(),
             "/evals/eval_1/runs/evalrun_2"
         );
         assert_eq!(

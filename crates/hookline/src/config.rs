@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use hookline_core::job::Family;
-use hookline_engine::track::ProviderAccess;
 use hookline_core::sealed::{MainKey, Sealer};
+use hookline_engine::track::ProviderAccess;
 use serde::Deserialize;
 
 /// The longest retention accepted: a hundred years. Times are computed by adding it to
@@ -654,9 +654,8 @@ fn validate_jobs(mut raw: RawJobs) -> anyhow::Result<Jobs> {
         let given = std::mem::take(raw.provider(family));
         let mut provider = ProviderAccess::public(family);
         if let Some(base_url) = given.base_url.filter(|url| !url.is_empty()) {
-            let parsed = reqwest::Url::parse(&base_url).with_context(|| {
-                format!("jobs.{name}.base_url must be a URL, got {base_url:?}")
-            })?;
+            let parsed = reqwest::Url::parse(&base_url)
+                .with_context(|| format!("jobs.{name}.base_url must be a URL, got {base_url:?}"))?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 bail!("jobs.{name}.base_url must be http or https, got {base_url:?}");
             }

@@ -59,15 +59,14 @@ async fn registered(store: &dyn Store, job: Job) -> Job {
         .unwrap()
 }
 
-pub async fn a_job_is_stored_with_its_created_event_and_found_by_id_or_uid(
-    store: Arc<dyn Store>,
-) {
+pub async fn a_job_is_stored_with_its_created_event_and_found_by_id_or_uid(store: Arc<dyn Store>) {
     let a = app(None);
     store.create_app(&a).await.unwrap();
     let mut j = job(&a.id, Provider::OpenaiBatch, Some("batch_1"));
     j.uid = Some("nightly".into());
     j.group = Some("g".into());
-    j.metadata.insert("note".into(), json!("holds a \0 NUL and ünïcode"));
+    j.metadata
+        .insert("note".into(), json!("holds a \0 NUL and ünïcode"));
     let stored = registered(&*store, j.clone()).await;
     assert_eq!(stored, j);
     assert_eq!(store.get_job(j.id.as_str()).await.unwrap(), j);
@@ -102,7 +101,11 @@ pub async fn a_job_is_stored_with_its_created_event_and_found_by_id_or_uid(
 pub async fn the_first_terminal_observation_wins_even_when_they_race(store: Arc<dyn Store>) {
     let a = app(None);
     store.create_app(&a).await.unwrap();
-    let j = registered(&*store, job(&a.id, Provider::ReplicatePrediction, Some("p1"))).await;
+    let j = registered(
+        &*store,
+        job(&a.id, Provider::ReplicatePrediction, Some("p1")),
+    )
+    .await;
     store
         .observe_job(by_key(&j, seen(Some(JobStatus::Running), ObservedBy::Poll)))
         .await
@@ -122,7 +125,11 @@ pub async fn the_first_terminal_observation_wins_even_when_they_race(store: Arc<
     assert_eq!(results.len(), 4);
     let ended = store.get_job(j.id.as_str()).await.unwrap();
     assert!(ended.status.is_terminal());
-    assert_eq!(ended.timeline.len(), 5, "every observation is on the timeline");
+    assert_eq!(
+        ended.timeline.len(),
+        5,
+        "every observation is on the timeline"
+    );
     let events = events(&*store, &a.id).await;
     let outcome_events: Vec<&String> = events
         .iter()
@@ -133,9 +140,7 @@ pub async fn the_first_terminal_observation_wins_even_when_they_race(store: Arc<
     assert_eq!(events.iter().filter(|e| *e == "job.running").count(), 1);
 }
 
-pub async fn a_webhook_before_its_job_is_kept_and_applied_at_registration(
-    store: Arc<dyn Store>,
-) {
+pub async fn a_webhook_before_its_job_is_kept_and_applied_at_registration(store: Arc<dyn Store>) {
     let a = app(None);
     store.create_app(&a).await.unwrap();
     let key = Provider::ReplicatePrediction.match_key("early").unwrap();
@@ -145,15 +150,26 @@ pub async fn a_webhook_before_its_job_is_kept_and_applied_at_registration(
         poller: None,
         payload_retention: None,
     };
-    assert_eq!(store.observe_job(early.clone()).await.unwrap(), Observed::Kept);
+    assert_eq!(
+        store.observe_job(early.clone()).await.unwrap(),
+        Observed::Kept
+    );
     // A kept webhook older than the window is not applied.
     let mut stale = early.clone();
     stale.target = JobTarget::Match(Provider::ReplicatePrediction.match_key("stale").unwrap());
     stale.observation.at = clock_now() - chrono::Duration::hours(48);
     assert_eq!(store.observe_job(stale).await.unwrap(), Observed::Kept);
 
-    let j = registered(&*store, job(&a.id, Provider::ReplicatePrediction, Some("early"))).await;
-    assert_eq!(j.status, JobStatus::Succeeded, "the kept webhook was applied");
+    let j = registered(
+        &*store,
+        job(&a.id, Provider::ReplicatePrediction, Some("early")),
+    )
+    .await;
+    assert_eq!(
+        j.status,
+        JobStatus::Succeeded,
+        "the kept webhook was applied"
+    );
     assert_eq!(store.get_job(j.id.as_str()).await.unwrap(), j);
     let mut emitted = events(&*store, &a.id).await;
     emitted.sort();
@@ -163,12 +179,23 @@ pub async fn a_webhook_before_its_job_is_kept_and_applied_at_registration(
         panic!("the job exists now: {applied:?}")
     };
     assert_eq!(again.timeline.len(), 2);
-    assert_eq!(events(&*store, &a.id).await.len(), 2, "a duplicate emits nothing");
+    assert_eq!(
+        events(&*store, &a.id).await.len(),
+        2,
+        "a duplicate emits nothing"
+    );
 
-    let stale_job =
-        registered(&*store, job(&a.id, Provider::ReplicatePrediction, Some("stale"))).await;
+    let stale_job = registered(
+        &*store,
+        job(&a.id, Provider::ReplicatePrediction, Some("stale")),
+    )
+    .await;
     assert_eq!(stale_job.status, JobStatus::Queued);
-    assert_eq!(store.purge_unmatched(clock_now()).await.unwrap(), 0, "both taken");
+    assert_eq!(
+        store.purge_unmatched(clock_now()).await.unwrap(),
+        0,
+        "both taken"
+    );
 }
 
 pub async fn polls_are_claimed_under_a_lease_and_end_with_the_job(store: Arc<dyn Store>) {
@@ -187,19 +214,34 @@ pub async fn polls_are_claimed_under_a_lease_and_end_with_the_job(store: Arc<dyn
     assert_eq!(claimed.len(), 1, "only the due job");
     assert_eq!(claimed[0].job.id, polled.id);
     assert_eq!((claimed[0].polls, claimed[0].failures), (0, 0));
-    assert!(store.claim_polls("node-b", now, lease, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_polls("node-b", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A failed poll moves it and counts the failure; the lease ends.
-    store.delay_poll(&polled.id, "node-a", now, true).await.unwrap();
+    store
+        .delay_poll(&polled.id, "node-a", now, true)
+        .await
+        .unwrap();
     assert!(
-        store.delay_poll(&polled.id, "node-a", now, true).await.is_err(),
+        store
+            .delay_poll(&polled.id, "node-a", now, true)
+            .await
+            .is_err(),
         "the lease ended"
     );
     let again = store.claim_polls("node-b", now, lease, 10).await.unwrap();
     assert_eq!((again[0].polls, again[0].failures), (1, 1));
     // An expired lease is taken over.
     let after_lease = now + chrono::Duration::seconds(31);
-    let taken = store.claim_polls("node-c", after_lease, lease, 10).await.unwrap();
+    let taken = store
+        .claim_polls("node-c", after_lease, lease, 10)
+        .await
+        .unwrap();
     assert_eq!(taken.len(), 1);
 
     // The poller's observation ends its lease and schedules the next poll.
@@ -208,14 +250,23 @@ pub async fn polls_are_claimed_under_a_lease_and_end_with_the_job(store: Arc<dyn
     let mut by_poller = by_key(&polled, observation);
     by_poller.poller = Some("node-c".into());
     store.observe_job(by_poller).await.unwrap();
-    assert!(store.claim_polls("node-d", after_lease, lease, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_polls("node-d", after_lease, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let next = after_lease + chrono::Duration::seconds(15);
     let due = store.claim_polls("node-d", next, lease, 10).await.unwrap();
     assert_eq!((due[0].polls, due[0].failures), (2, 0));
 
     // Once it ended, it is never due again.
     store
-        .observe_job(by_key(&polled, seen(Some(JobStatus::Succeeded), ObservedBy::Webhook)))
+        .observe_job(by_key(
+            &polled,
+            seen(Some(JobStatus::Succeeded), ObservedBy::Webhook),
+        ))
         .await
         .unwrap();
     let far = next + chrono::Duration::days(30);
@@ -248,14 +299,22 @@ pub async fn a_group_completes_once_with_counts(store: Arc<dyn Store>) {
             .await
             .unwrap();
     }
-    assert!(!events(&*store, &a.id).await.contains(&"job_group.completed".to_string()));
-    let racing = members[4..].iter().zip(&statuses[4..]).flat_map(|(j, status)| {
-        [0, 1].map(|_| {
-            let store = Arc::clone(&store);
-            let observation = by_key(j, seen(Some(*status), ObservedBy::Api));
-            Box::pin(async move { store.observe_job(observation).await.unwrap() }) as Task<'_, _>
-        })
-    });
+    assert!(
+        !events(&*store, &a.id)
+            .await
+            .contains(&"job_group.completed".to_string())
+    );
+    let racing = members[4..]
+        .iter()
+        .zip(&statuses[4..])
+        .flat_map(|(j, status)| {
+            [0, 1].map(|_| {
+                let store = Arc::clone(&store);
+                let observation = by_key(j, seen(Some(*status), ObservedBy::Api));
+                Box::pin(async move { store.observe_job(observation).await.unwrap() })
+                    as Task<'_, _>
+            })
+        });
     join_all(racing.collect()).await;
     let page = store
         .list_messages(&a.id, &Default::default(), &first(250))
@@ -291,7 +350,11 @@ pub async fn jobs_are_listed_by_app_provider_status_and_group(store: Arc<dyn Sto
     .enumerate()
     {
         let id = format!("batch_{n}");
-        let mut j = job(&app.id, provider, (provider != Provider::Custom).then_some(&*id));
+        let mut j = job(
+            &app.id,
+            provider,
+            (provider != Provider::Custom).then_some(&*id),
+        );
         if n == 3 {
             j.group = Some("g".into());
         }

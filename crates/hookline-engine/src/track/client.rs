@@ -29,7 +29,10 @@ impl fmt::Debug for ProviderAccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProviderAccess")
             .field("base_url", &self.base_url)
-            .field("credential", &self.credential.as_ref().map(|_| "[redacted]"))
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "[redacted]"),
+            )
             .field("requests_per_second", &self.requests_per_second)
             .finish()
     }
@@ -101,7 +104,10 @@ impl ProviderClient {
     /// Asks the provider to cancel the job, where it has a cancel call (`None` if not).
     pub async fn cancel(&self, provider: Provider, provider_job_id: &str) -> Option<Answer> {
         let path = provider.cancel_path(provider_job_id)?;
-        Some(self.call(provider, reqwest::Method::POST, &path, None).await)
+        Some(
+            self.call(provider, reqwest::Method::POST, &path, None)
+                .await,
+        )
     }
 
     /// Submits `request` to the provider's create call.

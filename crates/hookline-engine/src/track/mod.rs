@@ -266,7 +266,10 @@ impl Tracker {
     /// its answer.
     pub async fn submit(&self, provider: Provider, request: &Value) -> Result<(String, Value)> {
         let family = provider.family().ok_or_else(|| {
-            Error::validation(&["body", "request"], "custom jobs have no provider to submit to")
+            Error::validation(
+                &["body", "request"],
+                "custom jobs have no provider to submit to",
+            )
         })?;
         match self.client.submit(provider, request).await {
             Answer::Object(object) => {
@@ -318,7 +321,11 @@ impl Tracker {
                 continue;
             }
             let now = self.clock.now();
-            let claimed = match self.store.claim_polls(&node, now, self.config.lease, free).await {
+            let claimed = match self
+                .store
+                .claim_polls(&node, now, self.config.lease, free)
+                .await
+            {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::warn!(%error, "cannot claim due polls");
@@ -350,7 +357,11 @@ impl Tracker {
 
     async fn heartbeats(&self, shutdown: CancellationToken) {
         loop {
-            match self.queue.heartbeat(&self.config.node_id, HEARTBEAT_TTL).await {
+            match self
+                .queue
+                .heartbeat(&self.config.node_id, HEARTBEAT_TTL)
+                .await
+            {
                 Ok(nodes) => self.nodes.store(nodes.max(1), Ordering::Relaxed),
                 Err(error) => tracing::warn!(%error, "tracker heartbeat failed"),
             }

@@ -95,7 +95,10 @@ impl Validate for JobIn {
         match provider {
             None => {
                 let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
-                v.add(&["provider"], format!("must be one of {}", names.join(", ")));
+                v.add(
+                    &["provider"],
+                    format!("must be one of {}", names.join(", ")),
+                );
             }
             Some(Provider::Custom) => {
                 if self.provider_job_id.is_some() {
@@ -142,7 +145,10 @@ impl Validate for JobIn {
                 ("maxInterval", poll.max_interval),
             ] {
                 if value.is_some_and(|secs| secs > MAX_POLL_SECS) {
-                    v.add(&["poll", field], format!("must be at most {MAX_POLL_SECS} seconds"));
+                    v.add(
+                        &["poll", field],
+                        format!("must be at most {MAX_POLL_SECS} seconds"),
+                    );
                 }
             }
             if poll.interval == Some(0) {
@@ -179,7 +185,10 @@ fn json_response(status: StatusCode, job: &Job) -> Result<(Response, Vec<u8>), A
         .map_err(|error| ApiError::Internal(format!("cannot serialize a job: {error}")))?;
     let response = (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body.clone(),
     )
         .into_response();
@@ -198,7 +207,10 @@ async fn create(
     let now = state.clock.now();
     let deadline = match body.deadline {
         Some(Timestamp(deadline)) if deadline <= now => {
-            return Err(ApiError::invalid(&["body", "deadline"], "must be in the future"));
+            return Err(ApiError::invalid(
+                &["body", "deadline"],
+                "must be in the future",
+            ));
         }
         Some(Timestamp(deadline)) if deadline > now + MAX_DEADLINE => {
             return Err(ApiError::invalid(
@@ -291,13 +303,19 @@ async fn create(
 }
 
 /// The ingest URL Replicate should send a submitted job's webhooks to.
-async fn replicate_webhook(state: &AppState, source: Option<&str>) -> Result<Option<String>, ApiError> {
+async fn replicate_webhook(
+    state: &AppState,
+    source: Option<&str>,
+) -> Result<Option<String>, ApiError> {
     let source = match source {
         Some(key) => Some(state.store.get_source(key).await?),
         None => {
             let page = state
                 .store
-                .list_sources(&ListQuery::first(ListQuery::MAX_LIMIT, hookline_core::page::Order::Ascending))
+                .list_sources(&ListQuery::first(
+                    ListQuery::MAX_LIMIT,
+                    hookline_core::page::Order::Ascending,
+                ))
                 .await?;
             page.data.into_iter().find(|s| s.source_type == "replicate")
         }
@@ -345,7 +363,10 @@ async fn fetch(
     }
     let known = match params.status.as_deref() {
         Some(text) => JobStatus::parse(text).ok_or_else(|| {
-            ApiError::invalid(&["query", "status"], "must be a job status (queued, running, …)")
+            ApiError::invalid(
+                &["query", "status"],
+                "must be a job status (queued, running, …)",
+            )
         })?,
         None => job.status,
     };
@@ -413,9 +434,13 @@ async fn list(
         created_after: None,
         created_before: None,
     };
-    let query = time_query(params.limit, params.iterator, params.before, params.after, |t| {
-        JobId::boundary(t).into_string()
-    })?;
+    let query = time_query(
+        params.limit,
+        params.iterator,
+        params.before,
+        params.after,
+        |t| JobId::boundary(t).into_string(),
+    )?;
     let page = state.store.list_jobs(&filter, &query).await?;
     Ok(Json(ListResponse::from_page(page, |job| job)))
 }
@@ -478,7 +503,13 @@ async fn report(
     let status = JobStatus::parse(&body.status).expect("validated");
     let job = state
         .tracker
-        .report(job.id.as_str(), status, body.progress, body.result, body.error)
+        .report(
+            job.id.as_str(),
+            status,
+            body.progress,
+            body.result,
+            body.error,
+        )
         .await?;
     Ok(Json(job))
 }

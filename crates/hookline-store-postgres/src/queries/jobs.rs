@@ -153,13 +153,18 @@ async fn group_counts(
     let mut counts = GroupCounts::default();
     for row in rows {
         let (code, count): (i16, i64) = (row.get(0), row.get(1));
-        let status = JobStatus::from_code(code).ok_or_else(|| Error::storage(std::io::Error::other(format!("unknown job status code {code}"))))?;
+        let status = JobStatus::from_code(code).ok_or_else(|| {
+            Error::storage(std::io::Error::other(format!(
+                "unknown job status code {code}"
+            )))
+        })?;
         if !status.is_terminal() {
             return Ok(None);
         }
-        counts
-            .0
-            .insert(status.as_str().to_owned(), u64::try_from(count).unwrap_or(0));
+        counts.0.insert(
+            status.as_str().to_owned(),
+            u64::try_from(count).unwrap_or(0),
+        );
     }
     Ok(Some(counts))
 }

@@ -135,7 +135,11 @@ fn group_counts(conn: &Connection, job: &Job, group: &str) -> Result<Option<Grou
     )?;
     let mut counts = GroupCounts::default();
     for (code, count) in rows {
-        let status = JobStatus::from_code(code).ok_or_else(|| Error::storage(std::io::Error::other(format!("unknown job status code {code}"))))?;
+        let status = JobStatus::from_code(code).ok_or_else(|| {
+            Error::storage(std::io::Error::other(format!(
+                "unknown job status code {code}"
+            )))
+        })?;
         if !status.is_terminal() {
             return Ok(None);
         }
@@ -154,7 +158,13 @@ fn take_unmatched(
         conn,
         "DELETE FROM job_unmatched WHERE match_key = ?1 RETURNING id, observation, received_at",
         [match_key],
-        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?)),
+        |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        },
     )?;
     let mut kept: Vec<_> = kept
         .into_iter()

@@ -1,0 +1,760 @@
+//! The job tracker end to end: jobs registered through the API, provider webhooks signed
+//! as the providers sign them arriving at real sources, polls answered by the provider
+//! emulator, and the job events delivered to a real receiving endpoint, where each job
+//! must show exactly one outcome. Storage scenarios run on SQLite and, when
+//! HOOKLINE_TEST_POSTGRES_URL is set, on PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use hookline_signature::{Keyset, Message, Scheme};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::emulator::{Emulator, Scripted};
+use crate::server::{Receiver, Server, TempDir, postgres_schema};
+
+const OPENAI_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const REPLICATE_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+const TERMINAL: [&str; 4] = [
+    "job.succeeded",
+    "job.failed",
+    "job.cancelled",
+    "job.expired",
+];
+
+/// A node on each backend, with `env` over the test settings.
+async fn nodes(dir: &TempDir, name: &str, env: &[(String, String)]) -> Vec<(&'static str, Server)> {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut nodes = vec![("sqlite", Server::start(&dir.0, &env).await)];
+    if let Some(url) = postgres_schema(name) {
+        let mut env = env.clone();
+        env.push(("HOOKLINE_DATABASE_URL", url.as_str()));
+        env.push(("HOOKLINE_DATABASE_POOL_SIZE", "4"));
+        nodes.push(("postgres", Server::start(&dir.0, &env).await));
+    }
+    nodes
+}
+
+/// An application whose endpoint is a fresh receiver.
+async fn app_with_receiver(server: &Server) -> (String, Receiver) {
+    let (receiver, url) = Receiver::start().await;
+    let (status, app) = server
+        .api(Method::POST, "/api/v1/app", Some(json!({"name": "jobs"})))
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let app = app["id"].as_str().unwrap().to_owned();
+    let (status, endpoint) = server
+        .api(
+            Method::POST,
+            &format!("/api/v1/app/{app}/endpoint"),
+            Some(json!({"url": format!("{url}/events")})),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+    (app, receiver)
+}
+
+async fn source(server: &Server, source_type: &str, secret: &str) -> String {
+    let (status, source) = server
+        .api(
+            Method::POST,
+            "/ingest/api/v1/source",
+            Some(json!({"name": source_type, "type": source_type, "config": {"secret": secret}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{source}");
+    source["ingestUrl"].as_str().unwrap().to_owned()
+}
+
+/// Posts `body` to `url` signed with `secret` under `scheme`, as webhook `id`.
+async fn post_webhook(url: &str, scheme: Scheme, secret: &str, id: &str, body: &Value) -> u16 {
+    let body = body.to_string();
+    let headers = Keyset::new(scheme, [secret])
+        .unwrap()
+        .sign(&Message {
+            id,
+            timestamp: chrono::Utc::now().timestamp(),
+            body: body.as_bytes(),
+        })
+        .unwrap();
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+async fn create_job(server: &Server, body: Value) -> Value {
+    let (status, job) = server.api(Method::POST, "/api/v1/job", Some(body)).await;
+    assert_eq!(status, 201, "{job}");
+    job
+}
+
+async fn get_job(server: &Server, id: &str) -> Value {
+    let (status, job) = server
+        .api(Method::GET, &format!("/api/v1/job/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{job}");
+    job
+}
+
+/// The events of `job` the receiver got, in arrival order, with their payloads.
+fn events(receiver: &Receiver, job: &str) -> Vec<(String, Value)> {
+    receiver
+        .deliveries()
+        .into_iter()
+        .filter_map(|d| serde_json::from_slice::<Value>(&d.body).ok())
+        .filter(|event| event["data"]["id"] == job)
+        .map(|event| (event["type"].as_str().unwrap_or_default().to_owned(), event))
+        .collect()
+}
+
+/// Waits for `job`'s outcome event, then long enough for a second one to show, and
+/// returns its one outcome (failing on none or two).
+async fn one_outcome(receiver: &Receiver, job: &str, within: Duration) -> (String, Value) {
+    let ended = |events: &[(String, Value)]| {
+        events
+            .iter()
+            .filter(|(kind, _)| TERMINAL.contains(&kind.as_str()))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + within;
+    while ended(&events(receiver, job)).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A second outcome, were there one, would be delivered by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = events(receiver, job);
+    let outcomes = ended(&events);
+    let kinds: Vec<&String> = events.iter().map(|(kind, _)| kind).collect();
+    assert_eq!(outcomes.len(), 1, "exactly one outcome of {job}: {kinds:?}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(kind, _)| kind == "job.created")
+            .count(),
+        1,
+        "{kinds:?}"
+    );
+    outcomes.into_iter().next().unwrap()
+}
+
+fn openai_env(emulator: &Emulator) -> Vec<(String, String)> {
+    emulator.env("OPENAI", "/v1", "HOOKLINE_OPENAI_API_KEY", "sk-test-openai")
+}
+
+/// With no credential, a job registered with `poll: null` is tracked by webhook alone: the
+/// thin OpenAI event decides, and its app hears of it once.
+#[tokio::test]
+async fn a_job_ends_by_webhook_alone() {
+    let dir = TempDir::new("job-webhook-only");
+    for (backend, server) in nodes(&dir, "job_webhook_only", &[]).await {
+        let (app, receiver) = app_with_receiver(&server).await;
+        let ingest = source(&server, "open-ai", OPENAI_SECRET).await;
+        // Polling needs a credential: refused with a clear error.
+        let (status, error) = server
+            .api(
+                Method::POST,
+                "/api/v1/job",
+                Some(
+                    json!({"provider": "openai_response", "providerJobId": "resp_1", "appId": app}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 400, "{backend}: {error}");
+        assert_eq!(error["code"], "provider_not_configured", "{error}");
+
+        let job = create_job(
+            &server,
+            json!({"provider": "openai_response", "providerJobId": "resp_1", "appId": app,
+                   "uid": "essay", "metadata": {"user": "u1"}, "poll": null}),
+        )
+        .await;
+        let id = job["id"].as_str().unwrap();
+        assert!(id.starts_with("job_"), "{job}");
+        assert_eq!(job["status"], "queued");
+        assert_eq!(job["poll"], Value::Null);
+
+        let event = json!({"object": "event", "id": "evt_1", "type": "response.completed",
+                           "created_at": 1750287018, "data": {"id": "resp_1"}});
+        assert_eq!(
+            post_webhook(&ingest, Scheme::OpenAi, OPENAI_SECRET, "wh_1", &event).await,
+            200
+        );
+        let (kind, outcome) = one_outcome(&receiver, id, Duration::from_secs(10)).await;
+        assert_eq!(kind, "job.succeeded", "{backend}");
+        assert_eq!(outcome["data"]["metadata"], json!({"user": "u1"}));
+        let job = get_job(&server, "essay").await;
+        assert_eq!(job["status"], "succeeded");
+        assert_eq!(job["timeline"][0]["source"], "webhook");
+        assert_eq!(job["timeline"][0]["providerStatus"], "response.completed");
+    }
+}
+
+/// The webhook never comes: polling finds the outcome, and `result` holds the provider's
+/// final object.
+#[tokio::test]
+async fn a_lost_webhook_is_made_up_for_by_polling() {
+    let dir = TempDir::new("job-polled");
+    let emulator = Emulator::openai().await;
+    for (backend, server) in nodes(&dir, "job_polled", &openai_env(&emulator)).await {
+        let (app, receiver) = app_with_receiver(&server).await;
+        let batch = format!("batch_{backend}");
+        let path = format!("/v1/batches/{batch}");
+        emulator.set(
+            &path,
+            json!({"id": batch, "object": "batch", "status": "in_progress",
+                                   "request_counts": {"total": 10, "completed": 3, "failed": 0}}),
+        );
+        let job = create_job(
+            &server,
+            json!({"provider": "openai_batch", "providerJobId": batch, "appId": app,
+                   "poll": {"after": 0, "interval": 1, "maxInterval": 2}}),
+        )
+        .await;
+        let id = job["id"].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while events(&receiver, id)
+            .iter()
+            .all(|(kind, _)| kind != "job.running")
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        emulator.set(
+            &path,
+            json!({"id": batch, "object": "batch", "status": "completed",
+                                   "output_file_id": "file-out",
+                                   "request_counts": {"total": 10, "completed": 10, "failed": 0}}),
+        );
+        let (kind, outcome) = one_outcome(&receiver, id, Duration::from_secs(10)).await;
+        assert_eq!(kind, "job.succeeded", "{backend}");
+        assert_eq!(outcome["data"]["result"]["output_file_id"], "file-out");
+        assert_eq!(outcome["data"]["progress"]["completed"], 10);
+        let kinds: Vec<String> = events(&receiver, id).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "job.running").count(),
+            1,
+            "{kinds:?}"
+        );
+        let job = get_job(&server, id).await;
+        assert!(
+            job["timeline"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["source"] == "poll")
+        );
+        assert_eq!(job["providerStatus"], "completed");
+    }
+}
+
+/// Replicate's webhook pushes the full prediction; sent twice (a retry with the same
+/// webhook-id, and a second delivery with another), the job still ends once.
+#[tokio::test]
+async fn a_duplicated_webhook_ends_the_job_once() {
+    let dir = TempDir::new("job-duplicated");
+    for (backend, server) in nodes(&dir, "job_duplicated", &[]).await {
+        let (app, receiver) = app_with_receiver(&server).await;
+        let ingest = source(&server, "replicate", REPLICATE_SECRET).await;
+        let job = create_job(
+            &server,
+            json!({"provider": "replicate_prediction", "providerJobId": "p1", "appId": app,
+                   "poll": null}),
+        )
+        .await;
+        let id = job["id"].as_str().unwrap();
+        let prediction = json!({"id": "p1", "status": "succeeded", "output": ["https://x/1.png"],
+                                "logs": "done", "error": null});
+        for webhook_id in ["msg_a", "msg_a", "msg_b"] {
+            let status = post_webhook(
+                &ingest,
+                Scheme::Replicate,
+                REPLICATE_SECRET,
+                webhook_id,
+                &prediction,
+            )
+            .await;
+            assert_eq!(status, 200, "{backend}");
+        }
+        let (kind, outcome) = one_outcome(&receiver, id, Duration::from_secs(10)).await;
+        assert_eq!(kind, "job.succeeded", "{backend}");
+        assert_eq!(outcome["data"]["result"]["output"][0], "https://x/1.png");
+        let job = get_job(&server, id).await;
+        assert_eq!(
+            job["timeline"].as_array().unwrap().len(),
+            3,
+            "every delivery is on the timeline: {job}"
+        );
+    }
+}
+
+/// The webhook comes before the job is registered: it is kept and applied at registration.
+#[tokio::test]
+async fn a_webhook_before_its_job_is_applied_at_registration() {
+    let dir = TempDir::new("job-early");
+    for (backend, server) in nodes(&dir, "job_early", &[]).await {
+        let (app, receiver) = app_with_receiver(&server).await;
+        let ingest = source(&server, "replicate", REPLICATE_SECRET).await;
+        let prediction = json!({"id": "early", "status": "failed", "error": "out of memory"});
+        assert_eq!(
+            post_webhook(
+                &ingest,
+                Scheme::Replicate,
+                REPLICATE_SECRET,
+                "msg_e",
+                &prediction
+            )
+            .await,
+            200
+        );
+        let job = create_job(
+            &server,
+            json!({"provider": "replicate_prediction", "providerJobId": "early", "appId": app,
+                   "poll": null}),
+        )
+        .await;
+        assert_eq!(job["status"], "failed", "{backend}: {job}");
+        assert_eq!(job["error"], "out of memory");
+        let (kind, _) = one_outcome(
+            &receiver,
+            job["id"].as_str().unwrap(),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(kind, "job.failed");
+    }
+}
+
+/// Polling saw the outcome first; the thin webhook that follows goes on the timeline and
+/// emits nothing. And a thin webhook with a credential configured is completed by one
+/// status call before the outcome, so `result` is the provider's object, not the event.
+#[tokio::test]
+async fn thin_webhooks_are_completed_by_a_status_call_and_late_ones_emit_nothing() {
+    let dir = TempDir::new("job-thin");
+    let emulator = Emulator::openai().await;
+    for (backend, server) in nodes(&dir, "job_thin", &openai_env(&emulator)).await {
+        let (app, receiver) = app_with_receiver(&server).await;
+        let ingest = source(&server, "open-ai", OPENAI_SECRET).await;
+
+        // A thin webhook, polling far off: one GET completes it.
+        let response = format!("resp_thin_{backend}");
+        let path = format!("/v1/responses/{response}");
+        emulator.set(&path, json!({"id": response, "object": "response", "status": "completed",
+                                   "output": [{"type": "message", "content": [{"type": "output_text", "text": "hello"}]}]}));
+        let job = create_job(
+            &server,
+            json!({"provider": "openai_response", "providerJobId": response, "appId": app,
+                   "poll": {"after": 3600}}),
+        )
+        .await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        let event = json!({"object": "event", "id": "evt_t", "type": "response.completed",
+                           "created_at": 1, "data": {"id": response}});
+        assert_eq!(
+            post_webhook(
+                &ingest,
+                Scheme::OpenAi,
+                OPENAI_SECRET,
+                &format!("wh_{backend}"),
+                &event
+            )
+            .await,
+            200
+        );
+        let (kind, outcome) = one_outcome(&receiver, &id, Duration::from_secs(10)).await;
+        assert_eq!(kind, "job.succeeded", "{backend}");
+        assert_eq!(
+            outcome["data"]["result"]["output"][0]["content"][0]["text"],
+            "hello"
+        );
+        assert_eq!(emulator.calls_to(&path).len(), 1, "one status call");
+
+        // Polling first, then the webhook.
+        let batch = format!("batch_late_{backend}");
+        let path = format!("/v1/batches/{batch}");
+        emulator.set(
+            &path,
+            json!({"id": batch, "status": "failed", "errors": {"data": [{"code": "bad_file"}]}}),
+        );
+        let job = create_job(
+            &server,
+            json!({"provider": "openai_batch", "providerJobId": batch, "appId": app,
+                   "poll": {"after": 0, "interval": 1}}),
+        )
+        .await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        let (kind, _) = one_outcome(&receiver, &id, Duration::from_secs(10)).await;
+        assert_eq!(kind, "job.failed");
+        let event = json!({"object": "event", "id": "evt_l", "type": "batch.completed",
+                           "created_at": 1, "data": {"id": batch}});
+        assert_eq!(
+            post_webhook(
+                &ingest,
+                Scheme::OpenAi,
+                OPENAI_SECRET,
+                &format!("wl_{backend}"),
+                &event
+            )
+            .await,
+            200
+        );
+        let (kind, _) = one_outcome(&receiver, &id, Duration::from_secs(1)).await;
+        assert_eq!(kind, "job.failed", "the late webhook changed nothing");
+        let job = get_job(&server, &id).await;
+        let timeline = job["timeline"].as_array().unwrap();
+        assert_eq!(timeline.last().unwrap()["source"], "webhook", "{job}");
+        assert_eq!(timeline.last().unwrap()["status"], "failed");
+    }
+}
+
+/// 429 (with Retry-After) then 500 to the polls: the tracker waits as asked, backs off,
+/// loses nothing, and keeps to the provider's budget of calls a second.
+#[tokio::test]
+async fn rate_limits_and_errors_back_off_and_the_budget_holds() {
+    let dir = TempDir::new("job-backoff");
+    let emulator = Emulator::anthropic().await;
+    let mut env = emulator.env("ANTHROPIC", "", "HOOKLINE_ANTHROPIC_API_KEY", "sk-ant-test");
+    env.retain(|(k, _)| k != "HOOKLINE_ANTHROPIC_REQUESTS_PER_SECOND");
+    env.push(("HOOKLINE_ANTHROPIC_REQUESTS_PER_SECOND".into(), "4".into()));
+    let server = Server::start(
+        &dir.0,
+        &env.iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let (app, receiver) = app_with_receiver(&server).await;
+    let path = "/v1/messages/batches/msgbatch_1";
+    emulator.script(path, [Scripted::TooMany(Some(2)), Scripted::Broken]);
+    emulator.set(path, json!({"id": "msgbatch_1", "type": "message_batch", "processing_status": "ended",
+                              "request_counts": {"processing": 0, "succeeded": 5, "errored": 0, "canceled": 0, "expired": 0},
+                              "results_url": "https://api.anthropic.com/v1/messages/batches/msgbatch_1/results"}));
+    // Many other jobs share the budget.
+    for n in 0..12 {
+        let other = format!("/v1/messages/batches/msgbatch_other{n}");
+        emulator.set(
+            &other,
+            json!({"id": other, "processing_status": "in_progress"}),
+        );
+        create_job(
+            &server,
+            json!({"provider": "anthropic_message_batch",
+            "providerJobId": format!("msgbatch_other{n}"), "appId": app,
+            "poll": {"after": 0, "interval": 1, "maxInterval": 1}}),
+        )
+        .await;
+    }
+    let job = create_job(
+        &server,
+        json!({"provider": "anthropic_message_batch", "providerJobId": "msgbatch_1", "appId": app,
+               "poll": {"after": 0, "interval": 1, "maxInterval": 4}}),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap();
+    let (kind, outcome) = one_outcome(&receiver, id, Duration::from_secs(20)).await;
+    assert_eq!(kind, "job.succeeded");
+    assert_eq!(
+        outcome["data"]["result"]["results_url"],
+        "https://api.anthropic.com/v1/messages/batches/msgbatch_1/results"
+    );
+    let calls = emulator.calls_to(path);
+    assert_eq!(
+        calls.iter().map(|c| c.status).collect::<Vec<_>>(),
+        [429, 500, 200]
+    );
+    let waited = calls[1].at - calls[0].at;
+    assert!(
+        waited >= Duration::from_millis(1950),
+        "Retry-After: 2 was honoured: {waited:?}"
+    );
+    // The budget: no second of the run saw more than 4 calls (a little slack for timer
+    // granularity), counted over every job.
+    let all: Vec<Instant> = emulator.calls().into_iter().map(|c| c.at).collect();
+    assert!(
+        all.len() >= 10,
+        "the other jobs were polled too: {}",
+        all.len()
+    );
+    for (n, start) in all.iter().enumerate() {
+        let within = all[n..]
+            .iter()
+            .take_while(|at| **at - *start < Duration::from_millis(950))
+            .count();
+        assert!(
+            within <= 4,
+            "{within} calls within a second: the budget is 4"
+        );
+    }
+}
+
+/// A job nobody reports on ends `expired` at its deadline, once.
+#[tokio::test]
+async fn a_job_past_its_deadline_expires() {
+    let dir = TempDir::new("job-deadline");
+    for (backend, server) in nodes(&dir, "job_deadline", &[]).await {
+        let (app, receiver) = app_with_receiver(&server).await;
+        let deadline = chrono::Utc::now() + chrono::Duration::seconds(2);
+        let job = create_job(
+            &server,
+            json!({"provider": "custom", "appId": app, "deadline": deadline.to_rfc3339()}),
+        )
+        .await;
+        let id = job["id"].as_str().unwrap();
+        let (kind, outcome) = one_outcome(&receiver, id, Duration::from_secs(10)).await;
+        assert_eq!(kind, "job.expired", "{backend}");
+        assert_eq!(outcome["data"]["status"], "expired");
+        // Reports after the end change nothing.
+        let (status, job) = server
+            .api(
+                Method::POST,
+                &format!("/api/v1/job/{id}/status"),
+                Some(json!({"status": "succeeded"})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(job["status"], "expired");
+    }
+}
+
+/// Cancel asks the provider first, then the job ends `cancelled`; a second cancel is a
+/// conflict.
+#[tokio::test]
+async fn a_cancelled_job_is_cancelled_at_its_provider() {
+    let dir = TempDir::new("job-cancel");
+    let emulator = Emulator::openai().await;
+    for (backend, server) in nodes(&dir, "job_cancel", &openai_env(&emulator)).await {
+        let (app, receiver) = app_with_receiver(&server).await;
+        let batch = format!("batch_cancel_{backend}");
+        emulator.set(
+            &format!("/v1/batches/{batch}/cancel"),
+            json!({"id": batch, "status": "cancelling"}),
+        );
+        let job = create_job(
+            &server,
+            json!({"provider": "openai_batch", "providerJobId": batch, "appId": app,
+                   "poll": {"after": 3600}}),
+        )
+        .await;
+        let id = job["id"].as_str().unwrap();
+        let (status, cancelled) = server
+            .api(Method::POST, &format!("/api/v1/job/{id}/cancel"), None)
+            .await;
+        assert_eq!(status, 200, "{cancelled}");
+        assert_eq!(cancelled["status"], "cancelled");
+        assert_eq!(cancelled["providerStatus"], "cancelling");
+        let posts = emulator.calls_to(&format!("/v1/batches/{batch}/cancel"));
+        assert_eq!(posts.len(), 1);
+        assert_eq!(posts[0].method, "POST");
+        let (kind, _) = one_outcome(&receiver, id, Duration::from_secs(10)).await;
+        assert_eq!(kind, "job.cancelled", "{backend}");
+        let (status, again) = server
+            .api(Method::POST, &format!("/api/v1/job/{id}/cancel"), None)
+            .await;
+        assert_eq!(status, 409, "{again}");
+    }
+}
+
+/// A group of 100 custom jobs reported by "workers" emits one `job_group.completed` when
+/// its last job ends, with the counts per status.
+#[tokio::test]
+async fn a_group_of_custom_jobs_completes_once() {
+    let dir = TempDir::new("job-group");
+    for (backend, server) in nodes(&dir, "job_group", &[]).await {
+        let (app, receiver) = app_with_receiver(&server).await;
+        let mut ids = Vec::new();
+        for _ in 0..100 {
+            let job = create_job(
+                &server,
+                json!({"provider": "custom", "appId": app, "group": "nightly"}),
+            )
+            .await;
+            ids.push(job["id"].as_str().unwrap().to_owned());
+        }
+        let server = std::sync::Arc::new(server);
+        let mut workers = Vec::new();
+        for (n, id) in ids.iter().enumerate() {
+            let (server, id) = (server.clone(), id.clone());
+            let status = if n % 10 == 0 { "failed" } else { "succeeded" };
+            workers.push(tokio::spawn(async move {
+                let path = format!("/api/v1/job/{id}/status");
+                let (code, _) = server
+                    .api(
+                        Method::POST,
+                        &path,
+                        Some(json!({"status": "running", "progress": {"done": 1}})),
+                    )
+                    .await;
+                assert_eq!(code, 200);
+                let (code, job) = server
+                    .api(
+                        Method::POST,
+                        &path,
+                        Some(json!({"status": status, "result": {"n": n}})),
+                    )
+                    .await;
+                assert_eq!(code, 200, "{job}");
+            }));
+        }
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        let group_events = || {
+            receiver
+                .deliveries()
+                .into_iter()
+                .filter_map(|d| serde_json::from_slice::<Value>(&d.body).ok())
+                .filter(|e| e["type"] == "job_group.completed")
+                .collect::<Vec<_>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while group_events().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let completed = group_events();
+        assert_eq!(completed.len(), 1, "{backend}");
+        assert_eq!(completed[0]["data"]["group"], "nightly");
+        assert_eq!(
+            completed[0]["data"]["counts"],
+            json!({"failed": 10, "succeeded": 90})
+        );
+        let (_, listed) = server
+            .api(
+                Method::GET,
+                &format!("/api/v1/job?appId={app}&group=nightly&status=failed&limit=250"),
+                None,
+            )
+            .await;
+        assert_eq!(listed["data"].as_array().unwrap().len(), 10);
+    }
+}
+
+/// `?wait=` answers within 100 ms of the change it waits for.
+#[tokio::test]
+async fn a_long_poll_answers_as_soon_as_the_status_changes() {
+    let dir = TempDir::new("job-wait");
+    for (backend, server) in nodes(&dir, "job_wait", &[]).await {
+        let (app, _receiver) = app_with_receiver(&server).await;
+        let job = create_job(&server, json!({"provider": "custom", "appId": app})).await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        let url = format!("{}/api/v1/job/{id}?wait=10&status=queued", server.url);
+        let waiting = tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(crate::server::TOKEN)
+                .send()
+                .await
+                .unwrap();
+            let answered = Instant::now();
+            (answered, response.json::<Value>().await.unwrap())
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !waiting.is_finished(),
+            "{backend}: the wait ended before the change"
+        );
+        let (status, _) = server
+            .api(
+                Method::POST,
+                &format!("/api/v1/job/{id}/status"),
+                Some(json!({"status": "running"})),
+            )
+            .await;
+        let changed = Instant::now();
+        assert_eq!(status, 200);
+        let (answered, job) = waiting.await.unwrap();
+        assert_eq!(job["status"], "running");
+        let lag = answered.saturating_duration_since(changed);
+        assert!(
+            lag < Duration::from_millis(100),
+            "{backend}: answered {lag:?} after the change"
+        );
+
+        let (status, error) = server
+            .api(Method::GET, &format!("/api/v1/job/{id}?wait=61"), None)
+            .await;
+        assert_eq!(status, 422, "{error}");
+    }
+}
+
+/// Bad input gets precise errors and stores nothing.
+#[tokio::test]
+async fn malformed_jobs_are_refused_precisely() {
+    let dir = TempDir::new("job-refused");
+    for (backend, server) in nodes(&dir, "job_refused", &[]).await {
+        let (app, _receiver) = app_with_receiver(&server).await;
+        let cases = [
+            (json!({"provider": "nope", "appId": app}), "provider"),
+            (
+                json!({"provider": "openai_batch", "appId": app, "poll": null}),
+                "providerJobId",
+            ),
+            (
+                json!({"provider": "openai_batch", "providerJobId": "../x", "appId": app, "poll": null}),
+                "providerJobId",
+            ),
+            (
+                json!({"provider": "openai_eval_run", "providerJobId": "evalrun_1", "appId": app, "poll": null}),
+                "providerJobId",
+            ),
+            (
+                json!({"provider": "custom", "providerJobId": "x", "appId": app}),
+                "providerJobId",
+            ),
+            (
+                json!({"provider": "custom", "appId": app, "uid": "job_x"}),
+                "uid",
+            ),
+            (
+                json!({"provider": "custom", "appId": app, "poll": {"interval": 0}}),
+                "poll",
+            ),
+            (
+                json!({"provider": "custom", "appId": app, "deadline": "2001-01-01T00:00:00Z"}),
+                "deadline",
+            ),
+            (
+                json!({"provider": "custom", "appId": app, "bogus": 1}),
+                "bogus",
+            ),
+        ];
+        for (body, field) in cases {
+            let (status, error) = server
+                .api(Method::POST, "/api/v1/job", Some(body.clone()))
+                .await;
+            assert_eq!(status, 422, "{backend} {body}: {error}");
+            let locs = error["detail"].to_string();
+            assert!(locs.contains(field), "{backend} {body}: {error}");
+        }
+        let (status, _) = server
+            .api(
+                Method::POST,
+                "/api/v1/job",
+                Some(json!({"provider": "custom", "appId": "app_missing"})),
+            )
+            .await;
+        assert_eq!(status, 404);
+        // NUL is refused in any string, as everywhere in the API, on both backends.
+        let (status, error) = server
+            .api(
+                Method::POST,
+                "/api/v1/job",
+                Some(json!({"provider": "custom", "appId": app, "metadata": {"a": "x\u{0}y"}})),
+            )
+            .await;
+        assert_eq!(status, 422, "{backend}: {error}");
+        assert!(error.to_string().contains("NUL"), "{error}");
+        let (_, listed) = server.api(Method::GET, "/api/v1/job", None).await;
+        assert_eq!(
+            listed["data"].as_array().unwrap().len(),
+            0,
+            "{backend}: refused jobs left nothing"
+        );
+    }
+}
