@@ -758,3 +758,139 @@ async fn malformed_jobs_are_refused_precisely() {
         );
     }
 }
+
+/// A node killed (SIGKILL) while a poll is in flight: after its restart the poll is made
+/// again at once (the node gives back its own leases), nothing is lost and the job still
+/// ends once.
+#[tokio::test]
+async fn a_poll_cut_off_by_sigkill_is_made_again_after_restart() {
+    let dir = TempDir::new("job-sigkill");
+    let emulator = Emulator::openai().await;
+    let path = "/v1/batches/batch_kill";
+    emulator.set(path, json!({"id": "batch_kill", "status": "in_progress"}));
+    emulator.set_delay(Duration::from_secs(5));
+    let mut env = openai_env(&emulator);
+    env.push(("HOOKLINE_NODE_ID".into(), "node-k".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut server = Server::start_process(&dir.0, &env).await;
+    let (app, receiver) = app_with_receiver(&server).await;
+    let job = create_job(
+        &server,
+        json!({"provider": "openai_batch", "providerJobId": "batch_kill", "appId": app,
+               "poll": {"after": 0, "interval": 1, "maxInterval": 1}}),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    receiver
+        .wait_until(Duration::from_secs(10), |d| !d.is_empty())
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while emulator.in_flight() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(emulator.in_flight(), 1, "a poll is in flight");
+    server.kill();
+    emulator.set(
+        path,
+        json!({"id": "batch_kill", "status": "completed", "output_file_id": "f"}),
+    );
+    emulator.set_delay(Duration::ZERO);
+    let restarted = Instant::now();
+    let server = Server::start_process(&dir.0, &env).await;
+    let (kind, outcome) = one_outcome(&receiver, &id, Duration::from_secs(20)).await;
+    assert_eq!(kind, "job.succeeded");
+    assert_eq!(outcome["data"]["result"]["output_file_id"], "f");
+    let last = emulator.calls_to(path).last().unwrap().at;
+    assert!(
+        last.duration_since(restarted) < Duration::from_secs(10),
+        "polled again soon after the restart, not after the 2 min lease"
+    );
+    drop(server);
+}
+
+/// Two nodes on one PostgreSQL database poll the same 1,000 jobs: no job is ever polled by
+/// both at once, every job is polled, and each ends once.
+#[tokio::test]
+async fn two_nodes_share_the_polls_of_a_thousand_jobs() {
+    const JOBS: usize = 1000;
+    let Some(url) = postgres_schema("job_two_nodes") else {
+        return;
+    };
+    let dir = TempDir::new("job-two-nodes");
+    let emulator = Emulator::openai().await;
+    emulator.set_delay(Duration::from_millis(100));
+    let mut nodes = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let mut env = openai_env(&emulator);
+        env.push(("HOOKLINE_DATABASE_URL".into(), url.clone()));
+        env.push(("HOOKLINE_DATABASE_POOL_SIZE".into(), "4".into()));
+        env.push(("HOOKLINE_NODE_ID".into(), node.into()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        nodes.push(std::sync::Arc::new(Server::start(&dir.0, &env).await));
+    }
+    let (app, receiver) = app_with_receiver(&nodes[0]).await;
+    for n in 0..JOBS {
+        emulator.set(
+            &format!("/v1/batches/batch_{n}"),
+            json!({"id": n, "status": "in_progress"}),
+        );
+    }
+    let mut creators = Vec::new();
+    for part in 0..8 {
+        let (node, app) = (nodes[part % 2].clone(), app.clone());
+        creators.push(tokio::spawn(async move {
+            for n in (part..JOBS).step_by(8) {
+                create_job(
+                    &node,
+                    json!({"provider": "openai_batch", "providerJobId": format!("batch_{n}"),
+                    "appId": app, "poll": {"after": 0, "interval": 1, "maxInterval": 1}}),
+                )
+                .await;
+            }
+        }));
+    }
+    for creator in creators {
+        creator.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let polled = |emulator: &Emulator| {
+        emulator
+            .calls()
+            .into_iter()
+            .map(|c| c.path)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    while polled(&emulator) < JOBS && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(polled(&emulator), JOBS, "every job was polled");
+    for n in 0..JOBS {
+        emulator.set(
+            &format!("/v1/batches/batch_{n}"),
+            json!({"id": n, "status": "completed"}),
+        );
+    }
+    let ended = |deliveries: &[crate::server::Delivery]| {
+        deliveries
+            .iter()
+            .filter_map(|d| serde_json::from_slice::<Value>(&d.body).ok())
+            .filter(|e| e["type"] == "job.succeeded")
+            .count()
+    };
+    let deliveries = receiver
+        .wait_until(Duration::from_secs(90), |d| ended(d) >= JOBS)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        ended(&receiver.deliveries()),
+        JOBS,
+        "one outcome each ({} seen first)",
+        ended(&deliveries)
+    );
+    assert_eq!(
+        emulator.most_overlapping(),
+        1,
+        "a job was polled by two nodes at once"
+    );
+}
