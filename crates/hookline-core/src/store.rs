@@ -434,7 +434,7 @@ pub struct JobObservation {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observed {
     /// Applied to this job (which may have ended before: then only its timeline grew).
-    Applied(Job),
+    Applied(Box<Job>),
     /// No job matched: kept for the job until it is registered.
     Kept,
 }

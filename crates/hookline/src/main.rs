@@ -36,6 +36,8 @@ enum Command {
     Send(commands::send::Args),
     Listen(commands::listen::ListenArgs),
     Tail(commands::listen::TailArgs),
+    /// Long-running AI jobs: list, get, create, cancel.
+    Job(commands::job::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Send(args) => commands::send::run(args),
         Command::Listen(args) => commands::listen::listen(args),
         Command::Tail(args) => commands::listen::tail(args),
+        Command::Job(args) => commands::job::run(args),
     };
     match outcome {
         Ok(code) => code,

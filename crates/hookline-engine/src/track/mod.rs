@@ -218,7 +218,7 @@ impl Tracker {
             })
             .await?;
         match observed {
-            Observed::Applied(job) => Ok(job),
+            Observed::Applied(job) => Ok(*job),
             Observed::Kept => unreachable!("a job found by key is never kept"),
         }
     }
@@ -233,18 +233,16 @@ impl Tracker {
             });
         }
         let mut answer = None;
-        if let (Some(family), Some(id)) = (job.provider.family(), &job.provider_job_id) {
-            if self.can_call(family) {
-                match self.client.cancel(job.provider, id).await {
-                    Some(Answer::Object(object)) => answer = Some(object),
-                    Some(Answer::RateLimited(_)) => {
-                        return Err(provider_unavailable(family, "rate limited the cancel call"));
-                    }
-                    Some(Answer::Failed(reason)) => {
-                        return Err(provider_unavailable(family, &reason));
-                    }
-                    None => {}
+        if let (Some(family), Some(id)) = (job.provider.family(), &job.provider_job_id)
+            && self.can_call(family)
+        {
+            match self.client.cancel(job.provider, id).await {
+                Some(Answer::Object(object)) => answer = Some(object),
+                Some(Answer::RateLimited(_)) => {
+                    return Err(provider_unavailable(family, "rate limited the cancel call"));
                 }
+                Some(Answer::Failed(reason)) => return Err(provider_unavailable(family, &reason)),
+                None => {}
             }
         }
         let observation = Observation {

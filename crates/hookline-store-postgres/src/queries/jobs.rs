@@ -126,13 +126,14 @@ async fn apply(
     for event in events {
         emit(db, &job.event_message(event, at, retention)).await?;
     }
-    if was_open && job.status.is_terminal() {
-        if let Some(group) = &job.group {
-            lock_key(db, &format!("group/{}/{group}", job.app_id)).await?;
-            if let Some(counts) = group_counts(db, &job, group).await? {
-                let message = group_completed(&job.app_id, group, &counts, at, retention);
-                emit(db, &message).await?;
-            }
+    if was_open
+        && job.status.is_terminal()
+        && let Some(group) = &job.group
+    {
+        lock_key(db, &format!("group/{}/{group}", job.app_id)).await?;
+        if let Some(counts) = group_counts(db, &job, group).await? {
+            let message = group_completed(&job.app_id, group, &counts, at, retention);
+            emit(db, &message).await?;
         }
     }
     Ok(job)
@@ -327,7 +328,7 @@ impl JobStore for PostgresStore {
                     observation.payload_retention,
                 )
                 .await?;
-                Observed::Applied(job)
+                Observed::Applied(Box::new(job))
             }
             None => {
                 let JobTarget::Match(key) = &observation.target else {

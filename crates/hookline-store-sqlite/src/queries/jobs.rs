@@ -112,15 +112,13 @@ fn apply(
     for event in events {
         emit(conn, &job.event_message(event, at, retention))?;
     }
-    if was_open && job.status.is_terminal() {
-        if let Some(group) = &job.group {
-            if let Some(counts) = group_counts(conn, &job, group)? {
-                emit(
-                    conn,
-                    &group_completed(&job.app_id, group, &counts, at, retention),
-                )?;
-            }
-        }
+    if was_open
+        && job.status.is_terminal()
+        && let Some(group) = &job.group
+        && let Some(counts) = group_counts(conn, &job, group)?
+    {
+        let message = group_completed(&job.app_id, group, &counts, at, retention);
+        emit(conn, &message)?;
     }
     Ok(job)
 }
@@ -308,7 +306,7 @@ impl JobStore for SqliteStore {
                 observation.poller.as_deref(),
                 observation.payload_retention,
             )
-            .map(Observed::Applied)
+            .map(|job| Observed::Applied(Box::new(job)))
         })
         .await
     }

@@ -1,5 +1,6 @@
 //! The subcommands, and the few helpers they share.
 
+pub mod job;
 pub mod listen;
 pub mod rekey;
 pub mod send;

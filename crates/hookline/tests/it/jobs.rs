@@ -894,3 +894,205 @@ async fn two_nodes_share_the_polls_of_a_thousand_jobs() {
         "a job was polled by two nodes at once"
     );
 }
+
+/// Runs `hookline job ARGS` against `server`; answers (exit code, stdout, stderr).
+fn cli(server: &Server, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
+        .arg("job")
+        .args(args)
+        .env("HOOKLINE_SERVER", &server.url)
+        .env("HOOKLINE_TOKEN", crate::server::TOKEN)
+        .output()
+        .expect("run hookline job");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `hookline job create|get|list|cancel`, as a table and as JSON, with exit codes that
+/// say what failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_commands_drive_the_api() {
+    let dir = TempDir::new("job-cli");
+    let server = Server::start(&dir.0, &[]).await;
+    let (app, receiver) = app_with_receiver(&server).await;
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        cli(
+            &server,
+            &[
+                "create",
+                "--provider",
+                "custom",
+                "--app",
+                &app,
+                "--uid",
+                "cli-job",
+                "--group",
+                "g1",
+                "--metadata",
+                r#"{"who":"cli"}"#,
+                "--json",
+            ],
+        )
+    });
+    assert_eq!(code, 0, "{err}");
+    let job: Value = serde_json::from_str(&out).unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(job["metadata"]["who"], "cli");
+
+    let (code, out, _) = tokio::task::block_in_place(|| cli(&server, &["list", "--app", &app]));
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&id) && lines[1].contains("queued") && lines[1].contains("g1"),
+        "{out}"
+    );
+
+    let (code, out, _) = tokio::task::block_in_place(|| cli(&server, &["cancel", "cli-job"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("status") && l.ends_with("cancelled")),
+        "{out}"
+    );
+    let (kind, _) = one_outcome(&receiver, &id, Duration::from_secs(10)).await;
+    assert_eq!(kind, "job.cancelled");
+
+    let (code, out, _) = tokio::task::block_in_place(|| cli(&server, &["get", &id]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("SOURCE")
+            && out
+                .lines()
+                .any(|l| l.contains("api") && l.ends_with("cancelled")),
+        "{out}"
+    );
+
+    let (code, _, err) = tokio::task::block_in_place(|| cli(&server, &["cancel", &id]));
+    assert_eq!(code, 1, "refused: {err}");
+    assert!(err.contains("409") && err.contains("conflict"), "{err}");
+    let (code, _, err) = tokio::task::block_in_place(|| cli(&server, &["get", "job_missing"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        cli(
+            &server,
+            &[
+                "create",
+                "--provider",
+                "custom",
+                "--app",
+                &app,
+                "--metadata",
+                "[1]",
+            ],
+        )
+    });
+    assert_eq!(code, 2, "bad usage: {err}");
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .args([
+                "job",
+                "list",
+                "--server",
+                "http://127.0.0.1:9",
+                "--token",
+                "x",
+            ])
+            .output()
+            .map(|o| {
+                (
+                    o.status.code().unwrap_or(-1),
+                    (),
+                    String::from_utf8_lossy(&o.stderr).into_owned(),
+                )
+            })
+            .unwrap()
+    });
+    assert_eq!(code, 3, "unreachable: {err}");
+}
+
+/// A job given its provider call: Hookline submits it with the configured token, fills in
+/// the Replicate source's ingest URL as the webhook, tracks the id the answer names, and
+/// the webhook that comes back ends it.
+#[tokio::test]
+async fn a_submitted_job_is_tracked_by_the_id_its_provider_gave() {
+    let dir = TempDir::new("job-submit");
+    let emulator = Emulator::replicate().await;
+    let env = emulator.env(
+        "REPLICATE",
+        "/v1",
+        "HOOKLINE_REPLICATE_API_TOKEN",
+        "r8-test-token",
+    );
+    for (backend, server) in nodes(&dir, "job_submit", &env).await {
+        let (app, receiver) = app_with_receiver(&server).await;
+        let ingest = source(&server, "replicate", REPLICATE_SECRET).await;
+        let prediction = format!("p_sub_{backend}");
+        emulator.set(
+            "/v1/predictions",
+            json!({"id": prediction, "status": "starting",
+            "urls": {"get": format!("https://api.replicate.com/v1/predictions/{prediction}")}}),
+        );
+        let job = create_job(
+            &server,
+            json!({"provider": "replicate_prediction", "appId": app,
+                   "request": {"version": "abc123", "input": {"prompt": "a fox"}}}),
+        )
+        .await;
+        assert_eq!(
+            job["providerJobId"],
+            prediction.as_str(),
+            "{backend}: {job}"
+        );
+        assert_eq!(job["providerStatus"], "starting");
+        let submitted = emulator.calls_to("/v1/predictions");
+        let body: Value = serde_json::from_slice(&submitted.last().unwrap().body).unwrap();
+        assert_eq!(
+            body["webhook"],
+            ingest.as_str(),
+            "the source's ingest URL was filled in"
+        );
+        assert_eq!(body["input"]["prompt"], "a fox");
+
+        let done = json!({"id": prediction, "status": "succeeded", "output": "fox.png"});
+        assert_eq!(
+            post_webhook(
+                &ingest,
+                Scheme::Replicate,
+                REPLICATE_SECRET,
+                &format!("m_{backend}"),
+                &done
+            )
+            .await,
+            200
+        );
+        let (kind, outcome) = one_outcome(
+            &receiver,
+            job["id"].as_str().unwrap(),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(kind, "job.succeeded");
+        assert_eq!(outcome["data"]["result"]["output"], "fox.png");
+
+        // A provider that refuses the call: nothing is registered.
+        emulator.script("/v1/predictions", [Scripted::Broken]);
+        let (status, error) = server
+            .api(
+                Method::POST,
+                "/api/v1/job",
+                Some(json!({"provider": "replicate_prediction",
+                "appId": app, "request": {"version": "abc123"}})),
+            )
+            .await;
+        assert_eq!(status, 502, "{error}");
+        assert_eq!(error["code"], "provider_unavailable");
+    }
+}
