@@ -45,6 +45,13 @@ struct Args {
     /// Inbound webhooks for the receiving phase (an `open-ai` source); 0 skips it.
     #[arg(long, default_value_t = 0)]
     ingest: usize,
+    /// Jobs in flight for the job tracker's phase (OpenAI batches polled at a local
+    /// emulator); 0 skips it. With `--messages 0`, only this phase runs.
+    #[arg(long, default_value_t = 0)]
+    jobs: usize,
+    /// Seconds the job phase watches the polls of the jobs in flight.
+    #[arg(long, default_value_t = 20)]
+    jobs_window: u64,
     /// Backlog size for the memory phase; 0 skips it.
     #[arg(long, default_value_t = 0)]
     backlog: usize,
@@ -241,10 +248,21 @@ async fn start_server(
     database_url: &str,
     role: &str,
 ) -> anyhow::Result<(Child, String)> {
+    start_server_with(bin, database_url, role, &[]).await
+}
+
+/// [`start_server`] with more `HOOKLINE_*` settings.
+async fn start_server_with(
+    bin: &PathBuf,
+    database_url: &str,
+    role: &str,
+    extra: &[(String, String)],
+) -> anyhow::Result<(Child, String)> {
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let child = Command::new(bin)
         .arg("serve")
+        .envs(extra.iter().map(|(k, v)| (k, v)))
         .env("HOOKLINE_LISTEN", format!("127.0.0.1:{port}"))
         .env("HOOKLINE_DATABASE_URL", database_url)
         .env("HOOKLINE_ADMIN_TOKEN", TOKEN)
@@ -390,6 +408,12 @@ async fn wait_for(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let timeout = Duration::from_secs(args.timeout);
+    if args.messages == 0 {
+        if args.jobs == 0 {
+            bail!("nothing to measure: give --messages or --jobs");
+        }
+        return jobs_phase(&args, timeout).await;
+    }
     let capacity = args
         .messages
         .max(args.fanout_messages)
@@ -594,6 +618,206 @@ async fn main() -> anyhow::Result<()> {
 
     if args.backlog > 0 {
         backlog_phase(&args, &client, &receiver, &receiver_url, &pad, timeout).await?;
+    }
+    if args.jobs > 0 {
+        jobs_phase(&args, timeout).await?;
+    }
+    Ok(())
+}
+
+/// What the job phase's emulator and receiver count.
+#[derive(Default)]
+struct JobCounts {
+    /// Status calls answered.
+    polls: AtomicUsize,
+    /// Answer `completed` rather than `in_progress` from now on.
+    completed: std::sync::atomic::AtomicBool,
+    /// `job.succeeded` events delivered.
+    succeeded: AtomicUsize,
+    /// Job events delivered, of any type.
+    events: AtomicUsize,
+}
+
+async fn batch_status(
+    State(counts): State<Arc<JobCounts>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::Json<Value> {
+    counts.polls.fetch_add(1, Ordering::Relaxed);
+    let status = if counts.completed.load(Ordering::Relaxed) {
+        "completed"
+    } else {
+        "in_progress"
+    };
+    axum::Json(json!({"id": id, "object": "batch", "status": status,
+                      "request_counts": {"total": 100, "completed": 0, "failed": 0}}))
+}
+
+async fn job_event(State(counts): State<Arc<JobCounts>>, body: Bytes) -> &'static str {
+    counts.events.fetch_add(1, Ordering::Relaxed);
+    if memchr_type(&body, b"\"type\":\"job.succeeded\"") {
+        counts.succeeded.fetch_add(1, Ordering::Relaxed);
+    }
+    "ok"
+}
+
+fn memchr_type(body: &[u8], needle: &[u8]) -> bool {
+    body.windows(needle.len()).any(|window| window == needle)
+}
+
+/// The job tracker with `--jobs` jobs in flight: how fast they are registered, the
+/// server's memory while they are polled, the polls a second and the server's CPU per
+/// poll, then how fast their outcome events go out once the emulator says they ended.
+async fn jobs_phase(args: &Args, timeout: Duration) -> anyhow::Result<()> {
+    let counts = Arc::new(JobCounts::default());
+    let app = axum::Router::new()
+        .route("/v1/batches/{id}", axum::routing::get(batch_status))
+        .route("/events", post(job_event))
+        .with_state(Arc::clone(&counts));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let local = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = TempDir(std::env::temp_dir().join(format!("hookline-jobs-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0)?;
+    let (database_url, schema) = match &args.postgres_url {
+        Some(url) => {
+            let schema = format!("hookline_bench_jobs_{}", std::process::id());
+            psql(
+                url,
+                &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+            )?;
+            let separator = if url.contains('?') { '&' } else { '?' };
+            (
+                format!("{url}{separator}options=-csearch_path%3D{schema}"),
+                Some(schema),
+            )
+        }
+        None => (sqlite_url(&dir.0.join("jobs.db")), None),
+    };
+    let extra = [
+        ("HOOKLINE_OPENAI_BASE_URL", format!("{local}/v1")),
+        ("HOOKLINE_OPENAI_API_KEY", "sk-bench".to_owned()),
+        ("HOOKLINE_OPENAI_REQUESTS_PER_SECOND", "10000".to_owned()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v));
+    let (child, url) = start_server_with(&args.server_bin, &database_url, "all", &extra).await?;
+    let server = Server {
+        child,
+        url,
+        _dir: TempDir(dir.0.join("unused")),
+    };
+    let pid = server.child.id();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .build()?;
+    let app = api(
+        &client,
+        reqwest::Method::POST,
+        format!("{}/api/v1/app", server.url),
+        json!({"name": "bench-jobs"}),
+    )
+    .await?;
+    let app_id = app["id"].as_str().context("app id")?.to_owned();
+    api(
+        &client,
+        reqwest::Method::POST,
+        format!("{}/api/v1/app/{app_id}/endpoint", server.url),
+        json!({"url": format!("{local}/events")}),
+    )
+    .await?;
+
+    let n = args.jobs;
+    println!(
+        "jobs: {n} OpenAI batches, polled every 5-10 s at a local emulator ({})",
+        if schema.is_some() { "postgresql" } else { "sqlite" }
+    );
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut creators = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, next, url, app_id) = (
+            client.clone(),
+            Arc::clone(&next),
+            format!("{}/api/v1/job", server.url),
+            app_id.clone(),
+        );
+        creators.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(());
+                }
+                api(
+                    &client,
+                    reqwest::Method::POST,
+                    url.clone(),
+                    json!({"provider": "openai_batch", "providerJobId": format!("batch_{i}"),
+                           "appId": app_id, "poll": {"after": 5, "interval": 5, "maxInterval": 10}}),
+                )
+                .await?;
+            }
+        }));
+    }
+    for creator in creators {
+        creator.await??;
+    }
+    let created = started.elapsed();
+    println!(
+        "{:<44} {:>12.0}/s",
+        "jobs registered",
+        n as f64 / created.as_secs_f64()
+    );
+
+    // Polls of the jobs in flight.
+    let window = Duration::from_secs(args.jobs_window);
+    let (polls_before, cpu_before) = (counts.polls.load(Ordering::Relaxed), cpu_seconds(pid));
+    let watch = Instant::now();
+    let mut rss_max: f64 = 0.0;
+    while watch.elapsed() < window {
+        rss_max = rss_max.max(memory(pid).1);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let polls = counts.polls.load(Ordering::Relaxed) - polls_before;
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let elapsed = watch.elapsed().as_secs_f64();
+    println!("{:<44} {:>12.0}/s", "polls with all jobs in flight", polls as f64 / elapsed);
+    println!(
+        "{:<44} {:>11.1} us",
+        "server CPU per poll",
+        cpu * 1e6 / polls.max(1) as f64
+    );
+    println!(
+        "{:<44} {:>9.1} MiB (peak {:.1})",
+        "server RSS with the jobs in flight",
+        rss_max,
+        memory(pid).0
+    );
+
+    // Outcomes.
+    counts.completed.store(true, Ordering::Relaxed);
+    let ended = Instant::now();
+    while counts.succeeded.load(Ordering::Relaxed) < n {
+        if ended.elapsed() > timeout {
+            bail!(
+                "only {} of {n} outcomes arrived within {timeout:?}",
+                counts.succeeded.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "{:<44} {:>12.0}/s",
+        "outcome events (job.succeeded) delivered",
+        n as f64 / ended.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>12}",
+        "job events delivered in all",
+        counts.events.load(Ordering::Relaxed)
+    );
+    drop(server);
+    if let (Some(url), Some(schema)) = (&args.postgres_url, schema) {
+        psql(url, &format!("DROP SCHEMA {schema} CASCADE"))?;
     }
     Ok(())
 }
