@@ -729,7 +729,11 @@ async fn jobs_phase(args: &Args, timeout: Duration) -> anyhow::Result<()> {
     let n = args.jobs;
     println!(
         "jobs: {n} OpenAI batches, polled every 5-10 s at a local emulator ({})",
-        if schema.is_some() { "postgresql" } else { "sqlite" }
+        if schema.is_some() {
+            "postgresql"
+        } else {
+            "sqlite"
+        }
     );
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -780,7 +784,11 @@ async fn jobs_phase(args: &Args, timeout: Duration) -> anyhow::Result<()> {
     let polls = counts.polls.load(Ordering::Relaxed) - polls_before;
     let cpu = cpu_seconds(pid) - cpu_before;
     let elapsed = watch.elapsed().as_secs_f64();
-    println!("{:<44} {:>12.0}/s", "polls with all jobs in flight", polls as f64 / elapsed);
+    println!(
+        "{:<44} {:>12.0}/s",
+        "polls with all jobs in flight",
+        polls as f64 / elapsed
+    );
     println!(
         "{:<44} {:>11.1} us",
         "server CPU per poll",

@@ -24,7 +24,7 @@ use tokio_postgres::Row;
 
 use super::idempotency::claim_idempotent;
 use super::messages::insert_message;
-use super::{Select, changed, execute, key_column, notify_due, query_opt, query_rows};
+use super::{Select, changed, execute, key_column, query_opt, query_rows};
 use crate::PostgresStore;
 use crate::error::{duplicate, storage};
 use crate::rows::{Columns, ms, read};
@@ -100,8 +100,11 @@ async fn emit(db: &impl GenericClient, new: &NewMessage) -> Result<()> {
     .map_err(storage)?
     .is_some();
     if !exists {
+        // No `hookline_due` notification: NOTIFY serializes the commits of every
+        // transaction that sends one (measured: 320 polls a second with it, one fsync
+        // each), and the node that observed the job wakes its own engine
+        // (`Tracker::observe`); other nodes find the deliveries at their next look.
         insert_message(db, new).await?;
-        notify_due(db).await?;
     }
     Ok(())
 }
