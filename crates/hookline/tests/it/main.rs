@@ -7,6 +7,7 @@ mod ingest;
 mod main_key;
 mod multinode;
 mod operational;
+mod pubsub;
 mod receiver;
 mod retention;
 mod security;
