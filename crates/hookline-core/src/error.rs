@@ -72,8 +72,12 @@ pub enum Code {
     TimestampTooNew,
     /// No signature matched any key.
     NoSignatureMatched,
-    /// Basic or Bearer credentials that match none configured.
+    /// Basic or Bearer credentials that match none configured (or a bearer token whose
+    /// claims name another audience, issuer or account).
     InvalidCredentials,
+    /// The body is not the envelope the source's provider wraps its messages in (a
+    /// Pub/Sub push without a `message`, an id, or base64 `data`).
+    MalformedEnvelope,
 
     // Starting up.
     /// The database schema is not the one this build knows.
@@ -128,6 +132,7 @@ impl Code {
             Code::TimestampTooNew => "timestamp_too_new",
             Code::NoSignatureMatched => "no_signature_matched",
             Code::InvalidCredentials => "invalid_credentials",
+            Code::MalformedEnvelope => "malformed_envelope",
             Code::SchemaMismatch => "schema_mismatch",
             Code::DatabaseInUse => "database_in_use",
             Code::InvalidConfig => "invalid_config",
@@ -145,7 +150,7 @@ impl Code {
     }
 
     /// Every code, in a stable order.
-    pub const ALL: [Code; 34] = [
+    pub const ALL: [Code; 35] = [
         Code::Validation,
         Code::GenericError,
         Code::PayloadTooLarge,
@@ -173,6 +178,7 @@ impl Code {
         Code::TimestampTooNew,
         Code::NoSignatureMatched,
         Code::InvalidCredentials,
+        Code::MalformedEnvelope,
         Code::SchemaMismatch,
         Code::DatabaseInUse,
         Code::InvalidConfig,

@@ -19,6 +19,7 @@ use hookline_core::ingest::{
 };
 use hookline_core::model::{Message, is_credential_header};
 use hookline_core::store::NewMessage;
+use hookline_signature::oidc::Jwks;
 
 use crate::source::SourceType;
 
@@ -82,7 +83,9 @@ pub struct Incoming<'a> {
 
 /// Why a request was refused: a stable code of the product's vocabulary (the signature
 /// codes of `hookline-signature`, `invalid_credentials`, `payload_too_large`,
-/// `body_not_utf8`, `body_has_nul`) and the exact reason, in words, for the request log.
+/// `body_not_utf8`, `body_has_nul`, `malformed_envelope`, and `unavailable` when the keys
+/// a token is checked with could not be had) and the exact reason, in words, for the
+/// request log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct Refusal {
@@ -124,29 +127,45 @@ pub struct Accepted {
     pub event_type: String,
     /// Whether the provider named the event type (the log keeps only a named one).
     pub event_type_named: bool,
-    /// The body, which forwarding sends byte for byte.
+    /// What forwarding sends byte for byte: the body, or for a type that unwraps an
+    /// envelope (`google-pubsub`) the message unwrapped from it (the push's decoded
+    /// `message.data`).
     pub payload: String,
-    /// Headers forwarded deliveries carry: `content-type` and the source's
-    /// `forwardHeaders`, in arrival order.
+    /// Headers forwarded deliveries carry: the source's `forwardHeaders` and
+    /// `content-type`, unless the payload was unwrapped (the request's `content-type` is
+    /// the envelope's, not the message's).
     pub headers: BTreeMap<String, String>,
     /// The id or uid of an application of the sending API that also gets the request as
     /// a message, if the source names one and the body is a JSON object.
     pub forward_to_app: Option<String>,
 }
 
-/// Judges `request` for a source of type `source_type` at `now` (Unix seconds).
-pub fn receive(source_type: &SourceType, request: &Incoming<'_>, now: i64) -> Verdict {
-    let checked = match source_type.check(request, now) {
+/// Judges `request` for a source of type `source_type` at `now` (Unix seconds). `keys`
+/// is the key set tokens are checked with, for types that need one
+/// ([`SourceType::needs_keys`]: Google's JWKS, which the server fetches); without it such
+/// a request is refused as `unavailable`, which providers retry.
+pub fn receive(
+    source_type: &SourceType,
+    request: &Incoming<'_>,
+    keys: Option<&Jwks>,
+    now: i64,
+) -> Verdict {
+    let checked = match source_type.check(request, keys, now) {
         Ok(checked) => checked,
         Err(refusal) => return Verdict::Refused(refusal),
     };
     if let Some(challenge) = checked.challenge {
         return Verdict::Challenge(challenge);
     }
-    let Ok(payload) = std::str::from_utf8(request.body) else {
+    let unwrapped = checked.payload.is_some();
+    let (bytes, what) = match &checked.payload {
+        Some(data) => (data.as_slice(), "the message's data"),
+        None => (request.body, "the body"),
+    };
+    let Ok(payload) = std::str::from_utf8(bytes) else {
         return Verdict::Refused(Refusal {
             code: Code::BodyNotUtf8,
-            reason: "the body is not valid UTF-8; Hookline forwards text bodies only".into(),
+            reason: format!("{what} is not valid UTF-8; Hookline forwards text bodies only"),
         });
     };
     if let Some(at) = payload.find('\0') {
@@ -155,7 +174,7 @@ pub fn receive(source_type: &SourceType, request: &Incoming<'_>, now: i64) -> Ve
         return Verdict::Refused(Refusal {
             code: Code::BodyHasNul,
             reason: format!(
-                "the body holds a NUL byte (at byte {at}); Hookline forwards text bodies only"
+                "{what} holds a NUL byte (at byte {at}); Hookline forwards text bodies only"
             ),
         });
     }
@@ -163,7 +182,9 @@ pub fn receive(source_type: &SourceType, request: &Incoming<'_>, now: i64) -> Ve
     let headers = request
         .headers
         .iter()
-        .filter(|(name, _)| name == "content-type" || options.forward_headers.contains(name))
+        .filter(|(name, _)| {
+            (name == "content-type" && !unwrapped) || options.forward_headers.contains(name)
+        })
         .cloned()
         .collect();
     let forward_to_app = options
@@ -430,7 +451,7 @@ mod tests {
                 ("x-other", "no"),
             ],
         );
-        let verdict = receive(&parsed, &received.incoming(), NOW + 3);
+        let verdict = receive(&parsed, &received.incoming(), None, NOW + 3);
         let Verdict::Accepted(accepted) = &verdict else {
             panic!("{verdict:?}");
         };
@@ -497,7 +518,7 @@ mod tests {
         let (source, parsed) = source_of("standard-webhooks", json!({"secret": SECRET}));
         let mut received = signed(br#"{"type":"a"}"#, &[]);
         received.body = br#"{"type":"b"}"#.to_vec();
-        let verdict = receive(&parsed, &received.incoming(), NOW);
+        let verdict = receive(&parsed, &received.incoming(), None, NOW);
         let Verdict::Refused(refusal) = &verdict else {
             panic!("{verdict:?}");
         };
@@ -520,7 +541,7 @@ mod tests {
             ..Keep::default()
         };
         let received = signed(big.as_bytes(), &[]);
-        let verdict = receive(&parsed, &received.incoming(), NOW);
+        let verdict = receive(&parsed, &received.incoming(), None, NOW);
         assert!(matches!(verdict, Verdict::Accepted(_)), "{verdict:?}");
         let record = verdict.record(&source, received.clone(), 200, None, &keep, at(NOW));
         assert_eq!(record.request.body, big.as_bytes(), "accepted: whole");
@@ -534,7 +555,7 @@ mod tests {
 
         let mut forged = received;
         forged.body.push(b' ');
-        let verdict = receive(&parsed, &forged.incoming(), NOW);
+        let verdict = receive(&parsed, &forged.incoming(), None, NOW);
         assert!(matches!(verdict, Verdict::Refused(_)), "{verdict:?}");
         let record = verdict.record(&source, forged, 401, None, &keep, at(NOW));
         assert_eq!(
@@ -562,7 +583,7 @@ mod tests {
             headers: vec![],
             body: b"[1, 2]".to_vec(),
         };
-        let Verdict::Accepted(accepted) = receive(&parsed, &received.incoming(), NOW) else {
+        let Verdict::Accepted(accepted) = receive(&parsed, &received.incoming(), None, NOW) else {
             panic!("a generic webhook accepts anything");
         };
         assert_eq!(accepted.forward_to_app, None, "not an object");
@@ -591,7 +612,7 @@ mod tests {
             body: vec![0xff, 0xfe],
             ..received.clone()
         };
-        let verdict = receive(&parsed, &not_text.incoming(), NOW);
+        let verdict = receive(&parsed, &not_text.incoming(), None, NOW);
         assert!(
             matches!(&verdict, Verdict::Refused(r) if r.code == Code::BodyNotUtf8),
             "{verdict:?}"
@@ -600,7 +621,7 @@ mod tests {
             body: b"{\"a\": \"x\0y\"}".to_vec(),
             ..received
         };
-        let verdict = receive(&parsed, &with_nul.incoming(), NOW);
+        let verdict = receive(&parsed, &with_nul.incoming(), None, NOW);
         assert!(
             matches!(&verdict, Verdict::Refused(r) if r.code == Code::BodyHasNul && r.reason.contains("byte 8")),
             "{verdict:?}"
@@ -620,11 +641,87 @@ mod tests {
             headers,
             body: body.to_vec(),
         };
-        let verdict = receive(&parsed, &received.incoming(), NOW);
+        let verdict = receive(&parsed, &received.incoming(), None, NOW);
         assert_eq!(verdict, Verdict::Challenge("c-123".into()));
         let record = verdict.record(&source, received, 200, None, &Keep::default(), at(NOW));
         assert_eq!(record.request.reason_code, "challenge");
         assert!(record.messages.is_empty());
+    }
+
+    /// A Pub/Sub push: what is forwarded is the message's data, what is logged is the
+    /// push as received (its token redacted).
+    #[test]
+    fn a_pubsub_push_forwards_its_unwrapped_message_and_logs_the_envelope() {
+        use crate::fixtures::{self, authorization, claims, envelope};
+
+        let mut config = fixtures::config();
+        config["forwardToApp"] = json!("app-uid");
+        let (source, parsed) = source_of("google-pubsub", config);
+        let keys = fixtures::jwks();
+        let data = r#"{"type":"batch.succeeded","batch":"batches/9"}"#;
+        let body = envelope("5001", data.as_bytes(), json!({ "origin": "vertex" }));
+        let received = Received {
+            method: "POST".into(),
+            path: "/".into(),
+            query: String::new(),
+            headers: vec![
+                authorization(&claims(NOW)),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: body.clone(),
+        };
+        let verdict = receive(&parsed, &received.incoming(), Some(&keys), NOW);
+        let Verdict::Accepted(accepted) = &verdict else {
+            panic!("{verdict:?}");
+        };
+        assert_eq!(accepted.payload, data);
+        assert_eq!(accepted.dedupe_key, "5001");
+        assert_eq!(accepted.event_type, "batch.succeeded");
+        assert!(
+            accepted.headers.is_empty(),
+            "the envelope's content-type is not the message's: {:?}",
+            accepted.headers
+        );
+        assert_eq!(accepted.forward_to_app.as_deref(), Some("app-uid"));
+        let record = verdict.record(&source, received, 200, None, &Keep::default(), at(NOW));
+        assert_eq!(
+            record.request.body, body,
+            "the log keeps the push as received"
+        );
+        assert_eq!(record.request.headers[0].1, REDACTED);
+        assert_eq!(record.request.dedupe_key.as_deref(), Some("5001"));
+        assert_eq!(
+            record.messages[0].message.payload.as_deref(),
+            Some(data),
+            "forwarding sends the message's data"
+        );
+
+        // Data that is not text, or holds a NUL, is refused as such.
+        for (data, code, reason) in [
+            (
+                &[0xff, 0xfe][..],
+                Code::BodyNotUtf8,
+                "the message's data is not valid UTF-8",
+            ),
+            (
+                b"a\0b",
+                Code::BodyHasNul,
+                "the message's data holds a NUL byte (at byte 1)",
+            ),
+        ] {
+            let body = envelope("5002", data, json!({}));
+            let headers = [authorization(&claims(NOW))];
+            let request = Incoming {
+                method: "POST",
+                headers: &headers,
+                body: &body,
+            };
+            let verdict = receive(&parsed, &request, Some(&keys), NOW);
+            assert!(
+                matches!(&verdict, Verdict::Refused(r) if r.code == code && r.reason.starts_with(reason)),
+                "{verdict:?}"
+            );
+        }
     }
 
     #[test]
@@ -643,7 +740,7 @@ mod tests {
             ],
             body: br#"{"type":"a"}"#.to_vec(),
         };
-        let verdict = receive(&parsed, &received.incoming(), NOW);
+        let verdict = receive(&parsed, &received.incoming(), None, NOW);
         assert!(matches!(verdict, Verdict::Accepted(_)), "{verdict:?}");
         let record = verdict.record(&source, received, 200, None, &Keep::default(), at(NOW));
         let headers: Vec<(&str, &str)> = record

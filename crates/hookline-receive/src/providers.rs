@@ -22,6 +22,9 @@ pub(crate) enum Kind {
     BasicAuth,
     /// `Authorization: Bearer`.
     Bearer,
+    /// `Authorization: Bearer <JWT>`, an OpenID Connect token signed with RS256 by Google
+    /// (`hookline_signature::oidc`), checked against the key set the server fetched.
+    GoogleOidc,
 }
 
 /// Where a value is found in a request.
@@ -31,6 +34,17 @@ pub(crate) enum Locator {
     Header(&'static [&'static str]),
     /// The non-empty string at this JSON pointer of the body.
     Json(&'static str),
+    /// The non-empty string at this JSON pointer of the unwrapped message (the decoded
+    /// `data` of a Pub/Sub push), for types that unwrap an [`Envelope`].
+    Data(&'static str),
+}
+
+/// How a type's provider wraps each message in the body it posts; the unwrapped message is
+/// what is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Envelope {
+    /// A Cloud Pub/Sub push with wrapped delivery (`crate::pubsub`).
+    PubSub,
 }
 
 /// How the event type of a request is made.
@@ -53,14 +67,17 @@ pub(crate) enum EventTypeRule {
 pub(crate) struct Provider {
     pub name: &'static str,
     pub kind: Kind,
-    /// Where the provider's id of one delivery is; the body's hash where it sends none.
-    pub dedupe: Option<Locator>,
+    /// Where the provider's id of one delivery is, the first found; the body's hash where
+    /// it sends none (an empty list, or none of them present).
+    pub dedupe: &'static [Locator],
     pub event_type: EventTypeRule,
     /// Slack checks a new URL by posting `{"type": "url_verification", "challenge"}`.
     pub answers_challenge: bool,
     /// The secret may be left out, and then nothing is checked (GitHub: the Svix Ingest
     /// contract makes its secret nullable).
     pub secret_optional: bool,
+    /// The envelope the body wraps the message in, for types that unwrap one.
+    pub envelope: Option<Envelope>,
 }
 
 const STANDARD_ID: Locator = Locator::Header(&["webhook-id", "svix-id"]);
@@ -71,10 +88,11 @@ const fn standard(name: &'static str, scheme: Scheme) -> Provider {
     Provider {
         name,
         kind: Kind::Signed(scheme),
-        dedupe: Some(STANDARD_ID),
+        dedupe: &[STANDARD_ID],
         event_type: BODY_TYPE,
         answers_challenge: false,
         secret_optional: false,
+        envelope: None,
     }
 }
 
@@ -83,10 +101,11 @@ const fn plain(name: &'static str, kind: Kind) -> Provider {
     Provider {
         name,
         kind,
-        dedupe: None,
+        dedupe: &[],
         event_type: BODY_TYPE,
         answers_challenge: false,
         secret_optional: false,
+        envelope: None,
     }
 }
 
@@ -103,53 +122,79 @@ pub(crate) const PROVIDERS: &[Provider] = &[
     Provider {
         name: "github",
         kind: Kind::Signed(Scheme::Github),
-        dedupe: Some(Locator::Header(&["x-github-delivery"])),
+        dedupe: &[Locator::Header(&["x-github-delivery"])],
         event_type: EventTypeRule::WithSuffix(
             Locator::Header(&["x-github-event"]),
             Locator::Json("/action"),
         ),
         answers_challenge: false,
         secret_optional: true,
+        envelope: None,
     },
     Provider {
         name: "stripe",
         kind: Kind::Signed(Scheme::Stripe),
-        dedupe: Some(Locator::Json("/id")),
+        dedupe: &[Locator::Json("/id")],
         event_type: BODY_TYPE,
         answers_challenge: false,
         secret_optional: false,
+        envelope: None,
     },
     Provider {
         name: "slack",
         kind: Kind::Signed(Scheme::Slack),
-        dedupe: Some(Locator::Json("/event_id")),
+        dedupe: &[Locator::Json("/event_id")],
         event_type: EventTypeRule::First(&[Locator::Json("/event/type"), Locator::Json("/type")]),
         answers_challenge: true,
         secret_optional: false,
+        envelope: None,
     },
     Provider {
         name: "shopify",
         kind: Kind::Signed(Scheme::Shopify),
-        dedupe: Some(Locator::Header(&["x-shopify-webhook-id"])),
+        dedupe: &[Locator::Header(&["x-shopify-webhook-id"])],
         event_type: EventTypeRule::First(&[Locator::Header(&["x-shopify-topic"])]),
         answers_challenge: false,
         secret_optional: false,
+        envelope: None,
     },
     standard("standard-webhooks", Scheme::Standard),
     Provider {
         name: "hugging-face",
         kind: Kind::Signed(Scheme::HuggingFace),
-        dedupe: None,
+        dedupe: &[],
         event_type: EventTypeRule::Joined(
             Locator::Json("/event/scope"),
             Locator::Json("/event/action"),
         ),
         answers_challenge: false,
         secret_optional: false,
+        envelope: None,
     },
     plain("hmac", Kind::Hmac),
     plain("basic-auth", Kind::BasicAuth),
     plain("bearer", Kind::Bearer),
+    // Pushes of a Cloud Pub/Sub subscription (Gemini and Vertex AI notifications among
+    // them): the message id is the same on every redelivery, where the body is not
+    // (`deliveryAttempt` grows). The event type is the publisher's attribute, else the
+    // message's own `type`.
+    Provider {
+        name: "google-pubsub",
+        kind: Kind::GoogleOidc,
+        dedupe: &[
+            Locator::Json("/message/messageId"),
+            Locator::Json("/message/message_id"),
+        ],
+        event_type: EventTypeRule::First(&[
+            Locator::Json("/message/attributes/type"),
+            Locator::Json("/message/attributes/eventType"),
+            Locator::Json("/message/attributes/ce-type"),
+            Locator::Data("/type"),
+        ]),
+        answers_challenge: false,
+        secret_optional: false,
+        envelope: Some(Envelope::PubSub),
+    },
     standard("beehiiv", Scheme::Svix),
     standard("brex", Scheme::Svix),
     standard("clerk", Scheme::Svix),
@@ -194,12 +239,18 @@ impl Kind {
             ],
             Kind::BasicAuth => &["username", "password", "passwords"],
             Kind::Bearer => &["token", "tokens"],
+            Kind::GoogleOidc => &["audience", "serviceAccountEmail"],
         }
     }
 
-    /// Whether the type's requests carry a signed timestamp (so a tolerance applies).
+    /// Whether the type's requests carry a signed timestamp (so a tolerance applies): a
+    /// scheme's timestamp, or a token's `exp` and `iat`.
     pub fn has_timestamp(self) -> bool {
-        matches!(self, Kind::Signed(scheme) if scheme.has_timestamp())
+        match self {
+            Kind::Signed(scheme) => scheme.has_timestamp(),
+            Kind::GoogleOidc => true,
+            _ => false,
+        }
     }
 }
 
@@ -264,13 +315,63 @@ mod tests {
         for error in errors {
             assert!(Code::parse(error.code()).is_some(), "{}", error.code());
         }
+        use hookline_signature::oidc::TokenError;
+        let token_errors = [
+            TokenError::MissingHeader,
+            TokenError::NotBearer,
+            TokenError::Malformed(Cow::Borrowed("x")),
+            TokenError::UnsupportedAlgorithm("HS256".into()),
+            TokenError::MissingKeyId,
+            TokenError::UnknownKey {
+                kid: "k".into(),
+                known: vec![],
+            },
+            TokenError::BadSignature { kid: "k".into() },
+            TokenError::InvalidTime {
+                claim: "exp",
+                problem: "missing",
+            },
+            TokenError::Expired {
+                ago_secs: 1,
+                leeway_secs: 0,
+            },
+            TokenError::NotYetValid {
+                claim: "iat",
+                ahead_secs: 1,
+                leeway_secs: 0,
+            },
+            TokenError::WrongAudience {
+                got: "a".into(),
+                expected: "b".into(),
+            },
+            TokenError::WrongIssuer {
+                got: "a".into(),
+                expected: &hookline_signature::oidc::GOOGLE_ISSUERS,
+            },
+            TokenError::WrongEmail {
+                got: "a".into(),
+                expected: "b".into(),
+            },
+            TokenError::EmailUnverified { email: "a".into() },
+        ];
+        for error in token_errors {
+            assert!(Code::parse(error.code()).is_some(), "{}", error.code());
+        }
     }
 
     /// The stores seal the config members core names secret: every config field of every
     /// type that holds key material must be among them, or it would be stored in clear.
     #[test]
     fn every_secret_field_is_sealed_at_rest() {
-        const NOT_SECRET: [&str; 5] = ["header", "algorithm", "encoding", "prefix", "username"];
+        const NOT_SECRET: [&str; 7] = [
+            "header",
+            "algorithm",
+            "encoding",
+            "prefix",
+            "username",
+            "audience",
+            "serviceAccountEmail",
+        ];
         for provider in PROVIDERS {
             for field in provider.kind.fields() {
                 assert!(
@@ -297,7 +398,24 @@ mod tests {
                     pointer.trim_start_matches('/').replace('/', ".")
                 )
             }
+            Locator::Data(pointer) => {
+                format!(
+                    "data `{}`",
+                    pointer.trim_start_matches('/').replace('/', ".")
+                )
+            }
         }
+    }
+
+    fn describe_dedupe(locators: &[Locator]) -> String {
+        if locators.is_empty() {
+            return "body hash".to_owned();
+        }
+        locators
+            .iter()
+            .map(|&locator| describe(locator))
+            .collect::<Vec<_>>()
+            .join(", else ")
     }
 
     fn describe_event_type(rule: EventTypeRule) -> String {
@@ -335,7 +453,7 @@ mod tests {
                 let name = name.trim_matches('`');
                 let provider = Provider::find(name)
                     .unwrap_or_else(|| panic!("docs/providers.md lists unknown type `{name}`"));
-                let code_dedupe = provider.dedupe.map_or("body hash".to_owned(), describe);
+                let code_dedupe = describe_dedupe(provider.dedupe);
                 assert!(
                     dedupe.eq_ignore_ascii_case(&code_dedupe),
                     "`{name}`: the document says the dedupe key is {dedupe:?}, the code {code_dedupe:?}"

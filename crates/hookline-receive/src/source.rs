@@ -15,6 +15,7 @@ use hookline_core::id::is_slug;
 use hookline_core::model::{FRAMING_HEADERS, is_credential_header};
 use hookline_signature::credentials::Credentials;
 use hookline_signature::hmac::{Algorithm, Encoding, HmacRule};
+use hookline_signature::oidc::{DEFAULT_LEEWAY, Jwks, OidcRule, TokenError};
 use hookline_signature::{
     Headers as _, Keyset, Scheme, SecretError, Tolerance, VerifyError, VerifyOptions,
 };
@@ -22,7 +23,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::pipeline::{Incoming, Refusal};
-use crate::providers::{EventTypeRule, Kind, Locator, PROVIDERS, Provider};
+use crate::providers::{Envelope, EventTypeRule, Kind, Locator, PROVIDERS, Provider};
+use crate::pubsub::PushEnvelope;
 
 /// The dedupe window when none is configured: providers retry for up to 72 hours (OpenAI,
 /// Stripe), so a retry is recognised for as long as it can arrive.
@@ -109,6 +111,9 @@ pub struct Checked {
     /// Slack `url_verification`: the `challenge` to echo back; such a request is answered,
     /// not forwarded.
     pub challenge: Option<String>,
+    /// The message unwrapped from the body's envelope (a Pub/Sub push's decoded `data`),
+    /// forwarded in place of the body; `None` for types that forward the body itself.
+    pub payload: Option<Vec<u8>>,
 }
 
 impl SourceType {
@@ -141,6 +146,16 @@ impl SourceType {
         let mut shown = Map::new();
         let verifier = Verifier::parse(provider, &fields, &mut shown)?;
         let options = IngestOptions::parse(name, kind, &fields, &mut shown)?;
+        // A token's times are checked with the tolerance as leeway; 0 leaves none, but an
+        // expired token is refused whatever the tolerance.
+        let verifier = match verifier {
+            Verifier::Oidc(rule) => Verifier::Oidc(rule.leeway(match options.tolerance {
+                Tolerance::SchemeDefault => DEFAULT_LEEWAY,
+                Tolerance::Disabled => Duration::ZERO,
+                Tolerance::Within(leeway) => leeway,
+            })),
+            other => other,
+        };
         Ok(SourceType {
             provider,
             verifier,
@@ -173,6 +188,12 @@ impl SourceType {
         !matches!(self.verifier, Verifier::None)
     }
 
+    /// Whether requests are checked against a key set the server fetches (Google's JWKS
+    /// for `google-pubsub`): [`crate::receive`] must then be given it.
+    pub fn needs_keys(&self) -> bool {
+        matches!(self.verifier, Verifier::Oidc(_))
+    }
+
     /// The config to show in API answers: everything but secrets, passwords and tokens
     /// (so `{}` for secret-only configs, as the contract's `*ConfigOut`), with our options
     /// under their camelCase names when set.
@@ -185,33 +206,61 @@ impl SourceType {
         &self.options
     }
 
-    /// Checks one received request against the exact raw body. `now` is Unix seconds.
-    pub fn check(&self, request: &Incoming<'_>, now: i64) -> Result<Checked, Refusal> {
+    /// Checks one received request against the exact raw body, with `keys` the key set
+    /// of the types that need one ([`SourceType::needs_keys`]). `now` is Unix seconds.
+    pub fn check(
+        &self,
+        request: &Incoming<'_>,
+        keys: Option<&Jwks>,
+        now: i64,
+    ) -> Result<Checked, Refusal> {
         if let Some(limit) = self.options.max_body_bytes
             && request.body.len() > limit
         {
             return Err(Refusal::too_large(limit));
         }
-        self.verifier.verify(request, &self.options, now)?;
+        self.verifier.verify(request, &self.options, keys, now)?;
         let body = Body::new(request.body);
+        let payload = match self.provider.envelope {
+            None => None,
+            Some(Envelope::PubSub) => {
+                let value = body.json().map_err(|error| Refusal {
+                    code: Code::MalformedEnvelope,
+                    reason: format!(
+                        "the body is not a Pub/Sub push envelope: it is not JSON ({error})"
+                    ),
+                })?;
+                Some(PushEnvelope::from_value(value)?.data)
+            }
+        };
+        let (dedupe_key, event_type) = {
+            let view = View {
+                headers: request.headers,
+                body: &body,
+                data: payload.as_deref().map(Body::new),
+            };
+            (self.dedupe_key(&view), self.event_type(&view))
+        };
         Ok(Checked {
-            dedupe_key: self.dedupe_key(request.headers, &body),
-            event_type: self.event_type(request.headers, &body),
+            dedupe_key,
+            event_type,
             challenge: self.challenge(&body),
+            payload,
         })
     }
 
     /// The provider's id of this delivery where it sends one, else the body's hash.
-    fn dedupe_key(&self, headers: &[(String, String)], body: &Body<'_>) -> String {
+    fn dedupe_key(&self, view: &View<'_>) -> String {
         self.provider
             .dedupe
-            .and_then(|locator| locator.find(headers, body))
-            .map_or_else(|| body_hash(body.raw), str::to_owned)
+            .iter()
+            .find_map(|locator| locator.find(view))
+            .map_or_else(|| body_hash(view.body.raw), str::to_owned)
     }
 
     /// The provider's event type, where its rule finds one.
-    fn event_type(&self, headers: &[(String, String)], body: &Body<'_>) -> Option<String> {
-        let find = |locator: Locator| locator.find(headers, body);
+    fn event_type(&self, view: &View<'_>) -> Option<String> {
+        let find = |locator: Locator| locator.find(view);
         match self.provider.event_type {
             EventTypeRule::First(locators) => {
                 locators.iter().find_map(|&l| find(l)).map(str::to_owned)
@@ -242,13 +291,21 @@ impl SourceType {
     }
 }
 
+/// What locators read: a request's headers, its body, and the message unwrapped from it.
+struct View<'r> {
+    headers: &'r [(String, String)],
+    body: &'r Body<'r>,
+    data: Option<Body<'r>>,
+}
+
 impl Locator {
     /// The value this locator points at in a request, if present, not empty and
     /// [`usable`].
-    fn find<'r>(self, headers: &'r [(String, String)], body: &'r Body<'_>) -> Option<&'r str> {
+    fn find<'r>(self, view: &'r View<'_>) -> Option<&'r str> {
         match self {
-            Locator::Header(names) => names.iter().find_map(|name| header(headers, name)),
-            Locator::Json(pointer) => body.text(pointer),
+            Locator::Header(names) => names.iter().find_map(|name| header(view.headers, name)),
+            Locator::Json(pointer) => view.body.text(pointer),
+            Locator::Data(pointer) => view.data.as_ref()?.text(pointer),
         }
         .filter(|value| usable(value))
     }
@@ -545,6 +602,7 @@ enum Verifier {
     Signature(Keyset),
     Hmac(HmacRule),
     Credentials(Credentials),
+    Oidc(OidcRule),
 }
 
 impl Verifier {
@@ -573,6 +631,7 @@ impl Verifier {
             Kind::Hmac => parse_hmac(fields, shown).map(Verifier::Hmac),
             Kind::BasicAuth => parse_basic(fields, shown).map(Verifier::Credentials),
             Kind::Bearer => parse_bearer(fields).map(Verifier::Credentials),
+            Kind::GoogleOidc => parse_oidc(fields, shown).map(Verifier::Oidc),
         }
     }
 
@@ -580,8 +639,9 @@ impl Verifier {
         &self,
         request: &Incoming<'_>,
         options: &IngestOptions,
+        keys: Option<&Jwks>,
         now: i64,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<(), Refusal> {
         match self {
             Verifier::None => Ok(()),
             Verifier::Signature(keyset) => {
@@ -591,8 +651,18 @@ impl Verifier {
                 keyset.verify(request.headers, request.body, verify)?;
                 Ok(())
             }
-            Verifier::Hmac(rule) => rule.verify(request.headers, request.body),
-            Verifier::Credentials(credentials) => credentials.verify(request.headers),
+            Verifier::Hmac(rule) => Ok(rule.verify(request.headers, request.body)?),
+            Verifier::Credentials(credentials) => Ok(credentials.verify(request.headers)?),
+            Verifier::Oidc(rule) => {
+                let keys = keys.ok_or_else(|| Refusal {
+                    code: Code::Unavailable,
+                    reason: "Google's signing keys (JWKS) are not available to check the \
+                             token; answered 503 so that Pub/Sub delivers the message again"
+                        .to_owned(),
+                })?;
+                rule.verify(request.headers, keys, now)?;
+                Ok(())
+            }
         }
     }
 }
@@ -604,6 +674,7 @@ impl fmt::Debug for Verifier {
             Verifier::Signature(keyset) => write!(f, "Signature({}, <redacted>)", keyset.scheme()),
             Verifier::Hmac(rule) => rule.fmt(f),
             Verifier::Credentials(credentials) => credentials.fmt(f),
+            Verifier::Oidc(rule) => rule.fmt(f),
         }
     }
 }
@@ -679,6 +750,55 @@ fn parse_bearer(fields: &Fields<'_>) -> Result<Credentials, ConfigError> {
         .map_err(|e| ConfigError::at(&["tokens"], e.to_string()))
 }
 
+/// The longest `audience` accepted.
+const MAX_AUDIENCE_LEN: usize = 2048;
+
+/// The `google-pubsub` type: the token's `audience` and the push `serviceAccountEmail`.
+fn parse_oidc(
+    fields: &Fields<'_>,
+    shown: &mut Map<String, Value>,
+) -> Result<OidcRule, ConfigError> {
+    let audience = fields.required_string("audience")?.trim();
+    if audience.is_empty()
+        || audience.len() > MAX_AUDIENCE_LEN
+        || audience.chars().any(char::is_control)
+    {
+        return Err(ConfigError::at(
+            &["audience"],
+            format!(
+                "must be the audience of the push subscription's tokens (often the push URL): \
+                 1 to {MAX_AUDIENCE_LEN} bytes without control characters"
+            ),
+        ));
+    }
+    let email = fields.required_string("serviceAccountEmail")?.trim();
+    let valid = email.len() <= MAX_VALUE_LEN
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email
+            .split_once('@')
+            .is_some_and(|(user, domain)| !user.is_empty() && !domain.is_empty());
+    if !valid {
+        return Err(ConfigError::at(
+            &["serviceAccountEmail"],
+            "must be the email of the service account the push subscription authenticates \
+             as, e.g. `push@PROJECT.iam.gserviceaccount.com`",
+        ));
+    }
+    shown.insert("audience".to_owned(), audience.into());
+    shown.insert("serviceAccountEmail".to_owned(), email.into());
+    Ok(OidcRule::google(audience, email))
+}
+
+impl From<TokenError> for Refusal {
+    fn from(error: TokenError) -> Self {
+        Refusal {
+            // Every code of a token error is one of the product's codes.
+            code: Code::parse(error.code()).unwrap_or(Code::InvalidCredentials),
+            reason: error.to_string(),
+        }
+    }
+}
+
 impl From<VerifyError> for Refusal {
     fn from(error: VerifyError) -> Self {
         Refusal {
@@ -692,7 +812,8 @@ impl From<VerifyError> for Refusal {
 /// The raw body, parsed as JSON the first time a value is wanted from it.
 struct Body<'a> {
     raw: &'a [u8],
-    json: OnceCell<Option<Value>>,
+    /// The parsed value, or why the body is not JSON.
+    json: OnceCell<Result<Value, String>>,
 }
 
 impl<'a> Body<'a> {
@@ -703,11 +824,18 @@ impl<'a> Body<'a> {
         }
     }
 
+    /// The body as JSON, or why it is not JSON.
+    fn json(&self) -> Result<&Value, &str> {
+        self.json
+            .get_or_init(|| serde_json::from_slice(self.raw).map_err(|error| error.to_string()))
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
     /// The non-empty string at `pointer`; `None` if absent, not a string, or not JSON.
     fn text(&self, pointer: &str) -> Option<&str> {
-        self.json
-            .get_or_init(|| serde_json::from_slice(self.raw).ok())
-            .as_ref()?
+        self.json()
+            .ok()?
             .pointer(pointer)?
             .as_str()
             .filter(|text| !text.is_empty())
@@ -768,6 +896,7 @@ mod tests {
                 headers,
                 body,
             },
+            None,
             now,
         )
     }
@@ -910,6 +1039,7 @@ mod tests {
                     dedupe_key: "wh_123".into(),
                     event_type: Some("response.completed".into()),
                     challenge: None,
+                    payload: None,
                 },
                 "{type_name}"
             );
@@ -1466,6 +1596,14 @@ mod tests {
             ["basic-auth", { "username": "u" }, "config.password", "field required"],
             ["bearer", {}, "config.token", "field required"],
             ["bearer", { "tokens": ["a b"] }, "config.tokens.0", "whitespace"],
+            ["google-pubsub", null, "config", "field required"],
+            ["google-pubsub", { "serviceAccountEmail": "p@x.iam.gserviceaccount.com" }, "config.audience", "field required"],
+            ["google-pubsub", { "audience": "https://h/in/t" }, "config.serviceAccountEmail", "field required"],
+            ["google-pubsub", { "audience": "  ", "serviceAccountEmail": "p@x" }, "config.audience", "audience of the push subscription"],
+            ["google-pubsub", { "audience": 7, "serviceAccountEmail": "p@x" }, "config.audience", "must be a string"],
+            ["google-pubsub", { "audience": "a", "serviceAccountEmail": "not an email" }, "config.serviceAccountEmail", "email of the service account"],
+            ["google-pubsub", { "audience": "a", "serviceAccountEmail": "@x" }, "config.serviceAccountEmail", "email of the service account"],
+            ["google-pubsub", { "audience": "a", "serviceAccountEmail": "p@x", "secret": "s" }, "config.secret", "accepts audience, serviceAccountEmail, toleranceSeconds"],
             ["cron", { "schedule": "* * * * *", "payload": "{}" }, "type", "not supported"],
         ]);
         for case in cases.as_array().unwrap() {
@@ -1502,6 +1640,244 @@ mod tests {
         assert_eq!(source.config_out(), json!({}));
     }
 
+    mod google_pubsub {
+        use serde_json::json;
+
+        use super::*;
+        use crate::fixtures::{self, AUDIENCE, EMAIL, KID, authorization, claims, envelope};
+
+        fn source() -> SourceType {
+            parsed("google-pubsub", fixtures::config())
+        }
+
+        fn check_push(
+            source: &SourceType,
+            headers: &[(String, String)],
+            body: &[u8],
+            now: i64,
+        ) -> Result<Checked, Refusal> {
+            let keys = fixtures::jwks();
+            source.check(
+                &Incoming {
+                    method: "POST",
+                    headers,
+                    body,
+                },
+                Some(&keys),
+                now,
+            )
+        }
+
+        fn refusal(result: Result<Checked, Refusal>) -> Refusal {
+            result.expect_err("the push should be refused")
+        }
+
+        #[test]
+        fn a_genuine_push_is_unwrapped_and_deduplicated_on_its_message_id() {
+            let source = source();
+            assert!(source.verifies() && source.needs_keys());
+            assert_eq!(source.scheme(), None);
+            assert_eq!(
+                source.config_out(),
+                json!({ "audience": AUDIENCE, "serviceAccountEmail": EMAIL })
+            );
+            let data = br#"{"type":"batch.succeeded","name":"batches/123"}"#;
+            let body = envelope("2070443601311540", data, json!({ "key": "value" }));
+            let headers = vec![authorization(&claims(NOW))];
+            let checked = check_push(&source, &headers, &body, NOW + 5).unwrap();
+            assert_eq!(
+                checked,
+                Checked {
+                    dedupe_key: "2070443601311540".into(),
+                    event_type: Some("batch.succeeded".into()),
+                    challenge: None,
+                    payload: Some(data.to_vec()),
+                }
+            );
+
+            // A redelivery: another attempt count, another token, the same message.
+            let mut redelivered: Value = serde_json::from_slice(&body).unwrap();
+            redelivered["deliveryAttempt"] = json!(2);
+            let redelivered = redelivered.to_string().into_bytes();
+            let headers = vec![authorization(&claims(NOW + 30))];
+            let again = check_push(&source, &headers, &redelivered, NOW + 40).unwrap();
+            assert_ne!(redelivered, body);
+            assert_eq!(again.dedupe_key, checked.dedupe_key);
+
+            // Only the snake_case id.
+            let body = br#"{"message":{"message_id":"77","data":"aGk="}}"#;
+            let checked = check_push(&source, &headers, body, NOW + 40).unwrap();
+            assert_eq!(checked.dedupe_key, "77");
+            assert_eq!(checked.payload.as_deref(), Some(&b"hi"[..]));
+            assert_eq!(checked.event_type, None);
+        }
+
+        #[test]
+        fn the_event_type_is_an_attribute_else_the_messages_type() {
+            let source = source();
+            let headers = vec![authorization(&claims(NOW))];
+            let data = br#"{"type":"from.data"}"#;
+            for (attributes, expected) in [
+                (
+                    json!({ "type": "from.type", "eventType": "x", "ce-type": "y" }),
+                    Some("from.type"),
+                ),
+                (
+                    json!({ "eventType": "OBJECT_FINALIZE" }),
+                    Some("OBJECT_FINALIZE"),
+                ),
+                (
+                    json!({ "ce-type": "google.cloud.audit.log.v1.written" }),
+                    Some("google.cloud.audit.log.v1.written"),
+                ),
+                (json!({ "other": "x" }), Some("from.data")),
+                (json!({ "type": "" }), Some("from.data")),
+            ] {
+                let body = envelope("1", data, attributes.clone());
+                let checked = check_push(&source, &headers, &body, NOW).unwrap();
+                assert_eq!(checked.event_type.as_deref(), expected, "{attributes}");
+            }
+            let body = envelope("1", b"plain text, not JSON", json!({}));
+            let checked = check_push(&source, &headers, &body, NOW).unwrap();
+            assert_eq!(checked.event_type, None);
+        }
+
+        #[test]
+        fn tokens_that_do_not_verify_are_refused_with_the_reason() {
+            let source = source();
+            let body = envelope("1", b"{}", json!({}));
+            let genuine = claims(NOW);
+            let with = |change: fn(&mut Value)| {
+                let mut claims = genuine.clone();
+                change(&mut claims);
+                vec![authorization(&claims)]
+            };
+            let expired = check_push(&source, &[authorization(&genuine)], &body, NOW + 4012);
+            let expired = refusal(expired);
+            assert_eq!(expired.code, Code::TimestampTooOld);
+            assert_eq!(expired.reason, "the token expired 412 s ago (leeway 60 s)");
+
+            let wrong_audience = with(|c| c["aud"] = json!("https://elsewhere.example/push"));
+            let refused = refusal(check_push(&source, &wrong_audience, &body, NOW));
+            assert_eq!(refused.code, Code::InvalidCredentials);
+            assert_eq!(
+                refused.reason,
+                format!(
+                    "the token's audience is \"https://elsewhere.example/push\", this source expects \"{AUDIENCE}\""
+                )
+            );
+            let wrong_issuer = with(|c| c["iss"] = json!("https://evil.example"));
+            let refused = refusal(check_push(&source, &wrong_issuer, &body, NOW));
+            assert_eq!(refused.code, Code::InvalidCredentials);
+            assert!(refused.reason.contains("issuer"), "{}", refused.reason);
+            let wrong_email = with(|c| c["email"] = json!("intruder@x.iam.gserviceaccount.com"));
+            let refused = refusal(check_push(&source, &wrong_email, &body, NOW));
+            assert!(
+                refused.reason.contains("this source expects"),
+                "{}",
+                refused.reason
+            );
+            let unverified = with(|c| c["email_verified"] = json!(false));
+            let refused = refusal(check_push(&source, &unverified, &body, NOW));
+            assert!(
+                refused.reason.contains("not verified"),
+                "{}",
+                refused.reason
+            );
+
+            let forged = vec![(
+                "authorization".to_owned(),
+                format!("Bearer {}", fixtures::other_key().sign(KID, &genuine)),
+            )];
+            let refused = refusal(check_push(&source, &forged, &body, NOW));
+            assert_eq!(refused.code, Code::NoSignatureMatched);
+            assert_eq!(
+                refused.reason,
+                format!("the token's signature does not match the key \"{KID}\"")
+            );
+            let unknown = vec![(
+                "authorization".to_owned(),
+                format!("Bearer {}", fixtures::key().sign("rotated-in", &genuine)),
+            )];
+            let refused = refusal(check_push(&source, &unknown, &body, NOW));
+            assert_eq!(refused.code, Code::NoSignatureMatched);
+            assert!(
+                refused
+                    .reason
+                    .starts_with("no key with kid \"rotated-in\" in the JWKS"),
+                "{}",
+                refused.reason
+            );
+            assert_eq!(
+                refusal(check_push(&source, &[], &body, NOW)).code,
+                Code::MissingHeader
+            );
+
+            // Without the key set (the server could not fetch it): retryable.
+            let refused = refusal(source.check(
+                &Incoming {
+                    method: "POST",
+                    headers: &[authorization(&genuine)],
+                    body: &body,
+                },
+                None,
+                NOW,
+            ));
+            assert_eq!(refused.code, Code::Unavailable);
+            assert!(
+                refused
+                    .reason
+                    .contains("Pub/Sub delivers the message again")
+            );
+        }
+
+        #[test]
+        fn the_tolerance_is_the_tokens_leeway_and_never_lets_an_expired_one_pass() {
+            let body = envelope("1", b"{}", json!({}));
+            let headers = vec![authorization(&claims(NOW))];
+            let mut config = fixtures::config();
+            config["toleranceSeconds"] = json!(600);
+            let lenient = parsed("google-pubsub", config.clone());
+            check_push(&lenient, &headers, &body, NOW + 3600 + 600).unwrap();
+            let refused = refusal(check_push(&lenient, &headers, &body, NOW + 3600 + 601));
+            assert_eq!(refused.reason, "the token expired 601 s ago (leeway 600 s)");
+            assert_eq!(lenient.config_out()["toleranceSeconds"], 600);
+
+            config["toleranceSeconds"] = json!(0);
+            let strict = parsed("google-pubsub", config);
+            check_push(&strict, &headers, &body, NOW + 3600).unwrap();
+            let refused = refusal(check_push(&strict, &headers, &body, NOW + 3601));
+            assert_eq!(refused.code, Code::TimestampTooOld);
+            let refused = refusal(check_push(&strict, &headers, &body, NOW - 1));
+            assert_eq!(refused.code, Code::TimestampTooNew);
+        }
+
+        #[test]
+        fn a_verified_push_that_is_not_an_envelope_is_refused_as_malformed() {
+            let source = source();
+            let headers = vec![authorization(&claims(NOW))];
+            for (body, reason) in [
+                (
+                    &b"not json"[..],
+                    "is not a Pub/Sub push envelope: it is not JSON",
+                ),
+                (br#"{"data":"aGk="}"#, "no `message` object"),
+                (br#"{"message":{"data":"aGk="}}"#, "no messageId"),
+                (
+                    br#"{"message":{"messageId":"1","data":"***"}}"#,
+                    "not valid base64",
+                ),
+            ] {
+                let refused = refusal(check_push(&source, &headers, body, NOW));
+                assert_eq!(refused.code, Code::MalformedEnvelope);
+                assert!(refused.reason.contains(reason), "{}", refused.reason);
+            }
+            // The token is checked first: a forged push learns nothing of the envelope.
+            let refused = refusal(check_push(&source, &[], b"not json", NOW));
+            assert_eq!(refused.code, Code::MissingHeader);
+        }
+    }
+
     /// Property tests: no request, however hostile, and no config, however wrong, makes
     /// the receiving side panic; what it refuses it refuses with a receiving code, and
     /// what it cannot parse it locates under `body`.
@@ -1521,7 +1897,7 @@ mod tests {
 
         /// The codes a receiving verdict may refuse with: the signature codes of
         /// `hookline-signature`, and the pipeline's own.
-        const REFUSALS: [Code; 11] = [
+        const REFUSALS: [Code; 12] = [
             Code::MissingHeader,
             Code::MalformedHeader,
             Code::MalformedSecret,
@@ -1533,6 +1909,7 @@ mod tests {
             Code::PayloadTooLarge,
             Code::BodyNotUtf8,
             Code::BodyHasNul,
+            Code::MalformedEnvelope,
         ];
 
         /// Header names the providers' rules read, and a few they do not.
@@ -1571,6 +1948,7 @@ mod tests {
                 Kind::Hmac => json!({ "secret": "s3cret", "header": "x-sig", "prefix": "sha256=" }),
                 Kind::BasicAuth => json!({ "username": "hook", "password": "pass" }),
                 Kind::Bearer => json!({ "token": "tok_123" }),
+                Kind::GoogleOidc => crate::fixtures::config(),
             };
             if let Some(bytes) = max_body {
                 config["maxBodyBytes"] = bytes.into();
@@ -1613,6 +1991,10 @@ mod tests {
                     }
                     None => owned("authorization", "Bearer tok_123".to_owned()),
                 },
+                Verifier::Oidc(_) => {
+                    let claims = crate::fixtures::claims(timestamp);
+                    vec![crate::fixtures::authorization(&claims)]
+                }
             }
         }
 
@@ -1648,11 +2030,24 @@ mod tests {
             })
         }
 
+        /// Pub/Sub push envelopes of any data, with attributes right and wrong.
+        fn push() -> impl Strategy<Value = Vec<u8>> {
+            let attributes = prop_oneof![
+                Just(json!({})),
+                Just(json!({ "type": "batch.succeeded" })),
+                json_value(),
+            ];
+            (vec(any::<u8>(), 0..64), "[0-9]{1,20}", attributes).prop_map(
+                |(data, id, attributes)| crate::fixtures::envelope(&id, &data, attributes),
+            )
+        }
+
         /// Bodies: JSON of the providers' shapes, raw bytes, deep nesting, huge ones,
         /// with NUL bytes or bytes that are not UTF-8 put in.
         fn body() -> impl Strategy<Value = Vec<u8>> {
             let base = prop_oneof![
                 4 => json_value().prop_map(|value| value.to_string().into_bytes()),
+                2 => push(),
                 3 => vec(any::<u8>(), 0..512),
                 1 => (1usize..20_000, any::<bool>()).prop_map(|(depth, closed)| {
                     let mut body = "[".repeat(depth);
@@ -1772,7 +2167,8 @@ mod tests {
                     Headers::Arbitrary(headers) => headers,
                 };
                 let request = Incoming { method: "POST", headers: &headers, body: &body };
-                match receive(&source, &request, now) {
+                let keys = source.needs_keys().then(crate::fixtures::jwks);
+                match receive(&source, &request, keys.as_ref(), now) {
                     Verdict::Refused(refusal) => {
                         prop_assert!(
                             REFUSALS.contains(&refusal.code),
@@ -1785,7 +2181,11 @@ mod tests {
                         prop_assert!(!challenge.is_empty());
                     }
                     Verdict::Accepted(accepted) => {
-                        prop_assert_eq!(accepted.payload.as_bytes(), &body[..]);
+                        let forwarded = match provider.envelope {
+                            Some(_) => crate::pubsub::PushEnvelope::parse(&body).unwrap().data,
+                            None => body.clone(),
+                        };
+                        prop_assert_eq!(accepted.payload.as_bytes(), &forwarded[..]);
                         prop_assert!(!accepted.payload.contains('\0'));
                         prop_assert!(!accepted.dedupe_key.is_empty());
                         prop_assert!(accepted.event_type.len() <= MAX_VALUE_LEN);
@@ -1850,6 +2250,8 @@ mod tests {
                 "passwords",
                 "token",
                 "tokens",
+                "audience",
+                "serviceAccountEmail",
                 "toleranceSeconds",
                 "maxBodyBytes",
                 "dedupeWindowSeconds",

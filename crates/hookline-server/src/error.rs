@@ -27,7 +27,8 @@ pub fn status(code: Code) -> StatusCode {
         | Code::InvalidRange
         | Code::MissingPayload
         | Code::InvalidSchema
-        | Code::TransformationsUnsupported => StatusCode::BAD_REQUEST,
+        | Code::TransformationsUnsupported
+        | Code::MalformedEnvelope => StatusCode::BAD_REQUEST,
         Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Code::UnsupportedMediaType | Code::BodyNotUtf8 | Code::BodyHasNul => {
@@ -150,7 +151,7 @@ pub fn server_error(report: impl Into<Arc<str>>) -> Response {
 }
 
 /// `error` and its sources, outermost first: `a: b: c`.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -530,7 +530,7 @@ mod tests {
     mod props {
         use axum::response::IntoResponse as _;
         use hookline_receive::pipeline::{Incoming, Verdict, receive};
-        use hookline_receive::{ConfigError, SourceType};
+        use hookline_receive::{ConfigError, Jwks, SourceType};
         use proptest::collection::vec;
         use proptest::prelude::*;
         use serde_json::{Value, json};
@@ -719,6 +719,7 @@ mod tests {
                 json!({ "secret": "s3cret", "header": "x-sig" }),
                 json!({ "username": "hook", "password": "pass" }),
                 json!({ "token": "tok_123" }),
+                json!({ "audience": "https://h.test/in/t", "serviceAccountEmail": "p@x.test" }),
             ];
             let mut last = None;
             for config in &configs {
@@ -794,7 +795,13 @@ mod tests {
                     let source = config_for(type_name)
                         .unwrap_or_else(|e| panic!("{type_name}: {e}"));
                     let request = Incoming { method: "POST", headers: &headers, body: &body };
-                    if let Verdict::Refused(refusal) = receive(&source, &request, i64::from(now)) {
+                    // A key set is at hand (without one, a token is refused as unavailable,
+                    // on purpose a 503).
+                    let keys = Jwks::default();
+                    let keys = source.needs_keys().then_some(&keys);
+                    if let Verdict::Refused(refusal) =
+                        receive(&source, &request, keys, i64::from(now))
+                    {
                         let status = crate::error::status(refusal.code);
                         prop_assert!(
                             status.is_client_error(),

@@ -62,6 +62,9 @@ pub struct ApiConfig {
     /// What the server keeps: how much of refused requests the log holds, and how long
     /// message payloads stay (a message's `payloadRetentionPeriod` overrides it).
     pub keep: Keep,
+    /// Where Google publishes the keys of the tokens `google-pubsub` sources check
+    /// (`HOOKLINE_GOOGLE_JWKS_URL`).
+    pub google_jwks_url: String,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -80,6 +83,7 @@ impl std::fmt::Debug for ApiConfig {
             )
             .field("https_only", &self.https_only)
             .field("keep", &self.keep)
+            .field("google_jwks_url", &self.google_jwks_url)
             .finish()
     }
 }
@@ -94,6 +98,7 @@ impl Default for ApiConfig {
             jwt_secret: None,
             https_only: false,
             keep: Keep::default(),
+            google_jwks_url: hookline_signature::oidc::GOOGLE_JWKS_URL.to_owned(),
         }
     }
 }
@@ -112,6 +117,8 @@ pub struct AppState {
     pub messages: Arc<tokio::sync::Notify>,
     /// Parsed source types, by source.
     pub source_types: Arc<ingest::receive::SourceTypes>,
+    /// Google's signing keys, fetched when a `google-pubsub` source first needs them.
+    pub google_keys: Arc<ingest::keys::GoogleKeys>,
     /// Where every handler reads the time.
     pub clock: SharedClock,
     /// The job tracker: jobs are registered, observed and cancelled through it.
@@ -132,6 +139,7 @@ impl AppState {
             Arc::clone(&wake),
             Arc::clone(&clock),
         ));
+        let google_keys = Arc::new(ingest::keys::GoogleKeys::new(&config.google_jwks_url));
         AppState {
             store,
             wake,
@@ -139,6 +147,7 @@ impl AppState {
             ingested: Arc::default(),
             messages: Arc::default(),
             source_types: Arc::default(),
+            google_keys,
             clock,
             tracker,
         }

@@ -22,14 +22,16 @@
 //! - `shopify`: Shopify's `X-Shopify-Hmac-Sha256`;
 //! - `shared_secret`: Hugging Face's plain secret in `X-Webhook-Secret`.
 //!
-//! Two public modules check requests that no named provider signs:
+//! Three public modules check requests that no `Keyset` scheme covers:
 //!
 //! - [`hmac`]: a configurable HMAC of the body ([`hmac::HmacRule`]: header, SHA-1/256/512,
 //!   hex or base64, optional prefix);
-//! - [`credentials`]: `Authorization: Basic` and `Bearer` ([`credentials::Credentials`]).
+//! - [`credentials`]: `Authorization: Basic` and `Bearer` ([`credentials::Credentials`]);
+//! - [`oidc`]: OpenID Connect ID tokens signed with RS256 against a key set fetched by the
+//!   caller ([`oidc::OidcRule`], [`oidc::Jwks`]), as Google signs Pub/Sub pushes.
 //!
-//! They all share one small module of HMAC-tag helpers (computing a tag, decoding one from
-//! hex or base64, finding the matching key in constant time).
+//! All but `oidc` share one small module of HMAC-tag helpers (computing a tag, decoding one
+//! from hex or base64, finding the matching key in constant time).
 //!
 //! ```
 //! use hookline_signature::{Keyset, Message, Scheme, VerifyOptions};
@@ -48,6 +50,7 @@ mod github;
 mod headers;
 pub mod hmac;
 mod key;
+pub mod oidc;
 mod shared_secret;
 mod shopify;
 mod slack;

@@ -86,6 +86,9 @@ pub struct Ingest {
     pub refused_body_bytes: usize,
     /// Refused requests of one source the log keeps per minute, across all nodes.
     pub refused_per_minute: u32,
+    /// Where Google publishes the keys its OIDC tokens are signed with, which
+    /// `google-pubsub` sources check pushes against: an `http(s)://` URL.
+    pub google_jwks_url: String,
 }
 
 /// The job tracker. Its `Debug` shows no credential.
@@ -306,6 +309,7 @@ struct RawIngest {
     log_retention: Option<u64>,
     refused_body_bytes: Option<usize>,
     refused_per_minute: Option<u32>,
+    google_jwks_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -359,7 +363,12 @@ impl Raw {
         overlay!(
             self.ingest,
             top.ingest,
-            [log_retention, refused_body_bytes, refused_per_minute]
+            [
+                log_retention,
+                refused_body_bytes,
+                refused_per_minute,
+                google_jwks_url
+            ]
         );
         let mut jobs = top.jobs;
         overlay!(
@@ -463,6 +472,7 @@ impl Raw {
                         })
                     })
                     .transpose()?,
+                google_jwks_url: get("HOOKLINE_GOOGLE_JWKS_URL"),
             },
             jobs: {
                 let mut jobs = RawJobs {
@@ -588,6 +598,14 @@ impl Config {
         if !(1..=MAX_RETENTION_SECS).contains(&payload_retention) {
             bail!("payload_retention must be from 1 to {MAX_RETENTION_SECS} seconds (100 years)");
         }
+        let google_jwks_url = required(raw.ingest.google_jwks_url, "ingest.google_jwks_url")?;
+        match reqwest::Url::parse(&google_jwks_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+            _ => bail!(
+                "ingest.google_jwks_url (HOOKLINE_GOOGLE_JWKS_URL) must be an http:// or \
+                 https:// URL, got {google_jwks_url:?}"
+            ),
+        }
         let jobs = validate_jobs(raw.jobs)?;
         let format = raw.log.format.unwrap_or_else(|| "json".into());
         if !matches!(format.as_str(), "json" | "text") {
@@ -625,6 +643,7 @@ impl Config {
                 log_retention: Duration::from_secs(log_retention),
                 refused_body_bytes: raw.ingest.refused_body_bytes.unwrap_or(4096),
                 refused_per_minute: raw.ingest.refused_per_minute.unwrap_or(60),
+                google_jwks_url,
             },
             jobs,
             log: Log {
@@ -714,6 +733,14 @@ mod tests {
         );
         assert_eq!(config.ingest.refused_body_bytes, 4096);
         assert_eq!(config.ingest.refused_per_minute, 60);
+        assert_eq!(
+            config.ingest.google_jwks_url,
+            "https://www.googleapis.com/oauth2/v3/certs"
+        );
+        assert_eq!(
+            config.ingest.google_jwks_url,
+            hookline_signature::oidc::GOOGLE_JWKS_URL
+        );
         assert_eq!(config.payload_retention, Duration::from_secs(90 * 86_400));
         assert!(config.log.json);
     }
@@ -806,9 +833,11 @@ mod tests {
                 ("HOOKLINE_INGEST_REFUSED_BODY_BYTES", "512"),
                 ("HOOKLINE_INGEST_REFUSED_PER_MINUTE", "5"),
                 ("HOOKLINE_PAYLOAD_RETENTION", "432000"),
+                ("HOOKLINE_GOOGLE_JWKS_URL", "http://127.0.0.1:9999/certs"),
             ]),
         )
         .unwrap();
+        assert_eq!(config.ingest.google_jwks_url, "http://127.0.0.1:9999/certs");
         assert_eq!(config.ingest.refused_body_bytes, 512);
         assert_eq!(config.ingest.refused_per_minute, 5);
         assert_eq!(config.payload_retention, Duration::from_secs(5 * 86_400));
@@ -857,6 +886,13 @@ mod tests {
                 "http://ops.test",
                 "operational.secret",
             ),
+            ("HOOKLINE_GOOGLE_JWKS_URL", "", "google_jwks_url"),
+            (
+                "HOOKLINE_GOOGLE_JWKS_URL",
+                "ftp://keys.test/certs",
+                "google_jwks_url",
+            ),
+            ("HOOKLINE_GOOGLE_JWKS_URL", "certs.json", "google_jwks_url"),
         ];
         for (name, value, mentioned) in cases {
             let error = Config::load(None, &env(&[(name, value)])).unwrap_err();
@@ -937,7 +973,7 @@ mod tests {
         use super::*;
 
         /// Every variable read, and the words an error about it may name it by.
-        const VARIABLES: [(&str, &[&str]); 22] = [
+        const VARIABLES: [(&str, &[&str]); 23] = [
             ("HOOKLINE_LISTEN", &["listen"]),
             ("HOOKLINE_DATABASE_URL", &["database_url"]),
             ("HOOKLINE_DATABASE_POOL_SIZE", &["pool_size"]),
@@ -968,6 +1004,7 @@ mod tests {
                 "HOOKLINE_INGEST_REFUSED_PER_MINUTE",
                 &["refused_per_minute"],
             ),
+            ("HOOKLINE_GOOGLE_JWKS_URL", &["google_jwks_url"]),
             ("HOOKLINE_LOG_FORMAT", &["log.format"]),
             ("HOOKLINE_LOG_LEVEL", &["log.level"]),
         ];

@@ -196,6 +196,7 @@ pub async fn run_with(
                     }),
                     payload_retention: config.payload_retention,
                 },
+                google_jwks_url: config.ingest.google_jwks_url.clone(),
             }),
             clock,
         )

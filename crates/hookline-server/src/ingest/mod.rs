@@ -1,8 +1,9 @@
 //! The receiving side: the Svix Ingest API under `/ingest/api/v1` (sources, their
 //! forwarding endpoints, request log and live stream) and `/in/{token}`, where providers'
-//! webhooks arrive.
+//! webhooks arrive, with the key sets some types check tokens with ([`keys`]).
 
 pub mod endpoint;
+pub mod keys;
 pub mod receive;
 pub mod source;
 pub mod stream;

@@ -87,7 +87,7 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
     let verdict = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => {
             received.body = bytes.to_vec();
-            pipeline::receive(&source_type, &received.incoming(), now.timestamp())
+            judge(state, &source_type, &received, now.timestamp()).await
         }
         Err(error) if is_over_limit(&error) => Verdict::Refused(Refusal::too_large(limit)),
         // The client broke off or framed the body wrongly: not a body too large.
@@ -138,6 +138,28 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
                 .into_response()
         }
     })
+}
+
+/// Has the pipeline judge `received`, with Google's key set for the types that check
+/// tokens against it. Without a key set (it cannot be fetched) the request is refused as
+/// `unavailable`, a 503 that Pub/Sub retries.
+async fn judge(
+    state: &AppState,
+    source_type: &SourceType,
+    received: &Received,
+    now: i64,
+) -> Verdict {
+    if !source_type.needs_keys() {
+        return pipeline::receive(source_type, &received.incoming(), None, now);
+    }
+    let kid = hookline_signature::oidc::token_key_id(&received.headers);
+    match state.google_keys.for_kid(kid.as_deref()).await {
+        Ok(keys) => pipeline::receive(source_type, &received.incoming(), Some(&keys), now),
+        Err(unavailable) => Verdict::Refused(Refusal {
+            code: Code::Unavailable,
+            reason: unavailable.to_string(),
+        }),
+    }
 }
 
 /// Says in the server's log when a source's refused requests start going unlogged (once

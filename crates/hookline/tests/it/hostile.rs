@@ -10,20 +10,11 @@ use axum::http::StatusCode;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::server::{Receiver, Server, TempDir, postgres_schema};
+use crate::server::{Receiver, Server, TempDir};
 
-/// A node on each backend: SQLite in `dir`, and PostgreSQL in a fresh schema when the
-/// test server is configured.
+/// A node on each backend (see [`crate::server::nodes`]).
 async fn nodes(dir: &TempDir, name: &str) -> Vec<(&'static str, Server)> {
-    let mut nodes = vec![("sqlite", Server::start(&dir.0, &[]).await)];
-    if let Some(url) = postgres_schema(name) {
-        let env = [
-            ("HOOKLINE_DATABASE_URL", url.as_str()),
-            ("HOOKLINE_DATABASE_POOL_SIZE", "4"),
-        ];
-        nodes.push(("postgres", Server::start(&dir.0, &env).await));
-    }
-    nodes
+    crate::server::nodes(dir, name, &[]).await
 }
 
 /// A receiver that answers 200 with a body holding NUL bytes, counting the requests.

@@ -9,6 +9,7 @@ mod jobs;
 mod main_key;
 mod multinode;
 mod operational;
+mod pubsub;
 mod receiver;
 mod retention;
 mod security;

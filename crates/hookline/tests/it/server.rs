@@ -413,6 +413,26 @@ async fn record(
     StatusCode::from_u16(status).expect("valid status")
 }
 
+/// A node on each backend, with `extra` read as `HOOKLINE_*` variables: SQLite in `dir`,
+/// and PostgreSQL in a fresh schema named after `name` when the test server is configured
+/// (HOOKLINE_TEST_POSTGRES_URL; skipped with a notice otherwise).
+pub async fn nodes(
+    dir: &TempDir,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(&'static str, Server)> {
+    let mut nodes = vec![("sqlite", Server::start(&dir.0, extra).await)];
+    if let Some(url) = postgres_schema(name) {
+        let mut env = vec![
+            ("HOOKLINE_DATABASE_URL", url.as_str()),
+            ("HOOKLINE_DATABASE_POOL_SIZE", "4"),
+        ];
+        env.extend_from_slice(extra);
+        nodes.push(("postgres", Server::start(&dir.0, &env).await));
+    }
+    nodes
+}
+
 /// A fresh schema on the test server, and a database URL whose connections use it.
 pub fn postgres_schema(name: &str) -> Option<String> {
     let Ok(url) = std::env::var("HOOKLINE_TEST_POSTGRES_URL") else {
