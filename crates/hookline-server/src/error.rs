@@ -327,6 +327,8 @@ mod tests {
                     | Code::SchemaMismatch
                     | Code::DatabaseInUse
                     | Code::InvalidConfig
+                    // The fault of the provider behind this server (502), told in detail.
+                    | Code::ProviderUnavailable
             );
             assert_eq!(status.is_server_error(), server_side, "{code}: {status}");
         }

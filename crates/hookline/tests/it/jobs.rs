@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::emulator::{Emulator, Scripted};
-use crate::server::{Receiver, Server, TempDir, postgres_schema};
+use crate::server::{Receiver, Server, TempDir, nodes, postgres_schema};
 
 const OPENAI_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const REPLICATE_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -23,21 +23,13 @@ const TERMINAL: [&str; 4] = [
     "job.expired",
 ];
 
-/// A node on each backend, with `env` over the test settings.
-async fn nodes(dir: &TempDir, name: &str, env: &[(String, String)]) -> Vec<(&'static str, Server)> {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut nodes = vec![("sqlite", Server::start(&dir.0, &env).await)];
-    if let Some(url) = postgres_schema(name) {
-        let mut env = env.clone();
-        env.push(("HOOKLINE_DATABASE_URL", url.as_str()));
-        env.push(("HOOKLINE_DATABASE_POOL_SIZE", "4"));
-        nodes.push(("postgres", Server::start(&dir.0, &env).await));
-    }
-    nodes
+/// `env` as the pairs the node starters take.
+fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// An application whose endpoint is a fresh receiver.
-async fn app_with_receiver(server: &Server) -> (String, Receiver) {
+pub(crate) async fn app_with_receiver(server: &Server) -> (String, Receiver) {
     let (receiver, url) = Receiver::start().await;
     let (status, app) = server
         .api(Method::POST, "/api/v1/app", Some(json!({"name": "jobs"})))
@@ -88,13 +80,13 @@ async fn post_webhook(url: &str, scheme: Scheme, secret: &str, id: &str, body: &
     request.send().await.unwrap().status().as_u16()
 }
 
-async fn create_job(server: &Server, body: Value) -> Value {
+pub(crate) async fn create_job(server: &Server, body: Value) -> Value {
     let (status, job) = server.api(Method::POST, "/api/v1/job", Some(body)).await;
     assert_eq!(status, 201, "{job}");
     job
 }
 
-async fn get_job(server: &Server, id: &str) -> Value {
+pub(crate) async fn get_job(server: &Server, id: &str) -> Value {
     let (status, job) = server
         .api(Method::GET, &format!("/api/v1/job/{id}"), None)
         .await;
@@ -115,7 +107,11 @@ fn events(receiver: &Receiver, job: &str) -> Vec<(String, Value)> {
 
 /// Waits for `job`'s outcome event, then long enough for a second one to show, and
 /// returns its one outcome (failing on none or two).
-async fn one_outcome(receiver: &Receiver, job: &str, within: Duration) -> (String, Value) {
+pub(crate) async fn one_outcome(
+    receiver: &Receiver,
+    job: &str,
+    within: Duration,
+) -> (String, Value) {
     let ended = |events: &[(String, Value)]| {
         events
             .iter()
@@ -202,7 +198,7 @@ async fn a_job_ends_by_webhook_alone() {
 async fn a_lost_webhook_is_made_up_for_by_polling() {
     let dir = TempDir::new("job-polled");
     let emulator = Emulator::openai().await;
-    for (backend, server) in nodes(&dir, "job_polled", &openai_env(&emulator)).await {
+    for (backend, server) in nodes(&dir, "job_polled", &pairs(&openai_env(&emulator))).await {
         let (app, receiver) = app_with_receiver(&server).await;
         let batch = format!("batch_{backend}");
         let path = format!("/v1/batches/{batch}");
@@ -338,7 +334,7 @@ async fn a_webhook_before_its_job_is_applied_at_registration() {
 async fn thin_webhooks_are_completed_by_a_status_call_and_late_ones_emit_nothing() {
     let dir = TempDir::new("job-thin");
     let emulator = Emulator::openai().await;
-    for (backend, server) in nodes(&dir, "job_thin", &openai_env(&emulator)).await {
+    for (backend, server) in nodes(&dir, "job_thin", &pairs(&openai_env(&emulator))).await {
         let (app, receiver) = app_with_receiver(&server).await;
         let ingest = source(&server, "open-ai", OPENAI_SECRET).await;
 
@@ -528,7 +524,7 @@ async fn a_job_past_its_deadline_expires() {
 async fn a_cancelled_job_is_cancelled_at_its_provider() {
     let dir = TempDir::new("job-cancel");
     let emulator = Emulator::openai().await;
-    for (backend, server) in nodes(&dir, "job_cancel", &openai_env(&emulator)).await {
+    for (backend, server) in nodes(&dir, "job_cancel", &pairs(&openai_env(&emulator))).await {
         let (app, receiver) = app_with_receiver(&server).await;
         let batch = format!("batch_cancel_{backend}");
         emulator.set(
@@ -771,7 +767,7 @@ async fn a_poll_cut_off_by_sigkill_is_made_again_after_restart() {
     emulator.set_delay(Duration::from_secs(5));
     let mut env = openai_env(&emulator);
     env.push(("HOOKLINE_NODE_ID".into(), "node-k".into()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = pairs(&env);
     let mut server = Server::start_process(&dir.0, &env).await;
     let (app, receiver) = app_with_receiver(&server).await;
     let job = create_job(
@@ -825,8 +821,9 @@ async fn two_nodes_share_the_polls_of_a_thousand_jobs() {
         env.push(("HOOKLINE_DATABASE_URL".into(), url.clone()));
         env.push(("HOOKLINE_DATABASE_POOL_SIZE".into(), "4".into()));
         env.push(("HOOKLINE_NODE_ID".into(), node.into()));
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        nodes.push(std::sync::Arc::new(Server::start(&dir.0, &env).await));
+        nodes.push(std::sync::Arc::new(
+            Server::start(&dir.0, &pairs(&env)).await,
+        ));
     }
     let (app, receiver) = app_with_receiver(&nodes[0]).await;
     for n in 0..JOBS {
@@ -1031,7 +1028,7 @@ async fn a_submitted_job_is_tracked_by_the_id_its_provider_gave() {
         "HOOKLINE_REPLICATE_API_TOKEN",
         "r8-test-token",
     );
-    for (backend, server) in nodes(&dir, "job_submit", &env).await {
+    for (backend, server) in nodes(&dir, "job_submit", &pairs(&env)).await {
         let (app, receiver) = app_with_receiver(&server).await;
         let ingest = source(&server, "replicate", REPLICATE_SECRET).await;
         let prediction = format!("p_sub_{backend}");

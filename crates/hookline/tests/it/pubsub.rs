@@ -331,3 +331,37 @@ async fn a_push_is_answered_503_while_the_keys_cannot_be_fetched() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(receiver.deliveries().is_empty());
 }
+
+/// A Gemini batch tracked by webhook alone, its end announced by a Pub/Sub push: the
+/// unwrapped message reaches the job tracker and the job's app hears of it once.
+#[tokio::test]
+async fn a_gemini_batch_ends_by_pubsub_push() {
+    let dir = TempDir::new("pubsub-job");
+    let (_, jwks_url) = serve_jwks().await;
+    let env = [("HOOKLINE_GOOGLE_JWKS_URL", jwks_url.as_str())];
+    for (backend, server) in nodes(&dir, "pubsub_job", &env).await {
+        let (receiver, receiver_url) = Receiver::start().await;
+        let (_, ingest_url) = create_source(&server, &format!("{receiver_url}/vertex")).await;
+        let (app, events) = crate::jobs::app_with_receiver(&server).await;
+        let job = crate::jobs::create_job(
+            &server,
+            json!({"provider": "gemini_batch", "providerJobId": "b77", "appId": app, "poll": null}),
+        )
+        .await;
+        let data = r#"{"type":"batch.succeeded","data":{"id":"batches/b77","output_file_uri":"gs://out/b77"}}"#;
+        for attempt in [1, 2] {
+            let token = google_key().sign(KID, &claims(0));
+            let (status, answer) =
+                push(&ingest_url, &token, push_body("2001", data, attempt)).await;
+            assert_eq!(status, 200, "{backend}: {answer}");
+        }
+        let id = job["id"].as_str().unwrap();
+        let (kind, outcome) = crate::jobs::one_outcome(&events, id, Duration::from_secs(10)).await;
+        assert_eq!(kind, "job.succeeded", "{backend}");
+        assert_eq!(
+            outcome["data"]["result"]["data"]["output_file_uri"],
+            "gs://out/b77"
+        );
+        assert_eq!(receiver.deliveries().len(), 1, "forwarded once");
+    }
+}
