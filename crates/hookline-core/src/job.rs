@@ -190,7 +190,14 @@ impl Provider {
     /// webhook names the company's object, not always its kind (a Replicate webhook is a
     /// prediction or a training).
     pub fn match_key(self, provider_job_id: &str) -> Option<String> {
-        Some(format!("{}:{provider_job_id}", self.family()?.as_str()))
+        // An eval run's webhook names the run alone (`data.id`), not `{eval_id}/{run_id}`.
+        let id = match self {
+            Provider::OpenaiEvalRun => provider_job_id
+                .split_once('/')
+                .map_or(provider_job_id, |(_, run)| run),
+            _ => provider_job_id,
+        };
+        Some(format!("{}:{id}", self.family()?.as_str()))
     }
 
     /// Reads a status object as the provider's API returns it (and Replicate's webhooks
@@ -622,7 +629,11 @@ impl Job {
                 self.provider_status
                     .clone_from(&observation.provider_status);
             }
-            if let Some(status) = observation.status {
+            // A late retry of an earlier state (Replicate's `starting` after `processing`)
+            // does not take the job back.
+            let backwards =
+                observation.status == Some(JobStatus::Queued) && self.status == JobStatus::Running;
+            if let Some(status) = observation.status.filter(|_| !backwards) {
                 let progressed = observation.progress.is_some()
                     && observation.progress != self.progress
                     && status == JobStatus::Running;
@@ -1138,6 +1149,22 @@ mod tests {
         assert_eq!(report.match_key, "replicate:p1");
         assert_eq!(report.observation.status, Some(JobStatus::Succeeded));
         assert_eq!(report.observation.result.unwrap()["output"], json!(["x"]));
+    }
+
+    #[test]
+    fn eval_run_webhooks_find_their_job_and_late_states_do_not_go_back() {
+        let job_key = Provider::OpenaiEvalRun
+            .match_key("eval_1/evalrun_2")
+            .unwrap();
+        let body = br#"{"type":"eval.run.succeeded","data":{"id":"evalrun_2"}}"#;
+        let report = read_webhook("open-ai", body, at(1), |_| false).unwrap();
+        assert_eq!(report.match_key, job_key);
+
+        let mut job = job(Provider::ReplicatePrediction);
+        job.observe(&seen(1, Some(JobStatus::Running), None));
+        assert_eq!(job.observe(&seen(2, Some(JobStatus::Queued), None)), vec![]);
+        assert_eq!(job.status, JobStatus::Running);
+        assert_eq!(job.timeline[1].status, JobStatus::Running);
     }
 
     #[test]
