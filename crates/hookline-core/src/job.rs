@@ -168,6 +168,15 @@ impl Provider {
         })
     }
 
+    /// The id as Hookline keeps it: a Gemini batch's resource name (`batches/x`, as the SDK
+    /// names it) is its id `x`, as the status path and the webhooks have it.
+    pub fn job_id(self, id: &str) -> &str {
+        match self {
+            Provider::GeminiBatch => id.strip_prefix("batches/").unwrap_or(id),
+            _ => id,
+        }
+    }
+
     /// Whether `id` has the shape of this provider's ids: no path tricks, and an eval
     /// run's `{eval_id}/{run_id}`.
     pub fn valid_job_id(self, id: &str) -> bool {
@@ -1183,6 +1192,8 @@ mod tests {
         assert!(!Provider::OpenaiBatch.valid_job_id("a/b"));
         assert!(!Provider::OpenaiBatch.valid_job_id("a?x=1"));
         assert!(Provider::OpenaiEvalRun.valid_job_id("eval_1/evalrun_2"));
+        assert_eq!(Provider::GeminiBatch.job_id("batches/b1"), "b1");
+        assert_eq!(Provider::OpenaiBatch.job_id("batches/b1"), "batches/b1");
         assert!(!Provider::OpenaiEvalRun.valid_job_id("evalrun_2"));
         assert_eq!(
             Provider::OpenaiEvalRun

@@ -109,7 +109,7 @@ impl Validate for JobIn {
                 }
             }
             Some(provider) => match (&self.provider_job_id, &self.request) {
-                (Some(id), None) if !provider.valid_job_id(id) => v.add(
+                (Some(id), None) if !provider.valid_job_id(provider.job_id(id)) => v.add(
                     &["providerJobId"],
                     if provider == Provider::OpenaiEvalRun {
                         "must be `{eval_id}/{run_id}`, each of letters, digits, `-`, `_` and `.`"
@@ -254,7 +254,11 @@ async fn create(
             let (id, answer) = tracker.submit(provider, &Value::Object(request)).await?;
             (Some(id), Some(answer))
         }
-        None => (body.provider_job_id, None),
+        None => (
+            body.provider_job_id
+                .map(|id| provider.job_id(&id).to_owned()),
+            None,
+        ),
     };
 
     let mut job = Job::new(provider, provider_job_id, app.id, now, deadline);

@@ -345,7 +345,7 @@ async fn a_gemini_batch_ends_by_pubsub_push() {
         let (app, events) = crate::jobs::app_with_receiver(&server).await;
         let job = crate::jobs::create_job(
             &server,
-            json!({"provider": "gemini_batch", "providerJobId": "b77", "appId": app, "poll": null}),
+            json!({"provider": "gemini_batch", "providerJobId": "batches/b77", "appId": app, "poll": null}),
         )
         .await;
         let data = r#"{"type":"batch.succeeded","data":{"id":"batches/b77","output_file_uri":"gs://out/b77"}}"#;
