@@ -288,6 +288,21 @@ async fn start_server_with(
     }
 }
 
+/// A fresh schema `{prefix}_{pid}` in the PostgreSQL database at `url`, and a URL whose
+/// connections use it.
+fn fresh_schema(url: &str, prefix: &str) -> anyhow::Result<(String, String)> {
+    let schema = format!("{prefix}_{}", std::process::id());
+    psql(
+        url,
+        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+    )?;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok((
+        format!("{url}{separator}options=-csearch_path%3D{schema}"),
+        schema,
+    ))
+}
+
 fn sqlite_url(path: &std::path::Path) -> String {
     format!("sqlite://{}", path.display())
 }
@@ -454,16 +469,8 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir.0)?;
     let (database_url, schema) = match &args.postgres_url {
         Some(url) => {
-            let schema = format!("hookline_bench_{}", std::process::id());
-            psql(
-                url,
-                &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
-            )?;
-            let separator = if url.contains('?') { '&' } else { '?' };
-            (
-                format!("{url}{separator}options=-csearch_path%3D{schema}"),
-                Some(schema),
-            )
+            let (url, schema) = fresh_schema(url, "hookline_bench")?;
+            (url, Some(schema))
         }
         None => {
             if args.nodes > 1 {
@@ -681,16 +688,8 @@ async fn jobs_phase(args: &Args, timeout: Duration) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir.0)?;
     let (database_url, schema) = match &args.postgres_url {
         Some(url) => {
-            let schema = format!("hookline_bench_jobs_{}", std::process::id());
-            psql(
-                url,
-                &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
-            )?;
-            let separator = if url.contains('?') { '&' } else { '?' };
-            (
-                format!("{url}{separator}options=-csearch_path%3D{schema}"),
-                Some(schema),
-            )
+            let (url, schema) = fresh_schema(url, "hookline_bench_jobs")?;
+            (url, Some(schema))
         }
         None => (sqlite_url(&dir.0.join("jobs.db")), None),
     };

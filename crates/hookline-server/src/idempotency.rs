@@ -143,6 +143,29 @@ fn record_key(token_hash: &str, client_key: &str, uri: &str) -> String {
 }
 
 /// The stored answer, as first given.
+/// The answer to a request whose commit found its key taken (`error`, an
+/// [`IdempotencyConflict`](hookline_core::Code::IdempotencyConflict)): a request with the
+/// same key was carried out first, on this node or another, so it is answered as that one
+/// was.
+pub async fn replay_first(
+    state: &AppState,
+    key: &IdempotencyKey,
+    error: hookline_core::Error,
+) -> Result<Response, ApiError> {
+    match state
+        .store
+        .get_idempotent(key.stored_key(), state.clock.now())
+        .await?
+    {
+        Some(stored) => {
+            let mut response = replay(stored);
+            response.extensions_mut().insert(Recorded);
+            Ok(response)
+        }
+        None => Err(error.into()),
+    }
+}
+
 pub fn replay(stored: IdempotentResponse) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let has_body = !stored.body.is_empty();

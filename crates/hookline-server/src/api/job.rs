@@ -288,14 +288,7 @@ async fn create(
     let job = match (tracker.register(registration).await, &idempotency) {
         (Ok(job), _) => job,
         (Err(error), Some(key)) if error.code() == Code::IdempotencyConflict => {
-            return match state.store.get_idempotent(key.stored_key(), now).await? {
-                Some(stored) => {
-                    let mut response = crate::idempotency::replay(stored);
-                    response.extensions_mut().insert(Recorded);
-                    Ok(response)
-                }
-                None => Err(error.into()),
-            };
+            return crate::idempotency::replay_first(&state, key, error).await;
         }
         (Err(error), _) => return Err(error.into()),
     };

@@ -221,18 +221,7 @@ async fn accept_until(
         // A request with the same key was carried out first, on this node or another
         // (a client retrying after a node died mid-answer): answer as it was answered.
         (Err(error), Some(key)) if error.code() == Code::IdempotencyConflict => {
-            return match state
-                .store
-                .get_idempotent(key.stored_key(), state.clock.now())
-                .await?
-            {
-                Some(stored) => {
-                    let mut response = crate::idempotency::replay(stored);
-                    response.extensions_mut().insert(Recorded);
-                    Ok(response)
-                }
-                None => Err(error.into()),
-            };
+            return crate::idempotency::replay_first(state, key, error).await;
         }
         (Err(error), _) => return Err(error.into()),
     }
