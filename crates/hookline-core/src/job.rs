@@ -598,10 +598,12 @@ impl Job {
 
     /// What storing this new job takes: its first poll (`poll.after` from its creation,
     /// or the deadline for a job that is not polled, so that it expires), its
-    /// `job.created` message, and the webhooks kept for it since `unmatched_since`.
+    /// `job.created` message, the provider's answer to its submission (`submitted`), and
+    /// the webhooks kept for it since `unmatched_since`.
     pub fn registration(
         self,
         idempotency: Option<IdempotencyRecord>,
+        submitted: Option<Observation>,
         unmatched_since: DateTime<Utc>,
         payload_retention: Option<Duration>,
     ) -> NewJob {
@@ -619,6 +621,7 @@ impl Job {
             poll_due,
             created_message,
             idempotency,
+            submitted,
             unmatched_since,
             payload_retention,
         }
@@ -707,6 +710,23 @@ impl Job {
             at,
             payload_retention,
         )
+    }
+
+    /// The outcome a thin webhook announced (its status and event type) that no status
+    /// call has confirmed yet: the job's outcome if the status calls that should complete
+    /// the webhook fail, or answer that the job has not ended, or the deadline comes first.
+    pub fn announced(&self) -> Option<(JobStatus, &str)> {
+        if self.status.is_terminal() {
+            return None;
+        }
+        self.timeline
+            .iter()
+            .rev()
+            .filter(|entry| entry.source == ObservedBy::Webhook)
+            .find_map(|entry| {
+                let event = entry.provider_status.as_deref()?;
+                thin_status(self.provider, event).map(|status| (status, event))
+            })
     }
 
     /// When the job's next poll falls due after `next`: never after its deadline, and not
@@ -798,10 +818,25 @@ pub fn read_webhook(
     }
     let value: Value = serde_json::from_slice(body).ok()?;
     match source_type {
-        "open-ai" => {
+        "open-ai" | "standard-webhooks" | "google-pubsub" => {
             let event = value.get("type")?.as_str()?;
+            let candidates: &[Provider] = match source_type {
+                "open-ai" => &[
+                    Provider::OpenaiResponse,
+                    Provider::OpenaiBatch,
+                    Provider::OpenaiFineTuning,
+                    Provider::OpenaiEvalRun,
+                ],
+                _ => &[Provider::GeminiBatch],
+            };
+            let (provider, word) = candidates
+                .iter()
+                .find_map(|&provider| Some((provider, thin_status(provider, event)?)))?;
             let id = value.pointer("/data/id")?.as_str()?;
-            let (provider, word) = openai_event(event)?;
+            let id = match provider {
+                Provider::GeminiBatch => id.strip_prefix("batches/").unwrap_or(id),
+                _ => id,
+            };
             thin_report(provider, id, event, word, value.clone(), at, &fetch)
         }
         "replicate" => {
@@ -822,48 +857,30 @@ pub fn read_webhook(
                 },
             })
         }
-        "standard-webhooks" | "google-pubsub" => {
-            let event = value.get("type")?.as_str()?;
-            let id = value.pointer("/data/id")?.as_str()?;
-            let id = id.strip_prefix("batches/").unwrap_or(id);
-            let word = match event {
-                "batch.succeeded" => JobStatus::Succeeded,
-                "batch.failed" => JobStatus::Failed,
-                "batch.expired" => JobStatus::Expired,
-                "batch.cancelled" => JobStatus::Cancelled,
-                _ => return None,
-            };
-            thin_report(
-                Provider::GeminiBatch,
-                id,
-                event,
-                word,
-                value.clone(),
-                at,
-                &fetch,
-            )
-        }
         _ => None,
     }
 }
 
-/// The provider and status of an OpenAI webhook event type.
-fn openai_event(event: &str) -> Option<(Provider, JobStatus)> {
+/// The status a thin webhook's event type announces for a job of `provider` (OpenAI's
+/// events; Gemini's, whose `batch.*` names differ from OpenAI's in their success word).
+fn thin_status(provider: Provider, event: &str) -> Option<JobStatus> {
     use JobStatus::*;
-    Some(match event {
-        "response.completed" => (Provider::OpenaiResponse, Succeeded),
-        "response.failed" | "response.incomplete" => (Provider::OpenaiResponse, Failed),
-        "response.cancelled" => (Provider::OpenaiResponse, Cancelled),
-        "batch.completed" => (Provider::OpenaiBatch, Succeeded),
-        "batch.failed" => (Provider::OpenaiBatch, Failed),
-        "batch.expired" => (Provider::OpenaiBatch, Expired),
-        "batch.cancelled" => (Provider::OpenaiBatch, Cancelled),
-        "fine_tuning.job.succeeded" => (Provider::OpenaiFineTuning, Succeeded),
-        "fine_tuning.job.failed" => (Provider::OpenaiFineTuning, Failed),
-        "fine_tuning.job.cancelled" => (Provider::OpenaiFineTuning, Cancelled),
-        "eval.run.succeeded" => (Provider::OpenaiEvalRun, Succeeded),
-        "eval.run.failed" => (Provider::OpenaiEvalRun, Failed),
-        "eval.run.canceled" => (Provider::OpenaiEvalRun, Cancelled),
+    use Provider::*;
+    Some(match (provider, event) {
+        (OpenaiResponse, "response.completed") => Succeeded,
+        (OpenaiResponse, "response.failed" | "response.incomplete") => Failed,
+        (OpenaiResponse, "response.cancelled") => Cancelled,
+        (OpenaiBatch, "batch.completed") => Succeeded,
+        (OpenaiBatch | GeminiBatch, "batch.failed") => Failed,
+        (OpenaiBatch | GeminiBatch, "batch.expired") => Expired,
+        (OpenaiBatch | GeminiBatch, "batch.cancelled") => Cancelled,
+        (GeminiBatch, "batch.succeeded") => Succeeded,
+        (OpenaiFineTuning, "fine_tuning.job.succeeded") => Succeeded,
+        (OpenaiFineTuning, "fine_tuning.job.failed") => Failed,
+        (OpenaiFineTuning, "fine_tuning.job.cancelled") => Cancelled,
+        (OpenaiEvalRun, "eval.run.succeeded") => Succeeded,
+        (OpenaiEvalRun, "eval.run.failed") => Failed,
+        (OpenaiEvalRun, "eval.run.canceled") => Cancelled,
         _ => return None,
     })
 }
@@ -1158,6 +1175,41 @@ mod tests {
         assert_eq!(report.match_key, "replicate:p1");
         assert_eq!(report.observation.status, Some(JobStatus::Succeeded));
         assert_eq!(report.observation.result.unwrap()["output"], json!(["x"]));
+    }
+
+    #[test]
+    fn a_thin_webhook_announces_an_end_until_the_job_ends() {
+        let body = br#"{"type":"response.completed","data":{"id":"resp_1"}}"#;
+        let report = read_webhook("open-ai", body, at(5), |_| true).unwrap();
+        let mut response = job(Provider::OpenaiResponse);
+        assert_eq!(response.announced(), None);
+        assert_eq!(response.observe(&report.observation), vec![]);
+        assert_eq!(response.status, JobStatus::Queued);
+        assert_eq!(
+            response.announced(),
+            Some((JobStatus::Succeeded, "response.completed"))
+        );
+        response.observe(&seen(6, Some(JobStatus::Failed), None));
+        assert_eq!(response.announced(), None, "the job ended");
+
+        // `batch.failed` is OpenAI's and Gemini's; `batch.completed` only OpenAI's.
+        let mut gemini = job(Provider::GeminiBatch);
+        let mut event = seen(7, None, None);
+        event.source = ObservedBy::Webhook;
+        event.provider_status = Some("batch.completed".into());
+        gemini.observe(&event);
+        assert_eq!(gemini.announced(), None);
+        event.provider_status = Some("batch.failed".into());
+        gemini.observe(&event);
+        assert_eq!(
+            gemini.announced(),
+            Some((JobStatus::Failed, "batch.failed"))
+        );
+        let openai = br#"{"type":"batch.failed","data":{"id":"batch_1"}}"#;
+        let report = read_webhook("open-ai", openai, at(5), |_| false).unwrap();
+        assert_eq!(report.match_key, "openai:batch_1");
+        let report = read_webhook("google-pubsub", openai, at(5), |_| false).unwrap();
+        assert_eq!(report.match_key, "gemini:batch_1");
     }
 
     #[test]

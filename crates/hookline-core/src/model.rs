@@ -474,6 +474,27 @@ pub struct IdempotentResponse {
     pub body: Vec<u8>,
 }
 
+impl IdempotentResponse {
+    /// The status of a [`pending`](Self::pending) answer. Only 2xx answers are ever
+    /// recorded otherwise, so a record with this status is always a placeholder.
+    pub const PENDING: u16 = 409;
+
+    /// The placeholder kept while a request that calls out (a job submitted to its
+    /// provider) runs: a retry that arrives meanwhile, on any node, is told to wait instead
+    /// of calling out twice. The request's own answer replaces it.
+    pub fn pending() -> Self {
+        IdempotentResponse {
+            status: Self::PENDING,
+            body: serde_json::to_vec(&serde_json::json!({
+                "code": "idempotency_conflict",
+                "detail": "a request with this idempotency-key is still being carried out; \
+                           retry it once that one has answered",
+            }))
+            .expect("a JSON literal serializes"),
+        }
+    }
+}
+
 /// An idempotency record to commit together with the write it answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {

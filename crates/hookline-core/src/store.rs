@@ -388,6 +388,11 @@ pub trait IdempotencyStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotentResponse>>;
     async fn put_idempotent(&self, record: &IdempotencyRecord) -> Result<()>;
+    /// Writes `record` unless a live record of its key is there
+    /// ([`Code::IdempotencyConflict`](crate::Code::IdempotencyConflict)); a
+    /// [pending](IdempotentResponse::PENDING) placeholder is only replaced by the request's
+    /// own answer, committed with what it created.
+    async fn claim_idempotent(&self, record: &IdempotencyRecord, now: DateTime<Utc>) -> Result<()>;
     /// Deletes the idempotency records that expired before `now`; returns how many. Nodes
     /// sharing a database take turns, as for [`IngestStore::purge_ingest_requests`].
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64>;
@@ -400,7 +405,11 @@ pub struct NewJob {
     /// When it is first polled (or, for a job that is not polled, its deadline).
     pub poll_due: DateTime<Utc>,
     pub created_message: NewMessage,
+    /// The record of the creating request; the store writes the stored job (after the
+    /// observations below) as its body, so a replay answers what the request answered.
     pub idempotency: Option<IdempotencyRecord>,
+    /// What the provider answered when Hookline submitted the job, applied first.
+    pub submitted: Option<Observation>,
     /// The webhooks kept for the job ([`JobStore::observe_job`] with nothing to match)
     /// are applied at its creation, with their events, when they arrived after this time.
     pub unmatched_since: DateTime<Utc>,
@@ -476,18 +485,21 @@ pub trait JobStore: Send + Sync {
     async fn get_job(&self, key: &str) -> Result<Job>;
     async fn list_jobs(&self, filter: &JobFilter, query: &ListQuery) -> Result<Page<Job>>;
     async fn observe_job(&self, observation: JobObservation) -> Result<Observed>;
-    /// Leases up to `limit` jobs whose poll is due at `now` to `owner` until
-    /// `now + lease`, oldest due first. A job whose lease ran out is due again.
+    /// Leases up to `limit` jobs of `providers` whose poll is due at `now` to `owner`
+    /// until `now + lease`, oldest due first. A job whose lease ran out is due again.
     async fn claim_polls(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
+        providers: &[Provider],
     ) -> Result<Vec<DuePoll>>;
     /// Moves a job's poll to `due` (the caller keeps it within the deadline, as
-    /// [`Job::poll_due`] does) after a poll that learnt nothing, ending `owner`'s lease; `failed` counts a failure, else they are
-    /// forgotten.
+    /// [`Job::poll_due`] does) after a poll that learnt nothing, ending `owner`'s lease;
+    /// `failed` counts a failure, else they are forgotten. A poll asked for meanwhile (an
+    /// observation's [`NextPoll::At`](crate::job::NextPoll::At) while the lease was held)
+    /// keeps its earlier time.
     async fn delay_poll(
         &self,
         job: &JobId,

@@ -58,6 +58,22 @@ impl IdempotencyKey {
                 + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(12)),
         }
     }
+
+    /// The placeholder that holds this key for `lasts` while the request calls out
+    /// ([`IdempotentResponse::pending`]).
+    pub fn pending(&self, now: DateTime<Utc>, lasts: std::time::Duration) -> IdempotencyRecord {
+        IdempotencyRecord {
+            key: self.key.clone(),
+            response: IdempotentResponse::pending(),
+            expires_at: now + chrono::Duration::from_std(lasts).unwrap_or(chrono::Duration::MAX),
+        }
+    }
+
+    /// The placeholder of a request that failed, expired at once (records count until
+    /// they expire): a retry may carry the request out.
+    pub fn released(&self, now: DateTime<Utc>) -> IdempotencyRecord {
+        self.pending(now, std::time::Duration::ZERO)
+    }
 }
 
 /// Marks a response whose idempotency record the handler already committed.

@@ -221,4 +221,11 @@ CREATE TABLE job_unmatched (
 CREATE INDEX job_unmatched_key ON job_unmatched (match_key, id);
 CREATE INDEX job_unmatched_received ON job_unmatched (received_at);
 "#,
+    // A poll asked for (by a thin webhook) while another is in flight: the earlier of it
+    // and the in-flight poll's next time wins when that poll ends. Each provider
+    // family's polls are claimed apart, within its budget (`JobStore::claim_polls`).
+    r#"
+ALTER TABLE job ADD COLUMN poll_asked_at INTEGER;
+CREATE INDEX job_provider_poll_due ON job (provider, poll_due_at) WHERE poll_due_at IS NOT NULL;
+"#,
 ];

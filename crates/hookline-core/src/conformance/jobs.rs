@@ -54,7 +54,7 @@ async fn events(store: &dyn Store, app: &AppId) -> Vec<String> {
 async fn registered(store: &dyn Store, job: Job) -> Job {
     let since = job.created_at - chrono::Duration::hours(1);
     store
-        .create_job(job.registration(None, since, None))
+        .create_job(job.registration(None, None, since, None))
         .await
         .unwrap()
 }
@@ -76,14 +76,14 @@ pub async fn a_job_is_stored_with_its_created_event_and_found_by_id_or_uid(store
     let mut same_provider_job = job(&a.id, Provider::OpenaiBatch, Some("batch_1"));
     same_provider_job.uid = Some("other".into());
     let error = store
-        .create_job(same_provider_job.registration(None, clock_now(), None))
+        .create_job(same_provider_job.registration(None, None, clock_now(), None))
         .await
         .unwrap_err();
     assert!(matches!(error, Error::Conflict { .. }), "{error:?}");
     let mut same_uid = job(&a.id, Provider::OpenaiBatch, Some("batch_2"));
     same_uid.uid = Some("nightly".into());
     let error = store
-        .create_job(same_uid.registration(None, clock_now(), None))
+        .create_job(same_uid.registration(None, None, clock_now(), None))
         .await
         .unwrap_err();
     assert!(matches!(error, Error::Conflict { .. }), "{error:?}");
@@ -210,13 +210,22 @@ pub async fn polls_are_claimed_under_a_lease_and_end_with_the_job(store: Arc<dyn
 
     let now = clock_now() + chrono::Duration::seconds(1);
     let lease = Duration::from_secs(30);
-    let claimed = store.claim_polls("node-a", now, lease, 10).await.unwrap();
+    let others = [Provider::OpenaiBatch, Provider::Custom];
+    let claimed = store
+        .claim_polls("node-a", now, lease, 10, &others)
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "only the providers asked for");
+    let claimed = store
+        .claim_polls("node-a", now, lease, 10, &Provider::ALL)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1, "only the due job");
     assert_eq!(claimed[0].job.id, polled.id);
     assert_eq!((claimed[0].polls, claimed[0].failures), (0, 0));
     assert!(
         store
-            .claim_polls("node-b", now, lease, 10)
+            .claim_polls("node-b", now, lease, 10, &Provider::ALL)
             .await
             .unwrap()
             .is_empty()
@@ -234,12 +243,15 @@ pub async fn polls_are_claimed_under_a_lease_and_end_with_the_job(store: Arc<dyn
             .is_err(),
         "the lease ended"
     );
-    let again = store.claim_polls("node-b", now, lease, 10).await.unwrap();
+    let again = store
+        .claim_polls("node-b", now, lease, 10, &Provider::ALL)
+        .await
+        .unwrap();
     assert_eq!((again[0].polls, again[0].failures), (1, 1));
     // An expired lease is taken over.
     let after_lease = now + chrono::Duration::seconds(31);
     let taken = store
-        .claim_polls("node-c", after_lease, lease, 10)
+        .claim_polls("node-c", after_lease, lease, 10, &Provider::ALL)
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
@@ -252,14 +264,60 @@ pub async fn polls_are_claimed_under_a_lease_and_end_with_the_job(store: Arc<dyn
     store.observe_job(by_poller).await.unwrap();
     assert!(
         store
-            .claim_polls("node-d", after_lease, lease, 10)
+            .claim_polls("node-d", after_lease, lease, 10, &Provider::ALL)
             .await
             .unwrap()
             .is_empty()
     );
     let next = after_lease + chrono::Duration::seconds(15);
-    let due = store.claim_polls("node-d", next, lease, 10).await.unwrap();
+    let due = store
+        .claim_polls("node-d", next, lease, 10, &Provider::ALL)
+        .await
+        .unwrap();
     assert_eq!((due[0].polls, due[0].failures), (2, 0));
+
+    // A poll asked for while one is in flight (a thin webhook's) is not put off by the
+    // in-flight poll's own next time, whether that poll records an answer or is moved on.
+    let secs = chrono::Duration::seconds;
+    let mut asked = seen(None, ObservedBy::Webhook);
+    asked.next_poll = NextPoll::At(next);
+    store
+        .observe_job(by_key(&polled, asked.clone()))
+        .await
+        .unwrap();
+    let mut answered = seen(Some(JobStatus::Running), ObservedBy::Poll);
+    answered.next_poll = NextPoll::At(next + secs(3600));
+    let mut by_poller = by_key(&polled, answered);
+    by_poller.poller = Some("node-d".into());
+    store.observe_job(by_poller).await.unwrap();
+    let due = store
+        .claim_polls("node-f", next + secs(1), lease, 10, &Provider::ALL)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1, "the asked-for poll is due");
+    assert_eq!(due[0].job.id, polled.id);
+    store.observe_job(by_key(&polled, asked)).await.unwrap();
+    store
+        .delay_poll(&polled.id, "node-f", next + secs(3600), true)
+        .await
+        .unwrap();
+    let due = store
+        .claim_polls("node-g", next + secs(2), lease, 10, &Provider::ALL)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1, "the asked-for poll outlived a failed one");
+    // Asked for nothing, a poll's next time holds.
+    store
+        .delay_poll(&polled.id, "node-g", next + secs(3600), false)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_polls("node-h", next + secs(3), lease, 10, &Provider::ALL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Once it ended, it is never due again.
     store
@@ -270,7 +328,10 @@ pub async fn polls_are_claimed_under_a_lease_and_end_with_the_job(store: Arc<dyn
         .await
         .unwrap();
     let far = next + chrono::Duration::days(30);
-    let due = store.claim_polls("node-e", far, lease, 10).await.unwrap();
+    let due = store
+        .claim_polls("node-e", far, lease, 10, &Provider::ALL)
+        .await
+        .unwrap();
     assert_eq!(due.len(), 1, "only the other job, at its deadline");
     assert_ne!(due[0].job.id, polled.id);
 }

@@ -6,8 +6,9 @@
 //! polls live in the store, one per job, claimed under a lease like deliveries
 //! ([`JobStore::claim_polls`]), so nodes share them, a restart loses none, and memory holds
 //! only the polls in flight (at most [`TrackConfig::concurrency`]). Each provider family
-//! has a budget of status calls a second, in total over every node: a node spaces its
-//! calls by the budget divided by the live nodes ([`DeliveryQueue::heartbeat`]).
+//! has a budget of calls a second, in total over every node: a node starts its calls at
+//! least the live nodes ÷ the budget apart ([`DeliveryQueue::heartbeat`] counts the
+//! nodes), and claims a family's polls only as fast as its share lets it make them.
 
 mod client;
 
@@ -40,6 +41,9 @@ const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// Most polls one claim takes.
 const CLAIM_BATCH: usize = 64;
+/// How many status calls in a row may fail to complete a thin webhook before the end its
+/// event announced is taken as the job's outcome.
+const ANNOUNCED_TRIES: u32 = 3;
 
 /// How the tracker polls. [`Default`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -81,6 +85,24 @@ impl Default for TrackConfig {
     }
 }
 
+/// A provider family's budget on this node.
+#[derive(Debug)]
+struct Budget {
+    /// When the next call may start.
+    next: tokio::time::Instant,
+    /// Polls claimed that have not yet made their call.
+    claimed: usize,
+}
+
+impl Budget {
+    fn new(now: tokio::time::Instant) -> Self {
+        Budget {
+            next: now,
+            claimed: 0,
+        }
+    }
+}
+
 /// The job tracker of one node: what the API, the receiving side and the poller call.
 pub struct Tracker {
     store: Arc<dyn JobStore>,
@@ -93,7 +115,10 @@ pub struct Tracker {
     wake: Notify,
     /// Counts the job changes made on this node, for long polls ([`Tracker::changes`]).
     changes: watch::Sender<u64>,
-    budgets: Mutex<BTreeMap<Family, tokio::time::Instant>>,
+    budgets: Mutex<BTreeMap<Family, Budget>>,
+    /// The providers whose polls are claimed together: each family with a credential, and
+    /// the rest.
+    claims: Vec<(Option<Family>, Vec<Provider>)>,
     nodes: AtomicUsize,
     config: TrackConfig,
 }
@@ -106,10 +131,29 @@ impl Tracker {
         deliveries: Arc<Notify>,
         clock: SharedClock,
     ) -> Self {
+        let client = ProviderClient::new(config.access.clone(), config.request_timeout);
+        let callable = |provider: &Provider| provider.family().filter(|f| client.can_call(*f));
+        let mut claims: Vec<(Option<Family>, Vec<Provider>)> = Family::ALL
+            .into_iter()
+            .filter(|family| client.can_call(*family))
+            .map(|family| {
+                let providers = Provider::ALL
+                    .into_iter()
+                    .filter(|p| p.family() == Some(family))
+                    .collect();
+                (Some(family), providers)
+            })
+            .collect();
+        let rest: Vec<Provider> = Provider::ALL
+            .into_iter()
+            .filter(|p| callable(p).is_none())
+            .collect();
+        claims.push((None, rest));
         Tracker {
             store,
             queue,
-            client: ProviderClient::new(config.access.clone(), config.request_timeout),
+            client,
+            claims,
             clock,
             deliveries,
             wake: Notify::new(),
@@ -123,6 +167,11 @@ impl Tracker {
     /// Whether status calls can be made to `family` (a credential is configured).
     pub fn can_call(&self, family: Family) -> bool {
         self.client.can_call(family)
+    }
+
+    /// The longest a call to a provider may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.config.request_timeout
     }
 
     /// The retention of the payloads of job events.
@@ -236,6 +285,7 @@ impl Tracker {
         if let (Some(family), Some(id)) = (job.provider.family(), &job.provider_job_id)
             && self.can_call(family)
         {
+            self.spend(family).await;
             match self.client.cancel(job.provider, id).await {
                 Some(Answer::Object(object)) => answer = Some(object),
                 Some(Answer::RateLimited(_)) => {
@@ -269,6 +319,7 @@ impl Tracker {
                 "custom jobs have no provider to submit to",
             )
         })?;
+        self.spend(family).await;
         match self.client.submit(provider, request).await {
             Answer::Object(object) => {
                 let id = object
@@ -292,6 +343,13 @@ impl Tracker {
             Ok(released) => tracing::info!(released, "polls of this node's last run given back"),
             Err(error) => tracing::warn!(%error, "cannot give back this node's polls"),
         }
+        // The nodes already running learn of this one at their next heartbeat; until then
+        // they spend the budgets as if it were not there, so it polls only after that.
+        self.beat().await;
+        tokio::select! {
+            () = tokio::time::sleep(HEARTBEAT_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
         let heartbeat = tokio::spawn({
             let tracker = Arc::clone(&self);
             let shutdown = shutdown.clone();
@@ -310,39 +368,59 @@ impl Tracker {
                     tracing::warn!(%error, "cannot purge kept webhooks");
                 }
             }
-            let free = slots.available_permits().min(CLAIM_BATCH);
-            if free == 0 {
+            if slots.available_permits() == 0 {
                 tokio::select! {
                     permit = Arc::clone(&slots).acquire_owned() => drop(permit),
                     () = shutdown.cancelled() => break,
                 }
                 continue;
             }
-            let now = self.clock.now();
-            let claimed = match self
-                .store
-                .claim_polls(&node, now, self.config.lease, free)
-                .await
-            {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot claim due polls");
-                    Vec::new()
+            // Each family's polls are claimed apart, only as many as its budget lets this
+            // node make within the next look, so no poll waits long under a lease and the
+            // nodes share the polls; the rest (custom jobs, families without a
+            // credential) wait only for their deadlines.
+            let mut more = false;
+            for (family, providers) in &self.claims {
+                let free = slots.available_permits().min(CLAIM_BATCH);
+                let limit = match family {
+                    Some(family) => self.allowance(*family, free).await,
+                    None => free,
+                };
+                if limit == 0 {
+                    continue;
                 }
-            };
-            let full = claimed.len() == free;
-            for due in claimed {
-                let permit = Arc::clone(&slots)
-                    .acquire_owned()
+                let now = self.clock.now();
+                let claimed = match self
+                    .store
+                    .claim_polls(&node, now, self.config.lease, limit, providers)
                     .await
-                    .expect("the semaphore is never closed");
-                let tracker = Arc::clone(&self);
-                tokio::spawn(async move {
-                    tracker.poll(due).await;
-                    drop(permit);
-                });
+                {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot claim due polls");
+                        Vec::new()
+                    }
+                };
+                more |= claimed.len() == limit;
+                if let Some(family) = *family {
+                    self.count_claimed(family, claimed.len() as isize).await;
+                }
+                for due in claimed {
+                    let permit = Arc::clone(&slots)
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed");
+                    let (tracker, family) = (Arc::clone(&self), *family);
+                    tokio::spawn(async move {
+                        tracker.poll(due).await;
+                        if let Some(family) = family {
+                            tracker.count_claimed(family, -1).await;
+                        }
+                        drop(permit);
+                    });
+                }
             }
-            if !full {
+            if !more {
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(self.config.idle_poll) => {}
@@ -353,16 +431,21 @@ impl Tracker {
         heartbeat.abort();
     }
 
+    /// Announces this node and learns how many share the budgets.
+    async fn beat(&self) {
+        match self
+            .queue
+            .heartbeat(&self.config.node_id, HEARTBEAT_TTL)
+            .await
+        {
+            Ok(nodes) => self.nodes.store(nodes.max(1), Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, "tracker heartbeat failed"),
+        }
+    }
+
     async fn heartbeats(&self, shutdown: CancellationToken) {
         loop {
-            match self
-                .queue
-                .heartbeat(&self.config.node_id, HEARTBEAT_TTL)
-                .await
-            {
-                Ok(nodes) => self.nodes.store(nodes.max(1), Ordering::Relaxed),
-                Err(error) => tracing::warn!(%error, "tracker heartbeat failed"),
-            }
+            self.beat().await;
             tokio::select! {
                 () = tokio::time::sleep(HEARTBEAT_INTERVAL) => {}
                 () = shutdown.cancelled() => return,
@@ -370,24 +453,62 @@ impl Tracker {
         }
     }
 
-    /// Waits for this node's turn under `family`'s budget: its calls are spaced by the
-    /// budget divided by the live nodes.
-    async fn spend(&self, family: Family) {
+    /// The spacing of this node's calls to `family`: the budget divided by the live nodes.
+    fn spacing(&self, family: Family) -> Duration {
         let rate = self
             .client
             .access(family)
             .map_or(1.0, |access| access.requests_per_second);
         let nodes = self.nodes.load(Ordering::Relaxed).max(1) as f64;
-        let spacing = Duration::from_secs_f64(nodes / rate.max(0.001));
-        let slot = {
-            let mut budgets = self.budgets.lock().await;
-            let now = tokio::time::Instant::now();
-            let next = budgets.entry(family).or_insert(now);
-            let slot = (*next).max(now);
-            *next = slot + spacing;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+        Duration::from_secs_f64(nodes / rate.max(0.001))
+    }
+
+    /// Waits for this node's next turn under `family`'s budget: calls start at least
+    /// [`spacing`](Self::spacing) apart, counted from when each really started (a turn
+    /// missed by a late wake-up is not made up).
+    async fn spend(&self, family: Family) {
+        let spacing = self.spacing(family);
+        loop {
+            let turn = {
+                let mut budgets = self.budgets.lock().await;
+                let now = tokio::time::Instant::now();
+                let budget = budgets.entry(family).or_insert(Budget::new(now));
+                if now >= budget.next {
+                    budget.next = now + spacing;
+                    return;
+                }
+                budget.next
+            };
+            tokio::time::sleep_until(turn).await;
+        }
+    }
+
+    /// How many more of `family`'s polls this node may claim now (at most `free`): the
+    /// turns its budget gives it before its next look at the due polls, less the polls
+    /// claimed already and not yet done.
+    async fn allowance(&self, family: Family, free: usize) -> usize {
+        let spacing = self.spacing(family);
+        let budgets = self.budgets.lock().await;
+        let now = tokio::time::Instant::now();
+        let (mut turn, claimed) = budgets
+            .get(&family)
+            .map_or((now, 0), |budget| (budget.next.max(now), budget.claimed));
+        let horizon = now + self.config.idle_poll;
+        let mut turns = 0;
+        while turns < free + claimed && turn <= horizon {
+            turns += 1;
+            turn += spacing;
+        }
+        turns.saturating_sub(claimed)
+    }
+
+    /// Counts claimed polls of `family` in (`count` of them) or out (`-1` as each ends).
+    async fn count_claimed(&self, family: Family, count: isize) {
+        let mut budgets = self.budgets.lock().await;
+        let budget = budgets
+            .entry(family)
+            .or_insert(Budget::new(tokio::time::Instant::now()));
+        budget.claimed = budget.claimed.saturating_add_signed(count);
     }
 
     /// One due poll: expire the job at its deadline, or ask the provider and observe the
@@ -400,6 +521,10 @@ impl Tracker {
         } = due;
         let now = self.clock.now();
         if now >= job.deadline {
+            if let Some(announced) = announced(&job, now, None) {
+                self.record(&job, announced).await;
+                return;
+            }
             let expired = Observation {
                 at: now,
                 source: ObservedBy::Poll,
@@ -431,6 +556,13 @@ impl Tracker {
             Answer::Object(object) => {
                 let reading = job.provider.read(&object);
                 let at = self.clock.now();
+                if !reading.status.is_some_and(JobStatus::is_terminal)
+                    && let Some(announced) = announced(&job, at, Some(object.clone()))
+                {
+                    // The provider does not show yet the end a webhook announced.
+                    self.record(&job, announced).await;
+                    return;
+                }
                 let next = match job.poll {
                     Some(_) => after(at, plan.backoff(polls, jitter)),
                     None => job.deadline,
@@ -455,6 +587,13 @@ impl Tracker {
                 let wait = asked.max(plan.backoff(failures, jitter));
                 tracing::info!(job = %job.id, wait_ms = wait.as_millis() as u64, "provider rate limited a poll");
                 self.delay(&job, after(now, wait), true).await;
+            }
+            Answer::Failed(reason)
+                if failures + 1 >= ANNOUNCED_TRIES && job.announced().is_some() =>
+            {
+                tracing::warn!(job = %job.id, %reason, "the status call that should complete a webhook failed; its event decides");
+                let announced = announced(&job, self.clock.now(), None);
+                self.record(&job, announced.expect("announced")).await;
             }
             Answer::Failed(reason) => {
                 let wait = plan.backoff(failures, jitter);
@@ -498,6 +637,22 @@ impl std::fmt::Debug for Tracker {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// The end a thin webhook announced for `job` ([`Job::announced`]), as an observation at
+/// `at` with the provider's last answer, if any.
+fn announced(job: &Job, at: DateTime<Utc>, result: Option<Value>) -> Option<Observation> {
+    let (status, event) = job.announced()?;
+    Some(Observation {
+        at,
+        source: ObservedBy::Webhook,
+        provider_status: Some(event.to_owned()),
+        status: Some(status),
+        progress: None,
+        result,
+        error: None,
+        next_poll: NextPoll::Keep,
+    })
 }
 
 /// `wait` after `at`, or the end of time when that is beyond it (a deadline comes first).

@@ -5,14 +5,17 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hookline_core::Code;
+use hookline_core::id::AppId;
 use hookline_core::id::JobId;
-use hookline_core::job::{Job, JobStatus, PollPlan, Provider};
+use hookline_core::job::{Job, JobStatus, NextPoll, Observation, ObservedBy, PollPlan, Provider};
 use hookline_core::page::ListQuery;
 use hookline_core::patch::nullable;
 use hookline_core::store::JobFilter;
@@ -38,6 +41,9 @@ const MAX_POLL_SECS: u64 = 24 * 3600;
 /// How often a long poll looks at the store when nothing changed on this node (a change
 /// made by another node is seen within this).
 const WAIT_RECHECK: Duration = Duration::from_millis(100);
+/// How much longer than the provider call's timeout a submission holds its idempotency
+/// key (a node that dies meanwhile frees the key after this).
+const PENDING_MARGIN: Duration = Duration::from_secs(60);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -180,21 +186,6 @@ fn plan(provider: Provider, poll: Option<Option<PollIn>>) -> Option<PollPlan> {
     })
 }
 
-fn json_response(status: StatusCode, job: &Job) -> Result<(Response, Vec<u8>), ApiError> {
-    let body = serde_json::to_vec(job)
-        .map_err(|error| ApiError::Internal(format!("cannot serialize a job: {error}")))?;
-    let response = (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.clone(),
-    )
-        .into_response();
-    Ok((response, body))
-}
-
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -243,16 +234,76 @@ async fn create(
         .into());
     }
 
+    let idempotency = idempotency.map(|Extension(key)| key);
+    // A job submitted to its provider claims its idempotency key first: a retry that
+    // arrives meanwhile, on any node, must not submit it a second time.
+    let claimed = match (&body.request, &idempotency) {
+        (Some(_), Some(key)) => {
+            let pending = key.pending(now, tracker.request_timeout() + PENDING_MARGIN);
+            match state.store.claim_idempotent(&pending, now).await {
+                Ok(()) => Some(key),
+                Err(error) if error.code() == Code::IdempotencyConflict => {
+                    return crate::idempotency::replay_first(&state, key, error).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        _ => None,
+    };
+    let created = register(
+        &state,
+        body,
+        provider,
+        app.id,
+        now,
+        deadline,
+        poll,
+        &idempotency,
+    )
+    .await;
+    if created.is_err()
+        && let Some(key) = claimed
+        && let Err(error) = state.store.put_idempotent(&key.released(now)).await
+    {
+        tracing::warn!(%error, "cannot release an idempotency key");
+    }
+    created
+}
+
+/// Submits the job if it carries a request, and stores it.
+#[allow(clippy::too_many_arguments)]
+async fn register(
+    state: &AppState,
+    body: JobIn,
+    provider: Provider,
+    app_id: AppId,
+    now: DateTime<Utc>,
+    deadline: DateTime<Utc>,
+    poll: Option<PollPlan>,
+    idempotency: &Option<IdempotencyKey>,
+) -> Result<Response, ApiError> {
+    let tracker = &state.tracker;
     let (provider_job_id, submitted) = match body.request {
         Some(mut request) => {
             if provider.family() == Some(hookline_core::job::Family::Replicate)
                 && !request.contains_key("webhook")
-                && let Some(url) = replicate_webhook(&state, body.source_id.as_deref()).await?
+                && let Some(url) = replicate_webhook(state, body.source_id.as_deref()).await?
             {
                 request.insert("webhook".into(), Value::String(url));
             }
             let (id, answer) = tracker.submit(provider, &Value::Object(request)).await?;
-            (Some(id), Some(answer))
+            let reading = provider.read(&answer);
+            let observation = Observation {
+                at: now,
+                source: ObservedBy::Api,
+                provider_status: reading.provider_status,
+                status: reading.status,
+                progress: reading.progress,
+                result: Some(answer),
+                error: reading.error,
+                next_poll: NextPoll::Keep,
+            };
+            (Some(id), Some(observation))
         }
         None => (
             body.provider_job_id
@@ -261,38 +312,33 @@ async fn create(
         ),
     };
 
-    let mut job = Job::new(provider, provider_job_id, app.id, now, deadline);
+    let mut job = Job::new(provider, provider_job_id, app_id, now, deadline);
     job.uid = body.uid;
     job.group = body.group;
     job.metadata = body.metadata.unwrap_or_default().into_iter().collect();
     job.poll = poll;
-    if let Some(answer) = submitted {
-        let reading = provider.read(&answer);
-        job.provider_status = reading.provider_status;
-        if let Some(status) = reading.status.filter(|s| !s.is_terminal()) {
-            job.status = status;
-        }
-        job.progress = reading.progress;
-        job.result = Some(answer);
-    }
-    let idempotency = idempotency.map(|Extension(key)| key);
-    let (_, body_bytes) = json_response(StatusCode::CREATED, &job)?;
+    // The store writes the job it stored as the record's body.
     let record = idempotency
         .as_ref()
-        .map(|key| key.record(StatusCode::CREATED, body_bytes, now));
+        .map(|key| key.record(StatusCode::CREATED, Vec::new(), now));
     let registration = job.registration(
         record,
+        submitted,
         tracker.unmatched_since(now),
         tracker.payload_retention(),
     );
-    let job = match (tracker.register(registration).await, &idempotency) {
+    let job = match (tracker.register(registration).await, idempotency) {
         (Ok(job), _) => job,
-        (Err(error), Some(key)) if error.code() == Code::IdempotencyConflict => {
-            return crate::idempotency::replay_first(&state, key, error).await;
+        // Another request with this key was carried out first; a retry of one that
+        // created the job finds its provider id taken as well.
+        (Err(error), Some(key))
+            if matches!(error.code(), Code::IdempotencyConflict | Code::Conflict) =>
+        {
+            return crate::idempotency::replay_first(state, key, error).await;
         }
         (Err(error), _) => return Err(error.into()),
     };
-    let (mut response, _) = json_response(StatusCode::CREATED, &job)?;
+    let mut response = (StatusCode::CREATED, Json(job)).into_response();
     if idempotency.is_some() {
         response.extensions_mut().insert(Recorded);
     }

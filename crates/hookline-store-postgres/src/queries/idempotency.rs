@@ -43,6 +43,11 @@ impl IdempotencyStore for PostgresStore {
         put_idempotent(&db, record).await
     }
 
+    async fn claim_idempotent(&self, record: &IdempotencyRecord, now: DateTime<Utc>) -> Result<()> {
+        let db = self.client().await?;
+        claim_idempotent(&db, record, now).await
+    }
+
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64> {
         self.purge("idempotency", "key", "expires_at", now).await
     }
@@ -71,7 +76,9 @@ async fn put_idempotent(db: &impl GenericClient, record: &IdempotencyRecord) -> 
 /// same key is there: then another request with that key was carried out first (on this
 /// node or another), and this one must create nothing ([`Code::IdempotencyConflict`]; the
 /// caller replays the first answer). A concurrent insert of the same key waits for the
-/// first transaction to end. An expired record is replaced.
+/// first transaction to end. An expired record is replaced, and so is a
+/// [pending](IdempotentResponse::PENDING) one by an answer (the request that claimed the
+/// key answers), never by another placeholder.
 pub(super) async fn claim_idempotent(
     db: &impl GenericClient,
     record: &IdempotencyRecord,
@@ -83,13 +90,15 @@ pub(super) async fn claim_idempotent(
          ON CONFLICT (key) DO UPDATE
              SET status = excluded.status, body = excluded.body,
                  expires_at = excluded.expires_at
-             WHERE idempotency.expires_at <= $5",
+             WHERE idempotency.expires_at <= $5
+                 OR (idempotency.status = $6 AND excluded.status <> $6)",
         &[
             &record.key,
             &i32::from(record.response.status),
             &record.response.body,
             &ms(record.expires_at),
             &ms(now),
+            &i32::from(IdempotentResponse::PENDING),
         ],
     )
     .await

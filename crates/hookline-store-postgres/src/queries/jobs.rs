@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use hookline_core::id::JobId;
-use hookline_core::job::{GroupCounts, Job, JobStatus, NextPoll, Observation, group_completed};
+use hookline_core::job::{
+    GroupCounts, Job, JobStatus, NextPoll, Observation, Provider, group_completed,
+};
 use hookline_core::page::{ListQuery, Page};
 use hookline_core::store::{
     DuePoll, JobFilter, JobObservation, JobStore, JobTarget, NewJob, NewMessage, Observed,
@@ -66,8 +68,15 @@ async fn save(
     let set_due = poll_due.is_some();
     execute(
         db,
+        // A poll asked for while one is in flight (a thin webhook's) is kept in
+        // `poll_asked_at`, so that the poll's own next time cannot put it off.
         "UPDATE job SET status = $2, body = $3, updated_at = $4,
-             poll_due_at = CASE WHEN $5 THEN $6::timestamptz ELSE poll_due_at END,
+             poll_due_at = CASE WHEN NOT $5 THEN poll_due_at
+                 WHEN $7::text IS NULL OR $6::timestamptz IS NULL THEN $6::timestamptz
+                 ELSE LEAST($6::timestamptz, poll_asked_at) END,
+             poll_asked_at = CASE WHEN $7::text IS NOT NULL THEN NULL
+                 WHEN $5 AND lease_owner IS NOT NULL THEN LEAST($6::timestamptz, poll_asked_at)
+                 ELSE poll_asked_at END,
              polls = CASE WHEN $7::text IS NULL THEN polls ELSE polls + 1 END,
              failures = CASE WHEN $7::text IS NULL THEN failures ELSE 0 END,
              lease_until = CASE WHEN lease_owner = $7 THEN NULL ELSE lease_until END,
@@ -217,10 +226,10 @@ impl JobStore for PostgresStore {
         .await
         .map_err(duplicate("a job"))?;
         emit(&tx, &new.created_message).await?;
-        if let Some(record) = &new.idempotency {
-            claim_idempotent(&tx, record, job.created_at).await?;
-        }
         let mut job = new.job.clone();
+        if let Some(answer) = &new.submitted {
+            job = apply(&tx, job, answer, None, new.payload_retention).await?;
+        }
         if let Some(key) = &match_key {
             let kept = query_rows(
                 &tx,
@@ -241,6 +250,11 @@ impl JobStore for PostgresStore {
                     serde_json::from_str(&text).map_err(Error::storage)?;
                 job = apply(&tx, job, &observation, None, new.payload_retention).await?;
             }
+        }
+        if let Some(record) = &new.idempotency {
+            let mut record = record.clone();
+            record.response.body = serde_json::to_vec(&job).map_err(Error::storage)?;
+            claim_idempotent(&tx, &record, job.created_at).await?;
         }
         tx.commit().await.map_err(storage)?;
         Ok(job)
@@ -360,22 +374,25 @@ impl JobStore for PostgresStore {
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
+        providers: &[Provider],
     ) -> Result<Vec<DuePoll>> {
+        let providers: Vec<&str> = providers.iter().map(|p| p.as_str()).collect();
         let until = ms(now + chrono::Duration::from_std(lease).map_err(Error::storage)?);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let db = self.client().await?;
         let rows = query_rows(
             &db,
             &format!(
-                "UPDATE job SET lease_owner = $1, lease_until = $2
+                "UPDATE job SET lease_owner = $1, lease_until = $2, poll_asked_at = NULL
                  WHERE id IN (
                      SELECT id FROM job
                      WHERE poll_due_at <= $3 AND (lease_until IS NULL OR lease_until <= $3)
+                         AND provider = ANY($5)
                      ORDER BY poll_due_at LIMIT $4
                      FOR UPDATE SKIP LOCKED)
                  RETURNING {JOB_COLUMNS}"
             ),
-            &[&owner, &until, &ms(now), &limit],
+            &[&owner, &until, &ms(now), &limit, &providers],
         )
         .await
         .map_err(storage)?;
@@ -393,7 +410,9 @@ impl JobStore for PostgresStore {
         let rows = execute(
             &db,
             "UPDATE job SET
-                 poll_due_at = CASE WHEN poll_due_at IS NULL THEN NULL ELSE $3::timestamptz END,
+                 poll_due_at = CASE WHEN poll_due_at IS NULL THEN NULL
+                     ELSE LEAST($3::timestamptz, poll_asked_at) END,
+                 poll_asked_at = NULL,
                  failures = CASE WHEN $4 THEN failures + 1 ELSE 0 END,
                  polls = polls + 1,
                  lease_owner = NULL, lease_until = NULL

@@ -40,6 +40,12 @@ impl IdempotencyStore for SqliteStore {
         self.write(move |conn| put_idempotent(conn, &record)).await
     }
 
+    async fn claim_idempotent(&self, record: &IdempotencyRecord, now: DateTime<Utc>) -> Result<()> {
+        let record = record.clone();
+        self.write(move |conn| claim_idempotent(conn, &record, now))
+            .await
+    }
+
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64> {
         self.purge("idempotency", "expires_at", now).await
     }
@@ -65,7 +71,9 @@ fn put_idempotent(conn: &Connection, record: &IdempotencyRecord) -> Result<()> {
 /// Writes the record of a request that creates something, unless a live record of the
 /// same key is there: then another request with that key was carried out first, and this
 /// one must create nothing ([`Code::IdempotencyConflict`]; the caller replays the first
-/// answer). An expired record is replaced.
+/// answer). An expired record is replaced, and so is a
+/// [pending](IdempotentResponse::PENDING) one by an answer (the request that claimed the
+/// key answers), never by another placeholder.
 pub(super) fn claim_idempotent(
     conn: &Connection,
     record: &IdempotencyRecord,
@@ -77,7 +85,8 @@ pub(super) fn claim_idempotent(
              ON CONFLICT (key) DO UPDATE
                  SET status = excluded.status, body = excluded.body,
                      expires_at = excluded.expires_at
-                 WHERE idempotency.expires_at <= ?5",
+                 WHERE idempotency.expires_at <= ?5
+                     OR (idempotency.status = ?6 AND excluded.status <> ?6)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -86,6 +95,7 @@ pub(super) fn claim_idempotent(
                 record.response.body,
                 millis(record.expires_at),
                 millis(now),
+                IdempotentResponse::PENDING,
             ])
         })
         .map_err(Error::storage)?;

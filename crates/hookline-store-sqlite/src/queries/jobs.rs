@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookline_core::id::JobId;
-use hookline_core::job::{GroupCounts, Job, JobStatus, NextPoll, Observation, group_completed};
+use hookline_core::job::{
+    GroupCounts, Job, JobStatus, NextPoll, Observation, Provider, group_completed,
+};
 use hookline_core::page::{ListQuery, Page};
 use hookline_core::store::{
     DuePoll, JobFilter, JobObservation, JobStore, JobTarget, NewJob, NewMessage, Observed,
@@ -54,8 +56,15 @@ fn save(
     poll_due: Option<Option<DateTime<Utc>>>,
     poller: Option<&str>,
 ) -> Result<()> {
+    // A poll asked for while one is in flight (a thin webhook's) is kept in
+    // `poll_asked_at`, so that the poll's own next time cannot put it off.
     let sql = "UPDATE job SET status = ?2, body = ?3, updated_at = ?4,
-             poll_due_at = CASE WHEN ?5 THEN ?6 ELSE poll_due_at END,
+             poll_due_at = CASE WHEN NOT ?5 THEN poll_due_at
+                 WHEN ?7 IS NULL OR ?6 IS NULL THEN ?6
+                 ELSE MIN(?6, COALESCE(poll_asked_at, ?6)) END,
+             poll_asked_at = CASE WHEN ?7 IS NOT NULL THEN NULL
+                 WHEN ?5 AND lease_owner IS NOT NULL THEN MIN(?6, COALESCE(poll_asked_at, ?6))
+                 ELSE poll_asked_at END,
              polls = CASE WHEN ?7 IS NULL THEN polls ELSE polls + 1 END,
              failures = CASE WHEN ?7 IS NULL THEN failures ELSE 0 END,
              lease_until = CASE WHEN lease_owner = ?7 THEN NULL ELSE lease_until END,
@@ -215,14 +224,19 @@ impl JobStore for SqliteStore {
             })
             .map_err(|e| classify(e, "a job"))?;
             emit(conn, &new.created_message)?;
-            if let Some(record) = &new.idempotency {
-                claim_idempotent(conn, record, job.created_at)?;
-            }
             let mut job = new.job.clone();
+            if let Some(answer) = &new.submitted {
+                job = apply(conn, job, answer, None, new.payload_retention)?;
+            }
             if let Some(key) = &match_key {
                 for observation in take_unmatched(conn, key, new.unmatched_since)? {
                     job = apply(conn, job, &observation, None, new.payload_retention)?;
                 }
+            }
+            if let Some(record) = &new.idempotency {
+                let mut record = record.clone();
+                record.response.body = serde_json::to_vec(&job).map_err(Error::storage)?;
+                claim_idempotent(conn, &record, job.created_at)?;
             }
             Ok(job)
         })
@@ -317,21 +331,24 @@ impl JobStore for SqliteStore {
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
+        providers: &[Provider],
     ) -> Result<Vec<DuePoll>> {
         let owner = owner.to_owned();
+        let providers = serde_json::to_string(providers).map_err(Error::storage)?;
         let until = now + chrono::Duration::from_std(lease).map_err(Error::storage)?;
         self.write(move |conn| {
             all(
                 conn,
                 &format!(
-                    "UPDATE job SET lease_owner = ?1, lease_until = ?2
+                    "UPDATE job SET lease_owner = ?1, lease_until = ?2, poll_asked_at = NULL
                      WHERE id IN (
                          SELECT id FROM job
                          WHERE poll_due_at <= ?3 AND (lease_until IS NULL OR lease_until <= ?3)
+                             AND provider IN (SELECT value FROM json_each(?5))
                          ORDER BY poll_due_at LIMIT ?4)
                      RETURNING {JOB_COLUMNS}"
                 ),
-                params![owner, millis(until), millis(now), limit as i64],
+                params![owner, millis(until), millis(now), limit as i64, providers],
                 job_row,
             )
         })
@@ -350,7 +367,9 @@ impl JobStore for SqliteStore {
             let rows = conn
                 .prepare_cached(
                     "UPDATE job SET
-                         poll_due_at = CASE WHEN poll_due_at IS NULL THEN NULL ELSE ?3 END,
+                         poll_due_at = CASE WHEN poll_due_at IS NULL THEN NULL
+                             ELSE MIN(?3, COALESCE(poll_asked_at, ?3)) END,
+                         poll_asked_at = NULL,
                          failures = CASE WHEN ?4 THEN failures + 1 ELSE 0 END,
                          polls = polls + 1,
                          lease_owner = NULL, lease_until = NULL

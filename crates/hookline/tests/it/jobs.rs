@@ -868,22 +868,30 @@ async fn two_nodes_share_the_polls_of_a_thousand_jobs() {
             json!({"id": n, "status": "completed"}),
         );
     }
+    // Outcomes by job id: each of the JOBS jobs has exactly one.
     let ended = |deliveries: &[crate::server::Delivery]| {
-        deliveries
+        let mut outcomes = std::collections::HashMap::<String, usize>::new();
+        for event in deliveries
             .iter()
             .filter_map(|d| serde_json::from_slice::<Value>(&d.body).ok())
-            .filter(|e| e["type"] == "job.succeeded")
-            .count()
+            .filter(|e| TERMINAL.contains(&e["type"].as_str().unwrap_or_default()))
+        {
+            *outcomes
+                .entry(event["data"]["id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+        outcomes
     };
-    let deliveries = receiver
-        .wait_until(Duration::from_secs(90), |d| ended(d) >= JOBS)
+    receiver
+        .wait_until(Duration::from_secs(90), |d| ended(d).len() >= JOBS)
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        ended(&receiver.deliveries()),
-        JOBS,
-        "one outcome each ({} seen first)",
-        ended(&deliveries)
+    let outcomes = ended(&receiver.deliveries());
+    assert_eq!(outcomes.len(), JOBS, "every job ended");
+    let twice: Vec<_> = outcomes.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "jobs with more than one outcome: {twice:?}"
     );
     assert_eq!(
         emulator.most_overlapping(),
@@ -1091,5 +1099,393 @@ async fn a_submitted_job_is_tracked_by_the_id_its_provider_gave() {
             .await;
         assert_eq!(status, 502, "{error}");
         assert_eq!(error["code"], "provider_unavailable");
+    }
+}
+
+/// With a credential configured a thin webhook is completed by a status call; when that call
+/// answers that the job has not ended yet, or keeps failing, the event's own word is the
+/// outcome (a webhook-only job would otherwise wait for its deadline and expire).
+#[tokio::test]
+async fn a_thin_webhook_ends_its_job_when_status_calls_cannot_confirm_it() {
+    let dir = TempDir::new("job-announced");
+    let emulator = Emulator::openai().await;
+    for (backend, server) in nodes(&dir, "job_announced", &pairs(&openai_env(&emulator))).await {
+        let (app, receiver) = app_with_receiver(&server).await;
+        let ingest = source(&server, "open-ai", OPENAI_SECRET).await;
+        let thin = |kind: &str, id: &str| {
+            json!({"object": "event", "id": format!("evt_{id}"), "type": kind,
+                   "created_at": 1, "data": {"id": id}})
+        };
+
+        // The provider does not show the end yet.
+        let lagging = format!("resp_lag_{backend}");
+        let path = format!("/v1/responses/{lagging}");
+        emulator.set(
+            &path,
+            json!({"id": lagging, "object": "response", "status": "in_progress"}),
+        );
+        let job = create_job(
+            &server,
+            json!({"provider": "openai_response", "providerJobId": lagging, "appId": app,
+                   "poll": null}),
+        )
+        .await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        let event = thin("response.completed", &lagging);
+        let status = post_webhook(&ingest, Scheme::OpenAi, OPENAI_SECRET, &lagging, &event).await;
+        assert_eq!(status, 200);
+        let (kind, outcome) = one_outcome(&receiver, &id, Duration::from_secs(10)).await;
+        assert_eq!(kind, "job.succeeded", "{backend}");
+        assert_eq!(outcome["data"]["providerStatus"], "response.completed");
+        assert_eq!(
+            outcome["data"]["result"]["status"], "in_progress",
+            "the provider's last answer"
+        );
+        assert_eq!(emulator.calls_to(&path).len(), 1, "one status call");
+
+        // The status calls fail: after three, the event decides.
+        let broken = format!("resp_broken_{backend}");
+        let path = format!("/v1/responses/{broken}");
+        emulator.script(
+            &path,
+            [Scripted::Broken, Scripted::Broken, Scripted::Broken],
+        );
+        emulator.set(
+            &path,
+            json!({"id": broken, "object": "response", "status": "completed"}),
+        );
+        let job = create_job(
+            &server,
+            json!({"provider": "openai_response", "providerJobId": broken, "appId": app,
+                   "poll": {"after": 3600, "interval": 1, "maxInterval": 1}}),
+        )
+        .await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        let event = thin("response.failed", &broken);
+        let status = post_webhook(&ingest, Scheme::OpenAi, OPENAI_SECRET, &broken, &event).await;
+        assert_eq!(status, 200);
+        let (kind, _) = one_outcome(&receiver, &id, Duration::from_secs(15)).await;
+        assert_eq!(kind, "job.failed", "{backend}");
+        let calls = emulator.calls_to(&path);
+        assert_eq!(
+            calls.iter().map(|c| c.status).collect::<Vec<_>>(),
+            [500, 500, 500]
+        );
+    }
+}
+
+/// Polling saw a prediction fail; Replicate's webhook that says it succeeded arrives after:
+/// it goes on the timeline, changes nothing and emits nothing.
+#[tokio::test]
+async fn a_late_webhook_that_disagrees_changes_nothing() {
+    let dir = TempDir::new("job-late");
+    let emulator = Emulator::replicate().await;
+    let env = emulator.env(
+        "REPLICATE",
+        "/v1",
+        "HOOKLINE_REPLICATE_API_TOKEN",
+        "r8-test-token",
+    );
+    for (backend, server) in nodes(&dir, "job_late", &pairs(&env)).await {
+        let (app, receiver) = app_with_receiver(&server).await;
+        let ingest = source(&server, "replicate", REPLICATE_SECRET).await;
+        let prediction = format!("p_late_{backend}");
+        emulator.set(
+            &format!("/v1/predictions/{prediction}"),
+            json!({"id": prediction, "status": "failed", "error": "out of memory"}),
+        );
+        let job = create_job(
+            &server,
+            json!({"provider": "replicate_prediction", "providerJobId": prediction,
+                   "appId": app, "poll": {"after": 0, "interval": 1}}),
+        )
+        .await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        let (kind, outcome) = one_outcome(&receiver, &id, Duration::from_secs(10)).await;
+        assert_eq!(kind, "job.failed", "{backend}");
+        assert_eq!(outcome["data"]["error"], "out of memory");
+
+        let late = json!({"id": prediction, "status": "succeeded", "output": "x.png"});
+        let status = post_webhook(
+            &ingest,
+            Scheme::Replicate,
+            REPLICATE_SECRET,
+            &prediction,
+            &late,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (kind, _) = one_outcome(&receiver, &id, Duration::from_secs(1)).await;
+        assert_eq!(
+            kind, "job.failed",
+            "{backend}: the late webhook emitted nothing"
+        );
+        let job = get_job(&server, &id).await;
+        assert_eq!(job["status"], "failed");
+        assert_eq!(
+            job["result"]["status"], "failed",
+            "the result is the poll's"
+        );
+        let last = job["timeline"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["source"], "webhook", "{job}");
+        assert_eq!(last["providerStatus"], "succeeded");
+        assert_eq!(last["status"], "failed");
+    }
+}
+
+/// Posts a job with an `idempotency-key`; answers the status and the exact body.
+async fn post_keyed(server: &Server, key: &str, body: &Value) -> (u16, Vec<u8>) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/job", server.url))
+        .bearer_auth(crate::server::TOKEN)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.bytes().await.unwrap().to_vec())
+}
+
+/// A submission the provider answers as running starts the job running (with its
+/// `job.running` event), and its retry with the same idempotency key answers the same bytes
+/// without submitting again.
+#[tokio::test]
+async fn a_submission_answered_running_runs_and_its_retry_submits_nothing() {
+    let dir = TempDir::new("job-submit-retry");
+    let emulator = Emulator::replicate().await;
+    let env = emulator.env(
+        "REPLICATE",
+        "/v1",
+        "HOOKLINE_REPLICATE_API_TOKEN",
+        "r8-test-token",
+    );
+    for (backend, server) in nodes(&dir, "job_submit_retry", &pairs(&env)).await {
+        let (app, receiver) = app_with_receiver(&server).await;
+        let prediction = format!("p_run_{backend}");
+        emulator.set(
+            "/v1/predictions",
+            json!({"id": prediction, "status": "processing", "logs": "step 1"}),
+        );
+        let submitted_before = emulator.calls_to("/v1/predictions").len();
+        let request = json!({"provider": "replicate_prediction", "appId": app, "poll": null,
+                             "request": {"version": "abc123"}});
+        let key = format!("submit-{backend}");
+        let (status, first) = post_keyed(&server, &key, &request).await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&first));
+        let job: Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(job["status"], "running", "{backend}: {job}");
+        assert_eq!(job["timeline"][0]["source"], "api");
+        assert_eq!(job["timeline"][0]["providerStatus"], "processing");
+        let id = job["id"].as_str().unwrap().to_owned();
+        receiver
+            .wait_until(Duration::from_secs(10), |_| {
+                events(&receiver, &id)
+                    .iter()
+                    .any(|(kind, _)| kind == "job.running")
+            })
+            .await;
+        // Deliveries run side by side: their order is not the events' order.
+        let mut kinds: Vec<String> = events(&receiver, &id).into_iter().map(|(k, _)| k).collect();
+        kinds.sort();
+        assert_eq!(kinds, ["job.created", "job.running"], "{backend}");
+
+        let (status, again) = post_keyed(&server, &key, &request).await;
+        assert_eq!(status, 201);
+        assert_eq!(again, first, "{backend}: the retry answers the same bytes");
+        assert_eq!(
+            emulator.calls_to("/v1/predictions").len(),
+            submitted_before + 1,
+            "submitted once"
+        );
+    }
+}
+
+/// Two PostgreSQL nodes. Identical requests sent to both at once: a submission is made
+/// once (the other node is told it is in progress, or replays it), and a registration is
+/// answered with the same job by both, never with a conflict.
+#[tokio::test]
+async fn identical_requests_to_two_nodes_make_one_job() {
+    let Some(url) = postgres_schema("job_two_keys") else {
+        return;
+    };
+    let dir = TempDir::new("job-two-keys");
+    let emulator = Emulator::replicate().await;
+    emulator.set_delay(Duration::from_millis(300));
+    let mut env = emulator.env(
+        "REPLICATE",
+        "/v1",
+        "HOOKLINE_REPLICATE_API_TOKEN",
+        "r8-test-token",
+    );
+    env.push(("HOOKLINE_DATABASE_URL".into(), url));
+    let mut nodes = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let mut env = env.clone();
+        env.push(("HOOKLINE_NODE_ID".into(), node.into()));
+        nodes.push(std::sync::Arc::new(
+            Server::start(&dir.0, &pairs(&env)).await,
+        ));
+    }
+    let (app, _receiver) = app_with_receiver(&nodes[0]).await;
+    emulator.set(
+        "/v1/predictions",
+        json!({"id": "p_once", "status": "starting"}),
+    );
+    let both = |key: String, body: Value| {
+        let (a, b) = (nodes[0].clone(), nodes[1].clone());
+        let (key_b, body_b) = (key.clone(), body.clone());
+        async move {
+            let (first, second) =
+                tokio::join!(post_keyed(&a, &key, &body), post_keyed(&b, &key_b, &body_b));
+            [first, second]
+        }
+    };
+
+    let submission = json!({"provider": "replicate_prediction", "appId": app, "poll": null,
+                            "request": {"version": "abc123"}});
+    let answers = both("submit-once".into(), submission.clone()).await;
+    assert_eq!(
+        emulator.calls_to("/v1/predictions").len(),
+        1,
+        "submitted once"
+    );
+    for (status, body) in &answers {
+        let body = String::from_utf8_lossy(body);
+        assert!(
+            *status == 201 || (*status == 409 && body.contains("still being carried out")),
+            "{status} {body}"
+        );
+    }
+    let (status, replayed) = post_keyed(&nodes[1], "submit-once", &submission).await;
+    assert_eq!(status, 201);
+    let replayed: Value = serde_json::from_slice(&replayed).unwrap();
+    assert_eq!(replayed["providerJobId"], "p_once");
+    assert_eq!(
+        emulator.calls_to("/v1/predictions").len(),
+        1,
+        "submitted once"
+    );
+
+    for n in 0..10 {
+        let body = json!({"provider": "replicate_prediction", "providerJobId": format!("p_reg_{n}"),
+                          "appId": app, "poll": null});
+        let answers = both(format!("register-{n}"), body).await;
+        let ids: Vec<Value> = answers
+            .iter()
+            .map(|(status, body)| {
+                assert_eq!(*status, 201, "{}", String::from_utf8_lossy(body));
+                serde_json::from_slice::<Value>(body).unwrap()["id"].clone()
+            })
+            .collect();
+        assert_eq!(ids[0], ids[1], "one job for both");
+    }
+}
+
+/// Two PostgreSQL nodes: a long poll on one answers soon after a change made on the other.
+#[tokio::test]
+async fn a_long_poll_sees_a_change_made_on_another_node() {
+    let Some(url) = postgres_schema("job_wait_nodes") else {
+        return;
+    };
+    let dir = TempDir::new("job-wait-nodes");
+    let mut nodes = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let env = [
+            ("HOOKLINE_DATABASE_URL", url.as_str()),
+            ("HOOKLINE_NODE_ID", node),
+        ];
+        nodes.push(Server::start(&dir.0, &env).await);
+    }
+    let (app, _receiver) = app_with_receiver(&nodes[0]).await;
+    let job = create_job(&nodes[0], json!({"provider": "custom", "appId": app})).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let url = format!("{}/api/v1/job/{id}?wait=10&status=queued", nodes[1].url);
+    let waiting = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(crate::server::TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let answered = Instant::now();
+        (answered, response.json::<Value>().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the wait ended before the change");
+    let (status, _) = nodes[0]
+        .api(
+            Method::POST,
+            &format!("/api/v1/job/{id}/status"),
+            Some(json!({"status": "running"})),
+        )
+        .await;
+    let changed = Instant::now();
+    assert_eq!(status, 200);
+    let (answered, job) = waiting.await.unwrap();
+    assert_eq!(job["status"], "running");
+    let lag = answered.saturating_duration_since(changed);
+    assert!(
+        lag < Duration::from_millis(400),
+        "answered {lag:?} after the change on the other node"
+    );
+}
+
+/// Two PostgreSQL nodes share a provider's budget of 4 calls a second: together they never
+/// make more.
+#[tokio::test]
+async fn two_nodes_keep_to_one_budget() {
+    let Some(url) = postgres_schema("job_budget_nodes") else {
+        return;
+    };
+    let dir = TempDir::new("job-budget-nodes");
+    let emulator = Emulator::anthropic().await;
+    let mut env = emulator.env("ANTHROPIC", "", "HOOKLINE_ANTHROPIC_API_KEY", "sk-ant-test");
+    env.retain(|(k, _)| k != "HOOKLINE_ANTHROPIC_REQUESTS_PER_SECOND");
+    env.push(("HOOKLINE_ANTHROPIC_REQUESTS_PER_SECOND".into(), "4".into()));
+    env.push(("HOOKLINE_DATABASE_URL".into(), url));
+    let mut nodes = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let mut env = env.clone();
+        env.push(("HOOKLINE_NODE_ID".into(), node.into()));
+        nodes.push(Server::start(&dir.0, &pairs(&env)).await);
+    }
+    let (app, _receiver) = app_with_receiver(&nodes[0]).await;
+    for n in 0..16 {
+        let batch = format!("msgbatch_b{n}");
+        emulator.set(
+            &format!("/v1/messages/batches/{batch}"),
+            json!({"id": batch, "processing_status": "in_progress"}),
+        );
+        create_job(
+            &nodes[n % 2],
+            json!({"provider": "anthropic_message_batch", "providerJobId": batch, "appId": app,
+                   "poll": {"after": 0, "interval": 1, "maxInterval": 1}}),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let all: Vec<Instant> = emulator.calls().into_iter().map(|c| c.at).collect();
+    let first = all[0];
+    assert!(
+        all.len() >= 16,
+        "the jobs were polled: {} {:?}",
+        all.len(),
+        all.iter()
+            .map(|a| (*a - first).as_millis())
+            .collect::<Vec<_>>()
+    );
+    for (n, start) in all.iter().enumerate() {
+        let within = all[n..]
+            .iter()
+            .take_while(|at| **at - *start < Duration::from_millis(950))
+            .count();
+        assert!(
+            within <= 4,
+            "{within} calls within a second: the budget is 4: {:?}",
+            all.iter()
+                .map(|a| (*a - first).as_millis())
+                .collect::<Vec<_>>()
+        );
     }
 }
