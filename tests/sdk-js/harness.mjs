@@ -243,6 +243,9 @@ async function startServer(dataDir, token, port, attempt) {
     HOOKLINE_ALLOWED_SUBNETS: "127.0.0.0/8",
     HOOKLINE_RETRY_SCHEDULE: RETRY_SCHEDULE.join(","),
     HOOKLINE_ATTEMPT_TIMEOUT: "5",
+    // Signed under svix-* header names, as a Svix user moving over would run it (the
+    // Python suite runs with the default webhook-* names).
+    HOOKLINE_SVIX_HEADERS: "true",
   });
   env.HOOKLINE_LOG_FORMAT ??= "text";
   const log = fs.openSync(logPath, "w");

@@ -58,6 +58,10 @@ pub(crate) struct Deliverer {
     pub retry: RetryPolicy,
     pub attempt_timeout: Duration,
     pub disable_after: Duration,
+    /// Whose header names the signature goes under ([`EngineConfig::svix_headers`]).
+    ///
+    /// [`EngineConfig::svix_headers`]: crate::EngineConfig::svix_headers
+    pub scheme: Scheme,
     /// Operational events, if they are wanted at all.
     pub operational: Option<OperationalRoute>,
 }
@@ -81,7 +85,7 @@ impl Deliverer {
         let Some(payload) = &job.message.payload else {
             return Sent::Unsendable("not sent: the payload was expunged".into());
         };
-        let headers = match headers(job, payload.as_bytes(), now) {
+        let headers = match headers(job, self.scheme, payload.as_bytes(), now) {
             Ok(headers) => headers,
             Err(reason) => return Sent::Unsendable(reason),
         };
@@ -104,9 +108,15 @@ impl Deliverer {
 
 /// The request headers: the message's own, then the endpoint's, then ours, which win;
 /// `content-type` is the message's (JSON unless a forwarded request said otherwise). One
-/// signature per key valid at `now`; the `webhook-id` is the message id on every attempt.
-fn headers(job: &DeliveryJob, body: &[u8], now: DateTime<Utc>) -> Result<HeaderMap, String> {
-    let keyset = Keyset::new(Scheme::Standard, job.endpoint.signing_keys(now))
+/// signature per key valid at `now`, under `scheme`'s header names; the id is the message
+/// id on every attempt.
+fn headers(
+    job: &DeliveryJob,
+    scheme: Scheme,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<HeaderMap, String> {
+    let keyset = Keyset::new(scheme, job.endpoint.signing_keys(now))
         .map_err(|error| format!("not sent: the endpoint's secret cannot sign: {error}"))?;
     let signed = keyset
         .sign(&Message {
@@ -480,7 +490,7 @@ mod tests {
             BTreeMap::from([("x-request-id".to_owned(), "mine".to_owned())]);
         let now = Utc::now();
         let body = job.message.payload.clone().unwrap();
-        let headers = headers(&job, body.as_bytes(), now).unwrap();
+        let headers = headers(&job, Scheme::Standard, body.as_bytes(), now).unwrap();
         assert_eq!(headers["content-type"], "application/x-www-form-urlencoded");
         assert_eq!(
             headers["x-request-id"], "mine",
@@ -509,7 +519,7 @@ mod tests {
             ("bad header".to_owned(), "x".to_owned()),
         ]);
         let body = job.message.payload.clone().unwrap();
-        let headers = headers(&job, body.as_bytes(), now).unwrap();
+        let headers = headers(&job, Scheme::Standard, body.as_bytes(), now).unwrap();
         assert_eq!(headers["x-team"], "ml");
         assert_eq!(headers["content-type"], "application/json");
         assert!(!headers.contains_key("host"));

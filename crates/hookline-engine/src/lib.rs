@@ -40,6 +40,7 @@ use std::time::Duration;
 use hookline_core::SharedClock;
 use hookline_core::retry::RetryPolicy;
 use hookline_core::store::DeliveryQueue;
+use hookline_signature::Scheme;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -123,6 +124,10 @@ pub struct EngineConfig {
     /// this was turned on) fails at once, refused by the guard, without connecting, so
     /// nothing is ever sent in clear text. Default `false`.
     pub https_only: bool,
+    /// Sign deliveries under the `svix-id`, `svix-timestamp` and `svix-signature` header
+    /// names, as the open-source Svix server does, instead of Standard Webhooks'
+    /// `webhook-*` (the same values; the SDKs' verifiers read either). Default `false`.
+    pub svix_headers: bool,
 }
 
 impl Default for EngineConfig {
@@ -141,6 +146,7 @@ impl Default for EngineConfig {
             poll_interval: Duration::from_secs(1),
             lease_margin: Duration::from_secs(30),
             https_only: false,
+            svix_headers: false,
         }
     }
 }
@@ -253,6 +259,11 @@ impl Engine {
                 retry: config.retry,
                 attempt_timeout: config.attempt_timeout,
                 disable_after: config.disable_after,
+                scheme: if config.svix_headers {
+                    Scheme::Svix
+                } else {
+                    Scheme::Standard
+                },
                 operational: route,
             }),
             // One endpoint may hold at most half the worker: a slow one cannot starve the

@@ -150,6 +150,8 @@ pub struct Delivery {
     /// Only `https://` endpoints: the API refuses `http://` URLs and the engine will not
     /// deliver to one.
     pub https_only: bool,
+    /// Sign under `svix-*` header names instead of `webhook-*`.
+    pub svix_headers: bool,
 }
 
 /// Where operational events go.
@@ -294,6 +296,7 @@ struct RawDelivery {
     disable_after: Option<u64>,
     poll_interval: Option<u64>,
     https_only: Option<bool>,
+    svix_headers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -356,7 +359,8 @@ impl Raw {
                 max_in_flight_per_endpoint,
                 disable_after,
                 poll_interval,
-                https_only
+                https_only,
+                svix_headers
             ]
         );
         overlay!(self.operational, top.operational, [url, secret]);
@@ -452,6 +456,7 @@ impl Raw {
                 attempt_timeout: number("HOOKLINE_ATTEMPT_TIMEOUT")?,
                 allowed_subnets: list("HOOKLINE_ALLOWED_SUBNETS"),
                 https_only: flag("HOOKLINE_HTTPS_ONLY")?,
+                svix_headers: flag("HOOKLINE_SVIX_HEADERS")?,
                 ..RawDelivery::default()
             },
             operational: RawOperational {
@@ -637,6 +642,7 @@ impl Config {
                 disable_after: Duration::from_secs(d.disable_after.unwrap_or(432_000)),
                 poll_interval: Duration::from_secs(poll_interval),
                 https_only: d.https_only.unwrap_or(false),
+                svix_headers: d.svix_headers.unwrap_or(false),
             },
             operational,
             ingest: Ingest {
@@ -973,7 +979,7 @@ mod tests {
         use super::*;
 
         /// Every variable read, and the words an error about it may name it by.
-        const VARIABLES: [(&str, &[&str]); 23] = [
+        const VARIABLES: [(&str, &[&str]); 24] = [
             ("HOOKLINE_LISTEN", &["listen"]),
             ("HOOKLINE_DATABASE_URL", &["database_url"]),
             ("HOOKLINE_DATABASE_POOL_SIZE", &["pool_size"]),
@@ -989,6 +995,7 @@ mod tests {
             ("HOOKLINE_ATTEMPT_TIMEOUT", &["attempt_timeout"]),
             ("HOOKLINE_ALLOWED_SUBNETS", &["allowed_subnets"]),
             ("HOOKLINE_HTTPS_ONLY", &["https_only"]),
+            ("HOOKLINE_SVIX_HEADERS", &["svix_headers"]),
             // A URL without a secret is refused by naming the secret it lacks.
             (
                 "HOOKLINE_OPERATIONAL_URL",

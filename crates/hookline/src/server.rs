@@ -130,6 +130,7 @@ pub async fn run_with(
             .unwrap_or_else(|| format!("node-{}", random_base62(8))),
         claimers,
         https_only: config.delivery.https_only,
+        svix_headers: config.delivery.svix_headers,
         ..hookline_engine::EngineConfig::default()
     };
     engine_config

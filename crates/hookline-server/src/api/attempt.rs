@@ -14,7 +14,7 @@ use hookline_core::store::AttemptFilter;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use super::endpoint::endpoint_of;
+use super::endpoint::{EndpointFields, endpoint_of};
 use super::message::ListParams;
 use super::message::payload_out;
 use super::{ListResponse, app_for, time_query, yes};
@@ -142,17 +142,8 @@ pub struct EndpointMessageOut {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageEndpointOut {
-    pub id: EndpointId,
-    pub uid: Option<String>,
-    pub url: String,
-    pub description: String,
-    pub disabled: bool,
-    pub throttle_rate: Option<u16>,
-    pub rate_limit: Option<u16>,
-    pub event_types: Option<Vec<String>>,
-    pub channels: Option<Vec<String>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub endpoint: EndpointFields,
     pub status: i64,
     pub status_text: &'static str,
     pub next_attempt: Option<DateTime<Utc>>,
@@ -161,17 +152,7 @@ pub struct MessageEndpointOut {
 impl From<(Destination, Endpoint)> for MessageEndpointOut {
     fn from((destination, endpoint): (Destination, Endpoint)) -> Self {
         MessageEndpointOut {
-            id: endpoint.id,
-            uid: endpoint.uid,
-            url: endpoint.url,
-            description: endpoint.description,
-            disabled: endpoint.disabled,
-            throttle_rate: endpoint.throttle_rate,
-            rate_limit: endpoint.throttle_rate,
-            event_types: endpoint.event_types,
-            channels: endpoint.channels,
-            created_at: endpoint.created_at,
-            updated_at: endpoint.updated_at,
+            endpoint: endpoint.into(),
             status: destination.status.code(),
             status_text: destination.status.text(),
             next_attempt: destination.next_attempt,

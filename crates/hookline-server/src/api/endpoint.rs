@@ -124,6 +124,16 @@ impl Validate for EndpointPatch {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointOut {
+    #[serde(flatten)]
+    pub fields: EndpointFields,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What every answer that shows an endpoint says of it (`metadata` aside, which only
+/// [`EndpointOut`] has, as in the open-source server).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointFields {
     pub id: EndpointId,
     pub uid: Option<String>,
     pub url: String,
@@ -133,15 +143,28 @@ pub struct EndpointOut {
     /// The old Svix name of `throttleRate`, for older clients.
     pub rate_limit: Option<u16>,
     pub event_types: Option<Vec<String>>,
+    /// The open-source server's name of `eventTypes`, which the SDKs 1.x read.
+    pub filter_types: Option<Vec<String>>,
     pub channels: Option<Vec<String>>,
-    pub metadata: BTreeMap<String, String>,
+    /// Always 1, as the open-source server answers (the SDKs 1.x require it).
+    pub version: u16,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl From<Endpoint> for EndpointOut {
-    fn from(endpoint: Endpoint) -> Self {
+    fn from(mut endpoint: Endpoint) -> Self {
+        let metadata = std::mem::take(&mut endpoint.metadata);
         EndpointOut {
+            fields: endpoint.into(),
+            metadata,
+        }
+    }
+}
+
+impl From<Endpoint> for EndpointFields {
+    fn from(endpoint: Endpoint) -> Self {
+        EndpointFields {
             id: endpoint.id,
             uid: endpoint.uid,
             url: endpoint.url,
@@ -149,16 +172,16 @@ impl From<Endpoint> for EndpointOut {
             disabled: endpoint.disabled,
             throttle_rate: endpoint.throttle_rate,
             rate_limit: endpoint.throttle_rate,
+            filter_types: endpoint.event_types.clone(),
             event_types: endpoint.event_types,
             channels: endpoint.channels,
-            metadata: endpoint.metadata,
+            version: 1,
             created_at: endpoint.created_at,
             updated_at: endpoint.updated_at,
         }
     }
 }
 
-/// Refuses event types that do not exist or are archived.
 async fn check_event_types(state: &AppState, types: Option<&[String]>) -> Result<(), ApiError> {
     let mut missing = Vec::new();
     for name in types.unwrap_or_default() {

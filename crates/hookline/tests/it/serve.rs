@@ -329,6 +329,73 @@ async fn credentials_in_an_endpoint_url_arrive_as_basic_authorization() {
     assert!(!host.contains('@'), "{host}");
 }
 
+/// With `HOOKLINE_SVIX_HEADERS` a delivery is signed under the `svix-*` names the
+/// open-source Svix server uses, and verifies as Svix signs; without it, under `webhook-*`.
+#[tokio::test]
+async fn svix_header_names_are_an_option() {
+    for (svix, names) in [(true, "svix"), (false, "webhook")] {
+        let dir = TempDir::new("svix-headers");
+        let (receiver, receiver_url) = Receiver::start().await;
+        let flag = if svix { "true" } else { "false" };
+        let server = Server::start(&dir.0, &[("HOOKLINE_SVIX_HEADERS", flag)]).await;
+        let (status, app) = server
+            .api(Method::POST, "/api/v1/app", Some(json!({"name": "svix"})))
+            .await;
+        assert_eq!(status, 201, "{app}");
+        let app_id = app["id"].as_str().unwrap().to_owned();
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let (status, endpoint) = server
+            .api(
+                Method::POST,
+                &format!("/api/v1/app/{app_id}/endpoint"),
+                Some(json!({"url": format!("{receiver_url}/in"), "secret": secret})),
+            )
+            .await;
+        assert_eq!(status, 201, "{endpoint}");
+        let (status, message) = server
+            .api(
+                Method::POST,
+                &format!("/api/v1/app/{app_id}/msg"),
+                Some(json!({"eventType": "svix.test", "payload": {"ok": true}})),
+            )
+            .await;
+        assert_eq!(status, 202, "{message}");
+        let deliveries = receiver
+            .wait_until(Duration::from_secs(10), |d| !d.is_empty())
+            .await;
+        let delivery = &deliveries[0];
+        assert_eq!(
+            delivery
+                .headers
+                .get(&format!("{names}-id"))
+                .map(String::as_str),
+            message["id"].as_str(),
+            "{:?}",
+            delivery.headers
+        );
+        let other = if svix { "webhook" } else { "svix" };
+        assert!(!delivery.headers.contains_key(&format!("{other}-signature")));
+        let scheme = if svix {
+            hookline_signature::Scheme::Svix
+        } else {
+            hookline_signature::Scheme::Standard
+        };
+        let pairs: Vec<(String, String)> = delivery
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let verified = hookline_signature::verify(
+            scheme,
+            [secret],
+            &pairs,
+            &delivery.body,
+            hookline_signature::VerifyOptions::default(),
+        );
+        assert!(verified.is_ok(), "{names}: {verified:?}");
+    }
+}
+
 /// The server's request log names each request by its id and never writes an ingest
 /// URL's token: the path is logged as `/in/[token]/…`.
 #[tokio::test]
