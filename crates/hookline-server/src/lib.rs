@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod auth;
+mod console;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -65,6 +66,9 @@ pub struct ApiConfig {
     /// Where Google publishes the keys of the tokens `google-pubsub` sources check
     /// (`HOOKLINE_GOOGLE_JWKS_URL`).
     pub google_jwks_url: String,
+    /// Serve the console's files from this folder instead of the embedded ones
+    /// (`HOOKLINE_CONSOLE_DIR`, for work on the console).
+    pub console_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -84,6 +88,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("https_only", &self.https_only)
             .field("keep", &self.keep)
             .field("google_jwks_url", &self.google_jwks_url)
+            .field("console_dir", &self.console_dir)
             .finish()
     }
 }
@@ -99,6 +104,7 @@ impl Default for ApiConfig {
             https_only: false,
             keep: Keep::default(),
             google_jwks_url: hookline_signature::oidc::GOOGLE_JWKS_URL.to_owned(),
+            console_dir: None,
         }
     }
 }
@@ -168,7 +174,7 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API: `/api/v1/…`, `/ingest/api/v1/…`, `/in/…`, `/healthz`, and the
+/// The whole HTTP API: `/api/v1/…`, `/ingest/api/v1/…`, `/in/…`, `/healthz`, `/console`, and the
 /// middleware (request logging, panic recovery, body limit, JSON errors, idempotency).
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_payload_bytes;
@@ -181,6 +187,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", api::router())
         .nest("/ingest/api/v1", ingest_api)
         .route("/healthz", get(api::health::healthz))
+        .merge(console::router())
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(
