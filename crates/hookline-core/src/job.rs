@@ -621,6 +621,7 @@ impl Job {
             poll_due,
             created_message,
             idempotency,
+            replaces_pending: false,
             submitted,
             unmatched_since,
             payload_retention,

@@ -388,11 +388,14 @@ pub trait IdempotencyStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotentResponse>>;
     async fn put_idempotent(&self, record: &IdempotencyRecord) -> Result<()>;
-    /// Writes `record` unless a live record of its key is there
-    /// ([`Code::IdempotencyConflict`](crate::Code::IdempotencyConflict)); a
-    /// [pending](IdempotentResponse::PENDING) placeholder is only replaced by the request's
-    /// own answer, committed with what it created.
+    /// Writes `record` (a [pending](IdempotentResponse::pending) placeholder) unless a
+    /// live record of its key is there
+    /// ([`Code::IdempotencyConflict`](crate::Code::IdempotencyConflict)). Only the answer
+    /// of the request that claimed it replaces it ([`NewJob::replaces_pending`]).
     async fn claim_idempotent(&self, record: &IdempotencyRecord, now: DateTime<Utc>) -> Result<()>;
+    /// Deletes the pending placeholder of `key`, if it is still one: its request failed,
+    /// and a retry may carry it out.
+    async fn release_pending(&self, key: &str) -> Result<()>;
     /// Deletes the idempotency records that expired before `now`; returns how many. Nodes
     /// sharing a database take turns, as for [`IngestStore::purge_ingest_requests`].
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64>;
@@ -408,6 +411,9 @@ pub struct NewJob {
     /// The record of the creating request; the store writes the stored job (after the
     /// observations below) as its body, so a replay answers what the request answered.
     pub idempotency: Option<IdempotencyRecord>,
+    /// The request holds a pending placeholder of its idempotency key (it submitted the
+    /// job), which its record replaces; any other live record of the key is a conflict.
+    pub replaces_pending: bool,
     /// What the provider answered when Hookline submitted the job, applied first.
     pub submitted: Option<Observation>,
     /// The webhooks kept for the job ([`JobStore::observe_job`] with nothing to match)

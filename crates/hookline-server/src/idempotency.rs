@@ -3,7 +3,8 @@
 //!
 //! The key of a record is the SHA-256 of the caller's token hash, the client's key and the
 //! full request URI, so two callers, or two URLs, never share a record. Only 2xx answers
-//! are recorded, for [`ApiConfig::idempotency_ttl`](crate::ApiConfig). A message create
+//! are recorded, for [`ApiConfig::idempotency_ttl`](crate::ApiConfig), and the pending
+//! placeholder of a job submission while it calls its provider. A message create
 //! commits its record in the same transaction as the message (see [`IdempotencyKey`]);
 //! other POSTs are recorded by this middleware after the handler answers. Identical
 //! requests that arrive while the first is still running wait for it on this node.
@@ -67,12 +68,6 @@ impl IdempotencyKey {
             response: IdempotentResponse::pending(),
             expires_at: now + chrono::Duration::from_std(lasts).unwrap_or(chrono::Duration::MAX),
         }
-    }
-
-    /// The placeholder of a request that failed, expired at once (records count until
-    /// they expire): a retry may carry the request out.
-    pub fn released(&self, now: DateTime<Utc>) -> IdempotencyRecord {
-        self.pending(now, std::time::Duration::ZERO)
     }
 }
 
@@ -158,7 +153,6 @@ fn record_key(token_hash: &str, client_key: &str, uri: &str) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The stored answer, as first given.
 /// The answer to a request whose commit found its key taken (`error`, an
 /// [`IdempotencyConflict`](hookline_core::Code::IdempotencyConflict)): a request with the
 /// same key was carried out first, on this node or another, so it is answered as that one

@@ -198,6 +198,7 @@ pub async fn run_with(
                     payload_retention: config.payload_retention,
                 },
                 google_jwks_url: config.ingest.google_jwks_url.clone(),
+                console_dir: std::env::var_os("HOOKLINE_CONSOLE_DIR").map(Into::into),
             }),
             clock,
         )

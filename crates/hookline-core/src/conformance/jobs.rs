@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::Code;
 use crate::job::{Job, JobStatus, NextPoll, Observation, ObservedBy, Provider};
 use crate::store::{JobFilter, JobObservation, JobTarget, Observed};
 
@@ -461,4 +462,77 @@ pub async fn jobs_are_listed_by_app_provider_status_and_group(store: Arc<dyn Sto
     let page = store.list_jobs(&of_a, &first(2)).await.unwrap();
     assert_eq!(page.data.len(), 2);
     assert!(!page.done);
+}
+
+pub async fn a_submission_holds_its_idempotency_key_until_it_answers(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let now = clock_now();
+    let record = |status: u16| IdempotencyRecord {
+        key: "submit-1".into(),
+        response: IdempotentResponse {
+            status,
+            body: Vec::new(),
+        },
+        expires_at: now + chrono::Duration::hours(1),
+    };
+    let pending = IdempotencyRecord {
+        response: IdempotentResponse::pending(),
+        ..record(0)
+    };
+    store.claim_idempotent(&pending, now).await.unwrap();
+    let taken = store.claim_idempotent(&pending, now).await.unwrap_err();
+    assert_eq!(taken.code(), Code::IdempotencyConflict, "one holder");
+    assert_eq!(
+        store.get_idempotent("submit-1", now).await.unwrap(),
+        Some(IdempotentResponse::pending())
+    );
+
+    // Another request's answer does not replace the placeholder; the holder's does, with
+    // the job it stored as the body.
+    let registration = |replaces_pending: bool| {
+        let mut new = job(&a.id, Provider::ReplicatePrediction, Some("p_sub")).registration(
+            Some(record(201)),
+            None,
+            now,
+            None,
+        );
+        new.replaces_pending = replaces_pending;
+        new
+    };
+    let error = store.create_job(registration(false)).await.unwrap_err();
+    assert_eq!(error.code(), Code::IdempotencyConflict);
+    let stored = store.create_job(registration(true)).await.unwrap();
+    let answer = store
+        .get_idempotent("submit-1", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, 201);
+    assert_eq!(answer.body, serde_json::to_vec(&stored).unwrap());
+    assert_eq!(
+        store
+            .list_jobs(&JobFilter::default(), &first(10))
+            .await
+            .unwrap()
+            .data
+            .len(),
+        1,
+        "the refused registration stored nothing"
+    );
+
+    // Releasing removes a placeholder only, never an answer.
+    store.release_pending("submit-1").await.unwrap();
+    assert_eq!(
+        store.get_idempotent("submit-1", now).await.unwrap(),
+        Some(answer)
+    );
+    let other = IdempotencyRecord {
+        key: "submit-2".into(),
+        ..pending.clone()
+    };
+    store.claim_idempotent(&other, now).await.unwrap();
+    store.release_pending("submit-2").await.unwrap();
+    assert_eq!(store.get_idempotent("submit-2", now).await.unwrap(), None);
+    store.claim_idempotent(&other, now).await.unwrap();
 }

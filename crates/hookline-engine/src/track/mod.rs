@@ -13,8 +13,8 @@
 mod client;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -27,7 +27,7 @@ use hookline_core::store::{
 use hookline_core::{Code, Error, Result, SharedClock};
 use rand::Rng;
 use serde_json::Value;
-use tokio::sync::{Mutex, Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use client::ProviderAccess;
@@ -90,15 +90,30 @@ impl Default for TrackConfig {
 struct Budget {
     /// When the next call may start.
     next: tokio::time::Instant,
-    /// Polls claimed that have not yet made their call.
-    claimed: usize,
+    /// Polls claimed that have not yet started their call ([`Waiting`]).
+    waiting: usize,
 }
 
 impl Budget {
     fn new(now: tokio::time::Instant) -> Self {
         Budget {
             next: now,
-            claimed: 0,
+            waiting: 0,
+        }
+    }
+}
+
+/// A claimed poll that has not yet started its call: counted in its family's
+/// [`Budget::waiting`] until dropped (when the call starts, or the poll ends without one).
+struct Waiting {
+    tracker: Arc<Tracker>,
+    family: Family,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(budget) = self.tracker.budgets().get_mut(&self.family) {
+            budget.waiting = budget.waiting.saturating_sub(1);
         }
     }
 }
@@ -158,7 +173,7 @@ impl Tracker {
             deliveries,
             wake: Notify::new(),
             changes: watch::channel(0).0,
-            budgets: Mutex::new(BTreeMap::new()),
+            budgets: Mutex::default(),
             nodes: AtomicUsize::new(1),
             config,
         }
@@ -343,19 +358,17 @@ impl Tracker {
             Ok(released) => tracing::info!(released, "polls of this node's last run given back"),
             Err(error) => tracing::warn!(%error, "cannot give back this node's polls"),
         }
-        // The nodes already running learn of this one at their next heartbeat; until then
-        // they spend the budgets as if it were not there, so it polls only after that.
+        // The nodes already running learn of this one at their next heartbeat (and start
+        // the calls they had lined up at their old pace); until then they spend the
+        // budgets as if it were not there, so it polls only after that.
         self.beat().await;
         tokio::select! {
-            () = tokio::time::sleep(HEARTBEAT_INTERVAL) => {}
+            () = tokio::time::sleep(HEARTBEAT_INTERVAL + self.config.idle_poll) => {}
             () = shutdown.cancelled() => return,
         }
-        let heartbeat = tokio::spawn({
-            let tracker = Arc::clone(&self);
-            let shutdown = shutdown.clone();
-            async move { tracker.heartbeats(shutdown).await }
-        });
+        let heartbeat = tokio::spawn(Arc::clone(&self).heartbeats(shutdown.clone()));
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut passes = 0usize;
         let mut last_purge = tokio::time::Instant::now();
         loop {
             if shutdown.is_cancelled() {
@@ -379,11 +392,16 @@ impl Tracker {
             // node make within the next look, so no poll waits long under a lease and the
             // nodes share the polls; the rest (custom jobs, families without a
             // credential) wait only for their deadlines.
+            // The groups take turns at going first, so that none waits for free slots
+            // behind the others for long.
+            passes += 1;
             let mut more = false;
-            for (family, providers) in &self.claims {
+            let groups = self.claims.len();
+            for n in 0..groups {
+                let (family, providers) = &self.claims[(passes + n) % groups];
                 let free = slots.available_permits().min(CLAIM_BATCH);
                 let limit = match family {
-                    Some(family) => self.allowance(*family, free).await,
+                    Some(family) => self.allowance(*family, free),
                     None => free,
                 };
                 if limit == 0 {
@@ -402,20 +420,15 @@ impl Tracker {
                     }
                 };
                 more |= claimed.len() == limit;
-                if let Some(family) = *family {
-                    self.count_claimed(family, claimed.len() as isize).await;
-                }
                 for due in claimed {
                     let permit = Arc::clone(&slots)
                         .acquire_owned()
                         .await
                         .expect("the semaphore is never closed");
-                    let (tracker, family) = (Arc::clone(&self), *family);
+                    let waiting = family.map(|family| self.waiting(family));
+                    let tracker = Arc::clone(&self);
                     tokio::spawn(async move {
-                        tracker.poll(due).await;
-                        if let Some(family) = family {
-                            tracker.count_claimed(family, -1).await;
-                        }
+                        tracker.poll(due, waiting).await;
                         drop(permit);
                     });
                 }
@@ -438,12 +451,19 @@ impl Tracker {
             .heartbeat(&self.config.node_id, HEARTBEAT_TTL)
             .await
         {
-            Ok(nodes) => self.nodes.store(nodes.max(1), Ordering::Relaxed),
+            Ok(nodes) => {
+                let before = self.nodes.swap(nodes.max(1), Ordering::Relaxed);
+                if before != nodes.max(1) {
+                    tracing::info!(nodes, "nodes sharing the provider budgets");
+                }
+            }
             Err(error) => tracing::warn!(%error, "tracker heartbeat failed"),
         }
     }
 
-    async fn heartbeats(&self, shutdown: CancellationToken) {
+    /// Announces this node every [`HEARTBEAT_INTERVAL`] until `shutdown`, so that the
+    /// nodes count it when they share the budgets.
+    async fn heartbeats(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             self.beat().await;
             tokio::select! {
@@ -463,14 +483,20 @@ impl Tracker {
         Duration::from_secs_f64(nodes / rate.max(0.001))
     }
 
+    fn budgets(&self) -> std::sync::MutexGuard<'_, BTreeMap<Family, Budget>> {
+        self.budgets
+            .lock()
+            .expect("the budgets' lock is never poisoned")
+    }
+
     /// Waits for this node's next turn under `family`'s budget: calls start at least
     /// [`spacing`](Self::spacing) apart, counted from when each really started (a turn
-    /// missed by a late wake-up is not made up).
+    /// missed by a late wake-up is not made up), at the spacing of the moment.
     async fn spend(&self, family: Family) {
-        let spacing = self.spacing(family);
         loop {
             let turn = {
-                let mut budgets = self.budgets.lock().await;
+                let spacing = self.spacing(family);
+                let mut budgets = self.budgets();
                 let now = tokio::time::Instant::now();
                 let budget = budgets.entry(family).or_insert(Budget::new(now));
                 if now >= budget.next {
@@ -485,35 +511,39 @@ impl Tracker {
 
     /// How many more of `family`'s polls this node may claim now (at most `free`): the
     /// turns its budget gives it before its next look at the due polls, less the polls
-    /// claimed already and not yet done.
-    async fn allowance(&self, family: Family, free: usize) -> usize {
+    /// claimed already that are waiting for theirs.
+    fn allowance(&self, family: Family, free: usize) -> usize {
         let spacing = self.spacing(family);
-        let budgets = self.budgets.lock().await;
+        let budgets = self.budgets();
         let now = tokio::time::Instant::now();
-        let (mut turn, claimed) = budgets
+        let (mut turn, waiting) = budgets
             .get(&family)
-            .map_or((now, 0), |budget| (budget.next.max(now), budget.claimed));
+            .map_or((now, 0), |budget| (budget.next.max(now), budget.waiting));
         let horizon = now + self.config.idle_poll;
         let mut turns = 0;
-        while turns < free + claimed && turn <= horizon {
+        while turns < free + waiting && turn <= horizon {
             turns += 1;
             turn += spacing;
         }
-        turns.saturating_sub(claimed)
+        turns.saturating_sub(waiting)
     }
 
-    /// Counts claimed polls of `family` in (`count` of them) or out (`-1` as each ends).
-    async fn count_claimed(&self, family: Family, count: isize) {
-        let mut budgets = self.budgets.lock().await;
+    /// Counts a claimed poll of `family` as waiting for its turn until the guard drops.
+    fn waiting(self: &Arc<Self>, family: Family) -> Waiting {
+        let mut budgets = self.budgets();
         let budget = budgets
             .entry(family)
             .or_insert(Budget::new(tokio::time::Instant::now()));
-        budget.claimed = budget.claimed.saturating_add_signed(count);
+        budget.waiting += 1;
+        Waiting {
+            tracker: Arc::clone(self),
+            family,
+        }
     }
 
     /// One due poll: expire the job at its deadline, or ask the provider and observe the
     /// answer, or move the poll on when the provider did not answer.
-    async fn poll(&self, due: DuePoll) {
+    async fn poll(&self, due: DuePoll, waiting: Option<Waiting>) {
         let DuePoll {
             job,
             polls,
@@ -552,14 +582,27 @@ impl Tracker {
         let plan = job.poll.unwrap_or_else(|| job.provider.default_poll());
         let jitter = rand::thread_rng().gen_range(0.8..=1.2);
         self.spend(family).await;
+        drop(waiting);
         match self.client.status(job.provider, provider_id).await {
             Answer::Object(object) => {
                 let reading = job.provider.read(&object);
                 let at = self.clock.now();
                 if !reading.status.is_some_and(JobStatus::is_terminal)
-                    && let Some(announced) = announced(&job, at, Some(object.clone()))
+                    && let Some(announced) = announced(&job, at, None)
                 {
-                    // The provider does not show yet the end a webhook announced.
+                    // The provider does not show yet the end a webhook announced: its
+                    // answer goes on the timeline, and the webhook's word decides.
+                    let polled = Observation {
+                        at,
+                        source: ObservedBy::Poll,
+                        provider_status: reading.provider_status,
+                        status: reading.status,
+                        progress: reading.progress,
+                        result: Some(object),
+                        error: reading.error,
+                        next_poll: NextPoll::Keep,
+                    };
+                    self.record(&job, polled).await;
                     self.record(&job, announced).await;
                     return;
                 }

@@ -42,8 +42,9 @@ const MAX_POLL_SECS: u64 = 24 * 3600;
 /// made by another node is seen within this).
 const WAIT_RECHECK: Duration = Duration::from_millis(100);
 /// How much longer than the provider call's timeout a submission holds its idempotency
-/// key (a node that dies meanwhile frees the key after this).
-const PENDING_MARGIN: Duration = Duration::from_secs(60);
+/// key: its turn under the provider's budget comes first. A node that dies meanwhile
+/// frees the key after this.
+const PENDING_MARGIN: Duration = Duration::from_secs(300);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -234,6 +235,13 @@ async fn create(
         .into());
     }
 
+    if body.request.is_some()
+        && let Some(uid) = &body.uid
+        && state.store.get_job(uid).await.is_ok()
+    {
+        // Found before anything is submitted (the job could not be stored after).
+        return Err(hookline_core::Error::conflict("a job with this uid already exists").into());
+    }
     let idempotency = idempotency.map(|Extension(key)| key);
     // A job submitted to its provider claims its idempotency key first: a retry that
     // arrives meanwhile, on any node, must not submit it a second time.
@@ -259,11 +267,12 @@ async fn create(
         deadline,
         poll,
         &idempotency,
+        claimed.is_some(),
     )
     .await;
     if created.is_err()
         && let Some(key) = claimed
-        && let Err(error) = state.store.put_idempotent(&key.released(now)).await
+        && let Err(error) = state.store.release_pending(key.stored_key()).await
     {
         tracing::warn!(%error, "cannot release an idempotency key");
     }
@@ -281,6 +290,7 @@ async fn register(
     deadline: DateTime<Utc>,
     poll: Option<PollPlan>,
     idempotency: &Option<IdempotencyKey>,
+    claimed: bool,
 ) -> Result<Response, ApiError> {
     let tracker = &state.tracker;
     let (provider_job_id, submitted) = match body.request {
@@ -321,18 +331,21 @@ async fn register(
     let record = idempotency
         .as_ref()
         .map(|key| key.record(StatusCode::CREATED, Vec::new(), now));
-    let registration = job.registration(
+    let mut registration = job.registration(
         record,
         submitted,
         tracker.unmatched_since(now),
         tracker.payload_retention(),
     );
+    registration.replaces_pending = claimed;
     let job = match (tracker.register(registration).await, idempotency) {
         (Ok(job), _) => job,
-        // Another request with this key was carried out first; a retry of one that
-        // created the job finds its provider id taken as well.
+        // Another request with this key was carried out first (a registration that
+        // raced this one finds the provider id taken as well). A submission holds its
+        // key: any conflict is its own.
         (Err(error), Some(key))
-            if matches!(error.code(), Code::IdempotencyConflict | Code::Conflict) =>
+            if error.code() == Code::IdempotencyConflict
+                || (error.code() == Code::Conflict && !claimed) =>
         {
             return crate::idempotency::replay_first(state, key, error).await;
         }

@@ -45,7 +45,19 @@ impl IdempotencyStore for PostgresStore {
 
     async fn claim_idempotent(&self, record: &IdempotencyRecord, now: DateTime<Utc>) -> Result<()> {
         let db = self.client().await?;
-        claim_idempotent(&db, record, now).await
+        claim_idempotent(&db, record, now, false).await
+    }
+
+    async fn release_pending(&self, key: &str) -> Result<()> {
+        let db = self.client().await?;
+        execute(
+            &db,
+            "DELETE FROM idempotency WHERE key = $1 AND status = $2",
+            &[&key, &i32::from(IdempotentResponse::PENDING)],
+        )
+        .await
+        .map_err(storage)?;
+        Ok(())
     }
 
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64> {
@@ -76,13 +88,14 @@ async fn put_idempotent(db: &impl GenericClient, record: &IdempotencyRecord) -> 
 /// same key is there: then another request with that key was carried out first (on this
 /// node or another), and this one must create nothing ([`Code::IdempotencyConflict`]; the
 /// caller replays the first answer). A concurrent insert of the same key waits for the
-/// first transaction to end. An expired record is replaced, and so is a
-/// [pending](IdempotentResponse::PENDING) one by an answer (the request that claimed the
-/// key answers), never by another placeholder.
+/// first transaction to end. An expired record is replaced, and a
+/// [pending](IdempotentResponse::PENDING) one when the request that claimed it answers
+/// (`replaces_pending`).
 pub(super) async fn claim_idempotent(
     db: &impl GenericClient,
     record: &IdempotencyRecord,
     now: DateTime<Utc>,
+    replaces_pending: bool,
 ) -> Result<()> {
     let written = execute(
         db,
@@ -91,7 +104,7 @@ pub(super) async fn claim_idempotent(
              SET status = excluded.status, body = excluded.body,
                  expires_at = excluded.expires_at
              WHERE idempotency.expires_at <= $5
-                 OR (idempotency.status = $6 AND excluded.status <> $6)",
+                 OR ($7 AND idempotency.status = $6)",
         &[
             &record.key,
             &i32::from(record.response.status),
@@ -99,6 +112,7 @@ pub(super) async fn claim_idempotent(
             &ms(record.expires_at),
             &ms(now),
             &i32::from(IdempotentResponse::PENDING),
+            &replaces_pending,
         ],
     )
     .await

@@ -74,11 +74,12 @@ async fn save(
              poll_due_at = CASE WHEN NOT $5 THEN poll_due_at
                  WHEN $7::text IS NULL OR $6::timestamptz IS NULL THEN $6::timestamptz
                  ELSE LEAST($6::timestamptz, poll_asked_at) END,
-             poll_asked_at = CASE WHEN $7::text IS NOT NULL THEN NULL
+             poll_asked_at = CASE WHEN $7::text IS NOT NULL AND lease_owner = $7 THEN NULL
                  WHEN $5 AND lease_owner IS NOT NULL THEN LEAST($6::timestamptz, poll_asked_at)
                  ELSE poll_asked_at END,
              polls = CASE WHEN $7::text IS NULL THEN polls ELSE polls + 1 END,
-             failures = CASE WHEN $7::text IS NULL THEN failures ELSE 0 END,
+             failures = CASE WHEN $7::text IS NULL AND NOT ($5 AND $6::timestamptz IS NOT NULL)
+                 THEN failures ELSE 0 END,
              lease_until = CASE WHEN lease_owner = $7 THEN NULL ELSE lease_until END,
              lease_owner = CASE WHEN lease_owner = $7 THEN NULL ELSE lease_owner END
          WHERE id = $1",
@@ -254,7 +255,7 @@ impl JobStore for PostgresStore {
         if let Some(record) = &new.idempotency {
             let mut record = record.clone();
             record.response.body = serde_json::to_vec(&job).map_err(Error::storage)?;
-            claim_idempotent(&tx, &record, job.created_at).await?;
+            claim_idempotent(&tx, &record, job.created_at, new.replaces_pending).await?;
         }
         tx.commit().await.map_err(storage)?;
         Ok(job)

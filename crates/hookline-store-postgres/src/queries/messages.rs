@@ -90,7 +90,7 @@ pub(super) async fn insert_message(
         .map_err(storage)?;
     }
     if let Some(record) = &new.idempotency {
-        claim_idempotent(db, record, new.message.created_at).await?;
+        claim_idempotent(db, record, new.message.created_at, false).await?;
     }
     Ok(targets)
 }

@@ -42,8 +42,19 @@ impl IdempotencyStore for SqliteStore {
 
     async fn claim_idempotent(&self, record: &IdempotencyRecord, now: DateTime<Utc>) -> Result<()> {
         let record = record.clone();
-        self.write(move |conn| claim_idempotent(conn, &record, now))
+        self.write(move |conn| claim_idempotent(conn, &record, now, false))
             .await
+    }
+
+    async fn release_pending(&self, key: &str) -> Result<()> {
+        let key = key.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM idempotency WHERE key = ?1 AND status = ?2")
+                .and_then(|mut s| s.execute(params![key, IdempotentResponse::PENDING]))
+                .map(drop)
+                .map_err(Error::storage)
+        })
+        .await
     }
 
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64> {
@@ -71,13 +82,13 @@ fn put_idempotent(conn: &Connection, record: &IdempotencyRecord) -> Result<()> {
 /// Writes the record of a request that creates something, unless a live record of the
 /// same key is there: then another request with that key was carried out first, and this
 /// one must create nothing ([`Code::IdempotencyConflict`]; the caller replays the first
-/// answer). An expired record is replaced, and so is a
-/// [pending](IdempotentResponse::PENDING) one by an answer (the request that claimed the
-/// key answers), never by another placeholder.
+/// answer). An expired record is replaced, and a [pending](IdempotentResponse::PENDING)
+/// one when the request that claimed it answers (`replaces_pending`).
 pub(super) fn claim_idempotent(
     conn: &Connection,
     record: &IdempotencyRecord,
     now: DateTime<Utc>,
+    replaces_pending: bool,
 ) -> Result<()> {
     let written = conn
         .prepare_cached(
@@ -86,7 +97,7 @@ pub(super) fn claim_idempotent(
                  SET status = excluded.status, body = excluded.body,
                      expires_at = excluded.expires_at
                  WHERE idempotency.expires_at <= ?5
-                     OR (idempotency.status = ?6 AND excluded.status <> ?6)",
+                     OR (?7 AND idempotency.status = ?6)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -96,6 +107,7 @@ pub(super) fn claim_idempotent(
                 millis(record.expires_at),
                 millis(now),
                 IdempotentResponse::PENDING,
+                replaces_pending,
             ])
         })
         .map_err(Error::storage)?;

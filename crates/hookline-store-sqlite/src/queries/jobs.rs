@@ -62,11 +62,12 @@ fn save(
              poll_due_at = CASE WHEN NOT ?5 THEN poll_due_at
                  WHEN ?7 IS NULL OR ?6 IS NULL THEN ?6
                  ELSE MIN(?6, COALESCE(poll_asked_at, ?6)) END,
-             poll_asked_at = CASE WHEN ?7 IS NOT NULL THEN NULL
+             poll_asked_at = CASE WHEN ?7 IS NOT NULL AND lease_owner = ?7 THEN NULL
                  WHEN ?5 AND lease_owner IS NOT NULL THEN MIN(?6, COALESCE(poll_asked_at, ?6))
                  ELSE poll_asked_at END,
              polls = CASE WHEN ?7 IS NULL THEN polls ELSE polls + 1 END,
-             failures = CASE WHEN ?7 IS NULL THEN failures ELSE 0 END,
+             failures = CASE WHEN ?7 IS NULL AND NOT (?5 AND ?6 IS NOT NULL) THEN failures
+                 ELSE 0 END,
              lease_until = CASE WHEN lease_owner = ?7 THEN NULL ELSE lease_until END,
              lease_owner = CASE WHEN lease_owner = ?7 THEN NULL ELSE lease_owner END
          WHERE id = ?1";
@@ -236,7 +237,7 @@ impl JobStore for SqliteStore {
             if let Some(record) = &new.idempotency {
                 let mut record = record.clone();
                 record.response.body = serde_json::to_vec(&job).map_err(Error::storage)?;
-                claim_idempotent(conn, &record, job.created_at)?;
+                claim_idempotent(conn, &record, job.created_at, new.replaces_pending)?;
             }
             Ok(job)
         })

@@ -80,7 +80,7 @@ pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<Crea
             .map_err(Error::storage)?;
     }
     if let Some(record) = &new.idempotency {
-        claim_idempotent(conn, record, new.message.created_at)?;
+        claim_idempotent(conn, record, new.message.created_at, false)?;
     }
     Ok(CreatedMessage { endpoints: targets })
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 /// A scripted answer, given before the path's object.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub enum Scripted {
     /// 429 with this `Retry-After` (seconds), if any.
     TooMany(Option<u64>),

@@ -1087,18 +1087,33 @@ async fn a_submitted_job_is_tracked_by_the_id_its_provider_gave() {
         assert_eq!(kind, "job.succeeded");
         assert_eq!(outcome["data"]["result"]["output"], "fox.png");
 
-        // A provider that refuses the call: nothing is registered.
+        // A provider that refuses the call: nothing is registered, and a retry with the
+        // same idempotency key submits again.
         emulator.script("/v1/predictions", [Scripted::Broken]);
-        let (status, error) = server
-            .api(
-                Method::POST,
-                "/api/v1/job",
-                Some(json!({"provider": "replicate_prediction",
-                "appId": app, "request": {"version": "abc123"}})),
-            )
-            .await;
-        assert_eq!(status, 502, "{error}");
+        let refused = json!({"provider": "replicate_prediction", "uid": format!("sub-{backend}"),
+                             "appId": app, "request": {"version": "abc123"}});
+        let key = format!("refused-{backend}");
+        let (status, error) = post_keyed(&server, &key, &refused).await;
+        assert_eq!(status, 502, "{}", String::from_utf8_lossy(&error));
+        let error: Value = serde_json::from_slice(&error).unwrap();
         assert_eq!(error["code"], "provider_unavailable");
+        let prediction = format!("p_retried_{backend}");
+        emulator.set(
+            "/v1/predictions",
+            json!({"id": prediction, "status": "starting"}),
+        );
+        let (status, job) = post_keyed(&server, &key, &refused).await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&job));
+        let job: Value = serde_json::from_slice(&job).unwrap();
+        assert_eq!(job["providerJobId"], prediction.as_str());
+
+        // A uid taken already is a conflict found before anything is submitted.
+        let submitted = emulator.calls_to("/v1/predictions").len();
+        let (status, error) = post_keyed(&server, "uid-taken", &refused).await;
+        assert_eq!(status, 409, "{}", String::from_utf8_lossy(&error));
+        let error: Value = serde_json::from_slice(&error).unwrap();
+        assert_eq!(error["code"], "conflict", "{error}");
+        assert_eq!(emulator.calls_to("/v1/predictions").len(), submitted);
     }
 }
 
@@ -1141,15 +1156,28 @@ async fn a_thin_webhook_ends_its_job_when_status_calls_cannot_confirm_it() {
             outcome["data"]["result"]["status"], "in_progress",
             "the provider's last answer"
         );
+        let sources: Vec<(&str, &str)> = outcome["data"]["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["source"].as_str().unwrap(), e["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("webhook", "queued"),
+                ("poll", "running"),
+                ("webhook", "succeeded")
+            ],
+            "the poll's answer is on the timeline"
+        );
         assert_eq!(emulator.calls_to(&path).len(), 1, "one status call");
 
-        // The status calls fail: after three, the event decides.
+        // The status calls fail: after three in a row since the webhook (the two failed
+        // polls before it do not count), the event decides.
         let broken = format!("resp_broken_{backend}");
         let path = format!("/v1/responses/{broken}");
-        emulator.script(
-            &path,
-            [Scripted::Broken, Scripted::Broken, Scripted::Broken],
-        );
+        emulator.script(&path, [Scripted::Broken; 5]);
         emulator.set(
             &path,
             json!({"id": broken, "object": "response", "status": "completed"}),
@@ -1157,20 +1185,26 @@ async fn a_thin_webhook_ends_its_job_when_status_calls_cannot_confirm_it() {
         let job = create_job(
             &server,
             json!({"provider": "openai_response", "providerJobId": broken, "appId": app,
-                   "poll": {"after": 3600, "interval": 1, "maxInterval": 1}}),
+                   "poll": {"after": 0, "interval": 1, "maxInterval": 1}}),
         )
         .await;
         let id = job["id"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while emulator.calls_to(&path).len() < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            emulator.calls_to(&path).len(),
+            2,
+            "{backend}: two failed polls"
+        );
         let event = thin("response.failed", &broken);
         let status = post_webhook(&ingest, Scheme::OpenAi, OPENAI_SECRET, &broken, &event).await;
         assert_eq!(status, 200);
         let (kind, _) = one_outcome(&receiver, &id, Duration::from_secs(15)).await;
         assert_eq!(kind, "job.failed", "{backend}");
         let calls = emulator.calls_to(&path);
-        assert_eq!(
-            calls.iter().map(|c| c.status).collect::<Vec<_>>(),
-            [500, 500, 500]
-        );
+        assert_eq!(calls.iter().map(|c| c.status).collect::<Vec<_>>(), [500; 5]);
     }
 }
 
@@ -1444,13 +1478,13 @@ async fn two_nodes_keep_to_one_budget() {
     env.retain(|(k, _)| k != "HOOKLINE_ANTHROPIC_REQUESTS_PER_SECOND");
     env.push(("HOOKLINE_ANTHROPIC_REQUESTS_PER_SECOND".into(), "4".into()));
     env.push(("HOOKLINE_DATABASE_URL".into(), url));
-    let mut nodes = Vec::new();
-    for node in ["node-a", "node-b"] {
+    let node = |name: &str| {
         let mut env = env.clone();
-        env.push(("HOOKLINE_NODE_ID".into(), node.into()));
-        nodes.push(Server::start(&dir.0, &pairs(&env)).await);
-    }
-    let (app, _receiver) = app_with_receiver(&nodes[0]).await;
+        env.push(("HOOKLINE_NODE_ID".into(), name.into()));
+        env
+    };
+    let first_node = Server::start(&dir.0, &pairs(&node("node-a"))).await;
+    let (app, _receiver) = app_with_receiver(&first_node).await;
     for n in 0..16 {
         let batch = format!("msgbatch_b{n}");
         emulator.set(
@@ -1458,23 +1492,33 @@ async fn two_nodes_keep_to_one_budget() {
             json!({"id": batch, "processing_status": "in_progress"}),
         );
         create_job(
-            &nodes[n % 2],
+            &first_node,
             json!({"provider": "anthropic_message_batch", "providerJobId": batch, "appId": app,
                    "poll": {"after": 0, "interval": 1, "maxInterval": 1}}),
         )
         .await;
     }
+    // A second node joins while the first is busy polling at the whole budget.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let joined = Instant::now();
+    let _second_node = Server::start(&dir.0, &pairs(&node("node-b"))).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let all: Vec<Instant> = emulator.calls().into_iter().map(|c| c.at).collect();
-    let first = all[0];
-    assert!(
-        all.len() >= 16,
-        "the jobs were polled: {} {:?}",
-        all.len(),
+    let offsets = || {
         all.iter()
-            .map(|a| (*a - first).as_millis())
+            .map(|at| at.saturating_duration_since(joined).as_millis() as i64)
             .collect::<Vec<_>>()
-    );
+    };
+    // Once both poll (the second from 3 s after it started, the first at half its pace
+    // from its next heartbeat), the budget is used in full, not only kept: the first
+    // alone would make 2 calls a second.
+    let late = all
+        .iter()
+        .filter(|at| at.saturating_duration_since(joined) >= Duration::from_secs(4))
+        .count();
+    assert!(late >= 13, "{late} calls in the last 4 s: {:?}", offsets());
+    // 950 ms, not 1 s: the calls are timed where the emulator receives them, a few
+    // milliseconds off when they were started.
     for (n, start) in all.iter().enumerate() {
         let within = all[n..]
             .iter()
@@ -1482,10 +1526,8 @@ async fn two_nodes_keep_to_one_budget() {
             .count();
         assert!(
             within <= 4,
-            "{within} calls within a second: the budget is 4: {:?}",
-            all.iter()
-                .map(|a| (*a - first).as_millis())
-                .collect::<Vec<_>>()
+            "{within} calls within a second: the budget is 4. Calls, in ms from the join: {:?}",
+            offsets()
         );
     }
 }
