@@ -847,7 +847,10 @@ async function endpointPage(page, appKey, epKey) {
     h("h1", {}, "Endpoint ", h("code", {}, ep.url)),
     section("Endpoint", summary, stats),
     section("Actions",
-      h("div", { class: "actions" }, toggle, h("span", { class: "group" }, h("label", { for: exampleType.id }, "Event type", exampleType), sendExample), showSecret, rotate),
+      h("div", { class: "actions" }, toggle,
+        // Test events take the admin token.
+        isAdmin() ? h("span", { class: "group" }, h("label", { for: exampleType.id }, "Event type", exampleType), sendExample) : null,
+        showSecret, rotate),
       secretOut,
       h("div", { class: "actions" }, recoverRange.elements, recover),
       recoverOut),
@@ -1013,10 +1016,13 @@ async function sourcePage(page, sourceKey, requestId) {
   const replayOut = h("p", { class: "muted", role: "status" });
   const replayRangeButton = actionButton("Replay accepted requests", async () => {
     const since = replayRange.since();
-    const until = replayRange.until() ?? new Date().toISOString();
+    const until = replayRange.until();
     if (!since) throw new Error("Replay needs a start time (From).");
-    const answer = await api(`${srcPath}/replay`, { method: "POST", body: { since, until } });
-    replayOut.textContent = `Replayed ${answer?.replayed ?? "the"} request(s) received from ${since} to ${until} to the forwarding endpoints.`;
+    const answer = await api(`${srcPath}/replay`, { method: "POST", body: until ? { since, until } : { since } });
+    replayOut.textContent =
+      `Replayed ${answer.replayed} accepted request(s) received from ${since} ${until ? `to ${until}` : "on"}: ` +
+      `${answer.deliveries} delivery(ies) queued to the forwarding endpoints` +
+      (answer.skipped ? `; ${answer.skipped} skipped (refused, duplicates, or their payload expired).` : ".");
     await page.refreshNow();
   });
 
@@ -1054,7 +1060,7 @@ async function sourcePage(page, sourceKey, requestId) {
       ["Created", when(source.createdAt)],
     ])),
     section("Forwarding endpoints", table(["URL", "State", "Id", ""], endpoints), endpointList.foot),
-    section("Replay a time range", h("div", { class: "actions" }, replayRange.elements, replayRangeButton), replayOut),
+    isAdmin() ? section("Replay a time range", h("div", { class: "actions" }, replayRange.elements, replayRangeButton), replayOut) : null,
     section("Requests", logFilters, requests, log.foot),
   );
   if (requestId) {
@@ -1111,8 +1117,7 @@ function requestItem(page, source, r, open) {
   });
   const replay = actionButton("Replay", async () => {
     const answer = await api(`${srcPath}/request/${enc(r.id)}/replay`, { method: "POST" });
-    const id = answer?.msgId ?? answer?.id;
-    notify(`Request ${r.id} replayed to the forwarding endpoints${id ? ` as ${id}` : ""}.`, "ok");
+    notify(`Request ${r.id} replayed: its forwarding message ${answer.msgId} was queued again to ${answer.deliveries} forwarding endpoint(s).`, "ok");
     await page.refreshNow();
   }, { class: "replay" });
   const body = r.payload ?? "";
@@ -1135,7 +1140,8 @@ function requestItem(page, source, r, open) {
     h("pre", { class: "code body" }, body),
     h("h3", {}, "Forwarded"),
     forwarded,
-    r.verdict === "rejected" ? null : h("div", { class: "actions" }, replay),
+    // Replays take the admin token; only accepted requests were forwarded.
+    isAdmin() && r.verdict === "accepted" ? h("div", { class: "actions" }, replay) : null,
   ));
   if (details.open) {
     forwardingShown = true;

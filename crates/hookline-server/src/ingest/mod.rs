@@ -5,6 +5,7 @@
 pub mod endpoint;
 pub mod keys;
 pub mod receive;
+mod replay;
 pub mod source;
 pub mod stream;
 
@@ -18,4 +19,5 @@ pub fn router() -> Router<AppState> {
         .merge(source::router())
         .merge(endpoint::router())
         .merge(stream::router())
+        .merge(replay::router())
 }

@@ -589,3 +589,105 @@ async fn the_request_log_shows_credentials_redacted() {
         .collect();
     assert!(verdicts.contains(&"accepted") && verdicts.contains(&"rejected"));
 }
+
+/// A logged request is replayed to the forwarding endpoints it went to, one or a time
+/// range; refused requests and duplicates are not, and say why.
+#[tokio::test]
+async fn logged_requests_are_replayed_one_or_by_time_range() {
+    let dir = TempDir::new("ingest-replay");
+    for (backend, server) in crate::server::nodes(&dir, "ingest_replay", &[]).await {
+        let (receiver, receiver_url) = Receiver::start().await;
+        let secret = "It's a Secret to Everybody";
+        let (source_id, ingest_url) =
+            create_source(&server, "github", json!({"secret": secret})).await;
+        let (status, endpoint) = server
+            .api(
+                Method::POST,
+                &format!("/ingest/api/v1/source/{source_id}/endpoint"),
+                Some(json!({"url": format!("{receiver_url}/fwd")})),
+            )
+            .await;
+        assert_eq!(status, 201, "{endpoint}");
+        let started = chrono::Utc::now() - chrono::Duration::seconds(1);
+        let body = r#"{"action":"opened","n":1}"#;
+        assert_eq!(post_github(&ingest_url, "", secret, body, "d-1").await, 200);
+        assert_eq!(post_github(&ingest_url, "", secret, body, "d-1").await, 200);
+        assert_eq!(
+            post_github(&ingest_url, "", "wrong", body, "d-2").await,
+            401
+        );
+        receiver
+            .wait_until(Duration::from_secs(10), |d| !d.is_empty())
+            .await;
+
+        let (status, log) = server
+            .api(
+                Method::GET,
+                &format!("/ingest/api/v1/source/{source_id}/log?order=ascending"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{log}");
+        let entries = log["data"].as_array().unwrap();
+        let verdicts: Vec<&str> = entries
+            .iter()
+            .map(|e| e["verdict"].as_str().unwrap())
+            .collect();
+        assert_eq!(verdicts, ["accepted", "duplicate", "rejected"], "{backend}");
+        let id = |n: usize| entries[n]["id"].as_str().unwrap().to_owned();
+        let replay = |request: String| {
+            let path = format!("/ingest/api/v1/source/{source_id}/request/{request}/replay");
+            let server = &server;
+            async move { server.api(Method::POST, &path, None).await }
+        };
+
+        let (status, replayed) = replay(id(0)).await;
+        assert_eq!(status, 202, "{replayed}");
+        assert_eq!(replayed["msgId"], entries[0]["msgId"]);
+        assert_eq!(replayed["deliveries"], 1);
+        let deliveries = receiver
+            .wait_until(Duration::from_secs(10), |d| d.len() >= 2)
+            .await;
+        assert_eq!(deliveries.len(), 2, "{backend}: replayed once");
+        assert_eq!(deliveries[1].body, body.as_bytes());
+        assert_eq!(
+            deliveries[1].headers["webhook-id"], deliveries[0].headers["webhook-id"],
+            "the same message, for the receiver's own dedupe"
+        );
+
+        for (n, words) in [(1, "replay the original"), (2, "only accepted requests")] {
+            let (status, error) = replay(id(n)).await;
+            assert_eq!(status, 409, "{error}");
+            assert_eq!(error["code"], "conflict");
+            assert!(error["detail"].as_str().unwrap().contains(words), "{error}");
+        }
+        let (status, error) = replay("ireq_missing".into()).await;
+        assert_eq!(status, 404, "{error}");
+
+        let range = |body: serde_json::Value| {
+            let path = format!("/ingest/api/v1/source/{source_id}/replay");
+            let server = &server;
+            async move { server.api(Method::POST, &path, Some(body)).await }
+        };
+        let since = started.to_rfc3339();
+        let (status, replayed) = range(json!({"since": since})).await;
+        assert_eq!(status, 202, "{replayed}");
+        assert_eq!(
+            replayed,
+            json!({"replayed": 1, "deliveries": 1, "skipped": 2}),
+            "{backend}"
+        );
+        receiver
+            .wait_until(Duration::from_secs(10), |d| d.len() >= 3)
+            .await;
+        assert_eq!(receiver.deliveries().len(), 3);
+        let before = (started - chrono::Duration::hours(1)).to_rfc3339();
+        let (status, replayed) = range(json!({"since": before, "until": since})).await;
+        assert_eq!(status, 202, "{replayed}");
+        assert_eq!(replayed["replayed"], 0, "nothing in that range");
+        let (status, error) = range(json!({"since": since, "until": before})).await;
+        assert_eq!(status, 422, "{error}");
+        let (status, error) = range(json!({"until": since})).await;
+        assert_eq!(status, 422, "{error}");
+    }
+}
