@@ -20,6 +20,7 @@ pub mod id;
 pub mod ingest;
 pub mod job;
 pub mod memo;
+pub mod metrics;
 pub mod model;
 pub mod page;
 pub mod patch;

@@ -296,6 +296,8 @@ pub trait DeliveryQueue: Send + Sync + std::fmt::Debug {
     /// When the next delivery falls due, if any is queued; leases running at `now` hide
     /// their deliveries.
     async fn next_due(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>;
+    /// How many deliveries are due, leased and scheduled at `now` (for `/metrics`).
+    async fn queue_depth(&self, now: DateTime<Utc>) -> Result<crate::metrics::QueueDepth>;
     /// Announces that the worker `node` is alive, and returns how many workers (itself
     /// included, so at least one) announced themselves within the last `ttl`. Throttle
     /// rates hold in total across the workers sharing the queue: each enforces its share,
@@ -518,6 +520,8 @@ pub trait JobStore: Send + Sync {
     async fn release_polls(&self, owner: &str) -> Result<u64>;
     /// Deletes the kept webhooks that arrived before `before`; returns how many.
     async fn purge_unmatched(&self, before: DateTime<Utc>) -> Result<u64>;
+    /// How many jobs have not ended (for `/metrics`).
+    async fn open_jobs(&self) -> Result<u64>;
 }
 
 /// Every role at once: what a backend is, and what the HTTP API holds. A backend that
@@ -533,6 +537,10 @@ pub trait Store:
     + std::fmt::Debug
     + 'static
 {
+    /// The use of the backend's connection pool, where it has one (for `/metrics`).
+    fn pool_status(&self) -> Option<crate::metrics::PoolStatus> {
+        None
+    }
 }
 
 /// What a batch of outcomes does to one endpoint's state, folded in the batch's order.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use hookline_core::SharedClock;
 use hookline_core::id::{EndpointId, MessageId};
+use hookline_core::model::MessageStatus;
 use hookline_core::store::DeliveryQueue;
 use hookline_core::store::{AttemptOutcome, DeliveryJob};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -363,6 +364,15 @@ async fn attempt(
     // during shutdown.
     let done = deliverer.deliver(&job).await;
     let attempt = &done.outcome.attempt;
+    let success = attempt.status == MessageStatus::Success;
+    hookline_core::metrics::metrics().record_attempt(
+        success,
+        u16::try_from(attempt.response_status_code).unwrap_or(0),
+        Duration::from_millis(u64::try_from(attempt.response_duration_ms).unwrap_or(0)),
+        success
+            .then(|| (attempt.created_at - job.message.created_at).to_std().ok())
+            .flatten(),
+    );
     tracing::debug!(
         msg_id = %attempt.msg_id,
         endpoint_id = %attempt.endpoint_id,

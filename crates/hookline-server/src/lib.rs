@@ -20,6 +20,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod ingest;
 pub mod listener;
+mod metrics;
 pub mod sse;
 pub mod validate;
 
@@ -69,6 +70,8 @@ pub struct ApiConfig {
     /// Serve the console's files from this folder instead of the embedded ones
     /// (`HOOKLINE_CONSOLE_DIR`, for work on the console).
     pub console_dir: Option<std::path::PathBuf>,
+    /// A bearer token that may read `/metrics` and nothing else (`HOOKLINE_METRICS_TOKEN`).
+    pub metrics_token: Option<String>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -89,6 +92,10 @@ impl std::fmt::Debug for ApiConfig {
             .field("keep", &self.keep)
             .field("google_jwks_url", &self.google_jwks_url)
             .field("console_dir", &self.console_dir)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -105,6 +112,7 @@ impl Default for ApiConfig {
             keep: Keep::default(),
             google_jwks_url: hookline_signature::oidc::GOOGLE_JWKS_URL.to_owned(),
             console_dir: None,
+            metrics_token: None,
         }
     }
 }
@@ -187,6 +195,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", api::router())
         .nest("/ingest/api/v1", ingest_api)
         .route("/healthz", get(api::health::healthz))
+        .route("/metrics", get(metrics::metrics))
         .merge(console::router())
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -100,7 +100,16 @@ impl fmt::Debug for PostgresStore {
 }
 
 /// The six storage roles are implemented by topic in `queries/`.
-impl hookline_core::Store for PostgresStore {}
+impl hookline_core::Store for PostgresStore {
+    fn pool_status(&self) -> Option<hookline_core::metrics::PoolStatus> {
+        let status = self.inner.pool.status();
+        Some(hookline_core::metrics::PoolStatus {
+            in_use: (status.size - status.available) as u64,
+            idle: status.available as u64,
+            max: status.max_size as u64,
+        })
+    }
+}
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db?…`, or the

@@ -480,7 +480,10 @@ fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
         }
         let completions: Vec<Completion> = batch.into_iter().map(|job| job(&conn)).collect();
         let committed = match conn.execute_batch("COMMIT") {
-            Ok(()) => true,
+            Ok(()) => {
+                hookline_core::metrics::metrics().record_commit_batch(completions.len());
+                true
+            }
             Err(error) => {
                 tracing::error!(%error, "sqlite commit failed; the batch is rolled back");
                 let _ = conn.execute_batch("ROLLBACK");

@@ -36,6 +36,8 @@ pub struct Config {
     pub main_keys: MainKeys,
     /// The HS256 key of Svix-style JWT bearer tokens; `None`: JWTs are not accepted.
     pub jwt_secret: Option<String>,
+    /// A bearer token that may read `/metrics` (and nothing else); the admin token may too.
+    pub metrics_token: Option<String>,
     pub role: Role,
     /// This node's name, the owner of the delivery leases it holds; `None` for a random one.
     pub node_id: Option<String>,
@@ -64,6 +66,7 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &redacted(&self.admin_token))
             .field("main_keys", &self.main_keys)
             .field("jwt_secret", &redacted(&self.jwt_secret))
+            .field("metrics_token", &redacted(&self.metrics_token))
             .field("role", &self.role)
             .field("node_id", &self.node_id)
             .field("max_payload_bytes", &self.max_payload_bytes)
@@ -224,6 +227,7 @@ struct Raw {
     main_key: Option<String>,
     previous_main_keys: Option<Vec<String>>,
     jwt_secret: Option<String>,
+    metrics_token: Option<String>,
     role: Option<String>,
     node_id: Option<String>,
     max_payload_bytes: Option<usize>,
@@ -342,6 +346,7 @@ impl Raw {
                 main_key,
                 previous_main_keys,
                 jwt_secret,
+                metrics_token,
                 role,
                 node_id,
                 max_payload_bytes,
@@ -447,6 +452,7 @@ impl Raw {
             main_key: get("HOOKLINE_MAIN_KEY"),
             previous_main_keys: list("HOOKLINE_PREVIOUS_MAIN_KEYS"),
             jwt_secret: get("HOOKLINE_JWT_SECRET"),
+            metrics_token: get("HOOKLINE_METRICS_TOKEN"),
             role: get("HOOKLINE_ROLE"),
             node_id: get("HOOKLINE_NODE_ID"),
             max_payload_bytes: None,
@@ -562,6 +568,12 @@ impl Config {
             // HS256 is as strong as its key: RFC 7518 asks for at least 256 bits.
             bail!("jwt_secret must be at least 32 characters");
         }
+        let metrics_token = raw.metrics_token.filter(|token| !token.is_empty());
+        if let Some(token) = &metrics_token
+            && token.len() < 16
+        {
+            bail!("metrics_token must be at least 16 characters");
+        }
         let role = Role::parse(raw.role.as_deref().unwrap_or("all"))?;
         let node_id = raw.node_id.filter(|id| !id.is_empty());
         if let Some(id) = &node_id {
@@ -624,6 +636,7 @@ impl Config {
             admin_token,
             main_keys,
             jwt_secret,
+            metrics_token,
             role,
             node_id,
             max_payload_bytes: raw.max_payload_bytes.unwrap_or(1 << 20),
@@ -979,7 +992,7 @@ mod tests {
         use super::*;
 
         /// Every variable read, and the words an error about it may name it by.
-        const VARIABLES: [(&str, &[&str]); 24] = [
+        const VARIABLES: [(&str, &[&str]); 25] = [
             ("HOOKLINE_LISTEN", &["listen"]),
             ("HOOKLINE_DATABASE_URL", &["database_url"]),
             ("HOOKLINE_DATABASE_POOL_SIZE", &["pool_size"]),
@@ -988,6 +1001,7 @@ mod tests {
             ("HOOKLINE_MAIN_KEY", &["main_key"]),
             ("HOOKLINE_PREVIOUS_MAIN_KEYS", &["main_key"]),
             ("HOOKLINE_JWT_SECRET", &["jwt_secret"]),
+            ("HOOKLINE_METRICS_TOKEN", &["metrics_token"]),
             ("HOOKLINE_ROLE", &["role"]),
             ("HOOKLINE_NODE_ID", &["node_id"]),
             ("HOOKLINE_PAYLOAD_RETENTION", &["payload_retention"]),

@@ -199,6 +199,7 @@ pub async fn run_with(
                 },
                 google_jwks_url: config.ingest.google_jwks_url.clone(),
                 console_dir: std::env::var_os("HOOKLINE_CONSOLE_DIR").map(Into::into),
+                metrics_token: config.metrics_token.clone(),
             }),
             clock,
         )

@@ -310,6 +310,12 @@ impl DeliveryQueue for Poisoned {
     async fn next_due(&self, now: DateTime<Utc>) -> hookline_core::Result<Option<DateTime<Utc>>> {
         self.store.next_due(now).await
     }
+    async fn queue_depth(
+        &self,
+        now: DateTime<Utc>,
+    ) -> hookline_core::Result<hookline_core::metrics::QueueDepth> {
+        self.store.queue_depth(now).await
+    }
 }
 
 /// One outcome the store cannot take does not hold back the others of its batch: they are

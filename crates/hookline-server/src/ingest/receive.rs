@@ -113,6 +113,7 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
         now,
     );
     let stored = state.store.ingest(record).await?;
+    hookline_core::metrics::metrics().record_inbound(&source.source_type, stored.verdict.as_str());
     note_dropped(&source, &stored, &state.config.keep);
     if stored.logged {
         state.ingested.notify_waiters();

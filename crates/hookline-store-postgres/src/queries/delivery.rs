@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use hookline_core::id::{AppId, EndpointId, MessageId};
+use hookline_core::metrics::QueueDepth;
 use hookline_core::model::{Attempt, MessageStatus};
 use hookline_core::store::{
     AttemptOutcome, DeliveryJob, DeliveryQueue, EndpointChange, NewMessage,
@@ -307,6 +308,29 @@ impl DeliveryQueue for PostgresStore {
         .await
         .map_err(storage)?;
         row.map(|row| read(&row, |c| c.take())).transpose()
+    }
+
+    async fn queue_depth(&self, now: DateTime<Utc>) -> Result<QueueDepth> {
+        let db = self.client().await?;
+        let row = query_opt(
+            &db,
+            "SELECT
+                 COUNT(*) FILTER (WHERE next_attempt <= $1
+                     AND (lease_until IS NULL OR lease_until < $1)),
+                 COUNT(*) FILTER (WHERE lease_until >= $1),
+                 COUNT(*) FILTER (WHERE next_attempt > $1
+                     AND (lease_until IS NULL OR lease_until < $1))
+             FROM destination WHERE next_attempt IS NOT NULL",
+            &[&ms(now)],
+        )
+        .await
+        .map_err(storage)?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(row.map_or_else(QueueDepth::default, |row| QueueDepth {
+            due: count(row.get(0)),
+            leased: count(row.get(1)),
+            scheduled: count(row.get(2)),
+        }))
     }
 
     async fn heartbeat(&self, node: &str, ttl: Duration) -> Result<usize> {

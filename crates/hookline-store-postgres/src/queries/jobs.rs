@@ -440,4 +440,16 @@ impl JobStore for PostgresStore {
         self.purge("job_unmatched", "id", "received_at", before)
             .await
     }
+
+    async fn open_jobs(&self) -> Result<u64> {
+        let db = self.client().await?;
+        let row = query_opt(
+            &db,
+            "SELECT COUNT(*) FROM job WHERE poll_due_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(storage)?;
+        Ok(row.map_or(0, |row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
+    }
 }

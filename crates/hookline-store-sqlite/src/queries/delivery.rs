@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookline_core::id::{AppId, EndpointId, MessageId};
+use hookline_core::metrics::QueueDepth;
 use hookline_core::model::{Attempt, Destination, Endpoint, Message, MessageStatus};
 use hookline_core::sealed::Sealer;
 use hookline_core::store::{
@@ -336,6 +337,32 @@ impl DeliveryQueue for SqliteStore {
                 |row| row.get(0),
             )?;
             Ok(due.flatten().map(time))
+        })
+        .await
+    }
+
+    async fn queue_depth(&self, now: DateTime<Utc>) -> Result<QueueDepth> {
+        let now = millis(now);
+        self.read(move |conn| {
+            let depth = one(
+                conn,
+                "SELECT
+                     COUNT(*) FILTER (WHERE next_attempt <= ?1
+                         AND (lease_until IS NULL OR lease_until < ?1)),
+                     COUNT(*) FILTER (WHERE lease_until >= ?1),
+                     COUNT(*) FILTER (WHERE next_attempt > ?1
+                         AND (lease_until IS NULL OR lease_until < ?1))
+                 FROM destination WHERE next_attempt IS NOT NULL",
+                [now],
+                |row| {
+                    Ok(QueueDepth {
+                        due: row.get(0)?,
+                        leased: row.get(1)?,
+                        scheduled: row.get(2)?,
+                    })
+                },
+            )?;
+            Ok(depth.unwrap_or_default())
         })
         .await
     }

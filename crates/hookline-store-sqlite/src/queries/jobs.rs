@@ -399,4 +399,17 @@ impl JobStore for SqliteStore {
     async fn purge_unmatched(&self, before: DateTime<Utc>) -> Result<u64> {
         self.purge("job_unmatched", "received_at", before).await
     }
+
+    async fn open_jobs(&self) -> Result<u64> {
+        self.read(|conn| {
+            one(
+                conn,
+                "SELECT COUNT(*) FROM job WHERE poll_due_at IS NOT NULL",
+                [],
+                |row| row.get::<_, u64>(0),
+            )
+            .map(Option::unwrap_or_default)
+        })
+        .await
+    }
 }

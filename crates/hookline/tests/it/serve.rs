@@ -443,3 +443,137 @@ async fn request_logs_carry_the_request_id_and_hide_ingest_tokens() {
         "the ingest token is in the log: {text}"
     );
 }
+
+/// `GET /metrics` answers the admin token and the metrics token (which opens nothing
+/// else), and counts what happened: attempts by outcome, create-to-delivery times,
+/// inbound requests by verdict, queue depth, open jobs, memory.
+#[tokio::test]
+async fn metrics_count_deliveries_inbound_requests_and_jobs() {
+    const METRICS_TOKEN: &str = "metrics-token-0123456789";
+    let dir = TempDir::new("metrics");
+    let env = [("HOOKLINE_METRICS_TOKEN", METRICS_TOKEN)];
+    for (backend, server) in crate::server::nodes(&dir, "metrics", &env).await {
+        let scrape = |token: &'static str| {
+            let url = format!("{}/metrics", server.url);
+            async move {
+                let response = reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let kind = response
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (status, kind, response.text().await.unwrap())
+            }
+        };
+        // The value of the sample `series` (name and labels as printed), 0 when absent.
+        let value = |text: &str, series: &str| -> f64 {
+            text.lines()
+                .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+                .map_or(0.0, |v| v.parse().unwrap())
+        };
+        let (status, _, before) = scrape(METRICS_TOKEN).await;
+        assert_eq!(status, 200, "{backend}: {before}");
+        let (status, kind, _) = scrape(crate::server::TOKEN).await;
+        assert_eq!(status, 200, "the admin token reads them too");
+        assert!(kind.unwrap().starts_with("application/openmetrics-text"));
+        let (status, _, body) = scrape("not-a-token-at-all").await;
+        assert_eq!(status, 401, "{body}");
+        let answer = reqwest::Client::new()
+            .get(format!("{}/api/v1/app", server.url))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 401, "the metrics token opens nothing else");
+
+        // A delivery that succeeds, a refused inbound request, an open job.
+        let (receiver, receiver_url) = Receiver::start().await;
+        let (_, app) = server
+            .api(Method::POST, "/api/v1/app", Some(json!({"name": "m"})))
+            .await;
+        let app_id = app["id"].as_str().unwrap().to_owned();
+        let (status, _) = server
+            .api(
+                Method::POST,
+                &format!("/api/v1/app/{app_id}/endpoint"),
+                Some(json!({"url": format!("{receiver_url}/m")})),
+            )
+            .await;
+        assert_eq!(status, 201);
+        let (status, _) = server
+            .api(
+                Method::POST,
+                &format!("/api/v1/app/{app_id}/msg"),
+                Some(json!({"eventType": "m.test", "payload": {"n": 1}})),
+            )
+            .await;
+        assert_eq!(status, 202);
+        receiver
+            .wait_until(Duration::from_secs(10), |d| !d.is_empty())
+            .await;
+        let (_, source) = server
+            .api(
+                Method::POST,
+                "/ingest/api/v1/source",
+                Some(json!({"name": "gh", "type": "github", "config": {"secret": "s3cret"}})),
+            )
+            .await;
+        let ingest = source["ingestUrl"].as_str().unwrap();
+        let refused = reqwest::Client::new()
+            .post(ingest)
+            .header("x-hub-signature-256", "sha256=00")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+        let (status, _) = server
+            .api(
+                Method::POST,
+                "/api/v1/job",
+                Some(json!({"provider": "custom", "appId": app_id})),
+            )
+            .await;
+        assert_eq!(status, 201);
+
+        // The attempt is recorded just after the receiver answers.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let success = r#"hookline_attempts_total{outcome="success",status_class="2xx"}"#;
+        let mut after = String::new();
+        while Instant::now() < deadline {
+            after = scrape(METRICS_TOKEN).await.2;
+            if value(&after, success) > value(&before, success) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for series in [
+            success,
+            "hookline_delivered_after_seconds_count",
+            r#"hookline_inbound_requests_total{source_type="github",verdict="rejected"}"#,
+        ] {
+            assert!(
+                value(&after, series) >= value(&before, series) + 1.0,
+                "{backend}: {series} did not grow:\n{after}"
+            );
+        }
+        assert!(value(&after, "hookline_open_jobs") >= 1.0, "{after}");
+        assert!(value(&after, "hookline_process_resident_memory_bytes") > 1e6);
+        assert!(
+            after.contains(r#"hookline_deliveries{state="due"}"#),
+            "{after}"
+        );
+        if backend == "postgres" {
+            assert!(
+                value(&after, r#"hookline_db_pool_connections{state="max"}"#) >= 1.0,
+                "{after}"
+            );
+        }
+        assert!(after.ends_with("# EOF\n"));
+    }
+}
