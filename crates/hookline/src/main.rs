@@ -38,6 +38,22 @@ enum Command {
     Tail(commands::listen::TailArgs),
     /// Long-running AI jobs: list, get, create, cancel.
     Job(commands::job::Args),
+    /// Applications: list, get, create, update, delete.
+    App(commands::resource::AppArgs),
+    /// An application's endpoints: list, get, create, update, delete.
+    Endpoint(commands::resource::EndpointArgs),
+    /// An application's messages: list, get, create.
+    Msg(commands::resource::MsgArgs),
+    /// Delivery attempts: list (of a message or to an endpoint), get, resend.
+    Attempt(commands::resource::AttemptArgs),
+    /// Sources that receive webhooks: list, get, create, update, delete.
+    Source(commands::resource::SourceArgs),
+    /// The requests a source received: list, get, replay.
+    Request(commands::resource::RequestArgs),
+    /// Send again the failed deliveries of a time range.
+    Recover(commands::resource::RecoverArgs),
+    /// Forward again the requests a source accepted in a time range.
+    Replay(commands::resource::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +68,14 @@ fn main() -> ExitCode {
         Command::Listen(args) => commands::listen::listen(args),
         Command::Tail(args) => commands::listen::tail(args),
         Command::Job(args) => commands::job::run(args),
+        Command::App(args) => commands::resource::app(args),
+        Command::Endpoint(args) => commands::resource::endpoint(args),
+        Command::Msg(args) => commands::resource::msg(args),
+        Command::Attempt(args) => commands::resource::attempt(args),
+        Command::Source(args) => commands::resource::source(args),
+        Command::Request(args) => commands::resource::request(args),
+        Command::Recover(args) => commands::resource::recover(args),
+        Command::Replay(args) => commands::resource::replay(args),
     };
     match outcome {
         Ok(code) => code,

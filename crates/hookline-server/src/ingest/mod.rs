@@ -5,7 +5,7 @@
 pub mod endpoint;
 pub mod keys;
 pub mod receive;
-mod replay;
+mod requests;
 pub mod source;
 pub mod stream;
 
@@ -19,5 +19,5 @@ pub fn router() -> Router<AppState> {
         .merge(source::router())
         .merge(endpoint::router())
         .merge(stream::router())
-        .merge(replay::router())
+        .merge(requests::router())
 }

@@ -10,35 +10,14 @@ use anyhow::{Context, bail};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-/// The server refused the request.
-const REFUSED: u8 = 1;
-/// The server could not be reached, or failed (5xx).
-const UNREACHABLE: u8 = 3;
+use super::api::{Connection, encode, print_fields, print_page, print_table, query, text};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
     command: JobCommand,
-    /// The Hookline server.
-    #[arg(
-        long,
-        global = true,
-        env = "HOOKLINE_SERVER",
-        default_value = "http://127.0.0.1:8071"
-    )]
-    server: String,
-    /// An admin token (or, to read, a token of the job's application).
-    #[arg(
-        long,
-        global = true,
-        env = "HOOKLINE_TOKEN",
-        hide_env_values = true,
-        default_value = ""
-    )]
-    token: String,
-    /// Print the API's JSON instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -55,8 +34,8 @@ enum JobCommand {
         status: Option<String>,
         #[arg(long)]
         group: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
+        #[command(flatten)]
+        paging: super::resource::Paging,
     },
     /// Show one job (id or uid) with its timeline.
     Get {
@@ -111,61 +90,51 @@ Examples:
     Cancel { job: String },
 }
 
-/// What a call came to: the JSON answered, or the exit code of a failure already told.
-type Outcome = Result<Value, u8>;
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.token.is_empty() {
-        bail!("a token is needed: --token or HOOKLINE_TOKEN");
-    }
     let (method, path, body) = request(&args.command)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    let outcome = runtime.block_on(call(&args, method, &path, body));
-    let value = match outcome {
-        Ok(value) => value,
-        Err(code) => return Ok(ExitCode::from(code)),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        match &args.command {
-            JobCommand::List { .. } => print_list(&value),
-            _ => print_job(&value),
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    let list = matches!(args.command, JobCommand::List { .. });
+    args.connection.run(|client| async move {
+        let value = client.call(method, &path, body).await?;
+        client.show(&value, |value| {
+            if list {
+                print_page(value, JOB_COLUMNS);
+            } else {
+                print_job(value);
+            }
+        });
+        Ok(())
+    })
 }
+
+const JOB_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("PROVIDER", "provider"),
+    ("STATUS", "status"),
+    ("PROVIDER STATUS", "providerStatus"),
+    ("GROUP", "group"),
+    ("UPDATED", "updatedAt"),
+];
 
 /// The API call a command makes.
 fn request(command: &JobCommand) -> anyhow::Result<(Method, String, Option<Value>)> {
-    let encode = |text: &str| form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
     Ok(match command {
         JobCommand::List {
             app,
             provider,
             status,
             group,
-            limit,
+            paging,
         } => {
-            let mut query = vec![format!("limit={limit}")];
-            for (name, value) in [
-                ("appId", app),
-                ("provider", provider),
-                ("status", status),
-                ("group", group),
-            ] {
-                if let Some(value) = value {
-                    query.push(format!("{name}={}", encode(value)));
-                }
-            }
-            (
-                Method::GET,
-                format!("/api/v1/job?{}", query.join("&")),
-                None,
-            )
+            let [limit, iterator] = paging.pairs();
+            let pairs = [
+                limit,
+                iterator,
+                ("appId", app.clone()),
+                ("provider", provider.clone()),
+                ("status", status.clone()),
+                ("group", group.clone()),
+            ];
+            (Method::GET, format!("/api/v1/job{}", query(&pairs)), None)
         }
         JobCommand::Get { job, wait } => {
             let wait = wait.map(|secs| format!("?wait={secs}")).unwrap_or_default();
@@ -236,129 +205,35 @@ fn request(command: &JobCommand) -> anyhow::Result<(Method, String, Option<Value
     })
 }
 
-async fn call(args: &Args, method: Method, path: &str, body: Option<Value>) -> Outcome {
-    let url = format!("{}{path}", args.server.trim_end_matches('/'));
-    let mut request = reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(&args.token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.map_err(|error| {
-        eprintln!("error: cannot reach {}: {error}", args.server);
-        UNREACHABLE
-    })?;
-    let status = response.status();
-    let text = response.text().await.map_err(|error| {
-        eprintln!("error: the answer broke off: {error}");
-        UNREACHABLE
-    })?;
-    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    if status.is_success() {
-        return Ok(value);
-    }
-    let code = value["code"].as_str().unwrap_or("error");
-    let detail = match &value["detail"] {
-        Value::String(detail) => detail.clone(),
-        Value::Array(errors) => errors
-            .iter()
-            .map(|e| {
-                let loc: Vec<String> = e["loc"]
-                    .as_array()
-                    .map(|l| {
-                        l.iter()
-                            .map(|p| p.as_str().map_or(p.to_string(), str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                format!(
-                    "{}: {}",
-                    loc.join("."),
-                    e["msg"].as_str().unwrap_or_default()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-        other => other.to_string(),
-    };
-    eprintln!("error: {status} {code}: {detail}");
-    Err(if status.is_server_error() {
-        UNREACHABLE
-    } else {
-        REFUSED
-    })
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::Null => "-".into(),
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn print_list(page: &Value) {
-    let rows: Vec<[String; 6]> = page["data"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|job| {
-            [
-                text(&job["id"]),
-                text(&job["provider"]),
-                text(&job["status"]),
-                text(&job["providerStatus"]),
-                text(&job["group"]),
-                text(&job["updatedAt"]),
-            ]
-        })
-        .collect();
-    let header = [
-        "ID",
-        "PROVIDER",
-        "STATUS",
-        "PROVIDER STATUS",
-        "GROUP",
-        "UPDATED",
-    ]
-    .map(str::to_owned);
-    print_table(&header, &rows);
-    if page["done"] == false {
-        println!("(more: --json gives the iterator)");
-    }
-}
-
 fn print_job(job: &Value) {
-    for (label, field) in [
-        ("id", "id"),
-        ("uid", "uid"),
-        ("provider", "provider"),
-        ("provider job", "providerJobId"),
-        ("app", "appId"),
-        ("group", "group"),
-        ("status", "status"),
-        ("provider status", "providerStatus"),
-        ("progress", "progress"),
-        ("error", "error"),
-        ("deadline", "deadline"),
-        ("created", "createdAt"),
-        ("updated", "updatedAt"),
-    ] {
-        println!("{label:<16}{}", text(&job[field]));
-    }
-    let rows: Vec<[String; 4]> = job["timeline"]
+    print_fields(
+        job,
+        &[
+            ("id", "id"),
+            ("uid", "uid"),
+            ("provider", "provider"),
+            ("provider job", "providerJobId"),
+            ("app", "appId"),
+            ("group", "group"),
+            ("status", "status"),
+            ("provider status", "providerStatus"),
+            ("progress", "progress"),
+            ("error", "error"),
+            ("deadline", "deadline"),
+            ("created", "createdAt"),
+            ("updated", "updatedAt"),
+        ],
+    );
+    let rows: Vec<Vec<String>> = job["timeline"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
         .map(|entry| {
-            [
-                text(&entry["at"]),
-                text(&entry["source"]),
-                text(&entry["providerStatus"]),
-                text(&entry["status"]),
-            ]
+            ["at", "source", "providerStatus", "status"]
+                .iter()
+                .map(|field| text(&entry[*field]))
+                .collect()
         })
         .collect();
     if !rows.is_empty() {
@@ -367,26 +242,5 @@ fn print_job(job: &Value) {
             &["AT", "SOURCE", "PROVIDER STATUS", "STATUS"].map(str::to_owned),
             &rows,
         );
-    }
-}
-
-fn print_table<const N: usize>(header: &[String; N], rows: &[[String; N]]) {
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String; N]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(header);
-    for row in rows {
-        line(row);
     }
 }

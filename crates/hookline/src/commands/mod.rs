@@ -1,8 +1,10 @@
 //! The subcommands, and the few helpers they share.
 
+pub mod api;
 pub mod job;
 pub mod listen;
 pub mod rekey;
+pub mod resource;
 pub mod send;
 pub mod serve;
 pub mod sign;

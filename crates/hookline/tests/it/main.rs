@@ -11,6 +11,7 @@ mod multinode;
 mod operational;
 mod pubsub;
 mod receiver;
+mod resources;
 mod retention;
 mod security;
 mod serve;

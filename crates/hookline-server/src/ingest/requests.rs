@@ -1,5 +1,6 @@
-//! Replays of logged inbound requests: one
-//! (`POST /ingest/api/v1/source/{source_id}/request/{request_id}/replay`) or every one
+//! One logged inbound request (`GET /ingest/api/v1/source/{source_id}/request/{request_id}`,
+//! as the log shows it), and replays: of one
+//! (`POST /ingest/api/v1/source/{source_id}/request/{request_id}/replay`) or of every one
 //! received in a time range (`POST /ingest/api/v1/source/{source_id}/replay`).
 //!
 //! An accepted request was forwarded as a message of the source's hidden application;
@@ -10,7 +11,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use hookline_core::Code;
@@ -20,7 +21,7 @@ use hookline_core::model::TriggerType;
 use hookline_core::page::{Cursor, ListQuery, Order};
 use serde::{Deserialize, Serialize};
 
-use super::source::source_for;
+use super::source::{IngestLogOut, source_for};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -33,11 +34,25 @@ const PAGE_BODY_BYTES: usize = 1 << 20;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/source/{source_id}/request/{request_id}", get(fetch))
         .route(
             "/source/{source_id}/request/{request_id}/replay",
             post(replay_one),
         )
         .route("/source/{source_id}/replay", post(replay_range))
+}
+
+async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((source_id, request_id)): Path<(String, String)>,
+) -> Result<Json<IngestLogOut>, ApiError> {
+    let source = source_for(&state, &caller, &source_id).await?;
+    let request = state
+        .store
+        .get_ingest_request(&source.id, &IngestRequestId::from_string(request_id))
+        .await?;
+    Ok(Json(request.into()))
 }
 
 #[derive(Debug, Serialize)]
