@@ -271,12 +271,34 @@ fn request_span(request: &Request) -> Span {
         .get::<RequestId>()
         .and_then(|id| id.0.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         method = %request.method(),
         path = %path,
         request_id = %request_id,
-    )
+        app_id = tracing::field::Empty,
+        msg_id = tracing::field::Empty,
+        endpoint_id = tracing::field::Empty,
+        source_id = tracing::field::Empty,
+        job_id = tracing::field::Empty,
+    );
+    // The ids the path names (or uids); handlers record those they learn (a created
+    // message's id, the source an ingest token belongs to) with `Span::current()`.
+    let segments: Vec<&str> = path.split('/').collect();
+    for pair in segments.windows(2) {
+        let field = match pair[0] {
+            "app" => "app_id",
+            "msg" => "msg_id",
+            "endpoint" => "endpoint_id",
+            "source" => "source_id",
+            "job" => "job_id",
+            _ => continue,
+        };
+        if !pair[1].is_empty() {
+            span.record(field, pair[1]);
+        }
+    }
+    span
 }
 
 /// Logs each answer once, with the cause of a server error when there is one.

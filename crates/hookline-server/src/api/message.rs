@@ -262,6 +262,9 @@ async fn create(
         headers: Default::default(),
         created_at: now,
     };
+    let span = tracing::Span::current();
+    span.record("app_id", message.app_id.as_str());
+    span.record("msg_id", message.id.as_str());
     let idempotency = idempotency.map(|Extension(key)| key);
     let expires_at = payload_expiry(&state, now, body.payload_retention_period);
     accept_until(

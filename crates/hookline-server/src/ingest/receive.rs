@@ -72,6 +72,7 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
             "no source has this ingest token (it may have been rotated out)",
         ));
     };
+    tracing::Span::current().record("source_id", source.id.as_str());
     let source_type = state.source_types.get(&source)?;
     let limit = source_type
         .options()

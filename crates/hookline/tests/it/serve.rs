@@ -439,9 +439,40 @@ async fn request_logs_carry_the_request_id_and_hide_ingest_tokens() {
         .unwrap_or_else(|| panic!("no log line names the request id: {text}"));
     assert!(line.contains("/in/[token]/sub/path"), "{line}");
     assert!(
+        line.contains(source["id"].as_str().unwrap()),
+        "the source is named: {line}"
+    );
+    assert!(
         !text.contains(&token),
         "the ingest token is in the log: {text}"
     );
+
+    // A message create's log line names its application and the message made.
+    let (_, app) = server
+        .api(Method::POST, "/api/v1/app", Some(json!({"name": "logged"})))
+        .await;
+    let app_id = app["id"].as_str().unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/app/{app_id}/msg", server.url))
+        .bearer_auth(crate::server::TOKEN)
+        .header("x-request-id", "trace-msg-77")
+        .json(&json!({"eventType": "a.b", "payload": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let msg: serde_json::Value = response.json().await.unwrap();
+    let mut line = String::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(found) = text.lines().find(|l| l.contains("trace-msg-77")) {
+            line = found.to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(line.contains(app_id), "{line}");
+    assert!(line.contains(msg["id"].as_str().unwrap()), "{line}");
 }
 
 /// `GET /metrics` answers the admin token and the metrics token (which opens nothing
