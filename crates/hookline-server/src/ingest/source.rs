@@ -128,6 +128,10 @@ pub struct IngestSourceOut {
     /// The configuration without its secrets.
     pub config: serde_json::Value,
     pub metadata: BTreeMap<String, String>,
+    /// Hookline's own: the application whose messages forward the source's requests, and
+    /// whose endpoints are its forwarding endpoints. The sending API lists, resends and
+    /// recovers its messages like any other (it is not listed among the applications).
+    pub forwarding_app_id: AppId,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -153,6 +157,7 @@ fn source_out(state: &AppState, source: Source) -> IngestSourceOut {
         source_type: source.source_type,
         config,
         metadata: source.metadata,
+        forwarding_app_id: source.app_id,
         created_at: source.created_at,
         updated_at: source.updated_at,
     }

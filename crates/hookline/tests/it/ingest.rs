@@ -689,5 +689,45 @@ async fn logged_requests_are_replayed_one_or_by_time_range() {
         assert_eq!(status, 422, "{error}");
         let (status, error) = range(json!({"until": since})).await;
         assert_eq!(status, 422, "{error}");
+
+        // The forwarded messages, their attempts and recovery, through the sending API.
+        let (_, source) = server
+            .api(
+                Method::GET,
+                &format!("/ingest/api/v1/source/{source_id}"),
+                None,
+            )
+            .await;
+        let forwarding = source["forwardingAppId"].as_str().unwrap();
+        let (status, messages) = server
+            .api(Method::GET, &format!("/api/v1/app/{forwarding}/msg"), None)
+            .await;
+        assert_eq!(status, 200, "{messages}");
+        assert_eq!(messages["data"][0]["id"], entries[0]["msgId"], "{backend}");
+        let msg_id = entries[0]["msgId"].as_str().unwrap();
+        let (status, attempts) = server
+            .api(
+                Method::GET,
+                &format!("/api/v1/app/{forwarding}/attempt/msg/{msg_id}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{attempts}");
+        assert_eq!(attempts["data"].as_array().unwrap().len(), 3, "{attempts}");
+        let endpoint_id = endpoint["id"].as_str().unwrap();
+        let (status, recovered) = server
+            .api(
+                Method::POST,
+                &format!("/api/v1/app/{forwarding}/endpoint/{endpoint_id}/recover"),
+                Some(json!({"since": since})),
+            )
+            .await;
+        assert_eq!(status, 202, "{recovered}");
+        let (status, apps) = server.api(Method::GET, "/api/v1/app", None).await;
+        assert_eq!(status, 200);
+        assert!(
+            !apps.to_string().contains(forwarding),
+            "not listed among the applications: {apps}"
+        );
     }
 }
