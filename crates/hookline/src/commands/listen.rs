@@ -68,17 +68,24 @@ pub struct ListenArgs {
     timeout: u64,
 }
 
-/// Print a source's requests as they arrive, accepted or not.
+/// Print a source's requests, or an application's delivery attempts, as they happen.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
   hookline tail openai-prod --token hlk_…
   hookline tail src_2yZwUhtgs5Ai8T9yRQJXA --json --after 0   # everything logged, then follow
+  hookline tail --app acme                                   # delivery attempts
 
-One line per request: time, verdict, method and path, event type, and why it was refused.")]
+One line per request: time, verdict, method and path, event type, and why it was refused.
+With --app, one line per attempt: time, outcome, HTTP status, duration, message, endpoint.
+On a terminal the verdicts and outcomes are coloured (unless NO_COLOR is set).")]
 pub struct TailArgs {
     /// The source: its id or uid.
-    source: String,
+    #[arg(required_unless_present = "app")]
+    source: Option<String>,
+    /// Follow this application's delivery attempts instead (id or uid).
+    #[arg(long, conflicts_with = "source")]
+    app: Option<String>,
     #[command(flatten)]
     server: ServerArgs,
     /// One JSON object per line, with headers and the base64 body.
@@ -125,7 +132,12 @@ pub fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
 
 pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     let json = args.json;
-    let path = format!("/ingest/api/v1/source/{}/stream", args.source);
+    let colour = Colour::for_stdout(json);
+    if let Some(app) = &args.app {
+        return runtime()?.block_on(tail_attempts(app, &args.server, json, colour));
+    }
+    let source = args.source.as_deref().unwrap_or_default();
+    let path = format!("/ingest/api/v1/source/{source}/stream");
     runtime()?.block_on(follow(
         &path,
         "request",
@@ -140,9 +152,9 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
                     format!("  {}: {}", request.reason_code, request.reason)
                 };
                 println!(
-                    "{}  {:<9}  {} {}  {}{reason}",
+                    "{}  {}  {} {}  {}{reason}",
                     request.created_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                    request.verdict,
+                    colour.paint(&request.verdict, 9),
                     request.method,
                     request.path,
                     request.event_type.as_deref().unwrap_or("-"),
@@ -150,6 +162,128 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
             }
         },
     ))
+}
+
+/// Whether lines are coloured: on a terminal, unless `NO_COLOR` is set or JSON is asked for.
+#[derive(Debug, Clone, Copy)]
+struct Colour(bool);
+
+impl Colour {
+    fn for_stdout(json: bool) -> Self {
+        use std::io::IsTerminal as _;
+        Colour(!json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+    }
+
+    /// `word` padded to `width`, green for a success, red for a refusal or failure,
+    /// yellow for the rest.
+    fn paint(self, word: &str, width: usize) -> String {
+        let padded = format!("{word:<width$}");
+        if !self.0 {
+            return padded;
+        }
+        let code = match word {
+            "accepted" | "success" => 32,
+            "rejected" | "fail" => 31,
+            _ => 33,
+        };
+        format!("\x1b[{code}m{padded}\x1b[0m")
+    }
+}
+
+/// How often `tail --app` looks for new attempts.
+const ATTEMPT_POLL: Duration = Duration::from_secs(1);
+
+/// Prints each new delivery attempt of `app`, to every endpoint, oldest first: the
+/// attempts lists of the application's endpoints, looked at every second (with `--after`,
+/// the attempts already made are printed first).
+async fn tail_attempts(
+    app: &str,
+    server: &ServerArgs,
+    json: bool,
+    colour: Colour,
+) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let base = format!("{}/api/v1/app/{app}", server.server.trim_end_matches('/'));
+    let get = |url: String| {
+        let request = client.get(url).bearer_auth(&server.token);
+        async move {
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let value: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+            if status.is_success() {
+                Ok(value)
+            } else {
+                Err(format!("{status}: {}", value["detail"]))
+            }
+        }
+    };
+    // The newest attempt printed, by endpoint: `None` until the endpoint is first seen.
+    let mut newest: std::collections::HashMap<String, String> = Default::default();
+    let print_existing = server.after.is_some();
+    eprintln!("following the delivery attempts of {app}");
+    loop {
+        let endpoints = match get(format!("{base}/endpoint?limit=250")).await {
+            Ok(page) => page["data"].as_array().cloned().unwrap_or_default(),
+            Err(error) => {
+                eprintln!("cannot list the endpoints: {error}");
+                tokio::time::sleep(ATTEMPT_POLL).await;
+                continue;
+            }
+        };
+        for endpoint in endpoints {
+            let (Some(id), Some(url)) = (endpoint["id"].as_str(), endpoint["url"].as_str()) else {
+                continue;
+            };
+            let page = match get(format!("{base}/attempt/endpoint/{id}?limit=250")).await {
+                Ok(page) => page,
+                Err(error) => {
+                    eprintln!("cannot list the attempts to {id}: {error}");
+                    continue;
+                }
+            };
+            let attempts = page["data"].as_array().cloned().unwrap_or_default();
+            let seen = newest.get(id).cloned();
+            let new: Vec<&serde_json::Value> = attempts
+                .iter()
+                .filter(|a| {
+                    let attempt = a["id"].as_str().unwrap_or_default();
+                    match &seen {
+                        Some(seen) => attempt > seen.as_str(),
+                        None => print_existing,
+                    }
+                })
+                .collect();
+            for attempt in new.iter().rev() {
+                if json {
+                    println!("{attempt}");
+                } else {
+                    println!(
+                        "{}  {}  {:>3}  {:>6} ms  {}  {url}",
+                        attempt["timestamp"].as_str().unwrap_or_default(),
+                        colour.paint(attempt["statusText"].as_str().unwrap_or("?"), 7),
+                        attempt["responseStatusCode"],
+                        attempt["responseDurationMs"],
+                        attempt["msgId"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+            let top = attempts.first().and_then(|a| a["id"].as_str());
+            match (top, seen) {
+                (Some(top), _) => {
+                    newest.insert(id.to_owned(), top.to_owned());
+                }
+                // An endpoint without attempts yet: every attempt to it is new.
+                (None, None) => {
+                    newest.insert(id.to_owned(), String::new());
+                }
+                (None, Some(_)) => {}
+            }
+        }
+        tokio::time::sleep(ATTEMPT_POLL).await;
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

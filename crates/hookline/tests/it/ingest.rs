@@ -384,6 +384,70 @@ async fn tail_prints_each_request_with_its_verdict() {
     assert!(printed[0]["seq"].as_i64().unwrap() < printed[1]["seq"].as_i64().unwrap());
 }
 
+/// `hookline tail --app` prints each delivery attempt of an application as it is made,
+/// without colour codes when its output is not a terminal.
+#[tokio::test]
+async fn tail_app_prints_each_attempt() {
+    use std::io::BufRead as _;
+
+    let dir = TempDir::new("tail-app");
+    let server = Server::start(&dir.0, &[]).await;
+    let (_, app) = server
+        .api(Method::POST, "/api/v1/app", Some(json!({"name": "tailed"})))
+        .await;
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    let mut tail = Listener(
+        Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .args(["tail", "--app", &app_id])
+            .args(["--server", &server.url, "--token", TOKEN])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn hookline tail --app"),
+    );
+    let stdout = tail.0.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Let the tail see the application without attempts first.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, _) = server
+        .api(
+            Method::POST,
+            &format!("/api/v1/app/{app_id}/endpoint"),
+            Some(json!({"url": "http://127.0.0.1:9/closed"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, msg) = server
+        .api(
+            Method::POST,
+            &format!("/api/v1/app/{app_id}/msg"),
+            Some(json!({"eventType": "t.t", "payload": {}})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let line = lines_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("tail prints a line per attempt");
+    assert!(line.contains(msg["id"].as_str().unwrap()), "{line}");
+    assert!(
+        line.contains("fail") && line.contains("127.0.0.1:9/closed"),
+        "{line}"
+    );
+    assert!(
+        !line.contains('\x1b'),
+        "no colour codes into a pipe: {line:?}"
+    );
+}
+
 /// `hookline listen --app` acts as a virtual endpoint: each new message of the application
 /// reaches the local app signed with the listener's secret, across a server restart,
 /// without gaps or repeats.
