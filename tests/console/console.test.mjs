@@ -279,6 +279,12 @@ function step(name, fn) {
 
 const text = (locator) => locator.innerText();
 
+/** A time as a datetime-local input takes it: local time, to the minute. */
+function localMinute(t) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${t.getFullYear()}-${pad(t.getMonth() + 1)}-${pad(t.getDate())}T${pad(t.getHours())}:${pad(t.getMinutes())}`;
+}
+
 // --------------------------------------------------------------------------------------
 // The steps, in order: each starts where the one before left the page.
 
@@ -353,9 +359,7 @@ step("acts on the endpoint: disable and enable, test event, recover, rotate", as
   assert.match(receiver.requests.at(-1).body, /"success":\s*true/);
 
   // Recover from an hour ago: the console says what the server did.
-  const hourAgo = new Date(Date.now() - 3600_000);
-  const local = (t) => `${t.getFullYear()}-${String(t.getMonth() + 1).padStart(2, "0")}-${String(t.getDate()).padStart(2, "0")}T${String(t.getHours()).padStart(2, "0")}:${String(t.getMinutes()).padStart(2, "0")}`;
-  await page.fill("#recover-since", local(hourAgo));
+  await page.fill("#recover-since", localMinute(new Date(Date.now() - 3600_000)));
   await page.click('button:text-is("Recover failed messages")');
   await page.locator("section", { hasText: "Actions" }).locator("p[role=status]", { hasText: "finished" }).waitFor();
 
@@ -395,7 +399,10 @@ step("replays an accepted inbound request to the forwarding endpoint", async () 
   const accepted = page.locator("details.request.v-accepted").first();
   await accepted.waitFor();
   await accepted.locator("summary").click();
-  await accepted.locator(".item-body dt", { hasText: "Forwarding message" }).waitFor();
+  // Where it was forwarded, and how that went.
+  const forwarding = accepted.locator(".item-body table.list", { hasText: "/forwarded" });
+  await forwarding.waitFor();
+  assert.match(await text(forwarding), /success/, "the forwarded delivery succeeded");
   await accepted.locator("button.replay").click();
   // The server's answer, whichever it is: an error notice names the refusal.
   const notice = page.locator(".notice:not([hidden])");
@@ -404,6 +411,15 @@ step("replays an accepted inbound request to the forwarding endpoint", async () 
   await waitUntil(() => receiver.count("/forwarded") > before, "the replayed request at the forwarding endpoint");
   const again = receiver.requests.filter((r) => r.path === "/forwarded").at(-1);
   assert.match(again.body, /prediction\.completed/, "the replay forwards the request's body");
+
+  // A time range: the last hour holds the one accepted request (the refused one is skipped).
+  const count = receiver.count("/forwarded");
+  await page.fill("#replay-since", localMinute(new Date(Date.now() - 3600_000)));
+  await page.click('button:text-is("Replay accepted requests")');
+  const said = page.locator("section", { hasText: "Replay a time range" }).locator("p[role=status]");
+  await said.filter({ hasText: "Replayed" }).waitFor();
+  assert.match(await text(said), /Replayed 1 accepted request\(s\).*1 delivery\(ies\).*1 skipped/);
+  await waitUntil(() => receiver.count("/forwarded") > count, "the range replay at the forwarding endpoint");
 });
 
 step("an app-portal link signs in with its token and takes it out of the address bar", async () => {

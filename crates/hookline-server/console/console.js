@@ -1049,6 +1049,7 @@ async function sourcePage(page, sourceKey, requestId) {
   const logFilters = filterForm(() => log.render(), verdictSel, h("label", { for: reasonInput.id }, "Reason", reasonInput), range.elements);
 
   await Promise.all([endpointList.reload(), log.reload()]);
+  const logSection = section("Requests", logFilters, requests, log.foot);
   const view = h("div", {},
     isAdmin() ? crumbs(["#/sources", "Sources"], [null, source.name]) : null,
     h("h1", {}, source.name, " ", idText(source.id)),
@@ -1056,19 +1057,26 @@ async function sourcePage(page, sourceKey, requestId) {
       ["Type", source.type],
       ["Uid", source.uid],
       ["Ingest URL", h("code", {}, source.ingestUrl)],
+      source.forwardingAppId
+        ? ["Forwarded messages", h("a", { href: `#/app/${enc(source.forwardingAppId)}` }, `application ${source.forwardingAppId}`)]
+        : null,
       ["Configuration", Object.keys(source.config ?? {}).length ? code(source.config) : "defaults (secrets are never shown)"],
       ["Created", when(source.createdAt)],
     ])),
     section("Forwarding endpoints", table(["URL", "State", "Id", ""], endpoints), endpointList.foot),
     isAdmin() ? section("Replay a time range", h("div", { class: "actions" }, replayRange.elements, replayRangeButton), replayOut) : null,
-    section("Requests", logFilters, requests, log.foot),
+    logSection,
   );
   if (requestId) {
-    const target = requests.querySelector(`[data-id="${CSS.escape(requestId)}"]`);
-    if (target) {
-      target.open = true;
-      requestAnimationFrame(() => target.scrollIntoView({ block: "start" }));
+    let target = requests.querySelector(`[data-id="${CSS.escape(requestId)}"]`);
+    if (!target) {
+      // Older than the first page: shown on its own above the log.
+      const request = await api(`${srcPath}/request/${enc(requestId)}`);
+      target = requestItem(page, source, request, new Set([request.id]));
+      logSection.before(section("Linked request", h("div", { class: "items" }, target)));
     }
+    target.open = true;
+    requestAnimationFrame(() => target.scrollIntoView({ block: "start" }));
   }
   return view;
 }
@@ -1093,19 +1101,21 @@ function requestItem(page, source, r, open) {
       forwarded.replaceChildren(h("p", { class: "muted" }, r.verdict === "rejected" ? "Refused requests are not forwarded." : "Not forwarded (a duplicate of a request already forwarded)."));
       return;
     }
-    // The forwarding message lives in the source's own application; the API names it
-    // only when the source answers its `appId`.
-    const appId = source.appId ?? source.app_id;
+    // The forwarding message is a message of the source's own application.
+    const appId = source.forwardingAppId;
+    const link = appId ? h("a", { href: `#/app/${enc(appId)}/msg/${enc(r.msgId)}` }, r.msgId) : idText(r.msgId);
     if (!appId) {
-      forwarded.replaceChildren(fields([["Forwarding message", idText(r.msgId)]]),
-        h("p", { class: "muted" }, "Its deliveries are in the source's own application, which the API does not name: see the forwarding endpoints' state above."));
+      forwarded.replaceChildren(fields([["Forwarding message", link]]));
       return;
     }
     const answer = await api(`${appPath(appId)}/msg/${enc(r.msgId)}/endpoint`);
     forwarded.replaceChildren(
-      fields([["Forwarding message", h("a", { href: `#/app/${enc(appId)}/msg/${enc(r.msgId)}` }, r.msgId)]]),
-      table(["Endpoint", "Delivery", "Next attempt"], h("tbody", {}, answer.data.map((d) => h("tr", {},
-        h("td", {}, h("code", {}, d.url)), h("td", {}, badge(d.statusText)), h("td", {}, d.nextAttempt ? when(d.nextAttempt) : ""))))),
+      fields([["Forwarding message", link]]),
+      table(["Forwarding endpoint", "Delivery", "Next attempt"], h("tbody", {}, answer.data.map((d) => h("tr", {},
+        h("td", {}, h("a", { href: `#/app/${enc(appId)}/endpoint/${enc(d.id)}` }, d.url)),
+        h("td", {}, badge(d.statusText)),
+        h("td", {}, d.nextAttempt ? when(d.nextAttempt) : ""))))),
+      h("p", { class: "muted" }, "Open the message for each attempt, its answer and a resend."),
     );
   };
   let forwardingShown = false;
@@ -1118,6 +1128,7 @@ function requestItem(page, source, r, open) {
   const replay = actionButton("Replay", async () => {
     const answer = await api(`${srcPath}/request/${enc(r.id)}/replay`, { method: "POST" });
     notify(`Request ${r.id} replayed: its forwarding message ${answer.msgId} was queued again to ${answer.deliveries} forwarding endpoint(s).`, "ok");
+    await showForwarding().catch(() => {});
     await page.refreshNow();
   }, { class: "replay" });
   const body = r.payload ?? "";
@@ -1128,7 +1139,7 @@ function requestItem(page, source, r, open) {
       ["Reason code", h("code", {}, r.reasonCode)],
       ["Answered", String(r.status_code)],
       ["Event type", r.eventType],
-      ["Request id", idText(r.id)],
+      ["Request id", h("a", { href: `#/source/${enc(source.id)}/request/${enc(r.id)}` }, r.id)],
       ["Received", when(r.created_at)],
       r.droppedBefore ? ["Not logged before it", `${r.droppedBefore} refused request(s) over the log's cap`] : null,
     ]),
