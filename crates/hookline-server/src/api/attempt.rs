@@ -98,6 +98,10 @@ pub struct MessageAttemptOut {
     pub status_text: &'static str,
     pub trigger_type: i64,
     pub timestamp: DateTime<Utc>,
+    /// Hookline's own: the answer's headers (empty without content), and why no answer
+    /// came (`timeout`, `connection_refused`, `tls`, …), `null` when one did.
+    pub response_headers: Vec<(String, String)>,
+    pub error_kind: Option<&'static str>,
 }
 
 impl MessageAttemptOut {
@@ -119,6 +123,12 @@ impl MessageAttemptOut {
             status_text: attempt.status.text(),
             trigger_type: attempt.trigger_type.code(),
             timestamp: attempt.created_at,
+            response_headers: if with_content {
+                attempt.response_headers
+            } else {
+                Vec::new()
+            },
+            error_kind: attempt.error_kind.map(|kind| kind.as_str()),
         }
     }
 }

@@ -91,7 +91,10 @@ async fn app_portal_access(
     caller.require_admin()?;
     let lifetime = token_lifetime(body.expiry);
     let (app, _) = get_or_create(&state, &app_id, body.application).await?;
-    Ok(SecretJson(issue_app_token(&state, app.id, lifetime).await?))
+    let opens = format!("app={}", app.id);
+    Ok(SecretJson(
+        issue_app_token(&state, app.id, lifetime, &opens).await?,
+    ))
 }
 
 /// Stores a new token scoped to `app`, working for `lifetime` from now on the server's
@@ -100,6 +103,7 @@ pub async fn issue_app_token(
     state: &AppState,
     app: AppId,
     lifetime: std::time::Duration,
+    opens: &str,
 ) -> Result<AppPortalAccessOut, ApiError> {
     let token = new_app_token();
     let now = state.clock.now();
@@ -114,8 +118,10 @@ pub async fn issue_app_token(
             expires_at: Some(now + lifetime),
         })
         .await?;
+    // The console signs in with the token and opens what `opens` names (`app=…` or
+    // `source=…`), taking both out of the address bar.
     let url = format!(
-        "{}/console#token={token}",
+        "{}/console#token={token}&{opens}",
         state.config.public_url.trim_end_matches('/')
     );
     Ok(AppPortalAccessOut { url, token })

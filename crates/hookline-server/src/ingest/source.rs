@@ -359,7 +359,13 @@ async fn dashboard(
     let source = state.store.get_source(&source_id).await?;
     let lifetime = token_lifetime(body.expiry);
     Ok(SecretJson(
-        issue_app_token(&state, source.app_id, lifetime).await?,
+        issue_app_token(
+            &state,
+            source.app_id,
+            lifetime,
+            &format!("source={}", source.id),
+        )
+        .await?,
     ))
 }
 

@@ -87,8 +87,11 @@ async fn attempts_by_endpoint_carry_every_required_key() {
             "statusText": "fail",
             "triggerType": 0,
             "timestamp": item["timestamp"],
+            "responseHeaders": item["responseHeaders"],
+            "errorKind": null,
         })
     );
+    assert!(item["responseHeaders"].is_array(), "{item}");
     assert!(page.as_object().unwrap().contains_key("iterator"));
 
     assert_eq!(

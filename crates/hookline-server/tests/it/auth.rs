@@ -85,12 +85,16 @@ async fn app_portal_access_issues_an_app_token_and_creates_the_app() {
     assert_eq!(status, StatusCode::OK, "{access}");
     let token = access["token"].as_str().unwrap();
     assert!(token.starts_with("appsk_"), "{token}");
-    assert_eq!(
-        access["url"],
-        format!("http://hookline.test:8071/console#token={token}")
-    );
     let (status, created) = app.get("/api/v1/app/customer-1").await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        access["url"],
+        format!(
+            "http://hookline.test:8071/console#token={token}&app={}",
+            created["id"].as_str().unwrap()
+        ),
+        "the console link names the application it opens"
+    );
     assert_eq!(created["name"], "Customer 1");
     assert_eq!(created["uid"], "customer-1", "the path names the new app");
 
