@@ -40,6 +40,7 @@
 //! This crate knows nothing of HTTP or of the engine; it only stores.
 
 mod error;
+mod group;
 mod listen;
 mod queries;
 mod rows;
@@ -87,6 +88,8 @@ struct Inner {
     listener: Mutex<Option<Listener>>,
     /// Seals secrets as they are written and opens them as they are read.
     sealer: Sealer,
+    /// Gathers message creates into group commits.
+    committer: group::Committer,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -207,6 +210,7 @@ impl PostgresStore {
             .build()
             .map_err(Error::storage)?;
         let current_schema = migrate(&pool, schema, migrations).await?;
+        let committer = group::Committer::start(pool.clone());
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -215,6 +219,7 @@ impl PostgresStore {
                 listen_config,
                 listener: Mutex::new(None),
                 sealer,
+                committer,
             }),
         })
     }
@@ -271,6 +276,10 @@ impl PostgresStore {
     /// What seals and opens this store's secrets.
     pub fn sealer(&self) -> &Sealer {
         &self.inner.sealer
+    }
+
+    fn committer(&self) -> &group::Committer {
+        &self.inner.committer
     }
 
     /// A pooled connection.

@@ -310,3 +310,86 @@ pub async fn payloads_expire_at_their_time(store: Arc<dyn Store>) {
     );
     assert_eq!(store.expire_payloads(far).await.unwrap(), 0);
 }
+
+/// Creates arriving together (a PostgreSQL group commit gathers them into one
+/// transaction) each get their own answer: one message per `eventId`, a conflict for the
+/// others, an idempotency key claimed once, and a create that cannot be stored (its
+/// application is gone) fails alone.
+pub async fn concurrent_creates_each_get_their_own_answer(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    store
+        .create_endpoint(&endpoint(&a.id, None, None))
+        .await
+        .unwrap();
+    let now = clock_now();
+    let record = |key: &str| IdempotencyRecord {
+        key: key.into(),
+        response: IdempotentResponse {
+            status: 202,
+            body: key.as_bytes().to_vec(),
+        },
+        expires_at: now + chrono::Duration::hours(1),
+    };
+    let mut news = Vec::new();
+    for n in 0..60 {
+        let mut m = message(&a.id, "a.b", None);
+        m.event_id = Some(format!("evt-{}", n % 20));
+        let mut new = new_message(m);
+        // Each key twice, on creates of different event ids.
+        if n < 10 {
+            new.idempotency = Some(record(&format!("key-{}", n % 5)));
+        }
+        news.push(new);
+    }
+    let orphan = new_message(message(&AppId::new(), "a.b", None));
+    news.insert(30, orphan);
+    let creates = news.into_iter().map(|new| {
+        let store = Arc::clone(&store);
+        Box::pin(async move { store.create_message(new).await }) as Task<'_, _>
+    });
+    let outcomes: Vec<crate::Result<crate::store::CreatedMessage>> =
+        join_all(creates.collect()).await;
+
+    assert!(
+        outcomes[30].is_err(),
+        "the create of a missing application fails"
+    );
+    let answered: Vec<&crate::Result<_>> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| *n != 30)
+        .map(|(_, outcome)| outcome)
+        .collect();
+    let created = answered.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(created, 20, "one message per event id");
+    for outcome in &answered {
+        if let Err(error) = outcome {
+            assert!(
+                matches!(
+                    error.code(),
+                    crate::Code::Conflict | crate::Code::IdempotencyConflict
+                ),
+                "{error:?}"
+            );
+        }
+    }
+    let page = store
+        .list_messages(&a.id, &Default::default(), &first(250))
+        .await
+        .unwrap();
+    assert_eq!(page.data.len(), 20);
+    for n in 0..20 {
+        assert!(store.get_message(&a.id, &format!("evt-{n}")).await.is_ok());
+    }
+    for n in 0..5 {
+        let kept = store
+            .get_idempotent(&format!("key-{n}"), now)
+            .await
+            .unwrap();
+        // A key is kept only with the message it answered.
+        if let Some(kept) = kept {
+            assert_eq!(kept.body, format!("key-{n}").into_bytes());
+        }
+    }
+}

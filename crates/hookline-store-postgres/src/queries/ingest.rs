@@ -285,7 +285,7 @@ impl IngestStore for PostgresStore {
             Some(original) => request.mark_duplicate_of(original),
             None if request.verdict == Verdict::Accepted => {
                 for message in &messages {
-                    queued |= !insert_message(&tx, message).await?.is_empty();
+                    queued |= !insert_message(&tx, message).await??.is_empty();
                 }
             }
             None => {}

@@ -114,7 +114,7 @@ async fn emit(db: &impl GenericClient, new: &NewMessage) -> Result<()> {
         // transaction that sends one (measured: 320 polls a second with it, one fsync
         // each), and the node that observed the job wakes its own engine
         // (`Tracker::observe`); other nodes find the deliveries at their next look.
-        insert_message(db, new).await?;
+        insert_message(db, new).await??;
     }
     Ok(())
 }

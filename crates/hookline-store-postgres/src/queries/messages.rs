@@ -9,30 +9,43 @@ use hookline_core::page::{ListQuery, Page};
 use hookline_core::store::{
     AttemptFilter, CreatedMessage, MessageFilter, MessageStore, NewMessage,
 };
-use hookline_core::{Error, Result};
+use hookline_core::{Code, Error, Result};
 
 use super::idempotency::claim_idempotent;
 use super::{Select, changed, execute, found, key_column, notify_due, query_opt, query_rows};
 use crate::PostgresStore;
-use crate::error::{or_conflict, storage};
+use crate::error::storage;
 use crate::rows::{self, code, ms, read};
 
 /// Stores a message, one destination per endpoint it is for, and its idempotency record,
-/// and returns those endpoints: what [`MessageStore::create_message`] does, and
-/// [`IngestStore::ingest`] for each forwarding message. The caller notifies and commits.
+/// and returns those endpoints: what [`MessageStore::create_message`] does (in a group
+/// commit, [`crate::group`]), and [`IngestStore::ingest`] and the job tracker for the
+/// messages they make. The caller notifies and commits.
+///
+/// A conflict (the idempotency key or the `eventId` taken) is the inner `Err`: it is
+/// found without a failing statement, so the transaction goes on for the other messages
+/// it holds, and this one leaves nothing behind. The outer `Err` is a statement's failure.
 ///
 /// [`IngestStore::ingest`]: hookline_core::store::IngestStore::ingest
-pub(super) async fn insert_message(
+pub(crate) async fn insert_message(
     db: &impl GenericClient,
     new: &NewMessage,
-) -> Result<Vec<EndpointId>> {
+) -> Result<Result<Vec<EndpointId>>> {
     let message = &new.message;
     let created = ms(message.created_at);
-    execute(
+    if let Some(record) = &new.idempotency {
+        match claim_idempotent(db, record, message.created_at, false).await {
+            Ok(()) => {}
+            Err(error) if error.code() == Code::IdempotencyConflict => return Ok(Err(error)),
+            Err(error) => return Err(error),
+        }
+    }
+    let stored = query_opt(
         db,
         "INSERT INTO message (id, app_id, event_id, event_type, payload, channels, headers,
              created_at, payload_expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT DO NOTHING RETURNING 1",
         &[
             &message.id.as_str(),
             &message.app_id.as_str(),
@@ -46,9 +59,17 @@ pub(super) async fn insert_message(
         ],
     )
     .await
-    .map_err(or_conflict(|| {
-        Error::conflict("a message with this eventId already exists")
-    }))?;
+    .map_err(storage)?;
+    if stored.is_none() {
+        if let Some(record) = &new.idempotency {
+            execute(db, "DELETE FROM idempotency WHERE key = $1", &[&record.key])
+                .await
+                .map_err(storage)?;
+        }
+        return Ok(Err(Error::conflict(
+            "a message with this eventId already exists",
+        )));
+    }
 
     // Fan-out follows the one rule in `Endpoint::wants`, as in every backend.
     let sql = format!(
@@ -89,23 +110,13 @@ pub(super) async fn insert_message(
         .await
         .map_err(storage)?;
     }
-    if let Some(record) = &new.idempotency {
-        claim_idempotent(db, record, new.message.created_at, false).await?;
-    }
-    Ok(targets)
+    Ok(Ok(targets))
 }
 
 #[async_trait]
 impl MessageStore for PostgresStore {
     async fn create_message(&self, new: NewMessage) -> Result<CreatedMessage> {
-        let mut db = self.client().await?;
-        let tx = db.transaction().await.map_err(storage)?;
-        let targets = insert_message(&tx, &new).await?;
-        if !targets.is_empty() {
-            notify_due(&tx).await?;
-        }
-        tx.commit().await.map_err(storage)?;
-        Ok(CreatedMessage { endpoints: targets })
+        self.committer().create(new).await
     }
 
     async fn get_message(&self, app: &AppId, key: &str) -> Result<Message> {

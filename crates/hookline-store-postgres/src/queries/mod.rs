@@ -19,7 +19,7 @@ mod delivery;
 mod idempotency;
 mod ingest;
 mod jobs;
-mod messages;
+pub(crate) mod messages;
 mod resources;
 mod tokens;
 
@@ -174,7 +174,7 @@ fn key_column(is_id: bool, uid_column: &'static str) -> &'static str {
 }
 
 /// Tells listening nodes that due work is committed, once the surrounding transaction is.
-async fn notify_due(db: &impl GenericClient) -> Result<()> {
+pub(crate) async fn notify_due(db: &impl GenericClient) -> Result<()> {
     execute(
         db,
         "SELECT pg_notify('hookline_due', current_schema())",
