@@ -41,6 +41,8 @@ const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// Most polls one claim takes.
 const CLAIM_BATCH: usize = 64;
+/// How early a call may start before its turn under a budget (see `Tracker::spend`).
+const BURST: Duration = Duration::from_millis(5);
 /// How many status calls in a row may fail to complete a thin webhook before the end its
 /// event announced is taken as the job's outcome.
 const ANNOUNCED_TRIES: u32 = 3;
@@ -489,21 +491,25 @@ impl Tracker {
             .expect("the budgets' lock is never poisoned")
     }
 
-    /// Waits for this node's next turn under `family`'s budget: calls start at least
-    /// [`spacing`](Self::spacing) apart, counted from when each really started (a turn
-    /// missed by a late wake-up is not made up), at the spacing of the moment.
+    /// Waits for this node's next turn under `family`'s budget: calls start
+    /// [`spacing`](Self::spacing) apart on average, counted from when each really started
+    /// (a turn missed by a late wake-up is not made up). A call may start up to
+    /// [`BURST`] (or ten spacings, when less) before its turn, so that a high budget is
+    /// not held back by the timer's millisecond grain; over any stretch of time the calls
+    /// stay within the budget but for that much.
     async fn spend(&self, family: Family) {
         loop {
             let turn = {
                 let spacing = self.spacing(family);
+                let tolerance = (spacing * 10).min(BURST);
                 let mut budgets = self.budgets();
                 let now = tokio::time::Instant::now();
                 let budget = budgets.entry(family).or_insert(Budget::new(now));
-                if now >= budget.next {
-                    budget.next = now + spacing;
+                if now + tolerance >= budget.next {
+                    budget.next = budget.next.max(now) + spacing;
                     return;
                 }
-                budget.next
+                budget.next - tolerance
             };
             tokio::time::sleep_until(turn).await;
         }
