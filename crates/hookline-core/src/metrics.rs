@@ -113,7 +113,7 @@ impl Metrics {
         let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
         registry.register(
             "commit_batch_size",
-            "Writes committed together by one group commit (SQLite's writer)",
+            "Writes committed together by one group commit (SQLite's writer; PostgreSQL's message creates)",
             commit_batch.clone(),
         );
         let queue = Family::<StateLabels, Gauge>::default();

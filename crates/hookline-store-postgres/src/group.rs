@@ -71,6 +71,15 @@ async fn worker(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>) {
         if gathered == 0 {
             return;
         }
+        // A create whose caller has gone (its request cut off) is not carried out, as a
+        // transaction of its own would have been rolled back.
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        // The same order in every batch, so that two batches inserting the same event
+        // ids or keys take their locks in one order instead of deadlocking.
+        batch.sort_by(|a, b| order(&a.new).cmp(&order(&b.new)));
         hookline_core::metrics::metrics().record_commit_batch(batch.len());
         let news: Vec<&NewMessage> = batch.iter().map(|job| &job.new).collect();
         match commit(&pool, &news).await {
@@ -79,21 +88,43 @@ async fn worker(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>) {
                     let _ = job.reply.send(outcome);
                 }
             }
+            // The database could not be reached: every create is told so at once (503,
+            // retried by the client), not tried again one by one.
+            Err(Error::Unavailable) => {
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(Error::Unavailable));
+                }
+            }
             Err(error) if batch.len() == 1 => {
                 let job = batch.pop().expect("one job");
                 let _ = job.reply.send(Err(error));
             }
             Err(error) => {
                 tracing::warn!(%error, creates = batch.len(), "a group commit failed; its creates are carried out one by one");
+                let mut reachable = true;
                 for job in batch.drain(..) {
-                    let outcome = commit(&pool, &[&job.new])
-                        .await
-                        .and_then(|mut outcomes| outcomes.pop().expect("one outcome"));
+                    let outcome = if reachable {
+                        commit(&pool, &[&job.new])
+                            .await
+                            .and_then(|mut outcomes| outcomes.pop().expect("one outcome"))
+                    } else {
+                        Err(Error::Unavailable)
+                    };
+                    reachable &= !matches!(outcome, Err(Error::Unavailable));
                     let _ = job.reply.send(outcome);
                 }
             }
         }
     }
+}
+
+/// The order creates take their locks in: idempotency key, then event id.
+fn order(new: &NewMessage) -> (Option<&str>, &str, Option<&str>) {
+    (
+        new.idempotency.as_ref().map(|record| record.key.as_str()),
+        new.message.app_id.as_str(),
+        new.message.event_id.as_deref(),
+    )
 }
 
 /// Stores `news` in one transaction; answers each create's outcome (a conflict is an

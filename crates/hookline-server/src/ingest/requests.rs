@@ -30,6 +30,8 @@ use crate::validate::{Validate, Violations};
 
 /// Requests read per page of a range replay, and the most body bytes a page loads.
 const PAGE: usize = 250;
+/// The most requests one range replay call looks at; the answer's `iterator` goes on.
+const MAX_PER_CALL: u64 = 1000;
 const PAGE_BODY_BYTES: usize = 1 << 20;
 
 pub fn router() -> Router<AppState> {
@@ -165,6 +167,9 @@ pub struct ReplayRangeIn {
     /// Now when not given.
     #[serde(default)]
     pub until: Option<Timestamp>,
+    /// Go on after this request (the `iterator` of an answer that was not `done`).
+    #[serde(default)]
+    pub iterator: Option<String>,
 }
 
 impl Validate for ReplayRangeIn {
@@ -186,6 +191,9 @@ pub struct ReplayRangeOut {
     pub deliveries: u64,
     /// Requests of the range not replayed: refused, duplicates, or their payload expired.
     pub skipped: u64,
+    /// Whether the range is done; if not, `iterator` is where the next call goes on.
+    pub done: bool,
+    pub iterator: Option<String>,
 }
 
 async fn replay_range(
@@ -201,12 +209,14 @@ async fn replay_range(
         replayed: 0,
         deliveries: 0,
         skipped: 0,
+        done: true,
+        iterator: None,
     };
     let mut query = ListQuery {
         limit: PAGE,
-        cursor: Some(Cursor::After(
-            IngestRequestId::boundary(body.since.0).into_string(),
-        )),
+        cursor: Some(Cursor::After(body.iterator.unwrap_or_else(|| {
+            IngestRequestId::boundary(body.since.0).into_string()
+        }))),
         order: Order::Ascending,
     };
     'pages: loop {
@@ -218,6 +228,11 @@ async fn replay_range(
             if request.created_at > until {
                 break 'pages;
             }
+            if out.replayed + out.skipped == MAX_PER_CALL {
+                out.done = false;
+                break 'pages;
+            }
+            out.iterator = Some(request.id.to_string());
             if request.msg_id.is_none() {
                 out.skipped += 1;
                 continue;
@@ -234,6 +249,9 @@ async fn replay_range(
             (false, Some(last)) => query.cursor = Some(Cursor::After(last.id.to_string())),
             _ => break,
         }
+    }
+    if out.done {
+        out.iterator = None;
     }
     state.queued();
     Ok((StatusCode::ACCEPTED, Json(out)))

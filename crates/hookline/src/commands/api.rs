@@ -159,17 +159,30 @@ fn detail(detail: &Value) -> String {
 }
 
 /// A value as a table cell: `-` for nothing, strings as they are, the rest as JSON.
+/// Control characters are shown escaped: bodies and headers come from anyone who posts to
+/// an ingest URL, and must not drive the terminal.
 pub fn text(value: &Value) -> String {
-    match value {
-        Value::Null => "-".into(),
+    let text = match value {
+        Value::Null => return "-".into(),
         Value::String(text) => text.clone(),
         other => other.to_string(),
+    };
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| match c {
+                '\n' => "\n".to_owned(),
+                c if c.is_control() => c.escape_unicode().to_string(),
+                c => c.to_string(),
+            })
+            .collect()
+    } else {
+        text
     }
 }
 
 /// A path segment or query value, percent-encoded.
 pub fn encode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// `?name=value&…` of the pairs that have a value (empty when none has).

@@ -638,11 +638,13 @@ Example:
     Delete { source: String },
 }
 
+/// Not the ingest URL: its token is a credential (`get` shows it).
 const SOURCE_COLUMNS: &[(&str, &str)] = &[
     ("ID", "id"),
+    ("UID", "uid"),
     ("NAME", "name"),
     ("TYPE", "type"),
-    ("INGEST URL", "ingestUrl"),
+    ("CREATED", "createdAt"),
 ];
 const SOURCE_FIELDS: &[(&str, &str)] = &[
     ("id", "id"),
@@ -808,7 +810,12 @@ impl RangeArgs {
     /// The range cut into slices, each `[from, to]`.
     fn slices(&self) -> anyhow::Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
         let (since, until) = self.bounds()?;
-        let step = (until - since) / SLICES as i32;
+        // Slices of whole milliseconds (the log's grain): a short range is one slice.
+        let millis = (until - since).num_milliseconds();
+        if millis < i64::from(SLICES) {
+            return Ok(vec![(since, until)]);
+        }
+        let step = chrono::Duration::milliseconds(millis / i64::from(SLICES));
         Ok((0..SLICES)
             .map(|n| {
                 let from = since + step * n as i32;
@@ -929,17 +936,26 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 progress.step("nothing");
                 continue;
             }
-            let answer = client
-                .call(
-                    Method::POST,
-                    &path,
-                    Some(json!({"since": from.to_rfc3339(), "until": to.to_rfc3339()})),
-                )
-                .await?;
-            let count = |name: &str| answer[name].as_u64().unwrap_or(0);
-            replayed += count("replayed");
-            deliveries += count("deliveries");
-            skipped += count("skipped");
+            // A call looks at a bounded number of requests; its iterator goes on.
+            let mut iterator = Value::Null;
+            loop {
+                let answer = client
+                    .call(
+                        Method::POST,
+                        &path,
+                        Some(json!({"since": from.to_rfc3339(), "until": to.to_rfc3339(),
+                                    "iterator": iterator})),
+                    )
+                    .await?;
+                let count = |name: &str| answer[name].as_u64().unwrap_or(0);
+                replayed += count("replayed");
+                deliveries += count("deliveries");
+                skipped += count("skipped");
+                if answer["done"] != false {
+                    break;
+                }
+                iterator = answer["iterator"].clone();
+            }
             progress.step(&format!("{replayed} replayed"));
         }
         let summary = json!({"replayed": replayed, "deliveries": deliveries, "skipped": skipped});

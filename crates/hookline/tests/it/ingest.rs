@@ -738,7 +738,7 @@ async fn logged_requests_are_replayed_one_or_by_time_range() {
         assert_eq!(status, 202, "{replayed}");
         assert_eq!(
             replayed,
-            json!({"replayed": 1, "deliveries": 1, "skipped": 2}),
+            json!({"replayed": 1, "deliveries": 1, "skipped": 2, "done": true, "iterator": null}),
             "{backend}"
         );
         receiver
