@@ -81,11 +81,26 @@ impl Client {
     /// Calls `path` (from `/api/v1/…` or `/ingest/…`); a refusal or a failure is printed
     /// and answered as its exit code.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Outcome {
+        self.call_keyed(method, path, body, None).await
+    }
+
+    /// [`Client::call`] with an `idempotency-key`, so that running it again does not do
+    /// the work twice.
+    pub async fn call_keyed(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Outcome {
         let server = self.connection.server.trim_end_matches('/');
         let mut request = self
             .http
             .request(method, format!("{server}{path}"))
             .bearer_auth(&self.connection.token);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }

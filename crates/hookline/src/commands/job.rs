@@ -85,6 +85,10 @@ Examples:
         /// The provider call to submit (a JSON object), instead of --provider-job-id.
         #[arg(long, conflicts_with = "provider_job_id")]
         request: Option<String>,
+        /// Makes the create safe to run again: the same key never registers (or submits)
+        /// twice. A fresh one is made, and printed, when not given.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// Cancel a job (at its provider too, where it has a cancel call).
     Cancel { job: String },
@@ -93,8 +97,22 @@ Examples:
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (method, path, body) = request(&args.command)?;
     let list = matches!(args.command, JobCommand::List { .. });
+    let key = match &args.command {
+        JobCommand::Create {
+            idempotency_key, ..
+        } => {
+            let key = idempotency_key
+                .clone()
+                .unwrap_or_else(|| format!("cli-{}", hookline_core::id::MessageId::new().as_str()));
+            eprintln!("idempotency-key: {key} (give it with --idempotency-key to retry safely)");
+            Some(key)
+        }
+        _ => None,
+    };
     args.connection.run(|client| async move {
-        let value = client.call(method, &path, body).await?;
+        let value = client
+            .call_keyed(method, &path, body, key.as_deref())
+            .await?;
         client.show(&value, |value| {
             if list {
                 print_page(value, JOB_COLUMNS);
@@ -162,6 +180,7 @@ fn request(command: &JobCommand) -> anyhow::Result<(Method, String, Option<Value
             poll_interval,
             poll_max_interval,
             request,
+            idempotency_key: _,
         } => {
             let mut body = Map::new();
             body.insert("provider".into(), json!(provider));

@@ -946,8 +946,37 @@ async fn the_job_commands_drive_the_api() {
     let job: Value = serde_json::from_str(&out).unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
     assert_eq!(job["metadata"]["who"], "cli");
+    assert!(
+        err.contains("idempotency-key: cli-"),
+        "the key is printed: {err}"
+    );
 
-    let (code, out, _) = tokio::task::block_in_place(|| cli(&server, &["list", "--app", &app]));
+    // Run again with the same key, the create registers nothing new.
+    let keyed = |server: &Server| {
+        cli(
+            server,
+            &[
+                "create",
+                "--provider",
+                "custom",
+                "--app",
+                &app,
+                "--uid",
+                "cli-keyed",
+                "--idempotency-key",
+                "retry-1",
+                "--json",
+            ],
+        )
+    };
+    let (code, first, err) = tokio::task::block_in_place(|| keyed(&server));
+    assert_eq!(code, 0, "{err}");
+    let (code, again, err) = tokio::task::block_in_place(|| keyed(&server));
+    assert_eq!(code, 0, "the retry is answered as the first was: {err}");
+    assert_eq!(first, again);
+
+    let (code, out, _) =
+        tokio::task::block_in_place(|| cli(&server, &["list", "--app", &app, "--group", "g1"]));
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.lines().collect();
     assert!(
