@@ -325,6 +325,8 @@ pub trait IngestStore: Send + Sync {
     /// [`ResourceStore::list_apps`].
     async fn create_source(&self, source: &Source) -> Result<()>;
     async fn get_source(&self, key: &str) -> Result<Source>;
+    /// The source whose hidden application `app` is, if it is one.
+    async fn source_of_app(&self, app: &AppId) -> Result<Option<SourceId>>;
     /// The source whose current token is `token`, or whose previous token is and has not
     /// expired at `now`.
     async fn find_source_by_token(&self, token: &str, now: DateTime<Utc>)

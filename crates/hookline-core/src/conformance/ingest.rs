@@ -27,7 +27,12 @@ pub async fn sources_round_trip_and_hide_their_app(store: Arc<dyn Store>) {
         "a refused source leaves no hidden application behind"
     );
 
-    // The hidden application: found by id, never listed, holds endpoints.
+    // The hidden application: found by id, never listed, holds endpoints, names its source.
+    assert_eq!(
+        store.source_of_app(&created.app_id).await.unwrap(),
+        Some(created.id.clone())
+    );
+    assert_eq!(store.source_of_app(&visible.id).await.unwrap(), None);
     let hidden = store.get_app(created.app_id.as_str()).await.unwrap();
     assert_eq!(hidden, created.hidden_app());
     assert_eq!((hidden.name.as_str(), hidden.uid), ("source Stripe", None));

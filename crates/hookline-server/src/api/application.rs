@@ -209,6 +209,7 @@ async fn upsert(
         }
         Err(error) => return Err(error.into()),
     };
+    super::not_forwarding(&state, &app.id).await?;
     app.name = body.name;
     app.uid = body.uid;
     app.throttle_rate = body.throttle_rate;
@@ -226,6 +227,7 @@ async fn patch(
 ) -> Result<Json<ApplicationOut>, ApiError> {
     caller.require_admin()?;
     let mut app = state.store.get_app(&app_id).await?;
+    super::not_forwarding(&state, &app.id).await?;
     body.apply(&mut app, state.clock.now());
     state.store.update_app(&app).await?;
     Ok(Json(app.into()))

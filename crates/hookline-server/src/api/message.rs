@@ -251,6 +251,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let (app, _) = get_or_create(&state, &app_id, body.application).await?;
+    super::not_forwarding(&state, &app.id).await?;
     let now = state.clock.now();
     let message = Message {
         id: MessageId::new_at(now),

@@ -13,6 +13,7 @@ pub mod stream;
 
 use axum::Router;
 use chrono::{DateTime, Utc};
+use hookline_core::id::AppId;
 use hookline_core::model::Application;
 use hookline_core::page::{Cursor, ListQuery, Order, Page};
 use serde::Serialize;
@@ -132,6 +133,21 @@ pub async fn app_for(
             ApiError::Forbidden("this token is scoped to another application"),
         ),
         Err(error) => Err(error.into()),
+    }
+}
+
+/// Refuses a write that would change a source's forwarding application other than
+/// through the source: its name, uid and throttle follow the source, and a message created
+/// in it would be forwarded with no received request behind it. Reads, endpoints, resend
+/// and recover are open to it.
+pub async fn not_forwarding(state: &AppState, app: &AppId) -> Result<(), ApiError> {
+    match state.store.source_of_app(app).await? {
+        Some(source) => Err(hookline_core::Error::conflict(format!(
+            "this application forwards the requests of source {source}: change the source \
+             (/ingest/api/v1/source/{source}) instead"
+        ))
+        .into()),
+        None => Ok(()),
     }
 }
 

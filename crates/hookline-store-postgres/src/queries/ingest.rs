@@ -66,6 +66,18 @@ impl IngestStore for PostgresStore {
         tx.commit().await.map_err(storage)
     }
 
+    async fn source_of_app(&self, app: &AppId) -> Result<Option<SourceId>> {
+        let db = self.client().await?;
+        let row = query_opt(
+            &db,
+            "SELECT id FROM source WHERE app_id = $1",
+            &[&app.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+        Ok(row.map(|row| SourceId::from_string(row.get(0))))
+    }
+
     async fn get_source(&self, key: &str) -> Result<Source> {
         let db = self.client().await?;
         let column = key_column(SourceId::is_id(key), "uid");

@@ -64,6 +64,19 @@ impl IngestStore for SqliteStore {
         .await
     }
 
+    async fn source_of_app(&self, app: &AppId) -> Result<Option<SourceId>> {
+        let app = app.clone();
+        self.lookup(move |conn| {
+            one(
+                conn,
+                "SELECT id FROM source WHERE app_id = ?1",
+                [app.as_str()],
+                |row| row.get::<_, String>(0).map(SourceId::from_string),
+            )
+        })
+        .await
+    }
+
     async fn get_source(&self, key: &str) -> Result<Source> {
         let key = key.to_owned();
         let stored = self

@@ -787,6 +787,30 @@ async fn logged_requests_are_replayed_one_or_by_time_range() {
             )
             .await;
         assert_eq!(status, 202, "{recovered}");
+        // Written to through its source only.
+        let (status, error) = server
+            .api(
+                Method::PATCH,
+                &format!("/api/v1/app/{forwarding}"),
+                Some(json!({"name": "renamed"})),
+            )
+            .await;
+        assert_eq!(status, 409, "{error}");
+        assert!(
+            error["detail"].as_str().unwrap().contains(&source_id),
+            "{error}"
+        );
+        let (status, error) = server
+            .api(
+                Method::POST,
+                &format!("/api/v1/app/{forwarding}/msg"),
+                Some(json!({"eventType": "x.y", "payload": {}})),
+            )
+            .await;
+        assert_eq!(
+            status, 409,
+            "no message without a received request: {error}"
+        );
         let (status, apps) = server.api(Method::GET, "/api/v1/app", None).await;
         assert_eq!(status, 200);
         assert!(
