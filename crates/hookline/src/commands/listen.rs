@@ -206,17 +206,22 @@ async fn tail_attempts(
         .connect_timeout(Duration::from_secs(10))
         .build()
         .context("cannot build the HTTP client")?;
-    let base = format!("{}/api/v1/app/{app}", server.server.trim_end_matches('/'));
+    let base = format!(
+        "{}/api/v1/app/{}",
+        server.server.trim_end_matches('/'),
+        super::api::encode(app)
+    );
     let get = |url: String| {
         let request = client.get(url).bearer_auth(&server.token);
         async move {
-            let response = request.send().await.map_err(|e| e.to_string())?;
+            let response = request.send().await.map_err(|e| (None, e.to_string()))?;
             let status = response.status();
-            let value: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+            let value: serde_json::Value =
+                response.json().await.map_err(|e| (None, e.to_string()))?;
             if status.is_success() {
                 Ok(value)
             } else {
-                Err(format!("{status}: {}", value["detail"]))
+                Err((Some(status), format!("{status}: {}", value["detail"])))
             }
         }
     };
@@ -227,7 +232,13 @@ async fn tail_attempts(
     loop {
         let endpoints = match get(format!("{base}/endpoint?limit=250")).await {
             Ok(page) => page["data"].as_array().cloned().unwrap_or_default(),
-            Err(error) => {
+            // Refused (no such application, a token that cannot see it): waiting will not
+            // change that.
+            Err((Some(status), error)) if status.is_client_error() => {
+                eprintln!("error: cannot follow {app}: {error}");
+                return Ok(ExitCode::FAILURE);
+            }
+            Err((_, error)) => {
                 eprintln!("cannot list the endpoints: {error}");
                 tokio::time::sleep(ATTEMPT_POLL).await;
                 continue;
@@ -239,7 +250,7 @@ async fn tail_attempts(
             };
             let page = match get(format!("{base}/attempt/endpoint/{id}?limit=250")).await {
                 Ok(page) => page,
-                Err(error) => {
+                Err((_, error)) => {
                     eprintln!("cannot list the attempts to {id}: {error}");
                     continue;
                 }
