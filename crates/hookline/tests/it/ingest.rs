@@ -446,6 +446,16 @@ async fn tail_app_prints_each_attempt() {
         !line.contains('\x1b'),
         "no colour codes into a pipe: {line:?}"
     );
+
+    // An application that does not exist: refused, and said so, not waited for.
+    let refused = Command::new(env!("CARGO_BIN_EXE_hookline"))
+        .args(["tail", "--app", "no-such-app"])
+        .args(["--server", &server.url, "--token", TOKEN])
+        .output()
+        .expect("run hookline tail --app");
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("404"), "{err}");
 }
 
 /// `hookline listen --app` acts as a virtual endpoint: each new message of the application
