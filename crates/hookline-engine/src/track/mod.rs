@@ -593,28 +593,14 @@ impl Tracker {
             Answer::Object(object) => {
                 let reading = job.provider.read(&object);
                 let at = self.clock.now();
-                if !reading.status.is_some_and(JobStatus::is_terminal)
-                    && let Some(announced) = announced(&job, at, None)
-                {
-                    // The provider does not show yet the end a webhook announced: its
-                    // answer goes on the timeline, and the webhook's word decides.
-                    let polled = Observation {
-                        at,
-                        source: ObservedBy::Poll,
-                        provider_status: reading.provider_status,
-                        status: reading.status,
-                        progress: reading.progress,
-                        result: Some(object),
-                        error: reading.error,
-                        next_poll: NextPoll::Keep,
-                    };
-                    self.record(&job, polled).await;
-                    self.record(&job, announced).await;
-                    return;
-                }
-                let next = match job.poll {
-                    Some(_) => after(at, plan.backoff(polls, jitter)),
-                    None => job.deadline,
+                // The provider may not show yet the end a webhook announced: then its
+                // answer goes on the timeline, and the webhook's word decides.
+                let announced = announced(&job, at, None)
+                    .filter(|_| !reading.status.is_some_and(JobStatus::is_terminal));
+                let next_poll = match (&announced, job.poll) {
+                    (Some(_), _) => NextPoll::Keep,
+                    (None, Some(_)) => NextPoll::At(after(at, plan.backoff(polls, jitter))),
+                    (None, None) => NextPoll::At(job.deadline),
                 };
                 let observation = Observation {
                     at,
@@ -624,9 +610,12 @@ impl Tracker {
                     progress: reading.progress,
                     result: Some(object),
                     error: reading.error,
-                    next_poll: NextPoll::At(next),
+                    next_poll,
                 };
                 self.record(&job, observation).await;
+                if let Some(announced) = announced {
+                    self.record(&job, announced).await;
+                }
             }
             Answer::RateLimited(retry_after) => {
                 let now = self.clock.now();
