@@ -127,6 +127,16 @@ async fn nul_in_json_strings_is_refused_the_same_on_every_backend() {
                 "/ingest/api/v1/source".to_owned(),
                 json!({"name": "s", "type": "generic-webhook", "metadata": {"k\u{0}": "v"}}),
             ),
+            (
+                Method::POST,
+                "/api/v1/job".to_owned(),
+                json!({"provider": "custom", "appId": app, "metadata": {"k": "\u{0}"}}),
+            ),
+            (
+                Method::POST,
+                "/ingest/api/v1/source/any/replay".to_owned(),
+                json!({"since": "2026-01-01T00:00:00Z", "iterator": "ireq_\u{0}"}),
+            ),
         ];
         for (method, path, body) in cases {
             let (status, out) = server.api(method.clone(), &path, Some(body)).await;

@@ -135,6 +135,22 @@ async fn every_accepted_request_is_forwarded_after_a_sigkill() {
     }
 }
 
+/// The lines a child prints on its standard output, as they come.
+fn lines_of(child: &mut Listener) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let stdout = child.0.stdout.take().expect("a piped stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines_rx
+}
+
 /// A `hookline listen` child process, killed on drop.
 struct Listener(Child);
 
@@ -324,8 +340,6 @@ async fn the_request_log_keeps_requests_for_the_retention_period() {
 /// `hookline tail --json` prints every logged request, refused ones with the reason.
 #[tokio::test]
 async fn tail_prints_each_request_with_its_verdict() {
-    use std::io::BufRead as _;
-
     let dir = TempDir::new("tail");
     let server = Server::start(&dir.0, &[]).await;
     let (source_id, ingest_url) =
@@ -340,16 +354,7 @@ async fn tail_prints_each_request_with_its_verdict() {
             .spawn()
             .expect("spawn hookline tail"),
     );
-    let stdout = tail.0.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let lines_rx = lines_of(&mut tail);
 
     let body = r#"{"type":"batch.completed","data":{"id":"batch_1"}}"#;
     let client = reqwest::Client::new();
@@ -388,8 +393,6 @@ async fn tail_prints_each_request_with_its_verdict() {
 /// without colour codes when its output is not a terminal.
 #[tokio::test]
 async fn tail_app_prints_each_attempt() {
-    use std::io::BufRead as _;
-
     let dir = TempDir::new("tail-app");
     let server = Server::start(&dir.0, &[]).await;
     let (_, app) = server
@@ -406,16 +409,7 @@ async fn tail_app_prints_each_attempt() {
             .spawn()
             .expect("spawn hookline tail --app"),
     );
-    let stdout = tail.0.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let lines_rx = lines_of(&mut tail);
     // Let the tail see the application without attempts first.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (status, _) = server

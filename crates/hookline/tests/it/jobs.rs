@@ -140,6 +140,15 @@ pub(crate) async fn one_outcome(
     outcomes.into_iter().next().unwrap()
 }
 
+fn replicate_env(emulator: &Emulator) -> Vec<(String, String)> {
+    emulator.env(
+        "REPLICATE",
+        "/v1",
+        "HOOKLINE_REPLICATE_API_TOKEN",
+        "r8-test-token",
+    )
+}
+
 fn openai_env(emulator: &Emulator) -> Vec<(String, String)> {
     emulator.env("OPENAI", "/v1", "HOOKLINE_OPENAI_API_KEY", "sk-test-openai")
 }
@@ -1059,12 +1068,7 @@ async fn the_job_commands_drive_the_api() {
 async fn a_submitted_job_is_tracked_by_the_id_its_provider_gave() {
     let dir = TempDir::new("job-submit");
     let emulator = Emulator::replicate().await;
-    let env = emulator.env(
-        "REPLICATE",
-        "/v1",
-        "HOOKLINE_REPLICATE_API_TOKEN",
-        "r8-test-token",
-    );
+    let env = replicate_env(&emulator);
     for (backend, server) in nodes(&dir, "job_submit", &pairs(&env)).await {
         let (app, receiver) = app_with_receiver(&server).await;
         let ingest = source(&server, "replicate", REPLICATE_SECRET).await;
@@ -1243,12 +1247,7 @@ async fn a_thin_webhook_ends_its_job_when_status_calls_cannot_confirm_it() {
 async fn a_late_webhook_that_disagrees_changes_nothing() {
     let dir = TempDir::new("job-late");
     let emulator = Emulator::replicate().await;
-    let env = emulator.env(
-        "REPLICATE",
-        "/v1",
-        "HOOKLINE_REPLICATE_API_TOKEN",
-        "r8-test-token",
-    );
+    let env = replicate_env(&emulator);
     for (backend, server) in nodes(&dir, "job_late", &pairs(&env)).await {
         let (app, receiver) = app_with_receiver(&server).await;
         let ingest = source(&server, "replicate", REPLICATE_SECRET).await;
@@ -1317,12 +1316,7 @@ async fn post_keyed(server: &Server, key: &str, body: &Value) -> (u16, Vec<u8>) 
 async fn a_submission_answered_running_runs_and_its_retry_submits_nothing() {
     let dir = TempDir::new("job-submit-retry");
     let emulator = Emulator::replicate().await;
-    let env = emulator.env(
-        "REPLICATE",
-        "/v1",
-        "HOOKLINE_REPLICATE_API_TOKEN",
-        "r8-test-token",
-    );
+    let env = replicate_env(&emulator);
     for (backend, server) in nodes(&dir, "job_submit_retry", &pairs(&env)).await {
         let (app, receiver) = app_with_receiver(&server).await;
         let prediction = format!("p_run_{backend}");
@@ -1375,12 +1369,7 @@ async fn identical_requests_to_two_nodes_make_one_job() {
     let dir = TempDir::new("job-two-keys");
     let emulator = Emulator::replicate().await;
     emulator.set_delay(Duration::from_millis(300));
-    let mut env = emulator.env(
-        "REPLICATE",
-        "/v1",
-        "HOOKLINE_REPLICATE_API_TOKEN",
-        "r8-test-token",
-    );
+    let mut env = replicate_env(&emulator);
     env.push(("HOOKLINE_DATABASE_URL".into(), url));
     let mut nodes = Vec::new();
     for node in ["node-a", "node-b"] {
