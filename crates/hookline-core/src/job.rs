@@ -17,6 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::id::{AppId, JobId, MessageId};
 use crate::model::{IdempotencyRecord, Message};
@@ -24,7 +25,7 @@ use crate::store::{NewJob, NewMessage};
 
 /// Kinds of job, each a status API Hookline knows how to read (`custom`: none, the user's
 /// workers report it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     OpenaiResponse,
@@ -358,7 +359,7 @@ pub struct Reading {
 }
 
 /// A job's normalized status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -416,14 +417,20 @@ impl fmt::Display for JobStatus {
 
 /// When Hookline polls a job: the first poll `after` the job's creation (when no terminal
 /// webhook came first), then at `interval`, doubling up to `max_interval`, with jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PollPlan {
+    /// Seconds.
     #[serde(with = "seconds")]
+    #[schema(value_type = u64)]
     pub after: Duration,
+    /// Seconds.
     #[serde(with = "seconds")]
+    #[schema(value_type = u64)]
     pub interval: Duration,
+    /// Seconds.
     #[serde(with = "seconds")]
+    #[schema(value_type = u64)]
     pub max_interval: Duration,
 }
 
@@ -454,7 +461,7 @@ mod seconds {
 }
 
 /// Where an observation came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ObservedBy {
     Webhook,
@@ -463,7 +470,7 @@ pub enum ObservedBy {
 }
 
 /// One line of a job's timeline: every observation, including those that changed nothing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
@@ -474,7 +481,7 @@ pub struct TimelineEntry {
 }
 
 /// A job, as the API answers it and as its events carry it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     pub id: JobId,

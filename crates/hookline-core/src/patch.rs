@@ -44,16 +44,20 @@ fn set<T>(field: &mut T, value: Option<T>) {
 }
 
 /// `PATCH /api/v1/app/{app_id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationPatch {
     #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = String)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     pub uid: Option<Option<String>>,
     #[serde(default, alias = "rateLimit", deserialize_with = "nullable")]
+    #[schema(value_type = Option<u16>)]
     pub throttle_rate: Option<Option<u16>>,
     #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -68,24 +72,32 @@ impl ApplicationPatch {
 }
 
 /// `PATCH /api/v1/app/{app_id}/endpoint/{endpoint_id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointPatch {
     #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = String)]
     pub url: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     pub uid: Option<Option<String>>,
     #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = String)]
     pub description: Option<String>,
     #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = bool)]
     pub disabled: Option<bool>,
     #[serde(default, alias = "rateLimit", deserialize_with = "nullable")]
+    #[schema(value_type = Option<u16>)]
     pub throttle_rate: Option<Option<u16>>,
     #[serde(default, alias = "filterTypes", deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub event_types: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub channels: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -108,18 +120,23 @@ impl EndpointPatch {
 }
 
 /// `PATCH /api/v1/event-type/{event_type_name}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventTypePatch {
     #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = String)]
     pub description: Option<String>,
     #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = bool)]
     pub archived: Option<bool>,
     #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = bool)]
     pub deprecated: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
     pub schemas: Option<Option<serde_json::Value>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     pub feature_flag: Option<Option<String>>,
 }
 
@@ -135,14 +152,17 @@ impl EventTypePatch {
 }
 
 /// `PATCH /ingest/api/v1/source/{source_id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourcePatch {
     #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = String)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     pub uid: Option<Option<String>>,
     #[serde(default, deserialize_with = "non_null")]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 

@@ -16,6 +16,8 @@ use axum::http::request::Parts;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::de::{self, DeserializeOwned, IntoDeserializer};
 use serde::{Deserialize, Deserializer};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 
 use crate::AppState;
 use crate::error::{ApiError, FieldError};
@@ -334,6 +336,19 @@ impl Default for Limit {
     }
 }
 
+impl utoipa::PartialSchema for Limit {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(hookline_core::page::ListQuery::MAX_LIMIT as f64))
+            .default(Some(hookline_core::page::ListQuery::DEFAULT_LIMIT.into()))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Limit {}
+
 impl<'de> Deserialize<'de> for Limit {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let max = hookline_core::page::ListQuery::MAX_LIMIT;
@@ -376,6 +391,17 @@ impl Timestamp {
         })
     }
 }
+
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Timestamp {}
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -21,6 +21,7 @@ pub mod idempotency;
 pub mod ingest;
 pub mod listener;
 mod metrics;
+pub mod openapi;
 pub mod sse;
 pub mod validate;
 
@@ -37,6 +38,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ErrorReport;
 use crate::idempotency::{Idempotency, InFlight};
@@ -190,10 +192,17 @@ pub fn app(state: AppState) -> Router {
         state: state.clone(),
         in_flight: Arc::new(InFlight::default()),
     };
-    let ingest_api = ingest::router();
-    let routes = Router::new()
+    let (documented, document) = OpenApiRouter::with_openapi(openapi::base())
         .nest("/api/v1", api::router())
-        .nest("/ingest/api/v1", ingest_api)
+        .nest("/ingest/api/v1", ingest::router())
+        .split_for_parts();
+    let document = openapi::Document::new(&openapi::finish(document));
+    let routes = Router::new()
+        .merge(documented)
+        .route(
+            "/api/v1/openapi.json",
+            get(openapi::serve).with_state(document),
+        )
         .route("/healthz", get(api::health::healthz))
         .route("/metrics", get(metrics::metrics))
         .merge(console::router())

@@ -3,32 +3,34 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use hookline_core::id::AppId;
 use hookline_core::model::Application;
 use hookline_core::page::Order;
 use hookline_core::patch::ApplicationPatch;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ListResponse, app_for, list_query};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Limit, Query, ValidJson};
+use crate::openapi::Errors;
 use crate::validate::{self, Validate, Violations};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/app", get(list).post(create)).route(
-        "/app/{app_id}",
-        get(fetch).put(upsert).patch(patch).delete(delete),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(fetch, upsert, patch, delete))
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationIn {
     pub name: String,
@@ -77,7 +79,7 @@ impl Validate for ApplicationPatch {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationOut {
     pub id: AppId,
@@ -106,7 +108,8 @@ impl From<Application> for ApplicationOut {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     #[serde(default)]
     limit: Limit,
@@ -114,8 +117,11 @@ struct ListParams {
     order: Option<Order>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CreateParams {
+    /// Answers the application whose `uid` the body names, when there is one, instead of
+    /// creating another (200 instead of 201).
     #[serde(default)]
     get_if_exists: bool,
 }
@@ -149,6 +155,9 @@ pub async fn get_or_create(
     }
 }
 
+#[utoipa::path(get, path = "/app", operation_id = "v1.application.list", tag = "Application",
+    params(ListParams),
+    responses((status = 200, description = "A page of applications", body = ListResponse<ApplicationOut>), Errors))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -161,6 +170,13 @@ async fn list(
     Ok(Json(ListResponse::from_page(page, ApplicationOut::from)))
 }
 
+#[utoipa::path(post, path = "/app", operation_id = "v1.application.create", tag = "Application",
+    params(CreateParams), request_body = ApplicationIn,
+    responses(
+        (status = 201, description = "Created", body = ApplicationOut),
+        (status = 200, description = "Already there (`get_if_exists`)", body = ApplicationOut),
+        Errors,
+    ))]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -184,6 +200,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(app.into())))
 }
 
+#[utoipa::path(get, path = "/app/{app_id}", operation_id = "v1.application.get", tag = "Application",
+    responses((status = 200, description = "The application", body = ApplicationOut), Errors))]
 async fn fetch(
     State(state): State<AppState>,
     caller: Caller,
@@ -193,6 +211,13 @@ async fn fetch(
     Ok(Json(app.into()))
 }
 
+#[utoipa::path(put, path = "/app/{app_id}", operation_id = "v1.application.update", tag = "Application",
+    request_body = ApplicationIn,
+    responses(
+        (status = 200, description = "Replaced", body = ApplicationOut),
+        (status = 201, description = "Created", body = ApplicationOut),
+        Errors,
+    ))]
 async fn upsert(
     State(state): State<AppState>,
     caller: Caller,
@@ -219,6 +244,9 @@ async fn upsert(
     Ok((StatusCode::OK, Json(app.into())))
 }
 
+#[utoipa::path(patch, path = "/app/{app_id}", operation_id = "v1.application.patch", tag = "Application",
+    request_body = ApplicationPatch,
+    responses((status = 200, description = "Changed", body = ApplicationOut), Errors))]
 async fn patch(
     State(state): State<AppState>,
     caller: Caller,
@@ -233,6 +261,8 @@ async fn patch(
     Ok(Json(app.into()))
 }
 
+#[utoipa::path(delete, path = "/app/{app_id}", operation_id = "v1.application.delete", tag = "Application",
+    responses((status = 204, description = "Deleted, with its endpoints and messages"), Errors))]
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,

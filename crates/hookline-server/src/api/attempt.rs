@@ -1,10 +1,10 @@
 //! Delivery attempts and deliveries: attempts by endpoint or by message, the messages an
 //! endpoint was sent, the endpoints a message went to, expunging a response, resending.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use hookline_core::Code;
 use hookline_core::id::{AttemptId, EndpointId, MessageId};
@@ -13,6 +13,7 @@ use hookline_core::page::ListQuery;
 use hookline_core::store::AttemptFilter;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::endpoint::{EndpointFields, endpoint_of};
 use super::message::ListParams;
@@ -23,8 +24,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Limit, Query, Timestamp};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route(
             "/app/{app_id}/attempt/endpoint/{endpoint_id}",
             get(list_by_endpoint),

@@ -1,13 +1,13 @@
 //! Authentication: app-portal-access hands out app-scoped tokens, each expiring when its
 //! issuer asked (7 days unless told); logout revokes one.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use hookline_core::id::AppId;
 use hookline_core::model::Token;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::application::{ApplicationIn, get_or_create};
 use crate::AppState;
@@ -17,8 +17,8 @@ use crate::extract::MaybeJson;
 use crate::idempotency::SecretJson;
 use crate::validate::{Validate, Violations};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/auth/app-portal-access/{app_id}", post(app_portal_access))
         .route("/auth/logout", post(logout))
 }

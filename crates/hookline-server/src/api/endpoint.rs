@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use hookline_core::Code;
 use hookline_core::id::{EndpointId, MessageId, TaskId};
@@ -16,6 +16,7 @@ use hookline_core::model::{Application, Endpoint, EndpointSecret, Message};
 use hookline_core::page::Order;
 use hookline_core::patch::EndpointPatch;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::{ListResponse, app_for, list_query};
 use crate::AppState;
@@ -26,22 +27,23 @@ use crate::idempotency::{IdempotencyKey, SecretJson};
 use crate::ingest::source::source_for;
 use crate::validate::{self, Validate, Violations};
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> OpenApiRouter<AppState> {
     const ONE: &str = "/app/{app_id}/endpoint/{endpoint_id}";
-    shared_routes("/app/{app_id}")
+    OpenApiRouter::new()
+        .nest("/app/{app_id}", shared_routes())
         .route(&format!("{ONE}/secret/rotate"), post(rotate_secret))
         .route(&format!("{ONE}/recover"), post(recover))
         .route(&format!("{ONE}/send-example"), post(send_example))
         .route(&format!("{ONE}/stats"), get(stats))
 }
 
-/// The endpoint routes the sending API and the Ingest API share, under `owner` (which
-/// names the [`Owner`]: `/app/{app_id}` or `/source/{source_id}`).
-pub fn shared_routes(owner: &str) -> Router<AppState> {
-    let one = format!("{owner}/endpoint/{{endpoint_id}}");
-    Router::new()
-        .route(&format!("{owner}/endpoint"), get(list).post(create))
-        .route(&one, get(fetch).put(upsert).patch(patch).delete(delete))
+/// The endpoint routes the sending API and the Ingest API share, each nests them under
+/// its owner (`/app/{app_id}` or `/source/{source_id}`, see [`Owner`]).
+pub fn shared_routes() -> OpenApiRouter<AppState> {
+    let one = "/endpoint/{endpoint_id}";
+    OpenApiRouter::new()
+        .route("/endpoint", get(list).post(create))
+        .route(one, get(fetch).put(upsert).patch(patch).delete(delete))
         .route(
             &format!("{one}/headers"),
             get(get_headers).put(put_headers).patch(patch_headers),

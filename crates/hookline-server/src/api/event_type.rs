@@ -2,15 +2,16 @@
 //! creating an archived name brings it back with the new fields. Reading is open to app
 //! tokens, changing is for admin tokens.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use hookline_core::model::EventType;
 use hookline_core::page::Order;
 use hookline_core::patch::EventTypePatch;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::{ListResponse, list_query};
 use crate::AppState;
@@ -19,8 +20,8 @@ use crate::error::ApiError;
 use crate::extract::{Limit, Query, ValidJson};
 use crate::validate::{self, Validate, Violations};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/event-type", get(list).post(create))
         .route(
             "/event-type/{event_type_name}",

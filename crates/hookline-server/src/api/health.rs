@@ -2,19 +2,28 @@
 //! 204 (GET and HEAD); `/healthz` answers 200 with a small JSON body for probes that
 //! want one.
 
+use axum::Json;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(no_content))
-        .route("/health/ping", get(no_content))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ping))
 }
 
-async fn no_content() -> StatusCode {
+#[utoipa::path(get, path = "/health", operation_id = "v1.health.get", tag = "Health",
+    security(()), responses((status = 204, description = "The server is up")))]
+async fn health() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+#[utoipa::path(get, path = "/health/ping", operation_id = "v1.health.ping", tag = "Health",
+    security(()), responses((status = 204, description = "The server is up")))]
+async fn ping() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use hookline_core::Code;
 use hookline_core::id::AppId;
 use hookline_core::id::JobId;
@@ -21,6 +21,7 @@ use hookline_core::patch::nullable;
 use hookline_core::store::JobFilter;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::{ListResponse, app_for, time_query};
 use crate::AppState;
@@ -46,8 +47,8 @@ const WAIT_RECHECK: Duration = Duration::from_millis(100);
 /// frees the key after this.
 const PENDING_MARGIN: Duration = Duration::from_secs(300);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/job", get(list).post(create))
         .route("/job/{job_id}", get(fetch))
         .route("/job/{job_id}/cancel", post(cancel))

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use hookline_core::Code;
 use hookline_core::id::{EndpointId, MessageId};
@@ -15,6 +15,7 @@ use hookline_core::page::ListQuery;
 use hookline_core::store::{MessageFilter, NewMessage};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::application::{ApplicationIn, get_or_create};
 use super::{ListResponse, app_for, time_query, yes};
@@ -25,8 +26,8 @@ use crate::extract::{Limit, Query, Timestamp, ValidJson};
 use crate::idempotency::{IdempotencyKey, Recorded};
 use crate::validate::{self, Validate, Violations};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/app/{app_id}/msg", get(list).post(create))
         .route("/app/{app_id}/msg/{msg_id}", get(fetch))
         .route("/app/{app_id}/msg/{msg_id}/content", delete(expunge))

@@ -11,12 +11,12 @@ pub mod job;
 pub mod message;
 pub mod stream;
 
-use axum::Router;
 use chrono::{DateTime, Utc};
 use hookline_core::id::AppId;
 use hookline_core::model::Application;
 use hookline_core::page::{Cursor, ListQuery, Order, Page};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
@@ -24,8 +24,8 @@ use crate::error::ApiError;
 use crate::extract::{Limit, Timestamp};
 
 /// Every route under `/api/v1`.
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(application::router())
         .merge(endpoint::router())
         .merge(event_type::router())
@@ -39,7 +39,7 @@ pub fn router() -> Router<AppState> {
 
 /// One page of a list, as the Svix API shapes it. `iterator` is always present (the
 /// Python SDK requires the key, even when null).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListResponse<T> {
     pub data: Vec<T>,

@@ -14,7 +14,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
@@ -27,6 +26,7 @@ use hookline_core::model::Message;
 use hookline_core::page::{Cursor, ListQuery, Order};
 use hookline_core::store::MessageFilter;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::app_for;
 use crate::AppState;
@@ -38,8 +38,8 @@ use crate::sse::{self, Feed};
 /// How far behind the newest sent message the feed rereads.
 pub const SETTLE: Duration = Duration::from_secs(5);
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/app/{app_id}/msg/stream", get(stream))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().route("/app/{app_id}/msg/stream", get(stream))
 }
 
 /// One streamed message.

@@ -5,12 +5,12 @@
 //! `{source_id}` to the hidden application. Only the answer to a secret rotation (204
 //! here) and transformations (not supported) are the Ingest API's own.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use hookline_core::Code;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 use crate::api::endpoint::{self, EndpointSecretRotateIn, Owner, endpoint_of};
@@ -18,9 +18,10 @@ use crate::error::ApiError;
 use crate::extract::{MaybeJson, ValidJson};
 use crate::validate::{Validate, Violations};
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> OpenApiRouter<AppState> {
     const ONE: &str = "/source/{source_id}/endpoint/{endpoint_id}";
-    endpoint::shared_routes("/source/{source_id}")
+    OpenApiRouter::new()
+        .nest("/source/{source_id}", endpoint::shared_routes())
         .route(&format!("{ONE}/secret/rotate"), post(rotate_secret))
         .route(
             &format!("{ONE}/transformation"),

@@ -9,13 +9,13 @@ mod requests;
 pub mod source;
 pub mod stream;
 
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 
 /// Every route under `/ingest/api/v1`.
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(source::router())
         .merge(endpoint::router())
         .merge(stream::router())

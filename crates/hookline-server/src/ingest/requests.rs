@@ -9,10 +9,10 @@
 //! duplicates were never forwarded and are not replayed; nor is a request whose forwarded
 //! payload has expired.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use hookline_core::Code;
 use hookline_core::id::IngestRequestId;
@@ -20,6 +20,7 @@ use hookline_core::ingest::{IngestRequest, Source};
 use hookline_core::model::TriggerType;
 use hookline_core::page::{Cursor, ListQuery, Order};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::source::{IngestLogOut, source_for};
 use crate::AppState;
@@ -34,8 +35,8 @@ const PAGE: usize = 250;
 const MAX_PER_CALL: u64 = 1000;
 const PAGE_BODY_BYTES: usize = 1 << 20;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/source/{source_id}/request/{request_id}", get(fetch))
         .route(
             "/source/{source_id}/request/{request_id}/replay",

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hookline_core::id::{AppId, IngestRequestId, SourceId};
@@ -15,6 +15,7 @@ use hookline_core::ingest::{IngestRequest, Source};
 use hookline_core::page::Order;
 use hookline_core::patch::SourcePatch;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 use crate::api::auth::{AppPortalAccessOut, issue_app_token, token_expiry, token_lifetime};
@@ -35,8 +36,8 @@ const TOKEN_LEN: usize = 32;
 /// `done`, and its iterator continues after it.
 pub const LOG_PAGE_BODY_BYTES: usize = 4 << 20;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/source", get(list).post(create))
         .route(
             "/source/{source_id}",

@@ -16,7 +16,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -29,6 +28,7 @@ use hookline_core::id::SourceId;
 use hookline_core::ingest::IngestRequest;
 use hookline_core::page::{ListQuery, Order};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::source::source_for;
 use crate::AppState;
@@ -43,8 +43,8 @@ pub const STREAM_BODY_BYTES: usize = 1 << 20;
 /// stored them).
 const POLL: Duration = Duration::from_millis(500);
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/source/{source_id}/stream", get(stream))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().route("/source/{source_id}/stream", get(stream))
 }
 
 /// One streamed request, with the exact bytes of its body.
