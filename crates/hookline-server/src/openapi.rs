@@ -135,11 +135,12 @@ pub fn finish(mut document: OpenApi) -> OpenApi {
         let shared = path.starts_with("/ingest/");
         for operation in operations(item) {
             operation.parameters = Some(path_parameters(path, operation.parameters.take()));
-            if shared && let Some(id) = &mut operation.operation_id {
-                if let Some(rest) = id.strip_prefix("v1.endpoint.") {
-                    *id = format!("v1.ingest.endpoint.{rest}");
-                    operation.tags = Some(vec!["Ingest Endpoint".to_owned()]);
-                }
+            if shared
+                && let Some(id) = &mut operation.operation_id
+                && let Some(rest) = id.strip_prefix("v1.endpoint.")
+            {
+                *id = format!("v1.ingest.endpoint.{rest}");
+                operation.tags = Some(vec!["Ingest Endpoint".to_owned()]);
             }
         }
     }
