@@ -4,7 +4,7 @@ The server is started exactly as tests/sdk starts it (that suite's conftest is l
 here under another module name): a free loopback port, a SQLite file in a temporary
 directory or HOOKLINE_SDK_DATABASE_URL, the admin token in HOOKLINE_ADMIN_TOKEN.
 
-`seeded` then creates one resource of each kind through the HTTP API, so that path
+`seeded` then creates resources of each kind through the HTTP API, so that path
 parameters can name real ones: schemathesis alone would only ever reach the 404s.
 """
 
@@ -104,6 +104,7 @@ def seed(api: Api, receiver, label: str) -> Dict[str, str]:
 
     # A custom job needs no provider credential.
     job = api.post("/api/v1/job", {"provider": "custom", "appId": app})["id"]
+    app_token = api.post(f"/api/v1/auth/app-portal-access/{app}", {})["token"]
     return {
         "app": app,
         "endpoint": endpoint,
@@ -115,12 +116,27 @@ def seed(api: Api, receiver, label: str) -> Dict[str, str]:
         "request": request,
         "token": source["ingestUrl"].rsplit("/in/", 1)[1],
         "job": job,
+        "app_token": app_token,
     }
 
 
+class Seeded:
+    """Sets of seeded resources by label, each created on first use: `main` for most
+    operations, and one of its own for each operation that ends what it names (a delete,
+    a cancel), so that none of them takes a resource from under another."""
+
+    def __init__(self, api: Api, receiver) -> None:
+        self.api = api
+        self.receiver = receiver
+        self.sets: Dict[str, Dict[str, str]] = {}
+
+    def __getitem__(self, label: str) -> Dict[str, str]:
+        if label not in self.sets:
+            # Operation labels hold characters that names (of event types) may not.
+            self.sets[label] = seed(self.api, self.receiver, f"set{len(self.sets)}")
+        return self.sets[label]
+
+
 @pytest.fixture(scope="session")
-def seeded(hookline_server, receiver) -> Dict[str, Dict[str, str]]:
-    """Two sets of resources: `main` for every operation, `spare` for the ones that end
-    what they name (deletes, cancels), so these never take `main` from under the others."""
-    api = Api(hookline_server)
-    return {label: seed(api, receiver, label) for label in ("main", "spare")}
+def seeded(hookline_server, receiver) -> Seeded:
+    return Seeded(Api(hookline_server), receiver)

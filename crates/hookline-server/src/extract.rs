@@ -46,8 +46,8 @@ where
     }
 }
 
-/// Like [`ValidJson`], but an empty body means `T::default()`: for POSTs whose options
-/// are all optional (the SDKs send `{}`, other clients often nothing).
+/// Like [`ValidJson`], but an empty body or `null` means `T::default()`: for POSTs whose
+/// options are all optional (the SDKs send `{}`, other clients nothing or `null`).
 #[derive(Debug, Clone)]
 pub struct MaybeJson<T>(pub T);
 
@@ -59,7 +59,7 @@ where
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let bytes = body_bytes(request, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
             return Ok(MaybeJson(T::default()));
         }
         parse_body(&bytes).map(MaybeJson)

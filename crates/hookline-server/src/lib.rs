@@ -218,9 +218,24 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(limit, error::json_errors));
     // `/in/…` takes any method and path, limits bodies per source, and logs what it
     // refuses itself, so it stays outside the API's body limit and error middleware.
-    Router::new()
-        .merge(routes)
-        .merge(ingest::receive::router())
+    served(Router::new().merge(routes).merge(ingest::receive::router())).with_state(state)
+}
+
+/// What a worker node (`--role worker`) serves: `/healthz` for probes and `/metrics`
+/// (its deliveries and polls are counted where they happen), nothing of the API.
+pub fn operations(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(api::health::healthz))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed);
+    served(routes).with_state(state)
+}
+
+/// `routes` with what every answer goes through: panic recovery, the request log and the
+/// request id.
+fn served(routes: Router<AppState>) -> Router<AppState> {
+    routes
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(
             TraceLayer::new_for_http()
@@ -230,7 +245,6 @@ pub fn app(state: AppState) -> Router {
                 .on_failure(()),
         )
         .layer(middleware::from_fn(request_id))
-        .with_state(state)
 }
 
 /// The header that carries a request's id, both ways.

@@ -54,6 +54,8 @@ enum Command {
     Recover(commands::resource::RecoverArgs),
     /// Forward again the requests a source accepted in a time range.
     Replay(commands::resource::ReplayArgs),
+    /// Named servers and tokens for the commands above.
+    Profile(commands::profile::Args),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Listen(args) => commands::listen::listen(args),
         Command::Tail(args) => commands::listen::tail(args),
         Command::Job(args) => commands::job::run(args),
+        Command::Profile(args) => commands::profile::run(args),
         Command::App(args) => commands::resource::app(args),
         Command::Endpoint(args) => commands::resource::endpoint(args),
         Command::Msg(args) => commands::resource::msg(args),

@@ -178,7 +178,7 @@ pub async fn run_with(
         shutdown.clone(),
     ));
 
-    if config.role.serves_api() {
+    {
         let state = hookline_server::AppState::new(
             store,
             wake,
@@ -213,15 +213,21 @@ pub async fn run_with(
         let listen = listener
             .local_addr()
             .context("the listener has no address")?;
-        tracing::info!(%listen, %database, role = ?config.role, %node_id, "hookline serving");
+        let app = if config.role.serves_api() {
+            tracing::info!(%listen, %database, role = ?config.role, %node_id, "hookline serving");
+            hookline_server::app(state)
+        } else {
+            tracing::info!(
+                %listen, %database, %node_id,
+                "hookline delivering (worker role: /healthz and /metrics only)"
+            );
+            hookline_server::operations(state)
+        };
         let listener = hookline_server::listener::CheckedListener(listener);
-        axum::serve(listener, hookline_server::app(state))
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("server failed")?;
-    } else {
-        tracing::info!(%database, %node_id, "hookline delivering (worker role)");
-        shutdown.cancelled().await;
     }
     shutdown.cancel();
     if let Some(engine_task) = engine_task {

@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
 use chrono::{DateTime, Utc};
 use hookline_core::Code;
 use hookline_core::id::{AttemptId, EndpointId, MessageId};
@@ -13,7 +12,11 @@ use hookline_core::page::ListQuery;
 use hookline_core::store::AttemptFilter;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::endpoint::{EndpointFields, endpoint_of};
 use super::message::ListParams;
@@ -23,39 +26,34 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Limit, Query, Timestamp};
+use crate::openapi::Errors;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route(
-            "/app/{app_id}/attempt/endpoint/{endpoint_id}",
-            get(list_by_endpoint),
-        )
-        .route("/app/{app_id}/attempt/msg/{msg_id}", get(list_by_msg))
-        .route(
-            "/app/{app_id}/endpoint/{endpoint_id}/msg",
-            get(list_attempted_messages),
-        )
-        .route(
-            "/app/{app_id}/msg/{msg_id}/endpoint",
-            get(list_attempted_destinations),
-        )
-        .route(
-            "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}",
-            get(fetch),
-        )
-        .route(
-            "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content",
-            delete(expunge),
-        )
-        .route(
-            "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend",
-            post(resend),
-        )
+        .routes(routes!(list_by_endpoint))
+        .routes(routes!(list_by_msg))
+        .routes(routes!(list_attempted_messages))
+        .routes(routes!(list_attempted_destinations))
+        .routes(routes!(fetch))
+        .routes(routes!(expunge))
+        .routes(routes!(resend))
 }
 
 /// A delivery status given as its wire integer (`status=2`).
 #[derive(Debug, Clone, Copy)]
 struct Status(MessageStatus);
+
+impl utoipa::PartialSchema for Status {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .enum_values(Some([0, 1, 2, 3]))
+            .description(Some("0 success, 1 pending, 2 fail, 3 sending"))
+            .into()
+    }
+}
+
+impl ToSchema for Status {}
 
 impl<'de> Deserialize<'de> for Status {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -72,6 +70,20 @@ impl<'de> Deserialize<'de> for Status {
 #[derive(Debug, Clone, Copy)]
 struct StatusCodeClass(i16);
 
+impl utoipa::PartialSchema for StatusCodeClass {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .enum_values(Some([0, 100, 200, 300, 400, 500]))
+            .description(Some(
+                "Attempts whose status code is in this class (0: no answer came)",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for StatusCodeClass {}
+
 impl<'de> Deserialize<'de> for StatusCodeClass {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match i16::deserialize(deserializer)? {
@@ -83,7 +95,7 @@ impl<'de> Deserialize<'de> for StatusCodeClass {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageAttemptOut {
     pub id: AttemptId,
@@ -95,13 +107,17 @@ pub struct MessageAttemptOut {
     pub response: String,
     pub response_status_code: i16,
     pub response_duration_ms: i64,
+    /// 0 success, 1 pending, 2 fail, 3 sending.
     pub status: i64,
     pub status_text: &'static str,
+    /// 0 scheduled, 1 manual.
     pub trigger_type: i64,
     pub timestamp: DateTime<Utc>,
-    /// Hookline's own: the answer's headers (empty without content), and why no answer
-    /// came (`timeout`, `connection_refused`, `tls`, …), `null` when one did.
+    /// Hookline's own: the answer's headers, `[name, value]` pairs (empty without
+    /// content).
     pub response_headers: Vec<(String, String)>,
+    /// Hookline's own: why no answer came (`timeout`, `connection_refused`, `tls`, …),
+    /// `null` when one did.
     pub error_kind: Option<&'static str>,
 }
 
@@ -135,26 +151,30 @@ impl MessageAttemptOut {
 }
 
 /// A message with its delivery to one endpoint.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointMessageOut {
     pub id: MessageId,
     pub event_id: Option<String>,
     pub event_type: String,
+    /// `{}` when content is not asked for, `{"expired": true}` once removed.
+    #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
     pub channels: Option<Vec<String>>,
     pub timestamp: DateTime<Utc>,
+    /// 0 success, 1 pending, 2 fail, 3 sending.
     pub status: i64,
     pub status_text: &'static str,
     pub next_attempt: Option<DateTime<Utc>>,
 }
 
 /// An endpoint with its delivery of one message.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageEndpointOut {
     #[serde(flatten)]
     pub endpoint: EndpointFields,
+    /// 0 success, 1 pending, 2 fail, 3 sending.
     pub status: i64,
     pub status_text: &'static str,
     pub next_attempt: Option<DateTime<Utc>>,
@@ -171,20 +191,26 @@ impl From<(Destination, Endpoint)> for MessageEndpointOut {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AttemptListParams {
     #[serde(default)]
     limit: Limit,
     iterator: Option<String>,
+    #[param(inline)]
     status: Option<Status>,
+    #[param(inline)]
     status_code_class: Option<StatusCodeClass>,
     channel: Option<String>,
     before: Option<Timestamp>,
     after: Option<Timestamp>,
+    /// Whether to include the endpoint's answer (`response`, `responseHeaders`).
     #[serde(default = "yes")]
+    #[param(default = true)]
     with_content: bool,
     event_types: Option<Vec<String>>,
     /// Only on the by-message list: attempts to this endpoint (id or uid).
+    #[param(ignore)]
     endpoint_id: Option<String>,
 }
 
@@ -223,6 +249,10 @@ async fn list_attempts(
     })))
 }
 
+#[utoipa::path(get, path = "/app/{app_id}/attempt/endpoint/{endpoint_id}",
+    operation_id = "v1.message-attempt.list-by-endpoint", tag = "Message Attempt",
+    params(AttemptListParams),
+    responses((status = 200, description = "A page of the endpoint's attempts, newest first", body = ListResponse<MessageAttemptOut>), Errors))]
 async fn list_by_endpoint(
     State(state): State<AppState>,
     caller: Caller,
@@ -239,6 +269,13 @@ async fn list_by_endpoint(
     list_attempts(&state, &app.id, filter, query, params.with_content).await
 }
 
+#[utoipa::path(get, path = "/app/{app_id}/attempt/msg/{msg_id}",
+    operation_id = "v1.message-attempt.list-by-msg", tag = "Message Attempt",
+    params(
+        AttemptListParams,
+        ("endpoint_id" = Option<String>, Query, description = "Only the attempts to this endpoint (id or uid)"),
+    ),
+    responses((status = 200, description = "A page of the message's attempts, newest first", body = ListResponse<MessageAttemptOut>), Errors))]
 async fn list_by_msg(
     State(state): State<AppState>,
     caller: Caller,
@@ -260,11 +297,17 @@ async fn list_by_msg(
     list_attempts(&state, &app.id, filter, query, params.with_content).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StatusParam {
+    #[param(inline)]
     status: Option<Status>,
 }
 
+#[utoipa::path(get, path = "/app/{app_id}/endpoint/{endpoint_id}/msg",
+    operation_id = "v1.message-attempt.list-attempted-messages", tag = "Message Attempt",
+    params(ListParams, StatusParam),
+    responses((status = 200, description = "A page of the messages sent to the endpoint, newest first, with their delivery to it", body = ListResponse<EndpointMessageOut>), Errors))]
 async fn list_attempted_messages(
     State(state): State<AppState>,
     caller: Caller,
@@ -297,13 +340,18 @@ async fn list_attempted_messages(
     Ok(Json(list))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DestinationParams {
     #[serde(default)]
     limit: Limit,
     iterator: Option<String>,
 }
 
+#[utoipa::path(get, path = "/app/{app_id}/msg/{msg_id}/endpoint",
+    operation_id = "v1.message-attempt.list-attempted-destinations", tag = "Message Attempt",
+    params(DestinationParams),
+    responses((status = 200, description = "A page of the endpoints the message is sent to, with its delivery to each", body = ListResponse<MessageEndpointOut>), Errors))]
 async fn list_attempted_destinations(
     State(state): State<AppState>,
     caller: Caller,
@@ -327,6 +375,9 @@ async fn list_attempted_destinations(
     )))
 }
 
+#[utoipa::path(get, path = "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}",
+    operation_id = "v1.message-attempt.get", tag = "Message Attempt",
+    responses((status = 200, description = "The attempt, with the endpoint's answer", body = MessageAttemptOut), Errors))]
 async fn fetch(
     State(state): State<AppState>,
     caller: Caller,
@@ -341,6 +392,9 @@ async fn fetch(
     Ok(Json(MessageAttemptOut::new(attempt, true)))
 }
 
+#[utoipa::path(delete, path = "/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content",
+    operation_id = "v1.message-attempt.expunge-content", tag = "Message Attempt",
+    responses((status = 204, description = "The endpoint's answer is removed"), Errors))]
 async fn expunge(
     State(state): State<AppState>,
     caller: Caller,
@@ -357,6 +411,9 @@ async fn expunge(
 }
 
 /// Queues one manual attempt of a message to an endpoint it was sent to.
+#[utoipa::path(post, path = "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend",
+    operation_id = "v1.message-attempt.resend", tag = "Message Attempt",
+    responses((status = 202, description = "An attempt is queued; the body is an empty object", body = Object), Errors))]
 async fn resend(
     State(state): State<AppState>,
     caller: Caller,

@@ -3,11 +3,12 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
 use hookline_core::id::AppId;
 use hookline_core::model::Token;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::application::{ApplicationIn, get_or_create};
 use crate::AppState;
@@ -15,15 +16,16 @@ use crate::auth::{Caller, Role, token_hash};
 use crate::error::ApiError;
 use crate::extract::MaybeJson;
 use crate::idempotency::SecretJson;
+use crate::openapi::Errors;
 use crate::validate::{Validate, Violations};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/auth/app-portal-access/{app_id}", post(app_portal_access))
-        .route("/auth/logout", post(logout))
+        .routes(routes!(app_portal_access))
+        .routes(routes!(logout))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppPortalAccessIn {
     /// Creates the application if the path names none.
@@ -66,9 +68,11 @@ pub fn token_lifetime(expiry: Option<u64>) -> std::time::Duration {
     std::time::Duration::from_secs(expiry.unwrap_or(MAX_TOKEN_EXPIRY_SECS))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AppPortalAccessOut {
+    /// The console, signed in with the token and open at the application.
     pub url: String,
+    /// A token for this application only.
     pub token: String,
 }
 
@@ -82,6 +86,9 @@ fn new_app_token() -> String {
 }
 
 /// Issues a token scoped to one application and a console link that carries it.
+#[utoipa::path(post, path = "/auth/app-portal-access/{app_id}", operation_id = "v1.authentication.app-portal-access", tag = "Authentication",
+    request_body(content = Option<AppPortalAccessIn>, description = "Optional: no body takes the defaults"),
+    responses((status = 200, description = "A new app token", body = AppPortalAccessOut), Errors))]
 async fn app_portal_access(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,6 +135,8 @@ pub async fn issue_app_token(
 }
 
 /// Revokes the app token the request carries. Admin tokens cannot be logged out.
+#[utoipa::path(post, path = "/auth/logout", operation_id = "v1.authentication.logout", tag = "Authentication",
+    responses((status = 204, description = "The token no longer works"), Errors))]
 async fn logout(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
     if caller.role == Role::Admin {
         return Err(ApiError::Forbidden(

@@ -7,7 +7,6 @@ use axum::extract::{FromRequestParts, Path, RawPathParams, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use hookline_core::Code;
@@ -16,8 +15,11 @@ use hookline_core::model::{Application, Endpoint, EndpointSecret, Message};
 use hookline_core::page::Order;
 use hookline_core::patch::EndpointPatch;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::message::MessageOut;
 use super::{ListResponse, app_for, list_query};
 use crate::AppState;
 use crate::auth::Caller;
@@ -25,34 +27,30 @@ use crate::error::ApiError;
 use crate::extract::{Limit, MaybeJson, Query, Timestamp, ValidJson};
 use crate::idempotency::{IdempotencyKey, SecretJson};
 use crate::ingest::source::source_for;
+use crate::openapi::Errors;
 use crate::validate::{self, Validate, Violations};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    const ONE: &str = "/app/{app_id}/endpoint/{endpoint_id}";
     OpenApiRouter::new()
         .nest("/app/{app_id}", shared_routes())
-        .route(&format!("{ONE}/secret/rotate"), post(rotate_secret))
-        .route(&format!("{ONE}/recover"), post(recover))
-        .route(&format!("{ONE}/send-example"), post(send_example))
-        .route(&format!("{ONE}/stats"), get(stats))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(recover))
+        .routes(routes!(send_example))
+        .routes(routes!(stats))
 }
 
 /// The endpoint routes the sending API and the Ingest API share, each nests them under
 /// its owner (`/app/{app_id}` or `/source/{source_id}`, see [`Owner`]).
 pub fn shared_routes() -> OpenApiRouter<AppState> {
-    let one = "/endpoint/{endpoint_id}";
     OpenApiRouter::new()
-        .route("/endpoint", get(list).post(create))
-        .route(one, get(fetch).put(upsert).patch(patch).delete(delete))
-        .route(
-            &format!("{one}/headers"),
-            get(get_headers).put(put_headers).patch(patch_headers),
-        )
-        .route(&format!("{one}/secret"), get(get_secret))
+        .routes(routes!(list, create))
+        .routes(routes!(fetch, upsert, patch, delete))
+        .routes(routes!(get_headers, put_headers, patch_headers))
+        .routes(routes!(get_secret))
 }
 
 /// The body of create (POST) and replace (PUT). PUT uses `secret` only when it creates.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointIn {
     pub url: String,
@@ -123,7 +121,7 @@ impl Validate for EndpointPatch {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointOut {
     #[serde(flatten)]
@@ -133,7 +131,7 @@ pub struct EndpointOut {
 
 /// What every answer that shows an endpoint says of it (`metadata` aside, which only
 /// [`EndpointOut`] has, as in the open-source server).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointFields {
     pub id: EndpointId,
@@ -299,14 +297,19 @@ fn new_endpoint(app: &Application, body: EndpointIn, now: DateTime<Utc>) -> Endp
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     #[serde(default)]
     limit: Limit,
     iterator: Option<String>,
+    /// `descending` (newest first) when absent.
     order: Option<Order>,
 }
 
+#[utoipa::path(get, path = "/endpoint", operation_id = "v1.endpoint.list", tag = "Endpoint",
+    params(ListParams),
+    responses((status = 200, description = "A page of endpoints, newest first unless `order` says otherwise", body = ListResponse<EndpointOut>), Errors))]
 async fn list(
     State(state): State<AppState>,
     owner: Owner,
@@ -319,6 +322,9 @@ async fn list(
     Ok(Json(ListResponse::from_page(page, EndpointOut::from)))
 }
 
+#[utoipa::path(post, path = "/endpoint", operation_id = "v1.endpoint.create", tag = "Endpoint",
+    request_body = EndpointIn,
+    responses((status = 201, description = "Created", body = EndpointOut), Errors))]
 async fn create(
     State(state): State<AppState>,
     owner: Owner,
@@ -332,6 +338,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(endpoint.into())))
 }
 
+#[utoipa::path(get, path = "/endpoint/{endpoint_id}", operation_id = "v1.endpoint.get", tag = "Endpoint",
+    responses((status = 200, description = "The endpoint", body = EndpointOut), Errors))]
 async fn fetch(
     State(state): State<AppState>,
     owner: Owner,
@@ -342,6 +350,13 @@ async fn fetch(
     Ok(Json(endpoint.into()))
 }
 
+#[utoipa::path(put, path = "/endpoint/{endpoint_id}", operation_id = "v1.endpoint.update", tag = "Endpoint",
+    request_body = EndpointIn,
+    responses(
+        (status = 200, description = "Replaced", body = EndpointOut),
+        (status = 201, description = "Created", body = EndpointOut),
+        Errors,
+    ))]
 async fn upsert(
     State(state): State<AppState>,
     owner: Owner,
@@ -377,6 +392,9 @@ async fn upsert(
     Ok((StatusCode::OK, Json(endpoint.into())))
 }
 
+#[utoipa::path(patch, path = "/endpoint/{endpoint_id}", operation_id = "v1.endpoint.patch", tag = "Endpoint",
+    request_body = EndpointPatch,
+    responses((status = 200, description = "Changed", body = EndpointOut), Errors))]
 async fn patch(
     State(state): State<AppState>,
     owner: Owner,
@@ -396,6 +414,8 @@ async fn patch(
     Ok(Json(endpoint.into()))
 }
 
+#[utoipa::path(delete, path = "/endpoint/{endpoint_id}", operation_id = "v1.endpoint.delete", tag = "Endpoint",
+    responses((status = 204, description = "Deleted"), Errors))]
 async fn delete(
     State(state): State<AppState>,
     owner: Owner,
@@ -409,7 +429,7 @@ async fn delete(
 
 // Custom headers.
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct EndpointHeadersIn {
     pub headers: BTreeMap<String, String>,
 }
@@ -420,7 +440,7 @@ impl Validate for EndpointHeadersIn {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointHeadersPatchIn {
     /// A value sets the header; `null` removes it.
@@ -442,7 +462,7 @@ impl Validate for EndpointHeadersPatchIn {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EndpointHeadersOut {
     /// Every header but the sensitive ones.
     pub headers: BTreeMap<String, String>,
@@ -467,6 +487,9 @@ fn remove_header(headers: &mut BTreeMap<String, String>, name: &str) {
     headers.retain(|existing, _| !existing.eq_ignore_ascii_case(name));
 }
 
+#[utoipa::path(get, path = "/endpoint/{endpoint_id}/headers", operation_id = "v1.endpoint.get-headers",
+    tag = "Endpoint",
+    responses((status = 200, description = "The custom headers", body = EndpointHeadersOut), Errors))]
 async fn get_headers(
     State(state): State<AppState>,
     owner: Owner,
@@ -477,6 +500,9 @@ async fn get_headers(
     Ok(Json(endpoint.headers.into()))
 }
 
+#[utoipa::path(put, path = "/endpoint/{endpoint_id}/headers", operation_id = "v1.endpoint.update-headers",
+    tag = "Endpoint", request_body = EndpointHeadersIn,
+    responses((status = 204, description = "Replaced every custom header"), Errors))]
 async fn put_headers(
     State(state): State<AppState>,
     owner: Owner,
@@ -495,6 +521,9 @@ async fn put_headers(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(patch, path = "/endpoint/{endpoint_id}/headers", operation_id = "v1.endpoint.patch-headers",
+    tag = "Endpoint", request_body = EndpointHeadersPatchIn,
+    responses((status = 204, description = "Changed the headers named"), Errors))]
 async fn patch_headers(
     State(state): State<AppState>,
     owner: Owner,
@@ -519,12 +548,12 @@ async fn patch_headers(
 
 // The signing secret.
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EndpointSecretOut {
     pub key: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointSecretRotateIn {
     /// The new secret; generated when absent or `null`.
@@ -557,6 +586,9 @@ impl Validate for EndpointSecretRotateIn {
     }
 }
 
+#[utoipa::path(get, path = "/endpoint/{endpoint_id}/secret", operation_id = "v1.endpoint.get-secret",
+    tag = "Endpoint",
+    responses((status = 200, description = "The current signing secret", body = EndpointSecretOut), Errors))]
 async fn get_secret(
     State(state): State<AppState>,
     owner: Owner,
@@ -571,6 +603,10 @@ async fn get_secret(
 
 /// Makes `key` the current secret; the old one keeps signing for the grace period. The
 /// spec says 204, but the SDKs parse the new key from the body, so it is returned (200).
+#[utoipa::path(post, path = "/app/{app_id}/endpoint/{endpoint_id}/secret/rotate", operation_id = "v1.endpoint.rotate-secret",
+    tag = "Endpoint",
+    request_body(content = Option<EndpointSecretRotateIn>, description = "Optional: no body takes the defaults"),
+    responses((status = 200, description = "Rotated: the new secret", body = EndpointSecretOut), Errors))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     owner: Owner,
@@ -593,9 +629,10 @@ pub async fn rotate_secret(
 
 // Recovery, examples and statistics.
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RecoverIn {
     pub since: Timestamp,
+    /// Now when absent.
     #[serde(default)]
     pub until: Option<Timestamp>,
 }
@@ -608,17 +645,22 @@ impl Validate for RecoverIn {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecoverOut {
     pub id: TaskId,
+    /// Always `finished`: the deliveries are queued again before the answer.
     pub status: &'static str,
+    /// Always `endpoint.recover`.
     pub task: &'static str,
     pub updated_at: DateTime<Utc>,
 }
 
 /// Queues one more attempt of every failed delivery to this endpoint in the window, in
 /// the background.
+#[utoipa::path(post, path = "/app/{app_id}/endpoint/{endpoint_id}/recover", operation_id = "v1.endpoint.recover", tag = "Endpoint",
+    request_body = RecoverIn,
+    responses((status = 202, description = "The failed deliveries are queued again", body = RecoverOut), Errors))]
 async fn recover(
     State(state): State<AppState>,
     owner: Owner,
@@ -649,7 +691,7 @@ async fn recover(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventExampleIn {
     pub event_type: String,
@@ -676,6 +718,9 @@ fn schema_example(schemas: Option<&serde_json::Value>) -> Option<String> {
 }
 
 /// Sends an example message of an event type to this endpoint only.
+#[utoipa::path(post, path = "/app/{app_id}/endpoint/{endpoint_id}/send-example", operation_id = "v1.endpoint.send-example",
+    tag = "Endpoint", request_body = EventExampleIn,
+    responses((status = 200, description = "The example message, accepted for this endpoint only", body = MessageOut), Errors))]
 async fn send_example(
     State(state): State<AppState>,
     caller: Caller,
@@ -720,13 +765,16 @@ async fn send_example(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StatsParams {
+    /// 28 days before `until` when absent.
     since: Option<Timestamp>,
+    /// Now when absent.
     until: Option<Timestamp>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EndpointStatsOut {
     pub success: i64,
     pub pending: i64,
@@ -739,6 +787,9 @@ pub struct EndpointStatsOut {
 /// The default window of statistics: the last 28 days.
 const STATS_WINDOW_DAYS: i64 = 28;
 
+#[utoipa::path(get, path = "/app/{app_id}/endpoint/{endpoint_id}/stats", operation_id = "v1.endpoint.get-stats", tag = "Endpoint",
+    params(StatsParams),
+    responses((status = 200, description = "Deliveries to the endpoint by status, in the window", body = EndpointStatsOut), Errors))]
 async fn stats(
     State(state): State<AppState>,
     owner: Owner,

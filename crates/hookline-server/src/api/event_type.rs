@@ -5,28 +5,27 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use hookline_core::model::EventType;
 use hookline_core::page::Order;
 use hookline_core::patch::EventTypePatch;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ListResponse, list_query};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Limit, Query, ValidJson};
+use crate::openapi::Errors;
 use crate::validate::{self, Validate, Violations};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/event-type", get(list).post(create))
-        .route(
-            "/event-type/{event_type_name}",
-            get(fetch).put(upsert).patch(patch).delete(delete),
-        )
+        .routes(routes!(list, create))
+        .routes(routes!(fetch, upsert, patch, delete))
 }
 
 /// `schemas`: a map from version to a JSON Schema object.
@@ -52,7 +51,7 @@ fn check_feature_flag(v: &mut Violations, flag: Option<&str>) {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventTypeIn {
     pub name: String,
@@ -61,7 +60,9 @@ pub struct EventTypeIn {
     pub archived: bool,
     #[serde(default)]
     pub deprecated: bool,
+    /// JSON Schemas of the payload, by version: `{"1": {...}}`.
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, Object>>)]
     pub schemas: Option<serde_json::Value>,
     #[serde(default)]
     pub feature_flag: Option<String>,
@@ -79,7 +80,7 @@ impl Validate for EventTypeIn {
 }
 
 /// The body of PUT: [`EventTypeIn`] without the name, which the path gives.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventTypeUpdate {
     pub description: String,
@@ -87,7 +88,9 @@ pub struct EventTypeUpdate {
     pub archived: bool,
     #[serde(default)]
     pub deprecated: bool,
+    /// JSON Schemas of the payload, by version: `{"1": {...}}`.
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, Object>>)]
     pub schemas: Option<serde_json::Value>,
     #[serde(default)]
     pub feature_flag: Option<String>,
@@ -117,13 +120,15 @@ impl Validate for EventTypePatch {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventTypeOut {
     pub name: String,
     pub description: String,
     pub archived: bool,
     pub deprecated: bool,
+    /// JSON Schemas of the payload, by version; only with `with_content` in a list.
+    #[schema(value_type = Option<BTreeMap<String, Object>>)]
     pub schemas: Option<serde_json::Value>,
     pub feature_flag: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -146,24 +151,32 @@ impl EventTypeOut {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     #[serde(default)]
     limit: Limit,
     iterator: Option<String>,
     order: Option<Order>,
+    /// Lists archived event types too.
     #[serde(default)]
     include_archived: bool,
+    /// Gives each event type's `schemas` (`null` otherwise).
     #[serde(default)]
     with_content: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteParams {
+    /// Deletes the event type for good instead of archiving it.
     #[serde(default)]
     expunge: bool,
 }
 
+#[utoipa::path(get, path = "/event-type", operation_id = "v1.event-type.list", tag = "Event Type",
+    params(ListParams),
+    responses((status = 200, description = "A page of event types", body = ListResponse<EventTypeOut>), Errors))]
 async fn list(
     State(state): State<AppState>,
     _caller: Caller,
@@ -180,6 +193,12 @@ async fn list(
     })))
 }
 
+#[utoipa::path(post, path = "/event-type", operation_id = "v1.event-type.create", tag = "Event Type",
+    request_body = EventTypeIn,
+    responses(
+        (status = 201, description = "Created, or an archived one of this name brought back", body = EventTypeOut),
+        Errors,
+    ))]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -213,6 +232,8 @@ async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/event-type/{event_type_name}", operation_id = "v1.event-type.get", tag = "Event Type",
+    responses((status = 200, description = "The event type", body = EventTypeOut), Errors))]
 async fn fetch(
     State(state): State<AppState>,
     _caller: Caller,
@@ -222,6 +243,13 @@ async fn fetch(
     Ok(Json(EventTypeOut::new(event_type, true)))
 }
 
+#[utoipa::path(put, path = "/event-type/{event_type_name}", operation_id = "v1.event-type.update", tag = "Event Type",
+    request_body = EventTypeUpdate,
+    responses(
+        (status = 200, description = "Replaced", body = EventTypeOut),
+        (status = 201, description = "Created", body = EventTypeOut),
+        Errors,
+    ))]
 async fn upsert(
     State(state): State<AppState>,
     caller: Caller,
@@ -261,6 +289,9 @@ async fn upsert(
     Ok((status, Json(EventTypeOut::new(event_type, true))))
 }
 
+#[utoipa::path(patch, path = "/event-type/{event_type_name}", operation_id = "v1.event-type.patch", tag = "Event Type",
+    request_body = EventTypePatch,
+    responses((status = 200, description = "Changed", body = EventTypeOut), Errors))]
 async fn patch(
     State(state): State<AppState>,
     caller: Caller,
@@ -274,6 +305,9 @@ async fn patch(
     Ok(Json(EventTypeOut::new(event_type, true)))
 }
 
+#[utoipa::path(delete, path = "/event-type/{event_type_name}", operation_id = "v1.event-type.delete", tag = "Event Type",
+    params(DeleteParams),
+    responses((status = 204, description = "Archived, or deleted with `expunge`"), Errors))]
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Json};
 use hookline_core::Code;
 use hookline_core::id::AppId;
@@ -21,7 +20,9 @@ use hookline_core::patch::nullable;
 use hookline_core::store::JobFilter;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ListResponse, app_for, time_query};
 use crate::AppState;
@@ -29,6 +30,7 @@ use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::{Limit, Query, Timestamp, ValidJson};
 use crate::idempotency::{IdempotencyKey, Recorded};
+use crate::openapi::Errors;
 use crate::validate::{self, Validate, Violations};
 
 /// The longest `?wait=` honoured, in seconds.
@@ -49,33 +51,42 @@ const PENDING_MARGIN: Duration = Duration::from_secs(300);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/job", get(list).post(create))
-        .route("/job/{job_id}", get(fetch))
-        .route("/job/{job_id}/cancel", post(cancel))
-        .route("/job/{job_id}/status", post(report))
+        .routes(routes!(list, create))
+        .routes(routes!(fetch))
+        .routes(routes!(cancel))
+        .routes(routes!(report))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobIn {
+    #[schema(value_type = Provider)]
     pub provider: String,
+    /// The job's id at its provider (`{eval_id}/{run_id}` for `openai_eval_run`):
+    /// required unless `request` is given; none for `custom` jobs.
     #[serde(default)]
     pub provider_job_id: Option<String>,
+    /// The application (id or uid) the job's events go to.
     pub app_id: String,
     #[serde(default)]
     pub uid: Option<String>,
     #[serde(default)]
     pub group: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// When the job expires if it has not ended: in the future, at most 30 days from now;
+    /// 24 hours from now when absent.
     #[serde(default)]
     pub deadline: Option<Timestamp>,
     /// Absent: the provider's defaults; `null`: webhooks only, no polling.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<PollIn>)]
     pub poll: Option<Option<PollIn>>,
     /// The provider call to make (a create body); its answer's `id` becomes the
     /// `providerJobId`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub request: Option<Map<String, Value>>,
     /// For a Replicate `request` without a `webhook`: the source whose ingest URL goes in
     /// it (id or uid); the first `replicate` source when not given.
@@ -83,7 +94,9 @@ pub struct JobIn {
     pub source_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+/// A polling plan, in seconds (each at most a day); the provider's defaults for what is
+/// absent.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PollIn {
     pub after: Option<u64>,
@@ -188,6 +201,9 @@ fn plan(provider: Provider, poll: Option<Option<PollIn>>) -> Option<PollPlan> {
     })
 }
 
+#[utoipa::path(post, path = "/job", operation_id = "v1.job.create", tag = "Job",
+    request_body = JobIn,
+    responses((status = 201, description = "Registered (and submitted to its provider, with `request`)", body = Job), Errors))]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -394,14 +410,20 @@ async fn visible(state: &AppState, caller: &Caller, key: &str) -> Result<Job, Ap
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct WaitParams {
-    /// Seconds to wait for the status to differ from `status`.
+    /// Seconds (at most 60) to wait for the status to differ from `status`.
     wait: Option<u64>,
+    /// The status the caller knows; the job's current one when absent.
+    #[param(value_type = Option<JobStatus>, inline)]
     status: Option<String>,
 }
 
+#[utoipa::path(get, path = "/job/{job_id}", operation_id = "v1.job.get", tag = "Job",
+    params(WaitParams),
+    responses((status = 200, description = "The job; with `wait`, once its status differs from `status` or the wait is over", body = Job), Errors))]
 async fn fetch(
     State(state): State<AppState>,
     caller: Caller,
@@ -443,20 +465,29 @@ async fn fetch(
     Ok(Json(job))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ListParams {
     #[serde(default)]
     limit: Limit,
     iterator: Option<String>,
+    /// Only this application's jobs (id or uid); an app token sees only its own.
     app_id: Option<String>,
+    #[param(value_type = Option<Provider>, inline)]
     provider: Option<String>,
+    #[param(value_type = Option<JobStatus>, inline)]
     status: Option<String>,
     group: Option<String>,
+    /// Only the jobs created before this time (not with `after`).
     before: Option<Timestamp>,
+    /// Only the jobs created after this time (not with `before`).
     after: Option<Timestamp>,
 }
 
+#[utoipa::path(get, path = "/job", operation_id = "v1.job.list", tag = "Job",
+    params(ListParams),
+    responses((status = 200, description = "A page of jobs, newest first", body = ListResponse<Job>), Errors))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -502,6 +533,8 @@ async fn list(
     Ok(Json(ListResponse::from_page(page, |job| job)))
 }
 
+#[utoipa::path(post, path = "/job/{job_id}/cancel", operation_id = "v1.job.cancel", tag = "Job",
+    responses((status = 200, description = "The job, cancelled (a job that has ended is a conflict)", body = Job), Errors))]
 async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -512,9 +545,10 @@ async fn cancel(
     Ok(Json(state.tracker.cancel(&job).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StatusIn {
+    #[schema(value_type = JobStatus)]
     status: String,
     #[serde(default)]
     progress: Option<Value>,
@@ -542,6 +576,9 @@ impl Validate for StatusIn {
     }
 }
 
+#[utoipa::path(post, path = "/job/{job_id}/status", operation_id = "v1.job.report-status", tag = "Job",
+    request_body = StatusIn,
+    responses((status = 200, description = "The custom job with the report applied (once it has ended, a report only goes on its timeline)", body = Job), Errors))]
 async fn report(
     State(state): State<AppState>,
     caller: Caller,

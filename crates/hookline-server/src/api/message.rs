@@ -5,7 +5,6 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use hookline_core::Code;
@@ -15,7 +14,9 @@ use hookline_core::page::ListQuery;
 use hookline_core::store::{MessageFilter, NewMessage};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::application::{ApplicationIn, get_or_create};
 use super::{ListResponse, app_for, time_query, yes};
@@ -24,21 +25,23 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Limit, Query, Timestamp, ValidJson};
 use crate::idempotency::{IdempotencyKey, Recorded};
+use crate::openapi::Errors;
 use crate::validate::{self, Validate, Violations};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/app/{app_id}/msg", get(list).post(create))
-        .route("/app/{app_id}/msg/{msg_id}", get(fetch))
-        .route("/app/{app_id}/msg/{msg_id}/content", delete(expunge))
+        .routes(routes!(list, create))
+        .routes(routes!(fetch))
+        .routes(routes!(expunge))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageIn {
     pub event_type: String,
-    /// The payload's exact JSON text.
+    /// A JSON object (also accepted as `data`), kept as the exact text received.
     #[serde(alias = "data")]
+    #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
     #[serde(default)]
     pub event_id: Option<String>,
@@ -78,12 +81,15 @@ impl Validate for MessageIn {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageOut {
     pub id: MessageId,
     pub event_id: Option<String>,
     pub event_type: String,
+    /// The payload as received; `{}` without `with_content`, `{"expired": true}` once
+    /// expunged.
+    #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
     pub channels: Option<Vec<String>>,
     pub timestamp: DateTime<Utc>,
@@ -118,16 +124,23 @@ impl MessageOut {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
     #[serde(default)]
     limit: Limit,
     iterator: Option<String>,
+    /// Only the messages sent to this channel.
     channel: Option<String>,
+    /// Only the messages created before this time (not with `after`).
     before: Option<Timestamp>,
+    /// Only the messages created after this time (not with `before`).
     after: Option<Timestamp>,
+    /// Gives the payloads (`{}` otherwise).
     #[serde(default = "yes")]
+    #[param(default = true)]
     pub with_content: bool,
+    /// Only the messages of these event types.
     event_types: Option<Vec<String>>,
 }
 
@@ -145,9 +158,12 @@ impl ListParams {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ContentParams {
+    /// Gives the payload (`{}` otherwise).
     #[serde(default = "yes")]
+    #[param(default = true)]
     pub with_content: bool,
 }
 
@@ -242,6 +258,9 @@ async fn accept_until(
     Ok(response)
 }
 
+#[utoipa::path(post, path = "/app/{app_id}/msg", operation_id = "v1.message.create", tag = "Message",
+    params(ContentParams), request_body = MessageIn,
+    responses((status = 202, description = "Accepted: stored with a delivery to every matching endpoint", body = MessageOut), Errors))]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -281,6 +300,9 @@ async fn create(
     .await
 }
 
+#[utoipa::path(get, path = "/app/{app_id}/msg", operation_id = "v1.message.list", tag = "Message",
+    params(ListParams),
+    responses((status = 200, description = "A page of messages, newest first", body = ListResponse<MessageOut>), Errors))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -295,6 +317,9 @@ async fn list(
     Ok(Json(list))
 }
 
+#[utoipa::path(get, path = "/app/{app_id}/msg/{msg_id}", operation_id = "v1.message.get", tag = "Message",
+    params(ContentParams),
+    responses((status = 200, description = "The message", body = MessageOut), Errors))]
 async fn fetch(
     State(state): State<AppState>,
     caller: Caller,
@@ -306,6 +331,8 @@ async fn fetch(
     Ok(Json(MessageOut::new(message, params.with_content)?))
 }
 
+#[utoipa::path(delete, path = "/app/{app_id}/msg/{msg_id}/content", operation_id = "v1.message.expunge-content", tag = "Message",
+    responses((status = 204, description = "The payload is removed (shown as `{\"expired\": true}` from now on)"), Errors))]
 async fn expunge(
     State(state): State<AppState>,
     caller: Caller,

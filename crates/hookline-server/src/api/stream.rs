@@ -17,7 +17,6 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use hookline_core::Store;
@@ -26,31 +25,36 @@ use hookline_core::model::Message;
 use hookline_core::page::{Cursor, ListQuery, Order};
 use hookline_core::store::MessageFilter;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::app_for;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Query;
+use crate::openapi::Errors;
 use crate::sse::{self, Feed};
 
 /// How far behind the newest sent message the feed rereads.
 pub const SETTLE: Duration = Duration::from_secs(5);
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().route("/app/{app_id}/msg/stream", get(stream))
+    OpenApiRouter::new().routes(routes!(stream))
 }
 
 /// One streamed message.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamedMessage {
     pub id: String,
     pub event_type: String,
     pub event_id: Option<String>,
     pub channels: Option<Vec<String>>,
-    /// The payload's exact text; `None` once expunged.
+    /// The payload's exact JSON text; `null` once expunged.
     pub payload: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -68,10 +72,69 @@ impl From<Message> for StreamedMessage {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// One event of the stream, for the document: `event: message`, the message's id as its
+/// id, and a [`StreamedMessage`] as its data.
+#[derive(Debug)]
+pub struct MessageEvent;
+
+impl PartialSchema for MessageEvent {
+    fn schema() -> RefOr<Schema> {
+        event_schema("message", "The message's id", StreamedMessage::schema())
+    }
+}
+
+impl ToSchema for MessageEvent {}
+
+/// The schema of one server-sent event named `event` whose data is JSON of the schema
+/// `data`, as OpenAPI 3.1 describes the items of a `text/event-stream` (and
+/// schemathesis checks them): an object of the SSE fields. `data` is inlined (in
+/// `contentSchema`, which not every tool follows references through).
+pub fn event_schema(event: &str, id: &str, data: RefOr<Schema>) -> RefOr<Schema> {
+    let content = serde_json::to_value(data).expect("a schema serializes");
+    ObjectBuilder::new()
+        .property(
+            "event",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([event])),
+        )
+        .required("event")
+        .property(
+            "id",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(id)),
+        )
+        .required("id")
+        .property(
+            "data",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .content_media_type("application/json")
+                .extensions(Some([("contentSchema", content)].into_iter().collect())),
+        )
+        .required("data")
+        .into()
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StreamParams {
+    /// Resumes after this message (its id or event id), as `Last-Event-ID` does; without
+    /// either, the stream starts with the messages created from now on.
     after: Option<String>,
 }
+
+#[utoipa::path(get, path = "/app/{app_id}/msg/stream", operation_id = "v1.message.stream", tag = "Message",
+    params(
+        StreamParams,
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The id of the last message received, to resume after it (`after` wins)"),
+    ),
+    responses(
+        (status = 200, description = "The application's messages as they are created, as server-sent events; a comment every 15 s keeps the connection open",
+            content_type = "text/event-stream", body = MessageEvent),
+        Errors,
+    ))]
 
 async fn stream(
     State(state): State<AppState>,

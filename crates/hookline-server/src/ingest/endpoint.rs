@@ -7,30 +7,32 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use hookline_core::Code;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::api::endpoint::{self, EndpointSecretRotateIn, Owner, endpoint_of};
 use crate::error::ApiError;
 use crate::extract::{MaybeJson, ValidJson};
+use crate::openapi::Errors;
 use crate::validate::{Validate, Violations};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    const ONE: &str = "/source/{source_id}/endpoint/{endpoint_id}";
     OpenApiRouter::new()
         .nest("/source/{source_id}", endpoint::shared_routes())
-        .route(&format!("{ONE}/secret/rotate"), post(rotate_secret))
-        .route(
-            &format!("{ONE}/transformation"),
-            get(get_transformation).patch(patch_transformation),
-        )
+        .routes(routes!(rotate_secret))
+        .routes(routes!(get_transformation, patch_transformation))
 }
 
 /// Rotates a forwarding endpoint's secret as the sending API does, but answers as the
 /// Ingest API does: 204 without a body.
+#[utoipa::path(post, path = "/source/{source_id}/endpoint/{endpoint_id}/secret/rotate",
+    operation_id = "v1.ingest.endpoint.rotate-secret", tag = "Ingest Endpoint",
+    request_body(content = Option<EndpointSecretRotateIn>, description = "Optional: an empty body generates the new secret"),
+    responses((status = 204, description = "Rotated; the old secret keeps signing for the grace period"), Errors))]
 async fn rotate_secret(
     state: State<AppState>,
     owner: Owner,
@@ -44,14 +46,18 @@ async fn rotate_secret(
 // Transformations: payload transformations are not part of Hookline yet. Reading one says
 // so; enabling one is refused rather than silently ignored.
 
-#[derive(Debug, Serialize)]
+/// Always no code, not enabled, no variables.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct IngestEndpointTransformationOut {
+    #[schema(required = true)]
     pub code: Option<String>,
     pub enabled: bool,
+    #[schema(required = true, value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub variables: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Only what changes nothing is accepted: `enabled: true` or any `code` is refused.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct IngestEndpointTransformationPatch {
     #[serde(default)]
     pub code: Option<String>,
@@ -66,6 +72,9 @@ impl Validate for IngestEndpointTransformationPatch {
     fn validate(&self, _: &mut Violations) {}
 }
 
+#[utoipa::path(get, path = "/source/{source_id}/endpoint/{endpoint_id}/transformation",
+    operation_id = "v1.ingest.endpoint.get-transformation", tag = "Ingest Endpoint",
+    responses((status = 200, description = "The endpoint's transformation: none, as Hookline has none", body = IngestEndpointTransformationOut), Errors))]
 async fn get_transformation(
     State(state): State<AppState>,
     owner: Owner,
@@ -80,6 +89,10 @@ async fn get_transformation(
     }))
 }
 
+#[utoipa::path(patch, path = "/source/{source_id}/endpoint/{endpoint_id}/transformation",
+    operation_id = "v1.ingest.endpoint.set-transformation", tag = "Ingest Endpoint",
+    request_body = IngestEndpointTransformationPatch,
+    responses((status = 204, description = "Nothing to change: no transformation is enabled"), Errors))]
 async fn patch_transformation(
     State(state): State<AppState>,
     owner: Owner,

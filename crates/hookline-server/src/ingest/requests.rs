@@ -12,7 +12,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use hookline_core::Code;
 use hookline_core::id::IngestRequestId;
@@ -20,13 +19,16 @@ use hookline_core::ingest::{IngestRequest, Source};
 use hookline_core::model::TriggerType;
 use hookline_core::page::{Cursor, ListQuery, Order};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::source::{IngestLogOut, source_for};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Timestamp, ValidJson};
+use crate::openapi::Errors;
 use crate::validate::{Validate, Violations};
 
 /// Requests read per page of a range replay, and the most body bytes a page loads.
@@ -37,14 +39,14 @@ const PAGE_BODY_BYTES: usize = 1 << 20;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/source/{source_id}/request/{request_id}", get(fetch))
-        .route(
-            "/source/{source_id}/request/{request_id}/replay",
-            post(replay_one),
-        )
-        .route("/source/{source_id}/replay", post(replay_range))
+        .routes(routes!(fetch))
+        .routes(routes!(replay_one))
+        .routes(routes!(replay_range))
 }
 
+#[utoipa::path(get, path = "/source/{source_id}/request/{request_id}",
+    operation_id = "v1.ingest.request.get", tag = "Ingest Request",
+    responses((status = 200, description = "The request, as the log shows it", body = IngestLogOut), Errors))]
 async fn fetch(
     State(state): State<AppState>,
     caller: Caller,
@@ -58,7 +60,7 @@ async fn fetch(
     Ok(Json(request.into()))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayOut {
     /// The forwarding message queued again.
@@ -67,6 +69,9 @@ pub struct ReplayOut {
     pub deliveries: u64,
 }
 
+#[utoipa::path(post, path = "/source/{source_id}/request/{request_id}/replay",
+    operation_id = "v1.ingest.request.replay", tag = "Ingest Request",
+    responses((status = 202, description = "The forwarding message is queued again to the endpoints it went to", body = ReplayOut), Errors))]
 async fn replay_one(
     State(state): State<AppState>,
     caller: Caller,
@@ -161,7 +166,7 @@ async fn replay(
     Ok(Some(deliveries))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReplayRangeIn {
     pub since: Timestamp,
@@ -183,7 +188,7 @@ impl Validate for ReplayRangeIn {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayRangeOut {
     /// Accepted requests whose forwarding message was queued again.
@@ -194,9 +199,14 @@ pub struct ReplayRangeOut {
     pub skipped: u64,
     /// Whether the range is done; if not, `iterator` is where the next call goes on.
     pub done: bool,
+    #[schema(required = true)]
     pub iterator: Option<String>,
 }
 
+#[utoipa::path(post, path = "/source/{source_id}/replay",
+    operation_id = "v1.ingest.request.replay-range", tag = "Ingest Request",
+    request_body = ReplayRangeIn,
+    responses((status = 202, description = "The accepted requests received from `since` to `until` are queued again, up to 1000 requests a call", body = ReplayRangeOut), Errors))]
 async fn replay_range(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hookline_core::id::{AppId, IngestRequestId, SourceId};
@@ -15,7 +14,10 @@ use hookline_core::ingest::{IngestRequest, Source};
 use hookline_core::page::Order;
 use hookline_core::patch::SourcePatch;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::api::auth::{AppPortalAccessOut, issue_app_token, token_expiry, token_lifetime};
@@ -24,6 +26,7 @@ use crate::auth::{Caller, Role};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{Limit, MaybeJson, Query, ValidJson};
 use crate::idempotency::SecretJson;
+use crate::openapi::Errors;
 use crate::validate::{self, Validate, Violations};
 use hookline_receive::SourceType;
 
@@ -38,14 +41,11 @@ pub const LOG_PAGE_BODY_BYTES: usize = 4 << 20;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/source", get(list).post(create))
-        .route(
-            "/source/{source_id}",
-            get(fetch).put(upsert).patch(patch).delete(delete),
-        )
-        .route("/source/{source_id}/token/rotate", post(rotate_token))
-        .route("/source/{source_id}/dashboard", post(dashboard))
-        .route("/source/{source_id}/log", get(log))
+        .routes(routes!(list, create))
+        .routes(routes!(fetch, upsert, patch, delete))
+        .routes(routes!(rotate_token))
+        .routes(routes!(dashboard))
+        .routes(routes!(log))
 }
 
 /// A new ingest token.
@@ -54,17 +54,32 @@ pub fn new_token() -> String {
 }
 
 /// The body of create (POST) and replace (PUT).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct IngestSourceIn {
+    #[schema(min_length = 2, max_length = 256)]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 60, pattern = "^(?!src_)[a-zA-Z0-9_-]+$")]
     pub uid: Option<String>,
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// The provider, which says how requests are verified.
     #[serde(rename = "type")]
+    #[schema(schema_with = source_types)]
     pub source_type: String,
+    /// The type's secrets (or passwords, or tokens) and Hookline's own options
+    /// (`toleranceSeconds`, `maxBodyBytes`, `dedupeWindowSeconds`, `forwardHeaders`,
+    /// `forwardToApp`). Required by the types that verify requests.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub config: Option<serde_json::Value>,
+}
+
+/// The schema of a source's `type`: one of the supported types' names.
+fn source_types() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(SourceType::supported()))
 }
 
 /// Name 2..=256 characters; uid `^(?!src_)[a-zA-Z0-9_-]+$`, at most 60.
@@ -117,16 +132,19 @@ impl Validate for SourcePatch {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestSourceOut {
     pub id: SourceId,
+    #[schema(required = true)]
     pub uid: Option<String>,
     pub name: String,
+    /// Where the provider posts: `/in/` and the source's token.
     pub ingest_url: String,
     #[serde(rename = "type")]
     pub source_type: String,
     /// The configuration without its secrets.
+    #[schema(value_type = Object)]
     pub config: serde_json::Value,
     pub metadata: BTreeMap<String, String>,
     /// Hookline's own: the application whose messages forward the source's requests, and
@@ -179,7 +197,8 @@ pub async fn source_for(state: &AppState, caller: &Caller, key: &str) -> Result<
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     #[serde(default)]
     limit: Limit,
@@ -187,6 +206,9 @@ struct ListParams {
     order: Option<Order>,
 }
 
+#[utoipa::path(get, path = "/source", operation_id = "v1.ingest.source.list", tag = "Ingest Source",
+    params(ListParams),
+    responses((status = 200, description = "A page of sources, oldest first unless `order` says otherwise", body = ListResponse<IngestSourceOut>), Errors))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -233,6 +255,9 @@ fn new_source(body: IngestSourceIn, now: DateTime<Utc>) -> Source {
     }
 }
 
+#[utoipa::path(post, path = "/source", operation_id = "v1.ingest.source.create", tag = "Ingest Source",
+    request_body = IngestSourceIn,
+    responses((status = 201, description = "Created", body = IngestSourceOut), Errors))]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -245,6 +270,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(source_out(&state, source))))
 }
 
+#[utoipa::path(get, path = "/source/{source_id}", operation_id = "v1.ingest.source.get", tag = "Ingest Source",
+    responses((status = 200, description = "The source", body = IngestSourceOut), Errors))]
 async fn fetch(
     State(state): State<AppState>,
     caller: Caller,
@@ -254,6 +281,13 @@ async fn fetch(
     Ok(Json(source_out(&state, source)))
 }
 
+#[utoipa::path(put, path = "/source/{source_id}", operation_id = "v1.ingest.source.update", tag = "Ingest Source",
+    request_body = IngestSourceIn,
+    responses(
+        (status = 200, description = "Replaced", body = IngestSourceOut),
+        (status = 201, description = "Created (a `source_id` that is not an id becomes its uid when the body gives none)", body = IngestSourceOut),
+        Errors,
+    ))]
 async fn upsert(
     State(state): State<AppState>,
     caller: Caller,
@@ -285,6 +319,9 @@ async fn upsert(
     Ok((StatusCode::OK, Json(source_out(&state, source))))
 }
 
+#[utoipa::path(patch, path = "/source/{source_id}", operation_id = "v1.ingest.source.patch", tag = "Ingest Source",
+    request_body = SourcePatch,
+    responses((status = 200, description = "Changed", body = IngestSourceOut), Errors))]
 async fn patch(
     State(state): State<AppState>,
     caller: Caller,
@@ -298,6 +335,8 @@ async fn patch(
     Ok(Json(source_out(&state, source)))
 }
 
+#[utoipa::path(delete, path = "/source/{source_id}", operation_id = "v1.ingest.source.delete", tag = "Ingest Source",
+    responses((status = 204, description = "Deleted, with its request log and its forwarding application (endpoints, messages)"), Errors))]
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -309,7 +348,7 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotateTokenOut {
     pub ingest_url: String,
@@ -317,6 +356,8 @@ pub struct RotateTokenOut {
 
 /// Gives the source a new ingest token. The old one keeps working for
 /// [`Source::TOKEN_GRACE`].
+#[utoipa::path(post, path = "/source/{source_id}/token/rotate", operation_id = "v1.ingest.source.rotate-token", tag = "Ingest Source",
+    responses((status = 200, description = "The source's new ingest URL; the old one keeps working for a grace period", body = RotateTokenOut), Errors))]
 async fn rotate_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -331,13 +372,16 @@ async fn rotate_token(
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DashboardIn {
     /// Seconds the token is valid for: 1 hour to 7 days, 7 days when absent or `null`
     /// (the Ingest contract's range and default).
     #[serde(default)]
+    #[schema(minimum = 3600, maximum = 604_800)]
     pub expiry: Option<u64>,
+    /// Accepted for the Ingest contract, but not enforced: the token may always manage
+    /// the source's endpoints.
     #[serde(default)]
     pub read_only: Option<bool>,
 }
@@ -350,6 +394,9 @@ impl Validate for DashboardIn {
 
 /// A token scoped to the source (an app token of its hidden application): it reads the
 /// source and its log, and manages its endpoints, until its expiry.
+#[utoipa::path(post, path = "/source/{source_id}/dashboard", operation_id = "v1.ingest.source.dashboard", tag = "Ingest Source",
+    request_body(content = Option<DashboardIn>, description = "Optional: an empty body takes the defaults"),
+    responses((status = 200, description = "A token scoped to the source, and a console link that carries it", body = AppPortalAccessOut), Errors))]
 async fn dashboard(
     State(state): State<AppState>,
     caller: Caller,
@@ -373,7 +420,7 @@ async fn dashboard(
 // The request log.
 
 /// One logged request: the fields of the Svix Ingest log, then Hookline's own.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct IngestLogOut {
     pub id: IngestRequestId,
     pub source_id: SourceId,
@@ -388,6 +435,8 @@ pub struct IngestLogOut {
     pub updated_at: DateTime<Utc>,
     #[serde(rename = "payloadBase64")]
     pub payload_base64: String,
+    /// `accepted` (forwarded), `duplicate` (already accepted inside the dedupe window:
+    /// not forwarded) or `rejected` (refused: never forwarded).
     pub verdict: &'static str,
     #[serde(rename = "reasonCode")]
     pub reason_code: String,
@@ -395,8 +444,11 @@ pub struct IngestLogOut {
     pub path: String,
     pub query: String,
     #[serde(rename = "eventType")]
+    #[schema(required = true)]
     pub event_type: Option<String>,
+    /// The forwarding message of an accepted request.
     #[serde(rename = "msgId")]
+    #[schema(required = true)]
     pub msg_id: Option<String>,
     /// How many bytes the body had as received.
     #[serde(rename = "bodySize")]
@@ -450,6 +502,9 @@ impl From<IngestRequest> for IngestLogOut {
     }
 }
 
+#[utoipa::path(get, path = "/source/{source_id}/log", operation_id = "v1.ingest.request.list", tag = "Ingest Request",
+    params(ListParams),
+    responses((status = 200, description = "A page of the source's received requests, newest first unless `order` says otherwise. A page ends early (not `done`) once its bodies reach 4 MiB", body = ListResponse<IngestLogOut>), Errors))]
 async fn log(
     State(state): State<AppState>,
     caller: Caller,

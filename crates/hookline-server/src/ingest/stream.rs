@@ -19,7 +19,6 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
@@ -28,13 +27,19 @@ use hookline_core::id::SourceId;
 use hookline_core::ingest::IngestRequest;
 use hookline_core::page::{ListQuery, Order};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::source::source_for;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Query;
+use crate::openapi::Errors;
 use crate::sse;
 
 /// Bytes of bodies one read of a stream holds at most (one request at least).
@@ -44,11 +49,11 @@ pub const STREAM_BODY_BYTES: usize = 1 << 20;
 const POLL: Duration = Duration::from_millis(500);
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().route("/source/{source_id}/stream", get(stream))
+    OpenApiRouter::new().routes(routes!(stream))
 }
 
 /// One streamed request, with the exact bytes of its body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamedRequest {
     pub id: String,
@@ -62,14 +67,18 @@ pub struct StreamedRequest {
     /// How many bytes the body had as received: more than `body` holds when the log
     /// keeps only its start (a refused request's).
     #[serde(default)]
+    #[schema(required = true)]
     pub body_size: i64,
     /// Refused requests answered but not logged (over the cap) just before this one.
     #[serde(default)]
+    #[schema(required = true)]
     pub dropped_before: i64,
+    /// `accepted`, `duplicate` or `rejected`.
     pub verdict: String,
     pub status_code: i16,
     pub reason_code: String,
     pub reason: String,
+    #[schema(required = true)]
     pub event_type: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -96,8 +105,49 @@ impl From<IngestRequest> for StreamedRequest {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// One event of the stream as a client parses it: `event: request`, the request's `seq`
+/// as its id, and the request as JSON in its data. The schema of the `text/event-stream`
+/// answer (one event's, as OpenAPI 3.1 tools read it).
+struct StreamedRequestEvent;
+
+impl PartialSchema for StreamedRequestEvent {
+    fn schema() -> RefOr<Schema> {
+        let request = serde_json::to_value(StreamedRequest::schema()).expect("a schema serializes");
+        let data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("The request, as JSON"))
+            .content_media_type("application/json")
+            // JSON Schema's `contentSchema`, which utoipa has no field for.
+            .extensions(Some(Extensions::from_iter([("contentSchema", request)])));
+        ObjectBuilder::new()
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["request"])),
+            )
+            .required("event")
+            .property(
+                "id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("The request's `seq`: what `after` resumes after")),
+            )
+            .required("id")
+            .property("data", data)
+            .required("data")
+            .into()
+    }
+}
+
+impl ToSchema for StreamedRequestEvent {}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StreamParams {
+    /// Resume after this `seq` (the id of the last event seen); wins over
+    /// `Last-Event-ID`. Without either, the stream starts with the requests that arrive
+    /// from now on.
     after: Option<i64>,
 }
 
@@ -113,6 +163,17 @@ async fn latest_seq(state: &AppState, source: &SourceId) -> Result<i64, ApiError
     Ok(page.data.first().map_or(0, |request| request.seq))
 }
 
+#[utoipa::path(get, path = "/source/{source_id}/stream", operation_id = "v1.ingest.request.stream", tag = "Ingest Request",
+    params(
+        StreamParams,
+        ("Last-Event-ID" = Option<String>, Header, nullable = false,
+            description = "Resume after this `seq`, as `after` does (ignored unless an integer)"),
+    ),
+    responses(
+        (status = 200, description = "The source's requests as they are received, one `request` event each, in `seq` order; a comment every 15 s keeps the connection open",
+            content_type = "text/event-stream", body = StreamedRequestEvent),
+        Errors,
+    ))]
 async fn stream(
     State(state): State<AppState>,
     caller: Caller,

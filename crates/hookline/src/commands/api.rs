@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use reqwest::Method;
 use serde_json::Value;
 
+use super::profile::{Server, Target};
+
 /// The server refused the request.
 pub const REFUSED: u8 = 1;
 /// The server could not be reached, or failed (5xx).
@@ -20,23 +22,8 @@ pub const UNREACHABLE: u8 = 3;
 /// The server, the token, and how to print.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
-    /// The Hookline server.
-    #[arg(
-        long,
-        global = true,
-        env = "HOOKLINE_SERVER",
-        default_value = "http://127.0.0.1:8071"
-    )]
-    pub server: String,
-    /// An admin token (or, to read, a token of the application concerned).
-    #[arg(
-        long,
-        global = true,
-        env = "HOOKLINE_TOKEN",
-        hide_env_values = true,
-        default_value = ""
-    )]
-    pub token: String,
+    #[command(flatten)]
+    pub target: Target,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -52,15 +39,14 @@ impl Connection {
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<(), u8>>,
     {
-        if self.token.is_empty() {
-            bail!("a token is needed: --token or HOOKLINE_TOKEN");
-        }
+        let server = self.target.resolve()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the runtime")?;
         let client = Client {
-            connection: self.clone(),
+            server,
+            json: self.json,
             http: reqwest::Client::new(),
         };
         Ok(match runtime.block_on(work(client)) {
@@ -73,7 +59,8 @@ impl Connection {
 /// Calls one server.
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub connection: Connection,
+    server: Server,
+    json: bool,
     http: reqwest::Client,
 }
 
@@ -93,11 +80,11 @@ impl Client {
         body: Option<Value>,
         idempotency_key: Option<&str>,
     ) -> Outcome {
-        let server = self.connection.server.trim_end_matches('/');
+        let server = &self.server.url;
         let mut request = self
             .http
             .request(method, format!("{server}{path}"))
-            .bearer_auth(&self.connection.token);
+            .bearer_auth(&self.server.token);
         if let Some(key) = idempotency_key {
             request = request.header("idempotency-key", key);
         }
@@ -135,7 +122,7 @@ impl Client {
 
     /// Prints `value` as the API's JSON, or as `human` prints it.
     pub fn show(&self, value: &Value, human: impl FnOnce(&Value)) {
-        if self.connection.json {
+        if self.json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(value).expect("JSON serializes")

@@ -18,18 +18,35 @@ use hookline_server::ingest::stream::StreamedRequest;
 use hookline_signature::{Keyset, Scheme};
 use reqwest::StatusCode;
 
-/// Where the server is and how to authenticate.
+use super::profile::Target;
+
+/// Where the server is, how to authenticate, and where to start.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// The Hookline server.
-    #[arg(long, env = "HOOKLINE_SERVER", default_value = "http://127.0.0.1:8071")]
-    server: String,
-    /// An admin token, or the source's dashboard token.
-    #[arg(long, env = "HOOKLINE_TOKEN", hide_env_values = true)]
-    token: String,
+    #[command(flatten)]
+    target: Target,
     /// Start after this request (its `seq`) or message (its id) instead of with new ones.
     #[arg(long)]
     after: Option<String>,
+}
+
+/// [`ServerArgs`] with the server and token found.
+#[derive(Debug)]
+struct Remote {
+    server: String,
+    token: String,
+    after: Option<String>,
+}
+
+impl ServerArgs {
+    fn resolve(&self) -> anyhow::Result<Remote> {
+        let server = self.target.resolve()?;
+        Ok(Remote {
+            server: server.url,
+            token: server.token,
+            after: self.after.clone(),
+        })
+    }
 }
 
 /// Forward a source's requests, byte for byte, to a local URL as they arrive.
@@ -104,6 +121,7 @@ pub fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
         .timeout(Duration::from_secs(args.timeout))
         .build()
         .context("cannot build the HTTP client")?;
+    let remote = args.server.resolve()?;
     let runtime = runtime()?;
     if let Some(app) = &args.app {
         let secret = match &args.secret {
@@ -116,14 +134,14 @@ pub fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
         };
         let keys = Keyset::new(Scheme::Standard, [&secret]).context("unusable --secret")?;
         let path = format!("/api/v1/app/{app}/msg/stream");
-        return runtime.block_on(follow(&path, "message", &args.server, |message| {
+        return runtime.block_on(follow(&path, "message", &remote, |message| {
             let (local, target, keys) = (local.clone(), target.clone(), keys.clone());
             async move { forward_message(&local, &target, &keys, message).await }
         }));
     }
     let source = args.source.as_deref().unwrap_or_default();
     let path = format!("/ingest/api/v1/source/{source}/stream");
-    runtime.block_on(follow(&path, "request", &args.server, |request| {
+    runtime.block_on(follow(&path, "request", &remote, |request| {
         let local = local.clone();
         let target = target.clone();
         async move { forward(&local, &target, request).await }
@@ -133,15 +151,16 @@ pub fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
 pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     let json = args.json;
     let colour = Colour::for_stdout(json);
+    let remote = args.server.resolve()?;
     if let Some(app) = &args.app {
-        return runtime()?.block_on(tail_attempts(app, &args.server, json, colour));
+        return runtime()?.block_on(tail_attempts(app, &remote, json, colour));
     }
     let source = args.source.as_deref().unwrap_or_default();
     let path = format!("/ingest/api/v1/source/{source}/stream");
     runtime()?.block_on(follow(
         &path,
         "request",
-        &args.server,
+        &remote,
         |request: StreamedRequest| async move {
             if json {
                 println!("{}", serde_json::to_string(&request).unwrap_or_default());
@@ -198,7 +217,7 @@ const ATTEMPT_POLL: Duration = Duration::from_secs(1);
 /// the attempts already made are printed first).
 async fn tail_attempts(
     app: &str,
-    server: &ServerArgs,
+    server: &Remote,
     json: bool,
     colour: Colour,
 ) -> anyhow::Result<ExitCode> {
@@ -427,7 +446,7 @@ const REMEMBERED: usize = 10_000;
 async fn follow<T, F, Fut>(
     path: &str,
     kind: &str,
-    server: &ServerArgs,
+    server: &Remote,
     mut each: F,
 ) -> anyhow::Result<ExitCode>
 where

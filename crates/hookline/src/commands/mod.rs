@@ -3,6 +3,7 @@
 pub mod api;
 pub mod job;
 pub mod listen;
+pub mod profile;
 pub mod rekey;
 pub mod resource;
 pub mod send;

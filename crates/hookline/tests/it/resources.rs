@@ -10,10 +10,23 @@ use crate::server::{Receiver, TOKEN, TempDir};
 
 /// Runs `hookline ARGS` against `url`; answers (exit code, stdout, stderr).
 fn hookline(url: &str, args: &[&str]) -> (i32, String, String) {
+    run(
+        args,
+        &[("HOOKLINE_SERVER", url), ("HOOKLINE_TOKEN", TOKEN)],
+        "/nonexistent/cli.toml",
+    )
+}
+
+/// Runs `hookline ARGS` with `env` and the profiles file `profiles`, nothing else of this
+/// process's `HOOKLINE_*` variables.
+fn run(args: &[&str], env: &[(&str, &str)], profiles: &str) -> (i32, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
         .args(args)
-        .env("HOOKLINE_SERVER", url)
-        .env("HOOKLINE_TOKEN", TOKEN)
+        .env_remove("HOOKLINE_SERVER")
+        .env_remove("HOOKLINE_TOKEN")
+        .env_remove("HOOKLINE_PROFILE")
+        .env("HOOKLINE_CLI_CONFIG", profiles)
+        .envs(env.iter().copied())
         .output()
         .expect("run hookline");
     (
@@ -260,4 +273,91 @@ async fn the_resource_commands_drive_the_api() {
             assert_eq!(code, 1, "deleted");
         });
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_name_the_server_and_token() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("profile-cli");
+    let server = crate::server::Server::start(&dir.0, &[]).await;
+    let file = dir.0.join("config").join("cli.toml");
+    let file = file.to_str().unwrap();
+    tokio::task::block_in_place(|| {
+        let (code, _, err) = run(&["app", "list"], &[], file);
+        assert_eq!(code, 2, "no token anywhere: {err}");
+        assert!(err.contains("a token is needed"), "{err}");
+
+        let (code, _, err) = run(
+            &[
+                "profile",
+                "set",
+                "local",
+                "--server",
+                &server.url,
+                "--token",
+                TOKEN,
+            ],
+            &[],
+            file,
+        );
+        assert_eq!(code, 0, "{err}");
+        let mode = std::fs::metadata(file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the file holds tokens");
+        let (code, _, err) = run(
+            &[
+                "profile",
+                "set",
+                "elsewhere",
+                "--server",
+                "http://127.0.0.1:9",
+            ],
+            &[],
+            file,
+        );
+        assert_eq!(code, 0, "{err}");
+
+        // The first profile became the default; the list hides tokens.
+        let (code, out, _) = run(&["profile", "list"], &[], file);
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("* local") && out.contains("token set"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  elsewhere") && out.contains("no token"),
+            "{out}"
+        );
+        assert!(!out.contains(TOKEN), "{out}");
+
+        // The default profile, a named one, and flags over profiles.
+        let created = run(
+            &["app", "create", "--name", "Acme", "--uid", "acme"],
+            &[],
+            file,
+        );
+        assert_eq!(created.0, 0, "{}", created.2);
+        let (code, out, _) = run(&["app", "get", "acme", "--json"], &[], file);
+        assert_eq!(code, 0);
+        let app: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(app["uid"], "acme", "{out}");
+        let (code, _, err) = run(&["app", "list", "--profile", "elsewhere"], &[], file);
+        assert_eq!(code, 2, "the profile has no token: {err}");
+        let (code, _, err) = run(
+            &["app", "list", "--profile", "elsewhere", "--token", TOKEN],
+            &[],
+            file,
+        );
+        assert_eq!(code, 3, "its server does not answer: {err}");
+        let (code, _, err) = run(&["app", "list", "--token", "wrong-token"], &[], file);
+        assert_eq!(code, 1, "--token wins over the profile's: {err}");
+        assert!(err.contains("401"), "{err}");
+        let (code, _, err) = run(&["app", "list"], &[("HOOKLINE_PROFILE", "nobody")], file);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("no profile `nobody`"), "{err}");
+
+        let (code, _, _) = run(&["profile", "remove", "local"], &[], file);
+        assert_eq!(code, 0);
+        let (code, _, err) = run(&["app", "list"], &[], file);
+        assert_eq!(code, 2, "no default any more: {err}");
+    });
 }

@@ -237,7 +237,8 @@ async fn every_accepted_message_survives_a_sigkill() {
 }
 
 /// `serve --no-migrate` refuses a database that `hookline migrate` has not brought up to
-/// date, and starts once it has; `--role worker` runs the delivery engine alone.
+/// date, and starts once it has; `--role worker` runs the delivery engine alone, serving
+/// only `/healthz` and `/metrics`.
 #[tokio::test]
 async fn no_migrate_waits_for_hookline_migrate_and_role_flag_picks_the_work() {
     let dir = TempDir::new("no-migrate");
@@ -276,6 +277,23 @@ async fn no_migrate_waits_for_hookline_migrate_and_role_flag_picks_the_work() {
         &dir.0.join("worker.log"),
     )
     .await;
+    // It serves probes and its metrics, nothing of the API.
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        client
+            .get(format!("{}{path}", worker.url))
+            .bearer_auth(crate::server::TOKEN)
+            .send()
+    };
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    let metrics = get("/metrics").await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("hookline_deliveries{"), "{text}");
+    let api = get("/api/v1/app").await.unwrap();
+    assert_eq!(api.status(), 404);
+    let anonymous = client.get(format!("{}/metrics", worker.url)).send().await;
+    assert_eq!(anonymous.unwrap().status(), 401);
     drop(worker);
 
     let bad_role = hookline(&["serve", "--role", "chef"]).output().unwrap();
@@ -606,5 +624,44 @@ async fn metrics_count_deliveries_inbound_requests_and_jobs() {
             );
         }
         assert!(after.ends_with("# EOF\n"));
+    }
+}
+
+/// `GET /api/v1/openapi.json` answers without a token: an OpenAPI 3.1 document of the
+/// sending, Ingest and job APIs whose operations are the routes the server answers.
+#[tokio::test]
+async fn the_api_document_describes_the_routes_served() {
+    let dir = TempDir::new("openapi");
+    let server = Server::start(&dir.0, &[]).await;
+    let response = reqwest::get(format!("{}/api/v1/openapi.json", server.url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let document: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/v1/app/{app_id}/msg", "post"),
+        ("/api/v1/app/{app_id}/endpoint/{endpoint_id}", "patch"),
+        ("/ingest/api/v1/source/{source_id}/endpoint", "get"),
+        ("/ingest/api/v1/source/{source_id}/replay", "post"),
+        ("/api/v1/job/{job_id}/cancel", "post"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path}");
+    }
+    // Every documented GET without path parameters is a route: none answers 404 or 405.
+    let client = reqwest::Client::new();
+    for (path, item) in paths {
+        if item.get("get").is_none() || path.contains('{') {
+            continue;
+        }
+        let status = client
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(crate::server::TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "GET {path}: {status}");
     }
 }
