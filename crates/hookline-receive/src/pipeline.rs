@@ -190,7 +190,7 @@ pub fn receive(
     let forward_to_app = options
         .forward_to_app
         .clone()
-        .filter(|_| payload.trim_start().starts_with('{'));
+        .filter(|_| is_json_object(payload));
     Verdict::Accepted(Accepted {
         dedupe_key: checked.dedupe_key,
         dedupe_window: options.dedupe_window,
@@ -202,6 +202,14 @@ pub fn receive(
         headers,
         forward_to_app,
     })
+}
+
+/// Whether `text` is one JSON object: what a message's payload must be. A body that only
+/// starts like one (`{oops`) stays out of the application, whose messages are read back
+/// as JSON.
+fn is_json_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+        && serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok()
 }
 
 /// A request as received, owned, for the log.
@@ -588,6 +596,18 @@ mod tests {
         };
         assert_eq!(accepted.forward_to_app, None, "not an object");
         assert_eq!(accepted.event_type, DEFAULT_EVENT_TYPE);
+        for body in [&b"{oops"[..], b"{\"a\": 1} trailing", b"{\"a\": 1}"] {
+            let received = Received {
+                body: body.to_vec(),
+                ..received.clone()
+            };
+            let Verdict::Accepted(accepted) = receive(&parsed, &received.incoming(), None, NOW)
+            else {
+                panic!("a generic webhook accepts anything");
+            };
+            let object = body == b"{\"a\": 1}";
+            assert_eq!(accepted.forward_to_app.is_some(), object, "{body:?}");
+        }
         assert!(accepted.dedupe_key.starts_with("sha256:"));
         let record = Verdict::Accepted(accepted).record(
             &Source {
