@@ -5,14 +5,20 @@
 //! the receiver), then starts `hookline serve` on a fresh SQLite file, creates an app and
 //! an endpoint through the API, sends N messages at concurrency C and reports: messages
 //! accepted per second, p50/p99 create latency, deliveries per second end to end, p50/p99
-//! create-to-delivery latency and the server's peak RSS. Optional phases measure fan-out
-//! to 100 endpoints (with the server's CPU time per delivery), the receiving side (signed
-//! OpenAI `realtime.call.incoming` webhooks posted to a source, accepted and forwarded to
-//! its endpoint) and memory while a large backlog drains.
+//! create-to-delivery latency, the server's peak RSS, the CPU the messages cost (the
+//! servers', and the whole machine's from `/proc/stat`: deliveries per machine CPU-second,
+//! the figure that still means something when several nodes share the cores) and the bytes
+//! they cost on disk. Optional phases measure fan-out to 100 endpoints (with the same CPU
+//! figures per delivery), the receiving side (signed OpenAI `realtime.call.incoming`
+//! webhooks of `--payload-bytes` posted to a source, accepted and forwarded to its
+//! endpoint) and memory while a large backlog drains.
+//!
+//! Every figure goes through a [`Report`]: printed as a table, and with `--json PATH` written
+//! with the run's settings and commit so that runs can be compared.
 //!
 //! ```sh
 //! cargo build --release -p hookline -p hookline-bench
-//! target/release/hookline-bench --messages 20000 --concurrency 32
+//! target/release/hookline-bench --messages 20000 --concurrency 32 --json /tmp/bench.json
 //! ```
 
 use std::path::PathBuf;
@@ -71,6 +77,9 @@ struct Args {
     /// Seconds to wait for every delivery before giving up.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Also write the run (its settings, the commit and every figure) as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 /// What the receiver saw: arrivals by sequence number.
@@ -162,8 +171,158 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// What a figure counts; its name in the JSON and its column in the table.
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    PerSecond,
+    PerCpuSecond,
+    Millis,
+    Micros,
+    Seconds,
+    CpuSeconds,
+    MiB,
+    Bytes,
+    Count,
+    Percent,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::PerSecond => "1/s",
+            Self::PerCpuSecond => "1/cpu-s",
+            Self::Millis => "ms",
+            Self::Micros => "us",
+            Self::Seconds => "s",
+            Self::CpuSeconds => "cpu-s",
+            Self::MiB => "MiB",
+            Self::Bytes => "B",
+            Self::Count => "count",
+            Self::Percent => "%",
+        }
+    }
+
+    /// The value column, 14 characters wide.
+    fn format(self, value: f64) -> String {
+        match self {
+            Self::PerSecond => format!("{value:>12.0}/s"),
+            Self::PerCpuSecond => format!("{value:>8.0}/CPU-s"),
+            Self::Millis => format!("{:>14}", format!("{value:.2} ms")),
+            Self::Micros => format!("{value:>11.1} us"),
+            Self::Seconds => format!("{value:>12.1} s"),
+            Self::CpuSeconds => format!("{value:>8.2} CPU-s"),
+            Self::MiB => format!("{value:>10.1} MiB"),
+            Self::Bytes => format!("{value:>12.0} B"),
+            Self::Count => format!("{value:>14.0}"),
+            Self::Percent => format!("{value:>12.1} %"),
+        }
+    }
+}
+
+/// One figure of the run.
+#[derive(Debug)]
+struct Figure {
+    phase: &'static str,
+    name: String,
+    value: f64,
+    unit: Unit,
+    ratio_to_ceiling: Option<f64>,
+}
+
+/// Every figure of the run: printed as a table row when it is added, kept for `--json`.
+#[derive(Debug, Default)]
+struct Report {
+    figures: Vec<Figure>,
+    header_printed: bool,
+}
+
+impl Report {
+    fn add(
+        &mut self,
+        phase: &'static str,
+        name: impl Into<String>,
+        value: f64,
+        unit: Unit,
+        ratio_to_ceiling: Option<f64>,
+    ) {
+        let name = name.into();
+        if !self.header_printed {
+            println!();
+            println!("{:<44} {:>14} {:>10}", "figure", "value", "/ceiling");
+            self.header_printed = true;
+        }
+        let ratio = ratio_to_ceiling.map_or(String::new(), |ratio| format!("{ratio:.3}"));
+        let line = format!("{name:<44} {} {ratio:>10}", unit.format(value));
+        println!("{}", line.trim_end());
+        self.figures.push(Figure {
+            phase,
+            name,
+            value,
+            unit,
+            ratio_to_ceiling,
+        });
+    }
+
+    /// The whole run: the settings that matter, the commit, every figure, and the error
+    /// that ended it early, if one did.
+    fn to_json(&self, args: &Args, error: Option<&anyhow::Error>) -> Value {
+        let figures: Vec<Value> = self
+            .figures
+            .iter()
+            .map(|figure| {
+                json!({
+                    "phase": figure.phase,
+                    "name": figure.name,
+                    "value": figure.value,
+                    "unit": figure.unit.as_str(),
+                    "ratio_to_ceiling": figure.ratio_to_ceiling,
+                })
+            })
+            .collect();
+        let git = |git_args: &[&str]| {
+            Command::new("git")
+                .args(git_args)
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .filter(|output| output.status.success())
+                .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        };
+        let commit = git(&["rev-parse", "HEAD"]);
+        let dirty = commit
+            .as_ref()
+            .and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]))
+            .map(|changes| !changes.is_empty());
+        let unix_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        json!({
+            "tool": "hookline-bench",
+            "unix_time": unix_time,
+            "git_commit": commit,
+            "git_dirty": dirty,
+            "args": {
+                "backend": if args.postgres_url.is_some() { "postgresql" } else { "sqlite" },
+                "nodes": args.nodes,
+                "messages": args.messages,
+                "concurrency": args.concurrency,
+                "payload_bytes": args.payload_bytes,
+                "fanout_messages": args.fanout_messages,
+                "ingest": args.ingest,
+                "backlog": args.backlog,
+                "jobs": args.jobs,
+                "jobs_window": args.jobs_window,
+                "server_bin": args.server_bin.display().to_string(),
+            },
+            "machine": { "cores": machine_cores() },
+            "figures": figures,
+            "error": error.map(|error| format!("{error:#}")),
+        })
+    }
 }
 
 /// Sends `count` requests made by `make` at `concurrency`; returns each one's latency and
@@ -307,6 +466,22 @@ fn sqlite_url(path: &std::path::Path) -> String {
     format!("sqlite://{}", path.display())
 }
 
+/// The single value a query answers, as text.
+fn psql_value(url: &str, sql: &str) -> anyhow::Result<String> {
+    let output = Command::new("psql")
+        .args([url, "-X", "-q", "-A", "-t", "-c", sql])
+        .stderr(Stdio::piped())
+        .output()
+        .context("cannot run psql")?;
+    if !output.status.success() {
+        bail!(
+            "psql failed: {sql}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
 fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
     let status = Command::new("psql")
         .args([url, "-q", "-c", sql])
@@ -336,18 +511,294 @@ fn memory(pid: u32) -> (f64, f64) {
 }
 
 /// CPU seconds (user and system) that process `pid` has used so far; 0 if unreadable.
-/// Fields 14 and 15 of `/proc/PID/stat`, counted after the command name, which may hold
-/// spaces; in clock ticks, which Linux fixes at 100 a second for user space.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&stat, false)
+}
+
+/// The CPU seconds in a `/proc/PID/stat` line: fields 14 and 15 (user and system), and with
+/// `children` 16 and 17 too (the children it waited for), counted after the command name,
+/// which may hold spaces; in clock ticks, which Linux fixes at 100 a second for user space.
+fn stat_cpu_seconds(stat: &str, children: bool) -> f64 {
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let ticks: f64 = after_name
         .split_whitespace()
         .skip(11) // state is field 3; utime is field 14
-        .take(2)
+        .take(if children { 4 } else { 2 })
         .filter_map(|field| field.parse::<f64>().ok())
         .sum();
     ticks / 100.0
+}
+
+/// CPU seconds the whole machine has spent busy since boot, every process and the kernel
+/// (the `cpu` line of `/proc/stat`: user, nice, system, irq, softirq and steal; idle and
+/// iowait are not busy); 0 if unreadable.
+fn machine_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    let tick = |i: usize| ticks.get(i).copied().unwrap_or(0.0);
+    (tick(0) + tick(1) + tick(2) + tick(5) + tick(6) + tick(7)) / 100.0
+}
+
+/// The CPUs `/proc/stat` counts (its `cpuN` lines).
+fn machine_cores() -> usize {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.starts_with("cpu") && line.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count()
+        .max(1)
+}
+
+/// CPU seconds of every `postgres` process on this machine, with the children they waited
+/// for (so backends that ended in between still count, in the postmaster's).
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(postgres)"))
+        .map(|stat| stat_cpu_seconds(&stat, true))
+        .sum()
+}
+
+/// CPU used so far, by whom, at one moment.
+#[derive(Debug, Clone, Copy)]
+struct CpuMark {
+    at: Instant,
+    machine: f64,
+    servers: f64,
+    bench: f64,
+    postgres: f64,
+}
+
+impl CpuMark {
+    fn now(pids: &[u32]) -> Self {
+        Self {
+            at: Instant::now(),
+            machine: machine_cpu_seconds(),
+            servers: pids.iter().map(|&pid| cpu_seconds(pid)).sum(),
+            bench: stat_cpu_seconds(
+                &std::fs::read_to_string("/proc/self/stat").unwrap_or_default(),
+                false,
+            ),
+            postgres: postgres_cpu_seconds(),
+        }
+    }
+}
+
+/// The CPU figures of a phase that delivered `count` (messages or deliveries) between
+/// `before` and `after`: the servers' CPU per item (summed over nodes), PostgreSQL's, the
+/// bench's own (load generator and receiver) and everything else's, the machine's CPU
+/// seconds and how busy its cores were, and items per machine CPU-second, next to the
+/// ceiling's (direct posts per machine CPU-second).
+#[allow(clippy::too_many_arguments)]
+fn report_cpu(
+    report: &mut Report,
+    phase: &'static str,
+    prefix: &str,
+    item: &str,
+    count: usize,
+    (before, after): (CpuMark, CpuMark),
+    postgres: bool,
+    ceiling_per_cpu: f64,
+) {
+    let count = count.max(1) as f64;
+    let machine = after.machine - before.machine;
+    let servers = after.servers - before.servers;
+    let bench = after.bench - before.bench;
+    let pg = if postgres {
+        after.postgres - before.postgres
+    } else {
+        0.0
+    };
+    let other = (machine - servers - bench - pg).max(0.0);
+    let per = |cpu: f64| cpu * 1e6 / count;
+    report.add(
+        phase,
+        format!("{prefix}server CPU per {item} (all nodes)"),
+        per(servers),
+        Unit::Micros,
+        None,
+    );
+    if postgres {
+        report.add(
+            phase,
+            format!("{prefix}PostgreSQL CPU per {item}"),
+            per(pg),
+            Unit::Micros,
+            None,
+        );
+    }
+    report.add(
+        phase,
+        format!("{prefix}bench CPU per {item} (load + receiver)"),
+        per(bench),
+        Unit::Micros,
+        None,
+    );
+    report.add(
+        phase,
+        format!("{prefix}other processes' CPU per {item}"),
+        per(other),
+        Unit::Micros,
+        None,
+    );
+    report.add(
+        phase,
+        format!("{prefix}machine CPU-seconds (/proc/stat)"),
+        machine,
+        Unit::CpuSeconds,
+        None,
+    );
+    let wall = after.at.duration_since(before.at).as_secs_f64();
+    report.add(
+        phase,
+        format!("{prefix}machine CPU busy ({} cores)", machine_cores()),
+        100.0 * machine / (wall * machine_cores() as f64),
+        Unit::Percent,
+        None,
+    );
+    let per_cpu = count / machine.max(0.01);
+    report.add(
+        phase,
+        format!("{prefix}{item}s per machine CPU-second"),
+        per_cpu,
+        Unit::PerCpuSecond,
+        Some(per_cpu / ceiling_per_cpu),
+    );
+}
+
+/// Where the messages are stored, to measure what they cost on disk.
+#[derive(Debug)]
+enum Storage {
+    /// The SQLite file (its `-wal` file is next to it).
+    Sqlite(PathBuf),
+    /// The PostgreSQL server and the bench's schema in it.
+    Postgres { url: String, schema: String },
+}
+
+/// Bytes on disk at one moment: the data (SQLite's file, or the total size of the bench
+/// schema's tables with their indexes and TOAST) and the WAL (SQLite's `-wal` file's size,
+/// or PostgreSQL's current WAL position, whose difference is the WAL written).
+#[derive(Debug, Clone)]
+struct DiskMark {
+    data: u64,
+    wal: u64,
+    lsn: Option<String>,
+}
+
+impl Storage {
+    fn mark(&self) -> anyhow::Result<DiskMark> {
+        match self {
+            Self::Sqlite(path) => {
+                let size = |path: PathBuf| std::fs::metadata(path).map_or(0, |meta| meta.len());
+                let mut wal = path.clone().into_os_string();
+                wal.push("-wal");
+                Ok(DiskMark {
+                    data: size(path.clone()),
+                    wal: size(wal.into()),
+                    lsn: None,
+                })
+            }
+            Self::Postgres { url, schema } => {
+                let data = psql_value(
+                    url,
+                    &format!(
+                        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c \
+                         JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = '{schema}' AND c.relkind IN ('r', 'm')"
+                    ),
+                )?
+                .parse()
+                .context("pg_total_relation_size")?;
+                Ok(DiskMark {
+                    data,
+                    wal: 0,
+                    lsn: Some(psql_value(url, "SELECT pg_current_wal_lsn()")?),
+                })
+            }
+        }
+    }
+
+    /// The bytes per message between `before` and now, next to the payload's size.
+    fn report(
+        &self,
+        report: &mut Report,
+        before: &DiskMark,
+        messages: usize,
+        payload_size: usize,
+    ) -> anyhow::Result<()> {
+        let after = self.mark()?;
+        let per = |bytes: f64| bytes / messages.max(1) as f64;
+        let growth = |after: u64, before: u64| after as f64 - before as f64;
+        report.add(
+            "main",
+            "payload per message (JSON, as created)",
+            payload_size as f64,
+            Unit::Bytes,
+            None,
+        );
+        match self {
+            Self::Sqlite(_) => {
+                let (data, wal) = (growth(after.data, before.data), growth(after.wal, before.wal));
+                report.add(
+                    "main",
+                    "on disk per message: SQLite file + -wal",
+                    per(data + wal),
+                    Unit::Bytes,
+                    None,
+                );
+                report.add(
+                    "main",
+                    "  of which the database file's growth",
+                    per(data),
+                    Unit::Bytes,
+                    None,
+                );
+                report.add(
+                    "main",
+                    "  of which the -wal file's growth",
+                    per(wal),
+                    Unit::Bytes,
+                    None,
+                );
+            }
+            Self::Postgres { url, .. } => {
+                report.add(
+                    "main",
+                    "on disk per message: tables + indexes",
+                    per(growth(after.data, before.data)),
+                    Unit::Bytes,
+                    None,
+                );
+                let (Some(from), Some(to)) = (&before.lsn, &after.lsn) else {
+                    bail!("no WAL position");
+                };
+                let wal: f64 = psql_value(url, &format!("SELECT pg_wal_lsn_diff('{to}', '{from}')"))?
+                    .parse()
+                    .context("pg_wal_lsn_diff")?;
+                report.add(
+                    "main",
+                    "WAL written per message (whole cluster)",
+                    per(wal),
+                    Unit::Bytes,
+                    None,
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 async fn api(

@@ -82,6 +82,10 @@ async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
 
 /// Deserializes and validates a JSON body.
 pub fn parse_body<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object: serde would also read a struct from an array of its fields.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::invalid(&["body"], "must be a JSON object"));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = path_segments(error.path()).collect();
@@ -156,6 +160,30 @@ fn path_segments(path: &serde_path_to_error::Path) -> impl Iterator<Item = Strin
         Segment::Enum { variant } => Some(variant.clone()),
         Segment::Unknown => None,
     })
+}
+
+/// Middleware: refuses a path or query holding an encoded NUL (`%00`) before anything is
+/// looked up, as bodies holding one are refused: no id or filter can contain it, and
+/// PostgreSQL cannot even compare text with it.
+pub async fn refuse_nul_in_uri(
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let uri = request.uri();
+    let part = if uri.path().contains("%00") {
+        Some("path")
+    } else if uri.query().is_some_and(|query| query.contains("%00")) {
+        Some("query")
+    } else {
+        None
+    };
+    match part {
+        Some(part) => {
+            ApiError::invalid(&[part], "must not contain the NUL character (%00)").into_response()
+        }
+        None => next.run(request).await,
+    }
 }
 
 /// Query parameters of type `T`. Unknown parameters are ignored; a parameter that does

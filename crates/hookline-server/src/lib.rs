@@ -212,6 +212,7 @@ pub fn app(state: AppState) -> Router {
             idempotency,
             idempotency::middleware,
         ))
+        .layer(middleware::from_fn(extract::refuse_nul_in_uri))
         // tower-http enforces the limit; axum's own default must not cap it lower.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(limit))

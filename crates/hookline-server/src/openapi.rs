@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use hookline_core::Code;
+use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
@@ -160,6 +161,7 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 }
 
 /// The parameters of `path`'s template, in order, then the operation's own (`others`).
+/// Query parameters are read by [`crate::extract::Query`], where an empty value is none.
 fn path_parameters(path: &str, others: Option<Vec<Parameter>>) -> Vec<Parameter> {
     let names = path
         .split('/')
@@ -175,12 +177,24 @@ fn path_parameters(path: &str, others: Option<Vec<Parameter>>) -> Vec<Parameter>
                 .build()
         })
         .collect();
-    let others = others.unwrap_or_default();
-    parameters.extend(
-        others
-            .into_iter()
-            .filter(|parameter| parameter.parameter_in != ParameterIn::Path),
-    );
+    let others = others
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|mut parameter| {
+            match parameter.parameter_in {
+                ParameterIn::Path => return None,
+                // An optional query parameter given empty (`?before=`) counts as absent.
+                // (utoipa has no field for OpenAPI's `allowEmptyValue`; extensions are written
+                // as named.)
+                ParameterIn::Query if parameter.required == Required::False => {
+                    let allow = Extensions::from_iter([("allowEmptyValue", true)]);
+                    parameter.extensions.get_or_insert_default().merge(allow);
+                }
+                _ => {}
+            }
+            Some(parameter)
+        });
+    parameters.extend(others);
     parameters
 }
 

@@ -158,6 +158,59 @@ async fn nul_in_json_strings_is_refused_the_same_on_every_backend() {
     }
 }
 
+/// An encoded NUL (`%00`) in a path id or a query filter is refused with a 422 naming the
+/// part, before anything is looked up, on every backend (PostgreSQL cannot compare text
+/// holding one); a JSON array where an object is expected is refused too.
+#[tokio::test]
+async fn nul_in_a_path_or_query_and_non_object_bodies_are_refused_on_every_backend() {
+    let dir = TempDir::new("hostile-uri");
+    for (backend, server) in nodes(&dir, "hostile_uri").await {
+        let app = created(&server, "/api/v1/app", json!({"name": "ok"})).await;
+        let cases = [
+            (Method::GET, "/api/v1/app/app%00x".to_owned(), "path"),
+            (
+                Method::DELETE,
+                format!("/api/v1/app/{app}/endpoint/ep%00"),
+                "path",
+            ),
+            (Method::GET, "/api/v1/job?group=g%00".to_owned(), "query"),
+            (
+                Method::GET,
+                format!("/api/v1/app/{app}/msg?event_types=a%00"),
+                "query",
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/app/{app}/attempt/endpoint/ep_x?channel=%00"),
+                "query",
+            ),
+        ];
+        for (method, path, part) in cases {
+            let (status, out) = server.api(method.clone(), &path, None).await;
+            assert_eq!(status, 422, "{backend}: {method} {path}: {out}");
+            assert_eq!(out["detail"][0]["loc"], json!([part]), "{backend}: {out}");
+        }
+        let (status, out) = server
+            .api(
+                Method::POST,
+                &format!("/api/v1/auth/app-portal-access/{app}"),
+                Some(json!([null, null])),
+            )
+            .await;
+        assert_eq!(status, 422, "{backend}: {out}");
+        assert_eq!(
+            out["detail"][0]["msg"], "must be a JSON object",
+            "{backend}"
+        );
+        let (status, out) = server
+            .api(Method::POST, "/api/v1/app", Some(json!(["named"])))
+            .await;
+        assert_eq!(status, 422, "{backend}: {out}");
+        let (_, apps) = server.api(Method::GET, "/api/v1/app", None).await;
+        assert_eq!(apps["data"].as_array().map(Vec::len), Some(1), "{backend}");
+    }
+}
+
 /// A body holding a NUL byte posted to an ingest URL is refused with `body_has_nul`, and
 /// logged as refused, on every backend.
 #[tokio::test]
