@@ -319,6 +319,11 @@ step("finds the failed delivery and why it failed", async () => {
   assert.match(await text(body), /the endpoint answered HTTP 500 Internal Server Error/);
   assert.match(await text(body), /receiver down for maintenance/, "the response body excerpt is shown");
   assert.match(await text(body), new RegExp(`webhook-id: ${fx.message.id}`), "the request as sent names the message");
+  // The signature shown is the one the endpoint got with the failed attempt.
+  const first = fx.receiver.requests.find((r) => r.path === "/hook");
+  const sent = await text(body.locator("pre.sent"));
+  assert.ok(sent.includes(`webhook-signature: ${first.headers["webhook-signature"]}`), sent);
+  assert.ok(sent.includes(`webhook-timestamp: ${first.headers["webhook-timestamp"]}`), sent);
   // The message page shows the payload.
   await body.locator(`a:text-is("${fx.message.id}")`).click();
   await page.locator("h1", { hasText: "invoice.paid" }).waitFor();

@@ -246,6 +246,9 @@ pub const CREDENTIAL_HEADERS: [&str; 11] = [
     "x-webhook-token",
 ];
 
+/// What the request log and recorded attempts show in place of a credential header's value.
+pub const REDACTED: &str = "[redacted]";
+
 /// Whether `name` (any case) is one of [`CREDENTIAL_HEADERS`].
 pub fn is_credential_header(name: &str) -> bool {
     CREDENTIAL_HEADERS
@@ -394,6 +397,9 @@ pub struct Attempt {
     pub response: Option<String>,
     /// The answer's headers, as received.
     pub response_headers: Vec<(String, String)>,
+    /// The request's headers as sent (the signature's among them), credentials' values
+    /// [redacted](is_credential_header); empty when nothing was sent.
+    pub request_headers: Vec<(String, String)>,
     pub response_duration_ms: i64,
     pub trigger_type: TriggerType,
     pub error_kind: Option<ErrorKind>,
@@ -416,14 +422,16 @@ impl Attempt {
     pub fn storable_response(&self) -> Option<std::borrow::Cow<'_, str>> {
         self.response.as_deref().map(storable_text)
     }
+}
 
-    /// The answer's headers as stores keep them ([`storable_text`]).
-    pub fn storable_headers(&self) -> Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
-        self.response_headers
-            .iter()
-            .map(|(name, value)| (storable_text(name), storable_text(value)))
-            .collect()
-    }
+/// Headers as stores keep them ([`storable_text`]).
+pub fn storable_headers(
+    headers: &[(String, String)],
+) -> Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+    headers
+        .iter()
+        .map(|(name, value)| (storable_text(name), storable_text(value)))
+        .collect()
 }
 
 /// The delivery of one message to one endpoint: its status and its place in the queue.

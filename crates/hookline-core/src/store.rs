@@ -638,6 +638,7 @@ mod tests {
                 response_status_code: 200,
                 response: None,
                 response_headers: Vec::new(),
+                request_headers: Vec::new(),
                 response_duration_ms: 1,
                 trigger_type: TriggerType::Scheduled,
                 error_kind: None::<ErrorKind>,

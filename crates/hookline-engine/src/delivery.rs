@@ -7,7 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hookline_core::SharedClock;
 use hookline_core::id::{AppId, AttemptId};
-use hookline_core::model::{Attempt, FRAMING_HEADERS, MessageStatus, TriggerType};
+use hookline_core::model::{
+    Attempt, FRAMING_HEADERS, MessageStatus, REDACTED, TriggerType, is_credential_header,
+};
 use hookline_core::retry::{Ending, RetryPolicy};
 use hookline_core::store::{AttemptOutcome, DeliveryJob};
 use hookline_signature::{Keyset, Message, Scheme};
@@ -71,24 +73,39 @@ impl Deliverer {
     pub async fn deliver(&self, job: &DeliveryJob) -> Finished {
         let started_at = self.clock.now();
         let clock = std::time::Instant::now();
-        let sent = self.send(job, started_at).await;
+        let (sent, request_headers) = self.send(job, started_at).await;
         let elapsed = clock.elapsed();
         let rules = Rules {
             retry: &self.retry,
             disable_after: self.disable_after,
             operational: self.operational.as_ref().map(|route| &route.app_id),
         };
-        conclude(job, sent, started_at, elapsed, self.clock.now(), &rules)
+        let now = self.clock.now();
+        conclude(job, sent, request_headers, started_at, elapsed, now, &rules)
     }
 
-    async fn send(&self, job: &DeliveryJob, now: DateTime<Utc>) -> Sent {
+    /// Sends `job` signed at `now`; how that went, and the headers sent as they are
+    /// recorded (credentials' values redacted).
+    async fn send(&self, job: &DeliveryJob, now: DateTime<Utc>) -> (Sent, Vec<(String, String)>) {
         let Some(payload) = &job.message.payload else {
-            return Sent::Unsendable("not sent: the payload was expunged".into());
+            let reason = "not sent: the payload was expunged".into();
+            return (Sent::Unsendable(reason), Vec::new());
         };
         let headers = match headers(job, self.scheme, payload.as_bytes(), now) {
             Ok(headers) => headers,
-            Err(reason) => return Sent::Unsendable(reason),
+            Err(reason) => return (Sent::Unsendable(reason), Vec::new()),
         };
+        let recorded = headers
+            .iter()
+            .map(|(name, value)| {
+                let value = if is_credential_header(name.as_str()) {
+                    REDACTED.to_owned()
+                } else {
+                    String::from_utf8_lossy(value.as_bytes()).into_owned()
+                };
+                (name.as_str().to_owned(), value)
+            })
+            .collect();
         let body = payload.clone().into_bytes();
         let client = match &self.operational {
             Some(route) if job.message.app_id == route.app_id && job.endpoint.url == route.url => {
@@ -96,13 +113,14 @@ impl Deliverer {
             }
             _ => &self.client,
         };
-        match client
+        let sent = match client
             .post(&job.endpoint.url, headers, body, self.attempt_timeout)
             .await
         {
             Ok(answer) => Sent::Answered(answer),
             Err(failure) => Sent::Failed(failure),
-        }
+        };
+        (sent, recorded)
     }
 }
 
@@ -172,11 +190,12 @@ pub(crate) struct Rules<'a> {
     pub operational: Option<&'a AppId>,
 }
 
-/// Builds the outcome of an attempt of `job` started at `started_at` that took `elapsed`
-/// and ended at `now`.
+/// Builds the outcome of an attempt of `job` that sent `request_headers`, started at
+/// `started_at`, took `elapsed` and ended at `now`.
 pub(crate) fn conclude(
     job: &DeliveryJob,
     sent: Sent,
+    request_headers: Vec<(String, String)>,
     started_at: DateTime<Utc>,
     elapsed: Duration,
     now: DateTime<Utc>,
@@ -228,6 +247,7 @@ pub(crate) fn conclude(
         response_status_code: status_code,
         response: Some(response),
         response_headers,
+        request_headers,
         response_duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
         trigger_type: trigger,
         error_kind,
@@ -322,7 +342,15 @@ mod tests {
             disable_after: Duration::from_secs(5 * 86_400),
             operational: Some(&operational),
         };
-        conclude(job, sent, now, Duration::from_millis(7), now, &rules)
+        conclude(
+            job,
+            sent,
+            Vec::new(),
+            now,
+            Duration::from_millis(7),
+            now,
+            &rules,
+        )
     }
 
     fn kinds(finished: &Finished) -> Vec<&'static str> {

@@ -26,8 +26,7 @@ use crate::source::SourceType;
 /// The event type of a forwarded request whose body names none.
 pub const DEFAULT_EVENT_TYPE: &str = "ingest.request";
 
-/// What the request log shows in place of a credential header's value.
-pub const REDACTED: &str = "[redacted]";
+pub use hookline_core::model::REDACTED;
 /// [`REDACTED`] as a query parameter's value, percent-encoded.
 const REDACTED_IN_QUERY: &str = "%5Bredacted%5D";
 

@@ -872,7 +872,6 @@ function attemptItem(page, appKey, a, open, { payload, endpointUrl } = {}) {
     h("span", { class: "trigger" }, TRIGGERS[a.triggerType] ?? String(a.triggerType)),
     h("span", { class: "reason" }, attemptReason(a)),
   ));
-  const timestamp = Math.floor(Date.parse(a.timestamp) / 1000);
   const resend = actionButton("Resend", async () => {
     await api(`${appPath(appKey)}/msg/${enc(a.msgId)}/endpoint/${enc(a.endpointId)}/resend`, { method: "POST" });
     notify(`Resend of ${a.msgId} queued: a new manual attempt appears in a moment.`, "ok");
@@ -891,13 +890,12 @@ function attemptItem(page, appKey, a, open, { payload, endpointUrl } = {}) {
       ["Endpoint", h("a", { href: `${base}/endpoint/${enc(a.endpointId)}` }, endpointUrl ?? a.url)],
     ]),
     h("h3", {}, "Request as sent"),
-    h("pre", { class: "code" },
+    h("pre", { class: "code sent" },
       `POST ${a.url}\n` +
-      "content-type: application/json\n" +
-      `webhook-id: ${a.msgId}\n` +
-      `webhook-timestamp: ${timestamp}\n` +
-      "webhook-signature: v1,… (signatures are not returned by the API)\n"),
-    h("p", { class: "muted" }, "Signed under svix-* names instead when the server runs with HOOKLINE_SVIX_HEADERS; the endpoint's custom headers are added. The body is the message's payload:"),
+      (a.requestHeaders?.length
+        ? a.requestHeaders.map(([name, value]) => `${name}: ${value}\n`).join("")
+        : "(no request was sent)\n")),
+    h("p", { class: "muted" }, "Credentials' values are shown as [redacted]. The body is the message's payload:"),
     payload === undefined
       ? h("p", {}, h("a", { href: `${base}/msg/${enc(a.msgId)}` }, "Open the message for its payload"))
       : h("pre", { class: "code" }, typeof payload === "string" ? payload : JSON.stringify(payload)),

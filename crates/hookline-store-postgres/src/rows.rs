@@ -236,7 +236,7 @@ pub fn destination(columns: &mut Columns<'_>) -> Result<Destination> {
 pub const ATTEMPT_COLUMNS: &str = "attempt.id, attempt.app_id, attempt.msg_id, \
     attempt.endpoint_id, attempt.url, attempt.status, attempt.response_status_code, \
     attempt.response, attempt.response_headers, attempt.duration_ms, attempt.trigger_type, \
-    attempt.error_kind, attempt.created_at";
+    attempt.error_kind, attempt.created_at, attempt.request_headers";
 
 pub fn attempt(columns: &mut Columns<'_>) -> Result<Attempt> {
     Ok(Attempt {
@@ -255,6 +255,7 @@ pub fn attempt(columns: &mut Columns<'_>) -> Result<Attempt> {
             .take::<Option<String>>()?
             .and_then(|kind| ErrorKind::parse(&kind)),
         created_at: columns.take()?,
+        request_headers: columns.json()?,
     })
 }
 

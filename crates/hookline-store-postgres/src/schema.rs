@@ -249,4 +249,7 @@ CREATE INDEX job_unmatched_received ON job_unmatched (received_at);
 ALTER TABLE job ADD COLUMN poll_asked_at TIMESTAMPTZ;
 CREATE INDEX job_provider_poll_due ON job (provider, poll_due_at) WHERE poll_due_at IS NOT NULL;
 "#,
+    // The headers each attempt sent (its signature among them), for the console and the
+    // attempts API: `[[name, value], …]`.
+    "ALTER TABLE attempt ADD COLUMN request_headers JSONB NOT NULL DEFAULT '[]'",
 ];

@@ -263,7 +263,7 @@ fn status(code: i64) -> MessageStatus {
 pub const ATTEMPT_COLUMNS: &str = "attempt.id, attempt.app_id, attempt.msg_id, \
     attempt.endpoint_id, attempt.url, attempt.status, attempt.response_status_code, \
     attempt.response, attempt.response_headers, attempt.duration_ms, attempt.trigger_type, \
-    attempt.error_kind, attempt.created_at";
+    attempt.error_kind, attempt.created_at, attempt.request_headers";
 
 pub fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
     Ok(Attempt {
@@ -282,6 +282,7 @@ pub fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
             .get::<_, Option<String>>(11)?
             .and_then(|kind| ErrorKind::parse(&kind)),
         created_at: time(row.get(12)?),
+        request_headers: parse(&row.get::<_, String>(13)?)?,
     })
 }
 

@@ -228,6 +228,7 @@ pub async fn attempts_filter_and_expunge(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(read.response, None);
     assert_eq!(read.response_headers, ok.attempt.response_headers);
+    assert_eq!(read.request_headers, ok.attempt.request_headers);
     assert!(matches!(
         store.get_attempt(&a.id, &m.id, &AttemptId::new()).await,
         Err(Error::NotFound(_))

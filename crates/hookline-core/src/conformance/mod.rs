@@ -141,6 +141,7 @@ fn outcome(
             response_status_code: code,
             response: Some("body".into()),
             response_headers: vec![("x-answer".into(), "1".into())],
+            request_headers: vec![("webhook-signature".into(), "v1,c2lnbmF0dXJl".into())],
             response_duration_ms: 12,
             trigger_type: TriggerType::Scheduled,
             error_kind: None,

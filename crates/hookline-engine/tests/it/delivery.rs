@@ -68,6 +68,9 @@ async fn delivers_the_exact_payload_signed_with_every_valid_key() {
             endpoint
                 .headers
                 .insert("X-Team".into(), "ml-platform".into());
+            endpoint
+                .headers
+                .insert("X-Api-Key".into(), "key-for-the-receiver".into());
         })
         .await;
     // Odd spacing and key order: the bytes must arrive exactly as stored.
@@ -124,6 +127,25 @@ async fn delivers_the_exact_payload_signed_with_every_valid_key() {
         "{:?}",
         attempt.response_headers
     );
+    // The attempt records the headers as sent, the signature's as the receiver got them;
+    // a credential's value is not kept.
+    let sent = |name: &str| {
+        attempt
+            .request_headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.as_str())
+    };
+    for name in [
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "x-team",
+    ] {
+        assert_eq!(sent(name), request.header(name), "{name}");
+    }
+    assert_eq!(request.header("x-api-key"), Some("key-for-the-receiver"));
+    assert_eq!(sent("x-api-key"), Some("[redacted]"));
     assert_eq!(attempt.error_kind, None);
     assert_eq!(attempt.trigger_type, TriggerType::Scheduled);
     assert_eq!(attempt.url, endpoint.url);

@@ -116,6 +116,9 @@ pub struct MessageAttemptOut {
     /// Hookline's own: the answer's headers, `[name, value]` pairs (empty without
     /// content).
     pub response_headers: Vec<(String, String)>,
+    /// Hookline's own: the request's headers as sent, the signature's among them
+    /// (credentials' values `[redacted]`; empty without content or when nothing was sent).
+    pub request_headers: Vec<(String, String)>,
     /// Hookline's own: why no answer came (`timeout`, `connection_refused`, `tls`, …),
     /// `null` when one did.
     pub error_kind: Option<&'static str>,
@@ -142,6 +145,11 @@ impl MessageAttemptOut {
             timestamp: attempt.created_at,
             response_headers: if with_content {
                 attempt.response_headers
+            } else {
+                Vec::new()
+            },
+            request_headers: if with_content {
+                attempt.request_headers
             } else {
                 Vec::new()
             },

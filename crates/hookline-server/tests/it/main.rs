@@ -195,6 +195,7 @@ impl TestApp {
                     response_status_code: status_code,
                     response: Some(format!("answer {status_code}")),
                     response_headers: vec![],
+                    request_headers: Vec::new(),
                     response_duration_ms: 12,
                     trigger_type: job.destination.trigger,
                     error_kind: None,

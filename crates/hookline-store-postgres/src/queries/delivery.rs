@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use hookline_core::id::{AppId, EndpointId, MessageId};
 use hookline_core::metrics::QueueDepth;
-use hookline_core::model::{Attempt, MessageStatus};
+use hookline_core::model::{Attempt, MessageStatus, storable_headers};
 use hookline_core::store::{
     AttemptOutcome, DeliveryJob, DeliveryQueue, EndpointChange, NewMessage,
 };
@@ -34,8 +34,13 @@ async fn insert_attempts(db: &impl GenericClient, outcomes: &[&AttemptOutcome]) 
     let codes: Vec<i16> = attempts().map(|a| a.response_status_code).collect();
     let responses: Vec<Option<Cow<'_, str>>> = attempts().map(Attempt::storable_response).collect();
     let responses: Vec<Option<&str>> = responses.iter().map(Option::as_deref).collect();
+    let json_of = |headers: &[(String, String)]| serde_json::to_string(&storable_headers(headers));
     let headers = attempts()
-        .map(|a| serde_json::to_string(&a.storable_headers()))
+        .map(|a| json_of(&a.response_headers))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(Error::storage)?;
+    let sent = attempts()
+        .map(|a| json_of(&a.request_headers))
         .collect::<Result<Vec<String>, _>>()
         .map_err(Error::storage)?;
     let durations: Vec<i64> = attempts().map(|a| a.response_duration_ms).collect();
@@ -48,18 +53,18 @@ async fn insert_attempts(db: &impl GenericClient, outcomes: &[&AttemptOutcome]) 
         db,
         "INSERT INTO attempt (id, app_id, msg_id, endpoint_id, url, status,
              response_status_code, response, response_headers, duration_ms, trigger_type,
-             error_kind, created_at)
+             error_kind, created_at, request_headers)
          SELECT a.id, a.app_id, a.msg_id, a.endpoint_id, a.url, a.status, a.code, a.response,
-             a.headers::jsonb, a.duration, a.trigger, a.error, a.created
+             a.headers::jsonb, a.duration, a.trigger, a.error, a.created, a.sent::jsonb
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
              $6::smallint[], $7::smallint[], $8::text[], $9::text[], $10::bigint[],
-             $11::smallint[], $12::text[], $13::timestamptz[])
+             $11::smallint[], $12::text[], $13::timestamptz[], $14::text[])
              AS a (id, app_id, msg_id, endpoint_id, url, status, code, response, headers,
-                   duration, trigger, error, created)
+                   duration, trigger, error, created, sent)
          WHERE EXISTS (SELECT 1 FROM message WHERE message.id = a.msg_id)",
         &[
             &ids, &apps, &msgs, &endpoints, &urls, &statuses, &codes, &responses, &headers,
-            &durations, &triggers, &errors, &created,
+            &durations, &triggers, &errors, &created, &sent,
         ],
     )
     .await

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookline_core::id::{AppId, EndpointId, MessageId};
 use hookline_core::metrics::QueueDepth;
-use hookline_core::model::{Attempt, Destination, Endpoint, Message, MessageStatus};
+use hookline_core::model::{
+    Attempt, Destination, Endpoint, Message, MessageStatus, storable_headers,
+};
 use hookline_core::sealed::Sealer;
 use hookline_core::store::{
     AttemptOutcome, DeliveryJob, DeliveryQueue, EndpointChange, NewMessage,
@@ -96,8 +98,8 @@ fn insert_attempt(conn: &Connection, attempt: &Attempt) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO attempt (id, app_id, msg_id, endpoint_id, url, status,
              response_status_code, response, response_headers, duration_ms, trigger_type,
-             error_kind, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             error_kind, created_at, request_headers)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -109,11 +111,12 @@ fn insert_attempt(conn: &Connection, attempt: &Attempt) -> Result<()> {
             attempt.status.code(),
             attempt.response_status_code,
             attempt.storable_response().as_deref(),
-            json(&attempt.storable_headers()),
+            json(&storable_headers(&attempt.response_headers)),
             attempt.response_duration_ms,
             attempt.trigger_type.code(),
             attempt.error_kind.map(|kind| kind.as_str()),
             millis(attempt.created_at),
+            json(&storable_headers(&attempt.request_headers)),
         ])
     })
     .map_err(Error::storage)?;
@@ -427,6 +430,7 @@ mod tests {
                 response_status_code: 500,
                 response: None,
                 response_headers: Vec::new(),
+                request_headers: Vec::new(),
                 response_duration_ms: 1,
                 trigger_type: TriggerType::Scheduled,
                 error_kind: None,
