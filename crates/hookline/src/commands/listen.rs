@@ -8,6 +8,7 @@
 //! resume after the last event seen and drop repeats, so a dropped connection loses and
 //! repeats nothing.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -211,10 +212,15 @@ impl Colour {
 
 /// How often `tail --app` looks for new attempts.
 const ATTEMPT_POLL: Duration = Duration::from_secs(1);
+/// How long `tail --app` remembers an attempt id that is no longer among the newest
+/// listed.
+const TAIL_MEMORY: Duration = Duration::from_secs(600);
 
 /// Prints each new delivery attempt of `app`, to every endpoint, oldest first: the
 /// attempts lists of the application's endpoints, looked at every second (with `--after`,
-/// the attempts already made are printed first).
+/// the attempts already made are printed first). Attempt ids sort by when an attempt
+/// started, and a slow one is listed after quicker ones that started later: the ids
+/// printed are remembered for [`TAIL_MEMORY`], not only the newest.
 async fn tail_attempts(
     app: &str,
     server: &Remote,
@@ -244,8 +250,9 @@ async fn tail_attempts(
             }
         }
     };
-    // The newest attempt printed, by endpoint: `None` until the endpoint is first seen.
-    let mut newest: std::collections::HashMap<String, String> = Default::default();
+    // The attempts printed (or passed over at the start), by endpoint, with when they
+    // were first seen; an endpoint is absent until it is first looked at.
+    let mut seen: HashMap<String, HashMap<String, Instant>> = HashMap::new();
     let print_existing = server.after.is_some();
     eprintln!("following the delivery attempts of {app}");
     loop {
@@ -275,17 +282,26 @@ async fn tail_attempts(
                 }
             };
             let attempts = page["data"].as_array().cloned().unwrap_or_default();
-            let seen = newest.get(id).cloned();
+            let first_look = !seen.contains_key(id);
+            let known = seen.entry(id.to_owned()).or_default();
+            let now = Instant::now();
+            // Every id listed is (re)marked now; one is forgotten once it has left the
+            // list for a while, so it cannot come back as new.
             let new: Vec<&serde_json::Value> = attempts
                 .iter()
                 .filter(|a| {
                     let attempt = a["id"].as_str().unwrap_or_default();
-                    match &seen {
-                        Some(seen) => attempt > seen.as_str(),
-                        None => print_existing,
-                    }
+                    known.insert(attempt.to_owned(), now).is_none()
+                        && (!first_look || print_existing)
                 })
                 .collect();
+            known.retain(|_, at| now.duration_since(*at) < TAIL_MEMORY);
+            if !first_look && new.len() == attempts.len() && page["done"] == false {
+                eprintln!(
+                    "more than {} attempts to {id} in a second: some are not shown",
+                    attempts.len()
+                );
+            }
             for attempt in new.iter().rev() {
                 if json {
                     println!("{attempt}");
@@ -299,17 +315,6 @@ async fn tail_attempts(
                         attempt["msgId"].as_str().unwrap_or_default(),
                     );
                 }
-            }
-            let top = attempts.first().and_then(|a| a["id"].as_str());
-            match (top, seen) {
-                (Some(top), _) => {
-                    newest.insert(id.to_owned(), top.to_owned());
-                }
-                // An endpoint without attempts yet: every attempt to it is new.
-                (None, None) => {
-                    newest.insert(id.to_owned(), String::new());
-                }
-                (None, Some(_)) => {}
             }
         }
         tokio::time::sleep(ATTEMPT_POLL).await;

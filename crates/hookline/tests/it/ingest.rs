@@ -452,6 +452,66 @@ async fn tail_app_prints_each_attempt() {
     assert!(err.contains("404"), "{err}");
 }
 
+/// `tail --app` prints an attempt that started before another but ended after it (its id
+/// sorts first, its row comes later), and prints nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_app_prints_a_slow_attempt_that_ends_after_a_quick_one() {
+    let dir = TempDir::new("tail-app-order");
+    let server = Server::start(&dir.0, &[]).await;
+    let (receiver, receiver_url) = Receiver::start().await;
+    let (_, app) = server
+        .api(Method::POST, "/api/v1/app", Some(json!({"name": "tailed"})))
+        .await;
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .api(
+            Method::POST,
+            &format!("/api/v1/app/{app_id}/endpoint"),
+            Some(json!({"url": format!("{receiver_url}/hook")})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let mut tail = Listener(
+        Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .args(["tail", "--app", &app_id, "--json"])
+            .args(["--server", &server.url, "--token", TOKEN])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn hookline tail --app"),
+    );
+    let lines_rx = lines_of(&mut tail);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let send = |name: &'static str| {
+        let server = &server;
+        let path = format!("/api/v1/app/{app_id}/msg");
+        async move {
+            let body = json!({"eventType": "t.t", "payload": {"name": name}});
+            let (status, msg) = server.api(Method::POST, &path, Some(body)).await;
+            assert_eq!(status, 202, "{msg}");
+            msg["id"].as_str().unwrap().to_owned()
+        }
+    };
+    *receiver.delay.lock().unwrap() = Duration::from_secs(3);
+    let slow = send("slow").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    *receiver.delay.lock().unwrap() = Duration::ZERO;
+    let quick = send("quick").await;
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while printed.len() < 2 && Instant::now() < deadline {
+        // (The receiver answers on this runtime's other thread.)
+        if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200)) {
+            let attempt: serde_json::Value = serde_json::from_str(&line).unwrap();
+            printed.push(attempt["msgId"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(printed, [quick, slow], "the quick attempt ends first");
+    // Nothing more: no attempt is printed twice.
+    assert!(lines_rx.recv_timeout(Duration::from_millis(2500)).is_err());
+}
+
 /// `hookline listen --app` acts as a virtual endpoint: each new message of the application
 /// reaches the local app signed with the listener's secret, across a server restart,
 /// without gaps or repeats.
