@@ -389,6 +389,21 @@ async fn tail_prints_each_request_with_its_verdict() {
     assert!(printed[0]["seq"].as_i64().unwrap() < printed[1]["seq"].as_i64().unwrap());
 }
 
+/// `hookline tail --app APP ARGS` against `server`, its standard output piped.
+fn tail_app(server: &Server, app_id: &str, args: &[&str]) -> Listener {
+    Listener(
+        Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .args(["tail", "--app", app_id])
+            .args(args)
+            .args(["--server", &server.url, "--token", TOKEN])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn hookline tail --app"),
+    )
+}
+
 /// `hookline tail --app` prints each delivery attempt of an application as it is made,
 /// without colour codes when its output is not a terminal.
 #[tokio::test]
@@ -399,16 +414,7 @@ async fn tail_app_prints_each_attempt() {
         .api(Method::POST, "/api/v1/app", Some(json!({"name": "tailed"})))
         .await;
     let app_id = app["id"].as_str().unwrap().to_owned();
-    let mut tail = Listener(
-        Command::new(env!("CARGO_BIN_EXE_hookline"))
-            .args(["tail", "--app", &app_id])
-            .args(["--server", &server.url, "--token", TOKEN])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn hookline tail --app"),
-    );
+    let mut tail = tail_app(&server, &app_id, &[]);
     let lines_rx = lines_of(&mut tail);
     // Let the tail see the application without attempts first.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -471,16 +477,7 @@ async fn tail_app_prints_a_slow_attempt_that_ends_after_a_quick_one() {
         )
         .await;
     assert_eq!(status, 201);
-    let mut tail = Listener(
-        Command::new(env!("CARGO_BIN_EXE_hookline"))
-            .args(["tail", "--app", &app_id, "--json"])
-            .args(["--server", &server.url, "--token", TOKEN])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn hookline tail --app"),
-    );
+    let mut tail = tail_app(&server, &app_id, &["--json"]);
     let lines_rx = lines_of(&mut tail);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let send = |name: &'static str| {
