@@ -212,6 +212,10 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
             Some(at) if key.ends_with(']') => key[..at].to_owned(),
             _ => key.into_owned(),
         };
+        // An empty value is no value: `?limit=` takes the default, as `?before=` none.
+        if value.is_empty() {
+            continue;
+        }
         match fields.iter_mut().find(|(name, _)| *name == key) {
             Some((_, values)) => values.push(value.into_owned()),
             None => fields.push((key, vec![value.into_owned()])),

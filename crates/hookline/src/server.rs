@@ -44,8 +44,9 @@ pub async fn migrate(config: &Config) -> anyhow::Result<String> {
 
 /// Runs a Hookline node as `config` says until `shutdown` is cancelled: opens the store
 /// (applying migrations unless `options` says not to), starts the delivery engine if the
-/// node delivers, and serves the API on `listener` if it answers requests (on
-/// `config.listen` when no listener is given). On shutdown it stops taking requests, lets
+/// node delivers, and serves the API on `listener` if it answers requests, else only
+/// `/healthz` and `/metrics` (on `config.listen` when no listener is given; a worker that
+/// cannot bind it delivers all the same). On shutdown it stops taking requests, lets
 /// deliveries in flight finish, and returns.
 ///
 /// `hookline serve` calls this; so do the end-to-end tests, on a listener of port 0.
@@ -71,7 +72,7 @@ pub async fn run_with(
         claimers,
     } = open_store(&config, migrations).await?;
     if config.role.serves_api() {
-        // A worker-only node answers no requests: it has no token to hand out.
+        // A worker-only node answers only probes and metrics: it has no token to hand out.
         let configured = config.admin_token.is_some();
         ensure_admin_token(store.as_ref(), configured, clock.now()).await?;
     }
@@ -205,29 +206,47 @@ pub async fn run_with(
         )
         .with_tracker(tracker);
         let listener = match listener {
-            Some(listener) => listener,
-            None => TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.listen))?,
+            Some(listener) => Some(listener),
+            None => match TcpListener::bind(config.listen).await {
+                Ok(listener) => Some(listener),
+                Err(error) if config.role.serves_api() => {
+                    return Err(error)
+                        .with_context(|| format!("cannot listen on {}", config.listen));
+                }
+                // A worker beside an API node on the same address still delivers; only its
+                // probes and metrics are missing, which its log says.
+                Err(error) => {
+                    tracing::warn!(listen = %config.listen, %error, "cannot serve /healthz and /metrics");
+                    None
+                }
+            },
         };
-        let listen = listener
-            .local_addr()
-            .context("the listener has no address")?;
-        let app = if config.role.serves_api() {
-            tracing::info!(%listen, %database, role = ?config.role, %node_id, "hookline serving");
-            hookline_server::app(state)
-        } else {
-            tracing::info!(
-                %listen, %database, %node_id,
-                "hookline delivering (worker role: /healthz and /metrics only)"
-            );
-            hookline_server::operations(state)
-        };
-        let listener = hookline_server::listener::CheckedListener(listener);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("server failed")?;
+        match listener {
+            Some(listener) => {
+                let listen = listener
+                    .local_addr()
+                    .context("the listener has no address")?;
+                let app = if config.role.serves_api() {
+                    tracing::info!(%listen, %database, role = ?config.role, %node_id, "hookline serving");
+                    hookline_server::app(state)
+                } else {
+                    tracing::info!(
+                        %listen, %database, %node_id,
+                        "hookline delivering (worker role: /healthz and /metrics only)"
+                    );
+                    hookline_server::operations(state)
+                };
+                let listener = hookline_server::listener::CheckedListener(listener);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await
+                    .context("server failed")?;
+            }
+            None => {
+                tracing::info!(%database, %node_id, "hookline delivering (worker role)");
+                shutdown.cancelled().await;
+            }
+        }
     }
     shutdown.cancel();
     if let Some(engine_task) = engine_task {

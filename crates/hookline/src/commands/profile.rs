@@ -62,15 +62,22 @@ impl Target {
             })?),
             None => None,
         };
+        let profile_server = profile.map(|p| p.server.as_deref().unwrap_or(LOCAL));
         let url = self
             .server
             .clone()
-            .or_else(|| profile.and_then(|p| p.server.clone()))
+            .or_else(|| profile_server.map(str::to_owned))
             .unwrap_or_else(|| LOCAL.to_owned());
+        // A profile's token goes only to that profile's server, never to one named by
+        // --server or HOOKLINE_SERVER.
+        let same_server = |p: &&Profile| {
+            profile_server.map(|s| s.trim_end_matches('/')) == Some(url.trim_end_matches('/'))
+                && p.token.is_some()
+        };
         let token = self
             .token
             .clone()
-            .or_else(|| profile.and_then(|p| p.token.clone()))
+            .or_else(|| profile.filter(same_server).and_then(|p| p.token.clone()))
             .filter(|token| !token.is_empty());
         let Some(token) = token else {
             bail!(
@@ -120,8 +127,15 @@ impl Profiles {
     fn load() -> anyhow::Result<Profiles> {
         let path = Profiles::path();
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text)
-                .with_context(|| format!("{} is not a valid profiles file", path.display())),
+            // The parse error's message only: its default form quotes the line, which may
+            // hold a token.
+            Ok(text) => toml::from_str(&text).map_err(|error| {
+                anyhow::anyhow!(
+                    "{} is not a valid profiles file: {}",
+                    path.display(),
+                    error.message()
+                )
+            }),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Profiles::default()),
             Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
         }
@@ -130,7 +144,7 @@ impl Profiles {
     /// Writes the file readable by its owner only: it holds tokens.
     fn save(&self) -> anyhow::Result<()> {
         use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
         let path = Profiles::path();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
@@ -145,7 +159,9 @@ impl Profiles {
             .mode(0o600)
             .open(&temporary)
             .with_context(|| format!("cannot write {}", temporary.display()))?;
-        file.write_all(text.as_bytes())
+        // `mode` applies only to a file it creates: a leftover one keeps its own.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| file.write_all(text.as_bytes()))
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write {}", temporary.display()))?;
         std::fs::rename(&temporary, &path)

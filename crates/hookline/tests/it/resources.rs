@@ -348,6 +348,12 @@ async fn profiles_name_the_server_and_token() {
             file,
         );
         assert_eq!(code, 3, "its server does not answer: {err}");
+        let (code, _, err) = run(
+            &["app", "list", "--server", "http://127.0.0.1:9"],
+            &[],
+            file,
+        );
+        assert_eq!(code, 2, "the profile's token is not sent elsewhere: {err}");
         let (code, _, err) = run(&["app", "list", "--token", "wrong-token"], &[], file);
         assert_eq!(code, 1, "--token wins over the profile's: {err}");
         assert!(err.contains("401"), "{err}");

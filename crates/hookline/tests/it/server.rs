@@ -198,8 +198,8 @@ impl Server {
         server
     }
 
-    /// A `--role worker` node, which serves no API to ask whether it is up: its log (at
-    /// `info`) goes to `log`, and it is ready once the log says it delivers.
+    /// A `--role worker` node, which serves no API (only `/healthz` and `/metrics`): its
+    /// log (at `info`) goes to `log`, and it is ready once the log says it delivers.
     pub async fn start_worker(
         dir: &Path,
         args: &[&str],
