@@ -80,6 +80,11 @@ struct Args {
     /// Also write the run (its settings, the commit and every figure) as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// With PostgreSQL: run `VACUUM (ANALYZE)` on the bench's tables every this many
+    /// seconds while the nodes run, standing in for autovacuum where the server has it off
+    /// (the bench says so); 0 never does.
+    #[arg(long, default_value_t = 0)]
+    pg_vacuum_every: u64,
 }
 
 /// What the receiver saw: arrivals by sequence number.
@@ -217,7 +222,8 @@ impl Unit {
             Self::CpuSeconds => format!("{value:>8.2} CPU-s"),
             Self::MiB => format!("{value:>10.1} MiB"),
             Self::Bytes => format!("{value:>12.0} B"),
-            Self::Count => format!("{value:>14.0}"),
+            Self::Count if value.fract() == 0.0 => format!("{value:>14.0}"),
+            Self::Count => format!("{value:>14.1}"),
             Self::Percent => format!("{value:>12.1} %"),
         }
     }
@@ -238,6 +244,8 @@ struct Figure {
 struct Report {
     figures: Vec<Figure>,
     header_printed: bool,
+    /// The PostgreSQL server's settings that move the figures, when the run used one.
+    postgres: Option<Value>,
 }
 
 impl Report {
@@ -317,8 +325,10 @@ impl Report {
                 "jobs": args.jobs,
                 "jobs_window": args.jobs_window,
                 "server_bin": args.server_bin.display().to_string(),
+                "pg_vacuum_every": args.pg_vacuum_every,
             },
             "machine": { "cores": machine_cores() },
+            "postgres": self.postgres,
             "figures": figures,
             "error": error.map(|error| format!("{error:#}")),
         })
@@ -378,7 +388,8 @@ where
 struct Server {
     child: Child,
     url: String,
-    _dir: TempDir,
+    /// Removed once the server has ended.
+    _dir: Option<TempDir>,
 }
 
 impl Drop for Server {
@@ -462,6 +473,67 @@ fn fresh_schema(url: &str, prefix: &str) -> anyhow::Result<(String, String)> {
     ))
 }
 
+/// The PostgreSQL server's version and the settings that move the figures, as JSON; says
+/// so when autovacuum is off: then nothing analyzes the bench's fresh tables, and the
+/// planner plans the queue's queries for empty tables however full they get.
+fn postgres_settings(url: &str) -> anyhow::Result<Value> {
+    let names = [
+        "autovacuum",
+        "synchronous_commit",
+        "fsync",
+        "full_page_writes",
+        "shared_buffers",
+        "max_wal_size",
+    ];
+    let rows = psql_value(
+        url,
+        &format!(
+            "SELECT name || '=' || setting || coalesce(unit, '') FROM pg_settings \
+             WHERE name IN ({}) ORDER BY name",
+            names.map(|name| format!("'{name}'")).join(", ")
+        ),
+    )?;
+    let mut settings = serde_json::Map::new();
+    settings.insert(
+        "version".into(),
+        psql_value(url, "SHOW server_version")?.into(),
+    );
+    for row in rows.lines() {
+        if let Some((name, value)) = row.split_once('=') {
+            settings.insert(name.into(), value.into());
+        }
+    }
+    if settings.get("autovacuum").and_then(Value::as_str) == Some("off") {
+        println!(
+            "note: autovacuum is off on this PostgreSQL server: the bench's tables are never \
+             analyzed (--pg-vacuum-every SECS stands in for it)"
+        );
+    }
+    Ok(Value::Object(settings))
+}
+
+/// Runs `VACUUM (ANALYZE)` on the tables of `schema` every `every`, until aborted.
+async fn vacuum_every(url: String, schema: String, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let (url, schema) = (url.clone(), schema.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let tables = psql_value(
+                &url,
+                &format!(
+                    "SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') \
+                     FROM pg_tables WHERE schemaname = '{schema}'"
+                ),
+            )?;
+            psql(&url, &format!("VACUUM (ANALYZE) {tables}"))
+        })
+        .await;
+        if let Ok(Err(error)) = done {
+            eprintln!("hookline-bench: VACUUM (ANALYZE) failed: {error:#}");
+        }
+    }
+}
+
 fn sqlite_url(path: &std::path::Path) -> String {
     format!("sqlite://{}", path.display())
 }
@@ -532,8 +604,9 @@ fn stat_cpu_seconds(stat: &str, children: bool) -> f64 {
 
 /// CPU seconds the whole machine has spent busy since boot, every process and the kernel
 /// (the `cpu` line of `/proc/stat`: user, nice, system, irq, softirq and steal; idle and
-/// iowait are not busy); 0 if unreadable.
-fn machine_cpu_seconds() -> f64 {
+/// iowait are not busy), and of those the interrupts' (irq and softirq: loopback traffic
+/// is mostly softirq, which no process is charged with); 0 if unreadable.
+fn machine_cpu_seconds() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks: Vec<f64> = stat
         .lines()
@@ -544,7 +617,11 @@ fn machine_cpu_seconds() -> f64 {
         .filter_map(|field| field.parse().ok())
         .collect();
     let tick = |i: usize| ticks.get(i).copied().unwrap_or(0.0);
-    (tick(0) + tick(1) + tick(2) + tick(5) + tick(6) + tick(7)) / 100.0
+    let interrupts = tick(5) + tick(6);
+    (
+        (tick(0) + tick(1) + tick(2) + interrupts + tick(7)) / 100.0,
+        interrupts / 100.0,
+    )
 }
 
 /// The CPUs `/proc/stat` counts (its `cpuN` lines).
@@ -552,7 +629,9 @@ fn machine_cores() -> usize {
     std::fs::read_to_string("/proc/stat")
         .unwrap_or_default()
         .lines()
-        .filter(|line| line.starts_with("cpu") && line.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .filter(|line| {
+            line.starts_with("cpu") && line.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+        })
         .count()
         .max(1)
 }
@@ -565,7 +644,13 @@ fn postgres_cpu_seconds() -> f64 {
     };
     entries
         .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
         .filter(|stat| stat.contains("(postgres)"))
         .map(|stat| stat_cpu_seconds(&stat, true))
@@ -577,6 +662,7 @@ fn postgres_cpu_seconds() -> f64 {
 struct CpuMark {
     at: Instant,
     machine: f64,
+    interrupts: f64,
     servers: f64,
     bench: f64,
     postgres: f64,
@@ -584,9 +670,11 @@ struct CpuMark {
 
 impl CpuMark {
     fn now(pids: &[u32]) -> Self {
+        let (machine, interrupts) = machine_cpu_seconds();
         Self {
             at: Instant::now(),
-            machine: machine_cpu_seconds(),
+            machine,
+            interrupts,
             servers: pids.iter().map(|&pid| cpu_seconds(pid)).sum(),
             bench: stat_cpu_seconds(
                 &std::fs::read_to_string("/proc/self/stat").unwrap_or_default(),
@@ -599,15 +687,15 @@ impl CpuMark {
 
 /// The CPU figures of a phase that delivered `count` (messages or deliveries) between
 /// `before` and `after`: the servers' CPU per item (summed over nodes), PostgreSQL's, the
-/// bench's own (load generator and receiver) and everything else's, the machine's CPU
-/// seconds and how busy its cores were, and items per machine CPU-second, next to the
-/// ceiling's (direct posts per machine CPU-second).
+/// bench's own (its load generator and receiver) and every other process's, the machine's
+/// CPU seconds (and those in interrupts) and how busy its cores were, and items per machine
+/// CPU-second, next to the ceiling's (direct posts per machine CPU-second).
 #[allow(clippy::too_many_arguments)]
 fn report_cpu(
     report: &mut Report,
     phase: &'static str,
     prefix: &str,
-    item: &str,
+    (item, items): (&str, &str),
     count: usize,
     (before, after): (CpuMark, CpuMark),
     postgres: bool,
@@ -622,6 +710,9 @@ fn report_cpu(
     } else {
         0.0
     };
+    let interrupts = after.interrupts - before.interrupts;
+    // Interrupts are not subtracted: without IRQ_TIME_ACCOUNTING the softirq work done
+    // while a process ran is in that process's time too.
     let other = (machine - servers - bench - pg).max(0.0);
     let per = |cpu: f64| cpu * 1e6 / count;
     report.add(
@@ -642,7 +733,7 @@ fn report_cpu(
     }
     report.add(
         phase,
-        format!("{prefix}bench CPU per {item} (load + receiver)"),
+        format!("{prefix}bench's own CPU per {item}"),
         per(bench),
         Unit::Micros,
         None,
@@ -661,6 +752,13 @@ fn report_cpu(
         Unit::CpuSeconds,
         None,
     );
+    report.add(
+        phase,
+        format!("{prefix}  of which irq/softirq (loopback I/O)"),
+        interrupts,
+        Unit::CpuSeconds,
+        None,
+    );
     let wall = after.at.duration_since(before.at).as_secs_f64();
     report.add(
         phase,
@@ -672,7 +770,7 @@ fn report_cpu(
     let per_cpu = count / machine.max(0.01);
     report.add(
         phase,
-        format!("{prefix}{item}s per machine CPU-second"),
+        format!("{prefix}{items} per machine CPU-second"),
         per_cpu,
         Unit::PerCpuSecond,
         Some(per_cpu / ceiling_per_cpu),
@@ -690,12 +788,15 @@ enum Storage {
 
 /// Bytes on disk at one moment: the data (SQLite's file, or the total size of the bench
 /// schema's tables with their indexes and TOAST) and the WAL (SQLite's `-wal` file's size,
-/// or PostgreSQL's current WAL position, whose difference is the WAL written).
+/// or PostgreSQL's current WAL position, whose difference is the WAL written); with
+/// PostgreSQL also the database's transactions and rows read so far (`pg_stat_database`).
 #[derive(Debug, Clone)]
 struct DiskMark {
     data: u64,
     wal: u64,
     lsn: Option<String>,
+    transactions: u64,
+    rows_read: u64,
 }
 
 impl Storage {
@@ -709,6 +810,8 @@ impl Storage {
                     data: size(path.clone()),
                     wal: size(wal.into()),
                     lsn: None,
+                    transactions: 0,
+                    rows_read: 0,
                 })
             }
             Self::Postgres { url, schema } => {
@@ -722,10 +825,21 @@ impl Storage {
                 )?
                 .parse()
                 .context("pg_total_relation_size")?;
+                let activity = psql_value(
+                    url,
+                    "SELECT xact_commit + xact_rollback, tup_returned + tup_fetched \
+                     FROM pg_stat_database WHERE datname = current_database()",
+                )?;
+                let (transactions, rows_read) = activity
+                    .split_once('|')
+                    .and_then(|(t, r)| Some((t.parse().ok()?, r.parse().ok()?)))
+                    .context("pg_stat_database")?;
                 Ok(DiskMark {
                     data,
                     wal: 0,
                     lsn: Some(psql_value(url, "SELECT pg_current_wal_lsn()")?),
+                    transactions,
+                    rows_read,
                 })
             }
         }
@@ -751,7 +865,10 @@ impl Storage {
         );
         match self {
             Self::Sqlite(_) => {
-                let (data, wal) = (growth(after.data, before.data), growth(after.wal, before.wal));
+                let (data, wal) = (
+                    growth(after.data, before.data),
+                    growth(after.wal, before.wal),
+                );
                 report.add(
                     "main",
                     "on disk per message: SQLite file + -wal",
@@ -785,14 +902,32 @@ impl Storage {
                 let (Some(from), Some(to)) = (&before.lsn, &after.lsn) else {
                     bail!("no WAL position");
                 };
-                let wal: f64 = psql_value(url, &format!("SELECT pg_wal_lsn_diff('{to}', '{from}')"))?
-                    .parse()
-                    .context("pg_wal_lsn_diff")?;
+                let wal: f64 =
+                    psql_value(url, &format!("SELECT pg_wal_lsn_diff('{to}', '{from}')"))?
+                        .parse()
+                        .context("pg_wal_lsn_diff")?;
                 report.add(
                     "main",
                     "WAL written per message (whole cluster)",
                     per(wal),
                     Unit::Bytes,
+                    None,
+                );
+                // Not bytes, but read from the same place at the same moments: what the
+                // database did per message (how many claims came up empty, how much the
+                // plans scan).
+                report.add(
+                    "main",
+                    "PostgreSQL transactions per message",
+                    per(growth(after.transactions, before.transactions)),
+                    Unit::Count,
+                    None,
+                );
+                report.add(
+                    "main",
+                    "PostgreSQL rows read per message",
+                    per(growth(after.rows_read, before.rows_read)),
+                    Unit::Count,
                     None,
                 );
             }
@@ -873,12 +1008,29 @@ async fn wait_for(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = &args.json {
+        // Fail now rather than after the run.
+        std::fs::write(path, "")
+            .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+    }
+    let mut report = Report::default();
+    let result = run(&args, &mut report).await;
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report.to_json(&args, result.as_ref().err()))?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+        println!("\nreport written to {}", path.display());
+    }
+    result
+}
+
+async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.timeout);
     if args.messages == 0 {
         if args.jobs == 0 {
             bail!("nothing to measure: give --messages or --jobs");
         }
-        return jobs_phase(&args, timeout).await;
+        return jobs_phase(args, report, timeout).await;
     }
     let capacity = args
         .messages
@@ -908,61 +1060,134 @@ async fn main() -> anyhow::Result<()> {
     // Ceiling: the same generator posting straight to the receiver.
     let direct = format!("{receiver_url}/direct");
     let (ceiling_client, pad2) = (client.clone(), pad.clone());
+    let cpu_before = CpuMark::now(&[]);
     let (_, ceiling_wall) = load(&client, n, c, &receiver, move |seq| {
         ceiling_client.post(&direct).json(&payload(seq, &pad2))
     })
     .await?;
+    let ceiling_cpu = (CpuMark::now(&[]).machine - cpu_before.machine).max(0.01);
     let ceiling = n as f64 / ceiling_wall.as_secs_f64();
+    let ceiling_per_cpu = n as f64 / ceiling_cpu;
     receiver.reset();
 
     // Hookline end to end.
     let dir = TempDir(std::env::temp_dir().join(format!("hookline-bench-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0)?;
-    let (database_url, schema) = match &args.postgres_url {
+    let (database_url, storage) = match &args.postgres_url {
         Some(url) => {
-            let (url, schema) = fresh_schema(url, "hookline_bench")?;
-            (url, Some(schema))
+            report.postgres = Some(postgres_settings(url)?);
+            let (schema_url, schema) = fresh_schema(url, "hookline_bench")?;
+            let storage = Storage::Postgres {
+                url: url.clone(),
+                schema,
+            };
+            (schema_url, storage)
         }
         None => {
             if args.nodes > 1 {
                 bail!("--nodes above 1 needs --postgres-url: the SQLite store serves one process");
             }
-            (sqlite_url(&dir.0.join("bench.db")), None)
+            let path = dir.0.join("bench.db");
+            (sqlite_url(&path), Storage::Sqlite(path))
         }
     };
+    let vacuum = match &storage {
+        Storage::Postgres { url, schema } if args.pg_vacuum_every > 0 => {
+            Some(tokio::spawn(vacuum_every(
+                url.clone(),
+                schema.clone(),
+                Duration::from_secs(args.pg_vacuum_every),
+            )))
+        }
+        _ => None,
+    };
+    let result = hookline_phases(
+        args,
+        report,
+        &client,
+        &receiver,
+        &receiver_url,
+        &database_url,
+        &storage,
+        (ceiling, ceiling_per_cpu),
+    )
+    .await;
+    if let Some(vacuum) = vacuum {
+        vacuum.abort();
+    }
+    drop(dir);
+    if let Storage::Postgres { url, schema } = &storage {
+        psql(url, &format!("DROP SCHEMA {schema} CASCADE"))?;
+    }
+    result?;
+
+    if args.backlog > 0 {
+        backlog_phase(
+            args,
+            report,
+            &client,
+            &receiver,
+            &receiver_url,
+            &pad,
+            timeout,
+        )
+        .await?;
+    }
+    if args.jobs > 0 {
+        jobs_phase(args, report, timeout).await?;
+    }
+    Ok(())
+}
+
+/// The phases on the Hookline nodes sharing `database_url`: main, fan-out and ingest. The
+/// nodes end when it returns, whether it failed or not.
+#[allow(clippy::too_many_arguments)]
+async fn hookline_phases(
+    args: &Args,
+    report: &mut Report,
+    client: &reqwest::Client,
+    receiver: &Arc<Receiver>,
+    receiver_url: &str,
+    database_url: &str,
+    storage: &Storage,
+    (ceiling, ceiling_per_cpu): (f64, f64),
+) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(args.timeout);
+    let (n, c) = (args.messages, args.concurrency);
+    let pad = "x".repeat(args.payload_bytes);
+    let postgres = matches!(storage, Storage::Postgres { .. });
     let mut nodes = Vec::new();
     for _ in 0..args.nodes.max(1) {
-        let (child, url) = start_server(&args.server_bin, &database_url, "all").await?;
+        let (child, url) = start_server(&args.server_bin, database_url, "all").await?;
         nodes.push(Server {
             child,
             url,
-            _dir: TempDir(dir.0.join("unused")),
+            _dir: None,
         });
     }
-    let backend = if schema.is_some() {
-        "postgresql"
-    } else {
-        "sqlite"
-    };
+    let backend = if postgres { "postgresql" } else { "sqlite" };
     println!("backend: {backend}, {} node(s)", nodes.len());
     let server = &nodes[0];
     let pids: Vec<u32> = nodes.iter().map(|node| node.child.id()).collect();
-    let app_id = create_app_with_endpoints(&client, &server.url, &receiver_url, 1).await?;
+    let app_id = create_app_with_endpoints(client, &server.url, receiver_url, 1).await?;
     let create_urls: Vec<String> = nodes
         .iter()
         .map(|node| format!("{}/api/v1/app/{app_id}/msg", node.url))
         .collect();
     let (create_client, pad3) = (client.clone(), pad.clone());
+    let disk_before = storage.mark()?;
+    let cpu_before = CpuMark::now(&pids);
     let started = Instant::now();
-    let (create_latencies, create_wall) = load(&client, n, c, &receiver, move |seq| {
+    let (create_latencies, create_wall) = load(client, n, c, receiver, move |seq| {
         create_client
             .post(&create_urls[seq % create_urls.len()])
             .bearer_auth(TOKEN)
             .json(&json!({"eventType": "bench.event", "payload": payload(seq, &pad3)}))
     })
     .await?;
-    wait_for(&receiver, n, timeout, true).await?;
+    wait_for(receiver, n, timeout, true).await?;
     let end_to_end = started.elapsed();
+    let cpu_after = CpuMark::now(&pids);
     let mut delivery_latencies = receiver.latencies(n);
     delivery_latencies.sort();
     let accepted = n as f64 / create_wall.as_secs_f64();
@@ -970,116 +1195,148 @@ async fn main() -> anyhow::Result<()> {
     let duplicates = receiver.total.load(Ordering::Relaxed).saturating_sub(n);
     let peak_rss = pids.iter().map(|&pid| memory(pid).0).fold(0.0, f64::max);
 
-    println!();
-    println!("{:<44} {:>14} {:>10}", "figure", "value", "/ceiling");
-    println!(
-        "{:<44} {:>12.0}/s {:>10}",
-        "ceiling: direct posts to the receiver", ceiling, "1.000"
+    report.add(
+        "ceiling",
+        "ceiling: direct posts to the receiver",
+        ceiling,
+        Unit::PerSecond,
+        Some(1.0),
     );
-    println!(
-        "{:<44} {:>12.0}/s {:>10.3}",
+    report.add(
+        "ceiling",
+        "ceiling: direct posts per machine CPU-second",
+        ceiling_per_cpu,
+        Unit::PerCpuSecond,
+        Some(1.0),
+    );
+    report.add(
+        "main",
         "messages accepted (2xx on create)",
         accepted,
-        accepted / ceiling
+        Unit::PerSecond,
+        Some(accepted / ceiling),
     );
-    println!(
-        "{:<44} {:>14} {:>10}",
+    let p = |latencies: &[Duration], q: f64| ms(percentile(latencies, q));
+    report.add(
+        "main",
         "create latency p50",
-        ms(percentile(&create_latencies, 0.5)),
-        ""
+        p(&create_latencies, 0.5),
+        Unit::Millis,
+        None,
     );
-    println!(
-        "{:<44} {:>14} {:>10}",
+    report.add(
+        "main",
         "create latency p99",
-        ms(percentile(&create_latencies, 0.99)),
-        ""
+        p(&create_latencies, 0.99),
+        Unit::Millis,
+        None,
     );
-    println!(
-        "{:<44} {:>12.0}/s {:>10.3}",
+    report.add(
+        "main",
         "delivered end to end",
         delivered,
-        delivered / ceiling
+        Unit::PerSecond,
+        Some(delivered / ceiling),
     );
-    println!(
-        "{:<44} {:>14} {:>10}",
+    report.add(
+        "main",
         "create-to-delivery p50",
-        ms(percentile(&delivery_latencies, 0.5)),
-        ""
+        p(&delivery_latencies, 0.5),
+        Unit::Millis,
+        None,
     );
-    println!(
-        "{:<44} {:>14} {:>10}",
+    report.add(
+        "main",
         "create-to-delivery p99",
-        ms(percentile(&delivery_latencies, 0.99)),
-        ""
+        p(&delivery_latencies, 0.99),
+        Unit::Millis,
+        None,
     );
-    println!(
-        "{:<44} {:>14} {:>10}",
-        "duplicate deliveries", duplicates, ""
+    report.add(
+        "main",
+        "duplicate deliveries",
+        duplicates as f64,
+        Unit::Count,
+        None,
     );
-    println!(
-        "{:<44} {:>11.1} MiB {:>10}",
-        "server peak RSS (largest node)", peak_rss, ""
+    report.add(
+        "main",
+        "server peak RSS (largest node)",
+        peak_rss,
+        Unit::MiB,
+        None,
     );
+    report_cpu(
+        report,
+        "main",
+        "",
+        ("message", "messages"),
+        n,
+        (cpu_before, cpu_after),
+        postgres,
+        ceiling_per_cpu,
+    );
+    // The attempts of the last deliveries are recorded after their answers arrived, and
+    // PostgreSQL's backends report their activity at most once a second.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let payload_size = serde_json::to_string(&payload(n / 2, &pad))?.len();
+    storage.report(report, &disk_before, n, payload_size)?;
 
     if args.fanout_messages > 0 {
         receiver.reset();
-        let fan_app = create_app_with_endpoints(&client, &server.url, &receiver_url, 100).await?;
+        let fan_app = create_app_with_endpoints(client, &server.url, receiver_url, 100).await?;
         let fan_urls: Vec<String> = nodes
             .iter()
             .map(|node| format!("{}/api/v1/app/{fan_app}/msg", node.url))
             .collect();
         let (fan_client, pad4) = (client.clone(), pad.clone());
         let m = args.fanout_messages;
-        let cpu_before: f64 = pids.iter().map(|&pid| cpu_seconds(pid)).sum();
+        let cpu_before = CpuMark::now(&pids);
         let started = Instant::now();
-        load(&client, m, c, &receiver, move |seq| {
+        load(client, m, c, receiver, move |seq| {
             fan_client
                 .post(&fan_urls[seq % fan_urls.len()])
                 .bearer_auth(TOKEN)
                 .json(&json!({"eventType": "bench.fanout", "payload": payload(seq, &pad4)}))
         })
         .await?;
-        wait_for(&receiver, m * 100, timeout, false).await?;
+        wait_for(receiver, m * 100, timeout, false).await?;
         let rate = (m * 100) as f64 / started.elapsed().as_secs_f64();
-        let cpu: f64 = pids.iter().map(|&pid| cpu_seconds(pid)).sum::<f64>() - cpu_before;
-        println!(
-            "{:<44} {:>12.0}/s {:>10.3}",
+        let cpu_after = CpuMark::now(&pids);
+        report.add(
+            "fanout",
             "fan-out: deliveries to 100 endpoints",
             rate,
-            rate / ceiling
+            Unit::PerSecond,
+            Some(rate / ceiling),
         );
-        // Steadier than the rate on a shared machine: compare builds with this.
-        println!(
-            "{:<44} {:>11.1} us {:>10}",
-            "fan-out: server CPU per delivery",
-            cpu * 1e6 / (m * 100) as f64,
-            ""
+        // The server's CPU per delivery is steadier than the rate on a shared machine:
+        // compare builds with it.
+        report_cpu(
+            report,
+            "fanout",
+            "fan-out: ",
+            ("delivery", "deliveries"),
+            m * 100,
+            (cpu_before, cpu_after),
+            postgres,
+            ceiling_per_cpu,
         );
     }
     if args.ingest > 0 {
         receiver.reset();
         ingest_phase(
-            &args,
-            &client,
-            &receiver,
+            args,
+            report,
+            client,
+            receiver,
             &server.url,
-            &receiver_url,
+            receiver_url,
             ceiling,
         )
         .await?;
     }
     drop(nodes);
-    drop(dir);
-    if let (Some(url), Some(schema)) = (&args.postgres_url, schema) {
-        psql(url, &format!("DROP SCHEMA {schema} CASCADE"))?;
-    }
-
-    if args.backlog > 0 {
-        backlog_phase(&args, &client, &receiver, &receiver_url, &pad, timeout).await?;
-    }
-    if args.jobs > 0 {
-        jobs_phase(&args, timeout).await?;
-    }
     Ok(())
 }
 
@@ -1125,7 +1382,7 @@ fn memchr_type(body: &[u8], needle: &[u8]) -> bool {
 /// The job tracker with `--jobs` jobs in flight: how fast they are registered, the
 /// server's memory while they are polled, the polls a second and the server's CPU per
 /// poll, then how fast their outcome events go out once the emulator says they ended.
-async fn jobs_phase(args: &Args, timeout: Duration) -> anyhow::Result<()> {
+async fn jobs_phase(args: &Args, report: &mut Report, timeout: Duration) -> anyhow::Result<()> {
     let counts = Arc::new(JobCounts::default());
     let app = axum::Router::new()
         .route("/v1/batches/{id}", axum::routing::get(batch_status))
@@ -1154,7 +1411,7 @@ async fn jobs_phase(args: &Args, timeout: Duration) -> anyhow::Result<()> {
     let server = Server {
         child,
         url,
-        _dir: TempDir(dir.0.join("unused")),
+        _dir: None,
     };
     let pid = server.child.id();
     let client = reqwest::Client::builder()
@@ -1216,10 +1473,12 @@ async fn jobs_phase(args: &Args, timeout: Duration) -> anyhow::Result<()> {
         creator.await??;
     }
     let created = started.elapsed();
-    println!(
-        "{:<44} {:>12.0}/s",
+    report.add(
+        "jobs",
         "jobs registered",
-        n as f64 / created.as_secs_f64()
+        n as f64 / created.as_secs_f64(),
+        Unit::PerSecond,
+        None,
     );
 
     // Polls of the jobs in flight.
@@ -1234,22 +1493,28 @@ async fn jobs_phase(args: &Args, timeout: Duration) -> anyhow::Result<()> {
     let polls = counts.polls.load(Ordering::Relaxed) - polls_before;
     let cpu = cpu_seconds(pid) - cpu_before;
     let elapsed = watch.elapsed().as_secs_f64();
-    println!(
-        "{:<44} {:>12.0}/s",
+    report.add(
+        "jobs",
         "polls with all jobs in flight",
-        polls as f64 / elapsed
+        polls as f64 / elapsed,
+        Unit::PerSecond,
+        None,
     );
-    println!(
-        "{:<44} {:>11.1} us",
+    report.add(
+        "jobs",
         "server CPU per poll",
-        cpu * 1e6 / polls.max(1) as f64
+        cpu * 1e6 / polls.max(1) as f64,
+        Unit::Micros,
+        None,
     );
-    println!(
-        "{:<44} {:>9.1} MiB (peak {:.1})",
+    report.add(
+        "jobs",
         "server RSS with the jobs in flight",
         rss_max,
-        memory(pid).0
+        Unit::MiB,
+        None,
     );
+    report.add("jobs", "server peak RSS", memory(pid).0, Unit::MiB, None);
 
     // Outcomes.
     counts.completed.store(true, Ordering::Relaxed);
@@ -1263,15 +1528,19 @@ async fn jobs_phase(args: &Args, timeout: Duration) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!(
-        "{:<44} {:>12.0}/s",
+    report.add(
+        "jobs",
         "outcome events (job.succeeded) delivered",
-        n as f64 / ended.elapsed().as_secs_f64()
+        n as f64 / ended.elapsed().as_secs_f64(),
+        Unit::PerSecond,
+        None,
     );
-    println!(
-        "{:<44} {:>12}",
+    report.add(
+        "jobs",
         "job events delivered in all",
-        counts.events.load(Ordering::Relaxed)
+        counts.events.load(Ordering::Relaxed) as f64,
+        Unit::Count,
+        None,
     );
     drop(server);
     if let (Some(url), Some(schema)) = (&args.postgres_url, schema) {
@@ -1284,6 +1553,7 @@ async fn jobs_phase(args: &Args, timeout: Duration) -> anyhow::Result<()> {
 /// full server while it drains.
 async fn backlog_phase(
     args: &Args,
+    report: &mut Report,
     client: &reqwest::Client,
     receiver: &Arc<Receiver>,
     receiver_url: &str,
@@ -1299,7 +1569,7 @@ async fn backlog_phase(
     let filler = Server {
         child,
         url,
-        _dir: TempDir(dir.0.join("unused")),
+        _dir: None,
     };
     let app_id = create_app_with_endpoints(client, &filler.url, receiver_url, 1).await?;
     let create_url = format!("{}/api/v1/app/{app_id}/msg", filler.url);
@@ -1318,10 +1588,12 @@ async fn backlog_phase(
         },
     )
     .await?;
-    println!(
-        "{:<44} {:>12.1} s",
+    report.add(
+        "backlog",
         "backlog filled",
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        Unit::Seconds,
+        None,
     );
     drop(filler);
 
@@ -1329,7 +1601,7 @@ async fn backlog_phase(
     let drainer = Server {
         child,
         url,
-        _dir: dir,
+        _dir: Some(dir),
     };
     let pid = drainer.child.id();
     let started = Instant::now();
@@ -1345,17 +1617,35 @@ async fn backlog_phase(
     let rss: Vec<f64> = samples.iter().map(|(_, rss)| *rss).collect();
     let first = rss.first().copied().unwrap_or(0.0);
     let max = rss.iter().copied().fold(0.0, f64::max);
-    println!(
-        "{:<44} {:>12.0}/s",
+    report.add(
+        "backlog",
         "backlog drained",
-        args.backlog as f64 / drain.as_secs_f64()
+        args.backlog as f64 / drain.as_secs_f64(),
+        Unit::PerSecond,
+        None,
     );
-    println!(
-        "{:<44} {:>8.1} -> max {:.1} MiB",
-        "server RSS while draining (first sample)", first, max
+    report.add(
+        "backlog",
+        "server RSS while draining (first sample)",
+        first,
+        Unit::MiB,
+        None,
+    );
+    report.add(
+        "backlog",
+        "server RSS while draining (max)",
+        max,
+        Unit::MiB,
+        None,
     );
     for (done, rss) in samples.iter().step_by((samples.len() / 8).max(1)) {
-        println!("    {done:>9} delivered   RSS {rss:>7.1} MiB");
+        report.add(
+            "backlog",
+            format!("    RSS with {done} delivered"),
+            *rss,
+            Unit::MiB,
+            None,
+        );
     }
     drop(drainer);
     Ok(())
@@ -1364,11 +1654,20 @@ async fn backlog_phase(
 /// The signing secret of the bench's OpenAI source.
 const OPENAI_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// An OpenAI `realtime.call.incoming` event; `seq` rides in `data` for the receiver.
-fn realtime_call(seq: usize) -> String {
-    format!(
-        r#"{{"object":"event","id":"evt_{seq}","type":"realtime.call.incoming","created_at":1750287018,"data":{{"seq":{seq},"call_id":"rtc_{seq}","sip_headers":[{{"name":"From","value":"sip:+15555550100@example.com"}}]}}}}"#
-    )
+/// An OpenAI `realtime.call.incoming` event of `size` bytes (or of its bare size, if that is
+/// more): `seq` rides in `data` for the receiver, and a `padding` string in `data` makes up
+/// the size (`--payload-bytes`).
+fn realtime_call(seq: usize, size: usize) -> String {
+    let event = |padding: &str| {
+        format!(
+            r#"{{"object":"event","id":"evt_{seq}","type":"realtime.call.incoming","created_at":1750287018,"data":{{"seq":{seq},"call_id":"rtc_{seq}","sip_headers":[{{"name":"From","value":"sip:+15555550100@example.com"}}],"padding":"{padding}"}}}}"#
+        )
+    };
+    let bare = event("");
+    match size.checked_sub(bare.len()) {
+        Some(fill) if fill > 0 => event(&"x".repeat(fill)),
+        _ => bare,
+    }
 }
 
 /// Posts signed OpenAI webhooks to an `open-ai` source at the bench's concurrency and
@@ -1376,6 +1675,7 @@ fn realtime_call(seq: usize) -> String {
 /// reach the source's endpoint.
 async fn ingest_phase(
     args: &Args,
+    report: &mut Report,
     client: &reqwest::Client,
     receiver: &Arc<Receiver>,
     server: &str,
@@ -1405,10 +1705,18 @@ async fn ingest_phase(
     .await?;
     let keys = Keyset::new(Scheme::OpenAi, [OPENAI_SECRET])?;
     let n = args.ingest;
+    let size = args.payload_bytes;
+    report.add(
+        "ingest",
+        "ingest: body of each webhook (signed as sent)",
+        realtime_call(n / 2, size).len() as f64,
+        Unit::Bytes,
+        None,
+    );
     let post_client = client.clone();
     let started = Instant::now();
     let (latencies, wall) = load(client, n, args.concurrency, receiver, move |seq| {
-        let body = realtime_call(seq);
+        let body = realtime_call(seq, size);
         let id = format!("wh_bench_{seq}");
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1433,41 +1741,48 @@ async fn ingest_phase(
     forward_latencies.sort();
     let accepted = n as f64 / wall.as_secs_f64();
     let forwarded = n as f64 / end_to_end.as_secs_f64();
-    println!(
-        "{:<44} {:>12.0}/s {:>10.3}",
+    let p = |latencies: &[Duration], q: f64| ms(percentile(latencies, q));
+    report.add(
+        "ingest",
         "ingest: open-ai webhooks accepted",
         accepted,
-        accepted / ceiling
+        Unit::PerSecond,
+        Some(accepted / ceiling),
     );
-    println!(
-        "{:<44} {:>14} {:>10}",
+    report.add(
+        "ingest",
         "ingest answer latency p50",
-        ms(percentile(&latencies, 0.5)),
-        ""
+        p(&latencies, 0.5),
+        Unit::Millis,
+        None,
     );
-    println!(
-        "{:<44} {:>14} {:>10}",
+    report.add(
+        "ingest",
         "ingest answer latency p99",
-        ms(percentile(&latencies, 0.99)),
-        ""
+        p(&latencies, 0.99),
+        Unit::Millis,
+        None,
     );
-    println!(
-        "{:<44} {:>12.0}/s {:>10.3}",
+    report.add(
+        "ingest",
         "ingest: forwarded end to end",
         forwarded,
-        forwarded / ceiling
+        Unit::PerSecond,
+        Some(forwarded / ceiling),
     );
-    println!(
-        "{:<44} {:>14} {:>10}",
+    report.add(
+        "ingest",
         "realtime.call.incoming ingest-to-delivery p50",
-        ms(percentile(&forward_latencies, 0.5)),
-        ""
+        p(&forward_latencies, 0.5),
+        Unit::Millis,
+        None,
     );
-    println!(
-        "{:<44} {:>14} {:>10}",
+    report.add(
+        "ingest",
         "realtime.call.incoming ingest-to-delivery p99",
-        ms(percentile(&forward_latencies, 0.99)),
-        ""
+        p(&forward_latencies, 0.99),
+        Unit::Millis,
+        None,
     );
     Ok(())
 }
