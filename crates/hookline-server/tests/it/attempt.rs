@@ -88,10 +88,12 @@ async fn attempts_by_endpoint_carry_every_required_key() {
             "triggerType": 0,
             "timestamp": item["timestamp"],
             "responseHeaders": item["responseHeaders"],
+            "requestHeaders": item["requestHeaders"],
             "errorKind": null,
         })
     );
     assert!(item["responseHeaders"].is_array(), "{item}");
+    assert!(item["requestHeaders"].is_array(), "{item}");
     assert!(page.as_object().unwrap().contains_key("iterator"));
 
     assert_eq!(
