@@ -325,6 +325,12 @@ impl Report {
                 "jobs": args.jobs,
                 "jobs_window": args.jobs_window,
                 "server_bin": args.server_bin.display().to_string(),
+                // The commit above is the working tree's; this tells an older binary.
+                "server_bin_modified_unix": std::fs::metadata(&args.server_bin)
+                    .and_then(|meta| meta.modified())
+                    .ok()
+                    .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|at| at.as_secs()),
                 "pg_vacuum_every": args.pg_vacuum_every,
             },
             "machine": { "cores": machine_cores() },
@@ -488,7 +494,7 @@ fn postgres_settings(url: &str) -> anyhow::Result<Value> {
     let rows = psql_value(
         url,
         &format!(
-            "SELECT name || '=' || setting || coalesce(unit, '') FROM pg_settings \
+            "SELECT name || '=' || current_setting(name) FROM pg_settings \
              WHERE name IN ({}) ORDER BY name",
             names.map(|name| format!("'{name}'")).join(", ")
         ),

@@ -88,8 +88,9 @@ struct Inner {
     listener: Mutex<Option<Listener>>,
     /// Seals secrets as they are written and opens them as they are read.
     sealer: Sealer,
-    /// Gathers message creates into group commits.
-    committer: group::Committer,
+    /// Gather message creates and logged ingest requests into group commits.
+    creates: group::Committer<hookline_core::store::NewMessage>,
+    ingests: group::Committer<hookline_core::ingest::NewIngestRequest>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -210,7 +211,8 @@ impl PostgresStore {
             .build()
             .map_err(Error::storage)?;
         let current_schema = migrate(&pool, schema, migrations).await?;
-        let committer = group::Committer::start(pool.clone());
+        let creates = group::Committer::start(pool.clone());
+        let ingests = group::Committer::start(pool.clone());
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -219,7 +221,8 @@ impl PostgresStore {
                 listen_config,
                 listener: Mutex::new(None),
                 sealer,
-                committer,
+                creates,
+                ingests,
             }),
         })
     }
@@ -278,8 +281,12 @@ impl PostgresStore {
         &self.inner.sealer
     }
 
-    fn committer(&self) -> &group::Committer {
-        &self.inner.committer
+    fn creates(&self) -> &group::Committer<hookline_core::store::NewMessage> {
+        &self.inner.creates
+    }
+
+    fn ingests(&self) -> &group::Committer<hookline_core::ingest::NewIngestRequest> {
+        &self.inner.ingests
     }
 
     /// A pooled connection.

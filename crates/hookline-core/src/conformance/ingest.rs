@@ -282,6 +282,42 @@ pub async fn concurrent_duplicates_are_forwarded_once(store: Arc<dyn Store>) {
     assert_eq!(messages.data.len(), 1);
 }
 
+pub async fn a_request_of_a_missing_source_fails_alone(store: Arc<dyn Store>) {
+    let (src, gone) = (source(None), source(None));
+    store.create_source(&src).await.unwrap();
+    // Arriving together, a store that gathers writes may well carry them out together.
+    let outcomes: Vec<crate::Result<IngestedRequest>> = join_all(
+        (0..8)
+            .map(|n| {
+                let store = Arc::clone(&store);
+                let to = if n % 2 == 0 { &src } else { &gone };
+                let new = forwarded(to, received(to, Some(&format!("evt_{n}")))).0;
+                Box::pin(async move { store.ingest(new).await }) as Task<'_, _>
+            })
+            .collect(),
+    )
+    .await;
+    for (n, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Ok(stored) => assert!(n % 2 == 0 && stored.logged, "{n}: {stored:?}"),
+            Err(error) => assert!(
+                n % 2 == 1 && matches!(error, Error::NotFound("source")),
+                "{n}: {error:?}"
+            ),
+        }
+    }
+    let logged = store
+        .ingest_requests_after(&src.id, 0, 100, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(logged.len(), 4);
+    let messages = store
+        .list_messages(&src.app_id, &MessageFilter::default(), &first(20))
+        .await
+        .unwrap();
+    assert_eq!(messages.data.len(), 4, "each logged request forwarded once");
+}
+
 pub async fn rejected_requests_are_logged_without_a_message(store: Arc<dyn Store>) {
     let src = source(None);
     store.create_source(&src).await.unwrap();

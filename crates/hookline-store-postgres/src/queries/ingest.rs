@@ -1,9 +1,11 @@
 //! Sources and the log of the requests they receive: `impl IngestStore`.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
-use hookline_core::Result;
+use deadpool_postgres::{GenericClient, Transaction};
+use futures_util::future::join_all;
 use hookline_core::id::{AppId, IngestRequestId, MessageId, SourceId};
 use hookline_core::ingest::{
     IngestRequest, IngestedRequest, NewIngestRequest, RefusedTally, Source, Verdict,
@@ -11,6 +13,7 @@ use hookline_core::ingest::{
 };
 use hookline_core::page::{ListQuery, Page};
 use hookline_core::store::IngestStore;
+use hookline_core::{Error, Result};
 use tokio_postgres::types::Json;
 
 use super::messages::insert_message;
@@ -18,11 +21,8 @@ use super::resources::{delete_app_rows, insert_app};
 use super::{Select, changed, execute, found, key_column, notify_due, query_opt, query_rows};
 use crate::PostgresStore;
 use crate::error::{duplicate, storage};
+use crate::group::Grouped;
 use crate::rows::{self, ms, read};
-
-/// First key of the advisory lock that makes the dedupe check of one source and dedupe
-/// key wait for a request with the same key still in flight; the second is their hash.
-const DEDUPE_LOCK: i32 = 0x686b_6464; // "hkdd"
 
 /// Locks a source's row with `lock` (`FOR UPDATE`, `FOR KEY SHARE`) until the transaction
 /// commits, and returns its hidden application's id; no row is a source not found.
@@ -195,163 +195,7 @@ impl IngestStore for PostgresStore {
     }
 
     async fn ingest(&self, new: NewIngestRequest) -> Result<IngestedRequest> {
-        let NewIngestRequest {
-            mut request,
-            dedupe_since,
-            messages,
-            refused_cap,
-        } = new;
-        let source = request.source_id.clone();
-        let mut db = self.client().await?;
-        let tx = db.transaction().await.map_err(storage)?;
-        let capped = match (request.verdict, refused_cap) {
-            (Verdict::Rejected, Some(cap)) => Some(cap),
-            _ => None,
-        };
-        if let Some(cap) = capped {
-            // The source's count of refused requests is read and written under its row
-            // lock, so that every node counts into one cap. Taken first, as below.
-            let row = query_opt(
-                &tx,
-                "SELECT refused_window, refused_logged, refused_dropped FROM source
-                 WHERE id = $1 FOR NO KEY UPDATE",
-                &[&source.as_str()],
-            )
-            .await
-            .map_err(storage)?;
-            let mut tally = found(row, "source", |c| {
-                Ok(RefusedTally {
-                    window_start: c.take()?,
-                    logged: c.take()?,
-                    dropped: c.take()?,
-                })
-            })?;
-            let logged = cap.count(&mut tally, request.created_at);
-            execute(
-                &tx,
-                "UPDATE source SET refused_window = $2, refused_logged = $3,
-                     refused_dropped = $4
-                 WHERE id = $1",
-                &[
-                    &source.as_str(),
-                    &tally.window_start,
-                    &tally.logged,
-                    &tally.dropped,
-                ],
-            )
-            .await
-            .map_err(storage)?;
-            match logged {
-                Some(dropped) => request.dropped_before = dropped,
-                None => {
-                    tx.commit().await.map_err(storage)?;
-                    return Ok(IngestedRequest {
-                        id: request.id,
-                        seq: 0,
-                        verdict: request.verdict,
-                        original: None,
-                        logged: false,
-                        dropped: tally.dropped,
-                    });
-                }
-            }
-        } else {
-            // Held to commit: a concurrent `delete_source` waits for this request, or this
-            // request for it and then finds no source. Taken before anything else, the
-            // order `delete_source` locks in, so that the two cannot deadlock.
-            lock_source(&tx, &source, "FOR KEY SHARE").await?;
-        }
-        let original = match (request.verdict, &request.dedupe_key, dedupe_since) {
-            (Verdict::Accepted, Some(key), Some(since)) => {
-                // A request with the same key still in flight is waited for, then seen.
-                execute(
-                    &tx,
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2::text || ' ' || $3::text))",
-                    &[&DEDUPE_LOCK, &source.as_str(), key],
-                )
-                .await
-                .map_err(storage)?;
-                let row = query_opt(
-                    &tx,
-                    "SELECT id FROM ingest_request
-                     WHERE source_id = $1 AND dedupe_key = $2 AND verdict = $3
-                       AND created_at >= $4
-                     ORDER BY id LIMIT 1",
-                    &[
-                        &source.as_str(),
-                        key,
-                        &Verdict::Accepted.as_str(),
-                        &ms(since),
-                    ],
-                )
-                .await
-                .map_err(storage)?;
-                row.map(|row| read(&row, |c| c.take::<String>()))
-                    .transpose()?
-                    .map(IngestRequestId::from_string)
-            }
-            _ => None,
-        };
-        let mut queued = false;
-        match &original {
-            Some(original) => request.mark_duplicate_of(original),
-            None if request.verdict == Verdict::Accepted => {
-                for message in &messages {
-                    queued |= !insert_message(&tx, message).await??.is_empty();
-                }
-            }
-            None => {}
-        }
-        if queued {
-            notify_due(&tx).await?;
-        }
-        // Last, so that the source's row lock (which orders its requests) is held for as
-        // short a time as can be: a request numbered after another commits after it, and
-        // a reader that sees one sees every request numbered before it.
-        let seq = query_opt(
-            &tx,
-            "WITH numbered AS (
-                 UPDATE source SET last_seq = last_seq + 1 WHERE id = $2 RETURNING last_seq)
-             INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers,
-                 body, verdict, status_code, reason_code, reason, dedupe_key, event_type,
-                 msg_id, created_at, body_size, dropped_before)
-             SELECT $1, $2, numbered.last_seq, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                 $14, $15, $16, $17
-             FROM numbered
-             RETURNING seq",
-            &[
-                &request.id.as_str(),
-                &source.as_str(),
-                &request.method,
-                &request.path,
-                &request.query,
-                &Json(&request.headers),
-                &request.body,
-                &request.verdict.as_str(),
-                &request.status_code,
-                &request.reason_code,
-                &request.reason,
-                &request.dedupe_key,
-                &request.event_type,
-                &request.msg_id.as_ref().map(MessageId::as_str),
-                &ms(request.created_at),
-                &request.body_size,
-                &request.dropped_before,
-            ],
-        )
-        .await
-        .map_err(duplicate("a logged request"))?;
-        // No row would mean the source is gone, which the lock taken above rules out.
-        let seq: i64 = found(seq, "source", |c| c.take())?;
-        tx.commit().await.map_err(storage)?;
-        Ok(IngestedRequest {
-            id: request.id,
-            seq,
-            verdict: request.verdict,
-            original,
-            logged: true,
-            dropped: request.dropped_before,
-        })
+        self.ingests().submit(new).await
     }
 
     async fn get_ingest_request(
@@ -462,5 +306,224 @@ impl IngestStore for PostgresStore {
     async fn purge_ingest_requests(&self, before: DateTime<Utc>) -> Result<u64> {
         self.purge("ingest_request", "id", "created_at", before)
             .await
+    }
+}
+
+/// What a batch's requests are carried out in order within: the requests of one source
+/// that count into its cap of refused requests, and those that look for a duplicate by
+/// the same key, each see the ones before them. Other requests go side by side.
+#[derive(PartialEq, Eq, Hash)]
+enum Chain<'a> {
+    Refused(&'a str),
+    Dedupe(&'a str, &'a str),
+    Alone(usize),
+}
+
+/// Logged requests are group-committed ([`crate::group`]). A batch first locks the rows of
+/// its sources (`FOR NO KEY UPDATE`, in id order) until it commits: that orders every
+/// node's batches of a source, so that requests are numbered in commit order (a reader
+/// that sees one sees every request numbered before it), a refused-request count is read
+/// and written by one batch at a time, and a duplicate is looked for once the request it
+/// duplicates, in flight in another batch, has committed or rolled back. A concurrent
+/// `delete_source` (`FOR UPDATE`) waits for the batch, or the batch for it and then finds
+/// no source.
+impl Grouped for NewIngestRequest {
+    type Stored = IngestedRequest;
+
+    async fn store<'a>(
+        tx: &'a Transaction<'a>,
+        batch: &'a [&'a Self],
+    ) -> Result<Vec<Result<IngestedRequest>>> {
+        let mut sources: Vec<&str> = batch
+            .iter()
+            .map(|new| new.request.source_id.as_str())
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        let locked = query_rows(
+            tx,
+            "SELECT id FROM source WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+            &[&sources],
+        )
+        .await
+        .map_err(storage)?;
+        let locked: HashSet<String> = locked.iter().map(|row| row.get(0)).collect();
+        let mut chains: HashMap<Chain<'_>, Vec<usize>> = HashMap::new();
+        for (index, new) in batch.iter().enumerate() {
+            let source = new.request.source_id.as_str();
+            let chain = if new.request.verdict == Verdict::Rejected && new.refused_cap.is_some() {
+                Chain::Refused(source)
+            } else if let Some(key) = dedupe_key(new) {
+                Chain::Dedupe(source, key)
+            } else {
+                Chain::Alone(index)
+            };
+            chains.entry(chain).or_default().push(index);
+        }
+        let carried = join_all(chains.into_values().map(|chain| {
+            let locked = &locked;
+            async move {
+                let mut outcomes = Vec::with_capacity(chain.len());
+                for index in chain {
+                    let new = batch[index];
+                    let outcome = if locked.contains(new.request.source_id.as_str()) {
+                        ingest_one(tx, new).await?
+                    } else {
+                        (Err(Error::NotFound("source")), false)
+                    };
+                    outcomes.push((index, outcome));
+                }
+                Ok::<_, Error>(outcomes)
+            }
+        }))
+        .await;
+        let mut outcomes: Vec<Option<Result<IngestedRequest>>> =
+            batch.iter().map(|_| None).collect();
+        let mut queued = false;
+        for chain in carried {
+            for (index, (outcome, forwarded)) in chain? {
+                queued |= forwarded;
+                outcomes[index] = Some(outcome);
+            }
+        }
+        if queued {
+            notify_due(tx).await?;
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every request is in one chain"))
+            .collect())
+    }
+}
+
+/// Logs one request of a batch whose source is locked, and creates its messages: its
+/// answer, and whether it queued a delivery. The outer `Err` is a statement's failure.
+async fn ingest_one(
+    tx: &Transaction<'_>,
+    new: &NewIngestRequest,
+) -> Result<(Result<IngestedRequest>, bool)> {
+    let mut request = new.request.clone();
+    let source = new.request.source_id.as_str();
+    if let (Verdict::Rejected, Some(cap)) = (request.verdict, new.refused_cap) {
+        let row = query_opt(
+            tx,
+            "SELECT refused_window, refused_logged, refused_dropped FROM source WHERE id = $1",
+            &[&source],
+        )
+        .await
+        .map_err(storage)?;
+        let mut tally = found(row, "source", |c| {
+            Ok(RefusedTally {
+                window_start: c.take()?,
+                logged: c.take()?,
+                dropped: c.take()?,
+            })
+        })?;
+        let logged = cap.count(&mut tally, request.created_at);
+        execute(
+            tx,
+            "UPDATE source SET refused_window = $2, refused_logged = $3, refused_dropped = $4
+             WHERE id = $1",
+            &[&source, &tally.window_start, &tally.logged, &tally.dropped],
+        )
+        .await
+        .map_err(storage)?;
+        match logged {
+            Some(dropped) => request.dropped_before = dropped,
+            None => {
+                let skipped = IngestedRequest {
+                    id: request.id,
+                    seq: 0,
+                    verdict: request.verdict,
+                    original: None,
+                    logged: false,
+                    dropped: tally.dropped,
+                };
+                return Ok((Ok(skipped), false));
+            }
+        }
+    }
+    let original = match dedupe_key(new) {
+        Some(key) => {
+            let since = new.dedupe_since.map(ms);
+            let row = query_opt(
+                tx,
+                "SELECT id FROM ingest_request
+                 WHERE source_id = $1 AND dedupe_key = $2 AND verdict = $3 AND created_at >= $4
+                 ORDER BY id LIMIT 1",
+                &[&source, &key, &Verdict::Accepted.as_str(), &since],
+            )
+            .await
+            .map_err(storage)?;
+            row.map(|row| read(&row, |c| c.take::<String>()))
+                .transpose()?
+                .map(IngestRequestId::from_string)
+        }
+        None => None,
+    };
+    let mut queued = false;
+    match &original {
+        Some(original) => request.mark_duplicate_of(original),
+        None if request.verdict == Verdict::Accepted => {
+            for message in &new.messages {
+                match insert_message(tx, message).await? {
+                    Ok(targets) => queued |= !targets.is_empty(),
+                    Err(conflict) => return Err(conflict),
+                }
+            }
+        }
+        None => {}
+    }
+    let seq = query_opt(
+        tx,
+        "WITH numbered AS (
+             UPDATE source SET last_seq = last_seq + 1 WHERE id = $2 RETURNING last_seq)
+         INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers,
+             body, verdict, status_code, reason_code, reason, dedupe_key, event_type,
+             msg_id, created_at, body_size, dropped_before)
+         SELECT $1, $2, numbered.last_seq, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+             $14, $15, $16, $17
+         FROM numbered
+         RETURNING seq",
+        &[
+            &request.id.as_str(),
+            &source,
+            &request.method,
+            &request.path,
+            &request.query,
+            &Json(&request.headers),
+            &request.body,
+            &request.verdict.as_str(),
+            &request.status_code,
+            &request.reason_code,
+            &request.reason,
+            &request.dedupe_key,
+            &request.event_type,
+            &request.msg_id.as_ref().map(MessageId::as_str),
+            &ms(request.created_at),
+            &request.body_size,
+            &request.dropped_before,
+        ],
+    )
+    .await
+    .map_err(duplicate("a logged request"))?;
+    // No row would mean the source is gone, which the batch's lock rules out.
+    let seq: i64 = found(seq, "source", |c| c.take())?;
+    let logged = IngestedRequest {
+        id: request.id,
+        seq,
+        verdict: request.verdict,
+        original,
+        logged: true,
+        dropped: request.dropped_before,
+    };
+    Ok((Ok(logged), queued))
+}
+
+/// The key an accepted request looks for an earlier one by, if it looks.
+fn dedupe_key(new: &NewIngestRequest) -> Option<&str> {
+    match (&new.request.dedupe_key, new.dedupe_since) {
+        (Some(key), Some(_)) if new.request.verdict == Verdict::Accepted => Some(key),
+        _ => None,
     }
 }

@@ -116,7 +116,7 @@ pub(crate) async fn insert_message(
 #[async_trait]
 impl MessageStore for PostgresStore {
     async fn create_message(&self, new: NewMessage) -> Result<CreatedMessage> {
-        self.committer().create(new).await
+        self.creates().submit(new).await
     }
 
     async fn get_message(&self, app: &AppId, key: &str) -> Result<Message> {
