@@ -21,6 +21,9 @@ use crate::PostgresStore;
 use crate::error::storage;
 use crate::rows::{self, code, ms, read};
 
+/// The most deliveries one claim leases; a claim asked for more returns this many.
+const CLAIM_MOST: i64 = 1000;
+
 /// Inserts the attempts of `outcomes` in one statement. An attempt of a message deleted
 /// meanwhile (with its app) is dropped, not an error.
 async fn insert_attempts(db: &impl GenericClient, outcomes: &[&AttemptOutcome]) -> Result<()> {
@@ -165,15 +168,18 @@ impl DeliveryQueue for PostgresStore {
         let db = self.client().await?;
         let skip: Vec<&str> = skip_apps.iter().map(AppId::as_str).collect();
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX).min(CLAIM_MOST);
         // One statement: lease the due rows no other claim holds (SKIP LOCKED passes over
         // rows another node is claiming this instant), then read each claimed delivery
-        // with its message, endpoint and application.
+        // with its message, endpoint and application. The claimed rows are joined by key
+        // (`FROM due`), and the literal `LIMIT` bounds the planner's guess of how many
+        // there are: the statement's generic plan cannot know `$4`, and a guess of
+        // thousands makes the reads back hash joins over the whole `message` table.
         let sql = format!(
             "WITH claimed AS (
                  UPDATE destination SET lease_owner = $1, lease_until = $2, status = $5,
                      requeued = FALSE
-                 WHERE (msg_id, endpoint_id) IN (
+                 FROM (SELECT * FROM (
                      SELECT destination.msg_id, destination.endpoint_id FROM destination
                      JOIN endpoint ON endpoint.id = destination.endpoint_id
                      JOIN message ON message.id = destination.msg_id
@@ -184,8 +190,11 @@ impl DeliveryQueue for PostgresStore {
                        AND destination.app_id <> ALL($6::text[])
                      ORDER BY destination.next_attempt
                      LIMIT $4
-                     FOR UPDATE OF destination SKIP LOCKED)
-                 RETURNING *)
+                     FOR UPDATE OF destination SKIP LOCKED) AS locked
+                     LIMIT {CLAIM_MOST}) AS due
+                 WHERE destination.msg_id = due.msg_id
+                   AND destination.endpoint_id = due.endpoint_id
+                 RETURNING destination.*)
              SELECT {}, {}, {}, app.uid, app.throttle_rate
              FROM claimed AS destination
              JOIN message ON message.id = destination.msg_id
