@@ -139,6 +139,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// The job tracker: jobs are registered, observed and cancelled through it.
     pub tracker: Arc<hookline_engine::track::Tracker>,
+    /// Which applications forward a source's requests, as far as asked.
+    pub forwarding: Arc<api::ForwardingApps>,
 }
 
 impl AppState {
@@ -166,6 +168,7 @@ impl AppState {
             google_keys,
             clock,
             tracker,
+            forwarding: Arc::default(),
         }
     }
 

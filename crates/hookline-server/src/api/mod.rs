@@ -11,8 +11,11 @@ pub mod job;
 pub mod message;
 pub mod stream;
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
 use chrono::{DateTime, Utc};
-use hookline_core::id::AppId;
+use hookline_core::id::{AppId, SourceId};
 use hookline_core::model::Application;
 use hookline_core::page::{Cursor, ListQuery, Order, Page};
 use serde::Serialize;
@@ -141,13 +144,50 @@ pub async fn app_for(
 /// in it would be forwarded with no received request behind it. Reads, endpoints, resend
 /// and recover are open to it.
 pub async fn not_forwarding(state: &AppState, app: &AppId) -> Result<(), ApiError> {
-    match state.store.source_of_app(app).await? {
+    let source = match state.forwarding.get(app) {
+        Some(source) => source,
+        None => {
+            let source = state.store.source_of_app(app).await?;
+            state.forwarding.insert(app, source.clone());
+            source
+        }
+    };
+    match source {
         Some(source) => Err(hookline_core::Error::conflict(format!(
             "this application forwards the requests of source {source}: change the source \
              (/ingest/api/v1/source/{source}) instead"
         ))
         .into()),
         None => Ok(()),
+    }
+}
+
+/// Which applications are sources' forwarding applications, as far as asked, so that a
+/// write to an application (a message create above all) does not ask the store every
+/// time. What is kept never goes stale, on any node: a source's application is made with
+/// the source and forwards for it until both are deleted, an application made otherwise
+/// never comes to forward, and ids are never reused.
+#[derive(Debug, Default)]
+pub struct ForwardingApps(Mutex<HashMap<AppId, Option<SourceId>>>);
+
+impl ForwardingApps {
+    /// Applications kept at most; the map starts over when it is full.
+    const MOST: usize = 65_536;
+
+    fn get(&self, app: &AppId) -> Option<Option<SourceId>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(app)
+            .cloned()
+    }
+
+    fn insert(&self, app: &AppId, source: Option<SourceId>) {
+        let mut known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= Self::MOST {
+            known.clear();
+        }
+        known.insert(app.clone(), source);
     }
 }
 

@@ -386,3 +386,30 @@ async fn deeply_nested_payloads_are_refused() {
     let (status, _, _) = send(nested(64)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn a_sources_forwarding_application_refuses_messages_every_time() {
+    let app = TestApp::new().await;
+    let (status, source) = app
+        .post(
+            "/ingest/api/v1/source",
+            json!({"name": "OpenAI", "type": "open-ai", "config": {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{source}");
+    let forwarding = source["forwardingAppId"].as_str().unwrap().to_owned();
+    let visible = app.create_app("a").await;
+    let message = json!({"eventType": "job.done", "payload": {}});
+    // Asked twice each: the second answer comes from what the server remembers.
+    for _ in 0..2 {
+        let refused = app
+            .post(&format!("/api/v1/app/{forwarding}/msg"), message.clone())
+            .await;
+        let detail = assert_error(&refused, StatusCode::CONFLICT, "conflict");
+        assert!(detail.contains(source["id"].as_str().unwrap()), "{detail}");
+        let (status, body) = app
+            .post(&format!("/api/v1/app/{visible}/msg"), message.clone())
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+}
