@@ -141,6 +141,67 @@ pub async fn endpoints_are_scoped_to_their_app(store: Arc<dyn Store>) {
     ));
 }
 
+pub async fn deleting_an_endpoint_removes_its_deliveries_even_as_messages_arrive(
+    store: Arc<dyn Store>,
+) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let (gone, kept) = (endpoint(&a.id, None, None), endpoint(&a.id, None, None));
+    store.create_endpoint(&gone).await.unwrap();
+    store.create_endpoint(&kept).await.unwrap();
+    let before = message(&a.id, "a.b", None);
+    store
+        .create_message(new_message(before.clone()))
+        .await
+        .unwrap();
+
+    // Creates arrive while the endpoint is deleted: each queues a delivery to it or
+    // not, and none outlives the deletion.
+    let messages: Vec<Message> = (0..24).map(|_| message(&a.id, "a.b", None)).collect();
+    let creates = join_all(
+        messages
+            .iter()
+            .map(|m| {
+                let store = Arc::clone(&store);
+                let new = new_message(m.clone());
+                Box::pin(async move {
+                    store.create_message(new).await.unwrap();
+                }) as Task<'_, _>
+            })
+            .chain(std::iter::once({
+                let store = Arc::clone(&store);
+                let (app, id) = (a.id.clone(), gone.id.clone());
+                Box::pin(async move {
+                    store.delete_endpoint(&app, &id).await.unwrap();
+                }) as Task<'_, _>
+            }))
+            .collect(),
+    );
+    creates.await;
+    for m in messages.iter().chain([&before]) {
+        assert!(
+            matches!(
+                store.get_destination(&a.id, &m.id, &gone.id).await,
+                Err(Error::NotFound(_))
+            ),
+            "{}: a delivery to the deleted endpoint",
+            m.id
+        );
+        store.get_destination(&a.id, &m.id, &kept.id).await.unwrap();
+    }
+    let due = store
+        .claim_due(
+            "node",
+            clock_now() + chrono::Duration::seconds(1),
+            std::time::Duration::from_secs(30),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 25);
+    assert!(due.iter().all(|job| job.endpoint.id == kept.id));
+}
+
 pub async fn event_types_archive_and_conflict(store: Arc<dyn Store>) {
     let now = clock_now();
     let mut et = EventType {

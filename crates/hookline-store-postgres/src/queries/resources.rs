@@ -91,6 +91,23 @@ pub(super) async fn insert_app(db: &impl GenericClient, app: &Application) -> Re
 
 /// Deletes an application with everything in it: its endpoints, messages, deliveries and
 /// attempts go with it (`ON DELETE CASCADE`).
+/// How long an endpoint's deletion waits for the transactions running when it committed
+/// (see `delete_endpoint`); a transaction still running after this (one of another
+/// application of the database, most likely) is not waited for.
+const ENDED_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Deletes the deliveries queued to `endpoint`.
+async fn delete_deliveries_to(db: &impl GenericClient, endpoint: &EndpointId) -> Result<()> {
+    execute(
+        db,
+        "DELETE FROM destination WHERE endpoint_id = $1",
+        &[&endpoint.as_str()],
+    )
+    .await
+    .map_err(storage)?;
+    Ok(())
+}
+
 pub(super) async fn delete_app_rows(db: &impl GenericClient, id: &AppId) -> Result<()> {
     let rows = execute(db, "DELETE FROM app WHERE id = $1", &[&id.as_str()])
         .await
@@ -230,15 +247,49 @@ impl ResourceStore for PostgresStore {
     }
 
     async fn delete_endpoint(&self, app: &AppId, id: &EndpointId) -> Result<()> {
-        let db = self.client().await?;
+        let mut db = self.client().await?;
+        let tx = db.transaction().await.map_err(storage)?;
         let rows = execute(
-            &db,
+            &tx,
             "DELETE FROM endpoint WHERE app_id = $1 AND id = $2",
             &[&app.as_str(), &id.as_str()],
         )
         .await
         .map_err(storage)?;
-        changed(rows, "endpoint")
+        changed(rows, "endpoint")?;
+        delete_deliveries_to(&tx, id).await?;
+        tx.commit().await.map_err(storage)?;
+        // No foreign key holds back a message create that read the endpoint before the
+        // deletion committed and queues its delivery after (the key's check would
+        // share-lock the endpoint's row for every delivery queued, and with creates on
+        // several connections PostgreSQL then keeps a multixact for the row, which cost
+        // more than a third of a create). Such a create is a transaction that was running
+        // when the deletion committed: once every one of those has ended, what they
+        // queued to the endpoint is deleted as well.
+        let running = query_opt(
+            &db,
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+            &[],
+        )
+        .await
+        .map_err(storage)?;
+        let running: i64 = found(running, "snapshot", |c| c.take())?;
+        let waited = std::time::Instant::now();
+        loop {
+            let oldest = query_opt(
+                &db,
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                &[],
+            )
+            .await
+            .map_err(storage)?;
+            let oldest: i64 = found(oldest, "snapshot", |c| c.take())?;
+            if oldest >= running || waited.elapsed() > ENDED_WAIT {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        delete_deliveries_to(&db, id).await
     }
 
     async fn endpoint_stats(
