@@ -252,7 +252,10 @@ CREATE INDEX job_provider_poll_due ON job (provider, poll_due_at) WHERE poll_due
     // The headers each attempt sent (its signature among them), for the console and the
     // attempts API: `[[name, value], …]`.
     "ALTER TABLE attempt ADD COLUMN request_headers JSONB NOT NULL DEFAULT '[]'",
-    // An endpoint's deliveries are deleted with it by `delete_endpoint` instead of by
-    // this key, whose check share-locked the endpoint's row for every delivery queued.
+    // No foreign key from a delivery to its endpoint: its check share-locked the
+    // endpoint's row for every delivery queued, and with creates on several connections
+    // PostgreSQL keeps a multixact for such a row, which cost more than a third of a
+    // create. Deleting an endpoint deletes its deliveries, then again what creates running
+    // at its commit queued (`queries::wait_for_running`).
     "ALTER TABLE destination DROP CONSTRAINT destination_endpoint_id_fkey",
 ];

@@ -147,6 +147,31 @@ async fn execute(
     db.execute(&statement, params).await
 }
 
+/// How long a deletion waits for the transactions running when it committed (see
+/// [`wait_for_running`]); one still running after this (of another application of the
+/// database, most likely) is not waited for.
+const RUNNING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until every transaction running now has ended, or [`RUNNING_WAIT`] has passed.
+/// A deletion that no foreign key carries out (an endpoint's deliveries) calls it after
+/// its commit, then deletes what writers that began before the commit (and so did not see
+/// it) added meanwhile: each such writer had its transaction id by then, as a message
+/// create writes the message before it reads the endpoints.
+async fn wait_for_running(db: &impl GenericClient) -> Result<()> {
+    let next = |sql: &'static str| async move {
+        let row = query_opt(db, sql, &[]).await.map_err(storage)?;
+        found(row, "snapshot", |c| c.take::<i64>())
+    };
+    let running = next("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").await?;
+    let started = std::time::Instant::now();
+    while next("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").await? < running
+        && started.elapsed() < RUNNING_WAIT
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
 /// Reads the one row of a lookup, or says which resource was not found.
 fn found<T>(
     row: Option<Row>,

@@ -11,7 +11,7 @@ use hookline_core::store::ResourceStore;
 use hookline_core::{Code, Error, Result};
 use tokio_postgres::types::{Json, ToSql};
 
-use super::{Select, changed, execute, found, key_column, query_opt, query_rows};
+use super::{Select, changed, execute, found, key_column, query_opt, query_rows, wait_for_running};
 use crate::PostgresStore;
 use crate::error::{duplicate, or_conflict, storage};
 use crate::rows::{self, ms, read};
@@ -89,13 +89,6 @@ pub(super) async fn insert_app(db: &impl GenericClient, app: &Application) -> Re
     Ok(())
 }
 
-/// Deletes an application with everything in it: its endpoints, messages, deliveries and
-/// attempts go with it (`ON DELETE CASCADE`).
-/// How long an endpoint's deletion waits for the transactions running when it committed
-/// (see `delete_endpoint`); a transaction still running after this (one of another
-/// application of the database, most likely) is not waited for.
-const ENDED_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Deletes the deliveries queued to `endpoint`.
 async fn delete_deliveries_to(db: &impl GenericClient, endpoint: &EndpointId) -> Result<()> {
     execute(
@@ -108,6 +101,8 @@ async fn delete_deliveries_to(db: &impl GenericClient, endpoint: &EndpointId) ->
     Ok(())
 }
 
+/// Deletes an application with everything in it: its endpoints, messages, deliveries and
+/// attempts go with it (`ON DELETE CASCADE`).
 pub(super) async fn delete_app_rows(db: &impl GenericClient, id: &AppId) -> Result<()> {
     let rows = execute(db, "DELETE FROM app WHERE id = $1", &[&id.as_str()])
         .await
@@ -260,35 +255,10 @@ impl ResourceStore for PostgresStore {
         delete_deliveries_to(&tx, id).await?;
         tx.commit().await.map_err(storage)?;
         // No foreign key holds back a message create that read the endpoint before the
-        // deletion committed and queues its delivery after (the key's check would
-        // share-lock the endpoint's row for every delivery queued, and with creates on
-        // several connections PostgreSQL then keeps a multixact for the row, which cost
-        // more than a third of a create). Such a create is a transaction that was running
-        // when the deletion committed: once every one of those has ended, what they
-        // queued to the endpoint is deleted as well.
-        let running = query_opt(
-            &db,
-            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
-            &[],
-        )
-        .await
-        .map_err(storage)?;
-        let running: i64 = found(running, "snapshot", |c| c.take())?;
-        let waited = std::time::Instant::now();
-        loop {
-            let oldest = query_opt(
-                &db,
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-                &[],
-            )
-            .await
-            .map_err(storage)?;
-            let oldest: i64 = found(oldest, "snapshot", |c| c.take())?;
-            if oldest >= running || waited.elapsed() > ENDED_WAIT {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        // deletion committed and queues its delivery after (see the migrations): what the
+        // transactions running at the commit queued to the endpoint is deleted once they
+        // have ended.
+        wait_for_running(&db).await?;
         delete_deliveries_to(&db, id).await
     }
 
