@@ -18,6 +18,12 @@ pub async fn claims_lease_and_expired_leases_are_taken_over(store: Arc<dyn Store
     assert_eq!(*job.message, m);
     assert_eq!(*job.endpoint, ep);
     assert_eq!(job.app_uid.as_deref(), Some("tenant"));
+    let leased = store.get_destination(&a.id, &m.id, &ep.id).await.unwrap();
+    assert_eq!(
+        leased.next_attempt.map(|t| t.timestamp_millis()),
+        Some((now + chrono::Duration::seconds(30)).timestamp_millis()),
+        "a delivery in flight is due again when its lease ends"
+    );
     assert!(
         store
             .claim_due("node-b", now, lease, 10)

@@ -171,14 +171,16 @@ impl DeliveryQueue for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX).min(CLAIM_MOST);
         // One statement: lease the due rows no other claim holds (SKIP LOCKED passes over
         // rows another node is claiming this instant), then read each claimed delivery
-        // with its message, endpoint and application. The claimed rows are joined by key
+        // with its message, endpoint and application. A leased row is due again when its
+        // lease ends, should its attempt never be recorded: its `next_attempt` says so,
+        // which also keeps the deliveries in flight out of the due rows every claim scans. The claimed rows are joined by key
         // (`FROM due`), and the literal `LIMIT` bounds the planner's guess of how many
         // there are: the statement's generic plan cannot know `$4`, and a guess of
         // thousands makes the reads back hash joins over the whole `message` table.
         let sql = format!(
             "WITH claimed AS (
                  UPDATE destination SET lease_owner = $1, lease_until = $2, status = $5,
-                     requeued = FALSE
+                     requeued = FALSE, next_attempt = $2
                  FROM (SELECT * FROM (
                      SELECT destination.msg_id, destination.endpoint_id FROM destination
                      JOIN endpoint ON endpoint.id = destination.endpoint_id
@@ -381,7 +383,8 @@ impl DeliveryQueue for PostgresStore {
         let db = self.client().await?;
         let released = execute(
             &db,
-            "UPDATE destination SET lease_owner = NULL, lease_until = NULL
+            "UPDATE destination SET lease_owner = NULL, lease_until = NULL,
+                 next_attempt = LEAST(next_attempt, now())
              WHERE lease_owner = $1",
             &[&owner],
         )

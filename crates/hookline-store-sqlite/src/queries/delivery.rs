@@ -240,8 +240,11 @@ impl DeliveryQueue for SqliteStore {
             .write(move |conn| {
                 all(
                     conn,
+                    // A leased row is due again when its lease ends, should its attempt
+                    // never be recorded: `next_attempt` says so, which also keeps the
+                    // deliveries in flight out of the due rows every claim scans.
                     "UPDATE destination SET lease_owner = ?1, lease_until = ?2, status = ?5,
-                         requeued = 0
+                         requeued = 0, next_attempt = ?2
                      WHERE rowid IN (
                          SELECT destination.rowid FROM destination
                          JOIN endpoint ON endpoint.id = destination.endpoint_id
@@ -311,12 +314,14 @@ impl DeliveryQueue for SqliteStore {
 
     async fn release_owned(&self, owner: &str) -> Result<u64> {
         let owner = owner.to_owned();
+        let now = millis(Utc::now());
         self.write(move |conn| {
             conn.prepare_cached(
-                "UPDATE destination SET lease_owner = NULL, lease_until = NULL
+                "UPDATE destination SET lease_owner = NULL, lease_until = NULL,
+                     next_attempt = MIN(next_attempt, ?2)
                  WHERE lease_owner = ?1",
             )
-            .and_then(|mut s| s.execute([owner.as_str()]))
+            .and_then(|mut s| s.execute(params![owner.as_str(), now]))
             .map(|rows| rows as u64)
             .map_err(Error::storage)
         })
