@@ -3,10 +3,12 @@
 //! and one commit, one WAL flush and one notification serve them all. Durability is
 //! unchanged: each write is answered only after the commit that holds it.
 //!
-//! A conflict (an `eventId` or idempotency key taken) is an answer, not an error: the
-//! statements are written so that it aborts nothing ([`insert_message`]), and the other
-//! writes of the batch commit. A batch that fails otherwise (a statement error) is
-//! carried out again one write per transaction, so that one bad write fails alone.
+//! A message create's conflict (an `eventId` or idempotency key taken) is an answer, not
+//! an error: the statements are written so that it aborts nothing ([`insert_message`]),
+//! and the other writes of the batch commit. A batch that fails otherwise (a statement
+//! error, or an ingest request whose forwarded message conflicts, as its earlier writes
+//! would have to be undone) is carried out again one write per transaction, so that one
+//! bad write fails alone.
 //!
 //! [`insert_message`]: crate::queries::messages::insert_message
 

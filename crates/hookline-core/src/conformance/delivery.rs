@@ -507,6 +507,40 @@ pub async fn an_outcome_commits_with_its_event_messages_or_not_at_all(store: Arc
 
 /// A node that starts again under its name ends the leases its previous life held: the
 /// deliveries are due at once for any node, while another node's leases stand.
+pub async fn a_claim_hands_out_the_oldest_due_first(store: Arc<dyn Store>) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    let ep = endpoint(&a.id, None, None);
+    store.create_endpoint(&ep).await.unwrap();
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        let m = message(&a.id, "a.b", None);
+        store.create_message(new_message(m.clone())).await.unwrap();
+        created.push(m.id);
+        tokio_free_sleep_ms(2);
+    }
+    // The newest is due first now: it was sent again.
+    let resent = created.remove(4);
+    store
+        .requeue(
+            &a.id,
+            &resent,
+            &ep.id,
+            TriggerType::Manual,
+            clock_now() - chrono::Duration::seconds(60),
+        )
+        .await
+        .unwrap();
+    created.insert(0, resent);
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let jobs = store
+        .claim_due("node", now, Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    let order: Vec<MessageId> = jobs.iter().map(|job| job.message.id.clone()).collect();
+    assert_eq!(order, created);
+}
+
 pub async fn a_restarted_node_releases_its_own_leases(store: Arc<dyn Store>) {
     let a = app(None);
     store.create_app(&a).await.unwrap();

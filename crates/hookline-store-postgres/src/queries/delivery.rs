@@ -171,9 +171,10 @@ impl DeliveryQueue for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX).min(CLAIM_MOST);
         // One statement: lease the due rows no other claim holds (SKIP LOCKED passes over
         // rows another node is claiming this instant), then read each claimed delivery
-        // with its message, endpoint and application. A leased row is due again when its
-        // lease ends, should its attempt never be recorded: its `next_attempt` says so,
-        // which also keeps the deliveries in flight out of the due rows every claim scans. The claimed rows are joined by key
+        // with its message, endpoint and application, oldest due first. A leased row is due
+        // again when its lease ends, should its attempt never be recorded: its
+        // `next_attempt` says so, which also keeps the deliveries in flight out of the due
+        // rows every claim scans. The claimed rows are joined by key
         // (`FROM due`), and the literal `LIMIT` bounds the planner's guess of how many
         // there are: the statement's generic plan cannot know `$4`, and a guess of
         // thousands makes the reads back hash joins over the whole `message` table.
@@ -182,7 +183,9 @@ impl DeliveryQueue for PostgresStore {
                  UPDATE destination SET lease_owner = $1, lease_until = $2, status = $5,
                      requeued = FALSE, next_attempt = $2
                  FROM (SELECT * FROM (
-                     SELECT destination.msg_id, destination.endpoint_id FROM destination
+                     SELECT destination.msg_id, destination.endpoint_id,
+                         destination.next_attempt AS due_at
+                     FROM destination
                      JOIN endpoint ON endpoint.id = destination.endpoint_id
                      JOIN message ON message.id = destination.msg_id
                      WHERE destination.next_attempt <= $3
@@ -196,13 +199,13 @@ impl DeliveryQueue for PostgresStore {
                      LIMIT {CLAIM_MOST}) AS due
                  WHERE destination.msg_id = due.msg_id
                    AND destination.endpoint_id = due.endpoint_id
-                 RETURNING destination.*)
+                 RETURNING destination.*, due.due_at)
              SELECT {}, {}, {}, app.uid, app.throttle_rate
              FROM claimed AS destination
              JOIN message ON message.id = destination.msg_id
              JOIN endpoint ON endpoint.id = destination.endpoint_id
              JOIN app ON app.id = destination.app_id
-             ORDER BY destination.next_attempt",
+             ORDER BY destination.due_at",
             rows::DESTINATION_COLUMNS,
             rows::MESSAGE_COLUMNS,
             rows::ENDPOINT_COLUMNS
@@ -384,7 +387,7 @@ impl DeliveryQueue for PostgresStore {
         let released = execute(
             &db,
             "UPDATE destination SET lease_owner = NULL, lease_until = NULL,
-                 next_attempt = LEAST(next_attempt, now())
+                 next_attempt = CASE WHEN next_attempt > now() THEN now() ELSE next_attempt END
              WHERE lease_owner = $1",
             &[&owner],
         )

@@ -24,7 +24,7 @@ use crate::error::{duplicate, storage};
 use crate::group::Grouped;
 use crate::rows::{self, ms, read};
 
-/// Locks a source's row with `lock` (`FOR UPDATE`, `FOR KEY SHARE`) until the transaction
+/// Locks a source's row with `lock` (`FOR UPDATE`) until the transaction
 /// commits, and returns its hidden application's id; no row is a source not found.
 async fn lock_source(tx: &impl GenericClient, id: &SourceId, lock: &str) -> Result<String> {
     let sql = format!("SELECT app_id FROM source WHERE id = $1 {lock}");
@@ -326,7 +326,11 @@ enum Chain<'a> {
 /// and written by one batch at a time, and a duplicate is looked for once the request it
 /// duplicates, in flight in another batch, has committed or rolled back. A concurrent
 /// `delete_source` (`FOR UPDATE`) waits for the batch, or the batch for it and then finds
-/// no source.
+/// no source. Within a batch, which commits as one, requests are numbered as their
+/// statements run, which is nearly their order of arrival: one with more to do first
+/// (messages to forward, a refused-request count, a duplicate to look for, an earlier
+/// request of its chain) may be numbered after one that arrived later in the batch.
+/// SQLite numbers strictly in order of arrival.
 impl Grouped for NewIngestRequest {
     type Stored = IngestedRequest;
 
@@ -348,7 +352,9 @@ impl Grouped for NewIngestRequest {
         .await
         .map_err(storage)?;
         let locked: HashSet<String> = locked.iter().map(|row| row.get(0)).collect();
-        let mut chains: HashMap<Chain<'_>, Vec<usize>> = HashMap::new();
+        // Chains in the order their first request arrived.
+        let mut chains: Vec<Vec<usize>> = Vec::new();
+        let mut chain_of: HashMap<Chain<'_>, usize> = HashMap::new();
         for (index, new) in batch.iter().enumerate() {
             let source = new.request.source_id.as_str();
             let chain = if new.request.verdict == Verdict::Rejected && new.refused_cap.is_some() {
@@ -358,9 +364,13 @@ impl Grouped for NewIngestRequest {
             } else {
                 Chain::Alone(index)
             };
-            chains.entry(chain).or_default().push(index);
+            let at = *chain_of.entry(chain).or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
+            });
+            chains[at].push(index);
         }
-        let carried = join_all(chains.into_values().map(|chain| {
+        let carried = join_all(chains.into_iter().map(|chain| {
             let locked = &locked;
             async move {
                 let mut outcomes = Vec::with_capacity(chain.len());

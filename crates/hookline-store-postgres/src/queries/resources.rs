@@ -11,7 +11,10 @@ use hookline_core::store::ResourceStore;
 use hookline_core::{Code, Error, Result};
 use tokio_postgres::types::{Json, ToSql};
 
-use super::{Select, changed, execute, found, key_column, query_opt, query_rows, wait_for_running};
+use super::{
+    RUNNING_WAIT, Select, changed, execute, found, key_column, query_opt, query_rows,
+    wait_for_running,
+};
 use crate::PostgresStore;
 use crate::error::{duplicate, or_conflict, storage};
 use crate::rows::{self, ms, read};
@@ -258,8 +261,23 @@ impl ResourceStore for PostgresStore {
         // deletion committed and queues its delivery after (see the migrations): what the
         // transactions running at the commit queued to the endpoint is deleted once they
         // have ended.
-        wait_for_running(&db).await?;
-        delete_deliveries_to(&db, id).await
+        // The deletion has committed: a failure here is logged, not answered. What it
+        // leaves is never delivered (a claim reads deliveries with their endpoint).
+        let swept = async {
+            let waited = wait_for_running(&db).await?;
+            delete_deliveries_to(&db, id).await?;
+            Ok::<_, Error>(waited)
+        };
+        match swept.await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(endpoint = %id, "deleting an endpoint's deliveries did not wait for a transaction that ran for longer than {RUNNING_WAIT:?}")
+            }
+            Err(error) => {
+                tracing::warn!(endpoint = %id, %error, "deleting a deleted endpoint's late deliveries failed")
+            }
+        }
+        Ok(())
     }
 
     async fn endpoint_stats(

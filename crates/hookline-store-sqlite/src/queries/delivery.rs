@@ -238,36 +238,54 @@ impl DeliveryQueue for SqliteStore {
         let skip = serde_json::to_string(&skip).map_err(Error::storage)?;
         let claimed = self
             .write(move |conn| {
-                all(
+                // The due rows, oldest first, then their lease: one writer, so nothing
+                // comes between the two. A leased row is due again when its lease ends,
+                // should its attempt never be recorded: `next_attempt` says so, which also
+                // keeps the deliveries in flight out of the due rows every claim scans.
+                let due: Vec<i64> = all(
                     conn,
-                    // A leased row is due again when its lease ends, should its attempt
-                    // never be recorded: `next_attempt` says so, which also keeps the
-                    // deliveries in flight out of the due rows every claim scans.
-                    "UPDATE destination SET lease_owner = ?1, lease_until = ?2, status = ?5,
+                    "SELECT destination.rowid FROM destination
+                     JOIN endpoint ON endpoint.id = destination.endpoint_id
+                     JOIN message ON message.id = destination.msg_id
+                     WHERE destination.next_attempt <= ?1
+                       AND (destination.lease_until IS NULL OR destination.lease_until < ?1)
+                       AND endpoint.disabled = 0
+                       AND message.payload IS NOT NULL
+                       AND destination.app_id NOT IN (SELECT value FROM json_each(?3))
+                     ORDER BY destination.next_attempt
+                     LIMIT ?2",
+                    params![millis(now), limit as i64, skip],
+                    |row| row.get(0),
+                )?;
+                if due.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let rowids = serde_json::to_string(&due).map_err(Error::storage)?;
+                let mut leased = all(
+                    conn,
+                    "UPDATE destination SET lease_owner = ?1, lease_until = ?2, status = ?3,
                          requeued = 0, next_attempt = ?2
-                     WHERE rowid IN (
-                         SELECT destination.rowid FROM destination
-                         JOIN endpoint ON endpoint.id = destination.endpoint_id
-                         JOIN message ON message.id = destination.msg_id
-                         WHERE destination.next_attempt <= ?3
-                           AND (destination.lease_until IS NULL OR destination.lease_until < ?3)
-                           AND endpoint.disabled = 0
-                           AND message.payload IS NOT NULL
-                           AND destination.app_id NOT IN (SELECT value FROM json_each(?6))
-                         ORDER BY destination.next_attempt
-                         LIMIT ?4)
-                     RETURNING app_id, msg_id, endpoint_id, status, next_attempt, attempts,
-                         trigger_type, updated_at",
+                     WHERE rowid IN (SELECT value FROM json_each(?4))
+                     RETURNING rowid, app_id, msg_id, endpoint_id, status, next_attempt,
+                         attempts, trigger_type, updated_at",
                     params![
                         owner,
                         millis(lease_until),
-                        millis(now),
-                        limit as i64,
                         MessageStatus::Sending.code(),
-                        skip,
+                        rowids,
                     ],
-                    |row| rows::destination_at(row, 0),
-                )
+                    |row| Ok((row.get::<_, i64>(0)?, rows::destination_at(row, 1)?)),
+                )?;
+                let order: HashMap<i64, usize> = due
+                    .iter()
+                    .enumerate()
+                    .map(|(at, rowid)| (*rowid, at))
+                    .collect();
+                leased.sort_by_key(|(rowid, _)| order.get(rowid).copied());
+                Ok(leased
+                    .into_iter()
+                    .map(|(_, destination)| destination)
+                    .collect())
             })
             .await?;
         // The claim is committed; reading the jobs needs no writer time.
