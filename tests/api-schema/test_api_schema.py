@@ -257,6 +257,11 @@ def document(hookline_server) -> Dict[str, Any]:
     return {"location": location, "body": doc}
 
 
+# The message of a CPython 3.11 `ast` bug (a SystemError from `ast.parse` in a thread),
+# not of anything the server did.
+CPYTHON_AST_BUG = "AST constructor recursion depth mismatch"
+
+
 def run_schemathesis(
     server, document, tmp_path: Path, ids, extra: List[str], max_examples: int
 ) -> None:
@@ -282,6 +287,14 @@ def run_schemathesis(
     result = subprocess.run(
         command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT
     )
+    report = result.stdout + result.stderr
+    if result.returncode != 0 and CPYTHON_AST_BUG in report:
+        # A bug of CPython 3.11's `ast` that hypothesis trips over now and then when it
+        # describes a lambda; it says nothing of the API. Run again once, said aloud.
+        print(f"schemathesis hit CPython's {CPYTHON_AST_BUG!r}; running it again:\n{report}")
+        result = subprocess.run(
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT
+        )
     if result.returncode != 0:
         pytest.fail(
             f"schemathesis (seed {seed}) exited with {result.returncode}; its report:\n\n"
