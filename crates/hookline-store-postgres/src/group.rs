@@ -4,25 +4,24 @@
 //! unchanged: each write is answered only after the commit that holds it.
 //!
 //! A message create's conflict (an `eventId` or idempotency key taken) is an answer, not
-//! an error: the statements are written so that it aborts nothing ([`insert_message`]),
+//! an error: the statements are written so that it aborts nothing ([`insert_messages`]),
 //! and the other writes of the batch commit. A batch that fails otherwise (a statement
 //! error, or an ingest request whose forwarded message conflicts, as its earlier writes
 //! would have to be undone) is carried out again one write per transaction, so that one
 //! bad write fails alone.
 //!
-//! [`insert_message`]: crate::queries::messages::insert_message
+//! [`insert_messages`]: crate::queries::messages::insert_messages
 
 use std::cmp::Ordering;
 use std::sync::Arc;
 
 use deadpool_postgres::{Pool, Transaction};
-use futures_util::future::join_all;
 use hookline_core::store::{CreatedMessage, NewMessage};
 use hookline_core::{Error, Result};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error;
-use crate::queries::messages::insert_message;
+use crate::queries::messages::insert_messages;
 use crate::queries::notify_due;
 
 /// The most writes one transaction holds.
@@ -158,18 +157,16 @@ impl Grouped for NewMessage {
         tx: &'a Transaction<'a>,
         batch: &'a [&'a Self],
     ) -> Result<Vec<Result<CreatedMessage>>> {
-        let inserted = join_all(batch.iter().map(|new| insert_message(tx, new))).await;
-        let mut outcomes = Vec::with_capacity(batch.len());
+        let inserted = insert_messages(tx, batch).await?;
         let mut queued = false;
-        for result in inserted {
-            match result? {
-                Ok(targets) => {
-                    queued |= !targets.is_empty();
-                    outcomes.push(Ok(CreatedMessage { endpoints: targets }));
-                }
-                Err(conflict) => outcomes.push(Err(conflict)),
-            }
-        }
+        let outcomes = inserted
+            .into_iter()
+            .map(|outcome| {
+                let targets = outcome?;
+                queued |= !targets.is_empty();
+                Ok(CreatedMessage { endpoints: targets })
+            })
+            .collect();
         if queued {
             notify_due(tx).await?;
         }

@@ -318,6 +318,58 @@ pub async fn a_request_of_a_missing_source_fails_alone(store: Arc<dyn Store>) {
     assert_eq!(messages.data.len(), 4, "each logged request forwarded once");
 }
 
+/// Requests arriving together each forward their own message; one whose message cannot
+/// be created (its `eventId` taken) fails alone and leaves nothing logged, while the others
+/// are logged and forwarded (a store that writes a batch's messages together carries
+/// that batch out again one request at a time).
+pub async fn a_request_whose_message_conflicts_fails_alone(store: Arc<dyn Store>) {
+    let src = source(None);
+    store.create_source(&src).await.unwrap();
+    let with_event = |key: &str, event: &str| {
+        let (mut new, _) = forwarded(&src, received(&src, Some(key)));
+        new.messages[0].message.event_id = Some(event.into());
+        new
+    };
+    store
+        .ingest(with_event("evt_first", "taken"))
+        .await
+        .unwrap();
+    let outcomes: Vec<crate::Result<IngestedRequest>> = join_all(
+        (0..6)
+            .map(|n| {
+                let store = Arc::clone(&store);
+                let event = if n == 3 {
+                    "taken".into()
+                } else {
+                    format!("event-{n}")
+                };
+                let new = with_event(&format!("evt_{n}"), &event);
+                Box::pin(async move { store.ingest(new).await }) as Task<'_, _>
+            })
+            .collect(),
+    )
+    .await;
+    for (n, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            Ok(stored) => assert!(n != 3 && stored.logged, "{n}: {stored:?}"),
+            Err(error) => assert!(
+                n == 3 && error.code() == crate::Code::Conflict,
+                "{n}: {error:?}"
+            ),
+        }
+    }
+    let logged = store
+        .ingest_requests_after(&src.id, 0, 100, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(logged.len(), 6, "the first request and five of the six");
+    let messages = store
+        .list_messages(&src.app_id, &MessageFilter::default(), &first(20))
+        .await
+        .unwrap();
+    assert_eq!(messages.data.len(), 6);
+}
+
 pub async fn rejected_requests_are_logged_without_a_message(store: Arc<dyn Store>) {
     let src = source(None);
     store.create_source(&src).await.unwrap();

@@ -312,6 +312,82 @@ pub async fn payloads_expire_at_their_time(store: Arc<dyn Store>) {
     assert_eq!(store.expire_payloads(far).await.unwrap(), 0);
 }
 
+/// Creates arriving together for two applications, each message of its own shape (no
+/// channels, none, one or two; headers or none; one endpoint only), each keep their own
+/// channels and headers and go to their own endpoints: a group commit writes them in
+/// one statement, and nothing of one message may land in another.
+pub async fn creates_together_keep_their_own_channels_headers_and_endpoints(store: Arc<dyn Store>) {
+    let (a, b) = (app(None), app(None));
+    let all = endpoint(&a.id, None, None);
+    let typed = endpoint(&a.id, Some(&["t.b"]), None);
+    let channeled = endpoint(&a.id, None, Some(&["x"]));
+    let other = endpoint(&b.id, None, Some(&["y"]));
+    for application in [&a, &b] {
+        store.create_app(application).await.unwrap();
+    }
+    for ep in [&all, &typed, &channeled, &other] {
+        store.create_endpoint(ep).await.unwrap();
+    }
+    let shapes: [Option<&[&str]>; 4] = [None, Some(&[]), Some(&["x"]), Some(&["y", "x"])];
+    let mut news = Vec::new();
+    for n in 0..48 {
+        let application = if n % 3 == 2 { &b.id } else { &a.id };
+        let event_type = if n % 2 == 0 { "t.a" } else { "t.b" };
+        let mut m = message(application, event_type, shapes[n % 4]);
+        m.payload = Some(format!(r#"{{"n": {n}}}"#));
+        if n % 5 == 0 {
+            m.headers = BTreeMap::from([("x-n".into(), n.to_string())]);
+        }
+        let mut new = new_message(m);
+        if n % 7 == 3 && application == &a.id {
+            new.only_endpoint = Some(typed.id.clone());
+        }
+        news.push(new);
+    }
+    let wanted = |new: &NewMessage| {
+        let m = &new.message;
+        let mut ids: Vec<EndpointId> = [&all, &typed, &channeled, &other]
+            .into_iter()
+            .filter(|ep| ep.app_id == m.app_id)
+            .filter(|ep| match &new.only_endpoint {
+                Some(only) => &ep.id == only,
+                None => ep.wants(&m.event_type, m.channels.as_deref()),
+            })
+            .map(|ep| ep.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let creates = news.iter().map(|new| {
+        let (store, new) = (Arc::clone(&store), new.clone());
+        Box::pin(async move { store.create_message(new).await }) as Task<'_, _>
+    });
+    let outcomes: Vec<crate::Result<crate::store::CreatedMessage>> =
+        join_all(creates.collect()).await;
+
+    for (new, outcome) in news.iter().zip(outcomes) {
+        let mut endpoints = outcome.unwrap().endpoints;
+        endpoints.sort();
+        assert_eq!(endpoints, wanted(new), "{:?}", new.message);
+        let m = &new.message;
+        let stored = store.get_message(&m.app_id, m.id.as_str()).await.unwrap();
+        assert_eq!(stored.channels, m.channels);
+        assert_eq!(stored.headers, m.headers);
+        assert_eq!(stored.payload, m.payload);
+        assert_eq!(stored.event_type, m.event_type);
+        let mut queued: Vec<EndpointId> = store
+            .list_destinations(&m.app_id, &m.id, &first(10))
+            .await
+            .unwrap()
+            .data
+            .into_iter()
+            .map(|(_, ep)| ep.id)
+            .collect();
+        queued.sort();
+        assert_eq!(queued, endpoints, "a delivery for each endpoint it is for");
+    }
+}
+
 /// Creates arriving together (a PostgreSQL group commit gathers them into one
 /// transaction) each get their own answer: one message per `eventId`, a conflict for the
 /// others, an idempotency key claimed once, and a create that cannot be stored (its

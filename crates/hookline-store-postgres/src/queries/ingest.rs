@@ -12,11 +12,11 @@ use hookline_core::ingest::{
     page_within_budget, within_budget,
 };
 use hookline_core::page::{ListQuery, Page};
-use hookline_core::store::IngestStore;
+use hookline_core::store::{IngestStore, NewMessage};
 use hookline_core::{Error, Result};
 use tokio_postgres::types::Json;
 
-use super::messages::insert_message;
+use super::messages::insert_messages;
 use super::resources::{delete_app_rows, insert_app};
 use super::{Select, changed, execute, found, key_column, notify_due, query_opt, query_rows};
 use crate::PostgresStore;
@@ -327,10 +327,12 @@ enum Chain<'a> {
 /// duplicates, in flight in another batch, has committed or rolled back. A concurrent
 /// `delete_source` (`FOR UPDATE`) waits for the batch, or the batch for it and then finds
 /// no source. Within a batch, which commits as one, requests are numbered as their
-/// statements run, which is nearly their order of arrival: one with more to do first
-/// (messages to forward, a refused-request count, a duplicate to look for, an earlier
-/// request of its chain) may be numbered after one that arrived later in the batch.
-/// SQLite numbers strictly in order of arrival.
+/// statements run, which is nearly their order of arrival: one with more to do first (a
+/// refused-request count, a duplicate to look for, an earlier request of its chain) may
+/// be numbered after one that arrived later in the batch. SQLite numbers strictly in
+/// order of arrival. The messages the batch's requests forward are written after them,
+/// all in one go ([`insert_messages`]); should one conflict (its `eventId` taken), the
+/// batch fails and its requests are carried out one by one.
 impl Grouped for NewIngestRequest {
     type Stored = IngestedRequest;
 
@@ -389,12 +391,23 @@ impl Grouped for NewIngestRequest {
         .await;
         let mut outcomes: Vec<Option<Result<IngestedRequest>>> =
             batch.iter().map(|_| None).collect();
-        let mut queued = false;
+        let mut forwarding = Vec::new();
         for chain in carried {
-            for (index, (outcome, forwarded)) in chain? {
-                queued |= forwarded;
+            for (index, (outcome, forwards)) in chain? {
+                if forwards {
+                    forwarding.push(index);
+                }
                 outcomes[index] = Some(outcome);
             }
+        }
+        forwarding.sort_unstable();
+        let messages: Vec<&NewMessage> = forwarding
+            .iter()
+            .flat_map(|&index| &batch[index].messages)
+            .collect();
+        let mut queued = false;
+        for inserted in insert_messages(tx, &messages).await? {
+            queued |= !inserted?.is_empty();
         }
         if queued {
             notify_due(tx).await?;
@@ -406,8 +419,9 @@ impl Grouped for NewIngestRequest {
     }
 }
 
-/// Logs one request of a batch whose source is locked, and creates its messages: its
-/// answer, and whether it queued a delivery. The outer `Err` is a statement's failure.
+/// Logs one request of a batch whose source is locked: its answer, and whether its
+/// messages are to be forwarded (the batch writes them). The outer `Err` is a
+/// statement's failure.
 async fn ingest_one(
     tx: &Transaction<'_>,
     new: &NewIngestRequest,
@@ -471,19 +485,13 @@ async fn ingest_one(
         }
         None => None,
     };
-    let mut queued = false;
-    match &original {
-        Some(original) => request.mark_duplicate_of(original),
-        None if request.verdict == Verdict::Accepted => {
-            for message in &new.messages {
-                match insert_message(tx, message).await? {
-                    Ok(targets) => queued |= !targets.is_empty(),
-                    Err(conflict) => return Err(conflict),
-                }
-            }
+    let forwards = match &original {
+        Some(original) => {
+            request.mark_duplicate_of(original);
+            false
         }
-        None => {}
-    }
+        None => request.verdict == Verdict::Accepted && !new.messages.is_empty(),
+    };
     let seq = query_opt(
         tx,
         "WITH numbered AS (
@@ -527,7 +535,7 @@ async fn ingest_one(
         logged: true,
         dropped: request.dropped_before,
     };
-    Ok((Ok(logged), queued))
+    Ok((Ok(logged), forwards))
 }
 
 /// The key an accepted request looks for an earlier one by, if it looks.

@@ -1,8 +1,11 @@
 //! Messages, their deliveries and attempts, resend and recover: `impl MessageStore`.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use futures_util::future::join_all;
 use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
 use hookline_core::model::{Attempt, Destination, Endpoint, Message, MessageStatus, TriggerType};
 use hookline_core::page::{ListQuery, Page};
@@ -16,101 +19,248 @@ use super::{Select, changed, execute, found, key_column, notify_due, query_opt, 
 use crate::PostgresStore;
 use crate::error::storage;
 use crate::rows::{self, code, ms, read};
+use tokio_postgres::types::Json;
 
 /// Stores a message, one destination per endpoint it is for, and its idempotency record,
 /// and returns those endpoints: what [`MessageStore::create_message`] does (in a group
 /// commit, [`crate::group`]), and [`IngestStore::ingest`] and the job tracker for the
-/// messages they make. The caller notifies and commits.
-///
-/// A conflict (the idempotency key or the `eventId` taken) is the inner `Err`: it is
-/// found without a failing statement, so the transaction goes on for the other messages
-/// it holds, and this one leaves nothing behind. The outer `Err` is a statement's failure.
+/// messages they make. The caller notifies and commits. See [`insert_messages`].
 ///
 /// [`IngestStore::ingest`]: hookline_core::store::IngestStore::ingest
 pub(crate) async fn insert_message(
     db: &impl GenericClient,
     new: &NewMessage,
 ) -> Result<Result<Vec<EndpointId>>> {
-    let message = &new.message;
-    let created = ms(message.created_at);
-    if let Some(record) = &new.idempotency {
-        match claim_idempotent(db, record, message.created_at, false).await {
-            Ok(()) => {}
-            Err(error) if error.code() == Code::IdempotencyConflict => return Ok(Err(error)),
+    let mut outcomes = insert_messages(db, &[new]).await?;
+    Ok(outcomes.pop().expect("one outcome per message"))
+}
+
+/// Stores `batch`: each message, one destination per endpoint it is for, and its
+/// idempotency record, in statements for the whole batch rather than for each message:
+/// one multi-row insert of the messages, one read of endpoints per application, one
+/// multi-row insert of the destinations, and one statement per idempotency key. Returns,
+/// for each message in order, the endpoints it is for. The caller notifies and commits.
+///
+/// A conflict (the idempotency key or the `eventId` taken, by a committed message or an
+/// earlier one of the batch) is that message's inner `Err`: it is found without a failing
+/// statement, so the transaction goes on for the others, and the message leaves nothing
+/// behind. The outer `Err` is a statement's failure.
+pub(crate) async fn insert_messages(
+    db: &impl GenericClient,
+    batch: &[&NewMessage],
+) -> Result<Vec<Result<Vec<EndpointId>>>> {
+    // Idempotency keys first, in the batch's order: of two messages with one key, the
+    // second finds it taken.
+    let claims = join_all(batch.iter().map(|new| async move {
+        match &new.idempotency {
+            Some(record) => claim_idempotent(db, record, new.message.created_at, false).await,
+            None => Ok(()),
+        }
+    }))
+    .await;
+    let mut outcomes: Vec<Option<Result<Vec<EndpointId>>>> = Vec::with_capacity(batch.len());
+    for claim in claims {
+        match claim {
+            Ok(()) => outcomes.push(None),
+            Err(error) if error.code() == Code::IdempotencyConflict => {
+                outcomes.push(Some(Err(error)));
+            }
             Err(error) => return Err(error),
         }
     }
-    let stored = query_opt(
-        db,
-        "INSERT INTO message (id, app_id, event_id, event_type, payload, channels, headers,
-             created_at, payload_expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT DO NOTHING RETURNING 1",
-        &[
-            &message.id.as_str(),
-            &message.app_id.as_str(),
-            &message.event_id,
-            &message.event_type,
-            &message.payload,
-            &message.channels,
-            &rows::message_headers(&message.headers),
-            &created,
-            &new.payload_expires_at.map(ms),
-        ],
-    )
-    .await
-    .map_err(storage)?;
-    if stored.is_none() {
-        if let Some(record) = &new.idempotency {
-            execute(db, "DELETE FROM idempotency WHERE key = $1", &[&record.key])
-                .await
-                .map_err(storage)?;
-        }
-        return Ok(Err(Error::conflict(
-            "a message with this eventId already exists",
-        )));
+    let claimed: Vec<&NewMessage> = batch
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_none())
+        .map(|(new, _)| *new)
+        .collect();
+    let stored = insert_message_rows(db, &claimed).await?;
+
+    // A message whose `eventId` was taken gives its idempotency key back.
+    let given_back: Vec<&str> = claimed
+        .iter()
+        .filter(|new| !stored.contains(new.message.id.as_str()))
+        .filter_map(|new| new.idempotency.as_ref().map(|record| record.key.as_str()))
+        .collect();
+    if !given_back.is_empty() {
+        execute(
+            db,
+            "DELETE FROM idempotency WHERE key = ANY($1)",
+            &[&given_back],
+        )
+        .await
+        .map_err(storage)?;
     }
 
     // Fan-out follows the one rule in `Endpoint::wants`, as in every backend.
+    let mut apps: Vec<&str> = claimed
+        .iter()
+        .filter(|new| stored.contains(new.message.id.as_str()))
+        .map(|new| new.message.app_id.as_str())
+        .collect();
+    apps.sort_unstable();
+    apps.dedup();
+    // One read per application rather than one for all: a statement of `app_id = $1`
+    // keeps its generic plan, where `= ANY($1)` is planned again at every call.
     let sql = format!(
         "SELECT {} FROM endpoint WHERE endpoint.app_id = $1",
         rows::ENDPOINT_COLUMNS
     );
-    let endpoints = query_rows(db, &sql, &[&message.app_id.as_str()])
-        .await
-        .map_err(storage)?;
-    let mut targets = Vec::new();
-    for row in &endpoints {
-        let endpoint = read(row, rows::endpoint)?;
-        let wanted = match &new.only_endpoint {
-            Some(only) => &endpoint.id == only,
-            None => endpoint.wants(&message.event_type, message.channels.as_deref()),
-        };
-        if wanted {
-            targets.push(endpoint.id);
-        }
+    let read_apps = join_all(apps.iter().map(|app| {
+        let sql = &sql;
+        async move { query_rows(db, sql, &[app]).await }
+    }))
+    .await;
+    let mut endpoints: HashMap<&str, Vec<Endpoint>> = HashMap::new();
+    for (app, found) in apps.iter().zip(read_apps) {
+        let found = found
+            .map_err(storage)?
+            .iter()
+            .map(|row| read(row, rows::endpoint))
+            .collect::<Result<Vec<Endpoint>>>()?;
+        endpoints.insert(app, found);
     }
-
-    if !targets.is_empty() {
-        let ids: Vec<&str> = targets.iter().map(EndpointId::as_str).collect();
+    let mut queued = Queued::default();
+    for (new, outcome) in batch.iter().zip(&mut outcomes) {
+        if outcome.is_some() {
+            continue;
+        }
+        let message = &new.message;
+        if !stored.contains(message.id.as_str()) {
+            *outcome = Some(Err(Error::conflict(
+                "a message with this eventId already exists",
+            )));
+            continue;
+        }
+        let targets: Vec<EndpointId> = endpoints
+            .get(message.app_id.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|endpoint| match &new.only_endpoint {
+                Some(only) => &endpoint.id == only,
+                None => endpoint.wants(&message.event_type, message.channels.as_deref()),
+            })
+            .map(|endpoint| endpoint.id.clone())
+            .collect();
+        for endpoint in &targets {
+            queued.msgs.push(message.id.as_str());
+            queued.apps.push(message.app_id.as_str());
+            queued.created.push(ms(message.created_at));
+            queued.endpoints.push(endpoint.as_str().to_owned());
+        }
+        *outcome = Some(Ok(targets));
+    }
+    if !queued.msgs.is_empty() {
         execute(
             db,
             "INSERT INTO destination (msg_id, endpoint_id, app_id, status, next_attempt,
                  attempts, trigger_type, msg_created_at, updated_at)
-             SELECT $1, endpoint_id, $3, $4, $5, 0, 0, $5, $5
-             FROM unnest($2::text[]) AS endpoint_id",
+             SELECT d.msg_id, d.endpoint_id, d.app_id, $5, d.created, 0, 0, d.created,
+                 d.created
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+                 AS d (msg_id, endpoint_id, app_id, created)",
             &[
-                &message.id.as_str(),
-                &ids,
-                &message.app_id.as_str(),
+                &queued.msgs,
+                &queued.endpoints,
+                &queued.apps,
+                &queued.created,
                 &code(MessageStatus::Sending.code()),
-                &created,
             ],
         )
         .await
         .map_err(storage)?;
     }
-    Ok(Ok(targets))
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every message has its outcome"))
+        .collect())
+}
+
+/// The destinations a batch queues, one array per column.
+#[derive(Default)]
+struct Queued<'a> {
+    msgs: Vec<&'a str>,
+    endpoints: Vec<String>,
+    apps: Vec<&'a str>,
+    created: Vec<DateTime<Utc>>,
+}
+
+/// Inserts the rows of `batch` in one statement, leaving out each whose `eventId` (or
+/// id) is taken; returns the ids of those it inserted.
+async fn insert_message_rows(
+    db: &impl GenericClient,
+    batch: &[&NewMessage],
+) -> Result<HashSet<String>> {
+    if batch.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let messages = || batch.iter().map(|new| &new.message);
+    let ids: Vec<&str> = messages().map(|m| m.id.as_str()).collect();
+    let apps: Vec<&str> = messages().map(|m| m.app_id.as_str()).collect();
+    let event_ids: Vec<Option<&str>> = messages().map(|m| m.event_id.as_deref()).collect();
+    let event_types: Vec<&str> = messages().map(|m| m.event_type.as_str()).collect();
+    let payloads: Vec<Option<&str>> = messages().map(|m| m.payload.as_deref()).collect();
+    // Each message's channels are a slice of one array (arrays of arrays must be
+    // rectangular): where they start in it, and how many (none for no channels).
+    let mut channels: Vec<&str> = Vec::new();
+    let mut channel_from: Vec<i32> = Vec::with_capacity(batch.len());
+    let mut channel_count: Vec<Option<i32>> = Vec::with_capacity(batch.len());
+    for message in messages() {
+        channel_from.push(i32::try_from(channels.len()).map_err(Error::storage)?);
+        channel_count.push(match &message.channels {
+            Some(list) => {
+                channels.extend(list.iter().map(String::as_str));
+                Some(i32::try_from(list.len()).map_err(Error::storage)?)
+            }
+            None => None,
+        });
+    }
+    let headers = messages()
+        .map(|m| {
+            rows::message_headers(&m.headers)
+                .map(|Json(headers)| serde_json::to_string(headers))
+                .transpose()
+        })
+        .collect::<Result<Vec<Option<String>>, _>>()
+        .map_err(Error::storage)?;
+    let created: Vec<DateTime<Utc>> = messages().map(|m| ms(m.created_at)).collect();
+    let expires: Vec<Option<DateTime<Utc>>> = batch
+        .iter()
+        .map(|new| new.payload_expires_at.map(ms))
+        .collect();
+    let stored = query_rows(
+        db,
+        "INSERT INTO message (id, app_id, event_id, event_type, payload, channels, headers,
+             created_at, payload_expires_at)
+         SELECT m.id, m.app_id, m.event_id, m.event_type, m.payload,
+             CASE WHEN m.channel_count IS NOT NULL
+                 THEN ($6::text[])[m.channel_from + 1 : m.channel_from + m.channel_count] END,
+             m.headers::jsonb, m.created, m.expires
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $7::int[],
+             $8::int[], $9::text[], $10::timestamptz[], $11::timestamptz[])
+             AS m (id, app_id, event_id, event_type, payload, channel_from, channel_count,
+                   headers, created, expires)
+         ON CONFLICT DO NOTHING RETURNING id",
+        &[
+            &ids,
+            &apps,
+            &event_ids,
+            &event_types,
+            &payloads,
+            &channels,
+            &channel_from,
+            &channel_count,
+            &headers,
+            &created,
+            &expires,
+        ],
+    )
+    .await
+    .map_err(storage)?;
+    stored
+        .iter()
+        .map(|row| read(row, |c| c.take::<String>()))
+        .collect()
 }
 
 #[async_trait]
