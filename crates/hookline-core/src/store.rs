@@ -187,6 +187,10 @@ pub trait ResourceStore: Send + Sync {
 /// changes them.
 #[async_trait]
 pub trait MessageStore: Send + Sync {
+    /// Stores the message with a delivery to every endpoint it is for, and its
+    /// idempotency record. `Conflict` if its `eventId` is taken, `IdempotencyConflict` if
+    /// its key is, `NotFound("application")` if its application does not exist (the API
+    /// leaves that check to this call); any of them writes nothing.
     async fn create_message(&self, new: NewMessage) -> Result<CreatedMessage>;
     async fn get_message(&self, app: &AppId, key: &str) -> Result<Message>;
     async fn list_messages(

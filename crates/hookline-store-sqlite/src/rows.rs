@@ -59,6 +59,12 @@ pub fn classify(error: rusqlite::Error, what: &str) -> Error {
     }
 }
 
+/// Whether `error` is a foreign key's refusal: a row naming one that does not exist.
+pub fn is_foreign_key_violation(error: &rusqlite::Error) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(e, _)
+        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
 pub const APP_COLUMNS: &str =
     "app.id, app.uid, app.name, app.throttle_rate, app.metadata, app.created_at, app.updated_at";
 

@@ -391,7 +391,7 @@ pub async fn creates_together_keep_their_own_channels_headers_and_endpoints(stor
 /// Creates arriving together (a PostgreSQL group commit gathers them into one
 /// transaction) each get their own answer: one message per `eventId`, a conflict for the
 /// others, an idempotency key claimed once, and a create that cannot be stored (its
-/// application is gone) fails alone.
+/// application is gone) fails alone, as `NotFound("application")`.
 pub async fn concurrent_creates_each_get_their_own_answer(store: Arc<dyn Store>) {
     let a = app(None);
     store.create_app(&a).await.unwrap();
@@ -419,7 +419,8 @@ pub async fn concurrent_creates_each_get_their_own_answer(store: Arc<dyn Store>)
         }
         news.push(new);
     }
-    let orphan = new_message(message(&AppId::new(), "a.b", None));
+    let mut orphan = new_message(message(&AppId::new(), "a.b", None));
+    orphan.idempotency = Some(record("key-orphan"));
     news.insert(30, orphan);
     let creates = news.into_iter().map(|new| {
         let store = Arc::clone(&store);
@@ -429,8 +430,14 @@ pub async fn concurrent_creates_each_get_their_own_answer(store: Arc<dyn Store>)
         join_all(creates.collect()).await;
 
     assert!(
-        outcomes[30].is_err(),
-        "the create of a missing application fails"
+        matches!(outcomes[30], Err(crate::Error::NotFound("application"))),
+        "the create of a missing application fails: {:?}",
+        outcomes[30]
+    );
+    assert_eq!(
+        store.get_idempotent("key-orphan", now).await.unwrap(),
+        None,
+        "and keeps no idempotency record"
     );
     let answered: Vec<&crate::Result<_>> = outcomes
         .iter()

@@ -42,9 +42,9 @@ pub(crate) async fn insert_message(
 /// for each message in order, the endpoints it is for. The caller notifies and commits.
 ///
 /// A conflict (the idempotency key or the `eventId` taken, by a committed message or an
-/// earlier one of the batch) is that message's inner `Err`: it is found without a failing
-/// statement, so the transaction goes on for the others, and the message leaves nothing
-/// behind. The outer `Err` is a statement's failure.
+/// earlier one of the batch) or a missing application is that message's inner `Err`: it
+/// is found without a failing statement, so the transaction goes on for the others, and
+/// the message leaves nothing behind. The outer `Err` is a statement's failure.
 pub(crate) async fn insert_messages(
     db: &impl GenericClient,
     batch: &[&NewMessage],
@@ -75,6 +75,28 @@ pub(crate) async fn insert_messages(
         .map(|(new, _)| *new)
         .collect();
     let stored = insert_message_rows(db, &claimed).await?;
+    // A message not stored is a conflict, or its application is missing.
+    let mut unstored_apps: Vec<&str> = claimed
+        .iter()
+        .filter(|new| !stored.contains(new.message.id.as_str()))
+        .map(|new| new.message.app_id.as_str())
+        .collect();
+    unstored_apps.sort_unstable();
+    unstored_apps.dedup();
+    let existing: HashSet<String> = if unstored_apps.is_empty() {
+        HashSet::new()
+    } else {
+        query_rows(
+            db,
+            "SELECT id FROM app WHERE id = ANY($1)",
+            &[&unstored_apps],
+        )
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|row| read(row, |c| c.take::<String>()))
+        .collect::<Result<_>>()?
+    };
 
     // A message whose `eventId` was taken gives its idempotency key back.
     let given_back: Vec<&str> = claimed
@@ -127,9 +149,11 @@ pub(crate) async fn insert_messages(
         }
         let message = &new.message;
         if !stored.contains(message.id.as_str()) {
-            *outcome = Some(Err(Error::conflict(
-                "a message with this eventId already exists",
-            )));
+            *outcome = Some(Err(if existing.contains(message.app_id.as_str()) {
+                Error::conflict("a message with this eventId already exists")
+            } else {
+                Error::NotFound("application")
+            }));
             continue;
         }
         let targets: Vec<EndpointId> = endpoints
@@ -186,7 +210,7 @@ struct Queued<'a> {
 }
 
 /// Inserts the rows of `batch` in one statement, leaving out each whose `eventId` (or
-/// id) is taken; returns the ids of those it inserted.
+/// id) is taken or whose application is missing; returns the ids of those it inserted.
 async fn insert_message_rows(
     db: &impl GenericClient,
     batch: &[&NewMessage],
@@ -240,6 +264,7 @@ async fn insert_message_rows(
              $8::int[], $9::text[], $10::timestamptz[], $11::timestamptz[])
              AS m (id, app_id, event_id, event_type, payload, channel_from, channel_count,
                    headers, created, expires)
+         WHERE EXISTS (SELECT 1 FROM app WHERE app.id = m.app_id)
          ON CONFLICT DO NOTHING RETURNING id",
         &[
             &ids,

@@ -14,7 +14,7 @@ use rusqlite::{Connection, params};
 use super::idempotency::claim_idempotent;
 use super::{Select, all, changed, key_column, not_found, one};
 use crate::SqliteStore;
-use crate::rows::{self, classify, headers_json, millis, opt_json};
+use crate::rows::{self, classify, headers_json, is_foreign_key_violation, millis, opt_json};
 
 /// Stores a message, one destination per endpoint it is for, and its idempotency record:
 /// what [`MessageStore::create_message`] does, and [`IngestStore::ingest`] for each
@@ -41,9 +41,15 @@ pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<Crea
             new.payload_expires_at.map(millis),
         ])
     })
-    .map_err(|e| match classify(e, "a message") {
-        Error::Conflict { .. } => Error::conflict("a message with this eventId already exists"),
-        other => other,
+    .map_err(|e| {
+        // The message's one foreign key is its application.
+        if is_foreign_key_violation(&e) {
+            return Error::NotFound("application");
+        }
+        match classify(e, "a message") {
+            Error::Conflict { .. } => Error::conflict("a message with this eventId already exists"),
+            other => other,
+        }
     })?;
 
     // Only what matching needs: this runs on the writer thread for every message.

@@ -337,3 +337,34 @@ async fn a_provider_id_holding_nul_is_not_used_as_the_dedupe_key() {
         }
     }
 }
+
+/// A message for an application that does not exist, named by an id (looked up by the
+/// create itself, not before it) or by a uid, is refused with 404 `not_found` on every
+/// backend, and leaves nothing behind; a create among them for an application that
+/// exists goes through.
+#[tokio::test]
+async fn a_message_for_a_missing_application_is_not_found_on_every_backend() {
+    let dir = TempDir::new("hostile-missing-app");
+    for (backend, server) in nodes(&dir, "hostile_missing_app").await {
+        let app = created(&server, "/api/v1/app", json!({"name": "ok"})).await;
+        let message = json!({"eventType": "a.b", "payload": {"n": 1}, "eventId": "evt-1"});
+        for key in ["app_2nKq0000000000000000000000", "app_", "no-such-uid"] {
+            let path = format!("/api/v1/app/{key}/msg");
+            let (status, out) = server.api(Method::POST, &path, Some(message.clone())).await;
+            assert_eq!(status, 404, "{backend}: {path}: {out}");
+            assert_eq!(out["code"], "not_found", "{backend}: {out}");
+            assert_eq!(out["detail"], "application not found", "{backend}: {out}");
+        }
+        created(&server, &format!("/api/v1/app/{app}/msg"), message).await;
+        let (_, apps) = server.api(Method::GET, "/api/v1/app", None).await;
+        assert_eq!(apps["data"].as_array().map(Vec::len), Some(1), "{backend}");
+        let (_, messages) = server
+            .api(Method::GET, &format!("/api/v1/app/{app}/msg"), None)
+            .await;
+        assert_eq!(
+            messages["data"].as_array().map(Vec::len),
+            Some(1),
+            "{backend}"
+        );
+    }
+}
