@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::id::{AppId, IngestRequestId, MessageId, SourceId};
 use crate::model::Application;
 use crate::page::{Cursor, ListQuery, Page};
@@ -260,6 +261,19 @@ pub struct IngestedRequest {
     pub dropped: i64,
 }
 
+/// What storing a request answers when the application it forwards to is deleted while
+/// the request is stored: a failure to store it (500, which the provider retries; the
+/// retry finds no application and forwards nothing), not the `NotFound` of the message's
+/// create, which would tell the provider the webhook was unwanted.
+pub fn forwarding_failed(error: Error) -> Error {
+    match error {
+        Error::NotFound("application") => Error::Storage(
+            "the application a request forwards to was deleted while it was stored".into(),
+        ),
+        other => other,
+    }
+}
+
 /// How many of `sizes` (body sizes, in the order read) to load so that their bodies
 /// stay within `budget` bytes: all those whose total fits, and always the first, so that
 /// a reader moves on however large one body is.
@@ -316,6 +330,16 @@ pub fn page_within_budget(
 mod tests {
     use super::*;
     use crate::page::Order;
+
+    #[test]
+    fn a_forwarding_application_gone_is_a_failure_to_store_not_a_404() {
+        let gone = forwarding_failed(Error::NotFound("application"));
+        assert_eq!(gone.code(), crate::Code::ServerError, "{gone:?}");
+        let source = forwarding_failed(Error::NotFound("source"));
+        assert!(matches!(source, Error::NotFound("source")));
+        let conflict = forwarding_failed(Error::conflict("taken"));
+        assert_eq!(conflict.code(), crate::Code::Conflict);
+    }
 
     #[test]
     fn a_page_is_cut_at_its_budget_next_to_its_cursor() {

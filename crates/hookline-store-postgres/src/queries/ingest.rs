@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use hookline_core::id::{AppId, IngestRequestId, MessageId, SourceId};
 use hookline_core::ingest::{
     IngestRequest, IngestedRequest, NewIngestRequest, RefusedTally, Source, Verdict,
-    page_within_budget, within_budget,
+    forwarding_failed, page_within_budget, within_budget,
 };
 use hookline_core::page::{ListQuery, Page};
 use hookline_core::store::{IngestStore, NewMessage};
@@ -407,7 +407,7 @@ impl Grouped for NewIngestRequest {
             .collect();
         let mut queued = false;
         for inserted in insert_messages(tx, &messages).await? {
-            queued |= !inserted?.is_empty();
+            queued |= !inserted.map_err(forwarding_failed)?.is_empty();
         }
         if queued {
             notify_due(tx).await?;

@@ -209,8 +209,10 @@ struct Queued<'a> {
     created: Vec<DateTime<Utc>>,
 }
 
-/// Inserts the rows of `batch` in one statement, leaving out each whose `eventId` (or
-/// id) is taken or whose application is missing; returns the ids of those it inserted.
+/// Inserts the rows of `batch` in one statement, in the batch's order (the order of its
+/// locks, and the earlier of two messages with one `eventId` is the one kept), leaving
+/// out each whose `eventId` (or id) is taken or whose application is missing; returns
+/// the ids of those it inserted.
 async fn insert_message_rows(
     db: &impl GenericClient,
     batch: &[&NewMessage],
@@ -261,10 +263,11 @@ async fn insert_message_rows(
                  THEN ($6::text[])[m.channel_from + 1 : m.channel_from + m.channel_count] END,
              m.headers::jsonb, m.created, m.expires
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $7::int[],
-             $8::int[], $9::text[], $10::timestamptz[], $11::timestamptz[])
+             $8::int[], $9::text[], $10::timestamptz[], $11::timestamptz[]) WITH ORDINALITY
              AS m (id, app_id, event_id, event_type, payload, channel_from, channel_count,
-                   headers, created, expires)
+                   headers, created, expires, n)
          WHERE EXISTS (SELECT 1 FROM app WHERE app.id = m.app_id)
+         ORDER BY m.n
          ON CONFLICT DO NOTHING RETURNING id",
         &[
             &ids,

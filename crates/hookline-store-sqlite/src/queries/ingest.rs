@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use hookline_core::id::{AppId, IngestRequestId, MessageId, SourceId};
 use hookline_core::ingest::{
     IngestRequest, IngestedRequest, NewIngestRequest, RefusedTally, Source, Verdict,
-    page_within_budget, within_budget,
+    forwarding_failed, page_within_budget, within_budget,
 };
 use hookline_core::page::{ListQuery, Page};
 use hookline_core::sealed::Sealer;
@@ -259,7 +259,7 @@ impl IngestStore for SqliteStore {
                 Some(original) => request.mark_duplicate_of(original),
                 None if request.verdict == Verdict::Accepted => {
                     for message in &messages {
-                        insert_message(conn, message)?;
+                        insert_message(conn, message).map_err(forwarding_failed)?;
                     }
                 }
                 None => {}

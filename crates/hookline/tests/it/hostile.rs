@@ -355,6 +355,22 @@ async fn a_message_for_a_missing_application_is_not_found_on_every_backend() {
             assert_eq!(out["code"], "not_found", "{backend}: {out}");
             assert_eq!(out["detail"], "application not found", "{backend}: {out}");
         }
+        // With an idempotency key, twice: the second is not answered from a record.
+        let missing = format!(
+            "{}/api/v1/app/app_2nKq0000000000000000000000/msg",
+            server.url
+        );
+        for attempt in 0..2 {
+            let response = reqwest::Client::new()
+                .post(&missing)
+                .bearer_auth(crate::server::TOKEN)
+                .header("idempotency-key", "missing-app-key")
+                .json(&message)
+                .send()
+                .await
+                .expect("create");
+            assert_eq!(response.status(), 404, "{backend}: attempt {attempt}");
+        }
         created(&server, &format!("/api/v1/app/{app}/msg"), message).await;
         let (_, apps) = server.api(Method::GET, "/api/v1/app", None).await;
         assert_eq!(apps["data"].as_array().map(Vec::len), Some(1), "{backend}");
