@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::*;
 use crate::Code;
+use crate::id::JobId;
 use crate::job::{Job, JobStatus, NextPoll, Observation, ObservedBy, Provider};
 use crate::store::{JobFilter, JobObservation, JobTarget, Observed};
 
@@ -335,6 +336,75 @@ pub async fn polls_are_claimed_under_a_lease_and_end_with_the_job(store: Arc<dyn
         .unwrap();
     assert_eq!(due.len(), 1, "only the other job, at its deadline");
     assert_ne!(due[0].job.id, polled.id);
+}
+
+pub async fn a_claim_takes_the_oldest_due_polls_of_its_providers_up_to_its_limit(
+    store: Arc<dyn Store>,
+) {
+    let a = app(None);
+    store.create_app(&a).await.unwrap();
+    // Due 1 s to 6 s after registration, over three providers of two families.
+    let plan = [
+        (Provider::OpenaiBatch, 1),
+        (Provider::ReplicatePrediction, 2),
+        (Provider::OpenaiResponse, 3),
+        (Provider::OpenaiBatch, 4),
+        (Provider::ReplicatePrediction, 5),
+        (Provider::OpenaiResponse, 6),
+    ];
+    let mut ids = Vec::new();
+    for (n, (provider, after)) in plan.into_iter().enumerate() {
+        let mut j = job(&a.id, provider, Some(&format!("claimed_{n}")));
+        j.poll.as_mut().unwrap().after = Duration::from_secs(after);
+        ids.push(registered(&*store, j).await.id);
+    }
+    let now = clock_now() + chrono::Duration::seconds(30);
+    let lease = Duration::from_secs(30);
+    let claimed_ids = |claimed: Vec<crate::store::DuePoll>| {
+        let mut claimed: Vec<JobId> = claimed.into_iter().map(|due| due.job.id).collect();
+        claimed.sort();
+        claimed
+    };
+    let sorted = |mut wanted: Vec<JobId>| {
+        wanted.sort();
+        wanted
+    };
+    let openai = [Provider::OpenaiBatch, Provider::OpenaiResponse];
+    let first = store
+        .claim_polls("node-a", now, lease, 3, &openai)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed_ids(first),
+        sorted(vec![ids[0].clone(), ids[2].clone(), ids[3].clone()]),
+        "the three oldest of both providers, none of the other family's"
+    );
+    let rest = store
+        .claim_polls("node-b", now, lease, 10, &openai)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed_ids(rest),
+        vec![ids[5].clone()],
+        "only the one not leased"
+    );
+    let replicate = store
+        .claim_polls("node-b", now, lease, 1, &[Provider::ReplicatePrediction])
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed_ids(replicate),
+        vec![ids[1].clone()],
+        "the oldest one"
+    );
+    assert!(
+        store
+            .claim_polls("node-c", now, lease, 10, &[Provider::GeminiBatch])
+            .await
+            .unwrap()
+            .is_empty(),
+        "a provider with no jobs claims nothing"
+    );
 }
 
 pub async fn a_group_completes_once_with_counts(store: Arc<dyn Store>) {
