@@ -297,6 +297,14 @@ pub trait DeliveryQueue: Send + Sync + std::fmt::Debug {
     /// is shared, so that a caller can try it again without copying it. Endpoints'
     /// failing state changes as [`EndpointChange::fold`] says.
     async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> Result<()>;
+    /// The least time between the starts of a claim loop's claims, when the first found
+    /// everything due and the loop was woken again soon after (by new deliveries
+    /// committed, here or on another node). Zero claims at every wake-up; more lets a
+    /// claim take what several commits queued, where each claim costs the store a round
+    /// trip and a scan and every node's claim loop is woken by every commit.
+    fn claim_spacing(&self) -> Duration {
+        Duration::ZERO
+    }
     /// When the next delivery falls due, if any is queued; leases running at `now` hide
     /// their deliveries.
     async fn next_due(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>;

@@ -157,6 +157,15 @@ async fn insert_outcome_message(db: &impl GenericClient, new: &NewMessage) -> Re
 
 #[async_trait]
 impl DeliveryQueue for PostgresStore {
+    /// A claim costs a round trip, a scan of the due rows and a transaction, and every
+    /// commit that queues deliveries wakes every node's claim loops. Spaced 5 ms, one node
+    /// at 1 KiB took 6.0-7.0k creates/s at 111-127 µs of PostgreSQL CPU each, against
+    /// 5.3-5.5k and 160 µs claiming at every wake-up, and three nodes 3.9k against 2.9k;
+    /// the median from create to delivery grew by about 1 ms.
+    fn claim_spacing(&self) -> Duration {
+        Duration::from_millis(5)
+    }
+
     async fn claim_due_skipping(
         &self,
         owner: &str,

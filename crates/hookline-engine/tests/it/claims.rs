@@ -1,0 +1,123 @@
+//! How often the claim loop asks its queue: at every wake-up, or no more often than the
+//! queue's claim spacing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hookline_core::id::{AppId, EndpointId, MessageId};
+use hookline_core::model::MessageStatus;
+use hookline_core::store::{AttemptOutcome, DeliveryJob, DeliveryQueue};
+use hookline_store_sqlite::SqliteStore;
+use tokio::time::Instant;
+
+use crate::support::{Receiver, Reply, World, config, eventually};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The real store, counting claims and asking for `spacing` between them.
+#[derive(Debug)]
+struct Counted {
+    store: Arc<SqliteStore>,
+    spacing: Duration,
+    claims: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl DeliveryQueue for Counted {
+    async fn claim_due_skipping(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+        skip_apps: &[AppId],
+    ) -> hookline_core::Result<Vec<DeliveryJob>> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
+        self.store
+            .claim_due_skipping(owner, now, lease, limit, skip_apps)
+            .await
+    }
+
+    async fn release(
+        &self,
+        deliveries: Vec<(MessageId, EndpointId)>,
+        retry_at: DateTime<Utc>,
+    ) -> hookline_core::Result<()> {
+        self.store.release(deliveries, retry_at).await
+    }
+
+    async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> hookline_core::Result<()> {
+        self.store.record_outcomes(outcomes).await
+    }
+
+    async fn release_owned(&self, owner: &str) -> hookline_core::Result<u64> {
+        self.store.release_owned(owner).await
+    }
+
+    fn claim_spacing(&self) -> Duration {
+        self.spacing
+    }
+
+    async fn next_due(&self, now: DateTime<Utc>) -> hookline_core::Result<Option<DateTime<Utc>>> {
+        self.store.next_due(now).await
+    }
+
+    async fn queue_depth(
+        &self,
+        now: DateTime<Utc>,
+    ) -> hookline_core::Result<hookline_core::metrics::QueueDepth> {
+        self.store.queue_depth(now).await
+    }
+}
+
+/// Messages queued one by one, each waking the engine: how many claims the engine made
+/// delivering them all, and how long that took.
+async fn claims_for_messages_one_by_one(spacing: Duration) -> (usize, Duration) {
+    let world = World::new().await;
+    let receiver = Receiver::always(Reply::status(204)).await;
+    let endpoint = world.endpoint(&receiver.url("/"), |_| {}).await;
+    let queue = Arc::new(Counted {
+        store: Arc::clone(&world.store),
+        spacing,
+        claims: AtomicUsize::new(0),
+    });
+    let started = Instant::now();
+    let engine = world.start_on(queue.clone(), config(&[]));
+    let mut messages = Vec::new();
+    for n in 0..12 {
+        messages.push(world.message(&format!(r#"{{"n":{n}}}"#)).await);
+        engine.wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for message in &messages {
+        eventually("every message delivered", WAIT, || async {
+            (world.destination(message, &endpoint).await.status == MessageStatus::Success)
+                .then_some(())
+        })
+        .await;
+    }
+    let took = started.elapsed();
+    engine.stop().await;
+    assert_eq!(receiver.count(), messages.len(), "each delivered once");
+    (queue.claims.load(Ordering::SeqCst), took)
+}
+
+#[tokio::test]
+async fn a_claim_waits_out_the_queues_spacing_after_the_last() {
+    let spacing = Duration::from_millis(200);
+    let (claims, took) = claims_for_messages_one_by_one(spacing).await;
+    // One claim at the start, then at most one per spacing (and the one in progress).
+    let most = 2 + (took.as_millis() / spacing.as_millis()) as usize;
+    assert!(
+        claims <= most,
+        "{claims} claims in {took:?}, spaced {spacing:?}: at most {most}"
+    );
+}
+
+#[tokio::test]
+async fn without_spacing_every_wake_up_claims() {
+    let (claims, _) = claims_for_messages_one_by_one(Duration::ZERO).await;
+    assert!(claims >= 12, "{claims} claims for 12 wake-ups");
+}
