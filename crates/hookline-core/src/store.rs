@@ -297,11 +297,11 @@ pub trait DeliveryQueue: Send + Sync + std::fmt::Debug {
     /// is shared, so that a caller can try it again without copying it. Endpoints'
     /// failing state changes as [`EndpointChange::fold`] says.
     async fn record_outcomes(&self, outcomes: Arc<[AttemptOutcome]>) -> Result<()>;
-    /// The least time between the starts of a claim loop's claims, when the first found
-    /// everything due and the loop was woken again soon after (by new deliveries
-    /// committed, here or on another node). Zero claims at every wake-up; more lets a
-    /// claim take what several commits queued, where each claim costs the store a round
-    /// trip and a scan and every node's claim loop is woken by every commit.
+    /// The least time between the starts of two claims of one claim loop when the first
+    /// was not full (it took everything due it could), whatever woke the loop again. Zero
+    /// claims at every wake-up; more lets a claim take what several commits queued, where
+    /// each claim costs the store a round trip and a scan and every commit that queues
+    /// deliveries wakes every node's claim loops.
     fn claim_spacing(&self) -> Duration {
         Duration::ZERO
     }

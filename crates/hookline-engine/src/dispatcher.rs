@@ -223,12 +223,16 @@ impl Dispatcher {
             if !self.pause(shutdown, wait).await {
                 return;
             }
-            // Woken soon after a claim that found everything due, the next one waits for
-            // the rest of the queue's claim spacing, so that under load a claim takes what
-            // several commits queued rather than each commit waking every node's claim.
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = sleep_until(started + self.queue.claim_spacing()) => {}
+            // After a claim that was not full, the next one starts no sooner than the
+            // queue's claim spacing after it, whatever ended the wait: under load a claim
+            // then takes what several commits queued, rather than each commit waking every
+            // node's claim loops (the spacing holds per claim loop).
+            let next = started + self.queue.claim_spacing();
+            if Instant::now() < next {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = sleep_until(next) => {}
+                }
             }
         }
     }

@@ -307,6 +307,10 @@ impl DeliveryQueue for Poisoned {
         self.store.release_owned(owner).await
     }
 
+    fn claim_spacing(&self) -> Duration {
+        self.store.claim_spacing()
+    }
+
     async fn next_due(&self, now: DateTime<Utc>) -> hookline_core::Result<Option<DateTime<Utc>>> {
         self.store.next_due(now).await
     }

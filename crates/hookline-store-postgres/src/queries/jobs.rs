@@ -387,6 +387,9 @@ impl JobStore for PostgresStore {
         // (a `LATERAL` per provider), oldest first, and the oldest of them all are leased:
         // a filter on the provider over the due polls of every provider would read them
         // all whenever this group has few (100,000 jobs due elsewhere: 40 ms a claim).
+        // Each provider's subquery locks up to `limit` rows, of which the oldest `limit` in
+        // all are leased; the others are unlocked when the statement ends (a claim of the
+        // same group on another node meanwhile passes over them and takes younger polls).
         // The claimed rows are joined by key, and the literal `LIMIT` bounds the planner's
         // guess of how many: the generic plan cannot know `$4`, and a guess of thousands
         // makes the join a scan of the whole table.

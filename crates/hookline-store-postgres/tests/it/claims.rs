@@ -140,3 +140,69 @@ async fn a_claim_skips_rows_another_transaction_has_locked() {
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].destination.msg_id.as_str(), locked);
 }
+
+/// Polls claimed by several nodes at once over one provider group (each provider read
+/// from its own stretch of the index, more rows locked than leased): every due job goes to
+/// exactly one of them, and together they take them all.
+#[tokio::test]
+async fn concurrent_poll_claims_never_return_the_same_job() {
+    use hookline_core::job::{Job, Provider};
+    use hookline_core::store::{JobStore, ResourceStore};
+
+    let Some(url) = url() else { return };
+    let schema = unique_schema();
+    let (node_a, node_b) = (open(&url, &schema).await, open(&url, &schema).await);
+    let a = app();
+    node_a.create_app(&a).await.unwrap();
+    let registered = now();
+    let providers = [Provider::OpenaiBatch, Provider::OpenaiResponse];
+    let total = 90;
+    for n in 0..total {
+        let mut job = Job::new(
+            providers[n % 2],
+            Some(format!("poll_{n}")),
+            a.id.clone(),
+            registered,
+            registered + chrono::Duration::hours(1),
+        );
+        job.poll.as_mut().unwrap().after = Duration::ZERO;
+        node_a
+            .create_job(job.registration(None, None, registered, None))
+            .await
+            .unwrap();
+    }
+    let at = registered + chrono::Duration::seconds(1);
+
+    let mut workers = Vec::new();
+    for (n, store) in [node_a.clone(), node_b.clone(), node_a, node_b]
+        .into_iter()
+        .enumerate()
+    {
+        workers.push(tokio::spawn(async move {
+            let owner = format!("poller-{n}");
+            let mut claimed = Vec::new();
+            // A claim may come back empty while the others hold the rest locked: stop
+            // only after a few empty ones in a row.
+            let mut empty = 0;
+            while empty < 3 {
+                let due = store
+                    .claim_polls(&owner, at, LEASE, 7, &providers)
+                    .await
+                    .unwrap();
+                if due.is_empty() {
+                    empty += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                claimed.extend(due.into_iter().map(|poll| poll.job.id));
+            }
+            claimed
+        }));
+    }
+    let mut seen = HashSet::new();
+    for worker in workers {
+        for job in worker.await.unwrap() {
+            assert!(seen.insert(job.clone()), "{job} claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), total, "every due job claimed exactly once");
+}

@@ -756,7 +756,11 @@ async fn sqlite_disk_full_answers_503_and_recovers_without_loss() {
         return;
     }
     let dir = TempDir::new("faults-disk-full");
-    let Some(mount) = Mount::tmpfs(&dir.0.join("fs"), "64m") else {
+    // Once the space returns, the server needs room for its WAL's high-water mark (up to
+    // 64 MiB under load, before the writer checkpoints by itself) beside the database: with
+    // less, the WAL can fill the disk again before a checkpoint restarts it, and the
+    // checkpoint then cannot grow the database file to empty it. 128 MiB leaves room.
+    let Some(mount) = Mount::tmpfs(&dir.0.join("fs"), "128m") else {
         return;
     };
     let database = mount.0.join("hookline.db");
@@ -826,7 +830,7 @@ async fn sqlite_disk_full_answers_503_and_recovers_without_loss() {
         "integrity_check: {check:?}"
     );
     println!(
-        "sqlite disk full (64 MiB tmpfs, {filled} filler bytes): 50 503s within \
+        "sqlite disk full (128 MiB tmpfs, {filled} filler bytes): 50 503s within \
          {first_503:?} of the disk filling; {} answered 503 unavailable (0 of any other \
          error), {accepted_while_full} accepted in the next second; space freed -> next create \
          accepted after {recovered:?}; {} \
