@@ -99,16 +99,23 @@ impl IngestStore for SqliteStore {
     ) -> Result<Option<Source>> {
         let token = token.to_owned();
         self.lookup(move |conn| {
-            let sql = format!(
-                "SELECT {} FROM source
-                 WHERE token = ?1
-                    OR (previous_token = ?1
-                        AND (previous_token_expires_at IS NULL
-                             OR previous_token_expires_at > ?2))
-                 ORDER BY token = ?1 DESC LIMIT 1",
+            // The current token first, then a rotated-out one still in its grace period:
+            // two reads by index. One `OR` of the two, the current token ranked first,
+            // sorted its matches in a temporary b-tree on every request.
+            let current = format!(
+                "SELECT {} FROM source WHERE token = ?1",
                 rows::SOURCE_COLUMNS
             );
-            one(conn, &sql, params![token, millis(now)], rows::source)
+            if let Some(source) = one(conn, &current, [&token], rows::source)? {
+                return Ok(Some(source));
+            }
+            let previous = format!(
+                "SELECT {} FROM source
+                 WHERE previous_token = ?1
+                   AND (previous_token_expires_at IS NULL OR previous_token_expires_at > ?2)",
+                rows::SOURCE_COLUMNS
+            );
+            one(conn, &previous, params![token, millis(now)], rows::source)
         })
         .await?
         .map(|stored| rows::open_source(self.sealer(), stored))
