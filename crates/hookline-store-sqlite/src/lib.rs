@@ -440,15 +440,18 @@ fn migrate(conn: &mut Connection, migrations: Migrations) -> Result<()> {
 
 /// Runs one write in a savepoint, so that its failure undoes only its own changes.
 fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job")
-        .map_err(Error::storage)?;
-    let result = work(conn);
-    let end = if result.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
+    // Cached: every write of every group opens and releases one.
+    let run = |sql| {
+        conn.prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map_err(Error::storage)
     };
-    conn.execute_batch(end).map_err(Error::storage)?;
+    run("SAVEPOINT job")?;
+    let result = work(conn);
+    if result.is_err() {
+        run("ROLLBACK TO job")?;
+    }
+    run("RELEASE job")?;
     result
 }
 
