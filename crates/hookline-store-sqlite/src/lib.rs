@@ -14,7 +14,10 @@
 //! (see `cache`): a fan-out's claims need the same endpoints over and over, and a commit
 //! that changes any endpoint row makes every kept row stale. Copying the WAL back
 //! into the database file (the checkpoint) is a thread of its own, so writes do not wait
-//! behind it; only should it fall far behind does the writer checkpoint by itself.
+//! behind it; only should it fall far behind does the writer checkpoint by itself. The
+//! bundled SQLite is compiled (`LIBSQLITE3_FLAGS` in the workspace's `.cargo/config.toml`)
+//! without memory statistics and with a page cache per connection: with either, the
+//! writer and every reader would take one process-wide mutex on each allocation or page.
 //!
 //! The embedded store serves one process: opening it takes an exclusive lock on
 //! `<file>.lock` (a second `hookline serve` on the same file is refused with a clear error)
