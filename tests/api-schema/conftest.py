@@ -125,16 +125,23 @@ class Seeded:
     operations, and one of its own for each operation that ends what it names (a delete,
     a cancel), so that none of them takes a resource from under another."""
 
-    def __init__(self, api: Api, receiver) -> None:
+    def __init__(self, api: Api, receiver, prefix: str = "") -> None:
         self.api = api
         self.receiver = receiver
+        self.prefix = prefix
         self.sets: Dict[str, Dict[str, str]] = {}
 
     def __getitem__(self, label: str) -> Dict[str, str]:
         if label not in self.sets:
             # Operation labels hold characters that names (of event types) may not.
-            self.sets[label] = seed(self.api, self.receiver, f"set{len(self.sets)}")
+            name = f"{self.prefix}set{len(self.sets)}"
+            self.sets[label] = seed(self.api, self.receiver, name)
         return self.sets[label]
+
+    def fresh(self) -> "Seeded":
+        """Sets of their own, for a second run over the same server: the first one logged
+        out its app token and ended what its deletes and cancels named."""
+        return Seeded(self.api, self.receiver, prefix=f"{self.prefix}again")
 
 
 @pytest.fixture(scope="session")

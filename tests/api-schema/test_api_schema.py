@@ -292,6 +292,11 @@ def run_schemathesis(
         # A bug of CPython 3.11's `ast` that hypothesis trips over now and then when it
         # describes a lambda; it says nothing of the API. Run again once, said aloud.
         print(f"schemathesis hit CPython's {CPYTHON_AST_BUG!r}; running it again:\n{report}")
+        if ids is not None:
+            # On resources of its own: the first run logged out the seeded app token (a
+            # second logout would be refused as unauthenticated, failing the run) and
+            # ended what its deletes and cancels named.
+            write_config(config, server.token, document["body"], checks, ids.fresh())
         result = subprocess.run(
             command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT
         )
