@@ -509,6 +509,30 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn sqlite_is_built_without_shared_mutexes_on_allocations_and_pages() {
+        // `LIBSQLITE3_FLAGS` in the workspace's `.cargo/config.toml`: should the build
+        // lose it, the writer and the readers contend on process-wide mutexes again.
+        let conn = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|option| option == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(
+            !options
+                .iter()
+                .any(|option| option == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_failed_write_in_a_group_does_not_undo_the_others() {
         let dir = crate::test_dir("group");

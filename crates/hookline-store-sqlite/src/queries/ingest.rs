@@ -101,7 +101,7 @@ impl IngestStore for SqliteStore {
         self.lookup(move |conn| {
             // The current token first, then a rotated-out one still in its grace period:
             // two reads by index. One `OR` of the two, the current token ranked first,
-            // sorted its matches in a temporary b-tree on every request.
+            // would sort its matches in a temporary b-tree on every request.
             let current = format!(
                 "SELECT {} FROM source WHERE token = ?1",
                 rows::SOURCE_COLUMNS
