@@ -21,7 +21,7 @@
 //! target/release/hookline-bench --messages 20000 --concurrency 32 --json /tmp/bench.json
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -588,6 +588,61 @@ fn memory(pid: u32) -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// The bytes process `pid` has had written to storage so far (`write_bytes` of
+/// `/proc/PID/io`: what reaches the disk, not what goes to sockets); 0 if unreadable.
+fn written_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))
+        .and_then(|bytes| bytes.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `-wal` file beside the SQLite database at `path`.
+fn sqlite_wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
+}
+
+/// The size in bytes of the SQLite database at `path` as its last commit left it, in pages
+/// times the page size: what the rows and indexes take, wherever their pages are now. Pages
+/// not yet checkpointed live in the `-wal` file, whose last commit frame of the current
+/// generation (its salts match the header's) gives the page count; with none, the database
+/// file's header does. The file's own size says neither: it grows only at checkpoints.
+fn sqlite_database_size(path: &Path, wal: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let be32 = |bytes: &[u8], at: usize| {
+        u32::from_be_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
+    };
+    let mut header = [0u8; 100];
+    std::fs::File::open(path)?.read_exact_at(&mut header, 0)?;
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        size => u64::from(size),
+    };
+    let mut pages = u64::from(be32(&header, 28));
+    if let Ok(file) = std::fs::File::open(wal) {
+        let mut wal_header = [0u8; 32];
+        if file.read_exact_at(&mut wal_header, 0).is_ok() {
+            let frame = 24 + u64::from(be32(&wal_header, 8));
+            let salts = &wal_header[16..24];
+            let mut frame_header = [0u8; 24];
+            let mut at = 32;
+            while file.read_exact_at(&mut frame_header, at).is_ok() && &frame_header[8..16] == salts
+            {
+                let committed = be32(&frame_header, 4);
+                if committed > 0 {
+                    pages = u64::from(committed);
+                }
+                at += frame;
+            }
+        }
+    }
+    Ok(pages * page_size)
+}
+
 /// CPU seconds (user and system) that process `pid` has used so far; 0 if unreadable.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -794,30 +849,33 @@ enum Storage {
 
 /// Bytes on disk at one moment: the data (SQLite's file, or the total size of the bench
 /// schema's tables with their indexes and TOAST) and the WAL (SQLite's `-wal` file's size,
-/// or PostgreSQL's current WAL position, whose difference is the WAL written); with
-/// PostgreSQL also the database's transactions and rows read so far (`pg_stat_database`).
-#[derive(Debug, Clone)]
+/// or PostgreSQL's current WAL position, whose difference is the WAL written); with SQLite
+/// also the database's own size (its pages as the last commit left them, wherever they
+/// are) and the bytes the servers have written to storage; with PostgreSQL the database's
+/// transactions and rows read so far (`pg_stat_database`).
+#[derive(Debug, Clone, Default)]
 struct DiskMark {
     data: u64,
     wal: u64,
+    pages: u64,
+    written: u64,
     lsn: Option<String>,
     transactions: u64,
     rows_read: u64,
 }
 
 impl Storage {
-    fn mark(&self) -> anyhow::Result<DiskMark> {
+    fn mark(&self, pids: &[u32]) -> anyhow::Result<DiskMark> {
         match self {
             Self::Sqlite(path) => {
-                let size = |path: PathBuf| std::fs::metadata(path).map_or(0, |meta| meta.len());
-                let mut wal = path.clone().into_os_string();
-                wal.push("-wal");
+                let size = |path: &Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
+                let wal = sqlite_wal_path(path);
                 Ok(DiskMark {
-                    data: size(path.clone()),
-                    wal: size(wal.into()),
-                    lsn: None,
-                    transactions: 0,
-                    rows_read: 0,
+                    data: size(path),
+                    wal: size(&wal),
+                    pages: sqlite_database_size(path, &wal)?,
+                    written: pids.iter().map(|&pid| written_bytes(pid)).sum(),
+                    ..DiskMark::default()
                 })
             }
             Self::Postgres { url, schema } => {
@@ -842,10 +900,10 @@ impl Storage {
                     .context("pg_stat_database")?;
                 Ok(DiskMark {
                     data,
-                    wal: 0,
                     lsn: Some(psql_value(url, "SELECT pg_current_wal_lsn()")?),
                     transactions,
                     rows_read,
+                    ..DiskMark::default()
                 })
             }
         }
@@ -856,10 +914,11 @@ impl Storage {
         &self,
         report: &mut Report,
         before: &DiskMark,
+        pids: &[u32],
         messages: usize,
         payload_size: usize,
     ) -> anyhow::Result<()> {
-        let after = self.mark()?;
+        let after = self.mark(pids)?;
         let per = |bytes: f64| bytes / messages.max(1) as f64;
         let growth = |after: u64, before: u64| after as f64 - before as f64;
         report.add(
@@ -874,6 +933,20 @@ impl Storage {
                 let (data, wal) = (
                     growth(after.data, before.data),
                     growth(after.wal, before.wal),
+                );
+                report.add(
+                    "main",
+                    "stored per message: the database's pages",
+                    per(growth(after.pages, before.pages)),
+                    Unit::Bytes,
+                    None,
+                );
+                report.add(
+                    "main",
+                    "written per message: WAL and checkpoints",
+                    per(growth(after.written, before.written)),
+                    Unit::Bytes,
+                    None,
                 );
                 report.add(
                     "main",
@@ -1181,7 +1254,7 @@ async fn hookline_phases(
         .map(|node| format!("{}/api/v1/app/{app_id}/msg", node.url))
         .collect();
     let (create_client, pad3) = (client.clone(), pad.clone());
-    let disk_before = storage.mark()?;
+    let disk_before = storage.mark(&pids)?;
     let cpu_before = CpuMark::now(&pids);
     let started = Instant::now();
     let (create_latencies, create_wall) = load(client, n, c, receiver, move |seq| {
@@ -1286,7 +1359,7 @@ async fn hookline_phases(
     // PostgreSQL's backends report their activity at most once a second.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let payload_size = serde_json::to_string(&payload(n / 2, &pad))?.len();
-    storage.report(report, &disk_before, n, payload_size)?;
+    storage.report(report, &disk_before, &pids, n, payload_size)?;
 
     if args.fanout_messages > 0 {
         receiver.reset();

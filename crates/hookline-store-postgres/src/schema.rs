@@ -258,4 +258,10 @@ CREATE INDEX job_provider_poll_due ON job (provider, poll_due_at) WHERE poll_due
     // create. Deleting an endpoint deletes its deliveries, then again what creates running
     // at its commit queued (`queries::wait_for_running`).
     "ALTER TABLE destination DROP CONSTRAINT destination_endpoint_id_fkey",
+    // A message's `eventId` is indexed only when it has one: most messages have none, yet
+    // each wrote an entry (and its WAL) into the constraint's index.
+    r#"
+CREATE UNIQUE INDEX message_event ON message (app_id, event_id) WHERE event_id IS NOT NULL;
+ALTER TABLE message DROP CONSTRAINT message_app_id_event_id_key;
+"#,
 ];

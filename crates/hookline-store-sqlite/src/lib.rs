@@ -430,9 +430,34 @@ fn migrate(conn: &mut Connection, migrations: Migrations) -> Result<()> {
     if done > known || (done < known && migrations == Migrations::Require) {
         return Err(schema_mismatch(done, known));
     }
+    if done == known {
+        return Ok(());
+    }
+    // Off while migrating (it cannot change inside a transaction): a migration that copies
+    // a table must be able to drop the old one without its children's rows going with it.
+    // Each migration checks every reference before it commits instead.
+    conn.execute_batch("PRAGMA foreign_keys = OFF")
+        .map_err(Error::storage)?;
+    let migrated = apply_migrations(conn, done);
+    conn.execute_batch("PRAGMA foreign_keys = ON")
+        .map_err(Error::storage)?;
+    migrated
+}
+
+fn apply_migrations(conn: &mut Connection, done: usize) -> Result<()> {
     for (index, sql) in schema::MIGRATIONS.iter().enumerate().skip(done) {
         let tx = conn.transaction().map_err(Error::storage)?;
         tx.execute_batch(sql).map_err(Error::storage)?;
+        let broken = tx
+            .prepare("PRAGMA foreign_key_check")
+            .and_then(|mut s| s.exists([]))
+            .map_err(Error::storage)?;
+        if broken {
+            return Err(Error::storage(std::io::Error::other(format!(
+                "migration {} would leave rows referring to rows that do not exist",
+                index + 1
+            ))));
+        }
         tx.pragma_update(None, "user_version", index + 1)
             .map_err(Error::storage)?;
         tx.commit().map_err(Error::storage)?;
@@ -600,6 +625,113 @@ mod tests {
             .unwrap();
         assert_eq!(version, schema::MIGRATIONS.len());
         assert!(indexed, "the sweep's index is created on upgrade");
+        drop(store);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// The migration that copies `message` and `destination` keeps every row of them and of
+    /// the tables that refer to them (dropping the old `message` must not cascade to its
+    /// deliveries and attempts), and the `eventId` rule still holds on the copy.
+    #[tokio::test]
+    async fn copying_messages_and_deliveries_keeps_every_row() {
+        let dir = crate::test_dir("copy");
+        let path = dir.join("old.db");
+        let before = schema::MIGRATIONS.len() - 1;
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+            for sql in &schema::MIGRATIONS[..before] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", before).unwrap();
+            conn.execute_batch(
+                "INSERT INTO app VALUES ('app_1', NULL, 'Acme', NULL, '{}', 1, 1);
+                 INSERT INTO endpoint (id, app_id, url, description, disabled, metadata,
+                     headers, secrets, created_at, updated_at)
+                 VALUES ('ep_1', 'app_1', 'https://example.com', '', 0, '{}', '{}', '[]', 1, 1);
+                 INSERT INTO message (id, app_id, event_id, event_type, payload, created_at)
+                 VALUES ('msg_1', 'app_1', 'evt_1', 'a.b', '{}', 1),
+                        ('msg_2', 'app_1', NULL, 'a.b', '{}', 2),
+                        ('msg_3', 'app_1', NULL, 'a.b', NULL, 3);
+                 INSERT INTO destination (msg_id, endpoint_id, app_id, status, next_attempt,
+                     attempts, trigger_type, msg_created_at, updated_at, requeued)
+                 VALUES ('msg_1', 'ep_1', 'app_1', 0, NULL, 1, 0, 1, 1, 0),
+                        ('msg_2', 'ep_1', 'app_1', 3, 50, 0, 0, 2, 2, 1);
+                 INSERT INTO attempt (id, app_id, msg_id, endpoint_id, url, status,
+                     response_status_code, response_headers, duration_ms, trigger_type,
+                     created_at)
+                 VALUES ('atmpt_1', 'app_1', 'msg_1', 'ep_1', 'https://example.com', 0, 200,
+                     '[]', 3, 0, 1);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let (counts, due, keyed, foreign_keys) = store
+            .read(|conn| {
+                let count = |table: &str| {
+                    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                        row.get::<_, i64>(0)
+                    })
+                };
+                let counts = [count("message"), count("destination"), count("attempt")]
+                    .into_iter()
+                    .collect::<rusqlite::Result<Vec<_>>>();
+                let due = conn.query_row(
+                    "SELECT next_attempt, requeued FROM destination WHERE msg_id = 'msg_2'",
+                    [],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+                );
+                let keyed = conn.query_row(
+                    "SELECT sql LIKE '%WITHOUT ROWID' FROM sqlite_master
+                     WHERE name = 'destination'",
+                    [],
+                    |row| row.get::<_, bool>(0),
+                );
+                let foreign_keys =
+                    conn.query_row("PRAGMA foreign_keys", [], |row| row.get::<_, bool>(0));
+                Ok((
+                    counts.map_err(Error::storage)?,
+                    due.map_err(Error::storage)?,
+                    keyed.map_err(Error::storage)?,
+                    foreign_keys.map_err(Error::storage)?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(counts, [3, 2, 1], "messages, deliveries and attempts kept");
+        assert_eq!(due, (50, 1), "a delivery's queue state is copied as it was");
+        assert!(keyed, "deliveries are keyed by message and endpoint");
+        assert!(foreign_keys, "readers still enforce foreign keys");
+        let duplicate = store
+            .write(|conn| {
+                conn.execute(
+                    "INSERT INTO message (id, app_id, event_id, event_type, created_at)
+                     VALUES ('msg_4', 'app_1', 'evt_1', 'a.b', 4)",
+                    [],
+                )
+                .map_err(|error| rows::classify(error, "message"))
+            })
+            .await;
+        assert!(
+            matches!(duplicate, Err(Error::Conflict { .. })),
+            "an eventId is still unique in its app: {duplicate:?}"
+        );
+        let cascaded = store
+            .write(|conn| {
+                conn.execute("DELETE FROM message WHERE id = 'msg_1'", [])
+                    .and_then(|_| {
+                        conn.query_row("SELECT count(*) FROM attempt", [], |row| {
+                            row.get::<_, i64>(0)
+                        })
+                    })
+                    .map_err(Error::storage)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            cascaded, 0,
+            "the writer enforces foreign keys after migrating"
+        );
         drop(store);
         std::fs::remove_dir_all(dir).ok();
     }

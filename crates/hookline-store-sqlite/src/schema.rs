@@ -231,4 +231,60 @@ CREATE INDEX job_provider_poll_due ON job (provider, poll_due_at) WHERE poll_due
     // The headers each attempt sent (its signature among them), for the console and the
     // attempts API: `[[name, value], …]`.
     "ALTER TABLE attempt ADD COLUMN request_headers TEXT NOT NULL DEFAULT '[]'",
+    // Fewer pages written per message. A destination is found by its key, so the table is
+    // keyed by it (`WITHOUT ROWID`) instead of holding a rowid and a second b-tree for the
+    // key; a message's `eventId` is indexed only when it has one. Each was a b-tree every
+    // create wrote a page of: together 17 % of the WAL's frames and 135 B a message kept.
+    // Both tables are copied (the runner turns foreign keys off for that, so that dropping
+    // `message` does not cascade, and checks them before it commits).
+    r#"
+CREATE TABLE destination_keyed (
+    msg_id         TEXT NOT NULL REFERENCES message (id) ON DELETE CASCADE,
+    endpoint_id    TEXT NOT NULL REFERENCES endpoint (id) ON DELETE CASCADE,
+    app_id         TEXT NOT NULL,
+    status         INTEGER NOT NULL,
+    next_attempt   INTEGER,
+    attempts       INTEGER NOT NULL,
+    trigger_type   INTEGER NOT NULL,
+    lease_owner    TEXT,
+    lease_until    INTEGER,
+    msg_created_at INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    requeued       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (msg_id, endpoint_id)
+) WITHOUT ROWID;
+INSERT INTO destination_keyed (msg_id, endpoint_id, app_id, status, next_attempt, attempts,
+        trigger_type, lease_owner, lease_until, msg_created_at, updated_at, requeued)
+    SELECT msg_id, endpoint_id, app_id, status, next_attempt, attempts, trigger_type,
+        lease_owner, lease_until, msg_created_at, updated_at, requeued
+    FROM destination;
+DROP TABLE destination;
+ALTER TABLE destination_keyed RENAME TO destination;
+CREATE INDEX destination_due ON destination (next_attempt, app_id, lease_until)
+    WHERE next_attempt IS NOT NULL;
+CREATE INDEX destination_endpoint ON destination (endpoint_id, msg_id);
+
+CREATE TABLE message_keyed (
+    id                 TEXT PRIMARY KEY,
+    app_id             TEXT NOT NULL REFERENCES app (id) ON DELETE CASCADE,
+    event_id           TEXT,
+    event_type         TEXT NOT NULL,
+    payload            TEXT,
+    channels           TEXT,
+    created_at         INTEGER NOT NULL,
+    headers            TEXT,
+    payload_expires_at INTEGER
+);
+INSERT INTO message_keyed (id, app_id, event_id, event_type, payload, channels, created_at,
+        headers, payload_expires_at)
+    SELECT id, app_id, event_id, event_type, payload, channels, created_at, headers,
+        payload_expires_at
+    FROM message ORDER BY rowid;
+DROP TABLE message;
+ALTER TABLE message_keyed RENAME TO message;
+CREATE UNIQUE INDEX message_event ON message (app_id, event_id) WHERE event_id IS NOT NULL;
+CREATE INDEX message_app ON message (app_id, id);
+CREATE INDEX message_payload_expiry ON message (payload_expires_at)
+    WHERE payload IS NOT NULL AND payload_expires_at IS NOT NULL;
+"#,
 ];

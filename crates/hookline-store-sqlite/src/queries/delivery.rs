@@ -242,9 +242,9 @@ impl DeliveryQueue for SqliteStore {
                 // comes between the two. A leased row is due again when its lease ends,
                 // should its attempt never be recorded: `next_attempt` says so, which also
                 // keeps the deliveries in flight out of the due rows every claim scans.
-                let due: Vec<i64> = all(
+                let due: Vec<(String, String)> = all(
                     conn,
-                    "SELECT destination.rowid FROM destination
+                    "SELECT destination.msg_id, destination.endpoint_id FROM destination
                      JOIN endpoint ON endpoint.id = destination.endpoint_id
                      JOIN message ON message.id = destination.msg_id
                      WHERE destination.next_attempt <= ?1
@@ -255,37 +255,39 @@ impl DeliveryQueue for SqliteStore {
                      ORDER BY destination.next_attempt
                      LIMIT ?2",
                     params![millis(now), limit as i64, skip],
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )?;
                 if due.is_empty() {
                     return Ok(Vec::new());
                 }
-                let rowids = serde_json::to_string(&due).map_err(Error::storage)?;
+                let keys = serde_json::to_string(&due).map_err(Error::storage)?;
                 let mut leased = all(
                     conn,
                     "UPDATE destination SET lease_owner = ?1, lease_until = ?2, status = ?3,
                          requeued = 0, next_attempt = ?2
-                     WHERE rowid IN (SELECT value FROM json_each(?4))
-                     RETURNING rowid, app_id, msg_id, endpoint_id, status, next_attempt,
-                         attempts, trigger_type, updated_at",
+                     WHERE (msg_id, endpoint_id) IN
+                         (SELECT value ->> 0, value ->> 1 FROM json_each(?4))
+                     RETURNING app_id, msg_id, endpoint_id, status, next_attempt, attempts,
+                         trigger_type, updated_at",
                     params![
                         owner,
                         millis(lease_until),
                         MessageStatus::Sending.code(),
-                        rowids,
+                        keys,
                     ],
-                    |row| Ok((row.get::<_, i64>(0)?, rows::destination_at(row, 1)?)),
+                    |row| rows::destination_at(row, 0),
                 )?;
-                let order: HashMap<i64, usize> = due
+                let order: HashMap<(&str, &str), usize> = due
                     .iter()
                     .enumerate()
-                    .map(|(at, rowid)| (*rowid, at))
+                    .map(|(at, (msg, endpoint))| ((msg.as_str(), endpoint.as_str()), at))
                     .collect();
-                leased.sort_by_key(|(rowid, _)| order.get(rowid).copied());
-                Ok(leased
-                    .into_iter()
-                    .map(|(_, destination)| destination)
-                    .collect())
+                leased.sort_by_key(|leased| {
+                    order
+                        .get(&(leased.msg_id.as_str(), leased.endpoint_id.as_str()))
+                        .copied()
+                });
+                Ok(leased)
             })
             .await?;
         // The claim is committed; reading the jobs needs no writer time.
