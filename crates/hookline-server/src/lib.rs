@@ -119,9 +119,23 @@ impl Default for ApiConfig {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares. Cloned for every request (by each extractor and layer that
+/// holds it), so it is one pointer to [`Shared`]: one reference count to move, not one per
+/// part.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Debug, Clone)]
+pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Notified after every write that queues deliveries, so the engine looks at once.
     /// Call [`AppState::queued`] rather than notifying it directly.
@@ -158,7 +172,7 @@ impl AppState {
             Arc::clone(&clock),
         ));
         let google_keys = Arc::new(ingest::keys::GoogleKeys::new(&config.google_jwks_url));
-        AppState {
+        AppState(Arc::new(Shared {
             store,
             wake,
             config,
@@ -169,13 +183,13 @@ impl AppState {
             clock,
             tracker,
             forwarding: Arc::default(),
-        }
+        }))
     }
 
     /// This state with `tracker` (configured with the providers' access) in place of the
     /// default one, which can make no provider calls.
     pub fn with_tracker(mut self, tracker: Arc<hookline_engine::track::Tracker>) -> Self {
-        self.tracker = tracker;
+        Arc::make_mut(&mut self.0).tracker = tracker;
         self
     }
 
