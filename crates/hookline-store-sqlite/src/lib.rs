@@ -25,6 +25,11 @@
 //! a killed process had in flight are therefore retried at once rather than when their
 //! leases would have expired. To run several nodes, use PostgreSQL.
 //!
+//! Migrations (`schema`) run in order, each in a transaction of its own, with foreign keys
+//! off so that one may copy a table into a new shape and drop the old without its
+//! children's rows going with it; each checks every reference (`foreign_key_check`)
+//! before it commits.
+//!
 //! Secrets are sealed at rest by the [`Sealer`] the store is opened with
 //! ([`SqliteStore::open_url_sealed`]): endpoint secrets and the secrets of source configs
 //! are sealed as they are written and opened as they are read (`rows`), and
