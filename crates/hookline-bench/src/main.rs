@@ -85,6 +85,10 @@ struct Args {
     /// (the bench says so); 0 never does.
     #[arg(long, default_value_t = 0)]
     pg_vacuum_every: u64,
+    /// With SQLite: after the main phase, copy the database and its `-wal` file into this
+    /// directory (as `bench.db`), for `scripts/sqlite-pages` to say where their bytes are.
+    #[arg(long)]
+    copy_database: Option<PathBuf>,
 }
 
 /// What the receiver saw: arrivals by sequence number.
@@ -597,6 +601,19 @@ fn written_bytes(pid: u32) -> u64 {
         .find_map(|line| line.strip_prefix("write_bytes:"))
         .and_then(|bytes| bytes.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Copies the SQLite database at `path` and its `-wal` file into the directory `into`. The
+/// server is idle by then but for its checkpoints, which copy pages the `-wal` copy holds
+/// too, so a reader of the copies sees the database as its last commit left it.
+fn copy_database(path: &Path, into: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(into)?;
+    let name = path.file_name().context("the database has no file name")?;
+    let copy = into.join(name);
+    std::fs::copy(sqlite_wal_path(path), sqlite_wal_path(&copy))?;
+    std::fs::copy(path, &copy)?;
+    println!("database copied to {}", copy.display());
+    Ok(())
 }
 
 /// The `-wal` file beside the SQLite database at `path`.
@@ -1360,6 +1377,9 @@ async fn hookline_phases(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let payload_size = serde_json::to_string(&payload(n / 2, &pad))?.len();
     storage.report(report, &disk_before, &pids, n, payload_size)?;
+    if let (Some(into), Storage::Sqlite(path)) = (&args.copy_database, storage) {
+        copy_database(path, into)?;
+    }
 
     if args.fanout_messages > 0 {
         receiver.reset();
