@@ -1377,8 +1377,12 @@ async fn hookline_phases(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let payload_size = serde_json::to_string(&payload(n / 2, &pad))?.len();
     storage.report(report, &disk_before, &pids, n, payload_size)?;
-    if let (Some(into), Storage::Sqlite(path)) = (&args.copy_database, storage) {
-        copy_database(path, into)?;
+    match (&args.copy_database, storage) {
+        (Some(into), Storage::Sqlite(path)) => copy_database(path, into)?,
+        (Some(_), Storage::Postgres { .. }) => {
+            println!("note: --copy-database copies a SQLite database; ignored with PostgreSQL");
+        }
+        (None, _) => {}
     }
 
     if args.fanout_messages > 0 {

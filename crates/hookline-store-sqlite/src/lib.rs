@@ -159,11 +159,14 @@ impl SqliteStore {
         let mut writer = Connection::open(&path).map_err(Error::storage)?;
         configure(&writer, false)?;
         migrate(&mut writer, migrations)?;
+        // A claim moved each leased delivery's `next_attempt` to its lease's end: it is due
+        // now, not when that lease would have run out.
         let released = writer
             .execute(
-                "UPDATE destination SET lease_owner = NULL, lease_until = NULL
+                "UPDATE destination SET lease_owner = NULL, lease_until = NULL,
+                     next_attempt = MIN(next_attempt, ?1)
                  WHERE lease_until IS NOT NULL",
-                [],
+                [rows::millis(chrono::Utc::now())],
             )
             .map_err(Error::storage)?;
         if released > 0 {

@@ -234,7 +234,7 @@ CREATE INDEX job_provider_poll_due ON job (provider, poll_due_at) WHERE poll_due
     // Fewer pages written per message. A destination is found by its key, so the table is
     // keyed by it (`WITHOUT ROWID`) instead of holding a rowid and a second b-tree for the
     // key; a message's `eventId` is indexed only when it has one. Each was a b-tree every
-    // create wrote a page of: together 17 % of the WAL's frames and 135 B a message kept.
+    // create wrote a page of: together 17 % of the WAL's frames and 127 B a message kept.
     // Both tables are copied (the runner turns foreign keys off for that, so that dropping
     // `message` does not cascade, and checks them before it commits).
     r#"

@@ -406,6 +406,63 @@ mod tests {
 
     use super::*;
 
+    /// Opening the file releases the leases a killed process held, and their deliveries
+    /// are due at once, not when those leases would have ended.
+    #[tokio::test]
+    async fn deliveries_a_dead_process_held_are_due_when_the_file_is_opened_again() {
+        let dir = crate::test_dir("reopen");
+        let path = dir.join("reopen.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let now = Utc::now();
+        let app = Application {
+            id: AppId::new_at(now),
+            uid: None,
+            name: "Acme".into(),
+            throttle_rate: None,
+            metadata: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        store.create_app(&app).await.unwrap();
+        let endpoint = hookline_core::conformance::endpoint(&app.id, None, None);
+        store.create_endpoint(&endpoint).await.unwrap();
+        let message = Message {
+            id: MessageId::new_at(now),
+            app_id: app.id.clone(),
+            event_id: None,
+            event_type: "a.b".into(),
+            payload: Some("{}".into()),
+            channels: None,
+            headers: BTreeMap::new(),
+            created_at: now,
+        };
+        store
+            .create_message(NewMessage {
+                message,
+                only_endpoint: None,
+                idempotency: None,
+                payload_expires_at: None,
+            })
+            .await
+            .unwrap();
+        let hour = Duration::from_secs(3600);
+        let claimed = store
+            .claim_due_skipping("dead", Utc::now(), hour, 10, &[])
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        drop(store);
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let claimed = store
+            .claim_due_skipping("next", Utc::now(), hour, 10, &[])
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "due at once after the reopening");
+        drop(store);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     /// The endpoint cache moves on when a batch says it changed an endpoint row: it must
     /// say so whenever a row ends up different, and need not when none does.
     #[tokio::test]
