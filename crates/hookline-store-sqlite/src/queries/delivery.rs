@@ -406,6 +406,45 @@ mod tests {
 
     use super::*;
 
+    /// An application with one endpoint and one message for it, created at `at`.
+    async fn one_delivery(
+        store: &SqliteStore,
+        at: DateTime<Utc>,
+    ) -> (Application, Endpoint, Message) {
+        let app = Application {
+            id: AppId::new_at(at),
+            uid: None,
+            name: "Acme".into(),
+            throttle_rate: None,
+            metadata: BTreeMap::new(),
+            created_at: at,
+            updated_at: at,
+        };
+        store.create_app(&app).await.unwrap();
+        let endpoint = hookline_core::conformance::endpoint(&app.id, None, None);
+        store.create_endpoint(&endpoint).await.unwrap();
+        let message = Message {
+            id: MessageId::new_at(at),
+            app_id: app.id.clone(),
+            event_id: None,
+            event_type: "a.b".into(),
+            payload: Some("{}".into()),
+            channels: None,
+            headers: BTreeMap::new(),
+            created_at: at,
+        };
+        store
+            .create_message(NewMessage {
+                message: message.clone(),
+                only_endpoint: None,
+                idempotency: None,
+                payload_expires_at: None,
+            })
+            .await
+            .unwrap();
+        (app, endpoint, message)
+    }
+
     /// Opening the file releases the leases a killed process held, and their deliveries
     /// are due at once, not when those leases would have ended.
     #[tokio::test]
@@ -413,38 +452,7 @@ mod tests {
         let dir = crate::test_dir("reopen");
         let path = dir.join("reopen.db");
         let store = SqliteStore::open(&path).await.unwrap();
-        let now = Utc::now();
-        let app = Application {
-            id: AppId::new_at(now),
-            uid: None,
-            name: "Acme".into(),
-            throttle_rate: None,
-            metadata: BTreeMap::new(),
-            created_at: now,
-            updated_at: now,
-        };
-        store.create_app(&app).await.unwrap();
-        let endpoint = hookline_core::conformance::endpoint(&app.id, None, None);
-        store.create_endpoint(&endpoint).await.unwrap();
-        let message = Message {
-            id: MessageId::new_at(now),
-            app_id: app.id.clone(),
-            event_id: None,
-            event_type: "a.b".into(),
-            payload: Some("{}".into()),
-            channels: None,
-            headers: BTreeMap::new(),
-            created_at: now,
-        };
-        store
-            .create_message(NewMessage {
-                message,
-                only_endpoint: None,
-                idempotency: None,
-                payload_expires_at: None,
-            })
-            .await
-            .unwrap();
+        one_delivery(&store, Utc::now()).await;
         let hour = Duration::from_secs(3600);
         let claimed = store
             .claim_due_skipping("dead", Utc::now(), hour, 10, &[])
@@ -470,37 +478,7 @@ mod tests {
         let dir = crate::test_dir("outcomes");
         let store = SqliteStore::open(&dir.join("outcomes.db")).await.unwrap();
         let at = |secs: i64| DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap();
-        let app = Application {
-            id: AppId::new_at(at(0)),
-            uid: None,
-            name: "Acme".into(),
-            throttle_rate: None,
-            metadata: BTreeMap::new(),
-            created_at: at(0),
-            updated_at: at(0),
-        };
-        store.create_app(&app).await.unwrap();
-        let endpoint = hookline_core::conformance::endpoint(&app.id, None, None);
-        store.create_endpoint(&endpoint).await.unwrap();
-        let message = Message {
-            id: MessageId::new_at(at(0)),
-            app_id: app.id.clone(),
-            event_id: None,
-            event_type: "a.b".into(),
-            payload: Some("{}".into()),
-            channels: None,
-            headers: BTreeMap::new(),
-            created_at: at(0),
-        };
-        store
-            .create_message(NewMessage {
-                message: message.clone(),
-                only_endpoint: None,
-                idempotency: None,
-                payload_expires_at: None,
-            })
-            .await
-            .unwrap();
+        let (app, endpoint, message) = one_delivery(&store, at(0)).await;
         let outcome = |secs, failing: Option<bool>, disable| AttemptOutcome {
             attempt: Attempt {
                 id: AttemptId::new(),
