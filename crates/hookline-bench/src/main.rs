@@ -1052,6 +1052,46 @@ async fn api(
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// The sum over `nodes` of the series `name` of their `/metrics` (every label set).
+async fn scrape(client: &reqwest::Client, nodes: &[Server], name: &str) -> anyhow::Result<f64> {
+    let mut sum = 0.0;
+    for node in nodes {
+        let text = client
+            .get(format!("{}/metrics", node.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            if rest.starts_with(' ') || rest.starts_with('{') {
+                let value = rest.rsplit(' ').next().unwrap_or_default();
+                sum += value.parse::<f64>().unwrap_or(0.0);
+            }
+        }
+    }
+    Ok(sum)
+}
+
+/// What the delivery workers of `nodes` have done so far: claims, deliveries given back,
+/// and group commits (SQLite's writer; PostgreSQL counts only its message creates).
+async fn claim_counts(client: &reqwest::Client, nodes: &[Server]) -> anyhow::Result<[f64; 3]> {
+    Ok([
+        scrape(client, nodes, "hookline_claims_total").await?,
+        scrape(
+            client,
+            nodes,
+            "hookline_claimed_deliveries_total{fate=\"given_back\"}",
+        )
+        .await?,
+        scrape(client, nodes, "hookline_commit_batch_size_count").await?,
+    ])
+}
+
 async fn create_app_with_endpoints(
     client: &reqwest::Client,
     server: &str,
@@ -1394,6 +1434,7 @@ async fn hookline_phases(
             .collect();
         let (fan_client, pad4) = (client.clone(), pad.clone());
         let m = args.fanout_messages;
+        let counts_before = claim_counts(client, &nodes).await?;
         let cpu_before = CpuMark::now(&pids);
         let started = Instant::now();
         load(client, m, c, receiver, move |seq| {
@@ -1406,6 +1447,7 @@ async fn hookline_phases(
         wait_for(receiver, m * 100, timeout, false).await?;
         let rate = (m * 100) as f64 / started.elapsed().as_secs_f64();
         let cpu_after = CpuMark::now(&pids);
+        let counts_after = claim_counts(client, &nodes).await?;
         report.add(
             "fanout",
             "fan-out: deliveries to 100 endpoints",
@@ -1425,6 +1467,31 @@ async fn hookline_phases(
             postgres,
             ceiling_per_cpu,
         );
+        // How the workers claimed: counts, steady from run to run where rates are not.
+        let per_100 = |at: usize| (counts_after[at] - counts_before[at]) / (m as f64);
+        report.add(
+            "fanout",
+            "fan-out: claims per 100 deliveries",
+            per_100(0),
+            Unit::Count,
+            None,
+        );
+        report.add(
+            "fanout",
+            "fan-out: given back per 100 deliveries",
+            per_100(1),
+            Unit::Count,
+            None,
+        );
+        if !postgres {
+            report.add(
+                "fanout",
+                "fan-out: SQLite commits per 100 deliveries",
+                per_100(2),
+                Unit::Count,
+                None,
+            );
+        }
     }
     if args.ingest > 0 {
         receiver.reset();

@@ -32,6 +32,11 @@ struct InboundLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FateLabels {
+    fate: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -73,6 +78,8 @@ pub struct Metrics {
     delivered_after_seconds: Histogram,
     inbound: Family<InboundLabels, Counter>,
     commit_batch: Histogram,
+    claims: Counter,
+    claimed: Family<FateLabels, Counter>,
     queue: Family<StateLabels, Gauge>,
     pool: Family<StateLabels, Gauge>,
     open_jobs: Gauge,
@@ -116,6 +123,18 @@ impl Metrics {
             "Writes committed together by one group commit (SQLite's writer; PostgreSQL's message creates)",
             commit_batch.clone(),
         );
+        let claims = Counter::default();
+        registry.register(
+            "claims",
+            "Claims of due deliveries this worker made",
+            claims.clone(),
+        );
+        let claimed = Family::<FateLabels, Counter>::default();
+        registry.register(
+            "claimed_deliveries",
+            "Deliveries claimed: started, or given back unattempted (their endpoint or app at its limits)",
+            claimed.clone(),
+        );
         let queue = Family::<StateLabels, Gauge>::default();
         registry.register(
             "deliveries",
@@ -147,6 +166,8 @@ impl Metrics {
             delivered_after_seconds,
             inbound,
             commit_batch,
+            claims,
+            claimed,
             queue,
             pool,
             open_jobs,
@@ -197,6 +218,17 @@ impl Metrics {
     /// Records how many writes one group commit committed.
     pub fn record_commit_batch(&self, writes: usize) {
         self.commit_batch.observe(writes as f64);
+    }
+
+    /// Counts a claim of due deliveries: how many it `started` and how many it
+    /// `gave_back` unattempted.
+    pub fn record_claim(&self, started: usize, gave_back: usize) {
+        self.claims.inc();
+        for (fate, count) in [("started", started), ("given_back", gave_back)] {
+            self.claimed
+                .get_or_create(&FateLabels { fate })
+                .inc_by(count as u64);
+        }
     }
 
     /// Every metric in the OpenMetrics text format, with the gauges set from `snapshot`.
@@ -260,6 +292,7 @@ mod tests {
         metrics.record_attempt(false, 0, Duration::from_secs(15), None);
         metrics.record_inbound("github", "rejected");
         metrics.record_commit_batch(12);
+        metrics.record_claim(5, 2);
         let text = metrics.encode(&Snapshot {
             queue: QueueDepth {
                 due: 3,
@@ -280,6 +313,8 @@ mod tests {
             "hookline_delivered_after_seconds_count 1",
             r#"hookline_inbound_requests_total{source_type="github",verdict="rejected"} 1"#,
             "hookline_commit_batch_size_sum 12.0",
+            "hookline_claims_total 1",
+            r#"hookline_claimed_deliveries_total{fate="given_back"} 2"#,
             r#"hookline_deliveries{state="scheduled"} 7"#,
             r#"hookline_db_pool_connections{state="max"} 8"#,
             "hookline_open_jobs 5",

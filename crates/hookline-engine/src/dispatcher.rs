@@ -1,6 +1,7 @@
-//! The claim loops: wake up, claim as many due deliveries as there are free workers, admit
-//! each within its app's share and its endpoint's limits (giving back the rest), run them,
-//! and record what happened in group commits.
+//! The claim loops: wake up, claim as many due deliveries as there are free workers (and,
+//! when only apps at their share have any due, as those apps have room for), admit each
+//! within its app's share and its endpoint's limits (giving back the rest), run them, and
+//! record what happened in group commits.
 //! Several loops may claim side by side (`claimers`), so that one claim's round trip to
 //! the store does not leave the workers idle.
 //!
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookline_core::SharedClock;
-use hookline_core::id::{EndpointId, MessageId};
+use hookline_core::id::{AppId, EndpointId, MessageId};
 use hookline_core::model::MessageStatus;
 use hookline_core::store::DeliveryQueue;
 use hookline_core::store::{AttemptOutcome, DeliveryJob};
@@ -125,9 +126,27 @@ impl Dispatcher {
     ) {
         // Claims in a row that were given back whole.
         let mut skipped = 0;
+        // The apps that the last claim passed over for being at their share, when it took
+        // every other due delivery and nothing new is known to be due since (no wake-up,
+        // no poll): only these apps have deliveries due, and a claim can use no more than
+        // the room they have left. A larger claim would take their deliveries only to
+        // give most back; one with no room left would walk past their whole backlog to
+        // find nothing.
+        let mut only: Vec<AppId> = Vec::new();
         loop {
-            // Reserve the workers of this claim: every free one up to the batch size, and
-            // at least one.
+            let room = if only.is_empty() {
+                self.batch_size
+            } else {
+                self.limits.room_of(&only)
+            };
+            if room == 0 {
+                if !self.wait_for_room(shutdown, &mut only).await {
+                    return;
+                }
+                continue;
+            }
+            // Reserve the workers of this claim: every free one up to the batch size and
+            // the room, and at least one.
             let mut reserved = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 permit = Arc::clone(permits).acquire_owned() => match permit {
@@ -135,7 +154,9 @@ impl Dispatcher {
                     Err(_) => return,
                 },
             };
-            let more = permits.available_permits().min(self.batch_size.max(1) - 1);
+            let more = permits
+                .available_permits()
+                .min(room.min(self.batch_size).max(1) - 1);
             if let Ok(more) = Arc::clone(permits).try_acquire_many_owned(more as u32) {
                 reserved.merge(more);
             }
@@ -180,6 +201,7 @@ impl Dispatcher {
             }
             drop(reserved);
             let deferred = given_back.len();
+            hookline_core::metrics::metrics().record_claim(claimed - deferred, deferred);
             release(self.queue.as_ref(), given_back, self.clock.now()).await;
             if claimed > 0 {
                 tracing::debug!(claimed, deferred, "claimed deliveries");
@@ -193,13 +215,8 @@ impl Dispatcher {
                 // due now, and goes as soon as one of their deliveries ends, not at the
                 // next poll.
                 skipped = 0;
-                let room = tokio::select! {
-                    _ = shutdown.cancelled() => false,
-                    _ = self.wake.notified() => true,
-                    _ = self.limits.freed.notified() => true,
-                    _ = sleep(self.poll_interval) => true,
-                };
-                if !room {
+                only = saturated;
+                if !self.wait_for_room(shutdown, &mut only).await {
                     return;
                 }
                 continue;
@@ -223,6 +240,7 @@ impl Dispatcher {
             if !self.pause(shutdown, wait).await {
                 return;
             }
+            only.clear();
             // After a claim that was not full, the next one starts no sooner than the
             // queue's claim spacing after it, whatever ended the wait: under load a claim
             // then takes what several commits queued, rather than each commit waking every
@@ -303,6 +321,19 @@ impl Dispatcher {
                 self.poll_interval
             }
         }
+    }
+
+    /// Waits for an app at its share to have room again, for new work, or for the poll
+    /// interval; `false` on shutdown. Anything but room may have made other apps'
+    /// deliveries due: `only` is then cleared.
+    async fn wait_for_room(&self, shutdown: &CancellationToken, only: &mut Vec<AppId>) -> bool {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = self.limits.freed.notified() => {}
+            _ = self.wake.notified() => only.clear(),
+            _ = sleep(self.poll_interval) => only.clear(),
+        }
+        true
     }
 
     /// Sleeps for `wait` or until woken; `false` on shutdown.

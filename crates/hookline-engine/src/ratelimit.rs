@@ -380,6 +380,17 @@ impl EndpointLimits {
             .collect()
     }
 
+    /// How many more deliveries `apps` may be admitted, between them.
+    pub fn room_of(&self, apps: &[AppId]) -> usize {
+        let admitted = self.lock();
+        apps.iter()
+            .map(|app| {
+                let held = admitted.apps.get(app).copied().unwrap_or(0);
+                self.app_share(admitted.total - held).saturating_sub(held)
+            })
+            .sum()
+    }
+
     /// How many deliveries an app may hold while the other apps hold `others`: half of
     /// what they leave free, so that a new app always finds the other half; at least
     /// `min_per_app`, if that many are free.

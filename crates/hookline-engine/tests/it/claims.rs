@@ -1,5 +1,5 @@
-//! How often the claim loop asks its queue: at every wake-up, or no more often than the
-//! queue's claim spacing.
+//! How often the claim loop asks its queue (at every wake-up, or no more often than the
+//! queue's claim spacing), and for how many deliveries.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,12 +16,25 @@ use crate::support::{Receiver, Reply, World, config, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The real store, counting claims and asking for `spacing` between them.
+/// The real store, counting claims and the deliveries given back, and asking for
+/// `spacing` between claims.
 #[derive(Debug)]
 struct Counted {
     store: Arc<SqliteStore>,
     spacing: Duration,
     claims: AtomicUsize,
+    given_back: AtomicUsize,
+}
+
+impl Counted {
+    fn new(store: &Arc<SqliteStore>, spacing: Duration) -> Arc<Self> {
+        Arc::new(Counted {
+            store: Arc::clone(store),
+            spacing,
+            claims: AtomicUsize::new(0),
+            given_back: AtomicUsize::new(0),
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -45,6 +58,8 @@ impl DeliveryQueue for Counted {
         deliveries: Vec<(MessageId, EndpointId)>,
         retry_at: DateTime<Utc>,
     ) -> hookline_core::Result<()> {
+        self.given_back
+            .fetch_add(deliveries.len(), Ordering::SeqCst);
         self.store.release(deliveries, retry_at).await
     }
 
@@ -78,11 +93,7 @@ async fn claims_for_messages_one_by_one(spacing: Duration) -> (usize, Duration) 
     let world = World::new().await;
     let receiver = Receiver::always(Reply::status(204)).await;
     let endpoint = world.endpoint(&receiver.url("/"), |_| {}).await;
-    let queue = Arc::new(Counted {
-        store: Arc::clone(&world.store),
-        spacing,
-        claims: AtomicUsize::new(0),
-    });
+    let queue = Counted::new(&world.store, spacing);
     let started = Instant::now();
     let engine = world.start_on(queue.clone(), config(&[]));
     let mut messages = Vec::new();
@@ -123,4 +134,61 @@ async fn without_spacing_every_wake_up_claims() {
     // wake-ups find the loop waiting. Spaced 200 ms, the same run would allow at most
     // 2 + took / 200 ms claims (5 or 6).
     assert!(claims >= 8, "{claims} claims for 12 wake-ups in {took:?}");
+}
+
+/// One app's backlog, over many endpoints, goes out at the app's share with next to
+/// nothing given back. Once the app held its share, each delivery that ended used to
+/// start a claim of every free worker, all of them the app's, of which all but one or two
+/// went back to the queue: in this test, 635 of the 960 deliveries were claimed only to
+/// be given back. Now only the first claim gives any back.
+#[tokio::test]
+async fn an_app_at_its_share_claims_only_what_it_has_room_for() {
+    let world = World::new().await;
+    let receiver = Receiver::always(Reply::status(204).delay(Duration::from_millis(10))).await;
+    let mut endpoints = Vec::new();
+    for n in 0..8 {
+        endpoints.push(
+            world
+                .endpoint(&receiver.url(&format!("/{n}")), |_| {})
+                .await,
+        );
+    }
+    let messages: Vec<_> = (0..120)
+        .map(|n| {
+            let world = &world;
+            async move { world.message(&format!(r#"{{"n":{n}}}"#)).await }
+        })
+        .collect();
+    let messages = futures_util::future::join_all(messages).await;
+    let queue = Counted::new(&world.store, Duration::ZERO);
+    // The app's share is 16 of the 32 workers, and binds before its endpoints' limits
+    // (4 in flight each). The first claim, of all 32, gives half back; the engine polls
+    // once a second, as in production.
+    let engine = world.start_on(
+        queue.clone(),
+        hookline_engine::EngineConfig {
+            concurrency: 32,
+            max_in_flight_per_endpoint: 4,
+            poll_interval: Duration::from_secs(1),
+            ..config(&[])
+        },
+    );
+    let deliveries = messages.len() * endpoints.len();
+    eventually("every delivery made", Duration::from_secs(30), || async {
+        (receiver.count() >= deliveries).then_some(())
+    })
+    .await;
+    engine.stop().await;
+    assert_eq!(receiver.count(), deliveries, "each delivered once");
+    assert!(
+        receiver.most_in_flight() <= 16,
+        "the app held more than its share: {}",
+        receiver.most_in_flight()
+    );
+    let given_back = queue.given_back.load(Ordering::SeqCst);
+    println!("{deliveries} deliveries, {given_back} given back");
+    assert!(
+        given_back * 20 <= deliveries,
+        "{given_back} of {deliveries} deliveries claimed only to be given back"
+    );
 }
