@@ -1079,17 +1079,45 @@ async fn scrape(client: &reqwest::Client, nodes: &[Server], name: &str) -> anyho
 
 /// What the delivery workers of `nodes` have done so far: claims, deliveries given back,
 /// and group commits (SQLite's writer; PostgreSQL counts only its message creates).
-async fn claim_counts(client: &reqwest::Client, nodes: &[Server]) -> anyhow::Result<[f64; 3]> {
-    Ok([
-        scrape(client, nodes, "hookline_claims_total").await?,
-        scrape(
-            client,
-            nodes,
-            "hookline_claimed_deliveries_total{fate=\"given_back\"}",
-        )
-        .await?,
-        scrape(client, nodes, "hookline_commit_batch_size_count").await?,
-    ])
+#[derive(Debug, Clone, Copy)]
+struct ClaimCounts([f64; 3]);
+
+impl ClaimCounts {
+    async fn now(client: &reqwest::Client, nodes: &[Server]) -> anyhow::Result<Self> {
+        Ok(ClaimCounts([
+            scrape(client, nodes, "hookline_claims_total").await?,
+            scrape(
+                client,
+                nodes,
+                "hookline_claimed_deliveries_total{fate=\"given_back\"}",
+            )
+            .await?,
+            scrape(client, nodes, "hookline_commit_batch_size_count").await?,
+        ]))
+    }
+
+    /// Reports each count per 100 of the phase's `deliveries` since `before`: counts that
+    /// stay put from run to run where rates do not.
+    fn report(
+        self,
+        before: Self,
+        report: &mut Report,
+        (phase, prefix): (&'static str, &str),
+        deliveries: usize,
+        postgres: bool,
+    ) {
+        let per_100 = |at: usize| (self.0[at] - before.0[at]) * 100.0 / deliveries.max(1) as f64;
+        let mut figures = vec![
+            ("claims per 100 deliveries", per_100(0)),
+            ("given back per 100 deliveries", per_100(1)),
+        ];
+        if !postgres {
+            figures.push(("SQLite commits per 100 deliveries", per_100(2)));
+        }
+        for (name, value) in figures {
+            report.add(phase, format!("{prefix}{name}"), value, Unit::Count, None);
+        }
+    }
 }
 
 async fn create_app_with_endpoints(
@@ -1312,6 +1340,7 @@ async fn hookline_phases(
         .collect();
     let (create_client, pad3) = (client.clone(), pad.clone());
     let disk_before = storage.mark(&pids)?;
+    let counts_before = ClaimCounts::now(client, &nodes).await?;
     let cpu_before = CpuMark::now(&pids);
     let started = Instant::now();
     let (create_latencies, create_wall) = load(client, n, c, receiver, move |seq| {
@@ -1324,6 +1353,7 @@ async fn hookline_phases(
     wait_for(receiver, n, timeout, true).await?;
     let end_to_end = started.elapsed();
     let cpu_after = CpuMark::now(&pids);
+    let counts_after = ClaimCounts::now(client, &nodes).await?;
     let mut delivery_latencies = receiver.latencies(n);
     delivery_latencies.sort();
     let accepted = n as f64 / create_wall.as_secs_f64();
@@ -1412,6 +1442,7 @@ async fn hookline_phases(
         postgres,
         ceiling_per_cpu,
     );
+    counts_after.report(counts_before, report, ("main", ""), n, postgres);
     // The attempts of the last deliveries are recorded after their answers arrived, and
     // PostgreSQL's backends report their activity at most once a second.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1434,7 +1465,7 @@ async fn hookline_phases(
             .collect();
         let (fan_client, pad4) = (client.clone(), pad.clone());
         let m = args.fanout_messages;
-        let counts_before = claim_counts(client, &nodes).await?;
+        let counts_before = ClaimCounts::now(client, &nodes).await?;
         let cpu_before = CpuMark::now(&pids);
         let started = Instant::now();
         load(client, m, c, receiver, move |seq| {
@@ -1447,7 +1478,7 @@ async fn hookline_phases(
         wait_for(receiver, m * 100, timeout, false).await?;
         let rate = (m * 100) as f64 / started.elapsed().as_secs_f64();
         let cpu_after = CpuMark::now(&pids);
-        let counts_after = claim_counts(client, &nodes).await?;
+        let counts_after = ClaimCounts::now(client, &nodes).await?;
         report.add(
             "fanout",
             "fan-out: deliveries to 100 endpoints",
@@ -1467,31 +1498,13 @@ async fn hookline_phases(
             postgres,
             ceiling_per_cpu,
         );
-        // How the workers claimed: counts, steady from run to run where rates are not.
-        let per_100 = |at: usize| (counts_after[at] - counts_before[at]) / (m as f64);
-        report.add(
-            "fanout",
-            "fan-out: claims per 100 deliveries",
-            per_100(0),
-            Unit::Count,
-            None,
+        counts_after.report(
+            counts_before,
+            report,
+            ("fanout", "fan-out: "),
+            m * 100,
+            postgres,
         );
-        report.add(
-            "fanout",
-            "fan-out: given back per 100 deliveries",
-            per_100(1),
-            Unit::Count,
-            None,
-        );
-        if !postgres {
-            report.add(
-                "fanout",
-                "fan-out: SQLite commits per 100 deliveries",
-                per_100(2),
-                Unit::Count,
-                None,
-            );
-        }
     }
     if args.ingest > 0 {
         receiver.reset();
