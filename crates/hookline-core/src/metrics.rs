@@ -132,7 +132,7 @@ impl Metrics {
         let claimed = Family::<FateLabels, Counter>::default();
         registry.register(
             "claimed_deliveries",
-            "Deliveries claimed: started, or given back unattempted (their endpoint or app at its limits)",
+            "Deliveries claimed: started, or given back by the claim unattempted (their endpoint or app at its limits)",
             claimed.clone(),
         );
         let queue = Family::<StateLabels, Gauge>::default();

@@ -36,6 +36,14 @@ const GROUP_WINDOW: Duration = Duration::from_millis(5);
 const GROUP_MAX: usize = 256;
 /// How soon a delivery given back unattempted (its endpoint busy) falls due again.
 const RELEASE_DELAY: Duration = Duration::from_millis(500);
+/// How long a claim loop takes the apps its last claim passed over (at their share) to be
+/// the only ones with deliveries due, and claims no more than their room. Other apps'
+/// deliveries also fall due by time, unannounced: retries, deliveries given back, leases
+/// that ran out. The first claim after this long looks at every app again, so those wait
+/// at most about this much longer than they would otherwise (as long as a delivery given
+/// back waits; the poll interval, if that is shorter). Each such look costs one claim that
+/// gives back most of what it takes, or walks the passed-over apps' backlog.
+const PASSED_OVER_FOR: Duration = Duration::from_millis(500);
 /// Claims in a row given back whole (every delivery's endpoint or app at its limits)
 /// after which the claim loop rests for a poll interval. Until then it claims again at
 /// once, to reach other tenants' deliveries behind a busy one's backlog: up to this many
@@ -104,8 +112,11 @@ impl Dispatcher {
             })
         };
 
+        // Claims for the room of apps at their share take turns: two loops reading the same
+        // room at once would each claim all of it, and one would give it all back.
+        let room_claims = tokio::sync::Mutex::new(());
         let claimers = (0..self.claimers.max(1))
-            .map(|_| self.claim_loop(&shutdown, &permits, &tracker, &finished_tx));
+            .map(|_| self.claim_loop(&shutdown, &permits, &tracker, &finished_tx, &room_claims));
         futures_util::future::join_all(claimers).await;
         heartbeats.abort();
 
@@ -123,24 +134,41 @@ impl Dispatcher {
         permits: &Arc<Semaphore>,
         tracker: &TaskTracker,
         finished: &mpsc::Sender<Finished>,
+        room_claims: &tokio::sync::Mutex<()>,
     ) {
         // Claims in a row that were given back whole.
         let mut skipped = 0;
         // The apps that the last claim passed over for being at their share, when it took
-        // every other due delivery and nothing new is known to be due since (no wake-up,
-        // no poll): only these apps have deliveries due, and a claim can use no more than
-        // the room they have left. A larger claim would take their deliveries only to
-        // give most back; one with no room left would walk past their whole backlog to
-        // find nothing.
+        // every other due delivery: until `only_until`, unless a wake-up says something
+        // new is due first, only these apps are taken to have deliveries due, and a claim
+        // asks for no more than the room they have left. A larger claim would take their
+        // deliveries only to give most back; one with no room left would walk past their
+        // whole backlog to find nothing.
         let mut only: Vec<AppId> = Vec::new();
+        let mut only_until = Instant::now();
         loop {
+            // Once that time is up, the next claim looks at every app again, passing over
+            // these too: it finds what the others have come to have due, without taking
+            // these apps' deliveries only to give them back.
+            let mut look_past = Vec::new();
+            if !only.is_empty() && Instant::now() >= only_until {
+                look_past = std::mem::take(&mut only);
+            }
+            // Held until this claim's deliveries are admitted, so that the next claim for
+            // the room sees what this one took.
+            let turn = if only.is_empty() {
+                None
+            } else {
+                Some(room_claims.lock().await)
+            };
             let room = if only.is_empty() {
                 self.batch_size
             } else {
                 self.limits.room_of(&only)
             };
             if room == 0 {
-                if !self.wait_for_room(shutdown, &mut only).await {
+                drop(turn);
+                if !self.wait_for_room(shutdown, &mut only, only_until).await {
                     return;
                 }
                 continue;
@@ -169,19 +197,26 @@ impl Dispatcher {
             // Apps at their share would only have their deliveries given back: the claim
             // passes over them, so that a long backlog of one app never stands before the
             // others' deliveries.
-            let saturated = self.limits.saturated_apps();
+            let for_only = !only.is_empty();
+            let mut passed_over = self.limits.saturated_apps();
+            for app in look_past {
+                if !passed_over.contains(&app) {
+                    passed_over.push(app);
+                }
+            }
             let jobs = match self
                 .queue
-                .claim_due_skipping(&self.owner, claimed_at, self.lease, limit, &saturated)
+                .claim_due_skipping(&self.owner, claimed_at, self.lease, limit, &passed_over)
                 .await
             {
                 Ok(jobs) => jobs,
                 Err(error) => {
                     tracing::error!(%error, "claiming due deliveries failed");
-                    drop(reserved); // Another claim loop may do better meanwhile.
+                    drop((reserved, turn)); // Another claim loop may do better meanwhile.
                     if !self.pause(shutdown, self.poll_interval).await {
                         return;
                     }
+                    only.clear();
                     continue;
                 }
             };
@@ -199,7 +234,7 @@ impl Dispatcher {
                     given_back.push(key);
                 }
             }
-            drop(reserved);
+            drop((reserved, turn));
             let deferred = given_back.len();
             hookline_core::metrics::metrics().record_claim(claimed - deferred, deferred);
             release(self.queue.as_ref(), given_back, self.clock.now()).await;
@@ -210,14 +245,19 @@ impl Dispatcher {
                 skipped = 0;
                 continue; // More may be due right now.
             }
-            if !saturated.is_empty() && claimed < limit {
+            if !passed_over.is_empty() && claimed < limit {
                 // Apps were passed over for being at their share: what is left for them is
-                // due now, and goes as soon as one of their deliveries ends, not at the
-                // next poll.
+                // due now, and goes as soon as they have room, not at the next poll.
                 skipped = 0;
-                only = saturated;
-                if !self.wait_for_room(shutdown, &mut only).await {
-                    return;
+                if for_only {
+                    // A claim for the room of apps passed over before found less than it
+                    // asked for: they have nothing more due until something new is.
+                    if !self.wait_for_room(shutdown, &mut only, only_until).await {
+                        return;
+                    }
+                } else {
+                    only = passed_over;
+                    only_until = Instant::now() + PASSED_OVER_FOR.min(self.poll_interval);
                 }
                 continue;
             }
@@ -323,15 +363,20 @@ impl Dispatcher {
         }
     }
 
-    /// Waits for an app at its share to have room again, for new work, or for the poll
-    /// interval; `false` on shutdown. Anything but room may have made other apps'
-    /// deliveries due: `only` is then cleared.
-    async fn wait_for_room(&self, shutdown: &CancellationToken, only: &mut Vec<AppId>) -> bool {
+    /// Waits for an app to drop below its share, for new work, or until `until`; `false`
+    /// on shutdown. New work may be other apps' deliveries: `only` is then cleared, as it
+    /// is at `until`.
+    async fn wait_for_room(
+        &self,
+        shutdown: &CancellationToken,
+        only: &mut Vec<AppId>,
+        until: Instant,
+    ) -> bool {
         tokio::select! {
             _ = shutdown.cancelled() => return false,
             _ = self.limits.freed.notified() => {}
             _ = self.wake.notified() => only.clear(),
-            _ = sleep(self.poll_interval) => only.clear(),
+            _ = sleep_until(until) => only.clear(),
         }
         true
     }

@@ -158,8 +158,9 @@ pub(crate) struct EndpointLimits {
     /// Live workers sharing the queue (this one included), among which every rate is
     /// split; one until told otherwise.
     nodes: AtomicUsize,
-    /// Told each time a held delivery ends: a claim that passed over apps at their share
-    /// waits on it for room, rather than for the poll interval.
+    /// Told when an app that held its whole share drops below it: a claim loop that
+    /// passed over apps at their share waits on it for room, rather than for the poll
+    /// interval.
     pub freed: tokio::sync::Notify,
 }
 
