@@ -140,8 +140,8 @@ async fn without_spacing_every_wake_up_claims() {
 /// nothing given back. Once the app held its share, each delivery that ended used to
 /// start a claim of every free worker, all of them the app's, of which all but one or two
 /// went back to the queue: in a run of this test, 635 of the 960 deliveries were claimed
-/// only to be given back; now 16 are (those of the first claim, which asks for every free
-/// worker before anything is known of the app's share).
+/// only to be given back; now 16 to 32 are (those of the first claims, which ask for every
+/// free worker before anything is known of the app's share).
 #[tokio::test]
 async fn an_app_at_its_share_claims_only_what_it_has_room_for() {
     let world = World::new().await;
@@ -163,8 +163,9 @@ async fn an_app_at_its_share_claims_only_what_it_has_room_for() {
     let messages = futures_util::future::join_all(messages).await;
     let queue = Counted::new(&world.store, Duration::ZERO);
     // The app's share is 16 of the 32 workers, and binds before its endpoints' limits
-    // (4 in flight each). The first claim, of all 32, gives half back. The engine polls
-    // once a second and claims in two loops, as it does in production on SQLite.
+    // (4 in flight each). The first claim of all 32 workers gives half back (so may the
+    // other loop's first). The engine polls once a second and claims in two loops, as it
+    // does in production on SQLite.
     let engine = world.start_on(
         queue.clone(),
         hookline_engine::EngineConfig {
