@@ -146,21 +146,8 @@ async fn without_spacing_every_wake_up_claims() {
 async fn an_app_at_its_share_claims_only_what_it_has_room_for() {
     let world = World::new().await;
     let receiver = Receiver::always(Reply::status(204).delay(Duration::from_millis(10))).await;
-    let mut endpoints = Vec::new();
-    for n in 0..8 {
-        endpoints.push(
-            world
-                .endpoint(&receiver.url(&format!("/{n}")), |_| {})
-                .await,
-        );
-    }
-    let messages: Vec<_> = (0..120)
-        .map(|n| {
-            let world = &world;
-            async move { world.message(&format!(r#"{{"n":{n}}}"#)).await }
-        })
-        .collect();
-    let messages = futures_util::future::join_all(messages).await;
+    let endpoints = world.endpoints(&receiver, 8).await;
+    let messages = world.messages(120).await;
     let queue = Counted::new(&world.store, Duration::ZERO);
     // The app's share is 16 of the 32 workers, and binds before its endpoints' limits
     // (4 in flight each). The first claim of all 32 workers gives half back (so may the
@@ -204,17 +191,8 @@ async fn an_app_at_its_share_claims_only_what_it_has_room_for() {
 async fn a_retry_falling_due_is_claimed_beside_another_apps_backlog() {
     let world = World::new().await;
     let slow = Receiver::always(Reply::status(204).delay(Duration::from_millis(20))).await;
-    let mut backlogged = Vec::new();
-    for n in 0..4 {
-        backlogged.push(world.endpoint(&slow.url(&format!("/{n}")), |_| {}).await);
-    }
-    let creates: Vec<_> = (0..400)
-        .map(|n| {
-            let world = &world;
-            async move { world.message(&format!(r#"{{"n":{n}}}"#)).await }
-        })
-        .collect();
-    let backlog = futures_util::future::join_all(creates).await.len() * backlogged.len();
+    let backlogged = world.endpoints(&slow, 4).await;
+    let backlog = world.messages(400).await.len() * backlogged.len();
     let other = world.another_app("other").await;
     let flaky = Receiver::start(vec![Reply::status(500)], Reply::status(204)).await;
     world

@@ -90,14 +90,7 @@ async fn requests_in_flight_to_one_endpoint_are_bounded() {
 async fn claim_loops_side_by_side_stay_within_the_concurrency_and_deliver_each_once() {
     let world = World::new().await;
     let receiver = Receiver::always(Reply::status(200).delay(Duration::from_millis(50))).await;
-    let mut endpoints = Vec::new();
-    for n in 0..3 {
-        endpoints.push(
-            world
-                .endpoint(&receiver.url(&format!("/{n}")), |_| {})
-                .await,
-        );
-    }
+    let endpoints = world.endpoints(&receiver, 3).await;
     let mut messages = Vec::new();
     for n in 0..40 {
         messages.push(world.message(&format!(r#"{{"n":{n}}}"#)).await);
@@ -308,17 +301,8 @@ async fn a_long_backlog_of_one_app_does_not_delay_another_app() {
 async fn an_app_at_its_share_goes_on_as_its_deliveries_end() {
     let world = World::new().await;
     let receiver = Receiver::always(Reply::status(200).delay(Duration::from_millis(50))).await;
-    let mut endpoints = Vec::new();
-    for n in 0..30 {
-        endpoints.push(
-            world
-                .endpoint(&receiver.url(&format!("/{n}")), |_| {})
-                .await,
-        );
-    }
-    let world = &world;
-    let creates = (0..10).map(|n| async move { world.message(&format!(r#"{{"n":{n}}}"#)).await });
-    futures_util::future::join_all(creates).await;
+    world.endpoints(&receiver, 30).await;
+    world.messages(10).await;
     let started = Instant::now();
     let engine = world.start(EngineConfig {
         concurrency: 64,

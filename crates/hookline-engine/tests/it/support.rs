@@ -102,6 +102,22 @@ impl World {
         endpoint
     }
 
+    /// Creates `count` endpoints at `receiver`'s paths `/0`, `/1`, ….
+    pub async fn endpoints(&self, receiver: &Receiver, count: usize) -> Vec<Endpoint> {
+        let mut endpoints = Vec::with_capacity(count);
+        for n in 0..count {
+            endpoints.push(self.endpoint(&receiver.url(&format!("/{n}")), |_| {}).await);
+        }
+        endpoints
+    }
+
+    /// Queues `count` messages at once, with payloads `{"n":0}`, `{"n":1}`, ….
+    pub async fn messages(&self, count: usize) -> Vec<Message> {
+        let creates =
+            (0..count).map(|n| async move { self.message(&format!(r#"{{"n":{n}}}"#)).await });
+        futures_util::future::join_all(creates).await
+    }
+
     /// Queues a message with this exact payload text to every endpoint.
     pub async fn message(&self, payload: &str) -> Message {
         self.message_in(&self.app, payload).await

@@ -494,8 +494,9 @@ async fn request_logs_carry_the_request_id_and_hide_ingest_tokens() {
 }
 
 /// `GET /metrics` answers the admin token and the metrics token (which opens nothing
-/// else), and counts what happened: attempts by outcome, create-to-delivery times,
-/// inbound requests by verdict, queue depth, open jobs, memory.
+/// else), and counts what happened: attempts by outcome, claims and the deliveries they
+/// started, create-to-delivery times, inbound requests by verdict, queue depth, open jobs,
+/// memory.
 #[tokio::test]
 async fn metrics_count_deliveries_inbound_requests_and_jobs() {
     const METRICS_TOKEN: &str = "metrics-token-0123456789";
@@ -605,6 +606,8 @@ async fn metrics_count_deliveries_inbound_requests_and_jobs() {
             success,
             "hookline_delivered_after_seconds_count",
             r#"hookline_inbound_requests_total{source_type="github",verdict="rejected"}"#,
+            "hookline_claims_total",
+            r#"hookline_claimed_deliveries_total{fate="started"}"#,
         ] {
             assert!(
                 value(&after, series) >= value(&before, series) + 1.0,
