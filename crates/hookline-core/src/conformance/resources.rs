@@ -245,6 +245,14 @@ pub async fn deleting_an_app_removes_its_resources(store: Arc<dyn Store>) {
     store.create_endpoint(&ep).await.unwrap();
     let m = message(&a.id, "a.b", None);
     store.create_message(new_message(m.clone())).await.unwrap();
+    // One attempt failed; the delivery waits for its retry.
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let lease = Duration::from_secs(30);
+    assert_eq!(store.claim_due("n", now, lease, 10).await.unwrap().len(), 1);
+    let retry = now + chrono::Duration::seconds(1);
+    let failed = outcome(&m, &ep.id, MessageStatus::Fail, Some(retry), 500);
+    let attempt = failed.attempt.id.clone();
+    store.record_outcomes(vec![failed].into()).await.unwrap();
     store.delete_app(&a.id).await.unwrap();
     assert!(matches!(
         store.get_app(a.id.as_str()).await,
@@ -257,7 +265,38 @@ pub async fn deleting_an_app_removes_its_resources(store: Arc<dyn Store>) {
     let later = clock_now() + chrono::Duration::seconds(5);
     assert!(
         store
-            .claim_due("n", later, Duration::from_secs(30), 10)
+            .claim_due("n", later, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Nothing of it is left behind: no delivery is queued, and the application and its
+    // endpoint created again under the same ids start empty.
+    let queue = store.queue_depth(later).await.unwrap();
+    assert_eq!(queue.due + queue.leased + queue.scheduled, 0, "{queue:?}");
+    store.create_app(&a).await.unwrap();
+    store.create_endpoint(&ep).await.unwrap();
+    let messages = store
+        .list_messages(&a.id, &MessageFilter::default(), &first(10))
+        .await
+        .unwrap();
+    assert!(messages.data.is_empty(), "{:?}", messages.data);
+    let attempts = store
+        .list_attempts(&a.id, &AttemptFilter::default(), &first(10))
+        .await
+        .unwrap();
+    assert!(attempts.data.is_empty(), "{:?}", attempts.data);
+    assert!(matches!(
+        store.get_attempt(&a.id, &m.id, &attempt).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.get_destination(&a.id, &m.id, &ep.id).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(
+        store
+            .claim_due("n", later, lease, 10)
             .await
             .unwrap()
             .is_empty()

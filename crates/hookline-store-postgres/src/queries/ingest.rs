@@ -190,8 +190,10 @@ impl IngestStore for PostgresStore {
         execute(&tx, "DELETE FROM source WHERE id = $1", &[&id.as_str()])
             .await
             .map_err(storage)?;
-        delete_app_rows(&tx, &AppId::from_string(app)).await?;
-        tx.commit().await.map_err(storage)
+        let deleted = delete_app_rows(&tx, &AppId::from_string(app)).await?;
+        tx.commit().await.map_err(storage)?;
+        deleted.sweep(&db).await;
+        Ok(())
     }
 
     async fn ingest(&self, new: NewIngestRequest) -> Result<IngestedRequest> {

@@ -104,13 +104,62 @@ async fn delete_deliveries_to(db: &impl GenericClient, endpoint: &EndpointId) ->
     Ok(())
 }
 
-/// Deletes an application with everything in it: its endpoints, messages, deliveries and
-/// attempts go with it (`ON DELETE CASCADE`).
-pub(super) async fn delete_app_rows(db: &impl GenericClient, id: &AppId) -> Result<()> {
+/// What an application deleted in a transaction leaves to sweep once it has committed:
+/// see [`AppDeleted::sweep`].
+#[must_use]
+pub(super) struct AppDeleted(AppId);
+
+/// Deletes an application with everything in it. Its endpoints go with it by foreign key
+/// (`ON DELETE CASCADE`); its messages, their deliveries and their attempts carry no key
+/// (see the migrations) and are deleted here. Run it in a transaction, then
+/// [`AppDeleted::sweep`] after the commit.
+pub(super) async fn delete_app_rows(db: &impl GenericClient, id: &AppId) -> Result<AppDeleted> {
     let rows = execute(db, "DELETE FROM app WHERE id = $1", &[&id.as_str()])
         .await
         .map_err(storage)?;
-    changed(rows, "application")
+    changed(rows, "application")?;
+    let deleted = AppDeleted(id.clone());
+    deleted.delete_contents(db).await?;
+    Ok(deleted)
+}
+
+impl AppDeleted {
+    async fn delete_contents(&self, db: &impl GenericClient) -> Result<()> {
+        for sql in [
+            "DELETE FROM destination
+             WHERE msg_id = ANY(ARRAY(SELECT id FROM message WHERE app_id = $1))",
+            "DELETE FROM attempt WHERE app_id = $1",
+            "DELETE FROM message WHERE app_id = $1",
+        ] {
+            execute(db, sql, &[&self.0.as_str()])
+                .await
+                .map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes, once the transactions running at the deletion's commit have ended, what
+    /// they wrote for the application: no foreign key holds back a message create that read
+    /// the application before the deletion committed, nor an outcome of one of its
+    /// deliveries. The deletion has committed: a failure here is logged, not answered.
+    /// What it leaves is never delivered (a claim reads deliveries with their endpoint)
+    /// nor listed (the application is gone).
+    pub(super) async fn sweep(self, db: &impl GenericClient) {
+        let swept = async {
+            let waited = wait_for_running(db).await?;
+            self.delete_contents(db).await?;
+            Ok::<_, Error>(waited)
+        };
+        match swept.await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(app = %self.0, "deleting an application's late messages did not wait for a transaction that ran for longer than {RUNNING_WAIT:?}")
+            }
+            Err(error) => {
+                tracing::warn!(app = %self.0, %error, "deleting a deleted application's late messages failed")
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -165,7 +214,7 @@ impl ResourceStore for PostgresStore {
     }
 
     async fn delete_app(&self, id: &AppId) -> Result<()> {
-        let db = self.client().await?;
+        let mut db = self.client().await?;
         let owned = query_opt(
             &db,
             "SELECT 1 FROM source WHERE app_id = $1",
@@ -178,7 +227,11 @@ impl ResourceStore for PostgresStore {
                 "the application belongs to a source; delete the source instead",
             ));
         }
-        delete_app_rows(&db, id).await
+        let tx = db.transaction().await.map_err(storage)?;
+        let deleted = delete_app_rows(&tx, id).await?;
+        tx.commit().await.map_err(storage)?;
+        deleted.sweep(&db).await;
+        Ok(())
     }
 
     async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<()> {

@@ -5,6 +5,7 @@
 
 mod background;
 mod claims;
+mod deletions;
 mod listen;
 mod nodes;
 mod sealed;
