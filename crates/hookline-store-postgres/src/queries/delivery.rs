@@ -183,50 +183,38 @@ impl DeliveryQueue for PostgresStore {
         // with its message, endpoint and application, oldest due first. A leased row is due
         // again when its lease ends, should its attempt never be recorded: its
         // `next_attempt` says so, which also keeps the deliveries in flight out of the due
-        // rows every claim scans. The statement's generic plan is made while the tables
-        // are nearly empty and kept for as long as they are not analyzed, so its shape
-        // must not depend on their statistics: such a plan joined the leased rows to
-        // `destination` and the due rows to `message` with hash joins over the whole
-        // tables (2.9 ms a claim with 10,000 deliveries, half of PostgreSQL's statement
-        // time). Each due row's endpoint and message are checked by key (a `LATERAL`
-        // subquery with a `LIMIT` is a lookup per row, never a join over the table), and
-        // the leased rows are updated by their row ids (a TID scan).
-        // The literal `LIMIT` bounds the planner's guess of how many rows were claimed:
-        // it cannot know `$4`, and a guess of thousands makes the reads back hash joins
-        // over the whole `message` table. A row updated by another transaction between
-        // this statement's snapshot and its lock has moved: it is left unclaimed.
+        // rows every claim scans. The claimed rows are joined by key
+        // (`FROM due`), and the literal `LIMIT` bounds the planner's guess of how many
+        // there are: the statement's generic plan cannot know `$4`, and a guess of
+        // thousands makes the reads back hash joins over the whole `message` table.
         let sql = format!(
-            "WITH due AS (
-                 SELECT * FROM (
-                     SELECT destination.ctid AS row_id, destination.msg_id,
-                         destination.endpoint_id, destination.next_attempt AS due_at
+            "WITH claimed AS (
+                 UPDATE destination SET lease_owner = $1, lease_until = $2, status = $5,
+                     requeued = FALSE, next_attempt = $2
+                 FROM (SELECT * FROM (
+                     SELECT destination.msg_id, destination.endpoint_id,
+                         destination.next_attempt AS due_at
                      FROM destination
-                     CROSS JOIN LATERAL (SELECT FROM endpoint
-                         WHERE endpoint.id = destination.endpoint_id AND NOT endpoint.disabled
-                         LIMIT 1) AS enabled
-                     CROSS JOIN LATERAL (SELECT FROM message
-                         WHERE message.id = destination.msg_id AND message.payload IS NOT NULL
-                         LIMIT 1) AS kept
+                     JOIN endpoint ON endpoint.id = destination.endpoint_id
+                     JOIN message ON message.id = destination.msg_id
                      WHERE destination.next_attempt <= $3
                        AND (destination.lease_until IS NULL OR destination.lease_until < $3)
+                       AND NOT endpoint.disabled
+                       AND message.payload IS NOT NULL
                        AND destination.app_id <> ALL($6::text[])
                      ORDER BY destination.next_attempt
                      LIMIT $4
                      FOR UPDATE OF destination SKIP LOCKED) AS locked
-                 LIMIT {CLAIM_MOST}),
-             claimed AS (
-                 UPDATE destination SET lease_owner = $1, lease_until = $2, status = $5,
-                     requeued = FALSE, next_attempt = $2
-                 WHERE destination.ctid = ANY(ARRAY(SELECT row_id FROM due))
-                 RETURNING destination.*)
+                     LIMIT {CLAIM_MOST}) AS due
+                 WHERE destination.msg_id = due.msg_id
+                   AND destination.endpoint_id = due.endpoint_id
+                 RETURNING destination.*, due.due_at)
              SELECT {}, {}, {}, app.uid, app.throttle_rate
              FROM claimed AS destination
-             JOIN due ON due.msg_id = destination.msg_id
-                 AND due.endpoint_id = destination.endpoint_id
              JOIN message ON message.id = destination.msg_id
              JOIN endpoint ON endpoint.id = destination.endpoint_id
              JOIN app ON app.id = destination.app_id
-             ORDER BY due.due_at",
+             ORDER BY destination.due_at",
             rows::DESTINATION_COLUMNS,
             rows::MESSAGE_COLUMNS,
             rows::ENDPOINT_COLUMNS
