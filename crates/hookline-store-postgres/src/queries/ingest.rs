@@ -328,13 +328,14 @@ enum Chain<'a> {
 /// and written by one batch at a time, and a duplicate is looked for once the request it
 /// duplicates, in flight in another batch, has committed or rolled back. A concurrent
 /// `delete_source` (`FOR UPDATE`) waits for the batch, or the batch for it and then finds
-/// no source. Within a batch, which commits as one, requests are numbered as their
-/// statements run, which is nearly their order of arrival: one with more to do first (a
-/// refused-request count, a duplicate to look for, an earlier request of its chain) may
-/// be numbered after one that arrived later in the batch. SQLite numbers strictly in
-/// order of arrival. The messages the batch's requests forward are written after them,
-/// all in one go ([`insert_messages`]); should one conflict (its `eventId` taken), the
-/// batch fails and its requests are carried out one by one.
+/// no source. Within a batch, which commits as one, each chain first decides its
+/// requests' fate ([`decide`]); then the batch numbers the requests it logs in their order
+/// of arrival, as SQLite does, with one update of each source's counter, and writes them
+/// in one statement ([`log_requests`]): a source's row is written once a batch, not once
+/// a request (a new version of the row, and its WAL, each time). The messages the batch's
+/// requests forward are written after them, all in one go ([`insert_messages`]); should
+/// one conflict (its `eventId` taken), the batch fails and its requests are carried out
+/// one by one.
 impl Grouped for NewIngestRequest {
     type Stored = IngestedRequest;
 
@@ -374,33 +375,61 @@ impl Grouped for NewIngestRequest {
             });
             chains[at].push(index);
         }
+        // Each chain decides its requests' fate in order (a refused-request count, a
+        // duplicate to look for); then the batch numbers and writes every request it logs.
         let carried = join_all(chains.into_iter().map(|chain| {
             let locked = &locked;
             async move {
-                let mut outcomes = Vec::with_capacity(chain.len());
+                let mut decided = Vec::with_capacity(chain.len());
+                // A chain of one dedupe key: the original the ones after its first repeat.
+                let mut original = None;
                 for index in chain {
                     let new = batch[index];
-                    let outcome = if locked.contains(new.request.source_id.as_str()) {
-                        ingest_one(tx, new).await?
+                    let fate = if locked.contains(new.request.source_id.as_str()) {
+                        decide(tx, new, &mut original).await?
                     } else {
-                        (Err(Error::NotFound("source")), false)
+                        Fate::Answered(Err(Error::NotFound("source")))
                     };
-                    outcomes.push((index, outcome));
+                    decided.push((index, fate));
                 }
-                Ok::<_, Error>(outcomes)
+                Ok::<_, Error>(decided)
             }
         }))
         .await;
-        let mut outcomes: Vec<Option<Result<IngestedRequest>>> =
-            batch.iter().map(|_| None).collect();
-        let mut forwarding = Vec::new();
+        let mut fates: Vec<Option<Fate>> = batch.iter().map(|_| None).collect();
         for chain in carried {
-            for (index, (outcome, forwards)) in chain? {
-                if forwards {
-                    forwarding.push(index);
-                }
-                outcomes[index] = Some(outcome);
+            for (index, fate) in chain? {
+                fates[index] = Some(fate);
             }
+        }
+        let fates: Vec<Fate> = fates
+            .into_iter()
+            .map(|fate| fate.expect("every request is in one chain"))
+            .collect();
+        let seqs = log_requests(tx, &fates).await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut forwarding = Vec::new();
+        for (index, (fate, seq)) in fates.into_iter().zip(seqs).enumerate() {
+            outcomes.push(match fate {
+                Fate::Answered(answer) => answer,
+                Fate::Logged {
+                    request,
+                    original,
+                    forwards,
+                } => {
+                    if forwards {
+                        forwarding.push(index);
+                    }
+                    Ok(IngestedRequest {
+                        id: request.id,
+                        seq,
+                        verdict: request.verdict,
+                        original,
+                        logged: true,
+                        dropped: request.dropped_before,
+                    })
+                }
+            });
         }
         forwarding.sort_unstable();
         let messages: Vec<&NewMessage> = forwarding
@@ -414,20 +443,34 @@ impl Grouped for NewIngestRequest {
         if queued {
             notify_due(tx).await?;
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|outcome| outcome.expect("every request is in one chain"))
-            .collect())
+        Ok(outcomes)
     }
 }
 
-/// Logs one request of a batch whose source is locked: its answer, and whether its
-/// messages are to be forwarded (the batch writes them). The outer `Err` is a
-/// statement's failure.
-async fn ingest_one(
+/// What becomes of one request of a batch.
+enum Fate {
+    /// Answered without a row in the log: a refused request over its source's cap, or a
+    /// request whose source is gone.
+    Answered(Result<IngestedRequest>),
+    /// To be numbered and logged; `forwards` when the batch writes its messages.
+    Logged {
+        request: Box<IngestRequest>,
+        original: Option<IngestRequestId>,
+        forwards: bool,
+    },
+}
+
+/// Decides the fate of one request of a batch whose source is locked: counts a refused
+/// one into its source's cap, and looks for the request an accepted one repeats. In a
+/// chain of one dedupe key, `original` carries what the chain's first request found, or
+/// the first request itself: the log is written after every chain has decided, so the
+/// requests after the first would not find it there. The outer `Err` is a statement's
+/// failure.
+async fn decide(
     tx: &Transaction<'_>,
     new: &NewIngestRequest,
-) -> Result<(Result<IngestedRequest>, bool)> {
+    original: &mut Option<IngestRequestId>,
+) -> Result<Fate> {
     let mut request = new.request.clone();
     let source = new.request.source_id.as_str();
     if let (Verdict::Rejected, Some(cap)) = (request.verdict, new.refused_cap) {
@@ -457,19 +500,19 @@ async fn ingest_one(
         match logged {
             Some(dropped) => request.dropped_before = dropped,
             None => {
-                let skipped = IngestedRequest {
+                return Ok(Fate::Answered(Ok(IngestedRequest {
                     id: request.id,
                     seq: 0,
                     verdict: request.verdict,
                     original: None,
                     logged: false,
                     dropped: tally.dropped,
-                };
-                return Ok((Ok(skipped), false));
+                })));
             }
         }
     }
-    let original = match dedupe_key(new) {
+    let repeats = match dedupe_key(new) {
+        Some(_) if original.is_some() => original.clone(),
         Some(key) => {
             let since = new.dedupe_since.map(ms);
             let row = query_opt(
@@ -481,63 +524,149 @@ async fn ingest_one(
             )
             .await
             .map_err(storage)?;
-            row.map(|row| read(&row, |c| c.take::<String>()))
+            let found = row
+                .map(|row| read(&row, |c| c.take::<String>()))
                 .transpose()?
-                .map(IngestRequestId::from_string)
+                .map(IngestRequestId::from_string);
+            *original = Some(found.clone().unwrap_or_else(|| request.id.clone()));
+            found
         }
         None => None,
     };
-    let forwards = match &original {
-        Some(original) => {
-            request.mark_duplicate_of(original);
+    let forwards = match &repeats {
+        Some(repeated) => {
+            request.mark_duplicate_of(repeated);
             false
         }
         None => request.verdict == Verdict::Accepted && !new.messages.is_empty(),
     };
-    let seq = query_opt(
+    Ok(Fate::Logged {
+        request: Box::new(request),
+        original: repeats,
+        forwards,
+    })
+}
+
+/// Numbers the requests of `fates` that are logged, each source's in the batch's order
+/// (one update of the source's counter), and writes them in one statement. Each fate's
+/// number, 0 for those not logged.
+async fn log_requests(tx: &Transaction<'_>, fates: &[Fate]) -> Result<Vec<i64>> {
+    let logged = || {
+        fates.iter().filter_map(|fate| match fate {
+            Fate::Logged { request, .. } => Some(request),
+            Fate::Answered(_) => None,
+        })
+    };
+    let mut counts: Vec<(&str, i64)> = Vec::new();
+    for request in logged() {
+        let source = request.source_id.as_str();
+        match counts.iter_mut().find(|(id, _)| *id == source) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((source, 1)),
+        }
+    }
+    counts.sort_unstable();
+    // The first number of each source's requests in this batch.
+    let mut next: HashMap<&str, i64> = HashMap::with_capacity(counts.len());
+    for (source, count) in counts {
+        let row = query_opt(
+            tx,
+            "UPDATE source SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq",
+            &[&source, &count],
+        )
+        .await
+        .map_err(storage)?;
+        // No row would mean the source is gone, which the batch's lock rules out.
+        let last: i64 = found(row, "source", |c| c.take())?;
+        next.insert(source, last - count + 1);
+    }
+    let seqs: Vec<i64> = fates
+        .iter()
+        .map(|fate| match fate {
+            Fate::Logged { request, .. } => {
+                let seq = next
+                    .get_mut(request.source_id.as_str())
+                    .expect("every logged source is numbered");
+                *seq += 1;
+                *seq - 1
+            }
+            Fate::Answered(_) => 0,
+        })
+        .collect();
+    if next.is_empty() {
+        return Ok(seqs);
+    }
+    let (requests, numbers): (Vec<&IngestRequest>, Vec<i64>) = fates
+        .iter()
+        .zip(&seqs)
+        .filter_map(|(fate, seq)| match fate {
+            Fate::Logged { request, .. } => Some((&**request, *seq)),
+            Fate::Answered(_) => None,
+        })
+        .unzip();
+    let ids: Vec<&str> = requests.iter().map(|r| r.id.as_str()).collect();
+    let sources: Vec<&str> = requests.iter().map(|r| r.source_id.as_str()).collect();
+    let methods: Vec<&str> = requests.iter().map(|r| r.method.as_str()).collect();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    let queries: Vec<&str> = requests.iter().map(|r| r.query.as_str()).collect();
+    let headers = requests
+        .iter()
+        .map(|r| serde_json::to_string(&r.headers))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(Error::storage)?;
+    let bodies: Vec<&[u8]> = requests.iter().map(|r| r.body.as_slice()).collect();
+    let verdicts: Vec<&str> = requests.iter().map(|r| r.verdict.as_str()).collect();
+    let codes: Vec<i16> = requests.iter().map(|r| r.status_code).collect();
+    let reason_codes: Vec<&str> = requests.iter().map(|r| r.reason_code.as_str()).collect();
+    let reasons: Vec<&str> = requests.iter().map(|r| r.reason.as_str()).collect();
+    let dedupe_keys: Vec<Option<&str>> = requests.iter().map(|r| r.dedupe_key.as_deref()).collect();
+    let event_types: Vec<Option<&str>> = requests.iter().map(|r| r.event_type.as_deref()).collect();
+    let msg_ids: Vec<Option<&str>> = requests
+        .iter()
+        .map(|r| r.msg_id.as_ref().map(MessageId::as_str))
+        .collect();
+    let created: Vec<DateTime<Utc>> = requests.iter().map(|r| ms(r.created_at)).collect();
+    let sizes: Vec<i64> = requests.iter().map(|r| r.body_size).collect();
+    let dropped: Vec<i64> = requests.iter().map(|r| r.dropped_before).collect();
+    execute(
         tx,
-        "WITH numbered AS (
-             UPDATE source SET last_seq = last_seq + 1 WHERE id = $2 RETURNING last_seq)
-         INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers,
-             body, verdict, status_code, reason_code, reason, dedupe_key, event_type,
-             msg_id, created_at, body_size, dropped_before)
-         SELECT $1, $2, numbered.last_seq, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-             $14, $15, $16, $17
-         FROM numbered
-         RETURNING seq",
+        "INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers, body,
+             verdict, status_code, reason_code, reason, dedupe_key, event_type, msg_id,
+             created_at, body_size, dropped_before)
+         SELECT r.id, r.source_id, r.seq, r.method, r.path, r.query, r.headers::jsonb, r.body,
+             r.verdict, r.status_code, r.reason_code, r.reason, r.dedupe_key, r.event_type,
+             r.msg_id, r.created_at, r.body_size, r.dropped_before
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+             $6::text[], $7::text[], $8::bytea[], $9::text[], $10::smallint[], $11::text[],
+             $12::text[], $13::text[], $14::text[], $15::text[], $16::timestamptz[],
+             $17::bigint[], $18::bigint[])
+             AS r (id, source_id, seq, method, path, query, headers, body, verdict,
+                   status_code, reason_code, reason, dedupe_key, event_type, msg_id,
+                   created_at, body_size, dropped_before)",
         &[
-            &request.id.as_str(),
-            &source,
-            &request.method,
-            &request.path,
-            &request.query,
-            &Json(&request.headers),
-            &request.body,
-            &request.verdict.as_str(),
-            &request.status_code,
-            &request.reason_code,
-            &request.reason,
-            &request.dedupe_key,
-            &request.event_type,
-            &request.msg_id.as_ref().map(MessageId::as_str),
-            &ms(request.created_at),
-            &request.body_size,
-            &request.dropped_before,
+            &ids,
+            &sources,
+            &numbers,
+            &methods,
+            &paths,
+            &queries,
+            &headers,
+            &bodies,
+            &verdicts,
+            &codes,
+            &reason_codes,
+            &reasons,
+            &dedupe_keys,
+            &event_types,
+            &msg_ids,
+            &created,
+            &sizes,
+            &dropped,
         ],
     )
     .await
     .map_err(duplicate("a logged request"))?;
-    // No row would mean the source is gone, which the batch's lock rules out.
-    let seq: i64 = found(seq, "source", |c| c.take())?;
-    let logged = IngestedRequest {
-        id: request.id,
-        seq,
-        verdict: request.verdict,
-        original,
-        logged: true,
-        dropped: request.dropped_before,
-    };
-    Ok((Ok(logged), forwards))
+    Ok(seqs)
 }
 
 /// The key an accepted request looks for an earlier one by, if it looks.
