@@ -261,6 +261,34 @@ pub struct IngestedRequest {
     pub dropped: i64,
 }
 
+impl IngestedRequest {
+    /// The answer for `request`, logged under its `seq`; `original` is the request it
+    /// repeats, if it is a duplicate.
+    pub fn logged(request: &IngestRequest, original: Option<IngestRequestId>) -> Self {
+        IngestedRequest {
+            id: request.id.clone(),
+            seq: request.seq,
+            verdict: request.verdict,
+            original,
+            logged: true,
+            dropped: request.dropped_before,
+        }
+    }
+
+    /// The answer for a refused `request` over its source's [`RefusedCap`], not logged:
+    /// `dropped` refused requests skipped since the last one logged, this one included.
+    pub fn skipped(request: &IngestRequest, dropped: i64) -> Self {
+        IngestedRequest {
+            id: request.id.clone(),
+            seq: 0,
+            verdict: request.verdict,
+            original: None,
+            logged: false,
+            dropped,
+        }
+    }
+}
+
 /// What storing a request answers when the application it forwards to is deleted while
 /// the request is stored: a failure to store it (500, which the provider retries; the
 /// retry finds no application and forwards nothing), not the `NotFound` of the message's

@@ -1,6 +1,6 @@
 //! Sources and the log of the requests they receive: `impl IngestStore`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -413,21 +413,15 @@ impl Grouped for NewIngestRequest {
             outcomes.push(match fate {
                 Fate::Answered(answer) => answer,
                 Fate::Logged {
-                    request,
+                    mut request,
                     original,
                     forwards,
                 } => {
                     if forwards {
                         forwarding.push(index);
                     }
-                    Ok(IngestedRequest {
-                        id: request.id,
-                        seq,
-                        verdict: request.verdict,
-                        original,
-                        logged: true,
-                        dropped: request.dropped_before,
-                    })
+                    request.seq = seq;
+                    Ok(IngestedRequest::logged(&request, original))
                 }
             });
         }
@@ -500,14 +494,10 @@ async fn decide(
         match logged {
             Some(dropped) => request.dropped_before = dropped,
             None => {
-                return Ok(Fate::Answered(Ok(IngestedRequest {
-                    id: request.id,
-                    seq: 0,
-                    verdict: request.verdict,
-                    original: None,
-                    logged: false,
-                    dropped: tally.dropped,
-                })));
+                return Ok(Fate::Answered(Ok(IngestedRequest::skipped(
+                    &request,
+                    tally.dropped,
+                ))));
             }
         }
     }
@@ -557,15 +547,11 @@ async fn log_requests(tx: &Transaction<'_>, fates: &[Fate]) -> Result<Vec<i64>> 
             Fate::Answered(_) => None,
         })
     };
-    let mut counts: Vec<(&str, i64)> = Vec::new();
+    // Sources in id order, as the batch locked them.
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
     for request in logged() {
-        let source = request.source_id.as_str();
-        match counts.iter_mut().find(|(id, _)| *id == source) {
-            Some((_, count)) => *count += 1,
-            None => counts.push((source, 1)),
-        }
+        *counts.entry(request.source_id.as_str()).or_default() += 1;
     }
-    counts.sort_unstable();
     // The first number of each source's requests in this batch.
     let mut next: HashMap<&str, i64> = HashMap::with_capacity(counts.len());
     for (source, count) in counts {

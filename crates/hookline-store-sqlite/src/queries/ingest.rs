@@ -239,14 +239,7 @@ impl IngestStore for SqliteStore {
                 match logged {
                     Some(dropped) => request.dropped_before = dropped,
                     None => {
-                        return Ok(IngestedRequest {
-                            id: request.id,
-                            seq: 0,
-                            verdict: request.verdict,
-                            original: None,
-                            logged: false,
-                            dropped: tally.dropped,
-                        });
+                        return Ok(IngestedRequest::skipped(&request, tally.dropped));
                     }
                 }
             }
@@ -279,14 +272,7 @@ impl IngestStore for SqliteStore {
                 .map_err(Error::storage)?;
             request.seq = seq;
             insert_ingest_request(conn, &request)?;
-            Ok(IngestedRequest {
-                id: request.id,
-                seq,
-                verdict: request.verdict,
-                original,
-                logged: true,
-                dropped: request.dropped_before,
-            })
+            Ok(IngestedRequest::logged(&request, original))
         })
         .await
     }
