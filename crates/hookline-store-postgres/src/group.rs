@@ -1,6 +1,7 @@
 //! Group commit. Concurrent writes of one kind (message creates, logged ingest requests)
 //! are gathered into one transaction: their statements are pipelined on one connection,
-//! and one commit, one WAL flush and one notification serve them all. Durability is
+//! and one commit, one WAL flush and one announcement of the work they queued serve them
+//! all. Durability is
 //! unchanged: each write is answered only after the commit that holds it.
 //!
 //! A message create's conflict (an `eventId` or idempotency key taken) is an answer, not
@@ -21,8 +22,8 @@ use hookline_core::{Error, Result};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error;
+use crate::listen::Announcer;
 use crate::queries::messages::insert_messages;
-use crate::queries::notify_due;
 
 /// The most writes one transaction holds.
 const MAX_BATCH: usize = 256;
@@ -49,7 +50,15 @@ pub(crate) trait Grouped: Send + Sync + Sized + 'static {
     fn store<'a>(
         tx: &'a Transaction<'a>,
         batch: &'a [&'a Self],
-    ) -> impl Future<Output = Result<Vec<Result<Self::Stored>>>> + Send + 'a;
+    ) -> impl Future<Output = Result<Stored<Self::Stored>>> + Send + 'a;
+}
+
+/// What a batch's transaction did.
+pub(crate) struct Stored<T> {
+    /// Each write's answer, in the batch's order.
+    pub(crate) answers: Vec<Result<T>>,
+    /// Whether it queued due work, which is announced once it has committed.
+    pub(crate) queued: bool,
 }
 
 struct Job<W: Grouped> {
@@ -63,12 +72,17 @@ pub(crate) struct Committer<W: Grouped> {
 }
 
 impl<W: Grouped> Committer<W> {
-    /// Starts the workers that commit on `pool`'s connections.
-    pub(crate) fn start(pool: Pool) -> Self {
+    /// Starts the workers that commit on `pool`'s connections and tell `announcer` of
+    /// the work they queue.
+    pub(crate) fn start(pool: Pool, announcer: Announcer) -> Self {
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..WORKERS {
-            tokio::spawn(worker(pool.clone(), Arc::clone(&receiver)));
+            tokio::spawn(worker(
+                pool.clone(),
+                announcer.clone(),
+                Arc::clone(&receiver),
+            ));
         }
         Committer { jobs }
     }
@@ -84,7 +98,11 @@ impl<W: Grouped> Committer<W> {
     }
 }
 
-async fn worker<W: Grouped>(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Job<W>>>>) {
+async fn worker<W: Grouped>(
+    pool: Pool,
+    announcer: Announcer,
+    receiver: Arc<Mutex<mpsc::Receiver<Job<W>>>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let gathered = receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await;
@@ -100,7 +118,7 @@ async fn worker<W: Grouped>(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Job<W
         batch.sort_by(|a, b| a.write.lock_order(&b.write));
         hookline_core::metrics::metrics().record_commit_batch(batch.len());
         let writes: Vec<&W> = batch.iter().map(|job| &job.write).collect();
-        match commit(&pool, &writes).await {
+        match commit(&pool, &announcer, &writes).await {
             Ok(outcomes) => {
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = job.reply.send(outcome);
@@ -122,7 +140,7 @@ async fn worker<W: Grouped>(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Job<W
                 let mut reachable = true;
                 for job in batch.drain(..) {
                     let outcome = if reachable {
-                        commit(&pool, &[&job.write])
+                        commit(&pool, &announcer, &[&job.write])
                             .await
                             .and_then(|mut outcomes| outcomes.pop().expect("one outcome"))
                     } else {
@@ -138,12 +156,19 @@ async fn worker<W: Grouped>(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Job<W
 
 /// Stores `batch` in one transaction; answers each write's outcome, or the error that
 /// failed the transaction.
-async fn commit<W: Grouped>(pool: &Pool, batch: &[&W]) -> Result<Vec<Result<W::Stored>>> {
+async fn commit<W: Grouped>(
+    pool: &Pool,
+    announcer: &Announcer,
+    batch: &[&W],
+) -> Result<Vec<Result<W::Stored>>> {
     let mut db = pool.get().await.map_err(error::pool)?;
     let tx = db.transaction().await.map_err(error::storage)?;
-    let outcomes = W::store(&tx, batch).await?;
+    let stored = W::store(&tx, batch).await?;
     tx.commit().await.map_err(error::storage)?;
-    Ok(outcomes)
+    if stored.queued {
+        announcer.announce();
+    }
+    Ok(stored.answers)
 }
 
 impl Grouped for NewMessage {
@@ -156,10 +181,10 @@ impl Grouped for NewMessage {
     async fn store<'a>(
         tx: &'a Transaction<'a>,
         batch: &'a [&'a Self],
-    ) -> Result<Vec<Result<CreatedMessage>>> {
+    ) -> Result<Stored<CreatedMessage>> {
         let inserted = insert_messages(tx, batch).await?;
         let mut queued = false;
-        let outcomes = inserted
+        let answers = inserted
             .into_iter()
             .map(|outcome| {
                 let targets = outcome?;
@@ -167,10 +192,7 @@ impl Grouped for NewMessage {
                 Ok(CreatedMessage { endpoints: targets })
             })
             .collect();
-        if queued {
-            notify_due(tx).await?;
-        }
-        Ok(outcomes)
+        Ok(Stored { answers, queued })
     }
 }
 

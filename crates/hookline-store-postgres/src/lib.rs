@@ -13,9 +13,11 @@
 //! expires makes its delivery due again.
 //!
 //! An idle node learns of new work through `LISTEN/NOTIFY` rather than by polling: every
-//! write that queues due work notifies `hookline_due` in its transaction, and
-//! [`PostgresStore::listen_due`] hands out receivers fed by one dedicated listening
-//! connection (see the `listen` module for reconnects).
+//! write that queues due work wakes this node's workers and, once it has committed,
+//! notifies `hookline_due` for the others; [`PostgresStore::listen_due`] hands out
+//! receivers of both, the notifications through one dedicated listening connection (see
+//! the `listen` module for why the notification has a transaction of its own, and for
+//! reconnects).
 //!
 //! Received requests are numbered per source in commit order: the number comes from a
 //! counter on the source's row, taken by the request's last statement, so that the row
@@ -59,7 +61,7 @@ use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::Json;
 
-use crate::listen::Listener;
+use crate::listen::{Announcer, Listener};
 
 /// How long to wait for the server to accept a new connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +70,26 @@ const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle time after which the listening connection's socket is probed, so that a peer that
 /// vanished without closing is noticed.
 const LISTEN_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Connections of the queue's pool: this node's claim loop and outcome recorder, a
+/// release, the wake-ups and the next due time.
+const QUEUE_POOL_SIZE: usize = 8;
+/// The queue's connections' settings.
+///
+/// Their commits do not wait for the WAL flush: a lease, a release or a wake-up lost in a
+/// crash loses nothing (the delivery is made again, at least once, or when its lease
+/// ends; a woken node looks for all that is due), and the next commit that waits for the
+/// flush flushes them with it. An outcome, which must be on disk, sets its transaction's
+/// `synchronous_commit` back to the other connections' ([`Inner::durable_commit`]).
+///
+/// Their statements are planned as index lookups. Each of them finds its rows by key or
+/// reads the head of the due index up to a limit, which index scans and nested loops do
+/// at every size of the tables; but PostgreSQL keeps a prepared statement's generic plan
+/// for as long as the connection lives, made when it was executed the fifth time and
+/// priced on the tables' statistics then. Made while the tables were nearly empty, or
+/// never analyzed (autovacuum off), a claim's plan joined the due rows to every message
+/// and endpoint by hashing the whole tables, and the outcome's update scanned the whole
+/// `destination` table, at every execution however large they grew.
+const QUEUE_OPTIONS: &str = "-c synchronous_commit=off -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off";
 /// First key of the advisory lock that serialises migrations; the second is the schema's.
 const MIGRATION_LOCK: i32 = 0x686b_6c6e; // "hkln"
 
@@ -79,12 +101,22 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
+    /// The delivery queue's connections (claims, outcomes, releases, wake-ups), made
+    /// with two settings of their own (see [`QUEUE_OPTIONS`]).
+    queue: Pool,
+    /// `SET LOCAL synchronous_commit = …` to what the other connections have (the
+    /// server's, database's or role's setting): the queue's transactions that must wait
+    /// for the flush start with it.
+    durable_commit: String,
     /// The schema given to [`PostgresStore::connect_with_schema`], if any.
     schema: Option<String>,
     /// The schema the tables live in, as `current_schema()` names it.
     current_schema: String,
     /// How the listening connection connects.
     listen_config: tokio_postgres::Config,
+    /// Wakes this node's workers: fed by [`Inner::announcer`] and by the listener.
+    due: broadcast::Sender<()>,
+    announcer: Announcer,
     listener: Mutex<Option<Listener>>,
     /// Seals secrets as they are written and opens them as they are read.
     sealer: Sealer,
@@ -179,46 +211,36 @@ impl PostgresStore {
         }
         if let Some(schema) = schema {
             // A startup option, so it holds for every connection the pool ever opens.
-            let search_path = format!("-c search_path={schema}");
-            let options = match config.get_options() {
-                Some(options) => format!("{options} {search_path}"),
-                None => search_path,
-            };
-            config.options(options);
+            add_option(&mut config, &format!("-c search_path={schema}"));
         }
         let mut listen_config = config.clone();
         listen_config.keepalives_idle(LISTEN_KEEPALIVE);
+        let mut queue_config = config.clone();
+        add_option(&mut queue_config, QUEUE_OPTIONS);
         if config.get_application_name().is_none() {
             config.application_name("hookline");
             listen_config.application_name("hookline-listen");
+            queue_config.application_name("hookline-queue");
         }
 
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                // A connection is checked for closure when taken from the pool; one that
-                // broke since fails its query as `Unavailable` and is then discarded.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(WAIT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(Error::storage)?;
+        let pool = build_pool(config, pool_size)?;
+        let queue = build_pool(queue_config, QUEUE_POOL_SIZE)?;
         let current_schema = migrate(&pool, schema, migrations).await?;
-        let creates = group::Committer::start(pool.clone());
-        let ingests = group::Committer::start(pool.clone());
+        let durable_commit = durable_commit(&pool).await?;
+        let due = listen::channel();
+        let announcer = Announcer::start(queue.clone(), due.clone());
+        let creates = group::Committer::start(pool.clone(), announcer.clone());
+        let ingests = group::Committer::start(pool.clone(), announcer.clone());
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
+                queue,
+                durable_commit,
                 schema: schema.map(str::to_owned),
                 current_schema,
                 listen_config,
+                due,
+                announcer,
                 listener: Mutex::new(None),
                 sealer,
                 creates,
@@ -252,21 +274,22 @@ impl PostgresStore {
             .listener
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        listener
-            .get_or_insert_with(|| {
-                Listener::spawn(
-                    self.inner.listen_config.clone(),
-                    self.inner.current_schema.clone(),
-                )
-            })
-            .subscribe()
+        listener.get_or_insert_with(|| {
+            Listener::spawn(
+                self.inner.listen_config.clone(),
+                self.inner.current_schema.clone(),
+                self.inner.due.clone(),
+            )
+        });
+        self.inner.due.subscribe()
     }
 
     /// Closes the pool: requests that wait for a connection, and all later ones, fail as
     /// unavailable. Connections in use finish their work.
     pub fn close(&self) {
         self.inner.pool.close();
-        // Dropping the listener stops its task; receivers then see `Closed`.
+        self.inner.queue.close();
+        // Dropping the listener stops its task.
         let listener = self
             .inner
             .listener
@@ -281,6 +304,11 @@ impl PostgresStore {
         &self.inner.sealer
     }
 
+    /// Says that due work was committed (see [`Announcer::announce`]).
+    fn announce_due(&self) {
+        self.inner.announcer.announce();
+    }
+
     fn creates(&self) -> &group::Committer<hookline_core::store::NewMessage> {
         &self.inner.creates
     }
@@ -293,6 +321,64 @@ impl PostgresStore {
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.inner.pool.get().await.map_err(error::pool)
     }
+
+    /// Makes the commit of `tx`, on a connection of the queue's pool, wait for the flush
+    /// as the other connections' commits do.
+    async fn durable(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
+        tx.batch_execute(&self.inner.durable_commit)
+            .await
+            .map_err(error::storage)
+    }
+
+    /// A connection of the queue's pool (see [`QUEUE_OPTIONS`]).
+    async fn queue_client(&self) -> Result<deadpool_postgres::Object> {
+        self.inner.queue.get().await.map_err(error::pool)
+    }
+}
+
+/// The statement that makes a queue transaction's commit as durable as any other (see
+/// [`Inner::durable_commit`]).
+async fn durable_commit(pool: &Pool) -> Result<String> {
+    let db = pool.get().await.map_err(error::pool)?;
+    let setting: String = db
+        .query_one("SELECT current_setting('synchronous_commit')", &[])
+        .await
+        .map_err(error::storage)?
+        .get(0);
+    Ok(format!(
+        "SET LOCAL synchronous_commit = '{}'",
+        setting.replace('\'', "''")
+    ))
+}
+
+/// Appends a startup option (`-c name=value`) to those `config` has.
+fn add_option(config: &mut tokio_postgres::Config, option: &str) {
+    let options = match config.get_options() {
+        Some(options) => format!("{options} {option}"),
+        None => option.to_owned(),
+    };
+    config.options(options);
+}
+
+/// A pool of at most `size` connections made from `config`.
+fn build_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            // A connection is checked for closure when taken from the pool; one that
+            // broke since fails its query as `Unavailable` and is then discarded.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(WAIT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(Error::storage)
 }
 
 /// A rotation's batch: the rows of `what` after `after`, locked (`FOR UPDATE`), re-sealed

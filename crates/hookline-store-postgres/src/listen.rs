@@ -1,11 +1,21 @@
-//! Wake-ups: one dedicated connection per store runs `LISTEN hookline_due` and turns each
-//! notification into a message on a broadcast channel.
+//! Wake-ups: a write that queues due work wakes this node's claim loops at once and has
+//! the [`Announcer`] tell the other nodes with `pg_notify('hookline_due',
+//! current_schema())`; one dedicated connection per store runs `LISTEN hookline_due` and
+//! turns each notification into a message on the same broadcast channel.
 //!
-//! Every write that queues due work sends `pg_notify('hookline_due', current_schema())`
-//! inside its own transaction, so PostgreSQL delivers the notification only once the
-//! work is committed and visible. The payload names the schema, so stores sharing a
-//! database in different schemas (the tests do) wake only their own workers; an empty
-//! payload, as from a hand-typed `NOTIFY hookline_due`, wakes everyone.
+//! The notification is sent after the write has committed, in a transaction of its own
+//! that does not wait for the disk (`synchronous_commit = off`), not inside the write's
+//! transaction: PostgreSQL takes one lock for the whole cluster to commit a transaction
+//! that notifies, and holds it until the commit is flushed, so writes that notified in
+//! their own transactions committed one at a time, each waiting out another's flush (the
+//! commits of three nodes' creates, outcomes and claims queued on it). A notification lost
+//! in a crash loses nothing: the work it announced is committed, and a woken node looks
+//! for everything due, not for what one notification said. Announcements made while one
+//! is being sent become one more, not one each.
+//!
+//! The payload names the schema, so stores sharing a database in different schemas (the
+//! tests do) wake only their own workers; an empty payload, as from a hand-typed `NOTIFY
+//! hookline_due`, wakes everyone.
 //!
 //! Notifications sent while the connection is down are lost, so after every (re)connect
 //! the listener sends one wake-up of its own: a woken worker looks for due work anyway.
@@ -13,7 +23,8 @@
 use std::future::poll_fn;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use deadpool_postgres::Pool;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -26,24 +37,72 @@ const CAPACITY: usize = 16;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// The wake-ups of this node's workers: [`Announcer::announce`] and the [`Listener`] feed
+/// it.
+pub fn channel() -> broadcast::Sender<()> {
+    broadcast::channel(CAPACITY).0
+}
+
+/// Says that due work was committed: to this node's workers at once, and to the other
+/// nodes by a notification. Cheap to clone; the notifying task stops once every clone is
+/// gone.
+#[derive(Clone, Debug)]
+pub struct Announcer {
+    local: broadcast::Sender<()>,
+    /// Holds at most one announcement waiting to be sent: more made meanwhile are the same.
+    others: mpsc::Sender<()>,
+}
+
+impl Announcer {
+    /// Starts the task that notifies on `pool`'s connections, whose commits should not
+    /// wait for the WAL flush (`synchronous_commit = off`).
+    pub fn start(pool: Pool, local: broadcast::Sender<()>) -> Self {
+        let (others, wanted) = mpsc::channel(1);
+        tokio::spawn(notify_others(pool, wanted));
+        Self { local, others }
+    }
+
+    /// Call once the work is committed, never before: a worker woken earlier would not
+    /// see it.
+    pub fn announce(&self) {
+        let _ = self.local.send(());
+        let _ = self.others.try_send(());
+    }
+}
+
+/// Sends one notification per announcement taken, until every [`Announcer`] is gone.
+async fn notify_others(pool: Pool, mut wanted: mpsc::Receiver<()>) {
+    while wanted.recv().await.is_some() {
+        let sent = match pool.get().await {
+            Ok(db) => db
+                .batch_execute("SELECT pg_notify('hookline_due', current_schema())")
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        // The other nodes still find the work when their own timers wake them.
+        if let Err(error) = sent {
+            tracing::warn!(%error, "cannot notify the other nodes of due work");
+        }
+    }
+}
+
 /// The running listener of one store; the task stops when this is dropped.
 #[derive(Debug)]
 pub struct Listener {
-    sender: broadcast::Sender<()>,
     task: JoinHandle<()>,
 }
 
 impl Listener {
     /// Starts listening on a connection of its own, made from `config`, for
-    /// notifications about `schema`.
-    pub fn spawn(config: tokio_postgres::Config, schema: String) -> Self {
-        let (sender, _) = broadcast::channel(CAPACITY);
-        let task = tokio::spawn(run(config, schema, sender.clone()));
-        Self { sender, task }
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<()> {
-        self.sender.subscribe()
+    /// notifications about `schema`, which it passes on to `sender`.
+    pub fn spawn(
+        config: tokio_postgres::Config,
+        schema: String,
+        sender: broadcast::Sender<()>,
+    ) -> Self {
+        let task = tokio::spawn(run(config, schema, sender));
+        Self { task }
     }
 }
 

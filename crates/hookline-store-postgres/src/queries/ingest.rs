@@ -18,10 +18,10 @@ use tokio_postgres::types::Json;
 
 use super::messages::insert_messages;
 use super::resources::{delete_app_rows, insert_app};
-use super::{Select, changed, execute, found, key_column, notify_due, query_opt, query_rows};
+use super::{Select, changed, execute, found, key_column, query_opt, query_rows};
 use crate::PostgresStore;
 use crate::error::{duplicate, storage};
-use crate::group::Grouped;
+use crate::group::{Grouped, Stored};
 use crate::rows::{self, ms, read};
 
 /// Locks a source's row with `lock` (`FOR UPDATE`) until the transaction
@@ -342,7 +342,7 @@ impl Grouped for NewIngestRequest {
     async fn store<'a>(
         tx: &'a Transaction<'a>,
         batch: &'a [&'a Self],
-    ) -> Result<Vec<Result<IngestedRequest>>> {
+    ) -> Result<Stored<IngestedRequest>> {
         let mut sources: Vec<&str> = batch
             .iter()
             .map(|new| new.request.source_id.as_str())
@@ -434,10 +434,10 @@ impl Grouped for NewIngestRequest {
         for inserted in insert_messages(tx, &messages).await? {
             queued |= !inserted.map_err(forwarding_failed)?.is_empty();
         }
-        if queued {
-            notify_due(tx).await?;
-        }
-        Ok(outcomes)
+        Ok(Stored {
+            answers: outcomes,
+            queued,
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use hookline_core::store::{
 use hookline_core::{Code, Error, Result};
 
 use super::idempotency::claim_idempotent;
-use super::{Select, changed, execute, found, key_column, notify_due, query_opt, query_rows};
+use super::{Select, changed, execute, found, key_column, query_opt, query_rows};
 use crate::PostgresStore;
 use crate::error::storage;
 use crate::rows::{self, code, ms, read};
@@ -464,8 +464,9 @@ impl MessageStore for PostgresStore {
         .await
         .map_err(storage)?;
         changed(rows, "message destination")?;
-        notify_due(&tx).await?;
-        tx.commit().await.map_err(storage)
+        tx.commit().await.map_err(storage)?;
+        self.announce_due();
+        Ok(())
     }
 
     async fn recover(
@@ -501,10 +502,10 @@ impl MessageStore for PostgresStore {
         )
         .await
         .map_err(storage)?;
-        if rows > 0 {
-            notify_due(&tx).await?;
-        }
         tx.commit().await.map_err(storage)?;
+        if rows > 0 {
+            self.announce_due();
+        }
         Ok(rows)
     }
 

@@ -202,18 +202,6 @@ fn key_column(is_id: bool, uid_column: &'static str) -> &'static str {
     if is_id { "id" } else { uid_column }
 }
 
-/// Tells listening nodes that due work is committed, once the surrounding transaction is.
-pub(crate) async fn notify_due(db: &impl GenericClient) -> Result<()> {
-    execute(
-        db,
-        "SELECT pg_notify('hookline_due', current_schema())",
-        &[],
-    )
-    .await
-    .map_err(storage)?;
-    Ok(())
-}
-
 impl PostgresStore {
     /// Deletes the rows of `table` whose `column` is before `before`, batches of them
     /// chosen by their `key`, one batch per statement until a batch comes up short;

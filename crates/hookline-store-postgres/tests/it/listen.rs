@@ -34,6 +34,23 @@ async fn a_new_message_wakes_listeners() {
     woken(&mut due).await;
 }
 
+/// The notification goes out after the write has committed, in a transaction of its
+/// own: another node sharing the schema hears of the work.
+#[tokio::test]
+async fn a_new_message_on_one_node_wakes_the_others() {
+    let Some(url) = url() else { return };
+    let schema = unique_schema();
+    let (writer, other) = (open(&url, &schema).await, open(&url, &schema).await);
+    let mut due = other.listen_due();
+    woken(&mut due).await;
+
+    let a = app();
+    writer.create_app(&a).await.unwrap();
+    writer.create_endpoint(&endpoint(&a.id)).await.unwrap();
+    writer.create_message(message(&a.id)).await.unwrap();
+    woken(&mut due).await;
+}
+
 #[tokio::test]
 async fn lost_connections_fail_softly_and_come_back() {
     let Some(url) = url() else { return };
