@@ -10,8 +10,8 @@
 //! their own transactions committed one at a time, each waiting out another's flush (the
 //! commits of three nodes' creates, outcomes and claims queued on it). A notification lost
 //! in a crash loses nothing: the work it announced is committed, and a woken node looks
-//! for everything due, not for what one notification said. Announcements made while one
-//! is being sent become one more, not one each.
+//! for everything due, not for what one notification said. Announcements made within
+//! 5 ms of each other, or while one is being sent, become one notification.
 //!
 //! The payload names the schema, so stores sharing a database in different schemas (the
 //! tests do) wake only their own workers; an empty payload, as from a hand-typed `NOTIFY
@@ -34,6 +34,11 @@ pub const CHANNEL: &str = "hookline_due";
 /// Wake-ups a receiver may fall behind by; a receiver that lags more just sees
 /// `RecvError::Lagged`, which means "wake up" as well.
 const CAPACITY: usize = 16;
+/// How long announcements gather into one notification. The other nodes claim at most
+/// once per 5 ms each anyway, and this node's workers are woken at once; a notification
+/// for every group commit was a transaction each: with three nodes, 6,220 of the 20,700
+/// transactions of 20,000 messages.
+const NOTIFY_SPACING: Duration = Duration::from_millis(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -70,7 +75,8 @@ impl Announcer {
     }
 }
 
-/// Sends one notification per announcement taken, until every [`Announcer`] is gone.
+/// Sends one notification per announcement taken, at most one every [`NOTIFY_SPACING`],
+/// until every [`Announcer`] is gone.
 async fn notify_others(pool: Pool, mut wanted: mpsc::Receiver<()>) {
     while wanted.recv().await.is_some() {
         let sent = match pool.get().await {
@@ -84,6 +90,8 @@ async fn notify_others(pool: Pool, mut wanted: mpsc::Receiver<()>) {
         if let Err(error) = sent {
             tracing::warn!(%error, "cannot notify the other nodes of due work");
         }
+        // What is announced meanwhile waits in the channel's one place.
+        tokio::time::sleep(NOTIFY_SPACING).await;
     }
 }
 
