@@ -406,33 +406,34 @@ impl Grouped for NewIngestRequest {
             .into_iter()
             .map(|fate| fate.expect("every request is in one chain"))
             .collect();
-        let seqs = log_requests(tx, &fates).await?;
+        // The log and the forwarded messages, pipelined on the connection: the source's
+        // row stays locked until the commit, and other batches of its requests wait.
+        let messages: Vec<&NewMessage> = fates
+            .iter()
+            .zip(batch)
+            .filter(|(fate, _)| matches!(fate, Fate::Logged { forwards: true, .. }))
+            .flat_map(|(_, new)| &new.messages)
+            .collect();
+        let (seqs, inserted) =
+            tokio::join!(log_requests(tx, &fates), insert_messages(tx, &messages));
+        let (seqs, inserted) = (seqs?, inserted?);
+        let mut queued = false;
+        for inserted in inserted {
+            queued |= !inserted.map_err(forwarding_failed)?.is_empty();
+        }
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut forwarding = Vec::new();
-        for (index, (fate, seq)) in fates.into_iter().zip(seqs).enumerate() {
+        for (fate, seq) in fates.into_iter().zip(seqs) {
             outcomes.push(match fate {
                 Fate::Answered(answer) => answer,
                 Fate::Logged {
                     mut request,
                     original,
-                    forwards,
+                    ..
                 } => {
-                    if forwards {
-                        forwarding.push(index);
-                    }
                     request.seq = seq;
                     Ok(IngestedRequest::logged(&request, original))
                 }
             });
-        }
-        forwarding.sort_unstable();
-        let messages: Vec<&NewMessage> = forwarding
-            .iter()
-            .flat_map(|&index| &batch[index].messages)
-            .collect();
-        let mut queued = false;
-        for inserted in insert_messages(tx, &messages).await? {
-            queued |= !inserted.map_err(forwarding_failed)?.is_empty();
         }
         Ok(Stored {
             answers: outcomes,

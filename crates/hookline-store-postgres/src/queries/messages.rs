@@ -75,7 +75,26 @@ pub(crate) async fn insert_messages(
         .filter(|(_, outcome)| outcome.is_none())
         .map(|(new, _)| *new)
         .collect();
-    let stored = insert_message_rows(db, &claimed).await?;
+    // The messages' rows and their applications' endpoints, in one round trip (the
+    // statements are pipelined on the connection). One read per application rather than
+    // one for all: a statement of `app_id = $1` keeps its generic plan, where `= ANY($1)`
+    // is planned again at every call.
+    let mut apps: Vec<&str> = claimed
+        .iter()
+        .map(|new| new.message.app_id.as_str())
+        .collect();
+    apps.sort_unstable();
+    apps.dedup();
+    let sql = format!(
+        "SELECT {} FROM endpoint WHERE endpoint.app_id = $1",
+        rows::ENDPOINT_COLUMNS
+    );
+    let read_apps = join_all(apps.iter().map(|app| {
+        let sql = &sql;
+        async move { query_rows(db, sql, &[app]).await }
+    }));
+    let (stored, read_apps) = tokio::join!(insert_message_rows(db, &claimed), read_apps);
+    let stored = stored?;
     // A message not stored is a conflict, or its application is missing.
     let mut unstored_apps: Vec<&str> = claimed
         .iter()
@@ -116,24 +135,6 @@ pub(crate) async fn insert_messages(
     }
 
     // Fan-out follows the one rule in `Endpoint::wants`, as in every backend.
-    let mut apps: Vec<&str> = claimed
-        .iter()
-        .filter(|new| stored.contains(new.message.id.as_str()))
-        .map(|new| new.message.app_id.as_str())
-        .collect();
-    apps.sort_unstable();
-    apps.dedup();
-    // One read per application rather than one for all: a statement of `app_id = $1`
-    // keeps its generic plan, where `= ANY($1)` is planned again at every call.
-    let sql = format!(
-        "SELECT {} FROM endpoint WHERE endpoint.app_id = $1",
-        rows::ENDPOINT_COLUMNS
-    );
-    let read_apps = join_all(apps.iter().map(|app| {
-        let sql = &sql;
-        async move { query_rows(db, sql, &[app]).await }
-    }))
-    .await;
     let mut endpoints: HashMap<&str, Vec<Endpoint>> = HashMap::new();
     for (app, found) in apps.iter().zip(read_apps) {
         let found = found
