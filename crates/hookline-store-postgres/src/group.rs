@@ -1,8 +1,8 @@
 //! Group commit. Concurrent writes of one kind (message creates, logged ingest requests)
 //! are gathered into one transaction: their statements are pipelined on one connection,
 //! and one commit, one WAL flush and one announcement of the work they queued serve them
-//! all. Durability is
-//! unchanged: each write is answered only after the commit that holds it.
+//! all. Durability is unchanged: each write is answered only after the commit that holds
+//! it.
 //!
 //! A message create's conflict (an `eventId` or idempotency key taken) is an answer, not
 //! an error: the statements are written so that it aborts nothing ([`insert_messages`]),

@@ -89,7 +89,10 @@ const QUEUE_POOL_SIZE: usize = 8;
 /// never analyzed (autovacuum off), a claim's plan joined the due rows to every message
 /// and endpoint by hashing the whole tables, and the outcome's update scanned the whole
 /// `destination` table, at every execution however large they grew.
-const QUEUE_OPTIONS: &str = "-c synchronous_commit=off -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off";
+const QUEUE_OPTIONS: &str = concat!(
+    "-c synchronous_commit=off",
+    " -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off"
+);
 /// First key of the advisory lock that serialises migrations; the second is the schema's.
 const MIGRATION_LOCK: i32 = 0x686b_6c6e; // "hkln"
 

@@ -7,8 +7,8 @@
 //! that does not wait for the disk (`synchronous_commit = off`), not inside the write's
 //! transaction: PostgreSQL takes one lock for the whole cluster to commit a transaction
 //! that notifies, and holds it until the commit is flushed, so writes that notified in
-//! their own transactions committed one at a time, each waiting out another's flush (the
-//! commits of three nodes' creates, outcomes and claims queued on it). A notification lost
+//! their own transactions committed one at a time, each waiting out another's flush (with
+//! three nodes, the commits of creates and outcomes queued on it). A notification lost
 //! in a crash loses nothing: the work it announced is committed, and a woken node looks
 //! for everything due, not for what one notification said. Announcements made within
 //! 5 ms of each other, or while one is being sent, become one notification.

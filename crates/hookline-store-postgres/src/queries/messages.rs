@@ -25,7 +25,8 @@ use tokio_postgres::types::Json;
 /// Stores a message, one destination per endpoint it is for, and its idempotency record,
 /// and returns those endpoints: what [`MessageStore::create_message`] does (in a group
 /// commit, [`crate::group`]), and [`IngestStore::ingest`] and the job tracker for the
-/// messages they make. The caller notifies and commits. See [`insert_messages`].
+/// messages they make. The caller commits, then announces the work (the job tracker does
+/// not). See [`insert_messages`].
 ///
 /// [`IngestStore::ingest`]: hookline_core::store::IngestStore::ingest
 pub(crate) async fn insert_message(
@@ -39,8 +40,9 @@ pub(crate) async fn insert_message(
 /// Stores `batch`: each message, one destination per endpoint it is for, and its
 /// idempotency record, in statements for the whole batch rather than for each message:
 /// one multi-row insert of the messages, one read of endpoints per application, one
-/// multi-row insert of the destinations, and one statement per idempotency key. Returns,
-/// for each message in order, the endpoints it is for. The caller notifies and commits.
+/// multi-row insert of the destinations, and one statement per idempotency key; the
+/// messages' insert and the endpoints' reads are pipelined. Returns, for each message in
+/// order, the endpoints it is for. The caller commits, then announces the work.
 ///
 /// A conflict (the idempotency key or the `eventId` taken, by a committed message or an
 /// earlier one of the batch) or a missing application is that message's inner `Err`: it

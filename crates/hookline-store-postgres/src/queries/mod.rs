@@ -2,7 +2,8 @@
 
 // Each role's SQL mirrors the SQLite store's statement for statement, except that a claim
 // reads its jobs in the same statement that leases them. Writes of more than one statement
-// run in a transaction; a write that queues due work also notifies `hookline_due` in it.
+// run in a transaction; a write that queues due work announces it once it has committed
+// (see `listen`).
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
