@@ -301,7 +301,8 @@ pub trait DeliveryQueue: Send + Sync + std::fmt::Debug {
     /// was not full (it took everything due it could), whatever woke the loop again. Zero
     /// claims at every wake-up; more lets a claim take what several commits queued, where
     /// each claim costs the store a round trip and a scan and every commit that queues
-    /// deliveries wakes every node's claim loops.
+    /// deliveries wakes every node's claim loops. The engine spaces each worker's claims
+    /// by this times the number of live workers.
     fn claim_spacing(&self) -> Duration {
         Duration::ZERO
     }

@@ -284,8 +284,11 @@ impl Dispatcher {
             // After a claim that was not full, the next one starts no sooner than the
             // queue's claim spacing after it, whatever ended the wait: under load a claim
             // then takes what several commits queued, rather than each commit waking every
-            // node's claim loops (the spacing holds per claim loop).
-            let next = started + self.queue.claim_spacing();
+            // node's claim loops. The spacing holds per claim loop, times the live
+            // workers: the workers of a queue together claim about as often as one would,
+            // each woken by the work its own node queued or by the others' wake-ups.
+            let nodes = u32::try_from(self.limits.nodes()).unwrap_or(u32::MAX);
+            let next = started + self.queue.claim_spacing().saturating_mul(nodes);
             if Instant::now() < next {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

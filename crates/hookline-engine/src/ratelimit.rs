@@ -247,6 +247,11 @@ impl EndpointLimits {
         self.nodes.store(nodes.max(1), Ordering::Relaxed);
     }
 
+    /// How many live workers share the queue, as last heard (at least one).
+    pub fn nodes(&self) -> usize {
+        self.nodes.load(Ordering::Relaxed)
+    }
+
     /// This worker's share of `rate` (deliveries a second); `None` for unthrottled. A
     /// rate of 0 would stop deliveries for good; it means "unthrottled", like `None`.
     fn share(&self, rate: Option<u16>) -> Option<f64> {

@@ -16,21 +16,27 @@ use crate::support::{Receiver, Reply, World, config, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The real store, counting claims and the deliveries given back, and asking for
-/// `spacing` between claims.
+/// The real store, counting claims and the deliveries given back, asking for `spacing`
+/// between claims, and saying that `nodes` workers share it.
 #[derive(Debug)]
 struct Counted {
     store: Arc<SqliteStore>,
     spacing: Duration,
+    nodes: usize,
     claims: AtomicUsize,
     given_back: AtomicUsize,
 }
 
 impl Counted {
     fn new(store: &Arc<SqliteStore>, spacing: Duration) -> Arc<Self> {
+        Self::shared(store, spacing, 1)
+    }
+
+    fn shared(store: &Arc<SqliteStore>, spacing: Duration, nodes: usize) -> Arc<Self> {
         Arc::new(Counted {
             store: Arc::clone(store),
             spacing,
+            nodes,
             claims: AtomicUsize::new(0),
             given_back: AtomicUsize::new(0),
         })
@@ -75,6 +81,10 @@ impl DeliveryQueue for Counted {
         self.spacing
     }
 
+    async fn heartbeat(&self, _node: &str, _ttl: Duration) -> hookline_core::Result<usize> {
+        Ok(self.nodes)
+    }
+
     async fn next_due(&self, now: DateTime<Utc>) -> hookline_core::Result<Option<DateTime<Utc>>> {
         self.store.next_due(now).await
     }
@@ -89,11 +99,11 @@ impl DeliveryQueue for Counted {
 
 /// Messages queued one by one, each waking the engine: how many claims the engine made
 /// delivering them all, and how long that took.
-async fn claims_for_messages_one_by_one(spacing: Duration) -> (usize, Duration) {
+async fn claims_for_messages_one_by_one(spacing: Duration, nodes: usize) -> (usize, Duration) {
     let world = World::new().await;
     let receiver = Receiver::always(Reply::status(204)).await;
     let endpoint = world.endpoint(&receiver.url("/"), |_| {}).await;
-    let queue = Counted::new(&world.store, spacing);
+    let queue = Counted::shared(&world.store, spacing, nodes);
     let started = Instant::now();
     let engine = world.start_on(queue.clone(), config(&[]));
     let mut messages = Vec::new();
@@ -118,7 +128,7 @@ async fn claims_for_messages_one_by_one(spacing: Duration) -> (usize, Duration) 
 #[tokio::test]
 async fn a_claim_waits_out_the_queues_spacing_after_the_last() {
     let spacing = Duration::from_millis(200);
-    let (claims, took) = claims_for_messages_one_by_one(spacing).await;
+    let (claims, took) = claims_for_messages_one_by_one(spacing, 1).await;
     // One claim at the start, then at most one per spacing (and the one in progress).
     let most = 2 + (took.as_millis() / spacing.as_millis()) as usize;
     assert!(
@@ -127,9 +137,22 @@ async fn a_claim_waits_out_the_queues_spacing_after_the_last() {
     );
 }
 
+/// With three live workers, each spaces its claims three times as far: together they
+/// claim about as often as one would.
+#[tokio::test]
+async fn a_worker_of_three_spaces_its_claims_three_times_as_far() {
+    let spacing = Duration::from_millis(100);
+    let (claims, took) = claims_for_messages_one_by_one(spacing, 3).await;
+    let most = 2 + (took.as_millis() / (3 * spacing.as_millis())) as usize;
+    assert!(
+        claims <= most,
+        "{claims} claims in {took:?}, spaced {spacing:?} times 3: at most {most}"
+    );
+}
+
 #[tokio::test]
 async fn without_spacing_every_wake_up_claims() {
-    let (claims, took) = claims_for_messages_one_by_one(Duration::ZERO).await;
+    let (claims, took) = claims_for_messages_one_by_one(Duration::ZERO, 1).await;
     // A wake-up that comes while a claim runs joins the next one; 40 ms apart, most
     // wake-ups find the loop waiting. Spaced 200 ms, the same run would allow at most
     // 2 + took / 200 ms claims (5 or 6).
