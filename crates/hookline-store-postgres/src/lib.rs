@@ -70,9 +70,11 @@ const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle time after which the listening connection's socket is probed, so that a peer that
 /// vanished without closing is noticed.
 const LISTEN_KEEPALIVE: Duration = Duration::from_secs(30);
-/// Connections of the queue's pool: this node's claim loop and outcome recorder, a
-/// release, the wake-ups and the next due time.
-const QUEUE_POOL_SIZE: usize = 8;
+/// The most connections the queue's pool takes of a node's: this node's claim loop (with
+/// its next due time), outcome recorder, wake-ups and a release. It takes a quarter of
+/// them, from one to this many, so that a node keeps to its `pool_size` (with at least
+/// one connection for each pool).
+const QUEUE_POOL_MOST: usize = 4;
 /// The queue's connections' settings.
 ///
 /// Their commits do not wait for the WAL flush: a lease, a release or a wake-up lost in a
@@ -105,7 +107,8 @@ pub struct PostgresStore {
 struct Inner {
     pool: Pool,
     /// The delivery queue's connections (claims, outcomes, releases, wake-ups), made
-    /// with two settings of their own (see [`QUEUE_OPTIONS`]).
+    /// with two settings of their own (see [`QUEUE_OPTIONS`]) and taken from the node's
+    /// `pool_size` (see [`QUEUE_POOL_MOST`]).
     queue: Pool,
     /// `SET LOCAL synchronous_commit = …` to what the other connections have (the
     /// server's, database's or role's setting): the queue's transactions that must wait
@@ -140,12 +143,13 @@ impl fmt::Debug for PostgresStore {
 
 /// The six storage roles are implemented by topic in `queries/`.
 impl hookline_core::Store for PostgresStore {
+    /// Both pools together: the node's `pool_size`.
     fn pool_status(&self) -> Option<hookline_core::metrics::PoolStatus> {
-        let status = self.inner.pool.status();
+        let (main, queue) = (self.inner.pool.status(), self.inner.queue.status());
         Some(hookline_core::metrics::PoolStatus {
-            in_use: (status.size - status.available) as u64,
-            idle: status.available as u64,
-            max: status.max_size as u64,
+            in_use: (main.size - main.available + queue.size - queue.available) as u64,
+            idle: (main.available + queue.available) as u64,
+            max: (main.max_size + queue.max_size) as u64,
         })
     }
 }
@@ -226,8 +230,9 @@ impl PostgresStore {
             queue_config.application_name("hookline-queue");
         }
 
-        let pool = build_pool(config, pool_size)?;
-        let queue = build_pool(queue_config, QUEUE_POOL_SIZE)?;
+        let queue_size = (pool_size / 4).clamp(1, QUEUE_POOL_MOST);
+        let pool = build_pool(config, pool_size.saturating_sub(queue_size).max(1))?;
+        let queue = build_pool(queue_config, queue_size)?;
         let current_schema = migrate(&pool, schema, migrations).await?;
         let durable_commit = durable_commit(&pool).await?;
         let due = listen::channel();
