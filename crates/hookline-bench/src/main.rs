@@ -1666,6 +1666,8 @@ async fn jobs_phase(args: &Args, report: &mut Report, timeout: Duration) -> anyh
 
     // Polls of the jobs in flight.
     let window = Duration::from_secs(args.jobs_window);
+    let nodes = std::slice::from_ref(&server);
+    let claims_before = scrape(&client, nodes, "hookline_poll_claims_total").await?;
     let (polls_before, cpu_before) = (counts.polls.load(Ordering::Relaxed), cpu_seconds(pid));
     let watch = Instant::now();
     let mut rss_max: f64 = 0.0;
@@ -1675,6 +1677,7 @@ async fn jobs_phase(args: &Args, report: &mut Report, timeout: Duration) -> anyh
     }
     let polls = counts.polls.load(Ordering::Relaxed) - polls_before;
     let cpu = cpu_seconds(pid) - cpu_before;
+    let claims = scrape(&client, nodes, "hookline_poll_claims_total").await? - claims_before;
     let elapsed = watch.elapsed().as_secs_f64();
     report.add(
         "jobs",
@@ -1688,6 +1691,13 @@ async fn jobs_phase(args: &Args, report: &mut Report, timeout: Duration) -> anyh
         "server CPU per poll",
         cpu * 1e6 / polls.max(1) as f64,
         Unit::Micros,
+        None,
+    );
+    report.add(
+        "jobs",
+        "poll claims per 100 polls",
+        claims * 100.0 / polls.max(1) as f64,
+        Unit::Count,
         None,
     );
     report.add(

@@ -80,6 +80,8 @@ pub struct Metrics {
     commit_batch: Histogram,
     claims: Counter,
     claimed: Family<FateLabels, Counter>,
+    poll_claims: Counter,
+    claimed_polls: Counter,
     queue: Family<StateLabels, Gauge>,
     pool: Family<StateLabels, Gauge>,
     open_jobs: Gauge,
@@ -135,6 +137,18 @@ impl Metrics {
             "Deliveries claimed: started, or given back by the claim unattempted (their endpoint or app at its limits)",
             claimed.clone(),
         );
+        let poll_claims = Counter::default();
+        registry.register(
+            "poll_claims",
+            "Claims of due job polls this node's tracker made",
+            poll_claims.clone(),
+        );
+        let claimed_polls = Counter::default();
+        registry.register(
+            "claimed_polls",
+            "Due job polls this node's tracker claimed",
+            claimed_polls.clone(),
+        );
         let queue = Family::<StateLabels, Gauge>::default();
         registry.register(
             "deliveries",
@@ -168,6 +182,8 @@ impl Metrics {
             commit_batch,
             claims,
             claimed,
+            poll_claims,
+            claimed_polls,
             queue,
             pool,
             open_jobs,
@@ -229,6 +245,12 @@ impl Metrics {
                 .get_or_create(&FateLabels { fate })
                 .inc_by(count as u64);
         }
+    }
+
+    /// Counts a claim of due job polls that took `polls` of them.
+    pub fn record_poll_claim(&self, polls: usize) {
+        self.poll_claims.inc();
+        self.claimed_polls.inc_by(polls as u64);
     }
 
     /// Every metric in the OpenMetrics text format, with the gauges set from `snapshot`.
@@ -293,6 +315,7 @@ mod tests {
         metrics.record_inbound("github", "rejected");
         metrics.record_commit_batch(12);
         metrics.record_claim(5, 2);
+        metrics.record_poll_claim(9);
         let text = metrics.encode(&Snapshot {
             queue: QueueDepth {
                 due: 3,
@@ -315,6 +338,8 @@ mod tests {
             "hookline_commit_batch_size_sum 12.0",
             "hookline_claims_total 1",
             r#"hookline_claimed_deliveries_total{fate="given_back"} 2"#,
+            "hookline_poll_claims_total 1",
+            "hookline_claimed_polls_total 9",
             r#"hookline_deliveries{state="scheduled"} 7"#,
             r#"hookline_db_pool_connections{state="max"} 8"#,
             "hookline_open_jobs 5",

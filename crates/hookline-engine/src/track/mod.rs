@@ -41,6 +41,8 @@ const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// Most polls one claim takes.
 const CLAIM_BATCH: usize = 64;
+/// Longest a claim waits, once a poll slot is free, for a quarter of them to be.
+const GATHER_FOR: Duration = Duration::from_millis(100);
 /// How early a call may start before its turn under a budget (see `Tracker::spend`).
 const BURST: Duration = Duration::from_millis(5);
 /// How many status calls in a row may fail to complete a thin webhook before the end its
@@ -214,15 +216,23 @@ impl Tracker {
 
     /// Stores a new job (with the webhooks kept for it applied).
     pub async fn register(&self, new: NewJob) -> Result<Job> {
+        let due_now = new.poll_due <= self.clock.now();
+        let registered = new.job.clone();
         let job = self.store.create_job(new).await?;
         self.changed();
-        // A kept thin webhook may have made a poll due at once.
-        self.wake.notify_one();
+        // Its first poll is due at once, or a kept webhook (a thin one) may have made it
+        // so: the claim loop looks now rather than at its next look.
+        if due_now || job != registered {
+            self.wake.notify_one();
+        }
         Ok(job)
     }
 
     pub async fn observe(&self, observation: JobObservation) -> Result<Observed> {
-        let poll_now = matches!(observation.observation.next_poll, NextPoll::At(_));
+        // A poll due at once (a thin webhook's) is looked for now; a later one at the
+        // claim loop's next look.
+        let poll_now = matches!(observation.observation.next_poll,
+            NextPoll::At(at) if at <= self.clock.now());
         let observed = self.store.observe_job(observation).await?;
         if let Observed::Applied(_) = observed {
             self.changed();
@@ -371,6 +381,8 @@ impl Tracker {
         let heartbeat = tokio::spawn(Arc::clone(&self).heartbeats(shutdown.clone()));
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
         let mut passes = 0usize;
+        // When each group's last claim found nothing due.
+        let mut found_none: Vec<Option<tokio::time::Instant>> = vec![None; self.claims.len()];
         let mut last_purge = tokio::time::Instant::now();
         loop {
             if shutdown.is_cancelled() {
@@ -383,12 +395,24 @@ impl Tracker {
                     tracing::warn!(%error, "cannot purge kept webhooks");
                 }
             }
-            if slots.available_permits() == 0 {
+            // Polls end one at a time: a claim for each slot as it frees would be a
+            // statement (on SQLite, a write) for every poll or two. With fewer than a
+            // quarter of the slots free, a claim waits for one, then up to GATHER_FOR for
+            // a quarter.
+            let quarter = (self.config.concurrency / 4).clamp(1, CLAIM_BATCH);
+            if slots.available_permits() < quarter {
+                if slots.available_permits() == 0 {
+                    tokio::select! {
+                        permit = Arc::clone(&slots).acquire_owned() => drop(permit),
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+                let quarter = u32::try_from(quarter).expect("at most CLAIM_BATCH");
                 tokio::select! {
-                    permit = Arc::clone(&slots).acquire_owned() => drop(permit),
+                    permits = Arc::clone(&slots).acquire_many_owned(quarter) => drop(permits),
+                    () = tokio::time::sleep(GATHER_FOR) => {}
                     () = shutdown.cancelled() => break,
                 }
-                continue;
             }
             // Each family's polls are claimed apart, only as many as its budget lets this
             // node make within the next look, so no poll waits long under a lease and the
@@ -400,7 +424,13 @@ impl Tracker {
             let mut more = false;
             let groups = self.claims.len();
             for n in 0..groups {
-                let (family, providers) = &self.claims[(passes + n) % groups];
+                let group = (passes + n) % groups;
+                let (family, providers) = &self.claims[group];
+                // A group that had nothing due is looked at again after idle_poll (or a
+                // wake-up), not at every pass the others' polls make.
+                if found_none[group].is_some_and(|at| at.elapsed() < self.config.idle_poll) {
+                    continue;
+                }
                 let free = slots.available_permits().min(CLAIM_BATCH);
                 let limit = match family {
                     Some(family) => self.allowance(*family, free),
@@ -421,6 +451,8 @@ impl Tracker {
                         Vec::new()
                     }
                 };
+                hookline_core::metrics::metrics().record_poll_claim(claimed.len());
+                found_none[group] = claimed.is_empty().then(tokio::time::Instant::now);
                 more |= claimed.len() == limit;
                 for due in claimed {
                     let permit = Arc::clone(&slots)
@@ -437,7 +469,7 @@ impl Tracker {
             }
             if !more {
                 tokio::select! {
-                    () = self.wake.notified() => {}
+                    () = self.wake.notified() => found_none.fill(None),
                     () = tokio::time::sleep(self.config.idle_poll) => {}
                     () = shutdown.cancelled() => break,
                 }

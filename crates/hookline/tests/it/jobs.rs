@@ -1549,3 +1549,84 @@ async fn two_nodes_keep_to_one_budget() {
         );
     }
 }
+
+/// The sum of the series `name` in `server`'s `/metrics`.
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(crate::server::TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|value| value.parse::<f64>().unwrap())
+        .sum()
+}
+
+/// With every poll slot taken and more polls due, each poll that ends frees one slot; the
+/// tracker claims once a quarter of them are free (or shortly after the first), not once
+/// for every slot as it frees, and does not look again at once for the providers that
+/// had nothing due.
+#[tokio::test]
+async fn a_busy_tracker_claims_its_polls_in_batches() {
+    const JOBS: usize = 600;
+    let dir = TempDir::new("job-poll-batches");
+    let emulator = Emulator::openai().await;
+    emulator.set_delay(Duration::from_millis(50));
+    let env = openai_env(&emulator);
+    let registrar = Server::start(&dir.0, &pairs(&env)).await;
+    let (app, _receiver) = app_with_receiver(&registrar).await;
+    for n in 0..JOBS {
+        emulator.set(
+            &format!("/v1/batches/batch_{n}"),
+            json!({"id": n, "status": "in_progress"}),
+        );
+    }
+    // Registered on one server, which stops before they fall due: the next finds all of
+    // them due at once, more than its 32 slots.
+    let registrar = std::sync::Arc::new(registrar);
+    let mut creators = Vec::new();
+    for part in 0..8 {
+        let (server, app) = (registrar.clone(), app.clone());
+        creators.push(tokio::spawn(async move {
+            for n in (part..JOBS).step_by(8) {
+                create_job(
+                    &server,
+                    json!({"provider": "openai_batch", "providerJobId": format!("batch_{n}"),
+                    "appId": app, "poll": {"after": 1, "interval": 600}}),
+                )
+                .await;
+            }
+        }));
+    }
+    for creator in creators {
+        creator.await.unwrap();
+    }
+    let registrar = std::sync::Arc::into_inner(registrar).unwrap();
+    registrar.stop().await.unwrap();
+    let polled_before = emulator.calls().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let server = Server::start_process(&dir.0, &pairs(&env)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while emulator.calls().len() < JOBS && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(emulator.calls().len(), JOBS, "every job was polled once");
+    let claims = metric(&server, "hookline_poll_claims_total").await;
+    let claimed = metric(&server, "hookline_claimed_polls_total").await;
+    assert_eq!(
+        claimed as usize,
+        JOBS - polled_before,
+        "the second server claimed the rest"
+    );
+    // 32 slots: a quarter is 8 a claim.
+    assert!(
+        claimed / claims >= 6.0,
+        "{claims} claims for {claimed} polls"
+    );
+    eprintln!("{claims} claims for {claimed} polls");
+}
