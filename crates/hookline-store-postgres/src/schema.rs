@@ -277,4 +277,7 @@ ALTER TABLE message DROP CONSTRAINT message_app_id_fkey;
 ALTER TABLE destination DROP CONSTRAINT destination_msg_id_fkey;
 ALTER TABLE attempt DROP CONSTRAINT attempt_msg_id_fkey;
 "#,
+    // Every claim reads its provider's stretch of `job_provider_poll_due`, which counts
+    // the open jobs as well: `job_poll_due` was one more index written at every poll.
+    "DROP INDEX job_poll_due",
 ];
