@@ -1597,6 +1597,14 @@ async fn jobs_phase(args: &Args, report: &mut Report, timeout: Duration) -> anyh
         _dir: None,
     };
     let pid = server.child.id();
+    let vacuum = match (&args.postgres_url, &schema) {
+        (Some(url), Some(schema)) if args.pg_vacuum_every > 0 => Some(tokio::spawn(vacuum_every(
+            url.clone(),
+            schema.clone(),
+            Duration::from_secs(args.pg_vacuum_every),
+        ))),
+        _ => None,
+    };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)
         .build()?;
@@ -1669,6 +1677,7 @@ async fn jobs_phase(args: &Args, report: &mut Report, timeout: Duration) -> anyh
     let nodes = std::slice::from_ref(&server);
     let claims_before = scrape(&client, nodes, "hookline_poll_claims_total").await?;
     let (polls_before, cpu_before) = (counts.polls.load(Ordering::Relaxed), cpu_seconds(pid));
+    let postgres_before = postgres_cpu_seconds();
     let watch = Instant::now();
     let mut rss_max: f64 = 0.0;
     while watch.elapsed() < window {
@@ -1677,6 +1686,7 @@ async fn jobs_phase(args: &Args, report: &mut Report, timeout: Duration) -> anyh
     }
     let polls = counts.polls.load(Ordering::Relaxed) - polls_before;
     let cpu = cpu_seconds(pid) - cpu_before;
+    let postgres = postgres_cpu_seconds() - postgres_before;
     let claims = scrape(&client, nodes, "hookline_poll_claims_total").await? - claims_before;
     let elapsed = watch.elapsed().as_secs_f64();
     report.add(
@@ -1693,6 +1703,15 @@ async fn jobs_phase(args: &Args, report: &mut Report, timeout: Duration) -> anyh
         Unit::Micros,
         None,
     );
+    if schema.is_some() {
+        report.add(
+            "jobs",
+            "PostgreSQL CPU per poll",
+            postgres * 1e6 / polls.max(1) as f64,
+            Unit::Micros,
+            None,
+        );
+    }
     report.add(
         "jobs",
         "poll claims per 100 polls",
@@ -1735,6 +1754,9 @@ async fn jobs_phase(args: &Args, report: &mut Report, timeout: Duration) -> anyh
         Unit::Count,
         None,
     );
+    if let Some(vacuum) = vacuum {
+        vacuum.abort();
+    }
     drop(server);
     if let (Some(url), Some(schema)) = (&args.postgres_url, schema) {
         psql(url, &format!("DROP SCHEMA {schema} CASCADE"))?;
