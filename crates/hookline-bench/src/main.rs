@@ -522,6 +522,15 @@ fn postgres_settings(url: &str) -> anyhow::Result<Value> {
     Ok(Value::Object(settings))
 }
 
+/// A task stopped when this is dropped, however the phase that started it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs `VACUUM (ANALYZE)` on the tables of `schema` every `every`, until aborted.
 async fn vacuum_every(url: String, schema: String, every: Duration) {
     loop {
@@ -1598,11 +1607,13 @@ async fn jobs_phase(args: &Args, report: &mut Report, timeout: Duration) -> anyh
     };
     let pid = server.child.id();
     let vacuum = match (&args.postgres_url, &schema) {
-        (Some(url), Some(schema)) if args.pg_vacuum_every > 0 => Some(tokio::spawn(vacuum_every(
-            url.clone(),
-            schema.clone(),
-            Duration::from_secs(args.pg_vacuum_every),
-        ))),
+        (Some(url), Some(schema)) if args.pg_vacuum_every > 0 => {
+            Some(AbortOnDrop(tokio::spawn(vacuum_every(
+                url.clone(),
+                schema.clone(),
+                Duration::from_secs(args.pg_vacuum_every),
+            ))))
+        }
         _ => None,
     };
     let client = reqwest::Client::builder()
@@ -1754,9 +1765,7 @@ async fn jobs_phase(args: &Args, report: &mut Report, timeout: Duration) -> anyh
         Unit::Count,
         None,
     );
-    if let Some(vacuum) = vacuum {
-        vacuum.abort();
-    }
+    drop(vacuum);
     drop(server);
     if let (Some(url), Some(schema)) = (&args.postgres_url, schema) {
         psql(url, &format!("DROP SCHEMA {schema} CASCADE"))?;

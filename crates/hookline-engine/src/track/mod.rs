@@ -217,22 +217,20 @@ impl Tracker {
     /// Stores a new job (with the webhooks kept for it applied).
     pub async fn register(&self, new: NewJob) -> Result<Job> {
         let due_now = new.poll_due <= self.clock.now();
-        let registered = new.job.clone();
+        let timeline = new.job.timeline.len();
         let job = self.store.create_job(new).await?;
         self.changed();
-        // Its first poll is due at once, or a kept webhook (a thin one) may have made it
-        // so: the claim loop looks now rather than at its next look.
-        if due_now || job != registered {
+        // Its first poll is due at once, or an observation applied at its registration (a
+        // kept thin webhook, what its provider answered) may have made it so: the claim
+        // loop looks now rather than at its next look.
+        if due_now || job.timeline.len() != timeline {
             self.wake.notify_one();
         }
         Ok(job)
     }
 
     pub async fn observe(&self, observation: JobObservation) -> Result<Observed> {
-        // A poll due at once (a thin webhook's) is looked for now; a later one at the
-        // claim loop's next look.
-        let poll_now = matches!(observation.observation.next_poll,
-            NextPoll::At(at) if at <= self.clock.now());
+        let poll_now = matches!(observation.observation.next_poll, NextPoll::At(_));
         let observed = self.store.observe_job(observation).await?;
         if let Observed::Applied(_) = observed {
             self.changed();
@@ -426,8 +424,10 @@ impl Tracker {
             for n in 0..groups {
                 let group = (passes + n) % groups;
                 let (family, providers) = &self.claims[group];
-                // A group that had nothing due is looked at again after idle_poll (or a
-                // wake-up), not at every pass the others' polls make.
+                // A group that had nothing due is looked at again after idle_poll, or when
+                // a wake-up ends the loop's wait, not at every pass the others' polls make
+                // (each poll that ends wakes the loop: a busy loop looks at the groups that
+                // have work, and at the others once every idle_poll).
                 if found_none[group].is_some_and(|at| at.elapsed() < self.config.idle_poll) {
                     continue;
                 }
@@ -445,13 +445,16 @@ impl Tracker {
                     .claim_polls(&node, now, self.config.lease, limit, providers)
                     .await
                 {
-                    Ok(claimed) => claimed,
+                    Ok(claimed) => {
+                        hookline_core::metrics::metrics().record_poll_claim(claimed.len());
+                        claimed
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "cannot claim due polls");
                         Vec::new()
                     }
                 };
-                hookline_core::metrics::metrics().record_poll_claim(claimed.len());
+                // A failed claim waits as one that found nothing does.
                 found_none[group] = claimed.is_empty().then(tokio::time::Instant::now);
                 more |= claimed.len() == limit;
                 for due in claimed {

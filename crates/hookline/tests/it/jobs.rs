@@ -1569,8 +1569,7 @@ async fn metric(server: &Server, name: &str) -> f64 {
 
 /// With every poll slot taken and more polls due, each poll that ends frees one slot; the
 /// tracker claims once a quarter of them are free (or shortly after the first), not once
-/// for every slot as it frees, and does not look again at once for the providers that
-/// had nothing due.
+/// for every slot as it frees.
 #[tokio::test]
 async fn a_busy_tracker_claims_its_polls_in_batches() {
     const JOBS: usize = 600;
@@ -1578,7 +1577,10 @@ async fn a_busy_tracker_claims_its_polls_in_batches() {
     let emulator = Emulator::openai().await;
     emulator.set_delay(Duration::from_millis(50));
     let env = openai_env(&emulator);
-    let registrar = Server::start(&dir.0, &pairs(&env)).await;
+    // An API node: it registers the jobs and polls none of them.
+    let mut api_env = env.clone();
+    api_env.push(("HOOKLINE_ROLE".into(), "api".into()));
+    let registrar = Server::start(&dir.0, &pairs(&api_env)).await;
     let (app, _receiver) = app_with_receiver(&registrar).await;
     for n in 0..JOBS {
         emulator.set(
@@ -1586,8 +1588,8 @@ async fn a_busy_tracker_claims_its_polls_in_batches() {
             json!({"id": n, "status": "in_progress"}),
         );
     }
-    // Registered on one server, which stops before they fall due: the next finds all of
-    // them due at once, more than its 32 slots.
+    // Registered on a node that polls nothing: the next finds all of them due at once,
+    // more than its 32 slots.
     let registrar = std::sync::Arc::new(registrar);
     let mut creators = Vec::new();
     for part in 0..8 {
@@ -1608,7 +1610,7 @@ async fn a_busy_tracker_claims_its_polls_in_batches() {
     }
     let registrar = std::sync::Arc::into_inner(registrar).unwrap();
     registrar.stop().await.unwrap();
-    let polled_before = emulator.calls().len();
+    assert!(emulator.calls().is_empty(), "the API node polled nothing");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let server = Server::start_process(&dir.0, &pairs(&env)).await;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1618,15 +1620,11 @@ async fn a_busy_tracker_claims_its_polls_in_batches() {
     assert_eq!(emulator.calls().len(), JOBS, "every job was polled once");
     let claims = metric(&server, "hookline_poll_claims_total").await;
     let claimed = metric(&server, "hookline_claimed_polls_total").await;
-    assert_eq!(
-        claimed as usize,
-        JOBS - polled_before,
-        "the second server claimed the rest"
-    );
-    // 32 slots: a quarter is 8 a claim.
+    assert_eq!(claimed as usize, JOBS, "every poll was claimed once");
+    // 32 slots: a quarter is 8 a claim, and looks that found nothing count as claims too.
+    // Claiming for each slot as it freed made 2.2 a claim.
     assert!(
-        claimed / claims >= 6.0,
+        claimed / claims >= 4.0,
         "{claims} claims for {claimed} polls"
     );
-    eprintln!("{claims} claims for {claimed} polls");
 }
