@@ -1522,9 +1522,9 @@ async fn hookline_phases(
             report,
             client,
             receiver,
-            &server.url,
-            receiver_url,
-            ceiling,
+            (&server.url, receiver_url),
+            (&pids, postgres),
+            (ceiling, ceiling_per_cpu),
         )
         .await?;
     }
@@ -1902,9 +1902,9 @@ async fn ingest_phase(
     report: &mut Report,
     client: &reqwest::Client,
     receiver: &Arc<Receiver>,
-    server: &str,
-    receiver_url: &str,
-    ceiling: f64,
+    (server, receiver_url): (&str, &str),
+    (pids, postgres): (&[u32], bool),
+    (ceiling, ceiling_per_cpu): (f64, f64),
 ) -> anyhow::Result<()> {
     use hookline_signature::{Keyset, Message, Scheme};
 
@@ -1938,6 +1938,7 @@ async fn ingest_phase(
         None,
     );
     let post_client = client.clone();
+    let cpu_before = CpuMark::now(pids);
     let started = Instant::now();
     let (latencies, wall) = load(client, n, args.concurrency, receiver, move |seq| {
         let body = realtime_call(seq, size);
@@ -1961,6 +1962,7 @@ async fn ingest_phase(
     .await?;
     wait_for(receiver, n, Duration::from_secs(args.timeout), true).await?;
     let end_to_end = started.elapsed();
+    let cpu_after = CpuMark::now(pids);
     let mut forward_latencies = receiver.latencies(n);
     forward_latencies.sort();
     let accepted = n as f64 / wall.as_secs_f64();
@@ -2007,6 +2009,17 @@ async fn ingest_phase(
         p(&forward_latencies, 0.99),
         Unit::Millis,
         None,
+    );
+    // Received, stored, answered and forwarded: the CPU of the whole round.
+    report_cpu(
+        report,
+        "ingest",
+        "ingest: ",
+        ("webhook", "webhooks"),
+        n,
+        (cpu_before, cpu_after),
+        postgres,
+        ceiling_per_cpu,
     );
     Ok(())
 }

@@ -82,6 +82,16 @@ impl Source {
         self.updated_at = now;
     }
 
+    /// Whether `token` opens this source's ingest URL at `now`: it is the current token,
+    /// or the one rotated out and still in its grace period.
+    pub fn answers_to(&self, token: &str, now: DateTime<Utc>) -> bool {
+        self.token == token
+            || (self.previous_token.as_deref() == Some(token)
+                && self
+                    .previous_token_expires_at
+                    .is_none_or(|expires| expires > now))
+    }
+
     /// The hidden application the store creates with the source: named after it, with no
     /// uid and no metadata of its own.
     pub fn hidden_app(&self) -> Application {

@@ -42,6 +42,11 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
         entries.insert(key, value);
     }
 
+    /// Forgets everything kept.
+    pub fn clear(&self) {
+        self.entries().clear();
+    }
+
     /// How many entries are kept.
     pub fn len(&self) -> usize {
         self.entries().len()
@@ -75,5 +80,7 @@ mod tests {
         memo.insert("c".to_owned(), 4);
         assert_eq!(memo.len(), 1);
         assert_eq!((memo.get("a"), memo.get("c")), (None, Some(4)));
+        memo.clear();
+        assert!(memo.is_empty());
     }
 }

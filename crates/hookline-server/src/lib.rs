@@ -145,6 +145,8 @@ pub struct Shared {
     pub ingested: Arc<tokio::sync::Notify>,
     /// Notified after every message created, for live message streams.
     pub messages: Arc<tokio::sync::Notify>,
+    /// Sources read by their ingest tokens, kept for a moment.
+    pub sources: Arc<ingest::receive::Sources>,
     /// Parsed source types, by source.
     pub source_types: Arc<ingest::receive::SourceTypes>,
     /// Google's signing keys, fetched when a `google-pubsub` source first needs them.
@@ -178,6 +180,7 @@ impl AppState {
             config,
             ingested: Arc::default(),
             messages: Arc::default(),
+            sources: Arc::default(),
             source_types: Arc::default(),
             google_keys,
             clock,

@@ -7,6 +7,8 @@
 //! answered `200` can be lost.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -15,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use chrono::{DateTime, Utc};
 use hookline_core::Code;
+use hookline_core::Store;
 use hookline_core::id::AppId;
 use hookline_core::ingest::{IngestedRequest, Source, Verdict as Logged};
 use hookline_core::memo::Memo;
@@ -66,11 +69,8 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
     let now = state.clock.now();
     let (parts, body) = request.into_parts();
     let (token, path) = split_path(parts.uri.path());
-    let Some(source) = state.store.find_source_by_token(token, now).await? else {
-        return Ok(error_response(
-            Code::SourceNotFound,
-            "no source has this ingest token (it may have been rotated out)",
-        ));
+    let Some(source) = state.sources.find(state.store.as_ref(), token, now).await? else {
+        return Ok(source_not_found());
     };
     tracing::Span::current().record("source_id", source.id.as_str());
     let source_type = state.source_types.get(&source)?;
@@ -113,7 +113,12 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
         &state.config.keep,
         now,
     );
-    let stored = state.store.ingest(record).await?;
+    let stored = match state.store.ingest(record).await {
+        Ok(stored) => stored,
+        // Deleted since it was found (on another node, or while this request was read).
+        Err(hookline_core::Error::NotFound(_)) => return Ok(source_not_found()),
+        Err(error) => return Err(error.into()),
+    };
     hookline_core::metrics::metrics().record_inbound(&source.source_type, stored.verdict.as_str());
     note_dropped(&source, &stored, &state.config.keep);
     if stored.logged {
@@ -140,6 +145,13 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
                 .into_response()
         }
     })
+}
+
+fn source_not_found() -> Response {
+    error_response(
+        Code::SourceNotFound,
+        "no source has this ingest token (it may have been rotated out)",
+    )
 }
 
 /// Has the pipeline judge `received`, with Google's key set for the types that check
@@ -222,6 +234,67 @@ async fn forward_app(
             Ok(None)
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+/// Sources found by their ingest tokens, kept for [`SOURCE_KEPT_FOR`] so that a request
+/// does not read its source's row (a round trip to PostgreSQL) and open its sealed
+/// secrets. This node's changes to a source forget every kept one at once; another
+/// node's are seen within [`SOURCE_KEPT_FOR`]. Each request's write still finds its
+/// source's row, so a source deleted meanwhile logs nothing more; a rotated-out token
+/// is checked against its grace period at every request.
+#[derive(Debug)]
+pub struct Sources {
+    kept: Memo<String, Kept>,
+    /// Moved on by every change: a source read before it is not kept after it.
+    generation: AtomicU64,
+}
+
+/// A source, when it was read and in which generation.
+type Kept = (Instant, u64, Arc<Source>);
+
+/// How long a source read by its token is kept.
+pub const SOURCE_KEPT_FOR: Duration = Duration::from_secs(1);
+
+impl Default for Sources {
+    fn default() -> Self {
+        Sources {
+            kept: Memo::new(MAX_CACHED),
+            generation: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Sources {
+    /// The source whose ingest URL `token` opens at `now`.
+    pub async fn find(
+        &self,
+        store: &dyn Store,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> hookline_core::Result<Option<Arc<Source>>> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some((read_at, kept_in, source)) = self.kept.get(token)
+            && kept_in == generation
+            && read_at.elapsed() < SOURCE_KEPT_FOR
+            && source.answers_to(token, now)
+        {
+            return Ok(Some(source));
+        }
+        let read_at = Instant::now();
+        let Some(source) = store.find_source_by_token(token, now).await? else {
+            return Ok(None);
+        };
+        let source = Arc::new(source);
+        self.kept
+            .insert(token.to_owned(), (read_at, generation, Arc::clone(&source)));
+        Ok(Some(source))
+    }
+
+    /// Forgets every source kept, and any being read: one was changed or deleted.
+    pub fn forget(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.kept.clear();
     }
 }
 

@@ -316,6 +316,7 @@ async fn upsert(
     source.config = body.config.unwrap_or_else(|| serde_json::json!({}));
     source.updated_at = state.clock.now();
     state.store.update_source(&source).await?;
+    state.sources.forget();
     Ok((StatusCode::OK, Json(source_out(&state, source))))
 }
 
@@ -332,6 +333,7 @@ async fn patch(
     let mut source = state.store.get_source(&source_id).await?;
     body.apply(&mut source, state.clock.now());
     state.store.update_source(&source).await?;
+    state.sources.forget();
     Ok(Json(source_out(&state, source)))
 }
 
@@ -345,6 +347,7 @@ async fn delete(
     caller.require_admin()?;
     let source = state.store.get_source(&source_id).await?;
     state.store.delete_source(&source.id).await?;
+    state.sources.forget();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -367,6 +370,7 @@ async fn rotate_token(
     let mut source = state.store.get_source(&source_id).await?;
     source.rotate_token(new_token(), state.clock.now());
     state.store.update_source(&source).await?;
+    state.sources.forget();
     Ok(Json(RotateTokenOut {
         ingest_url: ingest_url(&state, &source.token),
     }))

@@ -1,6 +1,6 @@
 //! Sources and the log of the requests they receive: `impl IngestStore`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,6 +14,7 @@ use hookline_core::ingest::{
 use hookline_core::page::{ListQuery, Page};
 use hookline_core::store::{IngestStore, NewMessage};
 use hookline_core::{Error, Result};
+use tokio_postgres::Statement;
 use tokio_postgres::types::Json;
 
 use super::messages::insert_messages;
@@ -328,14 +329,16 @@ enum Chain<'a> {
 /// and written by one batch at a time, and a duplicate is looked for once the request it
 /// duplicates, in flight in another batch, has committed or rolled back. A concurrent
 /// `delete_source` (`FOR UPDATE`) waits for the batch, or the batch for it and then finds
-/// no source. Within a batch, which commits as one, each chain first decides its
-/// requests' fate ([`decide`]); then the batch numbers the requests it logs in their order
-/// of arrival, as SQLite does, with one update of each source's counter, and writes them
-/// in one statement ([`log_requests`]): a source's row is written once a batch, not once
-/// a request (a new version of the row, and its WAL, each time). The messages the batch's
-/// requests forward are written after them, all in one go ([`insert_messages`]); should
-/// one conflict (its `eventId` taken), the batch fails and its requests are carried out
-/// one by one.
+/// no source. The lock reads the sources' counters, and is sent together with one lookup
+/// of the requests the batch's first of each dedupe key repeat ([`find_repeated`]), so a
+/// batch holds its sources for as few round trips as it can. Within a batch, which
+/// commits as one, each chain then decides its requests' fate ([`decide`]); then the batch
+/// numbers the requests it logs in their order of arrival, as SQLite does, and writes them
+/// in one statement, sent with one update of each source's counter ([`log_requests`]): a
+/// source's row is written once a batch, not once a request (a new version of the row,
+/// and its WAL, each time). The messages the batch's requests forward are written beside
+/// them, all in one go ([`insert_messages`]); should one conflict (its `eventId` taken),
+/// the batch fails and its requests are carried out one by one.
 impl Grouped for NewIngestRequest {
     type Stored = IngestedRequest;
 
@@ -349,14 +352,6 @@ impl Grouped for NewIngestRequest {
             .collect();
         sources.sort_unstable();
         sources.dedup();
-        let locked = query_rows(
-            tx,
-            "SELECT id FROM source WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
-            &[&sources],
-        )
-        .await
-        .map_err(storage)?;
-        let locked: HashSet<String> = locked.iter().map(|row| row.get(0)).collect();
         // Chains in the order their first request arrived.
         let mut chains: Vec<Vec<usize>> = Vec::new();
         let mut chain_of: HashMap<Chain<'_>, usize> = HashMap::new();
@@ -375,18 +370,38 @@ impl Grouped for NewIngestRequest {
             });
             chains[at].push(index);
         }
+        // The sources' rows locked, with their counters, and the requests each dedupe
+        // chain's first one repeats: two statements sent together, which run in the order
+        // sent (both are prepared first), so the lookup reads what the batches before
+        // this one committed.
+        let lock = tx.prepare_cached(LOCK_SOURCES).await.map_err(storage)?;
+        let find = tx.prepare_cached(FIND_REPEATED).await.map_err(storage)?;
+        let firsts: Vec<&NewIngestRequest> = chains.iter().map(|chain| batch[chain[0]]).collect();
+        let (locked, repeated) = tokio::join!(
+            async { tx.query(&lock, &[&sources]).await },
+            find_repeated(tx, &find, &firsts)
+        );
+        let last_seqs: HashMap<String, i64> = locked
+            .map_err(storage)?
+            .iter()
+            .map(|row| read(row, |c| Ok((c.take::<String>()?, c.take::<i64>()?))))
+            .collect::<Result<_>>()?;
+        let mut repeated = repeated?;
         // Each chain decides its requests' fate in order (a refused-request count, a
-        // duplicate to look for); then the batch numbers and writes every request it logs.
+        // duplicate); then the batch numbers and writes every request it logs.
         let carried = join_all(chains.into_iter().map(|chain| {
-            let locked = &locked;
+            let locked = &last_seqs;
+            // A dedupe chain's original: what its first request repeats, or that request.
+            let original = dedupe_key(batch[chain[0]]).map(|_| {
+                let first = &batch[chain[0]].request.id;
+                repeated.remove(first).unwrap_or_else(|| first.clone())
+            });
             async move {
                 let mut decided = Vec::with_capacity(chain.len());
-                // A chain of one dedupe key: the original the ones after its first repeat.
-                let mut original = None;
                 for index in chain {
                     let new = batch[index];
-                    let fate = if locked.contains(new.request.source_id.as_str()) {
-                        decide(tx, new, &mut original).await?
+                    let fate = if locked.contains_key(new.request.source_id.as_str()) {
+                        decide(tx, new, original.as_ref()).await?
                     } else {
                         Fate::Answered(Err(Error::NotFound("source")))
                     };
@@ -414,8 +429,10 @@ impl Grouped for NewIngestRequest {
             .filter(|(fate, _)| matches!(fate, Fate::Logged { forwards: true, .. }))
             .flat_map(|(_, new)| &new.messages)
             .collect();
-        let (seqs, inserted) =
-            tokio::join!(log_requests(tx, &fates), insert_messages(tx, &messages));
+        let (seqs, inserted) = tokio::join!(
+            log_requests(tx, &fates, &last_seqs),
+            insert_messages(tx, &messages)
+        );
         let (seqs, inserted) = (seqs?, inserted?);
         let mut queued = false;
         for inserted in inserted {
@@ -456,15 +473,14 @@ enum Fate {
 }
 
 /// Decides the fate of one request of a batch whose source is locked: counts a refused
-/// one into its source's cap, and looks for the request an accepted one repeats. In a
-/// chain of one dedupe key, `original` carries what the chain's first request found, or
-/// the first request itself: the log is written after every chain has decided, so the
-/// requests after the first would not find it there. The outer `Err` is a statement's
-/// failure.
+/// one into its source's cap, and marks an accepted one that repeats its dedupe chain's
+/// `original` (the request the chain's first one repeats, or that first one: the log is
+/// written after every chain has decided, so the requests after the first would not find
+/// it there). The outer `Err` is a statement's failure.
 async fn decide(
     tx: &Transaction<'_>,
     new: &NewIngestRequest,
-    original: &mut Option<IngestRequestId>,
+    original: Option<&IngestRequestId>,
 ) -> Result<Fate> {
     let mut request = new.request.clone();
     let source = new.request.source_id.as_str();
@@ -502,27 +518,10 @@ async fn decide(
             }
         }
     }
-    let repeats = match dedupe_key(new) {
-        Some(_) if original.is_some() => original.clone(),
-        Some(key) => {
-            let since = new.dedupe_since.map(ms);
-            let row = query_opt(
-                tx,
-                "SELECT id FROM ingest_request
-                 WHERE source_id = $1 AND dedupe_key = $2 AND verdict = $3 AND created_at >= $4
-                 ORDER BY id LIMIT 1",
-                &[&source, &key, &Verdict::Accepted.as_str(), &since],
-            )
-            .await
-            .map_err(storage)?;
-            let found = row
-                .map(|row| read(&row, |c| c.take::<String>()))
-                .transpose()?
-                .map(IngestRequestId::from_string);
-            *original = Some(found.clone().unwrap_or_else(|| request.id.clone()));
-            found
-        }
-        None => None,
+    // The chain's original, unless it is this request.
+    let repeats = match (dedupe_key(new), original) {
+        (Some(_), Some(original)) if *original != request.id => Some(original.clone()),
+        _ => None,
     };
     let forwards = match &repeats {
         Some(repeated) => {
@@ -539,33 +538,31 @@ async fn decide(
 }
 
 /// Numbers the requests of `fates` that are logged, each source's in the batch's order
-/// (one update of the source's counter), and writes them in one statement. Each fate's
-/// number, 0 for those not logged.
-async fn log_requests(tx: &Transaction<'_>, fates: &[Fate]) -> Result<Vec<i64>> {
+/// after `last_seqs` (the counters as the batch locked them), and writes them in one
+/// statement, sent with one update of each source's counter. Each fate's number, 0 for
+/// those not logged.
+async fn log_requests(
+    tx: &Transaction<'_>,
+    fates: &[Fate],
+    last_seqs: &HashMap<String, i64>,
+) -> Result<Vec<i64>> {
     let logged = || {
         fates.iter().filter_map(|fate| match fate {
             Fate::Logged { request, .. } => Some(request),
             Fate::Answered(_) => None,
         })
     };
-    // Sources in id order, as the batch locked them.
-    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut counts: HashMap<&str, i64> = HashMap::new();
     for request in logged() {
         *counts.entry(request.source_id.as_str()).or_default() += 1;
     }
-    // The first number of each source's requests in this batch.
+    // The next number of each source's requests in this batch.
     let mut next: HashMap<&str, i64> = HashMap::with_capacity(counts.len());
-    for (source, count) in counts {
-        let row = query_opt(
-            tx,
-            "UPDATE source SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq",
-            &[&source, &count],
-        )
-        .await
-        .map_err(storage)?;
-        // No row would mean the source is gone, which the batch's lock rules out.
-        let last: i64 = found(row, "source", |c| c.take())?;
-        next.insert(source, last - count + 1);
+    for source in counts.keys() {
+        let last = last_seqs
+            .get(*source)
+            .expect("a logged request's source is locked");
+        next.insert(source, last + 1);
     }
     let seqs: Vec<i64> = fates
         .iter()
@@ -615,9 +612,10 @@ async fn log_requests(tx: &Transaction<'_>, fates: &[Fate]) -> Result<Vec<i64>> 
     let created: Vec<DateTime<Utc>> = requests.iter().map(|r| ms(r.created_at)).collect();
     let sizes: Vec<i64> = requests.iter().map(|r| r.body_size).collect();
     let dropped: Vec<i64> = requests.iter().map(|r| r.dropped_before).collect();
-    execute(
-        tx,
-        "INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers, body,
+    let insert = async {
+        execute(
+            tx,
+            "INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers, body,
              verdict, status_code, reason_code, reason, dedupe_key, event_type, msg_id,
              created_at, body_size, dropped_before)
          SELECT r.id, r.source_id, r.seq, r.method, r.path, r.query, r.headers::jsonb, r.body,
@@ -630,30 +628,104 @@ async fn log_requests(tx: &Transaction<'_>, fates: &[Fate]) -> Result<Vec<i64>> 
              AS r (id, source_id, seq, method, path, query, headers, body, verdict,
                    status_code, reason_code, reason, dedupe_key, event_type, msg_id,
                    created_at, body_size, dropped_before)",
-        &[
-            &ids,
-            &sources,
-            &numbers,
-            &methods,
-            &paths,
-            &queries,
-            &headers,
-            &bodies,
-            &verdicts,
-            &codes,
-            &reason_codes,
-            &reasons,
-            &dedupe_keys,
-            &event_types,
-            &msg_ids,
-            &created,
-            &sizes,
-            &dropped,
-        ],
-    )
-    .await
-    .map_err(duplicate("a logged request"))?;
+            &[
+                &ids,
+                &sources,
+                &numbers,
+                &methods,
+                &paths,
+                &queries,
+                &headers,
+                &bodies,
+                &verdicts,
+                &codes,
+                &reason_codes,
+                &reasons,
+                &dedupe_keys,
+                &event_types,
+                &msg_ids,
+                &created,
+                &sizes,
+                &dropped,
+            ],
+        )
+        .await
+    };
+    // The rows are locked: the updates and the insert go together.
+    let counters = join_all(counts.iter().map(|(source, count)| async move {
+        execute(
+            tx,
+            "UPDATE source SET last_seq = last_seq + $2 WHERE id = $1",
+            &[source, count],
+        )
+        .await
+    }));
+    let (inserted, counted) = tokio::join!(insert, counters);
+    inserted.map_err(duplicate("a logged request"))?;
+    for counted in counted {
+        counted.map_err(storage)?;
+    }
     Ok(seqs)
+}
+
+/// Locks a batch's sources' rows until it commits, in id order, and reads their
+/// counters: no other batch can move them meanwhile.
+const LOCK_SOURCES: &str =
+    "SELECT id, last_seq FROM source WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+
+/// The earliest accepted request of each (source, dedupe key) in its dedupe window.
+const FIND_REPEATED: &str = "SELECT k.id, (SELECT r.id FROM ingest_request AS r
+                   WHERE r.source_id = k.source_id AND r.dedupe_key = k.key
+                     AND r.verdict = $5 AND r.created_at >= k.since
+                   ORDER BY r.id LIMIT 1)
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+         AS k (id, source_id, key, since)";
+
+/// The earlier accepted request each of `firsts` that looks for one repeats, by the ids
+/// of those that repeat one: one run of `find` ([`FIND_REPEATED`]) for the batch.
+async fn find_repeated(
+    tx: &Transaction<'_>,
+    find: &Statement,
+    firsts: &[&NewIngestRequest],
+) -> Result<HashMap<IngestRequestId, IngestRequestId>> {
+    let looking: Vec<(&NewIngestRequest, &str, DateTime<Utc>)> = firsts
+        .iter()
+        .filter_map(|new| Some((*new, dedupe_key(new)?, ms(new.dedupe_since?))))
+        .collect();
+    if looking.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<&str> = looking
+        .iter()
+        .map(|(new, ..)| new.request.id.as_str())
+        .collect();
+    let sources: Vec<&str> = looking
+        .iter()
+        .map(|(new, ..)| new.request.source_id.as_str())
+        .collect();
+    let keys: Vec<&str> = looking.iter().map(|(_, key, _)| *key).collect();
+    let since: Vec<DateTime<Utc>> = looking.iter().map(|(.., since)| *since).collect();
+    let rows = tx
+        .query(
+            find,
+            &[&ids, &sources, &keys, &since, &Verdict::Accepted.as_str()],
+        )
+        .await
+        .map_err(storage)?;
+    rows.iter()
+        .filter_map(|row| {
+            read(row, |c| {
+                let id = c.take::<String>()?;
+                Ok(c.take::<Option<String>>()?.map(|original| {
+                    (
+                        IngestRequestId::from_string(id),
+                        IngestRequestId::from_string(original),
+                    )
+                }))
+            })
+            .transpose()
+        })
+        .collect()
 }
 
 /// The key an accepted request looks for an earlier one by, if it looks.

@@ -605,6 +605,104 @@ async fn send_message(server: &Server, app_id: &str, n: usize) -> String {
     message["id"].as_str().unwrap().to_owned()
 }
 
+/// Nodes keep the sources they read by token for a moment, yet a source changed through
+/// the API takes effect with the next request on the node that changed it: a new secret
+/// verifies and the old one no longer does, and a deleted source's URL answers 404. On
+/// PostgreSQL, a second node, which kept the source too, takes a new secret within a few
+/// seconds, and a deletion at once (its write finds no source).
+#[tokio::test]
+async fn a_changed_source_takes_effect_at_once_though_nodes_keep_sources() {
+    const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const NEW: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let dir = TempDir::new("source-change");
+    let mut backends = vec![("sqlite", vec![Server::start(&dir.0, &[]).await])];
+    if let Some(url) = crate::server::postgres_schema("source_change") {
+        let env = [
+            ("HOOKLINE_DATABASE_URL", url.as_str()),
+            ("HOOKLINE_DATABASE_POOL_SIZE", "4"),
+        ];
+        let first = Server::start(&dir.0, &env).await;
+        let second = Server::start(&dir.0, &env).await;
+        backends.push(("postgres, two nodes", vec![first, second]));
+    }
+    let client = reqwest::Client::new();
+    let post = |url: String, secret: &'static str, id: String| {
+        let client = client.clone();
+        async move {
+            let body = br#"{"type":"ping"}"#;
+            let keys = Keyset::new(Scheme::Standard, [secret]).unwrap();
+            let mut request = client.post(url).body(&body[..]);
+            let signed = keys.sign(&Message {
+                id: &id,
+                timestamp: chrono::Utc::now().timestamp(),
+                body,
+            });
+            for (name, value) in signed.unwrap() {
+                request = request.header(name, value);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    for (backend, nodes) in &backends {
+        let (id, url) = create_source(&nodes[0], "standard-webhooks", json!({"secret": OLD})).await;
+        let token = url.split("/in/").nth(1).unwrap();
+        let urls: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("{}/in/{token}", node.url))
+            .collect();
+        // Every node reads the source, and keeps it.
+        for (n, url) in urls.iter().enumerate() {
+            let (status, body) = post(url.clone(), OLD, format!("msg_first{n}")).await;
+            assert_eq!(status, 200, "{backend}: {body}");
+        }
+        let (status, changed) = nodes[0]
+            .api(
+                Method::PUT,
+                &format!("/ingest/api/v1/source/{id}"),
+                Some(json!({"name": "changed", "type": "standard-webhooks", "config": {"secret": NEW}})),
+            )
+            .await;
+        assert_eq!(status, 200, "{backend}: {changed}");
+        let (status, body) = post(urls[0].clone(), NEW, "msg_new".into()).await;
+        assert_eq!(status, 200, "{backend}: the new secret at once: {body}");
+        let (status, body) = post(urls[0].clone(), OLD, "msg_old".into()).await;
+        assert_eq!(status, 401, "{backend}: the old secret no more: {body}");
+        if let Some(other) = urls.get(1) {
+            let started = Instant::now();
+            for attempt in 0.. {
+                let (status, _) = post(other.clone(), NEW, format!("msg_other{attempt}")).await;
+                if status == 200 {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "{backend}: the other node still refuses the new secret"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let (status, deleted) = nodes[0]
+            .api(Method::DELETE, &format!("/ingest/api/v1/source/{id}"), None)
+            .await;
+        assert_eq!(status, 204, "{backend}: {deleted}");
+        for url in &urls {
+            let (status, body) = post(url.clone(), NEW, "msg_gone".into()).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (404, Some("source_not_found")),
+                "{backend}: {url}"
+            );
+        }
+    }
+    for (_, nodes) in backends {
+        for node in nodes {
+            node.stop().await.expect("the node stops cleanly");
+        }
+    }
+}
+
 /// A rotated-out ingest URL keeps working for a day by the node's clock, then answers 404:
 /// the node runs in process on a clock the test moves, so the day passes without waiting.
 #[tokio::test]
