@@ -1,6 +1,6 @@
 //! Sources and the log of the requests they receive: `impl IngestStore`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -312,16 +312,6 @@ impl IngestStore for PostgresStore {
     }
 }
 
-/// What a batch's requests are carried out in order within: the requests of one source
-/// that count into its cap of refused requests, and those that look for a duplicate by
-/// the same key, each see the ones before them. Other requests go side by side.
-#[derive(PartialEq, Eq, Hash)]
-enum Chain<'a> {
-    Refused(&'a str),
-    Dedupe(&'a str, &'a str),
-    Alone(usize),
-}
-
 /// Logged requests are group-committed ([`crate::group`]). A batch first locks the rows of
 /// its sources (`FOR NO KEY UPDATE`, in id order) until it commits: that orders every
 /// node's batches of a source, so that requests are numbered in commit order (a reader
@@ -329,16 +319,17 @@ enum Chain<'a> {
 /// and written by one batch at a time, and a duplicate is looked for once the request it
 /// duplicates, in flight in another batch, has committed or rolled back. A concurrent
 /// `delete_source` (`FOR UPDATE`) waits for the batch, or the batch for it and then finds
-/// no source. The lock reads the sources' counters, and is sent together with one lookup
-/// of the requests the batch's first of each dedupe key repeat ([`find_repeated`]), so a
-/// batch holds its sources for as few round trips as it can. Within a batch, which
-/// commits as one, each chain then decides its requests' fate ([`decide`]); then the batch
-/// numbers the requests it logs in their order of arrival, as SQLite does, and writes them
-/// in one statement, sent with one update of each source's counter ([`log_requests`]): a
-/// source's row is written once a batch, not once a request (a new version of the row,
-/// and its WAL, each time). The messages the batch's requests forward are written beside
-/// them, all in one go ([`insert_messages`]); should one conflict (its `eventId` taken),
-/// the batch fails and its requests are carried out one by one.
+/// no source. The lock reads the sources' counters (the last number given, the tally of
+/// refused requests), and is sent together with one lookup of the requests that the
+/// batch's first of each dedupe key repeat ([`find_repeated`]); every request's fate is
+/// then decided in memory, in order of arrival ([`decide`]), so a batch holds its sources
+/// for three round trips whatever it holds. The batch numbers the requests it logs in
+/// their order of arrival, as SQLite does, and writes them in one statement, sent with one
+/// update of each source's counters ([`log_requests`]): a source's row is written once a
+/// batch, not once a request (a new version of the row, and its WAL, each time). The
+/// messages the batch's requests forward are written beside them, all in one go
+/// ([`insert_messages`]); should one conflict (its `eventId` taken), the batch fails and
+/// its requests are carried out one by one.
 impl Grouped for NewIngestRequest {
     type Stored = IngestedRequest;
 
@@ -352,74 +343,64 @@ impl Grouped for NewIngestRequest {
             .collect();
         sources.sort_unstable();
         sources.dedup();
-        // Chains in the order their first request arrived.
-        let mut chains: Vec<Vec<usize>> = Vec::new();
-        let mut chain_of: HashMap<Chain<'_>, usize> = HashMap::new();
-        for (index, new) in batch.iter().enumerate() {
-            let source = new.request.source_id.as_str();
-            let chain = if new.request.verdict == Verdict::Rejected && new.refused_cap.is_some() {
-                Chain::Refused(source)
-            } else if let Some(key) = dedupe_key(new) {
-                Chain::Dedupe(source, key)
-            } else {
-                Chain::Alone(index)
-            };
-            let at = *chain_of.entry(chain).or_insert_with(|| {
-                chains.push(Vec::new());
-                chains.len() - 1
-            });
-            chains[at].push(index);
-        }
-        // The sources' rows locked, with their counters, and the requests each dedupe
-        // chain's first one repeats: two statements sent together, which run in the order
+        // The sources' rows locked, with their counters, and the requests that the first
+        // of each dedupe key repeat: two statements sent together, which run in the order
         // sent (both are prepared first), so the lookup reads what the batches before
         // this one committed.
         let lock = tx.prepare_cached(LOCK_SOURCES).await.map_err(storage)?;
         let find = tx.prepare_cached(FIND_REPEATED).await.map_err(storage)?;
-        let firsts: Vec<&NewIngestRequest> = chains.iter().map(|chain| batch[chain[0]]).collect();
+        let mut keys_seen = HashSet::new();
+        let firsts: Vec<&NewIngestRequest> = batch
+            .iter()
+            .copied()
+            .filter(|new| {
+                dedupe_key(new)
+                    .is_some_and(|key| keys_seen.insert((new.request.source_id.as_str(), key)))
+            })
+            .collect();
         let (locked, repeated) = tokio::join!(
             async { tx.query(&lock, &[&sources]).await },
             find_repeated(tx, &find, &firsts)
         );
-        let last_seqs: HashMap<String, i64> = locked
+        let mut counters: HashMap<String, Counters> = locked
             .map_err(storage)?
             .iter()
-            .map(|row| read(row, |c| Ok((c.take::<String>()?, c.take::<i64>()?))))
-            .collect::<Result<_>>()?;
-        let mut repeated = repeated?;
-        // Each chain decides its requests' fate in order (a refused-request count, a
-        // duplicate); then the batch numbers and writes every request it logs.
-        let carried = join_all(chains.into_iter().map(|chain| {
-            let locked = &last_seqs;
-            // A dedupe chain's original: what its first request repeats, or that request.
-            let original = dedupe_key(batch[chain[0]]).map(|_| {
-                let first = &batch[chain[0]].request.id;
-                repeated.remove(first).unwrap_or_else(|| first.clone())
-            });
-            async move {
-                let mut decided = Vec::with_capacity(chain.len());
-                for index in chain {
-                    let new = batch[index];
-                    let fate = if locked.contains_key(new.request.source_id.as_str()) {
-                        decide(tx, new, original.as_ref()).await?
-                    } else {
-                        Fate::Answered(Err(Error::NotFound("source")))
+            .map(|row| {
+                read(row, |c| {
+                    let source = c.take::<String>()?;
+                    let last_seq = c.take()?;
+                    let refused = RefusedTally {
+                        window_start: c.take()?,
+                        logged: c.take()?,
+                        dropped: c.take()?,
                     };
-                    decided.push((index, fate));
-                }
-                Ok::<_, Error>(decided)
-            }
-        }))
-        .await;
-        let mut fates: Vec<Option<Fate>> = batch.iter().map(|_| None).collect();
-        for chain in carried {
-            for (index, fate) in chain? {
-                fates[index] = Some(fate);
-            }
-        }
-        let fates: Vec<Fate> = fates
-            .into_iter()
-            .map(|fate| fate.expect("every request is in one chain"))
+                    Ok((source, Counters { last_seq, refused }))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let repeated = repeated?;
+        // Each request's fate, in the order of arrival: a refused one counted into its
+        // source's cap, an accepted one marked a duplicate of the request its key's
+        // first one repeats, or of that first one.
+        let mut originals: HashMap<(&str, &str), IngestRequestId> = HashMap::new();
+        let fates: Vec<Fate> = batch
+            .iter()
+            .map(|new| {
+                let source = new.request.source_id.as_str();
+                let Some(counters) = counters.get_mut(source) else {
+                    return Fate::Answered(Err(Error::NotFound("source")));
+                };
+                let original = dedupe_key(new).map(|key| {
+                    originals
+                        .entry((source, key))
+                        .or_insert_with(|| {
+                            let id = &new.request.id;
+                            repeated.get(id).unwrap_or(id).clone()
+                        })
+                        .clone()
+                });
+                decide(new, original, &mut counters.refused)
+            })
             .collect();
         // The log and the forwarded messages, pipelined on the connection: the source's
         // row stays locked until the commit, and other batches of its requests wait.
@@ -430,7 +411,7 @@ impl Grouped for NewIngestRequest {
             .flat_map(|(_, new)| &new.messages)
             .collect();
         let (seqs, inserted) = tokio::join!(
-            log_requests(tx, &fates, &last_seqs),
+            log_requests(tx, &fates, &mut counters),
             insert_messages(tx, &messages)
         );
         let (seqs, inserted) = (seqs?, inserted?);
@@ -473,56 +454,25 @@ enum Fate {
 }
 
 /// Decides the fate of one request of a batch whose source is locked: counts a refused
-/// one into its source's cap, and marks an accepted one that repeats its dedupe chain's
-/// `original` (the request the chain's first one repeats, or that first one: the log is
-/// written after every chain has decided, so the requests after the first would not find
-/// it there). The outer `Err` is a statement's failure.
-async fn decide(
-    tx: &Transaction<'_>,
+/// one into its source's `refused` tally, and marks an accepted one a duplicate of its
+/// dedupe key's `original` (the request the batch's first of that key repeats, or that
+/// first one: the log is written after every request has been decided, so the ones after
+/// the first would not find it there).
+fn decide(
     new: &NewIngestRequest,
-    original: Option<&IngestRequestId>,
-) -> Result<Fate> {
+    original: Option<IngestRequestId>,
+    refused: &mut RefusedTally,
+) -> Fate {
     let mut request = new.request.clone();
-    let source = new.request.source_id.as_str();
     if let (Verdict::Rejected, Some(cap)) = (request.verdict, new.refused_cap) {
-        let row = query_opt(
-            tx,
-            "SELECT refused_window, refused_logged, refused_dropped FROM source WHERE id = $1",
-            &[&source],
-        )
-        .await
-        .map_err(storage)?;
-        let mut tally = found(row, "source", |c| {
-            Ok(RefusedTally {
-                window_start: c.take()?,
-                logged: c.take()?,
-                dropped: c.take()?,
-            })
-        })?;
-        let logged = cap.count(&mut tally, request.created_at);
-        execute(
-            tx,
-            "UPDATE source SET refused_window = $2, refused_logged = $3, refused_dropped = $4
-             WHERE id = $1",
-            &[&source, &tally.window_start, &tally.logged, &tally.dropped],
-        )
-        .await
-        .map_err(storage)?;
-        match logged {
+        match cap.count(refused, request.created_at) {
             Some(dropped) => request.dropped_before = dropped,
             None => {
-                return Ok(Fate::Answered(Ok(IngestedRequest::skipped(
-                    &request,
-                    tally.dropped,
-                ))));
+                return Fate::Answered(Ok(IngestedRequest::skipped(&request, refused.dropped)));
             }
         }
     }
-    // The chain's original, unless it is this request.
-    let repeats = match (dedupe_key(new), original) {
-        (Some(_), Some(original)) if *original != request.id => Some(original.clone()),
-        _ => None,
-    };
+    let repeats = original.filter(|original| *original != request.id);
     let forwards = match &repeats {
         Some(repeated) => {
             request.mark_duplicate_of(repeated);
@@ -530,59 +480,72 @@ async fn decide(
         }
         None => request.verdict == Verdict::Accepted && !new.messages.is_empty(),
     };
-    Ok(Fate::Logged {
+    Fate::Logged {
         request: Box::new(request),
         original: repeats,
         forwards,
-    })
+    }
+}
+
+/// A locked source's counters: the last number given to a request of its log, and its
+/// tally of refused requests.
+struct Counters {
+    last_seq: i64,
+    refused: RefusedTally,
 }
 
 /// Numbers the requests of `fates` that are logged, each source's in the batch's order
-/// after `last_seqs` (the counters as the batch locked them), and writes them in one
-/// statement, sent with one update of each source's counter. Each fate's number, 0 for
-/// those not logged.
+/// after its locked `counters`, and writes them in one statement, sent with one update
+/// of each source's counters (its refused requests' tally too). Each fate's number, 0
+/// for those not logged.
 async fn log_requests(
     tx: &Transaction<'_>,
     fates: &[Fate],
-    last_seqs: &HashMap<String, i64>,
+    counters: &mut HashMap<String, Counters>,
 ) -> Result<Vec<i64>> {
-    let logged = || {
-        fates.iter().filter_map(|fate| match fate {
-            Fate::Logged { request, .. } => Some(request),
-            Fate::Answered(_) => None,
-        })
-    };
-    let mut counts: HashMap<&str, i64> = HashMap::new();
-    for request in logged() {
-        *counts.entry(request.source_id.as_str()).or_default() += 1;
-    }
-    // The next number of each source's requests in this batch.
-    let mut next: HashMap<&str, i64> = HashMap::with_capacity(counts.len());
-    for source in counts.keys() {
-        let last = last_seqs
-            .get(*source)
-            .expect("a logged request's source is locked");
-        next.insert(source, last + 1);
-    }
     let seqs: Vec<i64> = fates
         .iter()
         .map(|fate| match fate {
             Fate::Logged { request, .. } => {
-                let seq = next
+                let counters = counters
                     .get_mut(request.source_id.as_str())
-                    .expect("every logged source is numbered");
-                *seq += 1;
-                *seq - 1
+                    .expect("a logged request's source is locked");
+                counters.last_seq += 1;
+                counters.last_seq
             }
             Fate::Answered(_) => 0,
         })
         .collect();
-    if next.is_empty() {
-        return Ok(seqs);
+    // The rows are locked: the updates and the insert go together.
+    let updates = join_all(counters.iter().map(|(source, counters)| async move {
+        execute(
+            tx,
+            "UPDATE source SET last_seq = $2, refused_window = $3, refused_logged = $4,
+                 refused_dropped = $5
+             WHERE id = $1",
+            &[
+                source,
+                &counters.last_seq,
+                &counters.refused.window_start,
+                &counters.refused.logged,
+                &counters.refused.dropped,
+            ],
+        )
+        .await
+    }));
+    let (inserted, updated) = tokio::join!(insert_logged(tx, fates, &seqs), updates);
+    inserted?;
+    for updated in updated {
+        updated.map_err(storage)?;
     }
+    Ok(seqs)
+}
+
+/// Writes the requests of `fates` that are logged, numbered `seqs`, in one statement.
+async fn insert_logged(tx: &Transaction<'_>, fates: &[Fate], seqs: &[i64]) -> Result<()> {
     let (requests, numbers): (Vec<&IngestRequest>, Vec<i64>) = fates
         .iter()
-        .zip(&seqs)
+        .zip(seqs)
         .filter_map(|(fate, seq)| match fate {
             Fate::Logged { request, .. } => Some((&**request, *seq)),
             Fate::Answered(_) => None,
@@ -612,10 +575,12 @@ async fn log_requests(
     let created: Vec<DateTime<Utc>> = requests.iter().map(|r| ms(r.created_at)).collect();
     let sizes: Vec<i64> = requests.iter().map(|r| r.body_size).collect();
     let dropped: Vec<i64> = requests.iter().map(|r| r.dropped_before).collect();
-    let insert = async {
-        execute(
-            tx,
-            "INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers, body,
+    if requests.is_empty() {
+        return Ok(());
+    }
+    execute(
+        tx,
+        "INSERT INTO ingest_request (id, source_id, seq, method, path, query, headers, body,
              verdict, status_code, reason_code, reason, dedupe_key, event_type, msg_id,
              created_at, body_size, dropped_before)
          SELECT r.id, r.source_id, r.seq, r.method, r.path, r.query, r.headers::jsonb, r.body,
@@ -628,50 +593,36 @@ async fn log_requests(
              AS r (id, source_id, seq, method, path, query, headers, body, verdict,
                    status_code, reason_code, reason, dedupe_key, event_type, msg_id,
                    created_at, body_size, dropped_before)",
-            &[
-                &ids,
-                &sources,
-                &numbers,
-                &methods,
-                &paths,
-                &queries,
-                &headers,
-                &bodies,
-                &verdicts,
-                &codes,
-                &reason_codes,
-                &reasons,
-                &dedupe_keys,
-                &event_types,
-                &msg_ids,
-                &created,
-                &sizes,
-                &dropped,
-            ],
-        )
-        .await
-    };
-    // The rows are locked: the updates and the insert go together.
-    let counters = join_all(counts.iter().map(|(source, count)| async move {
-        execute(
-            tx,
-            "UPDATE source SET last_seq = last_seq + $2 WHERE id = $1",
-            &[source, count],
-        )
-        .await
-    }));
-    let (inserted, counted) = tokio::join!(insert, counters);
-    inserted.map_err(duplicate("a logged request"))?;
-    for counted in counted {
-        counted.map_err(storage)?;
-    }
-    Ok(seqs)
+        &[
+            &ids,
+            &sources,
+            &numbers,
+            &methods,
+            &paths,
+            &queries,
+            &headers,
+            &bodies,
+            &verdicts,
+            &codes,
+            &reason_codes,
+            &reasons,
+            &dedupe_keys,
+            &event_types,
+            &msg_ids,
+            &created,
+            &sizes,
+            &dropped,
+        ],
+    )
+    .await
+    .map_err(duplicate("a logged request"))?;
+    Ok(())
 }
 
 /// Locks a batch's sources' rows until it commits, in id order, and reads their
 /// counters: no other batch can move them meanwhile.
-const LOCK_SOURCES: &str =
-    "SELECT id, last_seq FROM source WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+const LOCK_SOURCES: &str = "SELECT id, last_seq, refused_window, refused_logged, refused_dropped
+     FROM source WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
 /// The earliest accepted request of each (source, dedupe key) in its dedupe window.
 const FIND_REPEATED: &str = "SELECT k.id, (SELECT r.id FROM ingest_request AS r
