@@ -40,6 +40,46 @@ pub struct MigrateArgs {
     config: Option<PathBuf>,
 }
 
+/// Open files a node needs besides its deliveries' connections: the requests it serves,
+/// its database's files and connections, its listener.
+const OTHER_OPEN_FILES: u64 = 1024;
+
+/// Lifts this process's soft limit of open files to its hard limit, as servers do: each
+/// delivery in flight holds a connection, and the usual soft limit (1024) is below the
+/// default `delivery.concurrency` with the requests served on top. Says so when even the
+/// hard limit leaves too few.
+fn raise_open_files_limit(config: &Config) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let wanted = config.delivery.concurrency as u64 + OTHER_OPEN_FILES;
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    // `None` is no limit.
+    let Some(mut current) = current else {
+        return;
+    };
+    let target = maximum.unwrap_or(wanted);
+    if target > current {
+        let raised = Rlimit {
+            current: Some(target),
+            maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::debug!(from = current, to = target, "raised the open files limit");
+                current = target;
+            }
+            Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+        }
+    }
+    if current < wanted {
+        tracing::warn!(
+            limit = current,
+            wanted,
+            "the open files limit is below what delivery.concurrency needs; raise the hard \
+             limit (ulimit -Hn, systemd's LimitNOFILE=) or lower delivery.concurrency"
+        );
+    }
+}
+
 fn load(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
     let env: HashMap<String, String> = std::env::vars().collect();
     Config::load(file, &env)
@@ -63,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Migrations::Apply
     };
     init_logging(&config);
+    raise_open_files_limit(&config);
     let options = hookline::Options {
         migrations,
         ..hookline::Options::default()

@@ -668,3 +668,48 @@ async fn the_api_document_describes_the_routes_served() {
         assert!(status.is_success(), "GET {path}: {status}");
     }
 }
+
+/// `hookline serve` started under the usual low soft limit of open files (here 256) lifts
+/// it to the hard limit: each delivery in flight holds a connection, and the default
+/// concurrency alone is above 256.
+#[tokio::test]
+async fn serve_lifts_its_soft_limit_of_open_files_to_the_hard_one() {
+    let dir = TempDir::new("open-files");
+    let port = free_port();
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\" serve"])
+        .arg(env!("CARGO_BIN_EXE_hookline"))
+        .current_dir(&dir.0)
+        .env("HOOKLINE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HOOKLINE_DATABASE_URL", "sqlite://open-files.db")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{port}/api/v1/health");
+    let mut healthy = false;
+    for _ in 0..400 {
+        if client.get(&health).send().await.is_ok() {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()));
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert!(healthy, "the server did not start");
+    let limits = limits.expect("the server's limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("an open files line");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    let (soft, hard) = (numbers[0], numbers[1]);
+    if hard == "256" {
+        eprintln!("skipped: this machine's hard limit of open files is 256");
+        return;
+    }
+    assert_eq!(soft, hard, "{line}");
+}
