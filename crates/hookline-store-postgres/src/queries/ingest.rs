@@ -323,7 +323,7 @@ impl IngestStore for PostgresStore {
 /// refused requests), and is sent together with one lookup of the requests that the
 /// batch's first of each dedupe key repeat ([`find_repeated`]); every request's fate is
 /// then decided in memory, in order of arrival ([`decide`]), so a batch holds its sources
-/// for three round trips whatever it holds. The batch numbers the requests it logs in
+/// for four round trips (its commit's included) whatever it holds. The batch numbers the requests it logs in
 /// their order of arrival, as SQLite does, and writes them in one statement, sent with one
 /// update of each source's counters ([`log_requests`]): a source's row is written once a
 /// batch, not once a request (a new version of the row, and its WAL, each time). The
