@@ -136,7 +136,7 @@ impl Default for EngineConfig {
             attempt_timeout: Duration::from_secs(15),
             retry: RetryPolicy::default(),
             allowed_subnets: Vec::new(),
-            concurrency: 256,
+            concurrency: 1024,
             max_in_flight_per_endpoint: 16,
             disable_after: Duration::from_secs(5 * 24 * 60 * 60),
             operational: None,

@@ -20,10 +20,10 @@
 //! reconnects).
 //!
 //! Received requests are numbered per source in commit order: the number comes from a
-//! counter on the source's row, taken by the request's last statement, so that the row
-//! lock orders the commits and a live stream reading `seq > cursor` never skips one. A
-//! request's dedupe check waits, on an advisory lock keyed by source and dedupe key, for
-//! any request with the same key still in flight.
+//! counter on the source's row, which their group commit locks with its first statement
+//! and writes back before it commits, so that the row lock orders the commits and a live
+//! stream reading `seq > cursor` never skips one. A request's dedupe check runs once that
+//! lock is held, so it finds any request with the same key that an earlier commit held.
 //!
 //! Migrations are the crate's own list, recorded in `hookline_migrations` and applied under
 //! a transaction-scoped advisory lock, so nodes starting together do not race. A store can

@@ -587,7 +587,7 @@ impl Config {
         if !(1..=300).contains(&timeout) {
             bail!("attempt_timeout must be between 1 and 300 seconds, got {timeout}");
         }
-        let concurrency = d.concurrency.unwrap_or(256);
+        let concurrency = d.concurrency.unwrap_or(1024);
         let per_endpoint = d.max_in_flight_per_endpoint.unwrap_or(16);
         if concurrency == 0 || per_endpoint == 0 {
             bail!("concurrency and max_in_flight_per_endpoint must be at least 1");

@@ -323,7 +323,8 @@ impl IngestStore for PostgresStore {
 /// refused requests), and is sent together with one lookup of the requests that the
 /// batch's first of each dedupe key repeat ([`find_repeated`]); every request's fate is
 /// then decided in memory, in order of arrival ([`decide`]), so a batch holds its sources
-/// for four round trips (its commit's included) whatever it holds. The batch numbers the requests it logs in
+/// for four round trips, its commit's included, however many requests it decides (one
+/// more should a forwarded message not be stored). The batch numbers the requests it logs in
 /// their order of arrival, as SQLite does, and writes them in one statement, sent with one
 /// update of each source's counters ([`log_requests`]): a source's row is written once a
 /// batch, not once a request (a new version of the row, and its WAL, each time). The
@@ -345,8 +346,8 @@ impl Grouped for NewIngestRequest {
         sources.dedup();
         // The sources' rows locked, with their counters, and the requests that the first
         // of each dedupe key repeat: two statements sent together, which run in the order
-        // sent (both are prepared first), so the lookup reads what the batches before
-        // this one committed.
+        // sent (both are prepared first, and `biased` polls the lock first, which sends
+        // it), so the lookup reads what the batches before this one committed.
         let lock = tx.prepare_cached(LOCK_SOURCES).await.map_err(storage)?;
         let find = tx.prepare_cached(FIND_REPEATED).await.map_err(storage)?;
         let mut keys_seen = HashSet::new();
@@ -359,6 +360,7 @@ impl Grouped for NewIngestRequest {
             })
             .collect();
         let (locked, repeated) = tokio::join!(
+            biased;
             async { tx.query(&lock, &[&sources]).await },
             find_repeated(tx, &find, &firsts)
         );
