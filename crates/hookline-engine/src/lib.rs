@@ -136,7 +136,8 @@ impl Default for EngineConfig {
             attempt_timeout: Duration::from_secs(15),
             retry: RetryPolicy::default(),
             allowed_subnets: Vec::new(),
-            concurrency: 1024,
+            // An embedded engine's; `hookline serve` takes config.default.toml's (1024).
+            concurrency: 256,
             max_in_flight_per_endpoint: 16,
             disable_after: Duration::from_secs(5 * 24 * 60 * 60),
             operational: None,
