@@ -116,7 +116,7 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
     let stored = match state.store.ingest(record).await {
         Ok(stored) => stored,
         // Deleted since it was found (on another node, or while this request was read).
-        Err(hookline_core::Error::NotFound(_)) => return Ok(source_not_found()),
+        Err(hookline_core::Error::NotFound("source")) => return Ok(source_not_found()),
         Err(error) => return Err(error.into()),
     };
     hookline_core::metrics::metrics().record_inbound(&source.source_type, stored.verdict.as_str());
