@@ -796,6 +796,7 @@ fn new_event(
         payload_expires_at: payload_retention
             .and_then(|retention| chrono::Duration::from_std(retention).ok())
             .map(|retention| at + retention),
+        lease: None,
     }
 }
 

@@ -80,6 +80,7 @@ pub struct Metrics {
     commit_batch: Histogram,
     claims: Counter,
     claimed: Family<FateLabels, Counter>,
+    handed: Family<FateLabels, Counter>,
     poll_claims: Counter,
     claimed_polls: Counter,
     queue: Family<StateLabels, Gauge>,
@@ -137,6 +138,12 @@ impl Metrics {
             "Deliveries claimed: started, or given back by the claim unattempted (their endpoint or app at its limits)",
             claimed.clone(),
         );
+        let handed = Family::<FateLabels, Counter>::default();
+        registry.register(
+            "handed_deliveries",
+            "Deliveries leased to this worker as their messages were created, without a claim: started, or given back unattempted (their endpoint or app at its limits)",
+            handed.clone(),
+        );
         let poll_claims = Counter::default();
         registry.register(
             "poll_claims",
@@ -182,6 +189,7 @@ impl Metrics {
             commit_batch,
             claims,
             claimed,
+            handed,
             poll_claims,
             claimed_polls,
             queue,
@@ -242,6 +250,15 @@ impl Metrics {
         self.claims.inc();
         for (fate, count) in [("started", started), ("given_back", gave_back)] {
             self.claimed
+                .get_or_create(&FateLabels { fate })
+                .inc_by(count as u64);
+        }
+    }
+
+    /// Counts deliveries handed to this worker as their message was created.
+    pub fn record_handed(&self, started: usize, gave_back: usize) {
+        for (fate, count) in [("started", started), ("given_back", gave_back)] {
+            self.handed
                 .get_or_create(&FateLabels { fate })
                 .inc_by(count as u64);
         }
@@ -315,6 +332,7 @@ mod tests {
         metrics.record_inbound("github", "rejected");
         metrics.record_commit_batch(12);
         metrics.record_claim(5, 2);
+        metrics.record_handed(4, 1);
         metrics.record_poll_claim(9);
         let text = metrics.encode(&Snapshot {
             queue: QueueDepth {
@@ -338,6 +356,7 @@ mod tests {
             "hookline_commit_batch_size_sum 12.0",
             "hookline_claims_total 1",
             r#"hookline_claimed_deliveries_total{fate="given_back"} 2"#,
+            r#"hookline_handed_deliveries_total{fate="started"} 4"#,
             "hookline_poll_claims_total 1",
             "hookline_claimed_polls_total 9",
             r#"hookline_deliveries{state="scheduled"} 7"#,

@@ -105,13 +105,32 @@ pub struct NewMessage {
     /// until expunged. The API sets it from `payloadRetentionPeriod` or the server's
     /// retention.
     pub payload_expires_at: Option<DateTime<Utc>>,
+    /// Lease the new deliveries at once to the worker that will make them, as a claim
+    /// would (`None`: they are queued due, for any worker's claim).
+    pub lease: Option<CreateLease>,
+}
+
+/// Deliveries leased as they are created ([`NewMessage::lease`]): the worker of the node
+/// that created the message makes them without claiming them. Leased rows are what a
+/// claim would have left: sending, held by `owner` until `until`, and due again then
+/// should no attempt be recorded, so that nothing is lost if the worker dies first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateLease {
+    pub owner: String,
+    pub until: DateTime<Utc>,
+    /// At most this many deliveries are leased (the worker's free room); the rest, and
+    /// those of disabled endpoints, are queued due as without a lease.
+    pub most: usize,
 }
 
 /// What [`MessageStore::create_message`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CreatedMessage {
     /// The endpoints a delivery was queued for.
     pub endpoints: Vec<EndpointId>,
+    /// The deliveries leased to [`NewMessage::lease`]'s owner, in the order of
+    /// `endpoints`, ready to make: what a claim of them would have returned.
+    pub leased: Vec<DeliveryJob>,
 }
 
 /// What opening a store does about migrations that have not run yet.

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::{Deliverer, Finished};
+use crate::handoff::{Handed, Handoff};
 use crate::operational::Announcer;
 use crate::ratelimit::{EndpointLimits, Ticket};
 
@@ -70,6 +71,9 @@ pub(crate) struct Dispatcher {
     pub deliverer: Arc<Deliverer>,
     pub limits: Arc<EndpointLimits>,
     pub wake: Arc<Notify>,
+    /// Deliveries handed over as their messages are created; its permits are the
+    /// worker's room, which claims take from too.
+    pub handoff: Arc<Handoff>,
     pub owner: String,
     pub lease: Duration,
     /// How long after its claim a delivery may still start (waiting for its endpoint).
@@ -91,7 +95,7 @@ impl Dispatcher {
             announcer,
             Arc::clone(&self.wake),
         ));
-        let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let permits = Arc::clone(&self.handoff.permits);
         let tracker = TaskTracker::new();
         // Count the workers before the first claim, so that a worker joining a busy
         // cluster does not start at the whole rate.
@@ -117,7 +121,11 @@ impl Dispatcher {
         let room_claims = tokio::sync::Mutex::new(());
         let claimers = (0..self.claimers.max(1))
             .map(|_| self.claim_loop(&shutdown, &permits, &tracker, &finished_tx, &room_claims));
-        futures_util::future::join_all(claimers).await;
+        let handed = self.handoff.open(shutdown.clone());
+        tokio::join!(
+            futures_util::future::join_all(claimers),
+            self.take_over(handed, &shutdown, &tracker, &finished_tx),
+        );
         heartbeats.abort();
 
         tracker.close();
@@ -296,6 +304,52 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Starts the deliveries handed over until `shutdown`, each message's as soon as it
+    /// arrives (giving some back is a round trip to the store).
+    async fn take_over(
+        &self,
+        mut handed: mpsc::UnboundedReceiver<Handed>,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+        finished: &mpsc::Sender<Finished>,
+    ) {
+        use futures_util::StreamExt;
+        futures_util::stream::poll_fn(|cx| handed.poll_recv(cx))
+            .take_until(shutdown.cancelled())
+            .for_each_concurrent(None, |handed| {
+                self.start_handed(handed, shutdown, tracker, finished)
+            })
+            .await;
+    }
+
+    /// Starts the deliveries of one message handed over, as a claim starts its own:
+    /// those their endpoint or app has no room for are given back.
+    async fn start_handed(
+        &self,
+        handed: Handed,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+        finished: &mpsc::Sender<Finished>,
+    ) {
+        let Handed { mut permits, jobs } = handed;
+        let handed = jobs.len();
+        let start_by = Instant::now() + self.hold;
+        let mut given_back = Vec::new();
+        for job in jobs {
+            let key = (job.message.id.clone(), job.endpoint.id.clone());
+            let started = permits.split(1).is_some_and(|permit| {
+                self.spawn(job, permit, start_by, tracker, finished, shutdown)
+            });
+            if !started {
+                given_back.push(key);
+            }
+        }
+        drop(permits);
+        hookline_core::metrics::metrics()
+            .record_handed(handed - given_back.len(), given_back.len());
+        release(self.queue.as_ref(), given_back, self.clock.now()).await;
     }
 
     /// Admits `job` and runs it in its own task; `false` if it must be given back.

@@ -28,6 +28,7 @@ mod delivery;
 mod dispatcher;
 #[cfg(test)]
 mod fixture;
+mod handoff;
 mod http;
 mod operational;
 mod ratelimit;
@@ -44,6 +45,7 @@ use hookline_signature::Scheme;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use handoff::{Handoff, Reservation};
 pub use http::without_credentials;
 pub use operational::{OPERATIONAL_UID, Operational, OperationalEndpoint, provision};
 pub use ssrf::Cidr;
@@ -184,6 +186,14 @@ impl EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// How long a worker holds a delivery it claimed: the attempt, and the margin to
+    /// record it in.
+    fn lease(&self) -> Duration {
+        self.attempt_timeout + self.lease_margin.max(MIN_LEASE_MARGIN)
+    }
+}
+
 /// The least lease margin: attempts must be recorded before their lease runs out.
 const MIN_LEASE_MARGIN: Duration = Duration::from_secs(1);
 
@@ -196,6 +206,7 @@ pub struct Engine {
     wake: Arc<Notify>,
     clock: SharedClock,
     client: HttpClient,
+    handoff: Arc<Handoff>,
 }
 
 impl Engine {
@@ -219,13 +230,26 @@ impl Engine {
         let client = HttpClient::guarded(Guard::new(config.allowed_subnets.clone()))
             .expect("the delivery http client builds from a static configuration")
             .https_only(config.https_only);
+        let handoff = Arc::new(Handoff::new(
+            config.concurrency,
+            config.node_id.clone(),
+            config.lease(),
+            Arc::clone(&clock),
+        ));
         Engine {
             queue,
             config,
             wake,
             clock,
             client,
+            handoff,
         }
+    }
+
+    /// Where the API hands this worker the deliveries of the messages it creates
+    /// ([`Handoff`]); shut until [`Engine::run`] has started.
+    pub fn handoff(&self) -> Arc<Handoff> {
+        Arc::clone(&self.handoff)
     }
 
     /// Delivers until `shutdown` is cancelled. Then it stops claiming, lets attempts in
@@ -239,7 +263,7 @@ impl Engine {
     pub async fn run(self, shutdown: CancellationToken) {
         let config = self.config;
         let lease_margin = config.lease_margin.max(MIN_LEASE_MARGIN);
-        let lease = config.attempt_timeout + lease_margin;
+        let lease = config.lease();
         let route = config.operational.as_ref().map(|ops| OperationalRoute {
             app_id: ops.app_id.clone(),
             url: ops.url.clone(),
@@ -279,6 +303,7 @@ impl Engine {
                 config.max_in_flight_per_endpoint,
             ),
             wake: self.wake,
+            handoff: self.handoff,
             owner: config.node_id,
             lease,
             hold: lease_margin / 2,

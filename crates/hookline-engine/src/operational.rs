@@ -350,6 +350,7 @@ impl Event {
             only_endpoint: None,
             idempotency: None,
             payload_expires_at: expires,
+            lease: None,
         })
     }
 

@@ -373,6 +373,7 @@ impl Accepted {
             only_endpoint: None,
             idempotency: None,
             payload_expires_at: Some(expires_at),
+            lease: None,
         }
     }
 }

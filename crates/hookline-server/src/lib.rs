@@ -157,6 +157,9 @@ pub struct Shared {
     pub tracker: Arc<hookline_engine::track::Tracker>,
     /// Which applications forward a source's requests, as far as asked.
     pub forwarding: Arc<api::ForwardingApps>,
+    /// This node's delivery worker, when it has one: a message created here has its
+    /// deliveries leased to it and handed over, without waiting for a claim.
+    pub handoff: Option<Arc<hookline_engine::Handoff>>,
 }
 
 impl AppState {
@@ -186,7 +189,15 @@ impl AppState {
             clock,
             tracker,
             forwarding: Arc::default(),
+            handoff: None,
         }))
+    }
+
+    /// This state handing the deliveries of the messages it creates to `handoff`, the
+    /// worker of this node.
+    pub fn with_handoff(mut self, handoff: Arc<hookline_engine::Handoff>) -> Self {
+        Arc::make_mut(&mut self.0).handoff = Some(handoff);
+        self
     }
 
     /// This state with `tracker` (configured with the providers' access) in place of the

@@ -17,13 +17,13 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use deadpool_postgres::{Pool, Transaction};
-use hookline_core::store::{CreatedMessage, NewMessage};
+use hookline_core::store::NewMessage;
 use hookline_core::{Error, Result};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error;
 use crate::listen::Announcer;
-use crate::queries::messages::insert_messages;
+use crate::queries::messages::{Inserted, insert_messages};
 
 /// The most writes one transaction holds.
 const MAX_BATCH: usize = 256;
@@ -172,24 +172,21 @@ async fn commit<W: Grouped>(
 }
 
 impl Grouped for NewMessage {
-    type Stored = CreatedMessage;
+    type Stored = Inserted;
 
     fn lock_order(&self, other: &Self) -> Ordering {
         message_order(self).cmp(&message_order(other))
     }
 
-    async fn store<'a>(
-        tx: &'a Transaction<'a>,
-        batch: &'a [&'a Self],
-    ) -> Result<Stored<CreatedMessage>> {
+    async fn store<'a>(tx: &'a Transaction<'a>, batch: &'a [&'a Self]) -> Result<Stored<Inserted>> {
         let inserted = insert_messages(tx, batch).await?;
         let mut queued = false;
         let answers = inserted
             .into_iter()
             .map(|outcome| {
-                let targets = outcome?;
-                queued |= !targets.is_empty();
-                Ok(CreatedMessage { endpoints: targets })
+                let created = outcome?;
+                queued |= created.endpoints.len() > created.leased.len();
+                Ok(created)
             })
             .collect();
         Ok(Stored { answers, queued })

@@ -139,6 +139,7 @@ pub async fn run_with(
         .context("invalid delivery configuration")?;
     let node_id = engine_config.node_id.clone();
     let database = without_password(&config.database_url);
+    let mut handoff = None;
     let engine_task = config.role.delivers().then(|| {
         let queue: Arc<dyn DeliveryQueue> = store.clone();
         let engine = hookline_engine::Engine::new(
@@ -147,6 +148,7 @@ pub async fn run_with(
             Arc::clone(&wake),
             Arc::clone(&clock),
         );
+        handoff = Some(engine.handoff());
         tokio::spawn(engine.run(shutdown.clone()))
     });
 
@@ -205,6 +207,10 @@ pub async fn run_with(
             clock,
         )
         .with_tracker(tracker);
+        let state = match handoff {
+            Some(handoff) => state.with_handoff(handoff),
+            None => state,
+        };
         let listener = match listener {
             Some(listener) => Some(listener),
             None => match TcpListener::bind(config.listen).await {

@@ -660,3 +660,122 @@ pub async fn a_resend_is_served_once_after_its_lease_ran_out(store: Arc<dyn Stor
         "delivered once: nothing is due again"
     );
 }
+
+/// Deliveries leased as their message is created: handed back ready to make, as a claim
+/// would, never claimed by another worker while the lease runs, due again when it ends
+/// or when their owner starts again; at most the lease's room, never to a disabled
+/// endpoint.
+pub async fn a_create_under_a_lease_hands_back_its_deliveries(store: Arc<dyn Store>) {
+    let mut a = app(Some("tenant"));
+    a.throttle_rate = Some(7);
+    store.create_app(&a).await.unwrap();
+    let mut endpoints = Vec::new();
+    for _ in 0..3 {
+        let ep = endpoint(&a.id, None, None);
+        store.create_endpoint(&ep).await.unwrap();
+        endpoints.push(ep);
+    }
+    let created_at = clock_now();
+    let until = created_at + chrono::Duration::seconds(30);
+    let lease = |most| CreateLease {
+        owner: "node-a".into(),
+        until,
+        most,
+    };
+    let m = message(&a.id, "a.b", None);
+    let created = store
+        .create_message(NewMessage {
+            lease: Some(lease(2)),
+            ..new_message(m.clone())
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.endpoints.len(), 3);
+    assert_eq!(created.leased.len(), 2, "no more than the lease's room");
+    for (job, id) in created.leased.iter().zip(&created.endpoints) {
+        assert_eq!(&job.endpoint.id, id, "leased in the order of the endpoints");
+        let stored = endpoints.iter().find(|ep| &ep.id == id).unwrap();
+        assert_eq!(*job.endpoint, *stored, "the endpoint as a claim carries it");
+        assert_eq!(*job.message, m);
+        assert_eq!(job.app_uid.as_deref(), Some("tenant"));
+        assert_eq!(job.app_throttle_rate, Some(7));
+        assert_eq!(job.destination.status, MessageStatus::Sending);
+        assert_eq!(job.destination.attempts, 0);
+        let row = store.get_destination(&a.id, &m.id, id).await.unwrap();
+        assert_eq!(row.status, MessageStatus::Sending);
+        assert_eq!(
+            row.next_attempt.map(|t| t.timestamp_millis()),
+            Some(until.timestamp_millis()),
+            "a leased delivery is due again when its lease ends"
+        );
+        assert_eq!(row.next_attempt, job.destination.next_attempt);
+    }
+
+    // Another worker claims only the delivery left out of the lease.
+    let now = created_at + chrono::Duration::seconds(1);
+    let claim = Duration::from_secs(60);
+    let other = store.claim_due("node-b", now, claim, 10).await.unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].endpoint.id, created.endpoints[2]);
+
+    // Once the lease has run out, with no attempt recorded, they are due again.
+    let after = until + chrono::Duration::seconds(1);
+    let taken = store.claim_due("node-b", after, claim, 10).await.unwrap();
+    let mut taken: Vec<EndpointId> = taken
+        .into_iter()
+        .map(|job| job.endpoint.id.clone())
+        .collect();
+    taken.sort();
+    let mut leased: Vec<EndpointId> = created.endpoints[..2].to_vec();
+    leased.sort();
+    assert_eq!(taken, leased, "nothing leased is lost");
+
+    // The owner, started again, ends its leases at once.
+    let m2 = message(&a.id, "a.b", None);
+    let created = store
+        .create_message(NewMessage {
+            lease: Some(lease(10)),
+            ..new_message(m2)
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.leased.len(), 3);
+    assert!(
+        store
+            .claim_due("node-b", now, claim, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.release_owned("node-a").await.unwrap(), 3);
+    assert_eq!(
+        store
+            .claim_due("node-b", now, claim, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // A message for a disabled endpoint alone (send-example) leases nothing.
+    let mut off = endpoints[0].clone();
+    off.disabled = true;
+    store.update_endpoint(&off, true).await.unwrap();
+    let created = store
+        .create_message(NewMessage {
+            lease: Some(lease(10)),
+            only_endpoint: Some(off.id.clone()),
+            ..new_message(message(&a.id, "a.b", None))
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.endpoints, vec![off.id.clone()]);
+    assert!(created.leased.is_empty());
+    // Without a lease nothing is leased.
+    let created = store
+        .create_message(new_message(message(&a.id, "a.b", None)))
+        .await
+        .unwrap();
+    assert_eq!(created.endpoints.len(), 2);
+    assert!(created.leased.is_empty());
+}

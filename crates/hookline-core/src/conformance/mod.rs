@@ -27,7 +27,7 @@ use crate::model::{
     IdempotentResponse, Message, MessageStatus, Token, TriggerType,
 };
 use crate::page::{Cursor, ListQuery, Order};
-use crate::store::{AttemptFilter, AttemptOutcome, MessageFilter, NewMessage};
+use crate::store::{AttemptFilter, AttemptOutcome, CreateLease, MessageFilter, NewMessage};
 
 mod delivery;
 mod idempotency;
@@ -112,6 +112,7 @@ fn new_message(message: Message) -> NewMessage {
         only_endpoint: None,
         idempotency: None,
         payload_expires_at: None,
+        lease: None,
     }
 }
 

@@ -141,6 +141,7 @@ impl World {
                 only_endpoint: None,
                 idempotency: None,
                 payload_expires_at: None,
+                lease: None,
             })
             .await
             .expect("create message");

@@ -12,6 +12,7 @@ use hookline_core::id::{AppId, EndpointId, MessageId};
 use hookline_core::model::Message;
 use hookline_core::page::ListQuery;
 use hookline_core::store::{MessageFilter, NewMessage};
+use hookline_engine::Reservation;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
@@ -224,6 +225,9 @@ async fn accept_until(
     let record = idempotency
         .as_ref()
         .map(|key| key.record(status, body.clone(), message.created_at));
+    // With room in this node's worker, the deliveries are leased to it as they are
+    // created and start at once; without, they are queued for a claim.
+    let reserved = state.handoff.as_ref().and_then(|handoff| handoff.reserve());
     let created = state
         .store
         .create_message(NewMessage {
@@ -231,18 +235,27 @@ async fn accept_until(
             only_endpoint,
             idempotency: record,
             payload_expires_at: Some(payload_expires_at),
+            lease: reserved.as_ref().map(Reservation::lease),
         })
         .await;
-    match (created, &idempotency) {
-        (Ok(_), _) => {}
+    let created = match (created, &idempotency) {
+        (Ok(created), _) => created,
         // A request with the same key was carried out first, on this node or another
         // (a client retrying after a node died mid-answer): answer as it was answered.
         (Err(error), Some(key)) if error.code() == Code::IdempotencyConflict => {
             return crate::idempotency::replay_first(state, key, error).await;
         }
         (Err(error), _) => return Err(error.into()),
+    };
+    let all_handed = created.leased.len() == created.endpoints.len();
+    if let (Some(handoff), Some(reserved)) = (&state.handoff, reserved) {
+        handoff.hand(reserved, created.leased);
     }
-    state.queued();
+    if all_handed {
+        state.messages.notify_waiters();
+    } else {
+        state.queued();
+    }
     let mut response = (
         status,
         [(

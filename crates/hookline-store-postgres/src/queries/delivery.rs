@@ -233,7 +233,7 @@ async fn insert_outcome_message(db: &impl GenericClient, new: &NewMessage) -> Re
     if app.is_none() {
         return Ok(false);
     }
-    Ok(!insert_message(db, new).await??.is_empty())
+    Ok(!insert_message(db, new).await??.endpoints.is_empty())
 }
 
 #[async_trait]

@@ -419,7 +419,7 @@ impl Grouped for NewIngestRequest {
         let (seqs, inserted) = (seqs?, inserted?);
         let mut queued = false;
         for inserted in inserted {
-            queued |= !inserted.map_err(forwarding_failed)?.is_empty();
+            queued |= !inserted.map_err(forwarding_failed)?.endpoints.is_empty();
         }
         let mut outcomes = Vec::with_capacity(batch.len());
         for (fate, seq) in fates.into_iter().zip(seqs) {

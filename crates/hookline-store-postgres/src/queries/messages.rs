@@ -1,6 +1,7 @@
 //! Messages, their deliveries and attempts, resend and recover: `impl MessageStore`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -10,7 +11,7 @@ use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
 use hookline_core::model::{Attempt, Destination, Endpoint, Message, MessageStatus, TriggerType};
 use hookline_core::page::{ListQuery, Page};
 use hookline_core::store::{
-    AttemptFilter, CreatedMessage, MessageFilter, MessageStore, NewMessage,
+    AttemptFilter, CreatedMessage, DeliveryJob, MessageFilter, MessageStore, NewMessage,
 };
 use hookline_core::{Code, Error, Result};
 
@@ -32,7 +33,7 @@ use tokio_postgres::types::Json;
 pub(crate) async fn insert_message(
     db: &impl GenericClient,
     new: &NewMessage,
-) -> Result<Result<Vec<EndpointId>>> {
+) -> Result<Result<Inserted>> {
     let mut outcomes = insert_messages(db, &[new]).await?;
     Ok(outcomes.pop().expect("one outcome per message"))
 }
@@ -42,7 +43,8 @@ pub(crate) async fn insert_message(
 /// one multi-row insert of the messages, one read of endpoints per application, one
 /// multi-row insert of the destinations, and one statement per idempotency key; the
 /// messages' insert and the endpoints' reads are pipelined. Returns, for each message in
-/// order, the endpoints it is for. The caller commits, then announces the work.
+/// order, the endpoints it is for and the deliveries leased as it asked
+/// ([`NewMessage::lease`]). The caller commits, then announces the work.
 ///
 /// A conflict (the idempotency key or the `eventId` taken, by a committed message or an
 /// earlier one of the batch) or a missing application is that message's inner `Err`: it
@@ -51,7 +53,7 @@ pub(crate) async fn insert_message(
 pub(crate) async fn insert_messages(
     db: &impl GenericClient,
     batch: &[&NewMessage],
-) -> Result<Vec<Result<Vec<EndpointId>>>> {
+) -> Result<Vec<Result<Inserted>>> {
     // Idempotency keys first, in the batch's order: of two messages with one key, the
     // second finds it taken.
     let claims = join_all(batch.iter().map(|new| async move {
@@ -61,7 +63,7 @@ pub(crate) async fn insert_messages(
         }
     }))
     .await;
-    let mut outcomes: Vec<Option<Result<Vec<EndpointId>>>> = Vec::with_capacity(batch.len());
+    let mut outcomes: Vec<Option<Result<Inserted>>> = Vec::with_capacity(batch.len());
     for claim in claims {
         match claim {
             Ok(()) => outcomes.push(None),
@@ -87,8 +89,11 @@ pub(crate) async fn insert_messages(
         .collect();
     apps.sort_unstable();
     apps.dedup();
+    // With the application's uid and rate, which the jobs of leased deliveries carry.
     let sql = format!(
-        "SELECT {} FROM endpoint WHERE endpoint.app_id = $1",
+        "SELECT {}, app.uid, app.throttle_rate
+         FROM endpoint JOIN app ON app.id = endpoint.app_id
+         WHERE endpoint.app_id = $1",
         rows::ENDPOINT_COLUMNS
     );
     let read_apps = join_all(apps.iter().map(|app| {
@@ -137,13 +142,24 @@ pub(crate) async fn insert_messages(
     }
 
     // Fan-out follows the one rule in `Endpoint::wants`, as in every backend.
-    let mut endpoints: HashMap<&str, Vec<Endpoint>> = HashMap::new();
+    let mut endpoints: HashMap<&str, Vec<(Endpoint, AppRate)>> = HashMap::new();
     for (app, found) in apps.iter().zip(read_apps) {
         let found = found
             .map_err(storage)?
             .iter()
-            .map(|row| read(row, rows::endpoint))
-            .collect::<Result<Vec<Endpoint>>>()?;
+            .map(|row| {
+                read(row, |columns| {
+                    let endpoint = rows::endpoint(columns)?;
+                    let uid: Option<String> = columns.take()?;
+                    let rate = columns
+                        .take::<Option<i32>>()?
+                        .map(u16::try_from)
+                        .transpose()
+                        .map_err(Error::storage)?;
+                    Ok((endpoint, (uid, rate)))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         endpoints.insert(app, found);
     }
     let mut queued = Queued::default();
@@ -160,38 +176,73 @@ pub(crate) async fn insert_messages(
             }));
             continue;
         }
-        let targets: Vec<EndpointId> = endpoints
+        let targets: Vec<&(Endpoint, AppRate)> = endpoints
             .get(message.app_id.as_str())
             .into_iter()
             .flatten()
-            .filter(|endpoint| match &new.only_endpoint {
+            .filter(|(endpoint, _)| match &new.only_endpoint {
                 Some(only) => &endpoint.id == only,
                 None => endpoint.wants(&message.event_type, message.channels.as_deref()),
             })
-            .map(|endpoint| endpoint.id.clone())
             .collect();
-        for endpoint in &targets {
+        let mut leased = Vec::new();
+        for (endpoint, app) in targets.iter().copied() {
+            // Leased as a claim leaves a row: due again when the lease ends.
+            let lease = new
+                .lease
+                .as_ref()
+                .filter(|lease| !endpoint.disabled && leased.len() < lease.most);
             queued.msgs.push(message.id.as_str());
             queued.apps.push(message.app_id.as_str());
             queued.created.push(ms(message.created_at));
-            queued.endpoints.push(endpoint.as_str().to_owned());
+            queued.endpoints.push(endpoint.id.as_str());
+            queued.owners.push(lease.map(|lease| lease.owner.as_str()));
+            queued.until.push(lease.map(|lease| ms(lease.until)));
+            if let Some(lease) = lease {
+                let destination = Destination {
+                    app_id: message.app_id.clone(),
+                    msg_id: message.id.clone(),
+                    endpoint_id: endpoint.id.clone(),
+                    status: MessageStatus::Sending,
+                    next_attempt: Some(ms(lease.until)),
+                    attempts: 0,
+                    trigger: TriggerType::Scheduled,
+                    updated_at: ms(message.created_at),
+                };
+                leased.push(Leased {
+                    destination,
+                    endpoint: endpoint.clone(),
+                    app: app.clone(),
+                });
+            }
         }
-        *outcome = Some(Ok(targets));
+        *outcome = Some(Ok(Inserted {
+            endpoints: targets
+                .iter()
+                .map(|(endpoint, _)| endpoint.id.clone())
+                .collect(),
+            leased,
+        }));
     }
     if let ([new], false) = (batch, queued.msgs.is_empty()) {
-        // One message's deliveries, as in `insert_message_rows`: scalars and one array.
+        // One message's deliveries, as in `insert_message_rows`: scalars, and arrays of
+        // what differs between its deliveries.
         execute(
             db,
             "INSERT INTO destination (msg_id, endpoint_id, app_id, status, next_attempt,
-                 attempts, trigger_type, msg_created_at, updated_at)
-             SELECT $1, endpoint_id, $3, $4, $5, 0, 0, $5, $5
-             FROM unnest($2::text[]) AS endpoint_id",
+                 attempts, trigger_type, lease_owner, lease_until, msg_created_at, updated_at)
+             SELECT $1, d.endpoint_id, $3, $4, COALESCE(d.lease_until, $5), 0, 0,
+                 d.lease_owner, d.lease_until, $5, $5
+             FROM unnest($2::text[], $6::text[], $7::timestamptz[])
+                 AS d (endpoint_id, lease_owner, lease_until)",
             &[
                 &new.message.id.as_str(),
                 &queued.endpoints,
                 &new.message.app_id.as_str(),
                 &code(MessageStatus::Sending.code()),
                 &ms(new.message.created_at),
+                &queued.owners,
+                &queued.until,
             ],
         )
         .await
@@ -200,17 +251,20 @@ pub(crate) async fn insert_messages(
         execute(
             db,
             "INSERT INTO destination (msg_id, endpoint_id, app_id, status, next_attempt,
-                 attempts, trigger_type, msg_created_at, updated_at)
-             SELECT d.msg_id, d.endpoint_id, d.app_id, $5, d.created, 0, 0, d.created,
-                 d.created
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
-                 AS d (msg_id, endpoint_id, app_id, created)",
+                 attempts, trigger_type, lease_owner, lease_until, msg_created_at, updated_at)
+             SELECT d.msg_id, d.endpoint_id, d.app_id, $5, COALESCE(d.lease_until, d.created),
+                 0, 0, d.lease_owner, d.lease_until, d.created, d.created
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $6::text[],
+                     $7::timestamptz[])
+                 AS d (msg_id, endpoint_id, app_id, created, lease_owner, lease_until)",
             &[
                 &queued.msgs,
                 &queued.endpoints,
                 &queued.apps,
                 &queued.created,
                 &code(MessageStatus::Sending.code()),
+                &queued.owners,
+                &queued.until,
             ],
         )
         .await
@@ -222,13 +276,36 @@ pub(crate) async fn insert_messages(
         .collect())
 }
 
+/// What [`insert_messages`] stored of one message: the endpoints it is for, and the
+/// deliveries it leased ([`NewMessage::lease`]).
+#[derive(Debug)]
+pub(crate) struct Inserted {
+    pub endpoints: Vec<EndpointId>,
+    pub leased: Vec<Leased>,
+}
+
+/// An application's uid and `throttle_rate`.
+type AppRate = (Option<String>, Option<u16>);
+
+/// A delivery leased as its message was created, with the rows its job is made of (the
+/// endpoint still sealed).
+#[derive(Debug)]
+pub(crate) struct Leased {
+    destination: Destination,
+    endpoint: Endpoint,
+    app: AppRate,
+}
+
 /// The destinations a batch queues, one array per column.
 #[derive(Default)]
 struct Queued<'a> {
     msgs: Vec<&'a str>,
-    endpoints: Vec<String>,
+    endpoints: Vec<&'a str>,
     apps: Vec<&'a str>,
     created: Vec<DateTime<Utc>>,
+    /// The lease's owner and end, for deliveries leased as they are created.
+    owners: Vec<Option<&'a str>>,
+    until: Vec<Option<DateTime<Utc>>>,
 }
 
 /// Inserts the rows of `batch` in one statement, in the batch's order (the order of its
@@ -357,7 +434,27 @@ async fn insert_many_message_rows(
 #[async_trait]
 impl MessageStore for PostgresStore {
     async fn create_message(&self, new: NewMessage) -> Result<CreatedMessage> {
-        self.creates().submit(new).await
+        let message = new.lease.is_some().then(|| Arc::new(new.message.clone()));
+        let Inserted { endpoints, leased } = self.creates().submit(new).await?;
+        // The jobs of leased deliveries, from the rows the create read: what a claim of
+        // them would have returned, without its round trip.
+        let leased = match message {
+            Some(message) => leased
+                .into_iter()
+                .map(|leased| {
+                    let (app_uid, app_throttle_rate) = leased.app;
+                    Ok(DeliveryJob {
+                        destination: leased.destination,
+                        message: Arc::clone(&message),
+                        endpoint: Arc::new(rows::open_endpoint(self.sealer(), leased.endpoint)?),
+                        app_uid,
+                        app_throttle_rate,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        Ok(CreatedMessage { endpoints, leased })
     }
 
     async fn get_message(&self, app: &AppId, key: &str) -> Result<Message> {

@@ -46,6 +46,7 @@ pub fn message(app: &AppId) -> NewMessage {
         only_endpoint: None,
         idempotency: None,
         payload_expires_at: None,
+        lease: None,
     }
 }
 

@@ -24,16 +24,27 @@ use crate::SqliteStore;
 use crate::cache::EndpointCache;
 use crate::rows::{self, json, millis, time};
 
-/// The jobs of claimed deliveries. Deliveries of one message (a fan-out) share one read
-/// of it; deliveries to one endpoint share its row, which later claims take from the
-/// endpoint cache while it stays unchanged. Endpoints are opened by `sealer` as read, so
-/// the cache keeps them ready to sign with.
-fn load_jobs(
+/// Whether [`load_jobs`] keeps the endpoint rows it reads in the cache.
+pub(super) enum Keep<'a> {
+    /// A reader's rows, which are committed.
+    Yes(&'a EndpointCache),
+    /// The writer's, which its batch may yet roll back: only rows kept are taken.
+    No(&'a EndpointCache),
+}
+
+/// The jobs of claimed deliveries (or of deliveries leased as their message was created).
+/// Deliveries of one message (a fan-out) share one read of it; deliveries to one endpoint
+/// share its row, which later claims take from the endpoint cache while it stays
+/// unchanged. Endpoints are opened by `sealer` as read, so the cache keeps them ready to
+/// sign with. A message in `known` is not read again, only its application's uid and rate.
+pub(super) fn load_jobs(
     conn: &Connection,
     claimed: Vec<Destination>,
-    cache: &EndpointCache,
+    known: Option<Arc<Message>>,
+    keep: Keep<'_>,
     sealer: &Sealer,
 ) -> Result<Vec<DeliveryJob>> {
+    let (Keep::Yes(cache) | Keep::No(cache)) = keep;
     let generation = cache.generation();
     let message_sql = format!(
         "SELECT {}, app.uid, app.throttle_rate FROM message JOIN app ON app.id = message.app_id
@@ -46,6 +57,18 @@ fn load_jobs(
     );
     type WithApp = (Arc<Message>, Option<String>, Option<u16>);
     let mut messages: HashMap<MessageId, WithApp> = HashMap::new();
+    if let Some(message) = known {
+        let app = one(
+            conn,
+            "SELECT uid, throttle_rate FROM app WHERE id = ?1",
+            [message.app_id.as_str()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        let Some((app_uid, app_rate)) = app else {
+            return Ok(Vec::new()); // Deleted since, with its messages.
+        };
+        messages.insert(message.id.clone(), (message, app_uid, app_rate));
+    }
     let mut endpoints: HashMap<EndpointId, Arc<Endpoint>> = HashMap::new();
     let mut jobs = Vec::with_capacity(claimed.len());
     for destination in claimed {
@@ -75,7 +98,9 @@ fn load_jobs(
                         continue;
                     };
                     let endpoint = Arc::new(rows::open_endpoint(sealer, endpoint)?);
-                    cache.put(generation, &endpoint);
+                    if let Keep::Yes(_) = keep {
+                        cache.put(generation, &endpoint);
+                    }
                     endpoint
                 }
             };
@@ -296,7 +321,7 @@ impl DeliveryQueue for SqliteStore {
         }
         let cache = Arc::clone(&self.inner.endpoints);
         let sealer = self.sealer().clone();
-        self.read(move |conn| load_jobs(conn, claimed, &cache, &sealer))
+        self.read(move |conn| load_jobs(conn, claimed, None, Keep::Yes(&cache), &sealer))
             .await
     }
 
@@ -439,6 +464,7 @@ mod tests {
                 only_endpoint: None,
                 idempotency: None,
                 payload_expires_at: None,
+                lease: None,
             })
             .await
             .unwrap();

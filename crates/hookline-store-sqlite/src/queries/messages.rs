@@ -1,5 +1,7 @@
 //! Messages, their deliveries and attempts, resend and recover: `impl MessageStore`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookline_core::id::{AppId, AttemptId, EndpointId, MessageId};
@@ -11,17 +13,18 @@ use hookline_core::store::{
 use hookline_core::{Error, Result};
 use rusqlite::{Connection, params};
 
+use super::delivery::{Keep, load_jobs};
 use super::idempotency::claim_idempotent;
 use super::{Select, all, changed, key_column, not_found, one};
 use crate::SqliteStore;
-use crate::rows::{self, classify, headers_json, is_foreign_key_violation, millis, opt_json};
+use crate::rows::{self, classify, headers_json, is_foreign_key_violation, millis, opt_json, time};
 
 /// Stores a message, one destination per endpoint it is for, and its idempotency record:
 /// what [`MessageStore::create_message`] does, and [`IngestStore::ingest`] for each
 /// forwarding message.
 ///
 /// [`IngestStore::ingest`]: hookline_core::store::IngestStore::ingest
-pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<CreatedMessage> {
+pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<Inserted> {
     let message = &new.message;
     let created = millis(message.created_at);
     conn.prepare_cached(
@@ -59,22 +62,28 @@ pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<Crea
         [message.app_id.as_str()],
         rows::endpoint_filter,
     )?;
-    let targets: Vec<EndpointId> = endpoints
+    let targets: Vec<(EndpointId, bool)> = endpoints
         .into_iter()
         .filter(|filter| match &new.only_endpoint {
             Some(only) => &filter.id == only,
             None => filter.wants(&message.event_type, message.channels.as_deref()),
         })
-        .map(|filter| filter.id)
+        .map(|filter| (filter.id, filter.disabled))
         .collect();
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO destination (msg_id, endpoint_id, app_id, status, next_attempt,
-                 attempts, trigger_type, msg_created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?5, ?5)",
+                 attempts, trigger_type, lease_owner, lease_until, msg_created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, COALESCE(?7, ?5), 0, 0, ?6, ?7, ?5, ?5)",
         )
         .map_err(Error::storage)?;
-    for endpoint in &targets {
+    let mut leased = Vec::new();
+    for (endpoint, disabled) in &targets {
+        // Leased as a claim leaves a row: due again when the lease ends.
+        let lease = new
+            .lease
+            .as_ref()
+            .filter(|lease| !disabled && leased.len() < lease.most);
         insert
             .execute(params![
                 message.id.as_str(),
@@ -82,13 +91,37 @@ pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<Crea
                 message.app_id.as_str(),
                 MessageStatus::Sending.code(),
                 created,
+                lease.map(|lease| lease.owner.as_str()),
+                lease.map(|lease| millis(lease.until)),
             ])
             .map_err(Error::storage)?;
+        if let Some(lease) = lease {
+            leased.push(Destination {
+                app_id: message.app_id.clone(),
+                msg_id: message.id.clone(),
+                endpoint_id: endpoint.clone(),
+                status: MessageStatus::Sending,
+                next_attempt: Some(time(millis(lease.until))),
+                attempts: 0,
+                trigger: TriggerType::Scheduled,
+                updated_at: message.created_at,
+            });
+        }
     }
     if let Some(record) = &new.idempotency {
         claim_idempotent(conn, record, new.message.created_at, false)?;
     }
-    Ok(CreatedMessage { endpoints: targets })
+    Ok(Inserted {
+        endpoints: targets.into_iter().map(|(endpoint, _)| endpoint).collect(),
+        leased,
+    })
+}
+
+/// What [`insert_message`] stored: the endpoints the message is for, and the deliveries
+/// it leased ([`NewMessage::lease`]).
+pub(super) struct Inserted {
+    pub endpoints: Vec<EndpointId>,
+    pub leased: Vec<Destination>,
 }
 
 /// Payloads one write of [`MessageStore::expire_payloads`] removes.
@@ -97,7 +130,21 @@ const EXPIRE_BATCH: usize = 1_000;
 #[async_trait]
 impl MessageStore for SqliteStore {
     async fn create_message(&self, new: NewMessage) -> Result<CreatedMessage> {
-        self.write(move |conn| insert_message(conn, &new)).await
+        let cache = Arc::clone(&self.inner.endpoints);
+        let sealer = self.sealer().clone();
+        self.write(move |conn| {
+            let Inserted { endpoints, leased } = insert_message(conn, &new)?;
+            // Read on the writer, in the transaction that leased them: no claim, and no
+            // hop to a reader. Rows read here are not kept, as the batch may yet roll back.
+            let leased = if leased.is_empty() {
+                Vec::new()
+            } else {
+                let message = Some(Arc::new(new.message));
+                load_jobs(conn, leased, message, Keep::No(&cache), &sealer)?
+            };
+            Ok(CreatedMessage { endpoints, leased })
+        })
+        .await
     }
 
     async fn get_message(&self, app: &AppId, key: &str) -> Result<Message> {

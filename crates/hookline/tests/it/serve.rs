@@ -718,3 +718,105 @@ async fn serve_lifts_its_soft_limit_of_open_files_to_the_hard_one() {
     let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
     assert_eq!(numbers[0], numbers[1], "{line}");
 }
+
+/// The value of the metric line `series` (name and labels as printed), 0 if absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A message's deliveries go to the worker of the node that created it, leased in the
+/// create's own transaction, without a claim; a node killed with such a delivery in
+/// flight makes it again once restarted under its name (not a lease later).
+#[tokio::test]
+async fn a_node_delivers_what_it_creates_without_a_claim_and_after_a_kill() {
+    let dir = TempDir::new("handoff");
+    let (receiver, receiver_url) = Receiver::start().await;
+    let env = [("HOOKLINE_NODE_ID", "handoff-node")];
+    let mut server = Server::start_process(&dir.0, &env).await;
+    let (status, app) = server
+        .api(
+            Method::POST,
+            "/api/v1/app",
+            Some(json!({"name": "handoff"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    let (status, endpoint) = server
+        .api(
+            Method::POST,
+            &format!("/api/v1/app/{app_id}/endpoint"),
+            Some(json!({"url": format!("{receiver_url}/handoff")})),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+    async fn create(server: &Server, app_id: &str, n: u32) -> String {
+        let path = format!("/api/v1/app/{app_id}/msg");
+        let body = json!({"eventType": "handoff.test", "payload": {"n": n}});
+        let (status, message) = server.api(Method::POST, &path, Some(body)).await;
+        assert_eq!(status, 202, "{message}");
+        message["id"].as_str().unwrap().to_owned()
+    }
+    let delivered = |id: String| {
+        move |deliveries: &[crate::server::Delivery]| {
+            deliveries
+                .iter()
+                .any(|d| d.headers.get("webhook-id") == Some(&id))
+        }
+    };
+
+    let first = create(&server, &app_id, 1).await;
+    let deliveries = receiver
+        .wait_until(Duration::from_secs(10), delivered(first.clone()))
+        .await;
+    assert!(
+        delivered(first)(&deliveries),
+        "the first message was delivered"
+    );
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(crate::server::TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"hookline_handed_deliveries_total{fate="started"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"hookline_claimed_deliveries_total{fate="started"}"#
+        ),
+        0.0,
+        "{metrics}"
+    );
+
+    // The second delivery hangs at the receiver when the node is killed; restarted
+    // under its name, the node ends its old leases and makes it again at once, where
+    // the lease alone would hold it for the attempt timeout and its margin (45 s).
+    *receiver.delay.lock().unwrap() = Duration::from_secs(3600);
+    let second = create(&server, &app_id, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill();
+    *receiver.delay.lock().unwrap() = Duration::ZERO;
+    let restarted_at = Instant::now();
+    let _restarted = Server::start_process(&dir.0, &env).await;
+    let deliveries = receiver
+        .wait_until(Duration::from_secs(10), delivered(second.clone()))
+        .await;
+    assert!(
+        delivered(second)(&deliveries),
+        "the delivery in flight at the kill is made again after the restart"
+    );
+    assert!(restarted_at.elapsed() < Duration::from_secs(15));
+}

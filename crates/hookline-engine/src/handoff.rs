@@ -1,0 +1,140 @@
+//! Deliveries handed to this node's worker as their messages are created, without a
+//! claim. The API reserves room in the worker before it stores a message
+//! ([`Handoff::reserve`]); the store leases the new deliveries to the worker in the
+//! message's own transaction ([`CreateLease`]); after the commit the API hands them over
+//! ([`Handoff::hand`]) and the worker starts them as if it had claimed them. A claim costs
+//! a write of every row it takes and a read of its message and endpoint; this costs
+//! neither, and the delivery starts a round trip sooner.
+//!
+//! Nothing is lost on the way: a leased delivery is due again when its lease ends, as a
+//! claimed one is, should the worker stop (or the node die) before it is recorded. A
+//! node started again under its name ends its old leases at once
+//! ([`DeliveryQueue::release_owned`]), and takes nothing over until it has.
+//!
+//! [`DeliveryQueue::release_owned`]: hookline_core::store::DeliveryQueue::release_owned
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hookline_core::SharedClock;
+use hookline_core::store::{CreateLease, DeliveryJob};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// The most deliveries one message hands over: a fan-out's first few go at once, the
+/// rest wait for a claim like any due delivery, so that one large fan-out cannot take
+/// every worker from the messages created beside it.
+const MOST_PER_MESSAGE: usize = 16;
+
+/// The door between the API and this node's worker. Shut until the worker has started
+/// (and ended its old leases), and again once it stops.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The worker's deliveries in flight: the claim loops take from the same permits.
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) owner: String,
+    pub(crate) lease: Duration,
+    clock: SharedClock,
+    /// Set once the worker takes deliveries over.
+    door: OnceLock<(mpsc::UnboundedSender<Handed>, CancellationToken)>,
+}
+
+/// Room reserved in the worker for the deliveries of one message about to be created.
+/// Dropped unused, the room is free again.
+#[derive(Debug)]
+pub struct Reservation {
+    permits: OwnedSemaphorePermit,
+    lease: CreateLease,
+}
+
+impl Reservation {
+    /// The lease to create the message's deliveries under ([`NewMessage::lease`]).
+    ///
+    /// [`NewMessage::lease`]: hookline_core::store::NewMessage::lease
+    pub fn lease(&self) -> CreateLease {
+        self.lease.clone()
+    }
+}
+
+/// Deliveries handed over, and the room they run in.
+#[derive(Debug)]
+pub(crate) struct Handed {
+    pub permits: OwnedSemaphorePermit,
+    pub jobs: Vec<DeliveryJob>,
+}
+
+impl Handoff {
+    pub(crate) fn new(
+        concurrency: usize,
+        owner: String,
+        lease: Duration,
+        clock: SharedClock,
+    ) -> Self {
+        Handoff {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            owner,
+            lease,
+            clock,
+            door: OnceLock::new(),
+        }
+    }
+
+    /// Opens the door: deliveries handed over from now on arrive at `receiver` until
+    /// `stop` is cancelled.
+    pub(crate) fn open(&self, stop: CancellationToken) -> mpsc::UnboundedReceiver<Handed> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        if self.door.set((sender, stop)).is_err() {
+            tracing::error!("the handoff was opened twice; the second worker takes nothing");
+        }
+        receiver
+    }
+
+    fn is_open(&self) -> bool {
+        self.door
+            .get()
+            .is_some_and(|(sender, stop)| !stop.is_cancelled() && !sender.is_closed())
+    }
+
+    /// Reserves room for a message's deliveries, if the worker is running and has any
+    /// free: with it, the store leases them as it creates them. `None` queues them due,
+    /// for a claim.
+    pub fn reserve(&self) -> Option<Reservation> {
+        if !self.is_open() {
+            return None;
+        }
+        let free = self.permits.available_permits().min(MOST_PER_MESSAGE);
+        let permits = Arc::clone(&self.permits)
+            .try_acquire_many_owned(u32::try_from(free).ok().filter(|n| *n > 0)?)
+            .ok()?;
+        let until = self.clock.now() + chrono::Duration::from_std(self.lease).ok()?;
+        Some(Reservation {
+            lease: CreateLease {
+                owner: self.owner.clone(),
+                until,
+                most: permits.num_permits(),
+            },
+            permits,
+        })
+    }
+
+    /// Hands over the deliveries the store leased with `reservation`
+    /// ([`CreatedMessage::leased`]), once they are committed. Should the worker have
+    /// stopped meanwhile, they are due again when their leases end.
+    ///
+    /// [`CreatedMessage::leased`]: hookline_core::store::CreatedMessage::leased
+    pub fn hand(&self, reservation: Reservation, leased: Vec<DeliveryJob>) {
+        if leased.is_empty() {
+            return;
+        }
+        let Some((sender, _)) = self.door.get() else {
+            return;
+        };
+        let handed = Handed {
+            permits: reservation.permits,
+            jobs: leased,
+        };
+        if sender.send(handed).is_err() {
+            tracing::debug!("the worker stopped; handed deliveries wait for their leases");
+        }
+    }
+}
