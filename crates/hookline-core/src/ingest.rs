@@ -14,7 +14,7 @@ use crate::Error;
 use crate::id::{AppId, IngestRequestId, MessageId, SourceId};
 use crate::model::Application;
 use crate::page::{Cursor, ListQuery, Page};
-use crate::store::NewMessage;
+use crate::store::{DeliveryJob, NewMessage};
 
 /// Where one provider's webhooks arrive. Its `Debug` form shows no secret: the config's
 /// secret members and the ingest tokens are redacted.
@@ -256,7 +256,7 @@ impl RefusedCap {
 }
 
 /// What [`IngestStore::ingest`](crate::store::IngestStore::ingest) stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct IngestedRequest {
     pub id: IngestRequestId,
     pub seq: i64,
@@ -269,6 +269,11 @@ pub struct IngestedRequest {
     /// For a refused request: if logged, how many were skipped before it; if not, how many
     /// have been skipped since the last one logged, this one included.
     pub dropped: i64,
+    /// The deliveries of its forwarding messages leased as they were created
+    /// ([`NewMessage::lease`](crate::store::NewMessage::lease)), ready to make.
+    pub leased: Vec<DeliveryJob>,
+    /// How many of its forwarding messages' deliveries wait for a claim instead.
+    pub queued: usize,
 }
 
 impl IngestedRequest {
@@ -282,6 +287,8 @@ impl IngestedRequest {
             original,
             logged: true,
             dropped: request.dropped_before,
+            leased: Vec::new(),
+            queued: 0,
         }
     }
 
@@ -295,6 +302,8 @@ impl IngestedRequest {
             original: None,
             logged: false,
             dropped,
+            leased: Vec::new(),
+            queued: 0,
         }
     }
 }

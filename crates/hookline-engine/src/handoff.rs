@@ -54,6 +54,12 @@ impl Reservation {
     pub fn lease(&self) -> CreateLease {
         self.lease.clone()
     }
+
+    /// This room and `other`'s together, for the deliveries of several messages created
+    /// in one transaction (a received webhook's forwards).
+    pub fn merge(&mut self, other: Reservation) {
+        self.permits.merge(other.permits);
+    }
 }
 
 /// Deliveries handed over, and the room they run in.

@@ -881,3 +881,62 @@ pub async fn log_reads_stop_at_their_body_budget(store: Arc<dyn Store>) {
     }
     assert_eq!(streamed, ids);
 }
+
+/// A forwarded request's messages lease their deliveries as a create does: the answer
+/// hands them back ready to make, counts the rest as queued for a claim, and a duplicate
+/// leases nothing.
+pub async fn a_forwarded_request_under_a_lease_hands_back_its_deliveries(store: Arc<dyn Store>) {
+    let src = source(None);
+    store.create_source(&src).await.unwrap();
+    let mut endpoints = Vec::new();
+    for _ in 0..2 {
+        let ep = endpoint(&src.app_id, None, None);
+        store.create_endpoint(&ep).await.unwrap();
+        endpoints.push(ep);
+    }
+    let until = clock_now() + chrono::Duration::seconds(30);
+    let leased = |request: IngestRequest| {
+        let (mut new, message) = forwarded(&src, request);
+        new.messages[0].lease = Some(CreateLease {
+            owner: "node-a".into(),
+            until,
+            most: 1,
+        });
+        (new, message)
+    };
+
+    let (new, m) = leased(received(&src, Some("evt_lease")));
+    let stored = store.ingest(new).await.unwrap();
+    assert_eq!(stored.verdict, Verdict::Accepted);
+    assert_eq!(stored.leased.len(), 1, "no more than the lease's room");
+    assert_eq!(stored.queued, 1);
+    let job = &stored.leased[0];
+    assert_eq!(*job.message, m);
+    let stored_endpoint = endpoints
+        .iter()
+        .find(|ep| ep.id == job.endpoint.id)
+        .unwrap();
+    assert_eq!(*job.endpoint, *stored_endpoint);
+    assert_eq!(
+        job.destination.next_attempt.map(|t| t.timestamp_millis()),
+        Some(until.timestamp_millis())
+    );
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let claimed = store
+        .claim_due("node-b", now, Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "only the delivery left out of the lease");
+    assert_ne!(claimed[0].endpoint.id, job.endpoint.id);
+
+    let (new, _) = leased(received(&src, Some("evt_lease")));
+    let again = store.ingest(new).await.unwrap();
+    assert_eq!(again.verdict, Verdict::Duplicate);
+    assert!(again.leased.is_empty());
+    assert_eq!(again.queued, 0);
+
+    let (new, _) = forwarded(&src, received(&src, None));
+    let plain = store.ingest(new).await.unwrap();
+    assert!(plain.leased.is_empty());
+    assert_eq!(plain.queued, 2);
+}

@@ -19,8 +19,9 @@ use chrono::{DateTime, Utc};
 use hookline_core::Code;
 use hookline_core::Store;
 use hookline_core::id::AppId;
-use hookline_core::ingest::{IngestedRequest, Source, Verdict as Logged};
+use hookline_core::ingest::{IngestedRequest, Source};
 use hookline_core::memo::Memo;
+use hookline_engine::Reservation;
 use hookline_receive::SourceType;
 use hookline_receive::pipeline::{self, Accepted, Keep, Received, Refusal, Verdict};
 use serde_json::json;
@@ -105,7 +106,7 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
         Verdict::Accepted(accepted) => forward_app(state, &source, accepted, &source_type).await?,
         _ => None,
     };
-    let record = verdict.record(
+    let mut record = verdict.record(
         &source,
         received,
         status.as_u16(),
@@ -113,13 +114,29 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
         &state.config.keep,
         now,
     );
-    let stored = match state.store.ingest(record).await {
+    // The forwarding messages' deliveries go to this node's worker as they are created,
+    // where it has room, as a create's do (`api::message`).
+    let mut reserved: Option<Reservation> = None;
+    for message in &mut record.messages {
+        let Some(room) = state.handoff.as_ref().and_then(|handoff| handoff.reserve()) else {
+            break;
+        };
+        message.lease = Some(room.lease());
+        match &mut reserved {
+            Some(reserved) => reserved.merge(room),
+            None => reserved = Some(room),
+        }
+    }
+    let mut stored = match state.store.ingest(record).await {
         Ok(stored) => stored,
         // Deleted since it was found (on another node, or while this request was read).
         Err(hookline_core::Error::NotFound("source")) => return Ok(source_not_found()),
         Err(error) => return Err(error.into()),
     };
     hookline_core::metrics::metrics().record_inbound(&source.source_type, stored.verdict.as_str());
+    if let (Some(handoff), Some(reserved)) = (&state.handoff, reserved) {
+        handoff.hand(reserved, std::mem::take(&mut stored.leased));
+    }
     note_dropped(&source, &stored, &state.config.keep);
     if stored.logged {
         state.ingested.notify_waiters();
@@ -130,7 +147,7 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
             axum::Json(json!({ "challenge": challenge })).into_response()
         }
         Verdict::Accepted(accepted) => {
-            if stored.verdict == Logged::Accepted {
+            if stored.queued > 0 {
                 state.queued();
             }
             // Duplicates too: the first may have been stored before a crash kept it from

@@ -17,7 +17,7 @@ use hookline_core::{Error, Result};
 use tokio_postgres::Statement;
 use tokio_postgres::types::Json;
 
-use super::messages::insert_messages;
+use super::messages::{Leased, insert_messages, leasing};
 use super::resources::{delete_app_rows, insert_app};
 use super::{Select, changed, execute, found, key_column, query_opt, query_rows};
 use crate::PostgresStore;
@@ -198,7 +198,12 @@ impl IngestStore for PostgresStore {
     }
 
     async fn ingest(&self, new: NewIngestRequest) -> Result<IngestedRequest> {
-        self.ingests().submit(new).await
+        let leasing = leasing(&new.messages);
+        let Ingested { request, leased } = self.ingests().submit(new).await?;
+        Ok(IngestedRequest {
+            leased: self.leased_jobs(leased, &leasing)?,
+            ..request
+        })
     }
 
     async fn get_ingest_request(
@@ -332,12 +337,9 @@ impl IngestStore for PostgresStore {
 /// ([`insert_messages`]); should one conflict (its `eventId` taken), the batch fails and
 /// its requests are carried out one by one.
 impl Grouped for NewIngestRequest {
-    type Stored = IngestedRequest;
+    type Stored = Ingested;
 
-    async fn store<'a>(
-        tx: &'a Transaction<'a>,
-        batch: &'a [&'a Self],
-    ) -> Result<Stored<IngestedRequest>> {
+    async fn store<'a>(tx: &'a Transaction<'a>, batch: &'a [&'a Self]) -> Result<Stored<Ingested>> {
         let mut sources: Vec<&str> = batch
             .iter()
             .map(|new| new.request.source_id.as_str())
@@ -417,29 +419,55 @@ impl Grouped for NewIngestRequest {
             insert_messages(tx, &messages)
         );
         let (seqs, inserted) = (seqs?, inserted?);
-        let mut queued = false;
-        for inserted in inserted {
-            queued |= !inserted.map_err(forwarding_failed)?.endpoints.is_empty();
-        }
+        let mut inserted = inserted.into_iter();
+        let mut queued_any = false;
         let mut outcomes = Vec::with_capacity(batch.len());
-        for (fate, seq) in fates.into_iter().zip(seqs) {
+        for ((fate, seq), new) in fates.into_iter().zip(seqs).zip(batch) {
             outcomes.push(match fate {
-                Fate::Answered(answer) => answer,
+                Fate::Answered(answer) => answer.map(|request| Ingested {
+                    request,
+                    leased: Vec::new(),
+                }),
                 Fate::Logged {
                     mut request,
                     original,
-                    ..
+                    forwards,
                 } => {
                     request.seq = seq;
-                    Ok(IngestedRequest::logged(&request, original))
+                    // Its messages' outcomes, in the order they were inserted.
+                    let (mut leased, mut queued) = (Vec::new(), 0);
+                    for _ in new.messages.iter().filter(|_| forwards) {
+                        let one = inserted
+                            .next()
+                            .expect("one outcome per message")
+                            .map_err(forwarding_failed)?;
+                        queued += one.endpoints.len() - one.leased.len();
+                        leased.extend(one.leased);
+                    }
+                    queued_any |= queued > 0;
+                    Ok(Ingested {
+                        request: IngestedRequest {
+                            queued,
+                            ..IngestedRequest::logged(&request, original)
+                        },
+                        leased,
+                    })
                 }
             });
         }
         Ok(Stored {
             answers: outcomes,
-            queued,
+            queued: queued_any,
         })
     }
+}
+
+/// What [`NewIngestRequest`]'s group commit stored of one request: the answer, and the
+/// deliveries its forwarding messages leased, whose jobs [`IngestStore::ingest`] makes.
+#[derive(Debug)]
+pub(crate) struct Ingested {
+    request: IngestedRequest,
+    leased: Vec<Leased>,
 }
 
 /// What becomes of one request of a batch.

@@ -296,6 +296,46 @@ pub(crate) struct Leased {
     app: AppRate,
 }
 
+/// The messages of `news` that lease their deliveries, kept for their jobs
+/// ([`PostgresStore::leased_jobs`]) while the originals go to a group commit.
+pub(crate) fn leasing(news: &[NewMessage]) -> Vec<Arc<Message>> {
+    news.iter()
+        .filter(|new| new.lease.is_some())
+        .map(|new| Arc::new(new.message.clone()))
+        .collect()
+}
+
+impl PostgresStore {
+    /// The jobs of deliveries leased as their messages (among `messages`) were created,
+    /// from the rows the create read: what a claim of them would have returned, without
+    /// its round trip.
+    pub(crate) fn leased_jobs(
+        &self,
+        leased: Vec<Leased>,
+        messages: &[Arc<Message>],
+    ) -> Result<Vec<DeliveryJob>> {
+        leased
+            .into_iter()
+            .map(|leased| {
+                let message = messages
+                    .iter()
+                    .find(|message| message.id == leased.destination.msg_id)
+                    .ok_or_else(|| {
+                        Error::storage(std::io::Error::other("leased without a lease"))
+                    })?;
+                let (app_uid, app_throttle_rate) = leased.app;
+                Ok(DeliveryJob {
+                    destination: leased.destination,
+                    message: Arc::clone(message),
+                    endpoint: Arc::new(rows::open_endpoint(self.sealer(), leased.endpoint)?),
+                    app_uid,
+                    app_throttle_rate,
+                })
+            })
+            .collect()
+    }
+}
+
 /// The destinations a batch queues, one array per column.
 #[derive(Default)]
 struct Queued<'a> {
@@ -434,26 +474,9 @@ async fn insert_many_message_rows(
 #[async_trait]
 impl MessageStore for PostgresStore {
     async fn create_message(&self, new: NewMessage) -> Result<CreatedMessage> {
-        let message = new.lease.is_some().then(|| Arc::new(new.message.clone()));
+        let leasing = leasing(std::slice::from_ref(&new));
         let Inserted { endpoints, leased } = self.creates().submit(new).await?;
-        // The jobs of leased deliveries, from the rows the create read: what a claim of
-        // them would have returned, without its round trip.
-        let leased = match message {
-            Some(message) => leased
-                .into_iter()
-                .map(|leased| {
-                    let (app_uid, app_throttle_rate) = leased.app;
-                    Ok(DeliveryJob {
-                        destination: leased.destination,
-                        message: Arc::clone(&message),
-                        endpoint: Arc::new(rows::open_endpoint(self.sealer(), leased.endpoint)?),
-                        app_uid,
-                        app_throttle_rate,
-                    })
-                })
-                .collect::<Result<_>>()?,
-            None => Vec::new(),
-        };
+        let leased = self.leased_jobs(leased, &leasing)?;
         Ok(CreatedMessage { endpoints, leased })
     }
 

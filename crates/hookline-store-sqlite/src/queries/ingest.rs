@@ -1,5 +1,7 @@
 //! Sources and the log of the requests they receive: `impl IngestStore`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hookline_core::id::{AppId, IngestRequestId, MessageId, SourceId};
@@ -14,6 +16,7 @@ use hookline_core::{Error, Result};
 use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
 
+use super::delivery::{Keep, load_jobs};
 use super::messages::insert_message;
 use super::resources::{delete_app_rows, insert_app};
 use super::{Select, all, changed, key_column, not_found, one};
@@ -195,6 +198,8 @@ impl IngestStore for SqliteStore {
     }
 
     async fn ingest(&self, new: NewIngestRequest) -> Result<IngestedRequest> {
+        let cache = Arc::clone(&self.inner.endpoints);
+        let sealer = self.sealer().clone();
         self.write(move |conn| {
             let NewIngestRequest {
                 mut request,
@@ -255,11 +260,25 @@ impl IngestStore for SqliteStore {
                 .map(IngestRequestId::from_string),
                 _ => None,
             };
+            let (mut leased, mut queued) = (Vec::new(), 0);
             match &original {
                 Some(original) => request.mark_duplicate_of(original),
                 None if request.verdict == Verdict::Accepted => {
-                    for message in &messages {
-                        insert_message(conn, message).map_err(forwarding_failed)?;
+                    for message in messages {
+                        let inserted = insert_message(conn, &message).map_err(forwarding_failed)?;
+                        queued += inserted.endpoints.len() - inserted.leased.len();
+                        if !inserted.leased.is_empty() {
+                            // As a create does: read on the writer, nothing kept.
+                            let message = Some(Arc::new(message.message));
+                            let cache = Keep::No(&cache);
+                            leased.extend(load_jobs(
+                                conn,
+                                inserted.leased,
+                                message,
+                                cache,
+                                &sealer,
+                            )?);
+                        }
                     }
                 }
                 None => {}
@@ -272,7 +291,11 @@ impl IngestStore for SqliteStore {
                 .map_err(Error::storage)?;
             request.seq = seq;
             insert_ingest_request(conn, &request)?;
-            Ok(IngestedRequest::logged(&request, original))
+            Ok(IngestedRequest {
+                leased,
+                queued,
+                ..IngestedRequest::logged(&request, original)
+            })
         })
         .await
     }

@@ -10,7 +10,7 @@ use hookline_signature::{Keyset, Message, Scheme, VerifyOptions};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::server::{Receiver, Server, TOKEN, TempDir, free_port};
+use crate::server::{Receiver, Server, TOKEN, TempDir, free_port, metric};
 
 const OPENAI_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -977,4 +977,57 @@ async fn logged_requests_are_replayed_one_or_by_time_range() {
             "not listed among the applications: {apps}"
         );
     }
+}
+
+/// A webhook received and forwarded goes to the worker of the node that received it,
+/// leased as its forwarding message is created, without a claim; a duplicate forwards
+/// nothing.
+#[tokio::test]
+async fn a_received_webhook_is_forwarded_by_its_node_without_a_claim() {
+    let dir = TempDir::new("ingest-handoff");
+    let (receiver, receiver_url) = Receiver::start().await;
+    let server = Server::start_process(&dir.0, &[]).await;
+    let (source_id, ingest_url) =
+        create_source(&server, "open-ai", json!({"secret": OPENAI_SECRET})).await;
+    let (status, endpoint) = server
+        .api(
+            Method::POST,
+            &format!("/ingest/api/v1/source/{source_id}/endpoint"),
+            Some(json!({"url": format!("{receiver_url}/forwarded")})),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+
+    let body = r#"{"type":"response.completed","data":{"id":"resp_handoff"}}"#;
+    let client = reqwest::Client::new();
+    for verdict in ["accepted", "duplicate"] {
+        let mut request = client.post(&ingest_url).body(body);
+        for (name, value) in openai_headers(body.as_bytes(), "wh_handoff") {
+            request = request.header(name, value);
+        }
+        let answer: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+        assert_eq!(answer["verdict"], verdict, "{answer}");
+    }
+    let deliveries = receiver
+        .wait_until(Duration::from_secs(10), |deliveries| !deliveries.is_empty())
+        .await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].body, body.as_bytes());
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"hookline_handed_deliveries_total{fate="started"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"hookline_claimed_deliveries_total{fate="started"}"#
+        ),
+        0.0,
+        "{metrics}"
+    );
 }

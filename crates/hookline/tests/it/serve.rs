@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::server::{Receiver, Server, TempDir, free_port};
+use crate::server::{Receiver, Server, TempDir, free_port, metric};
 
 #[tokio::test]
 async fn first_start_creates_the_database_and_prints_an_admin_token_once() {
@@ -719,13 +719,6 @@ async fn serve_lifts_its_soft_limit_of_open_files_to_the_hard_one() {
     assert_eq!(numbers[0], numbers[1], "{line}");
 }
 
-/// The value of the metric line `series` (name and labels as printed), 0 if absent.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// A message's deliveries go to the worker of the node that created it, leased in the
 /// create's own transaction, without a claim; a node killed with such a delivery in
 /// flight makes it again once restarted under its name (not a lease later).
@@ -775,15 +768,7 @@ async fn a_node_delivers_what_it_creates_without_a_claim_and_after_a_kill() {
         delivered(first)(&deliveries),
         "the first message was delivered"
     );
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", server.url))
-        .bearer_auth(crate::server::TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert_eq!(
         metric(
             &metrics,

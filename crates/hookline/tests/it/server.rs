@@ -283,6 +283,18 @@ impl Server {
         child.wait().expect("reap");
     }
 
+    /// The node's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::Client::new()
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("metrics request");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("metrics body")
+    }
+
     pub async fn api(
         &self,
         method: reqwest::Method,
@@ -304,6 +316,14 @@ impl Server {
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
         )
     }
+}
+
+/// The value of the metric line `series` (name and labels as printed) in `text`, 0 if
+/// absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 impl Drop for Server {
