@@ -307,7 +307,8 @@ impl Dispatcher {
     }
 
     /// Starts the deliveries handed over until `shutdown`, each message's as soon as it
-    /// arrives (giving some back is a round trip to the store).
+    /// arrives (giving some back is a round trip to the store). Those handed over as it
+    /// stops are given back, so that other workers need not wait out their leases.
     async fn take_over(
         &self,
         mut handed: mpsc::UnboundedReceiver<Handed>,
@@ -322,6 +323,19 @@ impl Dispatcher {
                 self.start_handed(handed, shutdown, tracker, finished)
             })
             .await;
+        handed.close();
+        let mut left = Vec::new();
+        while let Ok(handed) = handed.try_recv() {
+            if Instant::now() < handed.leased_at + self.hold {
+                left.extend(
+                    handed
+                        .jobs
+                        .iter()
+                        .map(|job| (job.message.id.clone(), job.endpoint.id.clone())),
+                );
+            }
+        }
+        release(self.queue.as_ref(), left, self.clock.now()).await;
     }
 
     /// Starts the deliveries of one message handed over, as a claim starts its own:
@@ -333,9 +347,22 @@ impl Dispatcher {
         tracker: &TaskTracker,
         finished: &mpsc::Sender<Finished>,
     ) {
-        let Handed { mut permits, jobs } = handed;
+        let Handed {
+            mut permits,
+            jobs,
+            leased_at,
+        } = handed;
+        // They start within the hold of their lease's start, as a claim's do, so that
+        // each attempt ends before its lease does (should the create have been slow).
+        let start_by = leased_at + self.hold;
+        if Instant::now() >= start_by {
+            tracing::warn!(
+                deliveries = jobs.len(),
+                "deliveries handed over too late to start within their lease; they are due again when it ends"
+            );
+            return;
+        }
         let handed = jobs.len();
-        let start_by = Instant::now() + self.hold;
         let mut given_back = Vec::new();
         for job in jobs {
             let key = (job.message.id.clone(), job.endpoint.id.clone());

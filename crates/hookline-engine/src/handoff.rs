@@ -19,12 +19,17 @@ use std::time::Duration;
 use hookline_core::SharedClock;
 use hookline_core::store::{CreateLease, DeliveryJob};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// The most deliveries one message hands over: a fan-out's first few go at once, the
 /// rest wait for a claim like any due delivery, so that one large fan-out cannot take
 /// every worker from the messages created beside it.
 const MOST_PER_MESSAGE: usize = 16;
+/// A create reserves at most this share of the worker's free room (and nothing once
+/// less than this is free), so that the creates in flight together leave room for
+/// claims.
+const SHARE_OF_FREE: usize = 4;
 
 /// The door between the API and this node's worker. Shut until the worker has started
 /// (and ended its old leases), and again once it stops.
@@ -45,6 +50,9 @@ pub struct Handoff {
 pub struct Reservation {
     permits: OwnedSemaphorePermit,
     lease: CreateLease,
+    /// When the lease was taken: its deliveries must start within the worker's hold of
+    /// this, as a claim's must within the hold of the claim, to end before the lease.
+    at: Instant,
 }
 
 impl Reservation {
@@ -62,11 +70,12 @@ impl Reservation {
     }
 }
 
-/// Deliveries handed over, and the room they run in.
+/// Deliveries handed over, the room they run in, and when their lease was taken.
 #[derive(Debug)]
 pub(crate) struct Handed {
     pub permits: OwnedSemaphorePermit,
     pub jobs: Vec<DeliveryJob>,
+    pub leased_at: Instant,
 }
 
 impl Handoff {
@@ -108,10 +117,11 @@ impl Handoff {
         if !self.is_open() {
             return None;
         }
-        let free = self.permits.available_permits().min(MOST_PER_MESSAGE);
+        let room = (self.permits.available_permits() / SHARE_OF_FREE).min(MOST_PER_MESSAGE);
         let permits = Arc::clone(&self.permits)
-            .try_acquire_many_owned(u32::try_from(free).ok().filter(|n| *n > 0)?)
+            .try_acquire_many_owned(u32::try_from(room).ok().filter(|n| *n > 0)?)
             .ok()?;
+        let at = Instant::now();
         let until = self.clock.now() + chrono::Duration::from_std(self.lease).ok()?;
         Some(Reservation {
             lease: CreateLease {
@@ -120,6 +130,7 @@ impl Handoff {
                 most: permits.num_permits(),
             },
             permits,
+            at,
         })
     }
 
@@ -128,7 +139,7 @@ impl Handoff {
     /// stopped meanwhile, they are due again when their leases end.
     ///
     /// [`CreatedMessage::leased`]: hookline_core::store::CreatedMessage::leased
-    pub fn hand(&self, reservation: Reservation, leased: Vec<DeliveryJob>) {
+    pub fn hand(&self, reservation: Reservation, leased: &[DeliveryJob]) {
         if leased.is_empty() {
             return;
         }
@@ -137,7 +148,8 @@ impl Handoff {
         };
         let handed = Handed {
             permits: reservation.permits,
-            jobs: leased,
+            jobs: leased.to_vec(),
+            leased_at: reservation.at,
         };
         if sender.send(handed).is_err() {
             tracing::debug!("the worker stopped; handed deliveries wait for their leases");

@@ -207,6 +207,34 @@ impl AppState {
         self
     }
 
+    /// Room in this node's worker for the deliveries of a message about to be created,
+    /// if it has a worker with room: the message is then created under its lease.
+    pub fn reserve(&self) -> Option<hookline_engine::Reservation> {
+        self.handoff.as_ref()?.reserve()
+    }
+
+    /// Awaits `write`, a store call creating messages under the lease of `reserved`, and
+    /// hands this node's worker the deliveries it leased (`leased` finds them in its
+    /// answer). With a reservation the two run in a task of their own, so that a client
+    /// going away mid-write cannot leave the leased deliveries waiting out their lease.
+    pub async fn write_and_hand<T: Send + 'static>(
+        &self,
+        reserved: Option<hookline_engine::Reservation>,
+        write: impl Future<Output = hookline_core::Result<T>> + Send + 'static,
+        leased: fn(&T) -> &[hookline_core::store::DeliveryJob],
+    ) -> hookline_core::Result<T> {
+        let (Some(reserved), Some(handoff)) = (reserved, self.handoff.clone()) else {
+            return write.await;
+        };
+        tokio::spawn(async move {
+            let written = write.await?;
+            handoff.hand(reserved, leased(&written));
+            Ok(written)
+        })
+        .await
+        .map_err(hookline_core::Error::storage)?
+    }
+
     /// Tells the delivery engine and live message streams that messages or deliveries
     /// were just committed.
     pub fn queued(&self) {

@@ -56,6 +56,21 @@ impl EndpointCache {
         self.rows
             .insert(endpoint.id.clone(), (generation, Arc::clone(endpoint)));
     }
+
+    /// Keeps the `endpoints` the writer read in a batch that has since committed, which
+    /// it could not keep itself (the batch might have rolled back): under `generation`,
+    /// read before the write was sent, so that a change committed since hides them.
+    pub fn put_committed<'a>(
+        &self,
+        generation: u64,
+        endpoints: impl IntoIterator<Item = &'a Arc<Endpoint>>,
+    ) {
+        for endpoint in endpoints {
+            if self.get(generation, &endpoint.id).is_none() {
+                self.put(generation, endpoint);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,5 +97,24 @@ mod tests {
         cache.put(after, &endpoint);
         assert!(cache.get(before, &id).is_none());
         assert!(cache.get(after, &id).is_some());
+    }
+
+    #[test]
+    fn rows_the_writer_read_are_kept_once_committed_unless_changed_since() {
+        let cache = EndpointCache::default();
+        let app = hookline_core::id::AppId::new();
+        let endpoint = Arc::new(hookline_core::conformance::endpoint(&app, None, None));
+        let id = endpoint.id.clone();
+
+        let sent = cache.generation();
+        cache.put_committed(sent, [&endpoint]);
+        assert!(cache.get(cache.generation(), &id).is_some(), "kept");
+
+        // A change that committed after the write was sent hides what it read.
+        let other = Arc::new(hookline_core::conformance::endpoint(&app, None, None));
+        let sent = cache.generation();
+        cache.invalidate();
+        cache.put_committed(sent, [&other]);
+        assert!(cache.get(cache.generation(), &other.id).is_none());
     }
 }

@@ -940,3 +940,83 @@ pub async fn a_forwarded_request_under_a_lease_hands_back_its_deliveries(store: 
     assert!(plain.leased.is_empty());
     assert_eq!(plain.queued, 2);
 }
+
+/// Requests arriving together, which a store may write in one batch (some leased, some
+/// duplicates, some refused, some without a lease): each answer hands back its own
+/// message's deliveries and no other's.
+pub async fn requests_written_together_each_hand_back_their_own_deliveries(store: Arc<dyn Store>) {
+    let src = source(None);
+    store.create_source(&src).await.unwrap();
+    store
+        .create_endpoint(&endpoint(&src.app_id, None, None))
+        .await
+        .unwrap();
+    let lease = CreateLease {
+        owner: "node-a".into(),
+        until: clock_now() + chrono::Duration::seconds(30),
+        most: 4,
+    };
+    // (request, its message, leased, refused), in arrival order.
+    let mut requests = Vec::new();
+    for n in 0..12 {
+        let key = format!("evt_{}", n % 8); // The last four repeat the first four.
+        let mut request = received(&src, Some(&key));
+        let refused = n % 5 == 3;
+        if refused {
+            request.verdict = Verdict::Rejected;
+            request.status_code = 401;
+            request.reason_code = "no_signature_matched".into();
+        }
+        let (mut new, message) = forwarded(&src, request);
+        let leased = n % 3 != 2;
+        if leased {
+            new.messages[0].lease = Some(lease.clone());
+        }
+        requests.push((new, message, leased, refused));
+    }
+    let expected: Vec<(Message, bool)> = requests
+        .iter()
+        .map(|(_, message, leased, _)| (message.clone(), *leased))
+        .collect();
+    let outcomes: Vec<IngestedRequest> = join_all(
+        requests
+            .into_iter()
+            .map(|(new, ..)| {
+                let store = Arc::clone(&store);
+                Box::pin(async move { store.ingest(new).await.unwrap() }) as Task<'_, _>
+            })
+            .collect(),
+    )
+    .await;
+    let mut handed = 0;
+    for (outcome, (message, leased)) in outcomes.iter().zip(&expected) {
+        match outcome.verdict {
+            Verdict::Accepted if *leased => {
+                assert_eq!(outcome.leased.len(), 1, "{outcome:?}");
+                assert_eq!(*outcome.leased[0].message, *message, "its own message");
+                assert_eq!(outcome.queued, 0);
+                handed += 1;
+            }
+            Verdict::Accepted => {
+                assert!(outcome.leased.is_empty(), "{outcome:?}");
+                assert_eq!(outcome.queued, 1);
+            }
+            _ => {
+                assert!(outcome.leased.is_empty(), "{outcome:?}");
+                assert_eq!(outcome.queued, 0);
+            }
+        }
+    }
+    assert!(handed > 0);
+    // Every forward is in the queue once: leased, or due.
+    let now = clock_now() + chrono::Duration::seconds(1);
+    let due = store
+        .claim_due("node-b", now, Duration::from_secs(60), 100)
+        .await
+        .unwrap();
+    let accepted = outcomes
+        .iter()
+        .filter(|outcome| outcome.verdict == Verdict::Accepted)
+        .count();
+    assert_eq!(due.len() + handed, accepted);
+}

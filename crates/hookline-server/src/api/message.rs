@@ -2,6 +2,8 @@
 //! delivery for every matching endpoint are committed together; the payload is kept as
 //! the exact JSON text received and given back unchanged.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -186,7 +188,8 @@ pub fn payload_expiry(
 }
 
 /// Commits `message` with its deliveries (and the idempotency record, if the request has
-/// a key) in one transaction, wakes the delivery engine, and answers with `status`. The
+/// a key) in one transaction, hands them to this node's worker or wakes the delivery
+/// engine for them, and answers with `status`. The
 /// payload is kept for the server's retention.
 pub async fn accept(
     state: &AppState,
@@ -227,18 +230,20 @@ async fn accept_until(
         .map(|key| key.record(status, body.clone(), message.created_at));
     // With room in this node's worker, the deliveries are leased to it as they are
     // created and start at once; without, they are queued for a claim.
-    let reserved = state.handoff.as_ref().and_then(|handoff| handoff.reserve());
-    let created = state
-        .store
-        .create_message(NewMessage {
-            message,
-            only_endpoint,
-            idempotency: record,
-            payload_expires_at: Some(payload_expires_at),
-            lease: reserved.as_ref().map(Reservation::lease),
-        })
-        .await;
-    let created = match (created, &idempotency) {
+    let reserved = state.reserve();
+    let new = NewMessage {
+        message,
+        only_endpoint,
+        idempotency: record,
+        payload_expires_at: Some(payload_expires_at),
+        lease: reserved.as_ref().map(Reservation::lease),
+    };
+    let store = Arc::clone(&state.store);
+    let write = async move { store.create_message(new).await };
+    let created = match (
+        state.write_and_hand(reserved, write, |c| &c.leased).await,
+        &idempotency,
+    ) {
         (Ok(created), _) => created,
         // A request with the same key was carried out first, on this node or another
         // (a client retrying after a node died mid-answer): answer as it was answered.
@@ -247,11 +252,7 @@ async fn accept_until(
         }
         (Err(error), _) => return Err(error.into()),
     };
-    let all_handed = created.leased.len() == created.endpoints.len();
-    if let (Some(handoff), Some(reserved)) = (&state.handoff, reserved) {
-        handoff.hand(reserved, created.leased);
-    }
-    if all_handed {
+    if created.leased.len() == created.endpoints.len() {
         state.messages.notify_waiters();
     } else {
         state.queued();

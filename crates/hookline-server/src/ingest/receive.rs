@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use hookline_core::Code;
 use hookline_core::Store;
 use hookline_core::id::AppId;
-use hookline_core::ingest::{IngestedRequest, Source};
+use hookline_core::ingest::{IngestedRequest, Source, Verdict as Logged};
 use hookline_core::memo::Memo;
 use hookline_engine::Reservation;
 use hookline_receive::SourceType;
@@ -118,7 +118,7 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
     // where it has room, as a create's do (`api::message`).
     let mut reserved: Option<Reservation> = None;
     for message in &mut record.messages {
-        let Some(room) = state.handoff.as_ref().and_then(|handoff| handoff.reserve()) else {
+        let Some(room) = state.reserve() else {
             break;
         };
         message.lease = Some(room.lease());
@@ -127,16 +127,15 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
             None => reserved = Some(room),
         }
     }
-    let mut stored = match state.store.ingest(record).await {
+    let store = Arc::clone(&state.store);
+    let write = async move { store.ingest(record).await };
+    let stored = match state.write_and_hand(reserved, write, |s| &s.leased).await {
         Ok(stored) => stored,
         // Deleted since it was found (on another node, or while this request was read).
         Err(hookline_core::Error::NotFound("source")) => return Ok(source_not_found()),
         Err(error) => return Err(error.into()),
     };
     hookline_core::metrics::metrics().record_inbound(&source.source_type, stored.verdict.as_str());
-    if let (Some(handoff), Some(reserved)) = (&state.handoff, reserved) {
-        handoff.hand(reserved, std::mem::take(&mut stored.leased));
-    }
     note_dropped(&source, &stored, &state.config.keep);
     if stored.logged {
         state.ingested.notify_waiters();
@@ -149,6 +148,8 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
         Verdict::Accepted(accepted) => {
             if stored.queued > 0 {
                 state.queued();
+            } else if stored.verdict == Logged::Accepted {
+                state.messages.notify_waiters();
             }
             // Duplicates too: the first may have been stored before a crash kept it from
             // the tracker, and the provider's retry is then all there is. The tracker

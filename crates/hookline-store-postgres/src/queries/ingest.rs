@@ -201,7 +201,7 @@ impl IngestStore for PostgresStore {
         let leasing = leasing(&new.messages);
         let Ingested { request, leased } = self.ingests().submit(new).await?;
         Ok(IngestedRequest {
-            leased: self.leased_jobs(leased, &leasing)?,
+            leased: self.leased_jobs(leased, &leasing),
             ..request
         })
     }

@@ -24,7 +24,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
 /// Stores a message, one destination per endpoint it is for, and its idempotency record,
-/// and returns those endpoints: what [`MessageStore::create_message`] does (in a group
+/// and returns those endpoints and the deliveries it leased: what [`MessageStore::create_message`] does (in a group
 /// commit, [`crate::group`]), and [`IngestStore::ingest`] and the job tracker for the
 /// messages they make. The caller commits, then announces the work (the job tracker does
 /// not). See [`insert_messages`].
@@ -308,26 +308,29 @@ pub(crate) fn leasing(news: &[NewMessage]) -> Vec<Arc<Message>> {
 impl PostgresStore {
     /// The jobs of deliveries leased as their messages (among `messages`) were created,
     /// from the rows the create read: what a claim of them would have returned, without
-    /// its round trip.
+    /// its round trip. Called once the create has committed, so it does not fail: a job
+    /// it cannot make (an endpoint whose secrets do not open) is left to its lease.
     pub(crate) fn leased_jobs(
         &self,
         leased: Vec<Leased>,
         messages: &[Arc<Message>],
-    ) -> Result<Vec<DeliveryJob>> {
+    ) -> Vec<DeliveryJob> {
         leased
             .into_iter()
-            .map(|leased| {
+            .filter_map(|leased| {
                 let message = messages
                     .iter()
-                    .find(|message| message.id == leased.destination.msg_id)
-                    .ok_or_else(|| {
-                        Error::storage(std::io::Error::other("leased without a lease"))
-                    })?;
+                    .find(|message| message.id == leased.destination.msg_id)?;
+                let endpoint = rows::open_endpoint(self.sealer(), leased.endpoint)
+                    .inspect_err(|error| {
+                        tracing::error!(%error, "a leased delivery's endpoint does not open; it is due again when its lease ends");
+                    })
+                    .ok()?;
                 let (app_uid, app_throttle_rate) = leased.app;
-                Ok(DeliveryJob {
+                Some(DeliveryJob {
                     destination: leased.destination,
                     message: Arc::clone(message),
-                    endpoint: Arc::new(rows::open_endpoint(self.sealer(), leased.endpoint)?),
+                    endpoint: Arc::new(endpoint),
                     app_uid,
                     app_throttle_rate,
                 })
@@ -476,7 +479,7 @@ impl MessageStore for PostgresStore {
     async fn create_message(&self, new: NewMessage) -> Result<CreatedMessage> {
         let leasing = leasing(std::slice::from_ref(&new));
         let Inserted { endpoints, leased } = self.creates().submit(new).await?;
-        let leased = self.leased_jobs(leased, &leasing)?;
+        let leased = self.leased_jobs(leased, &leasing);
         Ok(CreatedMessage { endpoints, leased })
     }
 

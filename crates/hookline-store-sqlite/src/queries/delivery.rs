@@ -24,11 +24,32 @@ use crate::SqliteStore;
 use crate::cache::EndpointCache;
 use crate::rows::{self, json, millis, time};
 
+/// The jobs of the deliveries `message` leased as the writer created it, read on the
+/// writer in the transaction that leased them: no claim, and no hop to a reader. A job
+/// it cannot make (an endpoint whose secrets do not open) is left to its lease, rather
+/// than failing the create.
+pub(super) fn leased_jobs(
+    conn: &Connection,
+    leased: Vec<Destination>,
+    message: Arc<Message>,
+    cache: &EndpointCache,
+    sealer: &Sealer,
+) -> Vec<DeliveryJob> {
+    if leased.is_empty() {
+        return Vec::new();
+    }
+    load_jobs(conn, leased, Some(message), Keep::No(cache), sealer).unwrap_or_else(|error| {
+        tracing::error!(%error, "leased deliveries could not be read; they are due again when their lease ends");
+        Vec::new()
+    })
+}
+
 /// Whether [`load_jobs`] keeps the endpoint rows it reads in the cache.
-pub(super) enum Keep<'a> {
+enum Keep<'a> {
     /// A reader's rows, which are committed.
     Yes(&'a EndpointCache),
-    /// The writer's, which its batch may yet roll back: only rows kept are taken.
+    /// The writer's, which its batch may yet roll back: only rows kept are taken (the
+    /// caller keeps the rest once the batch has committed: `EndpointCache::put_committed`).
     No(&'a EndpointCache),
 }
 
@@ -37,7 +58,7 @@ pub(super) enum Keep<'a> {
 /// share its row, which later claims take from the endpoint cache while it stays
 /// unchanged. Endpoints are opened by `sealer` as read, so the cache keeps them ready to
 /// sign with. A message in `known` is not read again, only its application's uid and rate.
-pub(super) fn load_jobs(
+fn load_jobs(
     conn: &Connection,
     claimed: Vec<Destination>,
     known: Option<Arc<Message>>,

@@ -13,7 +13,7 @@ use hookline_core::store::{
 use hookline_core::{Error, Result};
 use rusqlite::{Connection, params};
 
-use super::delivery::{Keep, load_jobs};
+use super::delivery::leased_jobs;
 use super::idempotency::claim_idempotent;
 use super::{Select, all, changed, key_column, not_found, one};
 use crate::SqliteStore;
@@ -131,20 +131,18 @@ const EXPIRE_BATCH: usize = 1_000;
 impl MessageStore for SqliteStore {
     async fn create_message(&self, new: NewMessage) -> Result<CreatedMessage> {
         let cache = Arc::clone(&self.inner.endpoints);
+        let generation = cache.generation();
         let sealer = self.sealer().clone();
-        self.write(move |conn| {
-            let Inserted { endpoints, leased } = insert_message(conn, &new)?;
-            // Read on the writer, in the transaction that leased them: no claim, and no
-            // hop to a reader. Rows read here are not kept, as the batch may yet roll back.
-            let leased = if leased.is_empty() {
-                Vec::new()
-            } else {
-                let message = Some(Arc::new(new.message));
-                load_jobs(conn, leased, message, Keep::No(&cache), &sealer)?
-            };
-            Ok(CreatedMessage { endpoints, leased })
-        })
-        .await
+        let created = self
+            .write(move |conn| {
+                let Inserted { endpoints, leased } = insert_message(conn, &new)?;
+                let leased = leased_jobs(conn, leased, Arc::new(new.message), &cache, &sealer);
+                Ok(CreatedMessage { endpoints, leased })
+            })
+            .await?;
+        let endpoints = created.leased.iter().map(|job| &job.endpoint);
+        self.inner.endpoints.put_committed(generation, endpoints);
+        Ok(created)
     }
 
     async fn get_message(&self, app: &AppId, key: &str) -> Result<Message> {

@@ -998,36 +998,54 @@ async fn a_received_webhook_is_forwarded_by_its_node_without_a_claim() {
         .await;
     assert_eq!(status, 201, "{endpoint}");
 
-    let body = r#"{"type":"response.completed","data":{"id":"resp_handoff"}}"#;
     let client = reqwest::Client::new();
-    for verdict in ["accepted", "duplicate"] {
-        let mut request = client.post(&ingest_url).body(body);
-        for (name, value) in openai_headers(body.as_bytes(), "wh_handoff") {
+    let post = |id: &'static str, verdict: &'static str| {
+        let body = format!(r#"{{"type":"response.completed","data":{{"id":"{id}"}}}}"#);
+        let mut request = client.post(&ingest_url).body(body.clone());
+        for (name, value) in openai_headers(body.as_bytes(), &format!("wh_{id}")) {
             request = request.header(name, value);
         }
-        let answer: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
-        assert_eq!(answer["verdict"], verdict, "{answer}");
-    }
-    let deliveries = receiver
+        async move {
+            let answer: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            assert_eq!(answer["verdict"], verdict, "{answer}");
+            body
+        }
+    };
+    let counts = |metrics: &str| {
+        [
+            r#"hookline_handed_deliveries_total{fate="started"}"#,
+            r#"hookline_claimed_deliveries_total{fate="started"}"#,
+        ]
+        .map(|series| metric(metrics, series))
+    };
+    // Once one forward has been delivered the worker is running (it takes deliveries
+    // over before its first claim).
+    post("resp_first", "accepted").await;
+    receiver
         .wait_until(Duration::from_secs(10), |deliveries| !deliveries.is_empty())
         .await;
-    assert_eq!(deliveries.len(), 1);
-    assert_eq!(deliveries[0].body, body.as_bytes());
+    let before = counts(&server.metrics().await);
+    let body = post("resp_handoff", "accepted").await;
+    post("resp_handoff", "duplicate").await;
+    let forwarded = |deliveries: &[crate::server::Delivery]| {
+        deliveries
+            .iter()
+            .filter(|d| d.body == body.as_bytes())
+            .count()
+    };
+    receiver
+        .wait_until(Duration::from_secs(10), |deliveries| {
+            forwarded(deliveries) > 0
+        })
+        .await;
+    // Time for a second forward, should the duplicate make one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(forwarded(&receiver.deliveries()), 1);
     let metrics = server.metrics().await;
+    let [handed, claimed] = counts(&metrics);
     assert_eq!(
-        metric(
-            &metrics,
-            r#"hookline_handed_deliveries_total{fate="started"}"#
-        ),
-        1.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        metric(
-            &metrics,
-            r#"hookline_claimed_deliveries_total{fate="started"}"#
-        ),
-        0.0,
-        "{metrics}"
+        [handed - before[0], claimed - before[1]],
+        [1.0, 0.0],
+        "handed over, not claimed: {metrics}"
     );
 }

@@ -760,31 +760,32 @@ async fn a_node_delivers_what_it_creates_without_a_claim_and_after_a_kill() {
         }
     };
 
-    let first = create(&server, &app_id, 1).await;
-    let deliveries = receiver
-        .wait_until(Duration::from_secs(10), delivered(first.clone()))
-        .await;
-    assert!(
-        delivered(first)(&deliveries),
-        "the first message was delivered"
-    );
-    let metrics = server.metrics().await;
-    assert_eq!(
-        metric(
-            &metrics,
-            r#"hookline_handed_deliveries_total{fate="started"}"#
-        ),
-        1.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        metric(
-            &metrics,
-            r#"hookline_claimed_deliveries_total{fate="started"}"#
-        ),
-        0.0,
-        "{metrics}"
-    );
+    // Once one message has been delivered the worker is running (it takes deliveries
+    // over before its first claim); from then on what this node creates is handed over.
+    let counts = |metrics: &str| {
+        [
+            r#"hookline_handed_deliveries_total{fate="started"}"#,
+            r#"hookline_claimed_deliveries_total{fate="started"}"#,
+        ]
+        .map(|series| metric(metrics, series))
+    };
+    for n in 0..2 {
+        let before = counts(&server.metrics().await);
+        let id = create(&server, &app_id, n).await;
+        let deliveries = receiver
+            .wait_until(Duration::from_secs(10), delivered(id.clone()))
+            .await;
+        assert!(delivered(id)(&deliveries), "message {n} was delivered");
+        let metrics = server.metrics().await;
+        let [handed, claimed] = counts(&metrics);
+        if n == 1 {
+            assert_eq!(
+                [handed - before[0], claimed - before[1]],
+                [1.0, 0.0],
+                "handed over, not claimed: {metrics}"
+            );
+        }
+    }
 
     // The second delivery hangs at the receiver when the node is killed; restarted
     // under its name, the node ends its old leases and makes it again at once, where
