@@ -1086,10 +1086,11 @@ async fn scrape(client: &reqwest::Client, nodes: &[Server], name: &str) -> anyho
     Ok(sum)
 }
 
-/// What the delivery workers of `nodes` have done so far: claims, deliveries given back,
-/// and group commits (SQLite's writer; PostgreSQL counts only its message creates).
+/// What the delivery workers of `nodes` have done so far: claims, deliveries given back
+/// (by claims and hand-overs), group commits (SQLite's writer; PostgreSQL counts only its
+/// message creates), and deliveries handed over as their messages were created.
 #[derive(Debug, Clone, Copy)]
-struct ClaimCounts([f64; 3]);
+struct ClaimCounts([f64; 5]);
 
 impl ClaimCounts {
     async fn now(client: &reqwest::Client, nodes: &[Server]) -> anyhow::Result<Self> {
@@ -1102,6 +1103,18 @@ impl ClaimCounts {
             )
             .await?,
             scrape(client, nodes, "hookline_commit_batch_size_count").await?,
+            scrape(
+                client,
+                nodes,
+                "hookline_handed_deliveries_total{fate=\"started\"}",
+            )
+            .await?,
+            scrape(
+                client,
+                nodes,
+                "hookline_handed_deliveries_total{fate=\"given_back\"}",
+            )
+            .await?,
         ]))
     }
 
@@ -1118,7 +1131,8 @@ impl ClaimCounts {
         let per_100 = |at: usize| (self.0[at] - before.0[at]) * 100.0 / deliveries.max(1) as f64;
         let mut figures = vec![
             ("claims per 100 deliveries", per_100(0)),
-            ("given back per 100 deliveries", per_100(1)),
+            ("handed over at create per 100 deliveries", per_100(3)),
+            ("given back per 100 deliveries", per_100(1) + per_100(4)),
         ];
         if !postgres {
             figures.push(("SQLite commits per 100 deliveries", per_100(2)));

@@ -17,10 +17,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hookline_core::SharedClock;
+use hookline_core::id::AppId;
 use hookline_core::store::{CreateLease, DeliveryJob};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::ratelimit::EndpointLimits;
 
 /// The most deliveries one message hands over: a fan-out's first few go at once, the
 /// rest wait for a claim like any due delivery, so that one large fan-out cannot take
@@ -37,6 +40,8 @@ const SHARE_OF_FREE: usize = 4;
 pub struct Handoff {
     /// The worker's deliveries in flight: the claim loops take from the same permits.
     pub(crate) permits: Arc<Semaphore>,
+    /// The worker's per-app and per-endpoint limits, which claims heed too.
+    pub(crate) limits: Arc<EndpointLimits>,
     pub(crate) owner: String,
     pub(crate) lease: Duration,
     clock: SharedClock,
@@ -81,12 +86,14 @@ pub(crate) struct Handed {
 impl Handoff {
     pub(crate) fn new(
         concurrency: usize,
+        limits: Arc<EndpointLimits>,
         owner: String,
         lease: Duration,
         clock: SharedClock,
     ) -> Self {
         Handoff {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            limits,
             owner,
             lease,
             clock,
@@ -110,14 +117,16 @@ impl Handoff {
             .is_some_and(|(sender, stop)| !stop.is_cancelled() && !sender.is_closed())
     }
 
-    /// Reserves room for a message's deliveries, if the worker is running and has any
-    /// free: with it, the store leases them as it creates them. `None` queues them due,
-    /// for a claim.
-    pub fn reserve(&self) -> Option<Reservation> {
+    /// Reserves room for the deliveries of a message of `app`, if the worker is running
+    /// and has any free, and the app has not taken its share: with it, the store leases
+    /// them as it creates them. `None` queues them due, for a claim.
+    pub fn reserve(&self, app: &AppId) -> Option<Reservation> {
         if !self.is_open() {
             return None;
         }
-        let room = (self.permits.available_permits() / SHARE_OF_FREE).min(MOST_PER_MESSAGE);
+        let room = (self.permits.available_permits() / SHARE_OF_FREE)
+            .min(MOST_PER_MESSAGE)
+            .min(self.limits.room_of(std::slice::from_ref(app)));
         let permits = Arc::clone(&self.permits)
             .try_acquire_many_owned(u32::try_from(room).ok().filter(|n| *n > 0)?)
             .ok()?;

@@ -231,8 +231,20 @@ impl Engine {
         let client = HttpClient::guarded(Guard::new(config.allowed_subnets.clone()))
             .expect("the delivery http client builds from a static configuration")
             .https_only(config.https_only);
+        // One endpoint may hold at most half the worker: a slow one cannot starve the
+        // rest, a fast one can still take a burst. One app may hold at most half of what
+        // the other apps leave free (and at least one endpoint's in-flight bound), so that
+        // twenty hanging endpoints of one tenant leave the other half to everyone else
+        // (issue 16).
+        let limits = EndpointLimits::new(
+            config.max_in_flight_per_endpoint,
+            (config.concurrency / 2).max(2 * config.max_in_flight_per_endpoint),
+            config.concurrency.max(1),
+            config.max_in_flight_per_endpoint,
+        );
         let handoff = Arc::new(Handoff::new(
             config.concurrency,
+            limits,
             config.node_id.clone(),
             config.lease(),
             Arc::clone(&clock),
@@ -292,17 +304,7 @@ impl Engine {
                 },
                 operational: route,
             }),
-            // One endpoint may hold at most half the worker: a slow one cannot starve the
-            // rest, a fast one can still take a burst. One app may hold at most half of
-            // what the other apps leave free (and at least one endpoint's in-flight
-            // bound), so that twenty hanging endpoints of one tenant leave the other half
-            // to everyone else (issue 16).
-            limits: EndpointLimits::new(
-                config.max_in_flight_per_endpoint,
-                (config.concurrency / 2).max(2 * config.max_in_flight_per_endpoint),
-                config.concurrency.max(1),
-                config.max_in_flight_per_endpoint,
-            ),
+            limits: Arc::clone(&self.handoff.limits),
             wake: self.wake,
             handoff: self.handoff,
             owner: config.node_id,

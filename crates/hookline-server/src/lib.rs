@@ -207,10 +207,11 @@ impl AppState {
         self
     }
 
-    /// Room in this node's worker for the deliveries of a message about to be created,
-    /// if it has a worker with room: the message is then created under its lease.
-    pub fn reserve(&self) -> Option<hookline_engine::Reservation> {
-        self.handoff.as_ref()?.reserve()
+    /// Room in this node's worker for the deliveries of a message of `app` about to be
+    /// created, if it has a worker with room: the message is then created under its
+    /// lease.
+    pub fn reserve(&self, app: &hookline_core::id::AppId) -> Option<hookline_engine::Reservation> {
+        self.handoff.as_ref()?.reserve(app)
     }
 
     /// Awaits `write`, a store call creating messages under the lease of `reserved`, and

@@ -230,7 +230,7 @@ async fn accept_until(
         .map(|key| key.record(status, body.clone(), message.created_at));
     // With room in this node's worker, the deliveries are leased to it as they are
     // created and start at once; without, they are queued for a claim.
-    let reserved = state.reserve();
+    let reserved = state.reserve(&message.app_id);
     let new = NewMessage {
         message,
         only_endpoint,

@@ -118,7 +118,7 @@ async fn receive_inner(state: &AppState, request: Request) -> Result<Response, A
     // where it has room, as a create's do (`api::message`).
     let mut reserved: Option<Reservation> = None;
     for message in &mut record.messages {
-        let Some(room) = state.reserve() else {
+        let Some(room) = state.reserve(&message.message.app_id) else {
             break;
         };
         message.lease = Some(room.lease());
