@@ -230,19 +230,10 @@ impl Dispatcher {
             };
             let claimed = jobs.len();
             let start_by = started + self.hold;
-            let mut given_back = Vec::new();
-            for job in jobs {
-                let key = (job.message.id.clone(), job.endpoint.id.clone());
-                // A store never returns more than it was asked for; should one, the extra
-                // deliveries are given back rather than run past the concurrency.
-                let started = reserved.split(1).is_some_and(|permit| {
-                    self.spawn(job, permit, start_by, tracker, finished, shutdown)
-                });
-                if !started {
-                    given_back.push(key);
-                }
-            }
-            drop((reserved, turn));
+            // A store never returns more than it was asked for; should one, the extra
+            // deliveries are given back rather than run past the concurrency.
+            let given_back = self.start_all(jobs, reserved, start_by, tracker, finished, shutdown);
+            drop(turn);
             let deferred = given_back.len();
             hookline_core::metrics::metrics().record_claim(claimed - deferred, deferred);
             release(self.queue.as_ref(), given_back, self.clock.now()).await;
@@ -348,7 +339,7 @@ impl Dispatcher {
         finished: &mpsc::Sender<Finished>,
     ) {
         let Handed {
-            mut permits,
+            permits,
             jobs,
             leased_at,
         } = handed;
@@ -363,6 +354,24 @@ impl Dispatcher {
             return;
         }
         let handed = jobs.len();
+        let given_back = self.start_all(jobs, permits, start_by, tracker, finished, shutdown);
+        hookline_core::metrics::metrics()
+            .record_handed(handed - given_back.len(), given_back.len());
+        release(self.queue.as_ref(), given_back, self.clock.now()).await;
+    }
+
+    /// Starts each of `jobs` that it admits, one of `permits` each; returns the keys of
+    /// those to give back (not admitted, or beyond the permits). The permits left over
+    /// are freed.
+    fn start_all(
+        &self,
+        jobs: Vec<DeliveryJob>,
+        mut permits: OwnedSemaphorePermit,
+        start_by: Instant,
+        tracker: &TaskTracker,
+        finished: &mpsc::Sender<Finished>,
+        shutdown: &CancellationToken,
+    ) -> Vec<(MessageId, EndpointId)> {
         let mut given_back = Vec::new();
         for job in jobs {
             let key = (job.message.id.clone(), job.endpoint.id.clone());
@@ -373,10 +382,7 @@ impl Dispatcher {
                 given_back.push(key);
             }
         }
-        drop(permits);
-        hookline_core::metrics::metrics()
-            .record_handed(handed - given_back.len(), given_back.len());
-        release(self.queue.as_ref(), given_back, self.clock.now()).await;
+        given_back
     }
 
     /// Admits `job` and runs it in its own task; `false` if it must be given back.

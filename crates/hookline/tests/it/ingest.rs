@@ -34,6 +34,21 @@ async fn create_source(
     )
 }
 
+/// An `open-ai` source that forwards to `{receiver_url}/forwarded`: its ingest URL.
+async fn openai_source_forwarding_to(server: &Server, receiver_url: &str) -> String {
+    let (source_id, ingest_url) =
+        create_source(server, "open-ai", json!({"secret": OPENAI_SECRET})).await;
+    let (status, endpoint) = server
+        .api(
+            Method::POST,
+            &format!("/ingest/api/v1/source/{source_id}/endpoint"),
+            Some(json!({"url": format!("{receiver_url}/forwarded")})),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+    ingest_url
+}
+
 /// Signs `body` as OpenAI does (Standard Webhooks) with a fresh webhook-id.
 fn openai_headers(body: &[u8], id: &str) -> Vec<(&'static str, String)> {
     let keys = Keyset::new(Scheme::OpenAi, [OPENAI_SECRET]).unwrap();
@@ -55,16 +70,7 @@ async fn every_accepted_request_is_forwarded_after_a_sigkill() {
     let (receiver, receiver_url) = Receiver::start().await;
     *receiver.delay.lock().unwrap() = Duration::from_secs(1);
     let mut server = Server::start_process(&dir.0, &[]).await;
-    let (source_id, ingest_url) =
-        create_source(&server, "open-ai", json!({"secret": OPENAI_SECRET})).await;
-    let (status, endpoint) = server
-        .api(
-            Method::POST,
-            &format!("/ingest/api/v1/source/{source_id}/endpoint"),
-            Some(json!({"url": format!("{receiver_url}/forwarded")})),
-        )
-        .await;
-    assert_eq!(status, 201, "{endpoint}");
+    let ingest_url = openai_source_forwarding_to(&server, &receiver_url).await;
 
     let client = reqwest::Client::new();
     let accepted = Arc::new(std::sync::Mutex::new(HashSet::<usize>::new()));
@@ -987,16 +993,7 @@ async fn a_received_webhook_is_forwarded_by_its_node_without_a_claim() {
     let dir = TempDir::new("ingest-handoff");
     let (receiver, receiver_url) = Receiver::start().await;
     let server = Server::start_process(&dir.0, &[]).await;
-    let (source_id, ingest_url) =
-        create_source(&server, "open-ai", json!({"secret": OPENAI_SECRET})).await;
-    let (status, endpoint) = server
-        .api(
-            Method::POST,
-            &format!("/ingest/api/v1/source/{source_id}/endpoint"),
-            Some(json!({"url": format!("{receiver_url}/forwarded")})),
-        )
-        .await;
-    assert_eq!(status, 201, "{endpoint}");
+    let ingest_url = openai_source_forwarding_to(&server, &receiver_url).await;
 
     let client = reqwest::Client::new();
     let post = |id: &'static str, verdict: &'static str| {

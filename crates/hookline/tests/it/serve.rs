@@ -113,19 +113,9 @@ async fn every_accepted_message_survives_a_sigkill() {
     *receiver.delay.lock().unwrap() = Duration::from_secs(1);
     let mut server =
         Server::start_process(&dir.0, &[("HOOKLINE_RETRY_SCHEDULE", "1,1,1,1,1")]).await;
-    let (status, app) = server
-        .api(Method::POST, "/api/v1/app", Some(json!({"name": "crash"})))
+    let app_id = server
+        .app_with_endpoint("crash", &format!("{receiver_url}/crash"))
         .await;
-    assert_eq!(status, 201, "{app}");
-    let app_id = app["id"].as_str().unwrap().to_owned();
-    let (status, endpoint) = server
-        .api(
-            Method::POST,
-            &format!("/api/v1/app/{app_id}/endpoint"),
-            Some(json!({"url": format!("{receiver_url}/crash")})),
-        )
-        .await;
-    assert_eq!(status, 201, "{endpoint}");
 
     // Send from 32 concurrent tasks; kill the server part way through.
     let accepted = Arc::new(std::sync::Mutex::new(HashMap::<String, usize>::new()));
@@ -728,23 +718,9 @@ async fn a_node_delivers_what_it_creates_without_a_claim_and_after_a_kill() {
     let (receiver, receiver_url) = Receiver::start().await;
     let env = [("HOOKLINE_NODE_ID", "handoff-node")];
     let mut server = Server::start_process(&dir.0, &env).await;
-    let (status, app) = server
-        .api(
-            Method::POST,
-            "/api/v1/app",
-            Some(json!({"name": "handoff"})),
-        )
+    let app_id = server
+        .app_with_endpoint("handoff", &format!("{receiver_url}/handoff"))
         .await;
-    assert_eq!(status, 201, "{app}");
-    let app_id = app["id"].as_str().unwrap().to_owned();
-    let (status, endpoint) = server
-        .api(
-            Method::POST,
-            &format!("/api/v1/app/{app_id}/endpoint"),
-            Some(json!({"url": format!("{receiver_url}/handoff")})),
-        )
-        .await;
-    assert_eq!(status, 201, "{endpoint}");
     async fn create(server: &Server, app_id: &str, n: u32) -> String {
         let path = format!("/api/v1/app/{app_id}/msg");
         let body = json!({"eventType": "handoff.test", "payload": {"n": n}});

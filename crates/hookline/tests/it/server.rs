@@ -283,6 +283,28 @@ impl Server {
         child.wait().expect("reap");
     }
 
+    /// Creates an application named `name` with one endpoint at `url`: the app's id.
+    pub async fn app_with_endpoint(&self, name: &str, url: &str) -> String {
+        let (status, app) = self
+            .api(
+                reqwest::Method::POST,
+                "/api/v1/app",
+                Some(serde_json::json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "{app}");
+        let app_id = app["id"].as_str().expect("app id").to_owned();
+        let (status, endpoint) = self
+            .api(
+                reqwest::Method::POST,
+                &format!("/api/v1/app/{app_id}/endpoint"),
+                Some(serde_json::json!({"url": url})),
+            )
+            .await;
+        assert_eq!(status, 201, "{endpoint}");
+        app_id
+    }
+
     /// The node's `/metrics` text.
     pub async fn metrics(&self) -> String {
         let response = reqwest::Client::new()
