@@ -21,6 +21,7 @@ use super::messages::insert_message;
 use super::resources::{delete_app_rows, insert_app};
 use super::{Select, all, changed, key_column, not_found, one};
 use crate::SqliteStore;
+use crate::cache::EndpointCache;
 use crate::rows::{self, classify, json, map_json, millis};
 
 /// The accepted request a new one with the same dedupe key repeats. It must search
@@ -202,95 +203,7 @@ impl IngestStore for SqliteStore {
         let generation = cache.generation();
         let sealer = self.sealer().clone();
         let ingested = self
-            .write(move |conn| {
-                let NewIngestRequest {
-                    mut request,
-                    dedupe_since,
-                    messages,
-                    refused_cap,
-                } = new;
-                let source_id = request.source_id.clone();
-                let source = source_id.as_str();
-                let mut tally = one(
-                    conn,
-                    "SELECT refused_window, refused_logged, refused_dropped FROM source
-                 WHERE id = ?1",
-                    [source],
-                    |row| {
-                        Ok(RefusedTally {
-                            window_start: row.get(0)?,
-                            logged: row.get(1)?,
-                            dropped: row.get(2)?,
-                        })
-                    },
-                )?
-                .ok_or(Error::NotFound("source"))?;
-                // Refused requests count against the source's cap, kept in its row: the
-                // writer runs one write at a time, so the count is exact.
-                if let (Verdict::Rejected, Some(cap)) = (request.verdict, refused_cap) {
-                    let logged = cap.count(&mut tally, request.created_at);
-                    conn.prepare_cached(
-                        "UPDATE source SET refused_window = ?2, refused_logged = ?3,
-                         refused_dropped = ?4
-                     WHERE id = ?1",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            source,
-                            tally.window_start,
-                            tally.logged,
-                            tally.dropped
-                        ])
-                    })
-                    .map_err(Error::storage)?;
-                    match logged {
-                        Some(dropped) => request.dropped_before = dropped,
-                        None => {
-                            return Ok(IngestedRequest::skipped(&request, tally.dropped));
-                        }
-                    }
-                }
-                // The writer runs one write at a time, so no other request can slip in between
-                // this check and the insert below.
-                let original = match (request.verdict, &request.dedupe_key, dedupe_since) {
-                    (Verdict::Accepted, Some(key), Some(since)) => one(
-                        conn,
-                        DEDUPE_ORIGINAL,
-                        params![source, key, Verdict::Accepted.as_str(), millis(since)],
-                        |row| row.get::<_, String>(0),
-                    )?
-                    .map(IngestRequestId::from_string),
-                    _ => None,
-                };
-                let (mut leased, mut queued) = (Vec::new(), 0);
-                match &original {
-                    Some(original) => request.mark_duplicate_of(original),
-                    None if request.verdict == Verdict::Accepted => {
-                        for message in messages {
-                            let inserted =
-                                insert_message(conn, &message).map_err(forwarding_failed)?;
-                            queued += inserted.endpoints.len() - inserted.leased.len();
-                            let message = Arc::new(message.message);
-                            let jobs = leased_jobs(conn, inserted.leased, message, &cache, &sealer);
-                            leased.extend(jobs);
-                        }
-                    }
-                    None => {}
-                }
-                let seq: i64 = conn
-                .prepare_cached(
-                    "UPDATE source SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-                )
-                .and_then(|mut s| s.query_row([source], |row| row.get(0)))
-                .map_err(Error::storage)?;
-                request.seq = seq;
-                insert_ingest_request(conn, &request)?;
-                Ok(IngestedRequest {
-                    leased,
-                    queued,
-                    ..IngestedRequest::logged(&request, original)
-                })
-            })
+            .write(move |conn| store_request(conn, new, &cache, &sealer))
             .await?;
         let endpoints = ingested.leased.iter().map(|job| &job.endpoint);
         self.inner.endpoints.put_committed(generation, endpoints);
@@ -439,4 +352,101 @@ fn insert_ingest_request(conn: &Connection, request: &IngestRequest) -> Result<(
     })
     .map_err(|e| classify(e, "a logged request"))?;
     Ok(())
+}
+
+/// [`IngestStore::ingest`] on the writer: the request numbered and logged (or counted
+/// against its source's cap of refused requests), a duplicate marked, and an accepted
+/// one's forwarding messages created, with the jobs of the deliveries they leased.
+fn store_request(
+    conn: &Connection,
+    new: NewIngestRequest,
+    cache: &EndpointCache,
+    sealer: &Sealer,
+) -> Result<IngestedRequest> {
+    let NewIngestRequest {
+        mut request,
+        dedupe_since,
+        messages,
+        refused_cap,
+    } = new;
+    let source_id = request.source_id.clone();
+    let source = source_id.as_str();
+    let mut tally = one(
+        conn,
+        "SELECT refused_window, refused_logged, refused_dropped FROM source
+         WHERE id = ?1",
+        [source],
+        |row| {
+            Ok(RefusedTally {
+                window_start: row.get(0)?,
+                logged: row.get(1)?,
+                dropped: row.get(2)?,
+            })
+        },
+    )?
+    .ok_or(Error::NotFound("source"))?;
+    // Refused requests count against the source's cap, kept in its row: the
+    // writer runs one write at a time, so the count is exact.
+    if let (Verdict::Rejected, Some(cap)) = (request.verdict, refused_cap) {
+        let logged = cap.count(&mut tally, request.created_at);
+        conn.prepare_cached(
+            "UPDATE source SET refused_window = ?2, refused_logged = ?3,
+                 refused_dropped = ?4
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                source,
+                tally.window_start,
+                tally.logged,
+                tally.dropped
+            ])
+        })
+        .map_err(Error::storage)?;
+        match logged {
+            Some(dropped) => request.dropped_before = dropped,
+            None => {
+                return Ok(IngestedRequest::skipped(&request, tally.dropped));
+            }
+        }
+    }
+    // The writer runs one write at a time, so no other request can slip in between
+    // this check and the insert below.
+    let original = match (request.verdict, &request.dedupe_key, dedupe_since) {
+        (Verdict::Accepted, Some(key), Some(since)) => one(
+            conn,
+            DEDUPE_ORIGINAL,
+            params![source, key, Verdict::Accepted.as_str(), millis(since)],
+            |row| row.get::<_, String>(0),
+        )?
+        .map(IngestRequestId::from_string),
+        _ => None,
+    };
+    let (mut leased, mut queued) = (Vec::new(), 0);
+    match &original {
+        Some(original) => request.mark_duplicate_of(original),
+        None if request.verdict == Verdict::Accepted => {
+            for message in messages {
+                let inserted = insert_message(conn, &message).map_err(forwarding_failed)?;
+                queued += inserted.endpoints.len() - inserted.leased.len();
+                let message = Arc::new(message.message);
+                let jobs = leased_jobs(conn, inserted.leased, message, cache, sealer);
+                leased.extend(jobs);
+            }
+        }
+        None => {}
+    }
+    let seq: i64 = conn
+        .prepare_cached(
+            "UPDATE source SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+        )
+        .and_then(|mut s| s.query_row([source], |row| row.get(0)))
+        .map_err(Error::storage)?;
+    request.seq = seq;
+    insert_ingest_request(conn, &request)?;
+    Ok(IngestedRequest {
+        leased,
+        queued,
+        ..IngestedRequest::logged(&request, original)
+    })
 }
