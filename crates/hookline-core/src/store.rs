@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::error::Code;
 use crate::id::{AppId, AttemptId, EndpointId, IngestRequestId, JobId, MessageId, SourceId};
@@ -121,6 +121,31 @@ pub struct CreateLease {
     /// At most this many deliveries are leased (the worker's free room); the rest, and
     /// those of disabled endpoints, are queued due as without a lease.
     pub most: usize,
+}
+
+impl CreateLease {
+    /// The lease for a message's delivery to an endpoint (`disabled` or not) once
+    /// `leased` of its deliveries are, if it takes this one too: the one rule of every
+    /// backend.
+    pub fn takes(&self, disabled: bool, leased: usize) -> Option<&Self> {
+        (!disabled && leased < self.most).then_some(self)
+    }
+
+    /// The row of `message`'s delivery to `endpoint` under this lease: what a claim of it
+    /// would have left (sending, due again when the lease ends).
+    pub fn destination(&self, message: &Message, endpoint: &EndpointId) -> Destination {
+        Destination {
+            app_id: message.app_id.clone(),
+            msg_id: message.id.clone(),
+            endpoint_id: endpoint.clone(),
+            status: MessageStatus::Sending,
+            // As stored: both backends keep times to the millisecond.
+            next_attempt: Some(self.until.trunc_subsecs(3)),
+            attempts: 0,
+            trigger: TriggerType::Scheduled,
+            updated_at: message.created_at,
+        }
+    }
 }
 
 /// What [`MessageStore::create_message`] did.

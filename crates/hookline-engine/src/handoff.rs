@@ -42,8 +42,8 @@ pub struct Handoff {
     pub(crate) permits: Arc<Semaphore>,
     /// The worker's per-app and per-endpoint limits, which claims heed too.
     pub(crate) limits: Arc<EndpointLimits>,
-    pub(crate) owner: String,
-    pub(crate) lease: Duration,
+    owner: String,
+    lease: Duration,
     clock: SharedClock,
     /// Set once the worker takes deliveries over.
     door: OnceLock<(mpsc::UnboundedSender<Handed>, CancellationToken)>,

@@ -4,8 +4,8 @@
 //! A worker claims due deliveries in batches under a lease ([`DeliveryQueue::claim_due`]), never
 //! more than it has free capacity for, so memory stays bounded whatever the backlog. The
 //! deliveries of a message created on the worker's own node are leased to it as they are
-//! created and handed over without a claim ([`Handoff`]). Each delivery is admitted within its app's share of the worker and its endpoint's bounds, or
-//! given back, then waits for its endpoint's rate limit and in-flight bound (`ratelimit`), is
+//! created and handed over without a claim ([`Handoff`]). Each delivery is admitted within
+//! its app's share of the worker and its endpoint's bounds, or given back, then waits for its endpoint's rate limit and in-flight bound (`ratelimit`), is
 //! signed with every valid key of the endpoint (Standard Webhooks, through
 //! `hookline-signature`, the project's one signing implementation) and sent through a
 //! client that refuses private and reserved addresses after DNS resolution and never
@@ -156,6 +156,12 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// How long a worker holds a delivery it claimed: the attempt, and the margin to
+    /// record it in.
+    fn lease(&self) -> Duration {
+        self.attempt_timeout + self.lease_margin.max(MIN_LEASE_MARGIN)
+    }
+
     /// Checks every setting. The operational endpoint's were checked by [`provision`].
     pub fn validate(&self) -> Result<(), Error> {
         let invalid = |field, reason| Err(Error::InvalidConfig { field, reason });
@@ -184,14 +190,6 @@ impl EngineConfig {
             return invalid("node_id", "must not be empty");
         }
         Ok(())
-    }
-}
-
-impl EngineConfig {
-    /// How long a worker holds a delivery it claimed: the attempt, and the margin to
-    /// record it in.
-    fn lease(&self) -> Duration {
-        self.attempt_timeout + self.lease_margin.max(MIN_LEASE_MARGIN)
     }
 }
 

@@ -191,7 +191,7 @@ pub(crate) async fn insert_messages(
             let lease = new
                 .lease
                 .as_ref()
-                .filter(|lease| !endpoint.disabled && leased.len() < lease.most);
+                .and_then(|lease| lease.takes(endpoint.disabled, leased.len()));
             queued.msgs.push(message.id.as_str());
             queued.apps.push(message.app_id.as_str());
             queued.created.push(ms(message.created_at));
@@ -199,18 +199,8 @@ pub(crate) async fn insert_messages(
             queued.owners.push(lease.map(|lease| lease.owner.as_str()));
             queued.until.push(lease.map(|lease| ms(lease.until)));
             if let Some(lease) = lease {
-                let destination = Destination {
-                    app_id: message.app_id.clone(),
-                    msg_id: message.id.clone(),
-                    endpoint_id: endpoint.id.clone(),
-                    status: MessageStatus::Sending,
-                    next_attempt: Some(ms(lease.until)),
-                    attempts: 0,
-                    trigger: TriggerType::Scheduled,
-                    updated_at: ms(message.created_at),
-                };
                 leased.push(Leased {
-                    destination,
+                    destination: lease.destination(message, &endpoint.id),
                     endpoint: endpoint.clone(),
                     app: app.clone(),
                 });

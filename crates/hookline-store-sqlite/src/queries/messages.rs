@@ -17,7 +17,7 @@ use super::delivery::leased_jobs;
 use super::idempotency::claim_idempotent;
 use super::{Select, all, changed, key_column, not_found, one};
 use crate::SqliteStore;
-use crate::rows::{self, classify, headers_json, is_foreign_key_violation, millis, opt_json, time};
+use crate::rows::{self, classify, headers_json, is_foreign_key_violation, millis, opt_json};
 
 /// Stores a message, one destination per endpoint it is for, and its idempotency record:
 /// what [`MessageStore::create_message`] does, and [`IngestStore::ingest`] for each
@@ -83,7 +83,7 @@ pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<Inse
         let lease = new
             .lease
             .as_ref()
-            .filter(|lease| !disabled && leased.len() < lease.most);
+            .and_then(|lease| lease.takes(*disabled, leased.len()));
         insert
             .execute(params![
                 message.id.as_str(),
@@ -96,16 +96,7 @@ pub(super) fn insert_message(conn: &Connection, new: &NewMessage) -> Result<Inse
             ])
             .map_err(Error::storage)?;
         if let Some(lease) = lease {
-            leased.push(Destination {
-                app_id: message.app_id.clone(),
-                msg_id: message.id.clone(),
-                endpoint_id: endpoint.clone(),
-                status: MessageStatus::Sending,
-                next_attempt: Some(time(millis(lease.until))),
-                attempts: 0,
-                trigger: TriggerType::Scheduled,
-                updated_at: message.created_at,
-            });
+            leased.push(lease.destination(message, endpoint));
         }
     }
     if let Some(record) = &new.idempotency {
