@@ -19,7 +19,7 @@ use std::sync::Arc;
 use deadpool_postgres::{Pool, Transaction};
 use hookline_core::store::NewMessage;
 use hookline_core::{Error, Result};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 
 use crate::error;
 use crate::listen::Announcer;
@@ -27,8 +27,8 @@ use crate::queries::messages::{Inserted, insert_messages};
 
 /// The most writes one transaction holds.
 const MAX_BATCH: usize = 256;
-/// Transactions gathering and committing at once: while one waits for its commit, the
-/// next gathers what arrived meanwhile.
+/// Transactions of a kind at once: one runs its statements while the other waits for
+/// its commit's flush.
 const WORKERS: usize = 2;
 /// Writes waiting to be gathered; more wait for room (back-pressure on the API).
 const QUEUE: usize = 4096;
@@ -74,6 +74,16 @@ pub(crate) struct Committer<W: Grouped> {
 impl<W: Grouped> Committer<W> {
     /// Starts the workers that commit on `pool`'s connections and tell `announcer` of
     /// the work they queue.
+    ///
+    /// A worker gathers the writes waiting once the other has run its statements, not as
+    /// soon as the other has gathered: while one transaction runs its statements the
+    /// next fills, and it runs its own while the first waits for its flush. Gathering at
+    /// once split the same writes into more, smaller transactions, each paying its own
+    /// round trips and flush: with 1 KiB creates, this way took 0.78 of the transactions
+    /// on one node (at the same rate and PostgreSQL CPU, within the noise), and on three
+    /// nodes 0.76 of the transactions and 0.85 of PostgreSQL's CPU per message, for 1.12
+    /// times the messages a second. One worker alone took fewer transactions still, but
+    /// left a create waiting out the flush of the batch before it.
     pub(crate) fn start(pool: Pool, announcer: Announcer) -> Self {
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -105,7 +115,9 @@ async fn worker<W: Grouped>(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        let gathered = receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await;
+        // Held until this batch's statements are sent (see `commit`).
+        let mut gathering = receiver.lock().await;
+        let gathered = gathering.recv_many(&mut batch, MAX_BATCH).await;
         if gathered == 0 {
             return;
         }
@@ -118,7 +130,7 @@ async fn worker<W: Grouped>(
         batch.sort_by(|a, b| a.write.lock_order(&b.write));
         hookline_core::metrics::metrics().record_commit_batch(batch.len());
         let writes: Vec<&W> = batch.iter().map(|job| &job.write).collect();
-        match commit(&pool, &announcer, &writes).await {
+        match commit(&pool, &announcer, &writes, Some(gathering)).await {
             Ok(outcomes) => {
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = job.reply.send(outcome);
@@ -140,7 +152,7 @@ async fn worker<W: Grouped>(
                 let mut reachable = true;
                 for job in batch.drain(..) {
                     let outcome = if reachable {
-                        commit(&pool, &announcer, &[&job.write])
+                        commit(&pool, &announcer, &[&job.write], None)
                             .await
                             .and_then(|mut outcomes| outcomes.pop().expect("one outcome"))
                     } else {
@@ -155,15 +167,18 @@ async fn worker<W: Grouped>(
 }
 
 /// Stores `batch` in one transaction; answers each write's outcome, or the error that
-/// failed the transaction.
+/// failed the transaction. `gathering` is let go once the statements have run, before
+/// the commit: the next batch gathers until then.
 async fn commit<W: Grouped>(
     pool: &Pool,
     announcer: &Announcer,
     batch: &[&W],
+    gathering: Option<MutexGuard<'_, mpsc::Receiver<Job<W>>>>,
 ) -> Result<Vec<Result<W::Stored>>> {
     let mut db = pool.get().await.map_err(error::pool)?;
     let tx = db.transaction().await.map_err(error::storage)?;
     let stored = W::store(&tx, batch).await?;
+    drop(gathering);
     tx.commit().await.map_err(error::storage)?;
     if stored.queued {
         announcer.announce();
