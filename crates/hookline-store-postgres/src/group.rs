@@ -15,6 +15,7 @@
 
 use std::cmp::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::{Pool, Transaction};
 use hookline_core::store::NewMessage;
@@ -30,6 +31,10 @@ const MAX_BATCH: usize = 256;
 /// Transactions of a kind at once: one runs its statements while the other waits for
 /// its commit's flush.
 const WORKERS: usize = 2;
+/// The longest a batch keeps the next from gathering: a batch whose statements wait (for
+/// a connection, or a row another transaction holds) lets the other worker go on with
+/// the writes that do not.
+const GATHERING_HOLD: Duration = Duration::from_millis(20);
 /// Writes waiting to be gathered; more wait for room (back-pressure on the API).
 const QUEUE: usize = 4096;
 
@@ -115,7 +120,7 @@ async fn worker<W: Grouped>(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        // Held until this batch's statements are sent (see `commit`).
+        // Held until this batch's statements have run (see `commit`).
         let mut gathering = receiver.lock().await;
         let gathered = gathering.recv_many(&mut batch, MAX_BATCH).await;
         if gathered == 0 {
@@ -168,18 +173,37 @@ async fn worker<W: Grouped>(
 
 /// Stores `batch` in one transaction; answers each write's outcome, or the error that
 /// failed the transaction. `gathering` is let go once the statements have run, before
-/// the commit: the next batch gathers until then.
+/// the commit (the other worker gathers the next batch only then), or after
+/// [`GATHERING_HOLD`], whichever comes first.
 async fn commit<W: Grouped>(
     pool: &Pool,
     announcer: &Announcer,
     batch: &[&W],
     gathering: Option<MutexGuard<'_, mpsc::Receiver<Job<W>>>>,
 ) -> Result<Vec<Result<W::Stored>>> {
-    let mut db = pool.get().await.map_err(error::pool)?;
-    let tx = db.transaction().await.map_err(error::storage)?;
-    let stored = W::store(&tx, batch).await?;
-    drop(gathering);
-    tx.commit().await.map_err(error::storage)?;
+    let gathering = std::sync::Mutex::new(gathering);
+    let let_go = || {
+        gathering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    };
+    let work = async {
+        let mut db = pool.get().await.map_err(error::pool)?;
+        let tx = db.transaction().await.map_err(error::storage)?;
+        let stored = W::store(&tx, batch).await?;
+        let_go();
+        tx.commit().await.map_err(error::storage)?;
+        Ok::<_, Error>(stored)
+    };
+    let mut work = std::pin::pin!(work);
+    let stored = tokio::select! {
+        stored = &mut work => stored,
+        () = tokio::time::sleep(GATHERING_HOLD) => {
+            let_go();
+            work.await
+        }
+    }?;
     if stored.queued {
         announcer.announce();
     }

@@ -111,7 +111,7 @@ pub struct PostgresStore {
 struct Inner {
     pool: Pool,
     /// The delivery queue's connections (claims, outcomes, releases, wake-ups), made
-    /// with two settings of their own (see [`QUEUE_OPTIONS`]) and taken from the node's
+    /// with settings of their own (see [`QUEUE_OPTIONS`]) and taken from the node's
     /// `pool_size` (see [`QUEUE_POOL_MOST`]).
     queue: Pool,
     /// `SET LOCAL synchronous_commit = …` to what the other connections have (the

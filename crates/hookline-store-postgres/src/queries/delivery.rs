@@ -447,8 +447,8 @@ mod tests {
 
     /// The plans PostgreSQL keeps for the queue's statements on the queue's connections
     /// are index lookups, even when made on empty tables that were never analyzed (as
-    /// a prepared statement's generic plan is: made at its fifth execution, then kept):
-    /// no table is read whole or hashed at every execution.
+    /// a prepared statement's generic plan is: made at its first execution there, then
+    /// kept): no table is read whole or hashed at every execution.
     #[tokio::test]
     async fn the_queue_statements_plans_made_on_empty_tables_read_by_index() {
         let Ok(url) = std::env::var("HOOKLINE_TEST_POSTGRES_URL") else {
@@ -481,9 +481,13 @@ mod tests {
         ];
         let mut db = store.queue_client().await.unwrap();
         let tx = db.transaction().await.unwrap();
-        tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        // The queue's connections take the generic plan at once (`QUEUE_OPTIONS`).
+        let mode: String = tx
+            .query_one("SELECT current_setting('plan_cache_mode')", &[])
             .await
-            .unwrap();
+            .unwrap()
+            .get(0);
+        assert_eq!(mode, "force_generic_plan");
         let mut whole_reads = Vec::new();
         for (name, sql, arguments) in &statements {
             tx.batch_execute(&format!("PREPARE {name} AS {sql}"))

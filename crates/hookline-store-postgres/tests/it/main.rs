@@ -6,6 +6,7 @@
 mod background;
 mod claims;
 mod deletions;
+mod group;
 mod listen;
 mod nodes;
 mod sealed;
