@@ -123,7 +123,7 @@ impl Metrics {
         let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
         registry.register(
             "commit_batch_size",
-            "Writes committed together by one group commit (SQLite's writer; PostgreSQL's message creates)",
+            "Writes committed together by one group commit (SQLite's writer; PostgreSQL's message creates, received requests and job writes)",
             commit_batch.clone(),
         );
         let claims = Counter::default();

@@ -1,12 +1,13 @@
-//! Group commit. Concurrent writes of one kind (message creates, logged ingest requests)
-//! are gathered into one transaction: their statements are pipelined on one connection,
-//! and one commit, one WAL flush and one announcement of the work they queued serve them
-//! all. Durability is unchanged: each write is answered only after the commit that holds
-//! it.
+//! Group commit. Concurrent writes of one kind (message creates, logged ingest requests,
+//! the job tracker's registrations and observations) are gathered into one transaction:
+//! their statements are pipelined on one connection, and one commit, one WAL flush and
+//! one announcement of the work they queued serve them all. Durability is unchanged: each
+//! write is answered only after the commit that holds it.
 //!
 //! A message create's conflict (an `eventId` or idempotency key taken) is an answer, not
 //! an error: the statements are written so that it aborts nothing ([`insert_messages`]),
-//! and the other writes of the batch commit. A batch that fails otherwise (a statement
+//! and the other writes of the batch commit; so is a job registration's provider job id
+//! already taken, or an observation naming no job. A batch that fails otherwise (a statement
 //! error, or an ingest request whose forwarded message conflicts, as its earlier writes
 //! would have to be undone) is carried out again one write per transaction, so that one
 //! bad write fails alone.

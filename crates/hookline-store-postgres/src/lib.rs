@@ -130,9 +130,11 @@ struct Inner {
     listener: Mutex<Option<Listener>>,
     /// Seals secrets as they are written and opens them as they are read.
     sealer: Sealer,
-    /// Gather message creates and logged ingest requests into group commits.
+    /// Gather message creates, logged ingest requests and the job tracker's writes into
+    /// group commits.
     creates: group::Committer<hookline_core::store::NewMessage>,
     ingests: group::Committer<hookline_core::ingest::NewIngestRequest>,
+    jobs: group::Committer<queries::jobs::JobWrite>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -243,6 +245,7 @@ impl PostgresStore {
         let announcer = Announcer::start(queue.clone(), due.clone());
         let creates = group::Committer::start(pool.clone(), announcer.clone());
         let ingests = group::Committer::start(pool.clone(), announcer.clone());
+        let jobs = group::Committer::start(pool.clone(), announcer.clone());
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -257,6 +260,7 @@ impl PostgresStore {
                 sealer,
                 creates,
                 ingests,
+                jobs,
             }),
         })
     }
@@ -327,6 +331,10 @@ impl PostgresStore {
 
     fn ingests(&self) -> &group::Committer<hookline_core::ingest::NewIngestRequest> {
         &self.inner.ingests
+    }
+
+    fn job_writes(&self) -> &group::Committer<queries::jobs::JobWrite> {
+        &self.inner.jobs
     }
 
     /// A pooled connection.

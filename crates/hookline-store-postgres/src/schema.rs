@@ -280,4 +280,13 @@ ALTER TABLE attempt DROP CONSTRAINT attempt_msg_id_fkey;
     // Every claim reads its provider's stretch of `job_provider_poll_due`, which counts
     // the open jobs as well: `job_poll_due` was one more index written at every poll.
     "DROP INDEX job_poll_due",
+    // An attempt is read by its message (then its id) or by its endpoint, never by its id
+    // alone: the primary key on `(msg_id, id)` is the index by message, and `attempt_msg`
+    // is one index fewer written at every attempt. Attempt ids stay unique as they are
+    // made (a millisecond time and 14 random bytes).
+    r#"
+ALTER TABLE attempt DROP CONSTRAINT attempt_pkey;
+ALTER TABLE attempt ADD PRIMARY KEY (msg_id, id);
+DROP INDEX attempt_msg;
+"#,
 ];

@@ -2,17 +2,23 @@
 //!
 //! A change to a job reads it `FOR UPDATE`, applies the observation ([`Job::observe`])
 //! and writes it back in one transaction, so two nodes observing one job take turns.
+//! Registrations and observations are group-committed ([`JobWrite`]): a batch carries out
+//! the writes about one job one after the other, as their own transactions would.
 //! Creating a job and keeping a webhook for a job not yet registered both take an
 //! advisory lock on the match key first, so a webhook racing its job's registration is
 //! either kept and taken by the creation, or finds the job. A job ending takes an advisory
 //! lock on its group before counting it, so the group's last two jobs ending at once on
 //! two nodes cannot both miss (or both see) the end.
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Transaction};
+use futures_util::future::try_join_all;
 use hookline_core::id::JobId;
 use hookline_core::job::{
     GroupCounts, Job, JobStatus, NextPoll, Observation, Provider, group_completed,
@@ -29,6 +35,7 @@ use super::messages::insert_message;
 use super::{Select, changed, execute, key_column, query_opt, query_rows};
 use crate::PostgresStore;
 use crate::error::{duplicate, storage};
+use crate::group::{Grouped, Stored};
 use crate::rows::{Columns, ms, read};
 
 const JOB_COLUMNS: &str = "body, polls, failures";
@@ -185,82 +192,158 @@ async fn group_counts(
     Ok(Some(counts))
 }
 
-#[async_trait]
-impl JobStore for PostgresStore {
-    async fn create_job(&self, new: NewJob) -> Result<Job> {
-        let job = &new.job;
-        let match_key = job
-            .provider_job_id
-            .as_deref()
-            .and_then(|id| job.provider.match_key(id));
-        let body = serde_json::to_string(job).map_err(Error::storage)?;
-        let mut db = self.client().await?;
-        let tx = db.transaction().await.map_err(storage)?;
-        if let Some(key) = &match_key {
-            lock_key(&tx, key).await?;
-            let taken = query_opt(&tx, "SELECT 1 FROM job WHERE match_key = $1", &[key])
-                .await
-                .map_err(storage)?
-                .is_some();
-            if taken {
-                return Err(Error::conflict(
-                    "a job with this provider and providerJobId already exists",
-                ));
-            }
+/// The match key webhooks find `job` by, if it has a provider job id.
+fn match_key(job: &Job) -> Option<String> {
+    job.provider_job_id
+        .as_deref()
+        .and_then(|id| job.provider.match_key(id))
+}
+
+/// Registers a job in `tx` ([`JobStore::create_job`]): its answer (a provider job id
+/// already registered is an answer, found before anything is written), or the error of a
+/// statement, which fails the transaction.
+async fn create(tx: &Transaction<'_>, new: &NewJob) -> Result<Result<Job>> {
+    let job = &new.job;
+    let match_key = match_key(job);
+    let body = serde_json::to_string(job).map_err(Error::storage)?;
+    if let Some(key) = &match_key {
+        lock_key(tx, key).await?;
+        let taken = query_opt(tx, "SELECT 1 FROM job WHERE match_key = $1", &[key])
+            .await
+            .map_err(storage)?
+            .is_some();
+        if taken {
+            return Ok(Err(Error::conflict(
+                "a job with this provider and providerJobId already exists",
+            )));
         }
-        execute(
-            &tx,
-            "INSERT INTO job (id, uid, app_id, provider, match_key, grp, status, body,
-                 poll_due_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-            &[
-                &job.id.as_str(),
-                &job.uid,
-                &job.app_id.as_str(),
-                &job.provider.as_str(),
-                &match_key,
-                &job.group,
-                &job.status.code(),
-                &body,
-                &job.poll_due(new.poll_due).map(ms),
-                &ms(job.created_at),
-            ],
+    }
+    execute(
+        tx,
+        "INSERT INTO job (id, uid, app_id, provider, match_key, grp, status, body,
+             poll_due_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        &[
+            &job.id.as_str(),
+            &job.uid,
+            &job.app_id.as_str(),
+            &job.provider.as_str(),
+            &match_key,
+            &job.group,
+            &job.status.code(),
+            &body,
+            &job.poll_due(new.poll_due).map(ms),
+            &ms(job.created_at),
+        ],
+    )
+    .await
+    .map_err(duplicate("a job"))?;
+    emit(tx, &new.created_message).await?;
+    let mut job = new.job.clone();
+    if let Some(answer) = &new.submitted {
+        job = apply(tx, job, answer, None, new.payload_retention).await?;
+    }
+    if let Some(key) = &match_key {
+        let kept = query_rows(
+            tx,
+            "DELETE FROM job_unmatched WHERE match_key = $1
+             RETURNING id, observation, received_at",
+            &[key],
         )
         .await
-        .map_err(duplicate("a job"))?;
-        emit(&tx, &new.created_message).await?;
-        let mut job = new.job.clone();
-        if let Some(answer) = &new.submitted {
-            job = apply(&tx, job, answer, None, new.payload_retention).await?;
+        .map_err(storage)?;
+        let mut kept: Vec<(i64, String, DateTime<Utc>)> = kept
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .filter(|(_, _, received)| *received >= ms(new.unmatched_since))
+            .collect();
+        kept.sort_by_key(|(id, _, _)| *id);
+        for (_, text, _) in kept {
+            let observation: Observation = serde_json::from_str(&text).map_err(Error::storage)?;
+            job = apply(tx, job, &observation, None, new.payload_retention).await?;
         }
-        if let Some(key) = &match_key {
-            let kept = query_rows(
-                &tx,
-                "DELETE FROM job_unmatched WHERE match_key = $1
-                 RETURNING id, observation, received_at",
+    }
+    if let Some(record) = &new.idempotency {
+        let mut record = record.clone();
+        record.response.body = serde_json::to_vec(&job).map_err(Error::storage)?;
+        claim_idempotent(tx, &record, job.created_at, new.replaces_pending).await?;
+    }
+    Ok(Ok(job))
+}
+
+/// Applies an observation in `tx` ([`JobStore::observe_job`]): what it did (a job named
+/// by a key that finds none is an answer, found before anything is written), or the error
+/// of a statement, which fails the transaction.
+async fn observe(tx: &Transaction<'_>, observation: &JobObservation) -> Result<Result<Observed>> {
+    let row = match &observation.target {
+        JobTarget::Key(key) => {
+            let column = key_column(JobId::is_id(key), "uid");
+            let row = query_opt(
+                tx,
+                &format!("SELECT {JOB_COLUMNS} FROM job WHERE {column} = $1 FOR UPDATE"),
                 &[key],
             )
             .await
             .map_err(storage)?;
-            let mut kept: Vec<(i64, String, DateTime<Utc>)> = kept
-                .iter()
-                .map(|row| (row.get(0), row.get(1), row.get(2)))
-                .filter(|(_, _, received)| *received >= ms(new.unmatched_since))
-                .collect();
-            kept.sort_by_key(|(id, _, _)| *id);
-            for (_, text, _) in kept {
-                let observation: Observation =
-                    serde_json::from_str(&text).map_err(Error::storage)?;
-                job = apply(&tx, job, &observation, None, new.payload_retention).await?;
-            }
+            let Some(row) = row else {
+                return Ok(Err(Error::NotFound("job")));
+            };
+            Some(row)
         }
-        if let Some(record) = &new.idempotency {
-            let mut record = record.clone();
-            record.response.body = serde_json::to_vec(&job).map_err(Error::storage)?;
-            claim_idempotent(&tx, &record, job.created_at, new.replaces_pending).await?;
+        JobTarget::Match(key) => {
+            lock_key(tx, key).await?;
+            query_opt(
+                tx,
+                &format!("SELECT {JOB_COLUMNS} FROM job WHERE match_key = $1 FOR UPDATE"),
+                &[key],
+            )
+            .await
+            .map_err(storage)?
         }
-        tx.commit().await.map_err(storage)?;
-        Ok(job)
+    };
+    let observed = match row {
+        Some(row) => {
+            let found = read(&row, due_poll)?;
+            let job = apply(
+                tx,
+                found.job,
+                &observation.observation,
+                observation.poller.as_deref(),
+                observation.payload_retention,
+            )
+            .await?;
+            Observed::Applied(Box::new(job))
+        }
+        None => {
+            let JobTarget::Match(key) = &observation.target else {
+                unreachable!("a key that finds nothing is an error above")
+            };
+            let text = serde_json::to_string(&observation.observation).map_err(Error::storage)?;
+            execute(
+                tx,
+                "INSERT INTO job_unmatched (match_key, observation, received_at)
+                 VALUES ($1, $2, $3)",
+                &[key, &text, &ms(observation.observation.at)],
+            )
+            .await
+            .map_err(storage)?;
+            Observed::Kept
+        }
+    };
+    Ok(Ok(observed))
+}
+
+#[async_trait]
+impl JobStore for PostgresStore {
+    async fn create_job(&self, new: NewJob) -> Result<Job> {
+        match self
+            .job_writes()
+            .submit(JobWrite::Create(Box::new(new)))
+            .await?
+        {
+            JobWritten::Created(job) => Ok(*job),
+            JobWritten::Observed(_) => unreachable!("a registration answers its job"),
+        }
     }
 
     async fn get_job(&self, key: &str) -> Result<Job> {
@@ -312,63 +395,14 @@ impl JobStore for PostgresStore {
     }
 
     async fn observe_job(&self, observation: JobObservation) -> Result<Observed> {
-        let mut db = self.client().await?;
-        let tx = db.transaction().await.map_err(storage)?;
-        let row = match &observation.target {
-            JobTarget::Key(key) => {
-                let column = key_column(JobId::is_id(key), "uid");
-                let row = query_opt(
-                    &tx,
-                    &format!("SELECT {JOB_COLUMNS} FROM job WHERE {column} = $1 FOR UPDATE"),
-                    &[key],
-                )
-                .await
-                .map_err(storage)?;
-                Some(row.ok_or(Error::NotFound("job"))?)
-            }
-            JobTarget::Match(key) => {
-                lock_key(&tx, key).await?;
-                query_opt(
-                    &tx,
-                    &format!("SELECT {JOB_COLUMNS} FROM job WHERE match_key = $1 FOR UPDATE"),
-                    &[key],
-                )
-                .await
-                .map_err(storage)?
-            }
-        };
-        let observed = match row {
-            Some(row) => {
-                let found = read(&row, due_poll)?;
-                let job = apply(
-                    &tx,
-                    found.job,
-                    &observation.observation,
-                    observation.poller.as_deref(),
-                    observation.payload_retention,
-                )
-                .await?;
-                Observed::Applied(Box::new(job))
-            }
-            None => {
-                let JobTarget::Match(key) = &observation.target else {
-                    unreachable!("a key that finds nothing is an error above")
-                };
-                let text =
-                    serde_json::to_string(&observation.observation).map_err(Error::storage)?;
-                execute(
-                    &tx,
-                    "INSERT INTO job_unmatched (match_key, observation, received_at)
-                     VALUES ($1, $2, $3)",
-                    &[key, &text, &ms(observation.observation.at)],
-                )
-                .await
-                .map_err(storage)?;
-                Observed::Kept
-            }
-        };
-        tx.commit().await.map_err(storage)?;
-        Ok(observed)
+        match self
+            .job_writes()
+            .submit(JobWrite::Observe(Box::new(observation)))
+            .await?
+        {
+            JobWritten::Observed(observed) => Ok(observed),
+            JobWritten::Created(_) => unreachable!("an observation answers what it did"),
+        }
     }
 
     async fn claim_polls(
@@ -468,5 +502,123 @@ impl JobStore for PostgresStore {
         .await
         .map_err(storage)?;
         Ok(row.map_or(0, |row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
+    }
+}
+
+/// A write of the job tracker's that group commits gather: a registration or an
+/// observation (a poll's answer, a webhook). Each took a transaction and a WAL flush of its
+/// own, so registrations and polls went at the pace of PostgreSQL's commits where SQLite's
+/// writer gathers them. In a batch, the writes about one job run one after the other, each
+/// as it would in a transaction of its own; those about different jobs run side by side,
+/// their statements pipelined on the batch's connection.
+#[derive(Debug)]
+pub(crate) enum JobWrite {
+    Create(Box<NewJob>),
+    Observe(Box<JobObservation>),
+}
+
+/// What a [`JobWrite`] answers.
+#[derive(Debug)]
+pub(crate) enum JobWritten {
+    Created(Box<Job>),
+    Observed(Observed),
+}
+
+impl JobWrite {
+    /// What it names its job by: a registration by its match key (or, without one, by
+    /// its new id), an observation by its target.
+    fn key(&self) -> Cow<'_, str> {
+        match self {
+            JobWrite::Create(new) => {
+                match_key(&new.job).map_or(Cow::Borrowed(new.job.id.as_str()), Cow::Owned)
+            }
+            JobWrite::Observe(observation) => match &observation.target {
+                JobTarget::Key(key) | JobTarget::Match(key) => Cow::Borrowed(key),
+            },
+        }
+    }
+
+    /// The id of the job an observation by uid or by match key finds, if any.
+    async fn find(&self, tx: &Transaction<'_>) -> Result<Option<String>> {
+        let (column, key) = match self {
+            JobWrite::Observe(observation) => match &observation.target {
+                JobTarget::Key(key) if !JobId::is_id(key) => ("uid", key),
+                JobTarget::Match(key) => ("match_key", key),
+                JobTarget::Key(_) => return Ok(None),
+            },
+            JobWrite::Create(_) => return Ok(None),
+        };
+        let row = query_opt(
+            tx,
+            &format!("SELECT id FROM job WHERE {column} = $1"),
+            &[key],
+        )
+        .await
+        .map_err(storage)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    /// Carries it out in `tx`: its answer, or the error of a statement.
+    async fn run(&self, tx: &Transaction<'_>) -> Result<Result<JobWritten>> {
+        Ok(match self {
+            JobWrite::Create(new) => create(tx, new)
+                .await?
+                .map(|job| JobWritten::Created(Box::new(job))),
+            JobWrite::Observe(observation) => {
+                observe(tx, observation).await?.map(JobWritten::Observed)
+            }
+        })
+    }
+}
+
+impl Grouped for JobWrite {
+    type Stored = JobWritten;
+
+    fn lock_order(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+
+    async fn store<'a>(
+        tx: &'a Transaction<'a>,
+        batch: &'a [&'a Self],
+    ) -> Result<Stored<JobWritten>> {
+        // The job each write is about: the one an observation finds by its uid or match
+        // key (looked up for all of them at once), else the job its key names. A job
+        // registered in this batch is named by its match key, which an observation that
+        // finds no job shares, and by its uid. The writes of each job then run in the
+        // batch's order; the jobs go in the order of their keys, so that two batches lock
+        // the jobs they share in one order.
+        let found = try_join_all(batch.iter().map(|write| write.find(tx))).await?;
+        let registered: HashMap<&str, Cow<'_, str>> = batch
+            .iter()
+            .filter_map(|write| match write {
+                JobWrite::Create(new) => Some((new.job.uid.as_deref()?, write.key())),
+                JobWrite::Observe(_) => None,
+            })
+            .collect();
+        let mut by_job: BTreeMap<Cow<'_, str>, Vec<usize>> = BTreeMap::new();
+        for (at, (write, found)) in batch.iter().zip(found).enumerate() {
+            let key = write.key();
+            let job = match found {
+                Some(id) => Cow::Owned(id),
+                None => registered.get(key.as_ref()).cloned().unwrap_or(key),
+            };
+            by_job.entry(job).or_default().push(at);
+        }
+        let runs = try_join_all(by_job.into_values().map(|writes| async move {
+            let mut answers = Vec::with_capacity(writes.len());
+            for at in writes {
+                answers.push((at, batch[at].run(tx).await?));
+            }
+            Ok::<_, Error>(answers)
+        }))
+        .await?;
+        let mut answers: Vec<(usize, Result<JobWritten>)> = runs.into_iter().flatten().collect();
+        answers.sort_by_key(|(at, _)| *at);
+        // The events' deliveries are not announced to other nodes: see `emit`.
+        Ok(Stored {
+            answers: answers.into_iter().map(|(_, answer)| answer).collect(),
+            queued: false,
+        })
     }
 }

@@ -19,7 +19,7 @@ use crate::rows::{Columns, ms, read};
 mod delivery;
 mod idempotency;
 mod ingest;
-mod jobs;
+pub(crate) mod jobs;
 pub(crate) mod messages;
 mod resources;
 mod tokens;

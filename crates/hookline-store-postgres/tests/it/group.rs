@@ -1,11 +1,15 @@
 //! Group commits: a batch whose statements wait on a row lock does not hold up the writes
-//! behind it.
+//! behind it; the job tracker's writes that arrive together share transactions, and one
+//! that is refused fails alone.
 
 use std::time::Duration;
 
 use hookline_core::Error;
 use hookline_core::id::MessageId;
-use hookline_core::store::{MessageStore, ResourceStore};
+use hookline_core::job::{Job, JobStatus, NextPoll, Observation, ObservedBy, Provider};
+use hookline_core::store::{
+    JobObservation, JobStore, JobTarget, MessageStore, Observed, ResourceStore,
+};
 
 use crate::claims::{app, message};
 use crate::{open, raw, unique_schema, url};
@@ -59,5 +63,163 @@ async fn a_create_waiting_on_a_row_lock_does_not_hold_up_the_next() {
     assert!(
         matches!(outcome, Err(Error::Conflict { .. })),
         "the event id was taken: {outcome:?}"
+    );
+}
+
+/// How many jobs the schema holds, and in how many transactions their rows were last
+/// written (the distinct `xmin`s).
+async fn job_transactions(url: &str, schema: &str) -> (i64, i64) {
+    let row = raw(url, schema)
+        .await
+        .query_one("SELECT count(*), count(DISTINCT xmin::text) FROM job", &[])
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Registrations sent together commit together; the second registration of a provider
+/// job id is refused as a conflict, and the others of its transaction still commit. Then
+/// a poll's answer for each job, sent together, commits together too; one for a job that
+/// does not exist is answered `NotFound`, alone. Last, observations of one job sent together
+/// (by its id, its uid and its match key) are all applied: none overwrites another.
+#[tokio::test]
+async fn job_writes_sent_together_share_transactions_and_a_refused_one_fails_alone() {
+    let Some(url) = url() else { return };
+    let schema = unique_schema();
+    let store = open(&url, &schema).await;
+    let a = app();
+    store.create_app(&a).await.unwrap();
+    let now = crate::now();
+    let job = |n: usize| {
+        let provider_id = format!("batch_{n}");
+        Job::new(
+            Provider::OpenaiBatch,
+            Some(provider_id),
+            a.id.clone(),
+            now,
+            now + chrono::Duration::hours(1),
+        )
+    };
+    let jobs: Vec<Job> = (0..40).map(job).collect();
+    let since = now - chrono::Duration::hours(1);
+    let registrations: Vec<_> = jobs
+        .iter()
+        .cloned()
+        .chain([job(7)])
+        .map(|job| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_job(job.registration(None, None, since, None))
+                    .await
+            })
+        })
+        .collect();
+    let mut conflicts = 0;
+    for registration in registrations {
+        match registration.await.unwrap() {
+            Ok(_) => {}
+            Err(Error::Conflict { .. }) => conflicts += 1,
+            Err(error) => panic!("unexpected error: {error}"),
+        }
+    }
+    assert_eq!(conflicts, 1, "batch_7 registered twice");
+    let (stored, transactions) = job_transactions(&url, &schema).await;
+    assert_eq!(stored, 40);
+    assert!(
+        transactions < 40,
+        "40 registrations sent together took {transactions} transactions"
+    );
+
+    let running = |key: String| JobObservation {
+        target: JobTarget::Key(key),
+        observation: Observation {
+            at: crate::now(),
+            source: ObservedBy::Poll,
+            provider_status: Some("in_progress".into()),
+            status: Some(JobStatus::Running),
+            progress: None,
+            result: None,
+            error: None,
+            next_poll: NextPoll::Keep,
+        },
+        poller: None,
+        payload_retention: None,
+    };
+    let observations: Vec<_> = jobs
+        .iter()
+        .map(|job| job.id.to_string())
+        .chain(["job_none".to_owned()])
+        .map(|key| {
+            let store = store.clone();
+            let observation = running(key);
+            tokio::spawn(async move { store.observe_job(observation).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for observation in observations {
+        answers.push(observation.await.unwrap());
+    }
+    let missing = answers.pop().expect("the unknown job's answer");
+    assert!(
+        matches!(missing, Err(Error::NotFound("job"))),
+        "{missing:?}"
+    );
+    for answer in answers {
+        let Observed::Applied(job) = answer.unwrap() else {
+            panic!("a registered job's observation is applied");
+        };
+        assert_eq!(job.status, JobStatus::Running);
+    }
+    let (stored, transactions) = job_transactions(&url, &schema).await;
+    assert_eq!(stored, 40);
+    assert!(
+        transactions < 40,
+        "40 observations sent together took {transactions} transactions"
+    );
+
+    // Ten observations of one job, by its id, its uid and its match key, sent together.
+    let first = &jobs[0];
+    raw(&url, &schema)
+        .await
+        .execute(
+            "UPDATE job SET uid = 'nightly' WHERE id = $1",
+            &[&first.id.as_str()],
+        )
+        .await
+        .unwrap();
+    let before = store
+        .get_job(first.id.as_str())
+        .await
+        .unwrap()
+        .timeline
+        .len();
+    let match_key = Provider::OpenaiBatch.match_key("batch_0").unwrap();
+    let targets = [
+        JobTarget::Key(first.id.to_string()),
+        JobTarget::Key("nightly".into()),
+        JobTarget::Match(match_key),
+    ];
+    let together: Vec<_> = (0..10)
+        .map(|n| {
+            let mut observation = running(String::new());
+            observation.target = targets[n % targets.len()].clone();
+            observation.observation.provider_status = Some(format!("in_progress_{n}"));
+            let store = store.clone();
+            tokio::spawn(async move { store.observe_job(observation).await })
+        })
+        .collect();
+    for observation in together {
+        assert!(matches!(
+            observation.await.unwrap(),
+            Ok(Observed::Applied(_))
+        ));
+    }
+    let after = store.get_job(first.id.as_str()).await.unwrap();
+    assert_eq!(
+        after.timeline.len(),
+        before + 10,
+        "every observation is on the timeline: {:?}",
+        after.timeline
     );
 }
