@@ -639,12 +639,17 @@ mod tests {
 
     /// The migration that copies `message` and `destination` keeps every row of them and of
     /// the tables that refer to them (dropping the old `message` must not cascade to its
-    /// deliveries and attempts), and the `eventId` rule still holds on the copy.
+    /// deliveries and attempts), and the `eventId` rule still holds on the copy; so does the
+    /// later one that copies `attempt`, whose rows still go with their message.
     #[tokio::test]
     async fn copying_messages_and_deliveries_keeps_every_row() {
         let dir = crate::test_dir("copy");
         let path = dir.join("old.db");
-        let before = schema::MIGRATIONS.len() - 1;
+        // The database as it was before the migration that copies both tables.
+        let before = schema::MIGRATIONS
+            .iter()
+            .position(|sql| sql.contains("CREATE TABLE destination_keyed"))
+            .expect("the migration that keys destinations");
         {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();

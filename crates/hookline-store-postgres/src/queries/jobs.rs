@@ -2,8 +2,9 @@
 //!
 //! A change to a job reads it `FOR UPDATE`, applies the observation ([`Job::observe`])
 //! and writes it back in one transaction, so two nodes observing one job take turns.
-//! Registrations and observations are group-committed ([`JobWrite`]): a batch carries out
-//! the writes about one job one after the other, as their own transactions would.
+//! Registrations and observations are group-committed ([`JobWrite`]): a batch takes the
+//! locks of its match keys, then of its jobs' rows, each in order, and carries out the
+//! writes about one job one after the other, as their own transactions would.
 //! Creating a job and keeping a webhook for a job not yet registered both take an
 //! advisory lock on the match key first, so a webhook racing its job's registration is
 //! either kept and taken by the creation, or finds the job. A job ending takes an advisory
@@ -12,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -57,10 +59,16 @@ fn rows_to_polls(rows: &[Row]) -> Result<Vec<DuePoll>> {
 
 /// Serializes the changes about one key (a match key, a group) until the transaction ends.
 async fn lock_key(db: &impl GenericClient, key: &str) -> Result<()> {
+    lock_keys(db, &[key]).await
+}
+
+/// [`lock_key`] for each of `keys`, in their order.
+async fn lock_keys(db: &impl GenericClient, keys: &[&str]) -> Result<()> {
     execute(
         db,
-        "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/' || $1, 0))",
-        &[&key],
+        "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/' || key, 0))
+         FROM unnest($1::text[]) AS key",
+        &[&keys],
     )
     .await
     .map_err(storage)?;
@@ -108,7 +116,8 @@ async fn save(
 }
 
 /// Creates an event's message unless one with its `eventId` exists (the job's row lock,
-/// or its group's lock, keeps a second writer of the same event out meanwhile).
+/// or its group's lock, keeps a second writer of the same event out meanwhile, but for
+/// another write of the same group commit, whose message then stands for this one).
 async fn emit(db: &impl GenericClient, new: &NewMessage) -> Result<()> {
     let exists = query_opt(
         db,
@@ -123,7 +132,12 @@ async fn emit(db: &impl GenericClient, new: &NewMessage) -> Result<()> {
         // transaction that sends one (measured: 320 polls a second with it, one fsync
         // each), and the node that observed the job wakes its own engine
         // (`Tracker::observe`); other nodes find the deliveries at their next look.
-        insert_message(db, new).await??;
+        match insert_message(db, new).await? {
+            // Emitted meanwhile by another write of the same group commit (the last two
+            // jobs of a group ending side by side both see the group end): it goes once.
+            Ok(_) | Err(Error::Conflict { .. }) => {}
+            Err(error) => return Err(error),
+        }
     }
     Ok(())
 }
@@ -274,7 +288,12 @@ async fn create(tx: &Transaction<'_>, new: &NewJob) -> Result<Result<Job>> {
 /// Applies an observation in `tx` ([`JobStore::observe_job`]): what it did (a job named
 /// by a key that finds none is an answer, found before anything is written), or the error
 /// of a statement, which fails the transaction.
-async fn observe(tx: &Transaction<'_>, observation: &JobObservation) -> Result<Result<Observed>> {
+async fn observe(
+    tx: &Transaction<'_>,
+    observation: &JobObservation,
+    readers: &Readers,
+    group: usize,
+) -> Result<Result<Observed>> {
     let row = match &observation.target {
         JobTarget::Key(key) => {
             let column = key_column(JobId::is_id(key), "uid");
@@ -304,6 +323,7 @@ async fn observe(tx: &Transaction<'_>, observation: &JobObservation) -> Result<R
     let observed = match row {
         Some(row) => {
             let found = read(&row, due_poll)?;
+            readers.note(found.job.id.as_str(), group)?;
             let job = apply(
                 tx,
                 found.job,
@@ -558,15 +578,32 @@ impl JobWrite {
         Ok(row.map(|row| row.get(0)))
     }
 
-    /// Carries it out in `tx`: its answer, or the error of a statement.
-    async fn run(&self, tx: &Transaction<'_>) -> Result<Result<JobWritten>> {
+    /// The match key it locks: a registration's, or the one an observation names its job by.
+    fn match_key(&self) -> Option<Cow<'_, str>> {
+        match self {
+            JobWrite::Create(new) => match_key(&new.job).map(Cow::Owned),
+            JobWrite::Observe(observation) => match &observation.target {
+                JobTarget::Match(key) => Some(Cow::Borrowed(key)),
+                JobTarget::Key(_) => None,
+            },
+        }
+    }
+
+    /// Carries it out in `tx` as a write of `group` of its batch: its answer, or the error
+    /// of a statement.
+    async fn run(
+        &self,
+        tx: &Transaction<'_>,
+        readers: &Readers,
+        group: usize,
+    ) -> Result<Result<JobWritten>> {
         Ok(match self {
             JobWrite::Create(new) => create(tx, new)
                 .await?
                 .map(|job| JobWritten::Created(Box::new(job))),
-            JobWrite::Observe(observation) => {
-                observe(tx, observation).await?.map(JobWritten::Observed)
-            }
+            JobWrite::Observe(observation) => observe(tx, observation, readers, group)
+                .await?
+                .map(JobWritten::Observed),
         })
     }
 }
@@ -582,12 +619,21 @@ impl Grouped for JobWrite {
         tx: &'a Transaction<'a>,
         batch: &'a [&'a Self],
     ) -> Result<Stored<JobWritten>> {
+        // The match keys first, in order: a registration and a webhook of one key, in this
+        // batch or another transaction, take turns, and what the lookups below find by
+        // them stays true until this batch commits.
+        let mut match_keys: Vec<Cow<'_, str>> =
+            batch.iter().filter_map(|write| write.match_key()).collect();
+        match_keys.sort_unstable();
+        match_keys.dedup();
+        if !match_keys.is_empty() {
+            let keys: Vec<&str> = match_keys.iter().map(AsRef::as_ref).collect();
+            lock_keys(tx, &keys).await?;
+        }
         // The job each write is about: the one an observation finds by its uid or match
         // key (looked up for all of them at once), else the job its key names. A job
         // registered in this batch is named by its match key, which an observation that
-        // finds no job shares, and by its uid. The writes of each job then run in the
-        // batch's order; the jobs go in the order of their keys, so that two batches lock
-        // the jobs they share in one order.
+        // finds no job shares, and by its uid.
         let found = try_join_all(batch.iter().map(|write| write.find(tx))).await?;
         let registered: HashMap<&str, Cow<'_, str>> = batch
             .iter()
@@ -605,13 +651,32 @@ impl Grouped for JobWrite {
             };
             by_job.entry(job).or_default().push(at);
         }
-        let runs = try_join_all(by_job.into_values().map(|writes| async move {
-            let mut answers = Vec::with_capacity(writes.len());
-            for at in writes {
-                answers.push((at, batch[at].run(tx).await?));
-            }
-            Ok::<_, Error>(answers)
-        }))
+        // Then the jobs' rows, in the order of their ids: two batches that share jobs wait
+        // for each other instead of each holding a row the other wants. (A key that is
+        // not an id locks nothing.)
+        let ids: Vec<&str> = by_job.keys().map(AsRef::as_ref).collect();
+        execute(
+            tx,
+            "SELECT 1 FROM job WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await
+        .map_err(storage)?;
+        // The writes of each job one after the other, in the batch's order; those of
+        // different jobs side by side. Should two of them find one job by different
+        // names after all (one registered meanwhile by uid), the batch fails and its
+        // writes are carried out one per transaction.
+        let readers = Readers::default();
+        let readers = &readers;
+        let runs = try_join_all(by_job.into_values().enumerate().map(
+            |(group, writes)| async move {
+                let mut answers = Vec::with_capacity(writes.len());
+                for at in writes {
+                    answers.push((at, batch[at].run(tx, readers, group).await?));
+                }
+                Ok::<_, Error>(answers)
+            },
+        ))
         .await?;
         let mut answers: Vec<(usize, Result<JobWritten>)> = runs.into_iter().flatten().collect();
         answers.sort_by_key(|(at, _)| *at);
@@ -620,5 +685,30 @@ impl Grouped for JobWrite {
             answers: answers.into_iter().map(|(_, answer)| answer).collect(),
             queued: false,
         })
+    }
+}
+
+/// The group of its batch that read each job: two groups that both read a job before
+/// either wrote it back would lose one's change.
+#[derive(Debug, Default)]
+struct Readers(std::sync::Mutex<HashMap<String, usize>>);
+
+impl Readers {
+    /// Notes that `group` read `job`; an error if another group of the batch did.
+    fn note(&self, job: &str, group: usize) -> Result<()> {
+        let mut readers = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match readers.entry(job.to_owned()) {
+            Entry::Vacant(entry) => {
+                entry.insert(group);
+                Ok(())
+            }
+            Entry::Occupied(entry) if *entry.get() == group => Ok(()),
+            Entry::Occupied(_) => Err(Error::storage(std::io::Error::other(
+                "two writes of one group commit found one job by different names",
+            ))),
+        }
     }
 }

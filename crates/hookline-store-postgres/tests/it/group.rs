@@ -223,3 +223,71 @@ async fn job_writes_sent_together_share_transactions_and_a_refused_one_fails_alo
         after.timeline
     );
 }
+
+/// The last two jobs of a group, ending in one group commit side by side, end their group
+/// once: one `job_group.completed` message, and both jobs succeeded.
+#[tokio::test]
+async fn a_group_ending_within_one_group_commit_ends_once() {
+    let Some(url) = url() else { return };
+    let schema = unique_schema();
+    let store = open(&url, &schema).await;
+    let a = app();
+    store.create_app(&a).await.unwrap();
+    let now = crate::now();
+    let since = now - chrono::Duration::hours(1);
+    let mut jobs = Vec::new();
+    for n in 0..2 {
+        let mut job = Job::new(
+            Provider::OpenaiBatch,
+            Some(format!("batch_{n}")),
+            a.id.clone(),
+            now,
+            now + chrono::Duration::hours(1),
+        );
+        job.group = Some("nightly".into());
+        jobs.push(
+            store
+                .create_job(job.registration(None, None, since, None))
+                .await
+                .unwrap(),
+        );
+    }
+    let endings: Vec<_> = jobs
+        .iter()
+        .map(|job| {
+            let store = store.clone();
+            let observation = JobObservation {
+                target: JobTarget::Key(job.id.to_string()),
+                observation: Observation {
+                    at: crate::now(),
+                    source: ObservedBy::Poll,
+                    provider_status: Some("completed".into()),
+                    status: Some(JobStatus::Succeeded),
+                    progress: None,
+                    result: None,
+                    error: None,
+                    next_poll: NextPoll::Keep,
+                },
+                poller: None,
+                payload_retention: None,
+            };
+            tokio::spawn(async move { store.observe_job(observation).await })
+        })
+        .collect();
+    for ending in endings {
+        let Observed::Applied(job) = ending.await.unwrap().unwrap() else {
+            panic!("a registered job's observation is applied");
+        };
+        assert_eq!(job.status, JobStatus::Succeeded);
+    }
+    let completed: i64 = raw(&url, &schema)
+        .await
+        .query_one(
+            "SELECT count(*) FROM message WHERE event_type = 'job_group.completed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(completed, 1);
+}
