@@ -115,31 +115,19 @@ async fn save(
     Ok(())
 }
 
-/// Creates an event's message unless one with its `eventId` exists (the job's row lock,
-/// or its group's lock, keeps a second writer of the same event out meanwhile, but for
-/// another write of the same group commit, whose message then stands for this one).
+/// Creates an event's message unless one with its `eventId` exists: the insert finds it
+/// without failing a statement (the job's row lock, or its group's lock, keeps a second
+/// writer of the same event out meanwhile, but for another write of the same group
+/// commit, whose message then stands for this one).
 async fn emit(db: &impl GenericClient, new: &NewMessage) -> Result<()> {
-    let exists = query_opt(
-        db,
-        "SELECT 1 FROM message WHERE app_id = $1 AND event_id = $2",
-        &[&new.message.app_id.as_str(), &new.message.event_id],
-    )
-    .await
-    .map_err(storage)?
-    .is_some();
-    if !exists {
-        // No `hookline_due` notification: NOTIFY serializes the commits of every
-        // transaction that sends one (measured: 320 polls a second with it, one fsync
-        // each), and the node that observed the job wakes its own engine
-        // (`Tracker::observe`); other nodes find the deliveries at their next look.
-        match insert_message(db, new).await? {
-            // Emitted meanwhile by another write of the same group commit (the last two
-            // jobs of a group ending side by side both see the group end): it goes once.
-            Ok(_) | Err(Error::Conflict { .. }) => {}
-            Err(error) => return Err(error),
-        }
+    // No `hookline_due` notification: NOTIFY serializes the commits of every transaction
+    // that sends one (measured: 320 polls a second with it, one fsync each), and the node
+    // that observed the job wakes its own engine (`Tracker::observe`); other nodes find
+    // the deliveries at their next look.
+    match insert_message(db, new).await? {
+        Ok(_) | Err(Error::Conflict { .. }) => Ok(()),
+        Err(error) => Err(error),
     }
-    Ok(())
 }
 
 async fn apply(
@@ -220,8 +208,8 @@ async fn create(tx: &Transaction<'_>, new: &NewJob) -> Result<Result<Job>> {
     let job = &new.job;
     let match_key = match_key(job);
     let body = serde_json::to_string(job).map_err(Error::storage)?;
+    // The batch holds the match key's lock (`JobWrite::store`).
     if let Some(key) = &match_key {
-        lock_key(tx, key).await?;
         let taken = query_opt(tx, "SELECT 1 FROM job WHERE match_key = $1", &[key])
             .await
             .map_err(storage)?
@@ -309,16 +297,14 @@ async fn observe(
             };
             Some(row)
         }
-        JobTarget::Match(key) => {
-            lock_key(tx, key).await?;
-            query_opt(
-                tx,
-                &format!("SELECT {JOB_COLUMNS} FROM job WHERE match_key = $1 FOR UPDATE"),
-                &[key],
-            )
-            .await
-            .map_err(storage)?
-        }
+        // The batch holds the match key's lock (`JobWrite::store`).
+        JobTarget::Match(key) => query_opt(
+            tx,
+            &format!("SELECT {JOB_COLUMNS} FROM job WHERE match_key = $1 FOR UPDATE"),
+            &[key],
+        )
+        .await
+        .map_err(storage)?,
     };
     let observed = match row {
         Some(row) => {
@@ -653,15 +639,20 @@ impl Grouped for JobWrite {
         }
         // Then the jobs' rows, in the order of their ids: two batches that share jobs wait
         // for each other instead of each holding a row the other wants. (A key that is
-        // not an id locks nothing.)
-        let ids: Vec<&str> = by_job.keys().map(AsRef::as_ref).collect();
-        execute(
-            tx,
-            "SELECT 1 FROM job WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
-            &[&ids],
-        )
-        .await
-        .map_err(storage)?;
+        // not an id locks nothing; registrations alone lock no row.)
+        if batch
+            .iter()
+            .any(|write| matches!(write, JobWrite::Observe(_)))
+        {
+            let ids: Vec<&str> = by_job.keys().map(AsRef::as_ref).collect();
+            execute(
+                tx,
+                "SELECT 1 FROM job WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+                &[&ids],
+            )
+            .await
+            .map_err(storage)?;
+        }
         // The writes of each job one after the other, in the batch's order; those of
         // different jobs side by side. Should two of them find one job by different
         // names after all (one registered meanwhile by uid), the batch fails and its
