@@ -3,8 +3,9 @@
 //! A change to a job reads it `FOR UPDATE`, applies the observation ([`Job::observe`])
 //! and writes it back in one transaction, so two nodes observing one job take turns.
 //! Registrations and observations are group-committed ([`JobWrite`]): a batch takes the
-//! locks of its match keys, then of its jobs' rows, each in order, and carries out the
-//! writes about one job one after the other, as their own transactions would.
+//! locks of its match keys, of its jobs' rows and of the groups it may end, each in order,
+//! and carries out the writes about one job one after the other, as their own transactions
+//! would.
 //! Creating a job and keeping a webhook for a job not yet registered both take an
 //! advisory lock on the match key first, so a webhook racing its job's registration is
 //! either kept and taken by the creation, or finds the job. A job ending takes an advisory
@@ -55,6 +56,11 @@ fn due_poll(columns: &mut Columns<'_>) -> Result<DuePoll> {
 
 fn rows_to_polls(rows: &[Row]) -> Result<Vec<DuePoll>> {
     rows.iter().map(|row| read(row, due_poll)).collect()
+}
+
+/// The key of the lock that serializes the ends of `group`'s jobs in `app`.
+fn group_lock(app: &str, group: &str) -> String {
+    format!("group/{app}/{group}")
 }
 
 /// Serializes the changes about one key (a match key, a group) until the transaction ends.
@@ -154,7 +160,7 @@ async fn apply(
         && job.status.is_terminal()
         && let Some(group) = &job.group
     {
-        lock_key(db, &format!("group/{}/{group}", job.app_id)).await?;
+        lock_key(db, &group_lock(job.app_id.as_str(), group)).await?;
         if let Some(counts) = group_counts(db, &job, group).await? {
             let message = group_completed(&job.app_id, group, &counts, at, retention);
             emit(db, &message).await?;
@@ -637,21 +643,55 @@ impl Grouped for JobWrite {
             };
             by_job.entry(job).or_default().push(at);
         }
-        // Then the jobs' rows, in the order of their ids: two batches that share jobs wait
-        // for each other instead of each holding a row the other wants. (A key that is
-        // not an id locks nothing; registrations alone lock no row.)
+        // Then the jobs' rows, in the order of their ids, and last the locks of the groups
+        // that the batch's writes may end (a registration in a group, an observation that
+        // ends a job in one), in order: the order a write of its own takes them in (its row,
+        // then its group). Two batches that share jobs or groups wait for each other instead
+        // of each holding a lock the other wants. (A key that is not an id locks no row.)
+        let mut groups: Vec<String> = batch
+            .iter()
+            .filter_map(|write| match write {
+                JobWrite::Create(new) => Some(group_lock(
+                    new.job.app_id.as_str(),
+                    new.job.group.as_deref()?,
+                )),
+                JobWrite::Observe(_) => None,
+            })
+            .collect();
         if batch
             .iter()
             .any(|write| matches!(write, JobWrite::Observe(_)))
         {
             let ids: Vec<&str> = by_job.keys().map(AsRef::as_ref).collect();
-            execute(
+            let rows = query_rows(
                 tx,
-                "SELECT 1 FROM job WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+                "SELECT id, app_id, grp FROM job WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
                 &[&ids],
             )
             .await
             .map_err(storage)?;
+            for row in &rows {
+                let (id, app, group): (&str, &str, Option<&str>) =
+                    (row.get(0), row.get(1), row.get(2));
+                let ends = |at: &usize| match batch[*at] {
+                    JobWrite::Observe(observation) => observation
+                        .observation
+                        .status
+                        .is_some_and(JobStatus::is_terminal),
+                    JobWrite::Create(_) => false,
+                };
+                if let Some(group) = group
+                    && by_job.get(id).is_some_and(|writes| writes.iter().any(ends))
+                {
+                    groups.push(group_lock(app, group));
+                }
+            }
+        }
+        if !groups.is_empty() {
+            groups.sort_unstable();
+            groups.dedup();
+            let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+            lock_keys(tx, &groups).await?;
         }
         // The writes of each job one after the other, in the batch's order; those of
         // different jobs side by side. Should two of them find one job by different

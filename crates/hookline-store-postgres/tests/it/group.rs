@@ -178,14 +178,20 @@ async fn job_writes_sent_together_share_transactions_and_a_refused_one_fails_alo
         "40 observations sent together took {transactions} transactions"
     );
 
-    // Ten observations of one job, by its id, its uid and its match key, sent together.
+    // Ten observations of one job, by its id, its uid and its match key, sent together;
+    // a trigger notes the transaction of each write of the job's row.
     let first = &jobs[0];
     raw(&url, &schema)
         .await
-        .execute(
-            "UPDATE job SET uid = 'nightly' WHERE id = $1",
-            &[&first.id.as_str()],
-        )
+        .batch_execute(&format!(
+            "UPDATE job SET uid = 'nightly' WHERE id = '{}';
+             CREATE TABLE job_writes (txid BIGINT NOT NULL);
+             CREATE FUNCTION note_job_write() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN INSERT INTO job_writes VALUES (txid_current()); RETURN NEW; END $$;
+             CREATE TRIGGER job_written AFTER UPDATE ON job
+                 FOR EACH ROW EXECUTE FUNCTION note_job_write();",
+            first.id
+        ))
         .await
         .unwrap();
     let before = store
@@ -222,10 +228,24 @@ async fn job_writes_sent_together_share_transactions_and_a_refused_one_fails_alo
         "every observation is on the timeline: {:?}",
         after.timeline
     );
+    // In one group commit, not carried out again one per transaction.
+    let (writes, transactions): (i64, i64) = {
+        let row = raw(&url, &schema)
+            .await
+            .query_one("SELECT count(*), count(DISTINCT txid) FROM job_writes", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(writes, 10);
+    assert!(
+        transactions < 10,
+        "ten observations sent together took {transactions} transactions"
+    );
 }
 
 /// The last two jobs of a group, ending in one group commit side by side, end their group
-/// once: one `job_group.completed` message, and both jobs succeeded.
+/// once: one `job_group.completed` message, both jobs succeeded, in one transaction.
 #[tokio::test]
 async fn a_group_ending_within_one_group_commit_ends_once() {
     let Some(url) = url() else { return };
@@ -280,14 +300,16 @@ async fn a_group_ending_within_one_group_commit_ends_once() {
         };
         assert_eq!(job.status, JobStatus::Succeeded);
     }
-    let completed: i64 = raw(&url, &schema)
+    let row = raw(&url, &schema)
         .await
         .query_one(
-            "SELECT count(*) FROM message WHERE event_type = 'job_group.completed'",
+            "SELECT (SELECT count(*) FROM message WHERE event_type = 'job_group.completed'),
+                 (SELECT count(DISTINCT xmin::text) FROM job)",
             &[],
         )
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    let (completed, transactions): (i64, i64) = (row.get(0), row.get(1));
     assert_eq!(completed, 1);
+    assert_eq!(transactions, 1, "both jobs ended in one group commit");
 }
