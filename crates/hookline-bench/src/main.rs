@@ -1088,7 +1088,8 @@ async fn scrape(client: &reqwest::Client, nodes: &[Server], name: &str) -> anyho
 
 /// What the delivery workers of `nodes` have done so far: claims, deliveries given back
 /// (by claims and hand-overs), group commits (SQLite's writer; PostgreSQL counts its
-/// message creates, received requests and job writes), and deliveries handed over as their messages were created.
+/// message creates, received requests and job writes), and deliveries handed over as
+/// their messages were created.
 #[derive(Debug, Clone, Copy)]
 struct ClaimCounts([f64; 5]);
 

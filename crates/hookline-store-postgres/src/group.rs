@@ -7,10 +7,11 @@
 //! A message create's conflict (an `eventId` or idempotency key taken) is an answer, not
 //! an error: the statements are written so that it aborts nothing ([`insert_messages`]),
 //! and the other writes of the batch commit; so is a job registration's provider job id
-//! already taken, or an observation naming no job. A batch that fails otherwise (a statement
-//! error, two of its job writes finding one job by different names, or an ingest request whose forwarded message conflicts, as its earlier writes
-//! would have to be undone) is carried out again one write per transaction, so that one
-//! bad write fails alone.
+//! already taken, or an observation naming no job. A batch that fails otherwise (a
+//! statement error, two of its job writes finding one job by different names, or an ingest
+//! request whose forwarded message conflicts, as its earlier writes would have to be
+//! undone) is carried out again one write per transaction, so that one bad write fails
+//! alone.
 //!
 //! [`insert_messages`]: crate::queries::messages::insert_messages
 

@@ -570,7 +570,8 @@ impl JobWrite {
         Ok(row.map(|row| row.get(0)))
     }
 
-    /// The match key it locks: a registration's, or the one an observation names its job by.
+    /// The match key it locks: a registration's, or the one an observation names its job
+    /// by.
     fn match_key(&self) -> Option<Cow<'_, str>> {
         match self {
             JobWrite::Create(new) => match_key(&new.job).map(Cow::Owned),
@@ -645,9 +646,10 @@ impl Grouped for JobWrite {
         }
         // Then the jobs' rows, in the order of their ids, and last the locks of the groups
         // that the batch's writes may end (a registration in a group, an observation that
-        // ends a job in one), in order: the order a write of its own takes them in (its row,
-        // then its group). Two batches that share jobs or groups wait for each other instead
-        // of each holding a lock the other wants. (A key that is not an id locks no row.)
+        // ends a job in one), in order: the order a write of its own takes them in (its
+        // row, then its group). Two batches that share jobs or groups wait for each other
+        // instead of each holding a lock the other wants. (A key that is not an id locks
+        // no row.)
         let mut groups: Vec<String> = batch
             .iter()
             .filter_map(|write| match write {
