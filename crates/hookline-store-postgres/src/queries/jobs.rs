@@ -13,7 +13,6 @@
 //! two nodes cannot both miss (or both see) the end.
 
 use std::borrow::Cow;
-use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -601,12 +600,10 @@ impl JobWrite {
     }
 }
 
+// The batch keeps its order of arrival (no `lock_order`): `store` takes its locks in
+// order itself, before any write runs.
 impl Grouped for JobWrite {
     type Stored = JobWritten;
-
-    fn lock_order(&self, other: &Self) -> Ordering {
-        self.key().cmp(&other.key())
-    }
 
     async fn store<'a>(
         tx: &'a Transaction<'a>,

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use hookline_core::Error;
-use hookline_core::id::MessageId;
+use hookline_core::id::{AppId, MessageId};
 use hookline_core::job::{Job, JobStatus, NextPoll, Observation, ObservedBy, Provider};
 use hookline_core::store::{
     JobObservation, JobStore, JobTarget, MessageStore, Observed, ResourceStore,
@@ -77,11 +78,42 @@ async fn job_transactions(url: &str, schema: &str) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
+/// The OpenAI batch `batch_{n}` of `app`, registered at `now`.
+fn batch_job(app: &AppId, n: usize, now: DateTime<Utc>) -> Job {
+    Job::new(
+        Provider::OpenaiBatch,
+        Some(format!("batch_{n}")),
+        app.clone(),
+        now,
+        now + chrono::Duration::hours(1),
+    )
+}
+
+/// A poll's answer about the job `target` names: `status`, as the provider said it.
+fn polled(target: JobTarget, status: JobStatus, provider_status: &str) -> JobObservation {
+    JobObservation {
+        target,
+        observation: Observation {
+            at: crate::now(),
+            source: ObservedBy::Poll,
+            provider_status: Some(provider_status.into()),
+            status: Some(status),
+            progress: None,
+            result: None,
+            error: None,
+            next_poll: NextPoll::Keep,
+        },
+        poller: None,
+        payload_retention: None,
+    }
+}
+
 /// Registrations sent together commit together; the second registration of a provider
 /// job id is refused as a conflict, and the others of its transaction still commit. Then
 /// a poll's answer for each job, sent together, commits together too; one for a job that
-/// does not exist is answered `NotFound`, alone. Last, observations of one job sent together
-/// (by its id, its uid and its match key) are all applied: none overwrites another.
+/// does not exist is answered `NotFound`, alone. Last, observations of one job sent
+/// together (by its id, its uid and its match key) are all applied: none overwrites
+/// another.
 #[tokio::test]
 async fn job_writes_sent_together_share_transactions_and_a_refused_one_fails_alone() {
     let Some(url) = url() else { return };
@@ -90,22 +122,12 @@ async fn job_writes_sent_together_share_transactions_and_a_refused_one_fails_alo
     let a = app();
     store.create_app(&a).await.unwrap();
     let now = crate::now();
-    let job = |n: usize| {
-        let provider_id = format!("batch_{n}");
-        Job::new(
-            Provider::OpenaiBatch,
-            Some(provider_id),
-            a.id.clone(),
-            now,
-            now + chrono::Duration::hours(1),
-        )
-    };
-    let jobs: Vec<Job> = (0..40).map(job).collect();
+    let jobs: Vec<Job> = (0..40).map(|n| batch_job(&a.id, n, now)).collect();
     let since = now - chrono::Duration::hours(1);
     let registrations: Vec<_> = jobs
         .iter()
         .cloned()
-        .chain([job(7)])
+        .chain([batch_job(&a.id, 7, now)])
         .map(|job| {
             let store = store.clone();
             tokio::spawn(async move {
@@ -131,28 +153,13 @@ async fn job_writes_sent_together_share_transactions_and_a_refused_one_fails_alo
         "40 registrations sent together took {transactions} transactions"
     );
 
-    let running = |key: String| JobObservation {
-        target: JobTarget::Key(key),
-        observation: Observation {
-            at: crate::now(),
-            source: ObservedBy::Poll,
-            provider_status: Some("in_progress".into()),
-            status: Some(JobStatus::Running),
-            progress: None,
-            result: None,
-            error: None,
-            next_poll: NextPoll::Keep,
-        },
-        poller: None,
-        payload_retention: None,
-    };
     let observations: Vec<_> = jobs
         .iter()
         .map(|job| job.id.to_string())
         .chain(["job_none".to_owned()])
         .map(|key| {
             let store = store.clone();
-            let observation = running(key);
+            let observation = polled(JobTarget::Key(key), JobStatus::Running, "in_progress");
             tokio::spawn(async move { store.observe_job(observation).await })
         })
         .collect();
@@ -208,9 +215,8 @@ async fn job_writes_sent_together_share_transactions_and_a_refused_one_fails_alo
     ];
     let together: Vec<_> = (0..10)
         .map(|n| {
-            let mut observation = running(String::new());
-            observation.target = targets[n % targets.len()].clone();
-            observation.observation.provider_status = Some(format!("in_progress_{n}"));
+            let target = targets[n % targets.len()].clone();
+            let observation = polled(target, JobStatus::Running, &format!("in_progress_{n}"));
             let store = store.clone();
             tokio::spawn(async move { store.observe_job(observation).await })
         })
@@ -257,13 +263,7 @@ async fn a_group_ending_within_one_group_commit_ends_once() {
     let since = now - chrono::Duration::hours(1);
     let mut jobs = Vec::new();
     for n in 0..2 {
-        let mut job = Job::new(
-            Provider::OpenaiBatch,
-            Some(format!("batch_{n}")),
-            a.id.clone(),
-            now,
-            now + chrono::Duration::hours(1),
-        );
+        let mut job = batch_job(&a.id, n, now);
         job.group = Some("nightly".into());
         jobs.push(
             store
@@ -276,21 +276,8 @@ async fn a_group_ending_within_one_group_commit_ends_once() {
         .iter()
         .map(|job| {
             let store = store.clone();
-            let observation = JobObservation {
-                target: JobTarget::Key(job.id.to_string()),
-                observation: Observation {
-                    at: crate::now(),
-                    source: ObservedBy::Poll,
-                    provider_status: Some("completed".into()),
-                    status: Some(JobStatus::Succeeded),
-                    progress: None,
-                    result: None,
-                    error: None,
-                    next_poll: NextPoll::Keep,
-                },
-                poller: None,
-                payload_retention: None,
-            };
+            let target = JobTarget::Key(job.id.to_string());
+            let observation = polled(target, JobStatus::Succeeded, "completed");
             tokio::spawn(async move { store.observe_job(observation).await })
         })
         .collect();
