@@ -1,13 +1,15 @@
-//! The claim loops: wake up, claim as many due deliveries as there are free workers (and,
-//! when only apps at their share have any due, as those apps have room for), admit each
-//! within its app's share and its endpoint's limits (giving back the rest), run them, and
-//! record what happened in group commits.
+//! The claim loops: wake up, take as many deliveries as there are free workers (and,
+//! when only apps at their share have any due, as those apps have room for), first from
+//! the line of those handed over that could not start at once (`handoff`), then from the
+//! store, admit each within its app's share and its endpoint's limits (giving back the
+//! rest), run them, and record what happened in group commits.
 //! Several loops may claim side by side (`claimers`), so that one claim's round trip to
 //! the store does not leave the workers idle.
 //!
 //! Memory is bounded by configuration, whatever the backlog: at most `concurrency`
 //! deliveries are held at once (a claim reserves its workers before it asks, and never asks
-//! for more), and finished attempts wait in a bounded channel for the recorder.
+//! for more), at most `LINE_PER_WORKER` times that many wait in line, and finished
+//! attempts wait in a bounded channel for the recorder.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::{Deliverer, Finished};
-use crate::handoff::{Handed, Handoff};
+use crate::handoff::{Handed, Handoff, Waiter};
 use crate::operational::Announcer;
 use crate::ratelimit::{EndpointLimits, Ticket};
 
@@ -45,6 +47,11 @@ const RELEASE_DELAY: Duration = Duration::from_millis(500);
 /// back waits; the poll interval, if that is shorter). Each such look costs one claim that
 /// gives back most of what it takes, or walks the passed-over apps' backlog.
 const PASSED_OVER_FOR: Duration = Duration::from_millis(500);
+/// How often a claim asks the store for at least half of what it takes, however many
+/// handed-over deliveries wait in the worker's line: a line that creates keep filling
+/// would otherwise keep the store's due deliveries (retries, those given back, other
+/// nodes' creates) waiting for as long as they do.
+const STORE_CLAIM_EVERY: Duration = Duration::from_millis(100);
 /// Claims in a row given back whole (every delivery's endpoint or app at its limits)
 /// after which the claim loop rests for a poll interval. Until then it claims again at
 /// once, to reach other tenants' deliveries behind a busy one's backlog: up to this many
@@ -127,6 +134,10 @@ impl Dispatcher {
             self.take_over(handed, &shutdown, &tracker, &finished_tx),
         );
         heartbeats.abort();
+        // Those still in line are given back, so that other workers need not wait out
+        // their leases.
+        let left = self.handoff.waiting.drain();
+        self.give_back_waiting(left).await;
 
         tracker.close();
         tracker.wait().await;
@@ -154,6 +165,9 @@ impl Dispatcher {
         // whole backlog to find nothing.
         let mut only: Vec<AppId> = Vec::new();
         let mut only_until = Instant::now();
+        // When this loop last asked the store, and whether the store had all it asked for
+        // (and so likely more).
+        let (mut store_claimed, mut store_has_more) = (Instant::now(), false);
         loop {
             // Once that time is up, the next claim looks at every app again, passing over
             // these too: it finds what the others have come to have due, without taking
@@ -212,35 +226,81 @@ impl Dispatcher {
                     passed_over.push(app);
                 }
             }
-            let jobs = match self
-                .queue
-                .claim_due_skipping(&self.owner, claimed_at, self.lease, limit, &passed_over)
-                .await
-            {
-                Ok(jobs) => jobs,
-                Err(error) => {
-                    tracing::error!(%error, "claiming due deliveries failed");
-                    drop((reserved, turn)); // Another claim loop may do better meanwhile.
-                    if !self.pause(shutdown, self.poll_interval).await {
-                        return;
+            // Deliveries handed over and waiting in line go first: they are leased already,
+            // where a claim from the store writes every row it takes. The store gets half
+            // of the claim every so often, and of every claim while it has more due, and
+            // whatever the line cannot fill; the line then what the store could not.
+            let store_turn = store_has_more || store_claimed.elapsed() >= STORE_CLAIM_EVERY;
+            let line_share = if store_turn { limit / 2 } else { limit };
+            let mut waiters = Vec::new();
+            self.take_line(line_share, &mut passed_over, &mut waiters)
+                .await;
+            // The line filled its share: it may hold more.
+            let line_full = !waiters.is_empty() && waiters.len() == line_share;
+            let mut from_store = Vec::new();
+            if waiters.len() < limit {
+                let ask = limit - waiters.len();
+                from_store = match self
+                    .queue
+                    .claim_due_skipping(&self.owner, claimed_at, self.lease, ask, &passed_over)
+                    .await
+                {
+                    Ok(jobs) => jobs,
+                    Err(error) => {
+                        tracing::error!(%error, "claiming due deliveries failed");
+                        drop(turn);
+                        // Those taken from the line go all the same.
+                        let jobs = waiters.into_iter().map(|w| (w.job, w.start_by));
+                        let back = self.start_all(jobs, reserved, tracker, finished, shutdown);
+                        release(self.queue.as_ref(), back, self.clock.now()).await;
+                        if !self.pause(shutdown, self.poll_interval).await {
+                            return;
+                        }
+                        only.clear();
+                        continue;
                     }
-                    only.clear();
-                    continue;
+                };
+                store_claimed = Instant::now();
+                store_has_more = from_store.len() >= ask;
+                let left = ask.saturating_sub(from_store.len());
+                if store_turn && left > 0 {
+                    self.take_line(left, &mut passed_over, &mut waiters).await;
                 }
+            }
+            let from_line = waiters.len();
+            let line_back = match reserved.split(from_line) {
+                Some(permits) if from_line > 0 => {
+                    let jobs = waiters
+                        .into_iter()
+                        .map(|waiter| (waiter.job, waiter.start_by));
+                    self.start_all(jobs, permits, tracker, finished, shutdown)
+                }
+                _ => Vec::new(),
             };
-            let claimed = jobs.len();
-            let start_by = started + self.hold;
-            // A store never returns more than it was asked for; should one, the extra
-            // deliveries are given back rather than run past the concurrency.
-            let given_back = self.start_all(jobs, reserved, start_by, tracker, finished, shutdown);
+            hookline_core::metrics::metrics()
+                .record_handed(from_line - line_back.len(), line_back.len());
+            let from_store_n = from_store.len();
+            let mut given_back = line_back;
+            if from_line < limit {
+                // A store never returns more than it was asked for; should one, the extra
+                // deliveries are given back rather than run past the concurrency.
+                let start_by = started + self.hold;
+                let jobs = from_store.into_iter().map(|job| (job, start_by));
+                let store_back = self.start_all(jobs, reserved, tracker, finished, shutdown);
+                hookline_core::metrics::metrics()
+                    .record_claim(from_store_n - store_back.len(), store_back.len());
+                given_back.extend(store_back);
+            } else {
+                drop(reserved);
+            }
+            let claimed = from_line + from_store_n;
             drop(turn);
             let deferred = given_back.len();
-            hookline_core::metrics::metrics().record_claim(claimed - deferred, deferred);
             release(self.queue.as_ref(), given_back, self.clock.now()).await;
             if claimed > 0 {
                 tracing::debug!(claimed, deferred, "claimed deliveries");
             }
-            if claimed == limit && deferred < claimed {
+            if (claimed == limit || line_full) && deferred < claimed {
                 skipped = 0;
                 continue; // More may be due right now.
             }
@@ -329,8 +389,9 @@ impl Dispatcher {
         release(self.queue.as_ref(), left, self.clock.now()).await;
     }
 
-    /// Starts the deliveries of one message handed over, as a claim starts its own:
-    /// those their endpoint or app has no room for are given back.
+    /// Starts the deliveries of one message handed over on the workers free, as a claim
+    /// starts its own; those with no worker free, or whose endpoint or app has no room,
+    /// wait in line for the claim loops, keeping their places.
     async fn start_handed(
         &self,
         handed: Handed,
@@ -339,7 +400,7 @@ impl Dispatcher {
         finished: &mpsc::Sender<Finished>,
     ) {
         let Handed {
-            permits,
+            mut places,
             jobs,
             leased_at,
         } = handed;
@@ -353,30 +414,98 @@ impl Dispatcher {
             );
             return;
         }
-        let handed = jobs.len();
-        let given_back = self.start_all(jobs, permits, start_by, tracker, finished, shutdown);
-        hookline_core::metrics::metrics()
-            .record_handed(handed - given_back.len(), given_back.len());
-        release(self.queue.as_ref(), given_back, self.clock.now()).await;
+        let (mut started, mut queued) = (0, false);
+        for job in jobs {
+            let job = match Arc::clone(&self.handoff.permits).try_acquire_owned() {
+                Ok(permit) => {
+                    match self.spawn(job, permit, start_by, tracker, finished, shutdown) {
+                        None => {
+                            started += 1;
+                            continue;
+                        }
+                        Some(job) => job,
+                    }
+                }
+                Err(_) => job,
+            };
+            self.handoff.waiting.push(job, start_by, &mut places);
+            queued = true;
+        }
+        hookline_core::metrics::metrics().record_handed(started, 0);
+        if queued {
+            self.wake.notify_one();
+        }
     }
 
-    /// Starts each of `jobs` that it admits, one of `permits` each; returns the keys of
-    /// those to give back (not admitted, or beyond the permits). The permits left over
-    /// are freed.
+    /// Takes up to `most` more deliveries from the line into `taken`, as many of each app's
+    /// as it has room for beside those already in `taken` (none of `passed_over`); gives
+    /// back those past their start, and adds to `passed_over` the apps whose deliveries
+    /// stayed in line for want of room: the claim loop waits for their room as it does for
+    /// apps at their share.
+    async fn take_line(&self, most: usize, passed_over: &mut Vec<AppId>, taken: &mut Vec<Waiter>) {
+        if most == 0 {
+            return;
+        }
+        let line = self.handoff.waiting.take(most, |app| {
+            if passed_over.contains(app) {
+                return 0;
+            }
+            let already = taken
+                .iter()
+                .filter(|waiter| waiter.job.endpoint.app_id == *app)
+                .count();
+            self.limits
+                .room_of(std::slice::from_ref(app))
+                .saturating_sub(already)
+        });
+        taken.extend(line.waiters);
+        self.give_back_waiting(line.late).await;
+        for app in line.full {
+            if !passed_over.contains(&app) {
+                passed_over.push(app);
+            }
+        }
+    }
+
+    /// Gives back deliveries taken out of the line unstarted (the worker stopping, or
+    /// their start past), while their lease surely holds: one past its start by more than
+    /// the hold is left to its lease, which another worker may meanwhile have taken over
+    /// once it ran out.
+    async fn give_back_waiting(&self, waiters: Vec<Waiter>) {
+        if waiters.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let keys: Vec<_> = waiters
+            .iter()
+            .filter(|waiter| now < waiter.start_by + self.hold)
+            .map(Waiter::key)
+            .collect();
+        hookline_core::metrics::metrics().record_handed(0, waiters.len());
+        tracing::debug!(
+            deliveries = waiters.len(),
+            "deliveries handed over could not start in time; given back"
+        );
+        release(self.queue.as_ref(), keys, self.clock.now()).await;
+    }
+
+    /// Starts each of `jobs` (with the time it must start by) that it admits, one of
+    /// `permits` each; returns the keys of those to give back (not admitted, or beyond
+    /// the permits). The permits left over are freed.
     fn start_all(
         &self,
-        jobs: Vec<DeliveryJob>,
+        jobs: impl IntoIterator<Item = (DeliveryJob, Instant)>,
         mut permits: OwnedSemaphorePermit,
-        start_by: Instant,
         tracker: &TaskTracker,
         finished: &mpsc::Sender<Finished>,
         shutdown: &CancellationToken,
     ) -> Vec<(MessageId, EndpointId)> {
         let mut given_back = Vec::new();
-        for job in jobs {
+        for (job, start_by) in jobs {
             let key = (job.message.id.clone(), job.endpoint.id.clone());
             let started = permits.split(1).is_some_and(|permit| {
                 self.spawn(job, permit, start_by, tracker, finished, shutdown)
+                    .is_none()
             });
             if !started {
                 given_back.push(key);
@@ -385,7 +514,7 @@ impl Dispatcher {
         given_back
     }
 
-    /// Admits `job` and runs it in its own task; `false` if it must be given back.
+    /// Admits `job` and runs it in its own task; `job` back if it is not admitted.
     fn spawn(
         &self,
         job: DeliveryJob,
@@ -394,7 +523,7 @@ impl Dispatcher {
         tracker: &TaskTracker,
         finished: &mpsc::Sender<Finished>,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Option<DeliveryJob> {
         let now = Instant::now();
         let Some(ticket) = self.limits.admit(
             &job.endpoint.app_id,
@@ -407,9 +536,9 @@ impl Dispatcher {
             tracing::debug!(
                 msg_id = %job.message.id,
                 endpoint_id = %job.endpoint.id,
-                "endpoint or app busy; delivery given back"
+                "endpoint or app busy; delivery not started"
             );
-            return false;
+            return Some(job);
         };
         let deliverer = Arc::clone(&self.deliverer);
         let queue = Arc::clone(&self.queue);
@@ -425,7 +554,7 @@ impl Dispatcher {
                 None => release(queue.as_ref(), vec![key], clock.now()).await,
             }
         });
-        true
+        None
     }
 
     /// Announces this worker and splits the rates among the live ones.

@@ -6,18 +6,30 @@
 //! a write of every row it takes and a read of its message and endpoint; this costs
 //! neither, and the delivery starts a round trip sooner.
 //!
+//! The room reserved is a place in the worker's line of waiting deliveries, not a free
+//! worker: a fan-out's deliveries are handed over whole (up to [`MOST_PER_MESSAGE`]) even
+//! while every worker is busy, and those that cannot start at once (no worker free, or
+//! their app or endpoint at its limits) wait in that line ([`Waiting`]), one line per
+//! app, which the claim loops take from, within each app's room, before they claim from
+//! the store. The line has [`LINE_PER_WORKER`] places for each worker. While the first
+//! of an app's line has waited longer than [`BEHIND_AFTER`], that app's creates lease
+//! nothing: the worker is behind with it, and what they queue goes to the store, where
+//! claims take the oldest due first.
+//!
 //! Nothing is lost on the way: a leased delivery is due again when its lease ends, as a
-//! claimed one is, should the worker stop (or the node die) before it is recorded. A
-//! node started again under its name ends its old leases at once
+//! claimed one is, should the worker stop (or the node die) before it is recorded. One
+//! that cannot start within the worker's hold of its lease is given back, due again
+//! shortly. A node started again under its name ends its old leases at once
 //! ([`DeliveryQueue::release_owned`]), and takes nothing over until it has.
 //!
 //! [`DeliveryQueue::release_owned`]: hookline_core::store::DeliveryQueue::release_owned
 
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use hookline_core::SharedClock;
-use hookline_core::id::AppId;
+use hookline_core::id::{AppId, EndpointId, MessageId};
 use hookline_core::store::{CreateLease, DeliveryJob};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
@@ -25,14 +37,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ratelimit::EndpointLimits;
 
-/// The most deliveries one message hands over: a fan-out's first few go at once, the
-/// rest wait for a claim like any due delivery, so that one large fan-out cannot take
-/// every worker from the messages created beside it.
-const MOST_PER_MESSAGE: usize = 16;
-/// A create reserves at most this share of the worker's free room (and nothing once
-/// less than this is free), so that the creates in flight together leave room for
-/// claims.
-const SHARE_OF_FREE: usize = 4;
+/// The most deliveries one message hands over: a fan-out to more endpoints hands over
+/// this many, and the rest wait for a claim like any due delivery.
+const MOST_PER_MESSAGE: usize = 128;
+/// A create reserves at most this share of the places left (and none once fewer are
+/// left), before it knows how many endpoints its message goes to: the creates in flight
+/// beside it find places too.
+const SHARE_OF_PLACES: usize = 4;
+/// Places in the line for each worker: a burst of fan-outs is handed over whole, and
+/// drains through the workers as they come free. A place holds a delivery's row and
+/// shares its message and endpoint with the others of the same, a few hundred bytes.
+const LINE_PER_WORKER: usize = 32;
+/// How long the first of an app's line may have waited before the app's creates stop
+/// leasing: the worker is behind with it. Its deliveries queued in the store meanwhile
+/// (retries, those given back, those of creates that found no place) are claimed oldest
+/// due first, and claims take from the line first (the store gets its half only every so
+/// often, see the dispatcher): this bounds how long a fresh fan-out's deliveries can go
+/// before them.
+const BEHIND_AFTER: Duration = Duration::from_secs(1);
 
 /// The door between the API and this node's worker. Shut until the worker has started
 /// (and ended its old leases), and again once it stops.
@@ -42,6 +64,8 @@ pub struct Handoff {
     pub(crate) permits: Arc<Semaphore>,
     /// The worker's per-app and per-endpoint limits, which claims heed too.
     pub(crate) limits: Arc<EndpointLimits>,
+    /// Deliveries handed over that could not start at once.
+    pub(crate) waiting: Waiting,
     owner: String,
     lease: Duration,
     clock: SharedClock,
@@ -49,11 +73,11 @@ pub struct Handoff {
     door: OnceLock<(mpsc::UnboundedSender<Handed>, CancellationToken)>,
 }
 
-/// Room reserved in the worker for the deliveries of one message about to be created.
-/// Dropped unused, the room is free again.
+/// Room reserved in the worker's line for the deliveries of one message about to be
+/// created. Dropped unused, the room is free again.
 #[derive(Debug)]
 pub struct Reservation {
-    permits: OwnedSemaphorePermit,
+    places: OwnedSemaphorePermit,
     lease: CreateLease,
     /// When the lease was taken: its deliveries must start within the worker's hold of
     /// this, as a claim's must within the hold of the claim, to end before the lease.
@@ -71,14 +95,14 @@ impl Reservation {
     /// This room and `other`'s together, for the deliveries of several messages created
     /// in one transaction (a received webhook's forwards).
     pub fn merge(&mut self, other: Reservation) {
-        self.permits.merge(other.permits);
+        self.places.merge(other.places);
     }
 }
 
-/// Deliveries handed over, the room they run in, and when their lease was taken.
+/// Deliveries handed over, their places in the line, and when their lease was taken.
 #[derive(Debug)]
 pub(crate) struct Handed {
-    pub permits: OwnedSemaphorePermit,
+    pub places: OwnedSemaphorePermit,
     pub jobs: Vec<DeliveryJob>,
     pub leased_at: Instant,
 }
@@ -94,6 +118,7 @@ impl Handoff {
         Handoff {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             limits,
+            waiting: Waiting::new(concurrency.saturating_mul(LINE_PER_WORKER)),
             owner,
             lease,
             clock,
@@ -117,18 +142,18 @@ impl Handoff {
             .is_some_and(|(sender, stop)| !stop.is_cancelled() && !sender.is_closed())
     }
 
-    /// Reserves room for the deliveries of a message of `app`, if the worker is running
-    /// and has any free, and the app has not taken its share: with it, the store leases
-    /// them as it creates them. `None` queues them due, for a claim.
+    /// Reserves places in the worker's line for the deliveries of a message of `app`, if
+    /// the worker is running and not behind with the app's deliveries (see the module's
+    /// documentation): with them, the store leases the deliveries as it creates them.
+    /// `None` queues them due, for a claim.
     pub fn reserve(&self, app: &AppId) -> Option<Reservation> {
-        if !self.is_open() {
+        if !self.is_open() || self.waiting.behind(app) {
             return None;
         }
-        let room = (self.permits.available_permits() / SHARE_OF_FREE)
-            .min(MOST_PER_MESSAGE)
-            .min(self.limits.room_of(std::slice::from_ref(app)));
-        let permits = Arc::clone(&self.permits)
-            .try_acquire_many_owned(u32::try_from(room).ok().filter(|n| *n > 0)?)
+        let places =
+            (self.waiting.places.available_permits() / SHARE_OF_PLACES).min(MOST_PER_MESSAGE);
+        let places = Arc::clone(&self.waiting.places)
+            .try_acquire_many_owned(u32::try_from(places).ok().filter(|n| *n > 0)?)
             .ok()?;
         let at = Instant::now();
         let until = self.clock.now() + chrono::Duration::from_std(self.lease).ok()?;
@@ -136,9 +161,9 @@ impl Handoff {
             lease: CreateLease {
                 owner: self.owner.clone(),
                 until,
-                most: permits.num_permits(),
+                most: places.num_permits(),
             },
-            permits,
+            places,
             at,
         })
     }
@@ -156,12 +181,237 @@ impl Handoff {
             return;
         };
         let handed = Handed {
-            permits: reservation.permits,
+            places: reservation.places,
             jobs: leased.to_vec(),
             leased_at: reservation.at,
         };
         if sender.send(handed).is_err() {
             tracing::debug!("the worker stopped; handed deliveries wait for their leases");
         }
+    }
+}
+
+/// A delivery handed over that waits for a worker, keeping its place in the line.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    pub job: DeliveryJob,
+    /// When it must have started by, as a claimed delivery must (the worker's hold of
+    /// its lease).
+    pub start_by: Instant,
+    queued_at: Instant,
+    _place: OwnedSemaphorePermit,
+}
+
+impl Waiter {
+    pub fn key(&self) -> (MessageId, EndpointId) {
+        (self.job.message.id.clone(), self.job.endpoint.id.clone())
+    }
+}
+
+/// What [`Waiting::take`] took from the line.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    /// To start.
+    pub waiters: Vec<Waiter>,
+    /// Past their start, to give back.
+    pub late: Vec<Waiter>,
+    /// The apps whose deliveries stayed in line for want of room.
+    pub full: Vec<AppId>,
+}
+
+/// The worker's line of deliveries handed over that could not start at once: one line
+/// per app, each in the order its deliveries came. Its places bound it: a create
+/// reserves its deliveries' places before the store leases them.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    places: Arc<Semaphore>,
+    lines: Mutex<HashMap<AppId, VecDeque<Waiter>>>,
+}
+
+impl Waiting {
+    fn new(places: usize) -> Self {
+        Waiting {
+            places: Arc::new(Semaphore::new(places.max(1))),
+            lines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lines(&self) -> std::sync::MutexGuard<'_, HashMap<AppId, VecDeque<Waiter>>> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the first in `app`'s line has waited longer than [`BEHIND_AFTER`].
+    fn behind(&self, app: &AppId) -> bool {
+        self.lines()
+            .get(app)
+            .and_then(VecDeque::front)
+            .is_some_and(|first| first.queued_at.elapsed() > BEHIND_AFTER)
+    }
+
+    /// Puts `job` in its app's line, with its share of `places`.
+    pub fn push(&self, job: DeliveryJob, start_by: Instant, places: &mut OwnedSemaphorePermit) {
+        let Some(place) = places.split(1) else {
+            return; // Never: a delivery leased had its place reserved.
+        };
+        let app = job.endpoint.app_id.clone();
+        self.lines().entry(app).or_default().push_back(Waiter {
+            job,
+            start_by,
+            queued_at: Instant::now(),
+            _place: place,
+        });
+    }
+
+    /// Takes up to `most` deliveries from the fronts of the apps' lines, no more of each
+    /// app's than `room` says it has room for, and those past their start: the first are
+    /// to start, the second to give back.
+    pub fn take(&self, most: usize, mut room: impl FnMut(&AppId) -> usize) -> Taken {
+        let now = Instant::now();
+        let mut taken = Taken::default();
+        let mut lines = self.lines();
+        for (app, line) in lines.iter_mut() {
+            while line.front().is_some_and(|first| first.start_by <= now) {
+                taken.late.extend(line.pop_front());
+            }
+            if line.is_empty() || taken.waiters.len() == most {
+                continue;
+            }
+            let left = most - taken.waiters.len();
+            let room = room(app);
+            taken
+                .waiters
+                .extend(line.drain(..room.min(left).min(line.len())));
+            if !line.is_empty() && room < left {
+                taken.full.push(app.clone());
+            }
+        }
+        lines.retain(|_, line| !line.is_empty());
+        taken
+    }
+
+    /// Empties the line, for a worker that stops.
+    pub fn drain(&self) -> Vec<Waiter> {
+        self.lines().drain().flat_map(|(_, line)| line).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use hookline_core::clock::SystemClock;
+    use hookline_core::id::{AppId, EndpointId, MessageId};
+    use tokio::time::{Instant, advance};
+    use tokio_util::sync::CancellationToken;
+
+    use super::{BEHIND_AFTER, Handoff, Waiting};
+    use crate::ratelimit::EndpointLimits;
+
+    /// A job of message `msg` of `app` to endpoint `ep_<n>`.
+    fn job(app: &str, msg: &str, n: usize) -> hookline_core::store::DeliveryJob {
+        let mut job = crate::fixture::job();
+        let mut endpoint = (*job.endpoint).clone();
+        endpoint.app_id = AppId::from_string(app.into());
+        endpoint.id = EndpointId::from_string(format!("ep_{n}"));
+        job.endpoint = Arc::new(endpoint);
+        let mut message = (*job.message).clone();
+        message.id = MessageId::from_string(msg.into());
+        job.message = Arc::new(message);
+        job
+    }
+
+    fn names(waiters: &[super::Waiter]) -> Vec<String> {
+        waiters
+            .iter()
+            .map(|w| format!("{}/{}", w.job.message.id, w.job.endpoint.id))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_line_gives_each_app_its_room_in_order_and_the_late_back() {
+        let waiting = Waiting::new(10);
+        let mut places = Arc::clone(&waiting.places)
+            .try_acquire_many_owned(6)
+            .unwrap();
+        let later = Instant::now() + Duration::from_secs(10);
+        for n in 0..3 {
+            waiting.push(job("app_a", "msg_a", n), later, &mut places);
+        }
+        waiting.push(job("app_b", "msg_b", 0), later, &mut places);
+        waiting.push(job("app_b", "msg_b", 1), later, &mut places);
+        waiting.push(
+            job("app_c", "msg_c", 0),
+            Instant::now() + Duration::from_secs(1),
+            &mut places,
+        );
+        drop(places);
+        assert_eq!(
+            waiting.places.available_permits(),
+            4,
+            "each waits in its place"
+        );
+        advance(Duration::from_secs(2)).await;
+
+        let room = |app: &AppId| if app.as_str() == "app_a" { 2 } else { 5 };
+        let mut taken = waiting.take(10, room);
+        taken.waiters.sort_by_key(|w| w.job.message.id.to_string());
+        assert_eq!(
+            names(&taken.waiters),
+            ["msg_a/ep_0", "msg_a/ep_1", "msg_b/ep_0", "msg_b/ep_1"]
+        );
+        assert_eq!(names(&taken.late), ["msg_c/ep_0"]);
+        assert_eq!(taken.full, [AppId::from_string("app_a".into())]);
+        drop(taken);
+        assert_eq!(
+            waiting.places.available_permits(),
+            9,
+            "the places taken are free"
+        );
+
+        // At most `most` in all; what is left keeps its order.
+        let taken = waiting.take(1, |_| 5);
+        assert_eq!(names(&taken.waiters), ["msg_a/ep_2"]);
+        assert!(taken.full.is_empty());
+        assert!(waiting.drain().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn creates_lease_nothing_for_an_app_whose_line_has_waited_too_long() {
+        // Two workers: 64 places in line, a quarter of them for one create.
+        let limits = EndpointLimits::new(16, 32, 2, 16);
+        let handoff = Handoff::new(
+            2,
+            limits,
+            "node".into(),
+            Duration::from_secs(60),
+            Arc::new(SystemClock),
+        );
+        let app = AppId::from_string("app_a".into());
+        let other = AppId::from_string("app_b".into());
+        assert!(
+            handoff.reserve(&app).is_none(),
+            "shut until the worker runs"
+        );
+        let stop = CancellationToken::new();
+        let _handed = handoff.open(stop.clone());
+
+        let mut reserved = handoff.reserve(&app).expect("room in line");
+        assert_eq!(reserved.lease().most, 16);
+        assert_eq!(handoff.reserve(&other).map(|r| r.lease().most), Some(12));
+        let later = Instant::now() + Duration::from_secs(30);
+        handoff
+            .waiting
+            .push(job("app_a", "msg_a", 0), later, &mut reserved.places);
+        drop(reserved);
+        advance(BEHIND_AFTER + Duration::from_millis(1)).await;
+        assert!(handoff.reserve(&app).is_none(), "behind with app_a");
+        assert!(handoff.reserve(&other).is_some(), "not with app_b");
+
+        // Its line taken, the app is leased to again; once stopped, nobody is.
+        drop(handoff.waiting.take(10, |_| 10));
+        assert!(handoff.reserve(&app).is_some());
+        stop.cancel();
+        assert!(handoff.reserve(&other).is_none());
     }
 }

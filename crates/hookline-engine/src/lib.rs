@@ -4,7 +4,8 @@
 //! A worker claims due deliveries in batches under a lease ([`DeliveryQueue::claim_due`]), never
 //! more than it has free capacity for, so memory stays bounded whatever the backlog. The
 //! deliveries of a message created on the worker's own node are leased to it as they are
-//! created and handed over without a claim ([`Handoff`]). Each delivery is admitted within
+//! created and handed over without a claim ([`Handoff`]); those with no worker free wait
+//! in the worker's line, which claims take from first. Each delivery is admitted within
 //! its app's share of the worker and its endpoint's bounds, or given back, then waits for its endpoint's rate limit and in-flight bound (`ratelimit`), is
 //! signed with every valid key of the endpoint (Standard Webhooks, through
 //! `hookline-signature`, the project's one signing implementation) and sent through a

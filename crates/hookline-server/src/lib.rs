@@ -208,8 +208,8 @@ impl AppState {
     }
 
     /// Room in this node's worker for the deliveries of a message of `app` about to be
-    /// created, if it has a worker with room: the message is then created under its
-    /// lease.
+    /// created, if it has a worker that is not behind with the app's deliveries: the
+    /// message is then created under its lease.
     pub fn reserve(&self, app: &hookline_core::id::AppId) -> Option<hookline_engine::Reservation> {
         self.handoff.as_ref()?.reserve(app)
     }

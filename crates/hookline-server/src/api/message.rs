@@ -229,7 +229,8 @@ async fn accept_until(
         .as_ref()
         .map(|key| key.record(status, body.clone(), message.created_at));
     // With room in this node's worker, the deliveries are leased to it as they are
-    // created and start at once; without, they are queued for a claim.
+    // created and start at once (or wait in its line); without, they are queued for a
+    // claim.
     let reserved = state.reserve(&message.app_id);
     let new = NewMessage {
         message,

@@ -714,6 +714,100 @@ async fn serve_lifts_its_soft_limit_of_open_files_to_the_hard_one() {
     assert_eq!(numbers[0], numbers[1], "{line}");
 }
 
+/// A fan-out wider than the worker goes to it whole: the deliveries that find no worker
+/// free wait in the node's line, leased, and start as workers come free, each once and
+/// none by a claim (a claim writes every row it takes again).
+#[tokio::test]
+async fn a_fan_out_wider_than_the_worker_waits_in_its_line_not_for_claims() {
+    let dir = TempDir::new("line");
+    let (receiver, receiver_url) = Receiver::start().await;
+    let config = dir.0.join("hookline.toml");
+    std::fs::write(&config, "[delivery]\nconcurrency = 16\n").unwrap();
+    let server =
+        Server::start_with_args(&dir.0, &["--config", config.to_str().unwrap()], &[]).await;
+    let create = |app_id: String, n: u32| {
+        let server = &server;
+        async move {
+            let path = format!("/api/v1/app/{app_id}/msg");
+            let body = json!({"eventType": "line.test", "payload": {"n": n}});
+            let (status, message) = server.api(Method::POST, &path, Some(body)).await;
+            assert_eq!(status, 202, "{message}");
+            message["id"].as_str().unwrap().to_owned()
+        }
+    };
+    // Once a message has been delivered, the worker is running and takes deliveries over.
+    let warm = server
+        .app_with_endpoint("warm", &format!("{receiver_url}/warm"))
+        .await;
+    let id = create(warm, 0).await;
+    receiver
+        .wait_until(Duration::from_secs(10), |d| {
+            d.iter().any(|d| d.headers.get("webhook-id") == Some(&id))
+        })
+        .await;
+
+    let (_, app) = server
+        .api(Method::POST, "/api/v1/app", Some(json!({"name": "wide"})))
+        .await;
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    const ENDPOINTS: usize = 30;
+    for n in 0..ENDPOINTS {
+        let url = format!("{receiver_url}/line/{n}");
+        let (status, endpoint) = server
+            .api(
+                Method::POST,
+                &format!("/api/v1/app/{app_id}/endpoint"),
+                Some(json!({"url": url})),
+            )
+            .await;
+        assert_eq!(status, 201, "{endpoint}");
+    }
+    // Slow answers keep the 16 workers busy while the rest wait.
+    *receiver.delay.lock().unwrap() = Duration::from_millis(30);
+    let counts = |metrics: &str| {
+        [
+            r#"hookline_handed_deliveries_total{fate="started"}"#,
+            r#"hookline_claimed_deliveries_total{fate="started"}"#,
+        ]
+        .map(|series| metric(metrics, series))
+    };
+    let before = counts(&server.metrics().await);
+    let (a, b, c) = tokio::join!(
+        create(app_id.clone(), 1),
+        create(app_id.clone(), 2),
+        create(app_id.clone(), 3)
+    );
+    let ids = [a, b, c];
+    let ours = |d: &crate::server::Delivery| {
+        d.path.starts_with("/line/")
+            && d.headers
+                .get("webhook-id")
+                .is_some_and(|id| ids.contains(id))
+    };
+    let deliveries = receiver
+        .wait_until(Duration::from_secs(30), |d| {
+            d.iter().filter(|d| ours(d)).count() >= 3 * ENDPOINTS
+        })
+        .await;
+    let mut made: Vec<(String, String)> = deliveries
+        .iter()
+        .filter(|d| ours(d))
+        .map(|d| (d.headers["webhook-id"].clone(), d.path.clone()))
+        .collect();
+    made.sort();
+    let total = made.len();
+    made.dedup();
+    assert_eq!(made.len(), 3 * ENDPOINTS, "every delivery made");
+    assert_eq!(total, made.len(), "none twice");
+    let metrics = server.metrics().await;
+    let [handed, claimed] = counts(&metrics);
+    assert_eq!(
+        [handed - before[0], claimed - before[1]],
+        [(3 * ENDPOINTS) as f64, 0.0],
+        "handed over, not claimed: {metrics}"
+    );
+}
+
 /// A message's deliveries go to the worker of the node that created it, leased in the
 /// create's own transaction, without a claim; a node killed with such a delivery in
 /// flight makes it again once restarted under its name (not a lease later).
