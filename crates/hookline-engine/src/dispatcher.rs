@@ -47,10 +47,11 @@ const RELEASE_DELAY: Duration = Duration::from_millis(500);
 /// back waits; the poll interval, if that is shorter). Each such look costs one claim that
 /// gives back most of what it takes, or walks the passed-over apps' backlog.
 const PASSED_OVER_FOR: Duration = Duration::from_millis(500);
-/// How often a claim asks the store for at least half of what it takes, however many
-/// handed-over deliveries wait in the worker's line: a line that creates keep filling
-/// would otherwise keep the store's due deliveries (retries, those given back, other
-/// nodes' creates) waiting for as long as they do.
+/// How often a claim asks the store for half of what it takes (the odd worker going to
+/// the line and the store in turn), however many handed-over deliveries wait in the
+/// worker's line: a line that creates keep filling would otherwise keep the store's due
+/// deliveries (retries, those given back, other nodes' creates) waiting for as long as
+/// they do.
 const STORE_CLAIM_EVERY: Duration = Duration::from_millis(100);
 /// Claims in a row given back whole (every delivery's endpoint or app at its limits)
 /// after which the claim loop rests for a poll interval. Until then it claims again at
@@ -168,6 +169,8 @@ impl Dispatcher {
         // When this loop last asked the store, and whether the store had all it asked for
         // (and so likely more).
         let (mut store_claimed, mut store_has_more) = (Instant::now(), false);
+        // Which of the two gets the odd worker of a claim shared between them.
+        let mut odd_to_line = false;
         loop {
             // Once that time is up, the next claim looks at every app again, passing over
             // these too: it finds what the others have come to have due, without taking
@@ -231,9 +234,14 @@ impl Dispatcher {
             // of the claim every so often, and of every claim while it has more due, and
             // whatever the line cannot fill; the line then what the store could not.
             let store_turn = store_has_more || store_claimed.elapsed() >= STORE_CLAIM_EVERY;
-            let line_share = if store_turn { limit / 2 } else { limit };
+            let line_share = if store_turn {
+                odd_to_line = !odd_to_line;
+                (limit + usize::from(odd_to_line)) / 2
+            } else {
+                limit
+            };
             let mut waiters = Vec::new();
-            self.take_line(line_share, &mut passed_over, &mut waiters)
+            self.take_line(line_share, &mut passed_over, &mut waiters, &[])
                 .await;
             // The line filled its share: it may hold more.
             let line_full = !waiters.is_empty() && waiters.len() == line_share;
@@ -264,18 +272,20 @@ impl Dispatcher {
                 store_has_more = from_store.len() >= ask;
                 let left = ask.saturating_sub(from_store.len());
                 if store_turn && left > 0 {
-                    self.take_line(left, &mut passed_over, &mut waiters).await;
+                    self.take_line(left, &mut passed_over, &mut waiters, &from_store)
+                        .await;
                 }
             }
             let from_line = waiters.len();
             let line_back = match reserved.split(from_line) {
-                Some(permits) if from_line > 0 => {
+                Some(permits) => {
                     let jobs = waiters
                         .into_iter()
                         .map(|waiter| (waiter.job, waiter.start_by));
                     self.start_all(jobs, permits, tracker, finished, shutdown)
                 }
-                _ => Vec::new(),
+                // Never: the line gives no more than the claim's workers.
+                None => waiters.iter().map(Waiter::key).collect(),
             };
             hookline_core::metrics::metrics()
                 .record_handed(from_line - line_back.len(), line_back.len());
@@ -416,8 +426,15 @@ impl Dispatcher {
         }
         let (mut started, mut queued) = (0, false);
         for job in jobs {
-            let job = match Arc::clone(&self.handoff.permits).try_acquire_owned() {
-                Ok(permit) => {
+            // A free worker takes it at once, unless deliveries of its app wait already:
+            // it goes behind them.
+            let free = if self.handoff.waiting.holds(&job.endpoint.app_id) {
+                None
+            } else {
+                Arc::clone(&self.handoff.permits).try_acquire_owned().ok()
+            };
+            let job = match free {
+                Some(permit) => {
                     match self.spawn(job, permit, start_by, tracker, finished, shutdown) {
                         None => {
                             started += 1;
@@ -426,7 +443,7 @@ impl Dispatcher {
                         Some(job) => job,
                     }
                 }
-                Err(_) => job,
+                None => job,
             };
             self.handoff.waiting.push(job, start_by, &mut places);
             queued = true;
@@ -438,21 +455,26 @@ impl Dispatcher {
     }
 
     /// Takes up to `most` more deliveries from the line into `taken`, as many of each app's
-    /// as it has room for beside those already in `taken` (none of `passed_over`); gives
-    /// back those past their start, and adds to `passed_over` the apps whose deliveries
-    /// stayed in line for want of room: the claim loop waits for their room as it does for
-    /// apps at their share.
-    async fn take_line(&self, most: usize, passed_over: &mut Vec<AppId>, taken: &mut Vec<Waiter>) {
-        if most == 0 {
-            return;
-        }
+    /// as it has room for beside those already in `taken` and `claimed` from the store
+    /// (none of `passed_over`); gives back those past their start, and adds to
+    /// `passed_over` the apps whose deliveries stayed in line for want of room: the claim
+    /// loop waits for their room as it does for apps at their share.
+    async fn take_line(
+        &self,
+        most: usize,
+        passed_over: &mut Vec<AppId>,
+        taken: &mut Vec<Waiter>,
+        claimed: &[DeliveryJob],
+    ) {
         let line = self.handoff.waiting.take(most, |app| {
             if passed_over.contains(app) {
                 return 0;
             }
             let already = taken
                 .iter()
-                .filter(|waiter| waiter.job.endpoint.app_id == *app)
+                .map(|waiter| &waiter.job)
+                .chain(claimed)
+                .filter(|job| job.endpoint.app_id == *app)
                 .count();
             self.limits
                 .room_of(std::slice::from_ref(app))
@@ -484,7 +506,8 @@ impl Dispatcher {
         hookline_core::metrics::metrics().record_handed(0, waiters.len());
         tracing::debug!(
             deliveries = waiters.len(),
-            "deliveries handed over could not start in time; given back"
+            given_back = keys.len(),
+            "deliveries taken out of line unstarted"
         );
         release(self.queue.as_ref(), keys, self.clock.now()).await;
     }

@@ -11,15 +11,16 @@
 //! while every worker is busy, and those that cannot start at once (no worker free, or
 //! their app or endpoint at its limits) wait in that line ([`Waiting`]), one line per
 //! app, which the claim loops take from, within each app's room, before they claim from
-//! the store. The line has [`LINE_PER_WORKER`] places for each worker. While the first
-//! of an app's line has waited longer than [`BEHIND_AFTER`], that app's creates lease
-//! nothing: the worker is behind with it, and what they queue goes to the store, where
-//! claims take the oldest due first.
+//! the store, starting with another app's line each time. The line has
+//! [`LINE_PER_WORKER`] places for each worker. While the first of an app's line has
+//! waited longer than [`BEHIND_AFTER`], or its line holds half the places, that app's
+//! creates lease nothing: the worker is behind with it, and what they queue goes to the
+//! store, where claims take the oldest due first.
 //!
 //! Nothing is lost on the way: a leased delivery is due again when its lease ends, as a
 //! claimed one is, should the worker stop (or the node die) before it is recorded. One
-//! that cannot start within the worker's hold of its lease is given back, due again
-//! shortly. A node started again under its name ends its old leases at once
+//! that could not start within the worker's hold of its lease is given back when a claim
+//! loop next looks at the line (within a poll interval), due again shortly. A node started again under its name ends its old leases at once
 //! ([`DeliveryQueue::release_owned`]), and takes nothing over until it has.
 //!
 //! [`DeliveryQueue::release_owned`]: hookline_core::store::DeliveryQueue::release_owned
@@ -147,7 +148,7 @@ impl Handoff {
     /// documentation): with them, the store leases the deliveries as it creates them.
     /// `None` queues them due, for a claim.
     pub fn reserve(&self, app: &AppId) -> Option<Reservation> {
-        if !self.is_open() || self.waiting.behind(app) {
+        if !self.is_open() || self.waiting.closed_to(app) {
             return None;
         }
         let places =
@@ -199,7 +200,9 @@ pub(crate) struct Waiter {
     /// its lease).
     pub start_by: Instant,
     queued_at: Instant,
-    _place: OwnedSemaphorePermit,
+    /// Its place in line (none only should a handed delivery have had no place of its
+    /// own, which a reservation prevents).
+    _place: Option<OwnedSemaphorePermit>,
 }
 
 impl Waiter {
@@ -225,41 +228,61 @@ pub(crate) struct Taken {
 #[derive(Debug)]
 pub(crate) struct Waiting {
     places: Arc<Semaphore>,
-    lines: Mutex<HashMap<AppId, VecDeque<Waiter>>>,
+    capacity: usize,
+    lines: Mutex<Lines>,
+}
+
+/// The apps' lines, and which app a take starts with: each take starts with the next, so
+/// that no app's line waits behind another's for good.
+#[derive(Debug, Default)]
+struct Lines {
+    apps: HashMap<AppId, VecDeque<Waiter>>,
+    turn: usize,
 }
 
 impl Waiting {
     fn new(places: usize) -> Self {
         Waiting {
             places: Arc::new(Semaphore::new(places.max(1))),
-            lines: Mutex::new(HashMap::new()),
+            capacity: places.max(1),
+            lines: Mutex::new(Lines::default()),
         }
     }
 
-    fn lines(&self) -> std::sync::MutexGuard<'_, HashMap<AppId, VecDeque<Waiter>>> {
+    fn lines(&self) -> std::sync::MutexGuard<'_, Lines> {
         self.lines.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether the first in `app`'s line has waited longer than [`BEHIND_AFTER`].
-    fn behind(&self, app: &AppId) -> bool {
-        self.lines()
-            .get(app)
-            .and_then(VecDeque::front)
-            .is_some_and(|first| first.queued_at.elapsed() > BEHIND_AFTER)
+    /// Whether `app`'s creates may lease no more: the first in its line has waited longer
+    /// than [`BEHIND_AFTER`], or its line holds half the places (an app whose endpoints
+    /// hang would otherwise take them all).
+    fn closed_to(&self, app: &AppId) -> bool {
+        let lines = self.lines();
+        let Some(line) = lines.apps.get(app) else {
+            return false;
+        };
+        line.len() >= self.capacity / 2
+            || line
+                .front()
+                .is_some_and(|first| first.queued_at.elapsed() > BEHIND_AFTER)
     }
 
     /// Puts `job` in its app's line, with its share of `places`.
     pub fn push(&self, job: DeliveryJob, start_by: Instant, places: &mut OwnedSemaphorePermit) {
-        let Some(place) = places.split(1) else {
-            return; // Never: a delivery leased had its place reserved.
-        };
+        let place = places.split(1);
+        let mut lines = self.lines();
         let app = job.endpoint.app_id.clone();
-        self.lines().entry(app).or_default().push_back(Waiter {
+        lines.apps.entry(app).or_default().push_back(Waiter {
             job,
             start_by,
             queued_at: Instant::now(),
             _place: place,
         });
+    }
+
+    /// Whether deliveries of `app` wait in line: a new one of the app waits behind them.
+    pub fn holds(&self, app: &AppId) -> bool {
+        self.lines().apps.contains_key(app)
     }
 
     /// Takes up to `most` deliveries from the fronts of the apps' lines, no more of each
@@ -269,29 +292,43 @@ impl Waiting {
         let now = Instant::now();
         let mut taken = Taken::default();
         let mut lines = self.lines();
-        for (app, line) in lines.iter_mut() {
+        let mut apps: Vec<AppId> = lines.apps.keys().cloned().collect();
+        if !apps.is_empty() {
+            let turn = lines.turn % apps.len();
+            apps.rotate_left(turn);
+            lines.turn = lines.turn.wrapping_add(1);
+        }
+        for app in apps {
+            let Some(line) = lines.apps.get_mut(&app) else {
+                continue;
+            };
             while line.front().is_some_and(|first| first.start_by <= now) {
                 taken.late.extend(line.pop_front());
             }
-            if line.is_empty() || taken.waiters.len() == most {
-                continue;
+            if !line.is_empty() && taken.waiters.len() < most {
+                let left = most - taken.waiters.len();
+                let room = room(&app);
+                taken
+                    .waiters
+                    .extend(line.drain(..room.min(left).min(line.len())));
+                if !line.is_empty() && room < left {
+                    taken.full.push(app.clone());
+                }
             }
-            let left = most - taken.waiters.len();
-            let room = room(app);
-            taken
-                .waiters
-                .extend(line.drain(..room.min(left).min(line.len())));
-            if !line.is_empty() && room < left {
-                taken.full.push(app.clone());
+            if line.is_empty() {
+                lines.apps.remove(&app);
             }
         }
-        lines.retain(|_, line| !line.is_empty());
         taken
     }
 
     /// Empties the line, for a worker that stops.
     pub fn drain(&self) -> Vec<Waiter> {
-        self.lines().drain().flat_map(|(_, line)| line).collect()
+        self.lines()
+            .apps
+            .drain()
+            .flat_map(|(_, line)| line)
+            .collect()
     }
 }
 
@@ -374,6 +411,32 @@ mod tests {
         assert_eq!(names(&taken.waiters), ["msg_a/ep_2"]);
         assert!(taken.full.is_empty());
         assert!(waiting.drain().is_empty());
+    }
+
+    #[tokio::test]
+    async fn each_take_starts_with_another_apps_line_and_no_app_holds_half_the_places() {
+        let waiting = Waiting::new(8);
+        let mut places = Arc::clone(&waiting.places)
+            .try_acquire_many_owned(8)
+            .unwrap();
+        let later = Instant::now() + Duration::from_secs(10);
+        for n in 0..4 {
+            waiting.push(job("app_a", "msg_a", n), later, &mut places);
+        }
+        waiting.push(job("app_b", "msg_b", 0), later, &mut places);
+        waiting.push(job("app_b", "msg_b", 1), later, &mut places);
+        assert!(
+            waiting.closed_to(&AppId::from_string("app_a".into())),
+            "half the places"
+        );
+        assert!(!waiting.closed_to(&AppId::from_string("app_b".into())));
+        let mut apps = Vec::new();
+        for _ in 0..4 {
+            let taken = waiting.take(1, |_| 5);
+            apps.push(taken.waiters[0].job.endpoint.app_id.to_string());
+        }
+        apps.sort();
+        assert_eq!(apps, ["app_a", "app_a", "app_b", "app_b"], "taken in turn");
     }
 
     #[tokio::test(start_paused = true)]
