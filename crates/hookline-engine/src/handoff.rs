@@ -13,8 +13,7 @@
 //! app, which the claim loops take from, within each app's room, before they claim from
 //! the store, starting with another app's line each time. The line has
 //! [`LINE_PER_WORKER`] places for each worker. While the first of an app's line has
-//! waited longer than [`BEHIND_AFTER`], or its line holds half the places, that app's
-//! creates lease nothing: the worker is behind with it, and what they queue goes to the
+//! waited longer than [`BEHIND_AFTER`], that app's creates lease nothing: the worker is behind with it, and what they queue goes to the
 //! store, where claims take the oldest due first.
 //!
 //! Nothing is lost on the way: a leased delivery is due again when its lease ends, as a
@@ -228,7 +227,6 @@ pub(crate) struct Taken {
 #[derive(Debug)]
 pub(crate) struct Waiting {
     places: Arc<Semaphore>,
-    capacity: usize,
     lines: Mutex<Lines>,
 }
 
@@ -244,7 +242,6 @@ impl Waiting {
     fn new(places: usize) -> Self {
         Waiting {
             places: Arc::new(Semaphore::new(places.max(1))),
-            capacity: places.max(1),
             lines: Mutex::new(Lines::default()),
         }
     }
@@ -254,17 +251,13 @@ impl Waiting {
     }
 
     /// Whether `app`'s creates may lease no more: the first in its line has waited longer
-    /// than [`BEHIND_AFTER`], or its line holds half the places (an app whose endpoints
-    /// hang would otherwise take them all).
+    /// than [`BEHIND_AFTER`].
     fn closed_to(&self, app: &AppId) -> bool {
-        let lines = self.lines();
-        let Some(line) = lines.apps.get(app) else {
-            return false;
-        };
-        line.len() >= self.capacity / 2
-            || line
-                .front()
-                .is_some_and(|first| first.queued_at.elapsed() > BEHIND_AFTER)
+        self.lines()
+            .apps
+            .get(app)
+            .and_then(VecDeque::front)
+            .is_some_and(|first| first.queued_at.elapsed() > BEHIND_AFTER)
     }
 
     /// Puts `job` in its app's line, with its share of `places`.
@@ -414,7 +407,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn each_take_starts_with_another_apps_line_and_no_app_holds_half_the_places() {
+    async fn each_take_starts_with_another_apps_line() {
         let waiting = Waiting::new(8);
         let mut places = Arc::clone(&waiting.places)
             .try_acquire_many_owned(8)
