@@ -415,9 +415,8 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(10);
         for n in 0..4 {
             waiting.push(job("app_a", "msg_a", n), later, &mut places);
+            waiting.push(job("app_b", "msg_b", n), later, &mut places);
         }
-        waiting.push(job("app_b", "msg_b", 0), later, &mut places);
-        waiting.push(job("app_b", "msg_b", 1), later, &mut places);
         let mut apps = Vec::new();
         for _ in 0..4 {
             let taken = waiting.take(1, |_| 5);
