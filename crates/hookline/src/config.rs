@@ -18,6 +18,9 @@ use serde::Deserialize;
 /// the clock, which a longer one would overflow.
 const MAX_RETENTION_SECS: u64 = 100 * 365 * 86_400;
 
+/// The most deliveries a node may have in flight (`delivery.concurrency`).
+const MAX_CONCURRENCY: usize = 100_000;
+
 /// The commented reference configuration, which is also the source of every default.
 pub const DEFAULT_TOML: &str = include_str!("../../../config.default.toml");
 
@@ -592,6 +595,10 @@ impl Config {
         if concurrency == 0 || per_endpoint == 0 {
             bail!("concurrency and max_in_flight_per_endpoint must be at least 1");
         }
+        // Each worker holds a connection and 32 places in line for deliveries handed over.
+        if concurrency > MAX_CONCURRENCY {
+            bail!("concurrency must be at most {MAX_CONCURRENCY}, got {concurrency}");
+        }
         let poll_interval = d.poll_interval.unwrap_or(1);
         if !(1..=3600).contains(&poll_interval) {
             bail!("delivery.poll_interval must be between 1 and 3600 seconds, got {poll_interval}");
@@ -979,6 +986,11 @@ mod tests {
             std::fs::write(&file, format!("[delivery]\npoll_interval = {poll}\n")).unwrap();
             let error = Config::load(Some(&file), &HashMap::new()).unwrap_err();
             assert!(format!("{error:#}").contains("poll_interval"), "{error:#}");
+        }
+        for concurrency in ["0", "100001"] {
+            std::fs::write(&file, format!("[delivery]\nconcurrency = {concurrency}\n")).unwrap();
+            let error = Config::load(Some(&file), &HashMap::new()).unwrap_err();
+            assert!(format!("{error:#}").contains("concurrency"), "{error:#}");
         }
         std::fs::remove_dir_all(dir).ok();
     }

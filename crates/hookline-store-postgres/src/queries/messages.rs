@@ -305,12 +305,14 @@ impl PostgresStore {
         leased: Vec<Leased>,
         messages: &[Arc<Message>],
     ) -> Vec<DeliveryJob> {
+        let by_id: HashMap<&MessageId, &Arc<Message>> = messages
+            .iter()
+            .map(|message| (&message.id, message))
+            .collect();
         leased
             .into_iter()
             .filter_map(|leased| {
-                let message = messages
-                    .iter()
-                    .find(|message| message.id == leased.destination.msg_id)?;
+                let message = *by_id.get(&leased.destination.msg_id)?;
                 let endpoint = rows::open_endpoint(self.sealer(), leased.endpoint)
                     .inspect_err(|error| {
                         tracing::error!(%error, "a leased delivery's endpoint does not open; it is due again when its lease ends");

@@ -752,15 +752,9 @@ async fn a_fan_out_wider_than_the_worker_waits_in_its_line_not_for_claims() {
     let app_id = app["id"].as_str().unwrap().to_owned();
     const ENDPOINTS: usize = 30;
     for n in 0..ENDPOINTS {
-        let url = format!("{receiver_url}/line/{n}");
-        let (status, endpoint) = server
-            .api(
-                Method::POST,
-                &format!("/api/v1/app/{app_id}/endpoint"),
-                Some(json!({"url": url})),
-            )
+        server
+            .add_endpoint(&app_id, &format!("{receiver_url}/line/{n}"))
             .await;
-        assert_eq!(status, 201, "{endpoint}");
     }
     // Slow answers keep the 16 workers busy while the rest wait.
     *receiver.delay.lock().unwrap() = Duration::from_millis(30);

@@ -294,6 +294,12 @@ impl Server {
             .await;
         assert_eq!(status, 201, "{app}");
         let app_id = app["id"].as_str().expect("app id").to_owned();
+        self.add_endpoint(&app_id, url).await;
+        app_id
+    }
+
+    /// Adds an endpoint at `url` to the application `app_id`: the endpoint as answered.
+    pub async fn add_endpoint(&self, app_id: &str, url: &str) -> serde_json::Value {
         let (status, endpoint) = self
             .api(
                 reqwest::Method::POST,
@@ -302,7 +308,7 @@ impl Server {
             )
             .await;
         assert_eq!(status, 201, "{endpoint}");
-        app_id
+        endpoint
     }
 
     /// The node's `/metrics` text.
